@@ -1,0 +1,21 @@
+//! Pastiche's core: everything both the appliance and the firmware run.
+//!
+//! `#![no_std]`, no `alloc`, no `unsafe`. Buffers are the caller's, capacities
+//! are fixed, and time and randomness are passed in as values, so the same
+//! code runs on a Linux NAS, on a Cortex-M board and in deterministic tests.
+//!
+//! - [`chunker`]: content-defined chunking (SPEC §1).
+//! - [`seal`]: convergent sealing and opening of chunks (SPEC §2).
+//! - [`identity`]: Ed25519 identities, signatures, nodeIds (SPEC §3).
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod chunker;
+pub mod hex;
+pub mod identity;
+pub mod seal;
+
+pub use chunker::{Chunker, MAX_CHUNK, MIN_CHUNK};
+pub use identity::{Domain, Identity, NodeId, PublicKey, Signature};
+pub use seal::{ChunkId, Handle, OpenError, SealError, Sealed};

@@ -1,0 +1,1 @@
+//! Hardware-in-the-loop and multi-process tests.
