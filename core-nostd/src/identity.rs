@@ -95,7 +95,9 @@ impl fmt::Display for SignatureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SignatureError::BadPublicKey => f.write_str("invalid public key"),
-            SignatureError::Mismatch => f.write_str("signature does not match key, message and purpose"),
+            SignatureError::Mismatch => {
+                f.write_str("signature does not match key, message and purpose")
+            }
         }
     }
 }
@@ -116,7 +118,9 @@ impl Identity {
     /// The identity generated from a 32-byte secret seed (which the caller
     /// draws from its entropy source and keeps secret).
     pub fn from_seed(seed: [u8; 32]) -> Identity {
-        Identity { keys: ed::KeyPair::from_seed(ed::Seed::new(seed)) }
+        Identity {
+            keys: ed::KeyPair::from_seed(ed::Seed::new(seed)),
+        }
     }
 
     /// The secret seed, for storing the identity.
@@ -152,7 +156,12 @@ impl Identity {
 
 impl PublicKey {
     /// Verifies `signature` over the concatenation of `parts` for `domain`.
-    pub fn verify(&self, domain: Domain, parts: &[&[u8]], signature: &Signature) -> Result<(), SignatureError> {
+    pub fn verify(
+        &self,
+        domain: Domain,
+        parts: &[&[u8]],
+        signature: &Signature,
+    ) -> Result<(), SignatureError> {
         let pk = ed::PublicKey::new(self.0);
         let sig = ed::Signature::new(signature.0);
         let mut state = pk.verify_incremental(&sig).map_err(|e| match e {
@@ -186,7 +195,11 @@ mod tests {
     fn signature_round_trip() {
         let me = id(1);
         let sig = me.sign(Domain::DeleteList, &[b"abc", b"def"], [0; 16]);
-        assert_eq!(me.public_key().verify(Domain::DeleteList, &[b"abc", b"def"], &sig), Ok(()));
+        assert_eq!(
+            me.public_key()
+                .verify(Domain::DeleteList, &[b"abc", b"def"], &sig),
+            Ok(())
+        );
     }
 
     #[test]
@@ -197,7 +210,10 @@ mod tests {
         assert!(pk.verify(Domain::MetadataPut, &[b"abc"], &sig).is_err());
         assert!(pk.verify(Domain::DeleteList, &[b"abd"], &sig).is_err());
         assert!(pk.verify(Domain::DeleteList, &[b"ab", b"c"], &sig).is_err());
-        assert!(id(2).public_key().verify(Domain::DeleteList, &[b"abc"], &sig).is_err());
+        assert!(id(2)
+            .public_key()
+            .verify(Domain::DeleteList, &[b"abc"], &sig)
+            .is_err());
         let mut bent = sig;
         bent.0[10] ^= 1;
         assert!(pk.verify(Domain::DeleteList, &[b"abc"], &bent).is_err());

@@ -84,7 +84,10 @@ impl fmt::Display for SealError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SealError::TooLarge { len } => {
-                write!(f, "chunk of {len} bytes is larger than the {MAX_CHUNK}-byte maximum")
+                write!(
+                    f,
+                    "chunk of {len} bytes is larger than the {MAX_CHUNK}-byte maximum"
+                )
             }
             SealError::BufferTooSmall { needed } => write!(f, "output buffer needs {needed} bytes"),
         }
@@ -120,12 +123,20 @@ impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenError::Truncated { len } => {
-                write!(f, "sealed chunk truncated: {len} bytes is less than the {TAG_LEN}-byte tag")
+                write!(
+                    f,
+                    "sealed chunk truncated: {len} bytes is less than the {TAG_LEN}-byte tag"
+                )
             }
             OpenError::TooLarge { len } => {
-                write!(f, "sealed chunk of {len} bytes exceeds the {MAX_SEALED}-byte maximum")
+                write!(
+                    f,
+                    "sealed chunk of {len} bytes exceeds the {MAX_SEALED}-byte maximum"
+                )
             }
-            OpenError::BadTag => f.write_str("sealed chunk failed authentication (corrupt, or wrong handle)"),
+            OpenError::BadTag => {
+                f.write_str("sealed chunk failed authentication (corrupt, or wrong handle)")
+            }
             OpenError::WrongHandle => f.write_str("opened chunk does not hash to its handle"),
             OpenError::BufferTooSmall { needed } => write!(f, "output buffer needs {needed} bytes"),
         }
@@ -158,7 +169,11 @@ pub fn seal_in_place(buf: &mut [u8], plain_len: usize) -> Result<Sealed, SealErr
     handle.cipher().apply_keystream(body);
     let tag = tag_of(&handle, body);
     rest[..TAG_LEN].copy_from_slice(&tag);
-    Ok(Sealed { handle, id: handle.chunk_id(), len: needed })
+    Ok(Sealed {
+        handle,
+        id: handle.chunk_id(),
+        len: needed,
+    })
 }
 
 /// Seals `plain` into `out` (which needs `plain.len() + TAG_LEN` bytes),
@@ -179,7 +194,11 @@ pub fn seal_into(plain: &[u8], out: &mut [u8]) -> Result<Sealed, SealError> {
         .expect("buffers have equal length");
     let tag = tag_of(&handle, body);
     rest[..TAG_LEN].copy_from_slice(&tag);
-    Ok(Sealed { handle, id: handle.chunk_id(), len: needed })
+    Ok(Sealed {
+        handle,
+        id: handle.chunk_id(),
+        len: needed,
+    })
 }
 
 fn tag_of(handle: &Handle, ciphertext: &[u8]) -> [u8; TAG_LEN] {

@@ -43,8 +43,19 @@ pub(crate) static OUT_G: [u64; 256] = {
     t
 };
 
-/// The reduction table, as a static so every lane reads one copy.
-pub(crate) static SHIFT: [u64; 256] = rabin::SHIFT_TABLE;
+/// The reduction table, as a static so every lane reads one copy. It has 512
+/// entries (the upper half never read, as `g < 2^63`) so that indexing with
+/// `g >> 55` needs no bounds check on the hot path.
+pub(crate) static SHIFT: [u64; 512] = {
+    let mut t = [0u64; 512];
+    let mut j = 0;
+    while j < 256 {
+        t[j] = rabin::SHIFT_TABLE[j];
+        t[j + 256] = rabin::SHIFT_TABLE[j];
+        j += 1;
+    }
+    t
+};
 
 /// One rolling step: byte `inb` enters the window and `out` leaves it
 /// (`out` is 0 while the window is still filling).
@@ -97,7 +108,11 @@ impl Default for Chunker {
 impl Chunker {
     /// A chunker at the start of a stream.
     pub const fn new() -> Self {
-        Chunker { len: 0, g: FRESH, ring: [0; WINDOW] }
+        Chunker {
+            len: 0,
+            g: FRESH,
+            ring: [0; WINDOW],
+        }
     }
 
     /// Bytes consumed since the last cut: the length the final chunk would
@@ -137,7 +152,11 @@ impl Chunker {
         while i < n && (i < WINDOW || self.len < MIN_CHUNK) {
             let b = data[i];
             let slot = self.len % WINDOW;
-            let out = if self.len >= MIN_CHUNK { self.ring[slot] } else { 0 };
+            let out = if self.len >= MIN_CHUNK {
+                self.ring[slot]
+            } else {
+                0
+            };
             self.ring[slot] = b;
             self.g = roll(self.g, b, out);
             self.len += 1;
@@ -175,7 +194,11 @@ impl Chunker {
 
 /// The chunks of an in-memory buffer, as `(offset, length)` pairs.
 pub fn chunks(data: &[u8]) -> Chunks<'_> {
-    Chunks { data, offset: 0, chunker: Chunker::new() }
+    Chunks {
+        data,
+        offset: 0,
+        chunker: Chunker::new(),
+    }
 }
 
 /// Iterator returned by [`chunks`].

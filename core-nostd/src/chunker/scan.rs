@@ -12,57 +12,59 @@ use super::{is_boundary, roll, State, FRESH};
 use crate::chunker::rabin::WINDOW;
 
 /// Independent fingerprint chains interleaved per block.
-const LANES: usize = 8;
+const LANES: usize = 6;
 /// Positions each lane checks per block. Trades the warm-up cost
 /// (`WINDOW / LANE_LEN`) against the work done past a boundary (half a block).
-const LANE_LEN: usize = 384;
+const LANE_LEN: usize = 512;
 const BLOCK: usize = LANES * LANE_LEN;
-
-/// The state after rolling the 48 bytes before `at` into a fresh window:
-/// exactly the fingerprint state at position `at - 1`.
-#[inline(always)]
-fn warm_up(window: &[u8; WINDOW]) -> State {
-    let mut g = FRESH;
-    for &b in window {
-        g = roll(g, b, 0);
-    }
-    g
-}
+/// No hit recorded.
+const NONE: usize = usize::MAX;
 
 /// Finds the first position `p` in `start..end` whose fingerprint marks a
 /// boundary, given the state `g` at position `start - 1`.
 ///
 /// Requires `start >= WINDOW`, so every window is inside `data`. Returns
 /// `Ok(p)` for a boundary at `p`, or `Err(state)` with the state at `end - 1`.
-pub(super) fn first_boundary(data: &[u8], start: usize, end: usize, mut g: State) -> Result<usize, State> {
+pub(super) fn first_boundary(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    mut g: State,
+) -> Result<usize, State> {
     debug_assert!(start >= WINDOW && start <= end && end <= data.len());
     let mut pos = start;
     while end - pos >= BLOCK {
-        // Each lane sees its own 48-byte lead-in followed by its positions.
-        let lanes: [&[u8; LANE_LEN + WINDOW]; LANES] = core::array::from_fn(|k| {
-            let from = pos + k * LANE_LEN - WINDOW;
-            data[from..from + LANE_LEN + WINDOW].try_into().expect("lane inside block")
-        });
-        let mut gs: [State; LANES] = core::array::from_fn(|k| {
-            if k == 0 {
-                g
-            } else {
-                warm_up(lanes[k][..WINDOW].try_into().expect("window"))
+        // The block with its 48-byte lead-in; lane k's position t is
+        // `block[WINDOW + k * LANE_LEN + t]`, its outgoing byte `block[k * LANE_LEN + t]`.
+        let block: &[u8; WINDOW + BLOCK] = data[pos - WINDOW..pos + BLOCK]
+            .try_into()
+            .expect("block in range");
+        // Lanes 1.. start fresh on the 48 bytes before their first position,
+        // all warmed up together so their chains overlap too.
+        let mut gs: [State; LANES] = [FRESH; LANES];
+        for j in 0..WINDOW {
+            for k in 1..LANES {
+                gs[k] = roll(gs[k], block[k * LANE_LEN + j], 0);
             }
-        });
-        let mut hits = [usize::MAX; LANES];
+        }
+        gs[0] = g;
+        let mut hits = [NONE; LANES];
         for t in 0..LANE_LEN {
             for k in 0..LANES {
-                gs[k] = roll(gs[k], lanes[k][t + WINDOW], lanes[k][t]);
-                if is_boundary(gs[k]) && hits[k] == usize::MAX {
-                    hits[k] = t;
+                let at = k * LANE_LEN + t;
+                gs[k] = roll(gs[k], block[at + WINDOW], block[at]);
+                if is_boundary(gs[k]) {
+                    // About one position in 16,384: a well-predicted branch
+                    // is cheaper than keeping every lane's hit in a register.
+                    core::hint::cold_path();
+                    if hits[k] == NONE {
+                        hits[k] = t;
+                    }
                 }
             }
         }
-        for (k, &t) in hits.iter().enumerate() {
-            if t != usize::MAX {
-                return Ok(pos + k * LANE_LEN + t);
-            }
+        if let Some((k, &t)) = hits.iter().enumerate().find(|(_, &t)| t != NONE) {
+            return Ok(pos + k * LANE_LEN + t);
         }
         g = gs[LANES - 1];
         pos += BLOCK;

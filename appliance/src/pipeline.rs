@@ -1,0 +1,1 @@
+//! Parallel chunk-and-seal pipeline.
