@@ -16,6 +16,8 @@ pub enum HexError {
     BadDigit,
 }
 
+impl core::error::Error for HexError {}
+
 impl fmt::Display for HexError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -42,7 +42,7 @@ impl NodeId {
     /// The `i`-th base-16 digit (Pastry, b = 4), most significant first.
     pub fn digit(&self, i: usize) -> u8 {
         let byte = self.0[i / 2];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             byte >> 4
         } else {
             byte & 15
@@ -90,6 +90,8 @@ pub enum SignatureError {
     /// message, or for another domain.
     Mismatch,
 }
+
+impl core::error::Error for SignatureError {}
 
 impl fmt::Display for SignatureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -80,6 +80,8 @@ pub enum SealError {
     },
 }
 
+impl core::error::Error for SealError {}
+
 impl fmt::Display for SealError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -118,6 +120,8 @@ pub enum OpenError {
         needed: usize,
     },
 }
+
+impl core::error::Error for OpenError {}
 
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

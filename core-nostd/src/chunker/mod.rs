@@ -226,4 +226,4 @@ impl Iterator for Chunks<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -162,7 +162,7 @@ fn many_cuts_match_reference() {
 fn low_entropy_data_matches_reference() {
     let mut data = text_like(100_000);
     // Splice in runs of zeros and a repeated short pattern.
-    data.extend(core::iter::repeat(0u8).take(100_000));
+    data.extend(core::iter::repeat_n(0u8, 100_000));
     data.extend(b"abcabcab".iter().cycle().take(150_000));
     data.extend(splitmix_bytes(5, 100_000));
     assert_eq!(one_shot_ends(&data), reference_ends(&data));
