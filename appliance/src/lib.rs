@@ -3,8 +3,18 @@
 //! It owns every byte of I/O: files being backed up, the chunk store on disk,
 //! and (later) the network.
 
+pub mod backup;
+pub mod check;
 pub mod chunk_stream;
 pub mod cli;
+pub mod exit;
+pub mod fsmeta;
+pub mod meta;
 pub mod pipeline;
+pub mod progress;
+pub mod prune;
+pub mod repo;
+pub mod restore;
+pub mod retention;
 pub mod sample_tree;
 pub mod store;

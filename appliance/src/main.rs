@@ -1,14 +1,18 @@
 //! `pastiche`: the command line of the Pastiche appliance.
+//!
+//! Exit codes: 0 done; 1 failed; 3 backup done but some source files were
+//! unreadable; 10 no box in the data directory; 11 the box is locked by
+//! another process; 12 wrong passphrase.
 
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use pastiche::cli;
-
-/// Exit code: the command failed.
-const EXIT_FAILED: u8 = 1;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use pastiche::cli::{self, boxcmd, common::Global};
+use pastiche::exit;
+use pastiche::repo::default_data_dir;
+use pastiche::retention::KeepPolicy;
 
 #[derive(Parser)]
 #[command(
@@ -17,12 +21,115 @@ const EXIT_FAILED: u8 = 1;
     about = "Peer-to-peer backup for NAS boxes"
 )]
 struct Args {
+    /// The box's data directory [default: $XDG_DATA_HOME/pastiche or ~/.local/share/pastiche]
+    #[arg(long, global = true, env = "PASTICHE_DATA")]
+    data: Option<PathBuf>,
+    /// Print JSON Lines on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Worker threads [default: one per core].
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(ClapArgs)]
+struct Keep {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours with snapshots.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// ... of each of the last N days.
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// ... of each of the last N months.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// ... of each of the last N years.
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Create a box: data directory, identity, passphrase-derived root key.
+    Init {
+        /// The machine's fully-qualified name [default: this host's].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Back up files and directories into a new snapshot.
+    Backup {
+        /// What to back up.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Leave out entries matching this glob (a name, or an absolute path with /).
+        #[arg(long, short = 'e', value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// Do not cross into other file systems.
+        #[arg(long, short = 'x')]
+        one_file_system: bool,
+    },
+    /// List snapshots.
+    Snapshots,
+    /// List the entries of a snapshot.
+    Ls {
+        /// Snapshot id prefix or `latest`.
+        snapshot: String,
+        /// Only entries under this path.
+        path: Option<PathBuf>,
+    },
+    /// Restore a snapshot under a target directory.
+    Restore {
+        /// Snapshot id prefix or `latest`.
+        snapshot: String,
+        /// Where to restore (absolute paths are recreated under it).
+        #[arg(long, short)]
+        target: PathBuf,
+        /// Only this path and what is under it (repeatable).
+        #[arg(long, short)]
+        include: Vec<PathBuf>,
+    },
+    /// Show what changed between two snapshots.
+    Diff {
+        /// Older snapshot.
+        first: String,
+        /// Newer snapshot.
+        second: String,
+    },
+    /// Remove snapshots according to a retention policy.
+    Forget {
+        #[command(flatten)]
+        keep: Keep,
+        /// Prune afterwards.
+        #[arg(long)]
+        prune: bool,
+        /// Only say what would be removed.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Delete data no snapshot needs and reclaim its space.
+    Prune,
+    /// Check the store and every snapshot's metadata.
+    Check {
+        /// Also open and verify every chunk.
+        #[arg(long)]
+        read_data: bool,
+        /// Also open and verify about this share of the chunks, like 10%.
+        #[arg(long, value_name = "N%")]
+        read_data_subset: Option<String>,
+    },
+    /// Sizes and counts.
+    Stats,
     /// Print the chunks of files: OFFSET LENGTH HANDLE CHUNKID per line.
     Chunk {
         /// Files to chunk, in order.
@@ -63,33 +170,76 @@ enum DebugCommand {
     },
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let result = match args.command {
-        Command::Chunk { files } => {
-            match cli::chunk::run(&files, &mut io::BufWriter::new(io::stdout().lock())) {
-                Ok(true) => Ok(()),
-                Ok(false) => return ExitCode::from(EXIT_FAILED),
-                Err(e) => Err(anyhow::Error::new(e).context("cannot write output")),
-            }
+fn run(args: Args) -> anyhow::Result<u8> {
+    let g = Global {
+        data: args.data.clone().unwrap_or_else(default_data_dir),
+        json: args.json,
+        quiet: args.quiet,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
+    match args.command {
+        Command::Init { name } => boxcmd::init(&g, name),
+        Command::Backup {
+            paths,
+            exclude,
+            one_file_system,
+        } => boxcmd::backup(&g, paths, exclude, one_file_system),
+        Command::Snapshots => boxcmd::snapshots(&g),
+        Command::Ls { snapshot, path } => boxcmd::ls(&g, &snapshot, path),
+        Command::Restore {
+            snapshot,
+            target,
+            include,
+        } => boxcmd::restore(&g, &snapshot, target, include),
+        Command::Diff { first, second } => boxcmd::diff(&g, &first, &second),
+        Command::Forget {
+            keep,
+            prune,
+            dry_run,
+        } => {
+            let policy = KeepPolicy {
+                last: keep.keep_last,
+                hourly: keep.keep_hourly,
+                daily: keep.keep_daily,
+                weekly: keep.keep_weekly,
+                monthly: keep.keep_monthly,
+                yearly: keep.keep_yearly,
+                ..KeepPolicy::default()
+            };
+            boxcmd::forget(&g, policy, prune, dry_run)
         }
-        Command::Demo { dir } => cli::demo::run(&dir),
+        Command::Prune => boxcmd::prune(&g),
+        Command::Check {
+            read_data,
+            read_data_subset,
+        } => boxcmd::check(&g, boxcmd::read_mode(read_data, read_data_subset)?),
+        Command::Stats => boxcmd::stats(&g),
+        Command::Chunk { files } => {
+            let ok = cli::chunk::run(&files, &mut io::BufWriter::new(io::stdout().lock()))?;
+            Ok(if ok { exit::OK } else { exit::FAILED })
+        }
+        Command::Demo { dir } => cli::demo::run(&dir).map(|()| exit::OK),
         Command::Debug { command } => match command {
-            DebugCommand::Seal { input, output } => {
-                cli::debug::seal(&input, &output).map(|id| println!("{id}"))
-            }
+            DebugCommand::Seal { input, output } => cli::debug::seal(&input, &output)
+                .map(|id| println!("{id}"))
+                .map(|()| exit::OK),
             DebugCommand::Open {
                 input,
                 output,
                 handle,
-            } => cli::debug::open(&input, &output, &handle),
+            } => cli::debug::open(&input, &output, &handle).map(|()| exit::OK),
         },
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("pastiche: {e:#}");
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }

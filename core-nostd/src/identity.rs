@@ -89,6 +89,8 @@ pub enum SignatureError {
     /// The signature is malformed or was made by another key, for another
     /// message, or for another domain.
     Mismatch,
+    /// The secret seed is all zeros.
+    WeakSeed,
 }
 
 impl core::error::Error for SignatureError {}
@@ -100,6 +102,7 @@ impl fmt::Display for SignatureError {
             SignatureError::Mismatch => {
                 f.write_str("signature does not match key, message and purpose")
             }
+            SignatureError::WeakSeed => f.write_str("refusing an all-zero secret seed"),
         }
     }
 }
@@ -118,11 +121,15 @@ impl fmt::Debug for Identity {
 
 impl Identity {
     /// The identity generated from a 32-byte secret seed (which the caller
-    /// draws from its entropy source and keeps secret).
-    pub fn from_seed(seed: [u8; 32]) -> Identity {
-        Identity {
-            keys: ed::KeyPair::from_seed(ed::Seed::new(seed)),
+    /// draws from its entropy source and keeps secret). The all-zero seed is
+    /// refused: it is what a wiped or unset key looks like.
+    pub fn from_seed(seed: [u8; 32]) -> Result<Identity, SignatureError> {
+        if seed == [0; 32] {
+            return Err(SignatureError::WeakSeed);
         }
+        Ok(Identity {
+            keys: ed::KeyPair::from_seed(ed::Seed::new(seed)),
+        })
     }
 
     /// The secret seed, for storing the identity.
@@ -190,7 +197,15 @@ mod tests {
     use super::*;
 
     fn id(n: u8) -> Identity {
-        Identity::from_seed([n; 32])
+        Identity::from_seed([n; 32]).unwrap()
+    }
+
+    #[test]
+    fn all_zero_seed_is_refused() {
+        assert_eq!(
+            Identity::from_seed([0; 32]).unwrap_err(),
+            SignatureError::WeakSeed
+        );
     }
 
     #[test]
@@ -224,7 +239,10 @@ mod tests {
     #[test]
     fn seed_round_trip() {
         let me = id(7);
-        assert_eq!(Identity::from_seed(me.seed()).public_key(), me.public_key());
+        assert_eq!(
+            Identity::from_seed(me.seed()).unwrap().public_key(),
+            me.public_key()
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Command implementations, one module per command family.
 
+pub mod boxcmd;
 pub mod chunk;
+pub mod common;
 pub mod debug;
 pub mod demo;

@@ -1,0 +1,244 @@
+//! `pastiche backup`: scan, read what changed, write the new snapshot.
+//!
+//! The snapshot is committed in one metadata transaction after every chunk
+//! it needs is durable in the store, so a crash at any instant leaves the
+//! previous snapshots intact; chunks stored before the crash are found in
+//! the store by the next backup and not written again.
+
+pub mod exclude;
+mod read;
+mod scan;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use rand::RngCore;
+
+use crate::meta::model::{
+    Content, DirEntry, NodeObject, SnapshotInfo, Summary, Timestamp, Version,
+};
+use crate::meta::object::{ObjectKey, ObjectName, ObjectRef};
+use crate::progress::Progress;
+use crate::repo::Repo;
+use exclude::Excludes;
+use scan::{Kind, ScanOptions, Tree};
+
+/// What to back up and how.
+pub struct BackupOptions {
+    /// Paths to back up (made absolute).
+    pub paths: Vec<PathBuf>,
+    /// Exclude patterns.
+    pub excludes: Vec<String>,
+    /// Stay on each path's file system.
+    pub one_file_system: bool,
+    /// Reading threads.
+    pub threads: usize,
+}
+
+/// The outcome of a backup.
+pub struct BackupResult {
+    /// The new snapshot.
+    pub snapshot: SnapshotInfo,
+    /// Problems that made it incomplete (exit code 3 when not empty).
+    pub warnings: Vec<String>,
+}
+
+/// Runs a backup into `repo`.
+pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
+    let started = Instant::now();
+    let time = now();
+    let mut root = repo.load_root()?;
+    let seq = root.next_snapshot_seq;
+    let paths: Vec<PathBuf> = opts
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).with_context(|| format!("bad path {}", p.display())))
+        .collect::<Result<_>>()?;
+
+    let excludes = Excludes::new(&opts.excludes);
+    let scan_opts = ScanOptions {
+        excludes: &excludes,
+        one_file_system: opts.one_file_system,
+    };
+    let mut tree = Tree::default();
+    for path in &paths {
+        let prev = root
+            .path_roots
+            .iter()
+            .find(|(p, _)| p == path.as_os_str().as_bytes())
+            .map(|(_, r)| *r);
+        tree.scan_root(repo, path, prev, &scan_opts)?;
+    }
+
+    // Files whose attributes match their latest version are not read again.
+    let mut summary = Summary::default();
+    let mut jobs = Vec::new();
+    let mut total_bytes = 0u64;
+    for (i, node) in tree.nodes.iter_mut().enumerate() {
+        match node.kind {
+            Kind::File { .. } => {
+                summary.files += 1;
+                summary.bytes += node.attrs.size;
+                let unchanged = node.prev.as_ref().and_then(|p| p.log.latest()).filter(|v| {
+                    matches!(v.content, Content::File { .. }) && v.attrs.same_as(&node.attrs)
+                });
+                match unchanged {
+                    Some(v) => {
+                        node.content = Some(v.content.clone());
+                        summary.files_unmodified += 1;
+                    }
+                    None => {
+                        if node.prev.is_some() {
+                            summary.files_changed += 1;
+                        } else {
+                            summary.files_new += 1;
+                        }
+                        total_bytes += node.attrs.size;
+                        jobs.push(i);
+                    }
+                }
+            }
+            Kind::Dir { .. } => summary.dirs += 1,
+            Kind::Symlink { .. } => summary.others += 1,
+        }
+    }
+    // Big files first, so the last files to finish are small ones.
+    jobs.sort_by_key(|&i| std::cmp::Reverse(tree.nodes[i].attrs.size));
+    progress.set_totals(jobs.len() as u64, total_bytes);
+    let stats = read::read_files(repo, &mut tree, &jobs, opts.threads, progress)?;
+    summary.bytes_read = stats.bytes_read.into_inner();
+    summary.chunks_new = stats.chunks_new.into_inner();
+    summary.bytes_added = stats.bytes_added.into_inner();
+
+    let (puts, refs) = build_objects(repo, &mut tree, &mut root.next_object_seq, seq);
+    summary.errors = tree.errors;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+
+    let mut id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    let mut roots = Vec::new();
+    for (path, &node) in paths.iter().zip(&tree.roots) {
+        let r = refs[node].expect("a root is never left out");
+        roots.push(r);
+        let key = path.as_os_str().as_bytes().to_vec();
+        match root.path_roots.iter_mut().find(|(p, _)| *p == key) {
+            Some(entry) => entry.1 = r,
+            None => root.path_roots.push((key, r)),
+        }
+    }
+    let snapshot = SnapshotInfo {
+        seq,
+        id,
+        time,
+        hostname: repo.config.name.clone(),
+        paths: paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
+        roots,
+        summary,
+    };
+    root.snapshots.push(snapshot.clone());
+    root.next_snapshot_seq = seq + 1;
+    repo.commit_metadata(&puts, &[], &root)
+        .context("cannot commit the snapshot")?;
+    Ok(BackupResult {
+        snapshot,
+        warnings: tree.warnings,
+    })
+}
+
+/// An object ready to store: its name and sealed bytes.
+type SealedObject = (ObjectName, Vec<u8>);
+
+/// Turns the scanned tree into version logs, children before parents.
+/// Returns the objects to write and each node's object reference.
+fn build_objects(
+    repo: &Repo,
+    tree: &mut Tree,
+    next_object_seq: &mut u64,
+    seq: u64,
+) -> (Vec<SealedObject>, Vec<Option<ObjectRef>>) {
+    let mut refs: Vec<Option<ObjectRef>> = vec![None; tree.nodes.len()];
+    let mut puts = Vec::new();
+    for i in (0..tree.nodes.len()).rev() {
+        let node = &tree.nodes[i];
+        if node.failed {
+            continue;
+        }
+        let content = match &node.kind {
+            Kind::File { .. } => node
+                .content
+                .clone()
+                .expect("files are read or reused before this"),
+            Kind::Symlink { target } => Content::Symlink {
+                target: target.clone(),
+            },
+            Kind::Dir { children } => Content::Dir {
+                entries: children
+                    .iter()
+                    .filter_map(|&c| {
+                        refs[c].map(|object| DirEntry {
+                            name: tree.nodes[c].name.clone(),
+                            object,
+                        })
+                    })
+                    .collect(),
+            },
+        };
+        let version = Version {
+            from: seq,
+            attrs: node.attrs.clone(),
+            content,
+        };
+        let node = &mut tree.nodes[i];
+        let (object, log) = match node.prev.take() {
+            Some(prev) if prev.log.latest().is_some_and(|v| v.same_as(&version)) => {
+                refs[i] = Some(prev.object);
+                continue;
+            }
+            Some(mut prev) => {
+                prev.log.versions.push(version);
+                (prev.object, prev.log)
+            }
+            None => {
+                let object_seq = *next_object_seq;
+                *next_object_seq += 1;
+                let name = ObjectName::new(&repo.node, object_seq);
+                (
+                    ObjectRef {
+                        name,
+                        seq: object_seq,
+                        key: ObjectKey::random(),
+                    },
+                    NodeObject {
+                        versions: vec![version],
+                    },
+                )
+            }
+        };
+        puts.push(repo.seal_object(&object, &log));
+        refs[i] = Some(object);
+    }
+    (puts, refs)
+}
+
+/// The current time.
+pub fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        secs: d.as_secs() as i64,
+        nanos: d.subsec_nanos(),
+    }
+}
+
+/// The absolute form of a snapshot path, for display.
+pub fn display_path(raw: &[u8]) -> String {
+    Path::new(std::ffi::OsStr::from_bytes(raw))
+        .display()
+        .to_string()
+}

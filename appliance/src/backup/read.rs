@@ -1,0 +1,224 @@
+//! The second pass of a backup: read the files that changed, cut, hash and
+//! seal their chunks, and store the chunks the store lacks, on all cores.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use pastiche_core::seal::{seal_into, TAG_LEN};
+use pastiche_core::{ChunkId, Handle};
+
+use crate::chunk_stream::ChunkStream;
+use crate::fsmeta::attrs_of;
+use crate::meta::model::{Attrs, Content};
+use crate::progress::Progress;
+use crate::repo::Repo;
+
+use super::scan::{Kind, Tree};
+
+/// Counters shared by the reading threads.
+#[derive(Default)]
+pub struct ReadStats {
+    /// Bytes read from files.
+    pub bytes_read: AtomicU64,
+    /// Chunks added to the store.
+    pub chunks_new: AtomicU64,
+    /// Sealed bytes added to the store.
+    pub bytes_added: AtomicU64,
+}
+
+/// What reading one file produced.
+enum Outcome {
+    Read {
+        attrs: Attrs,
+        content: Content,
+        changed_while_reading: bool,
+    },
+    Failed(String),
+}
+
+/// Reads every node in `jobs` on `threads` threads and fills in their content.
+pub fn read_files(
+    repo: &Repo,
+    tree: &mut Tree,
+    jobs: &[usize],
+    threads: usize,
+    progress: &Progress,
+) -> anyhow::Result<ReadStats> {
+    let stats = ReadStats::default();
+    let next = AtomicUsize::new(0);
+    // Chunks sealed during this run but maybe not yet committed, so two
+    // threads never seal the same new chunk twice.
+    let in_flight: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
+    let results: Vec<Mutex<Option<Outcome>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let nodes = &tree.nodes;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    let owner = repo.identity.public_key();
+                    let mut writer = repo.store.writer(owner);
+                    let mut sealed = vec![0u8; pastiche_core::seal::MAX_SEALED];
+                    loop {
+                        let j = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&node) = jobs.get(j) else { break };
+                        let n = &nodes[node];
+                        let sparse_link = match n.kind {
+                            Kind::File { sparse, link_group } => (sparse, link_group),
+                            _ => unreachable!("only files are read"),
+                        };
+                        let mut add =
+                            |id: ChunkId, handle: &Handle, plain: &[u8]| -> anyhow::Result<()> {
+                                // Only a chunk this box already references may be skipped:
+                                // an unreferenced one may be garbage awaiting compaction.
+                                if !in_flight
+                                    .lock()
+                                    .expect("no panics hold this lock")
+                                    .insert(id)
+                                    || repo.store.refcount(&owner, &id)? > 0
+                                {
+                                    return Ok(());
+                                }
+                                let s = seal_into(plain, &mut sealed).expect("chunks fit");
+                                debug_assert_eq!(s.handle, *handle);
+                                writer.add(id, &sealed[..plain.len() + TAG_LEN])?;
+                                stats.chunks_new.fetch_add(1, Ordering::Relaxed);
+                                stats
+                                    .bytes_added
+                                    .fetch_add((plain.len() + TAG_LEN) as u64, Ordering::Relaxed);
+                                Ok(())
+                            };
+                        let outcome =
+                            read_one(&n.path, &n.attrs, sparse_link, &mut add, &stats, progress)?;
+                        progress.file_done();
+                        *results[j].lock().expect("no panics hold this lock") = Some(outcome);
+                    }
+                    writer.flush()?;
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("a backup thread panicked")?;
+        }
+        Ok(())
+    })?;
+    for (j, result) in jobs.iter().zip(results) {
+        let node = &mut tree.nodes[*j];
+        match result.into_inner().expect("no panics hold this lock") {
+            Some(Outcome::Read {
+                attrs,
+                content,
+                changed_while_reading,
+            }) => {
+                if changed_while_reading {
+                    let msg = format!(
+                        "{} changed while it was read; the snapshot has what was read",
+                        node.path.display()
+                    );
+                    progress.warn(&msg);
+                }
+                node.attrs = attrs;
+                node.content = Some(content);
+            }
+            Some(Outcome::Failed(msg)) => {
+                node.failed = true;
+                tree.warnings.push(msg.clone());
+                tree.errors += 1;
+                progress.warn(&msg);
+            }
+            None => unreachable!("every job ran"),
+        }
+    }
+    Ok(stats)
+}
+
+/// Reads one file. Errors reading the file are an [`Outcome::Failed`];
+/// errors of the store end the backup.
+fn read_one(
+    path: &Path,
+    scanned: &Attrs,
+    (sparse, link_group): (bool, Option<u64>),
+    add: &mut impl FnMut(ChunkId, &Handle, &[u8]) -> anyhow::Result<()>,
+    stats: &ReadStats,
+    progress: &Progress,
+) -> anyhow::Result<Outcome> {
+    let file = match open_for_backup(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Outcome::Failed(format!(
+                "{} vanished before it could be read",
+                path.display()
+            )))
+        }
+        Err(e) => {
+            return Ok(Outcome::Failed(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let before = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(Outcome::Failed(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let mut stream = ChunkStream::new(&file);
+    let mut handles = Vec::new();
+    loop {
+        let chunk = match stream.next_chunk() {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                return Ok(Outcome::Failed(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        let handle = Handle::of(chunk);
+        add(handle.chunk_id(), &handle, chunk)?;
+        handles.push(handle.0);
+        stats
+            .bytes_read
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        progress.bytes_done(chunk.len() as u64);
+    }
+    let after = file.metadata().ok();
+    let attrs = attrs_of(&before);
+    let changed = after.is_none_or(|a| {
+        a.size() != before.size()
+            || a.mtime_nsec() != before.mtime_nsec()
+            || a.mtime() != before.mtime()
+    }) || attrs.size != scanned.size
+        || attrs.mtime != scanned.mtime;
+    Ok(Outcome::Read {
+        attrs,
+        content: Content::File {
+            handles,
+            sparse,
+            link_group,
+        },
+        changed_while_reading: changed,
+    })
+}
+
+/// Opens without updating the access time where the kernel allows it.
+fn open_for_backup(path: &Path) -> io::Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        other => other,
+    }
+}

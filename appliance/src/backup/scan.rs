@@ -1,0 +1,258 @@
+//! The first pass of a backup: walk the source tree with `lstat`, match each
+//! entry with its object from the previous snapshots, and decide which files
+//! must be read.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::fsmeta::{attrs_of, is_sparse, kind_name, link_group};
+use crate::meta::model::{Attrs, Content, NodeObject};
+use crate::meta::object::ObjectRef;
+use crate::repo::Repo;
+
+use super::exclude::Excludes;
+
+/// An entry's object from earlier snapshots.
+pub struct Prev {
+    /// Its reference (kept for the new version).
+    pub object: ObjectRef,
+    /// Its decrypted version log.
+    pub log: NodeObject,
+}
+
+/// What kind of entry, with what the scan learned about it.
+pub enum Kind {
+    /// A regular file.
+    File {
+        /// Has holes.
+        sparse: bool,
+        /// Hard-link group.
+        link_group: Option<u64>,
+    },
+    /// A directory and its children (indices into the arena).
+    Dir {
+        /// Children, sorted by name.
+        children: Vec<usize>,
+    },
+    /// A symlink and its target.
+    Symlink {
+        /// Raw target.
+        target: Vec<u8>,
+    },
+}
+
+/// One entry of the tree being backed up.
+pub struct Node {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Name within the parent.
+    pub name: Vec<u8>,
+    /// Attributes at scan time (replaced by those at read time for files).
+    pub attrs: Attrs,
+    /// Type-specific facts.
+    pub kind: Kind,
+    /// The earlier object for this path, if any.
+    pub prev: Option<Prev>,
+    /// File content once known: reused from `prev` or read.
+    pub content: Option<Content>,
+    /// Could not be backed up: left out of its parent.
+    pub failed: bool,
+}
+
+/// The scanned tree: nodes in depth-first pre-order, so every child comes
+/// after its parent.
+#[derive(Default)]
+pub struct Tree {
+    /// All nodes.
+    pub nodes: Vec<Node>,
+    /// Index of each backed-up path's node.
+    pub roots: Vec<usize>,
+    /// Problems met (entries skipped or unreadable).
+    pub warnings: Vec<String>,
+    /// Entries that could not be read (they count towards exit code 3).
+    pub errors: u64,
+}
+
+/// Options that shape the walk.
+pub struct ScanOptions<'a> {
+    /// Exclude patterns.
+    pub excludes: &'a Excludes,
+    /// Do not descend into other file systems.
+    pub one_file_system: bool,
+}
+
+impl Tree {
+    /// Adds the tree under `path` (absolute), matched against `prev`.
+    pub fn scan_root(
+        &mut self,
+        repo: &Repo,
+        path: &Path,
+        prev: Option<ObjectRef>,
+        opts: &ScanOptions<'_>,
+    ) -> anyhow::Result<()> {
+        let meta = fs::symlink_metadata(path)
+            .map_err(|e| anyhow::anyhow!("cannot back up {}: {e}", path.display()))?;
+        let root_dev = meta.dev();
+        let name = path
+            .file_name()
+            .unwrap_or(OsStr::new("/"))
+            .as_bytes()
+            .to_vec();
+        let prev = prev.and_then(|r| self.load_prev(repo, r, path));
+        let Some(root) = self.add(path.to_path_buf(), name, &meta, prev) else {
+            anyhow::bail!(
+                "cannot back up {}: it is a {}",
+                path.display(),
+                kind_name(meta.mode())
+            );
+        };
+        self.roots.push(root);
+        // Depth-first with an explicit stack, so deep trees cannot overflow.
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            if !matches!(self.nodes[dir].kind, Kind::Dir { .. }) {
+                continue;
+            }
+            let children = self.scan_dir(repo, dir, root_dev, opts);
+            // Push in reverse so the walk stays in name order.
+            stack.extend(children.iter().rev());
+            if let Kind::Dir { children: c } = &mut self.nodes[dir].kind {
+                *c = children;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_dir(
+        &mut self,
+        repo: &Repo,
+        dir: usize,
+        root_dev: u64,
+        opts: &ScanOptions<'_>,
+    ) -> Vec<usize> {
+        let path = self.nodes[dir].path.clone();
+        if opts.one_file_system && self.nodes[dir].attrs.dev != root_dev {
+            return Vec::new();
+        }
+        let listing = match fs::read_dir(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                self.warn(format!("cannot list {}: {e}", path.display()));
+                return Vec::new();
+            }
+        };
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        for entry in listing {
+            match entry {
+                Ok(e) => entries.push((e.file_name().as_bytes().to_vec(), e.path())),
+                Err(e) => self.warn(format!("cannot list {}: {e}", path.display())),
+            }
+        }
+        entries.sort();
+        let earlier: HashMap<Vec<u8>, ObjectRef> =
+            match self.nodes[dir].prev.as_ref().and_then(|p| p.log.latest()) {
+                Some(v) => match &v.content {
+                    Content::Dir { entries } => {
+                        entries.iter().map(|e| (e.name.clone(), e.object)).collect()
+                    }
+                    _ => HashMap::new(),
+                },
+                None => HashMap::new(),
+            };
+        let mut children = Vec::with_capacity(entries.len());
+        for (name, child_path) in entries {
+            let text = child_path.to_string_lossy();
+            if opts
+                .excludes
+                .excludes(&text, &String::from_utf8_lossy(&name))
+            {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&child_path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(format!("cannot read {}: {e}", child_path.display()));
+                    continue;
+                }
+            };
+            let prev = earlier
+                .get(&name)
+                .and_then(|r| self.load_prev(repo, *r, &child_path));
+            if let Some(i) = self.add(child_path.clone(), name, &meta, prev) {
+                children.push(i);
+            } else {
+                // Sockets, fifos and devices hold no data worth keeping.
+                eprintln!(
+                    "pastiche: warning: skipped {} {}",
+                    kind_name(meta.mode()),
+                    child_path.display()
+                );
+            }
+        }
+        children
+    }
+
+    fn load_prev(&mut self, repo: &Repo, object: ObjectRef, path: &Path) -> Option<Prev> {
+        match repo.load_object::<NodeObject>(&object) {
+            Ok(log) => Some(Prev { object, log }),
+            Err(e) => {
+                eprintln!("pastiche: warning: earlier metadata of {} unreadable, backing it up afresh: {e:#}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Adds a node; `None` for entries that are not backed up.
+    fn add(
+        &mut self,
+        path: PathBuf,
+        name: Vec<u8>,
+        meta: &fs::Metadata,
+        prev: Option<Prev>,
+    ) -> Option<usize> {
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            Kind::File {
+                sparse: is_sparse(meta),
+                link_group: link_group(meta),
+            }
+        } else if ft.is_dir() {
+            Kind::Dir {
+                children: Vec::new(),
+            }
+        } else if ft.is_symlink() {
+            match fs::read_link(&path) {
+                Ok(t) => Kind::Symlink {
+                    target: t.as_os_str().as_bytes().to_vec(),
+                },
+                Err(e) => {
+                    self.warn(format!("cannot read link {}: {e}", path.display()));
+                    return None;
+                }
+            }
+        } else {
+            return None;
+        };
+        self.nodes.push(Node {
+            path,
+            name,
+            attrs: attrs_of(meta),
+            kind,
+            prev,
+            content: None,
+            failed: false,
+        });
+        Some(self.nodes.len() - 1)
+    }
+
+    /// Records a problem that makes the backup incomplete.
+    pub fn warn(&mut self, message: String) {
+        eprintln!("pastiche: warning: {message}");
+        self.warnings.push(message);
+        self.errors += 1;
+    }
+}

@@ -1,0 +1,167 @@
+//! `pastiche check`: the store's own check, every snapshot's metadata, and
+//! (with `--read-data`) every chunk opened with its handle, naming the files
+//! any damage affects.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Result;
+use pastiche_core::seal::open_into;
+use pastiche_core::{ChunkId, Handle, MAX_CHUNK};
+use serde::Serialize;
+
+use crate::meta::model::Content;
+use crate::meta::walk;
+use crate::progress::Progress;
+use crate::repo::Repo;
+use crate::store::CheckMode;
+
+/// How much chunk data to read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// Structure and metadata only.
+    None,
+    /// Every chunk.
+    All,
+    /// About this percentage of the chunks.
+    Subset(f64),
+}
+
+/// What `check` found.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckOutcome {
+    /// Snapshots walked.
+    pub snapshots: u64,
+    /// Distinct chunks the snapshots use.
+    pub chunks_used: u64,
+    /// Chunks opened and verified against their handles.
+    pub chunks_verified: u64,
+    /// Every problem, one line each.
+    pub problems: Vec<String>,
+    /// Files affected by damaged or missing chunks (snapshot id: path).
+    pub affected_files: BTreeSet<String>,
+}
+
+/// Runs the check.
+pub fn run(
+    repo: &Repo,
+    read: ReadData,
+    threads: usize,
+    progress: &Progress,
+) -> Result<CheckOutcome> {
+    let mut out = CheckOutcome::default();
+    let seed = rand::random::<u64>();
+    let mode = match read {
+        ReadData::None => CheckMode::Structure,
+        ReadData::All => CheckMode::ReadAll,
+        ReadData::Subset(percent) => CheckMode::ReadSubset { percent, seed },
+    };
+    let report = repo.store.check(mode)?;
+    let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
+    for d in &report.damaged {
+        bad_chunks.insert(
+            d.id,
+            format!(
+                "chunk {} in pack {} at {}: {}",
+                d.id, d.pack, d.offset, d.damage
+            ),
+        );
+    }
+    out.problems
+        .extend(report.packs.iter().map(|p| format!("pack: {p:?}")));
+    out.problems
+        .extend(report.inconsistencies.iter().map(|i| format!("index: {i}")));
+
+    // Which files use which chunk, across all snapshots.
+    let root = repo.load_root()?;
+    let mut users: HashMap<ChunkId, (Handle, Vec<String>)> = HashMap::new();
+    for snap in &root.snapshots {
+        out.snapshots += 1;
+        walk::walk(
+            repo,
+            snap,
+            |e| {
+                if let Content::File { handles, .. } = &e.version.content {
+                    for h in handles {
+                        let handle = Handle(*h);
+                        let place = format!("{}: {}", &snap.id_hex()[..8], e.path.display());
+                        let u = users
+                            .entry(handle.chunk_id())
+                            .or_insert_with(|| (handle, Vec::new()));
+                        if u.1.last() != Some(&place) {
+                            u.1.push(place);
+                        }
+                    }
+                }
+                Ok(true)
+            },
+            |path, err| {
+                out.problems.push(format!(
+                    "metadata of {} in snapshot {}: {err:#}",
+                    path.display(),
+                    &snap.id_hex()[..8]
+                ))
+            },
+        )?;
+    }
+    out.chunks_used = users.len() as u64;
+    for (id, _) in users.iter() {
+        if !bad_chunks.contains_key(id) && !repo.store.contains(id)? {
+            bad_chunks.insert(*id, format!("chunk {id} is missing from the store"));
+        }
+    }
+
+    // End to end: open each chunk with its handle, as a restore would.
+    let to_verify: Vec<(ChunkId, Handle)> = users
+        .iter()
+        .filter(|(id, _)| !bad_chunks.contains_key(*id))
+        .filter(|(id, _)| match read {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Subset(p) => {
+                (u64::from_le_bytes(id.0[..8].try_into().expect("8")) ^ seed) % 10_000
+                    < (p * 100.0) as u64
+            }
+        })
+        .map(|(id, (h, _))| (*id, *h))
+        .collect();
+    progress.set_totals(to_verify.len() as u64, 0);
+    let failures = Mutex::new(Vec::new());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                let mut sealed = Vec::new();
+                let mut plain = vec![0u8; MAX_CHUNK];
+                while let Some((id, handle)) = to_verify.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let result = repo
+                        .store
+                        .get_into(id, &mut sealed)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| {
+                            open_into(&sealed, handle, &mut plain).map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = result {
+                        failures
+                            .lock()
+                            .expect("no panics hold this lock")
+                            .push((*id, format!("chunk {id}: {e}")));
+                    }
+                    progress.file_done();
+                }
+            });
+        }
+    });
+    out.chunks_verified = to_verify.len() as u64;
+    for (id, msg) in failures.into_inner().expect("no panics hold this lock") {
+        bad_chunks.insert(id, msg);
+    }
+    for (id, msg) in &bad_chunks {
+        out.problems.push(msg.clone());
+        if let Some((_, places)) = users.get(id) {
+            out.affected_files.extend(places.iter().cloned());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,69 @@
+//! Local storage of metadata objects: one redb table, name -> sealed bytes.
+//!
+//! A snapshot's objects and the new root object are written in one redb
+//! transaction, so a snapshot appears whole or not at all.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::object::ObjectName;
+
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+
+/// The metadata database of a box.
+pub struct MetaDb {
+    db: Database,
+}
+
+impl MetaDb {
+    /// Opens (or creates) the database file.
+    pub fn open(path: &Path) -> Result<MetaDb> {
+        let db = Database::create(path)
+            .with_context(|| format!("cannot open metadata database {}", path.display()))?;
+        let txn = db.begin_write()?;
+        txn.open_table(OBJECTS)?;
+        txn.commit()?;
+        Ok(MetaDb { db })
+    }
+
+    /// The sealed bytes of an object, if stored.
+    pub fn get(&self, name: &ObjectName) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        Ok(table.get(&name.0[..])?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes and deletes objects in one durable transaction.
+    pub fn apply(&self, puts: &[(ObjectName, Vec<u8>)], deletes: &[ObjectName]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(OBJECTS)?;
+            for (name, bytes) in puts {
+                table.insert(&name.0[..], &bytes[..])?;
+            }
+            for name in deletes {
+                table.remove(&name.0[..])?;
+            }
+        }
+        txn.commit().context("cannot commit metadata")?;
+        Ok(())
+    }
+
+    /// Every stored object name.
+    pub fn names(&self) -> Result<Vec<ObjectName>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, _) = item?;
+            let mut name = [0u8; 20];
+            if k.value().len() == 20 {
+                name.copy_from_slice(k.value());
+                out.push(ObjectName(name));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,263 @@
+//! A box: its data directory, identity, keys, chunk store and metadata.
+//!
+//! ```text
+//! DATA/box.json     public configuration (name, nodeId, public key, KDF parameters, key check)
+//! DATA/lock         advisory lock
+//! DATA/store/       chunk store: packs/ and index.redb (docs/STORE.md)
+//! DATA/meta.redb    encrypted metadata objects (docs/METADATA.md)
+//! ```
+
+pub mod hostname;
+pub mod keys;
+pub mod lock;
+pub mod password;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use pastiche_core::{Identity, NodeId};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::exit::{ExitError, NO_BOX, WRONG_PASSPHRASE};
+use crate::meta::db::MetaDb;
+use crate::meta::model::{decode, encode, RootObject};
+use crate::meta::object::{open_object, seal_object, ObjectKey, ObjectName, ObjectRef, ROOT_SEQ};
+use crate::store::ChunkStore;
+use keys::{KdfParams, RootKey};
+pub use lock::LockMode;
+
+const CONFIG_FILE: &str = "box.json";
+const FORMAT_VERSION: u32 = 1;
+
+/// The public configuration of a box (`box.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BoxConfig {
+    /// Format version.
+    pub version: u32,
+    /// Fully-qualified machine name.
+    pub name: String,
+    /// Overlay nodeId (hex), from the name.
+    pub node_id: String,
+    /// Ed25519 public key (hex).
+    pub public_key: String,
+    /// Argon2id parameters of the root key.
+    pub kdf: KdfParams,
+    /// Tells a right passphrase from a wrong one.
+    pub key_check: String,
+}
+
+/// Where boxes live when no `--data` or `PASTICHE_DATA` is given:
+/// `$XDG_DATA_HOME/pastiche`, else `~/.local/share/pastiche`, else
+/// `/var/lib/pastiche`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("pastiche");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home).join(".local/share/pastiche");
+    }
+    PathBuf::from("/var/lib/pastiche")
+}
+
+/// An open box.
+pub struct Repo {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Public configuration.
+    pub config: BoxConfig,
+    /// The overlay nodeId.
+    pub node: NodeId,
+    /// The signing identity.
+    pub identity: Identity,
+    /// Sealed chunks.
+    pub store: ChunkStore,
+    /// Metadata objects.
+    pub meta: MetaDb,
+    root_key: RootKey,
+    _lock: File,
+}
+
+impl Repo {
+    /// Creates a box in `dir` for the machine `name`.
+    pub fn init(dir: &Path, name: &str, passphrase: &str, kdf: KdfParams) -> Result<Repo> {
+        if dir.join(CONFIG_FILE).exists() {
+            bail!("a box already exists in {}", dir.display());
+        }
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let lock = lock::acquire(dir, LockMode::Exclusive)?;
+        let root_key = RootKey::derive(passphrase.as_bytes(), name, kdf)?;
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let identity = Identity::from_seed(seed)
+            .map_err(|e| anyhow::anyhow!("cannot create an identity: {e}"))?;
+        let node = NodeId::from_name(name);
+        let config = BoxConfig {
+            version: FORMAT_VERSION,
+            name: name.to_string(),
+            node_id: node.to_string(),
+            public_key: identity.public_key().to_string(),
+            kdf,
+            key_check: root_key.check_value(),
+        };
+        let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
+        let meta = MetaDb::open(&dir.join("meta.redb"))?;
+        let repo = Repo {
+            dir: dir.to_path_buf(),
+            config,
+            node,
+            identity,
+            store,
+            meta,
+            root_key,
+            _lock: lock,
+        };
+        let root = RootObject {
+            name: name.to_string(),
+            identity_seed: seed,
+            next_object_seq: 0,
+            next_snapshot_seq: 1,
+            snapshots: Vec::new(),
+            path_roots: Vec::new(),
+        };
+        repo.commit_metadata(&[], &[], &root)?;
+        // The config goes last: a box without it is not a box, so a crash
+        // during init leaves nothing half-made that `open` would accept.
+        write_atomically(
+            &dir.join(CONFIG_FILE),
+            serde_json::to_string_pretty(&repo.config)?.as_bytes(),
+        )?;
+        Ok(repo)
+    }
+
+    /// Opens the box in `dir`, checking the passphrase.
+    pub fn open(dir: &Path, passphrase: &str, mode: LockMode) -> Result<Repo> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = match fs::read_to_string(&config_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ExitError::new(
+                    NO_BOX,
+                    format!("no box in {} (run `pastiche init` first)", dir.display()),
+                )
+                .into())
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", config_path.display()))
+            }
+        };
+        let config: BoxConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", config_path.display()))?;
+        if config.version != FORMAT_VERSION {
+            bail!(
+                "box format version {} is not supported (this pastiche reads {FORMAT_VERSION})",
+                config.version
+            );
+        }
+        let lock = lock::acquire(dir, mode)?;
+        let root_key = RootKey::derive(passphrase.as_bytes(), &config.name, config.kdf)?;
+        if root_key.check_value() != config.key_check {
+            return Err(ExitError::new(WRONG_PASSPHRASE, "wrong passphrase for this box").into());
+        }
+        let node = NodeId::from_name(&config.name);
+        let store = ChunkStore::open(dir.join("store")).context("cannot open the chunk store")?;
+        let meta = MetaDb::open(&dir.join("meta.redb"))?;
+        let root = load_root(&meta, &root_ref(&node, &root_key))?;
+        let identity = Identity::from_seed(root.identity_seed).map_err(|e| {
+            anyhow::anyhow!("the root object's identity is unusable ({e}): the box is damaged")
+        })?;
+        if identity.public_key().to_string() != config.public_key {
+            bail!("the root object's identity does not match box.json: the box is damaged");
+        }
+        Ok(Repo {
+            dir: dir.to_path_buf(),
+            identity,
+            config,
+            node,
+            store,
+            meta,
+            root_key,
+            _lock: lock,
+        })
+    }
+
+    /// Where the root object is and its passphrase-derived key.
+    pub fn root_ref(&self) -> ObjectRef {
+        root_ref(&self.node, &self.root_key)
+    }
+
+    /// Reads and decrypts the root object.
+    pub fn load_root(&self) -> Result<RootObject> {
+        load_root(&self.meta, &self.root_ref())
+    }
+
+    /// Reads and decrypts a metadata object.
+    pub fn load_object<T: for<'a> Deserialize<'a>>(&self, r: &ObjectRef) -> Result<T> {
+        let bytes = self
+            .meta
+            .get(&r.name)?
+            .with_context(|| format!("metadata object {} is missing", r.name))?;
+        let (_, _, plain) =
+            open_object(&r.key, &bytes).with_context(|| format!("metadata object {}", r.name))?;
+        decode(&plain, "metadata object")
+    }
+
+    /// Encrypts an object for storage, stamped with this node and its sequence number.
+    pub fn seal_object<T: Serialize>(&self, r: &ObjectRef, value: &T) -> (ObjectName, Vec<u8>) {
+        (
+            r.name,
+            seal_object(&r.key, &self.node, r.seq, &encode(value)),
+        )
+    }
+
+    /// Atomically writes objects, deletes others and replaces the root
+    /// object: the commit point of every change to snapshots.
+    pub fn commit_metadata(
+        &self,
+        puts: &[(ObjectName, Vec<u8>)],
+        deletes: &[ObjectName],
+        root: &RootObject,
+    ) -> Result<()> {
+        let r = self.root_ref();
+        let mut all = puts.to_vec();
+        all.push((
+            r.name,
+            seal_object(&r.key, &self.node, ROOT_SEQ, &encode(root)),
+        ));
+        self.meta.apply(&all, deletes)
+    }
+}
+
+fn root_ref(node: &NodeId, root_key: &RootKey) -> ObjectRef {
+    ObjectRef {
+        name: ObjectName::root(node),
+        seq: ROOT_SEQ,
+        key: ObjectKey(root_key.subkey("root-object")),
+    }
+}
+
+fn load_root(meta: &MetaDb, r: &ObjectRef) -> Result<RootObject> {
+    let bytes = meta
+        .get(&r.name)?
+        .context("the root object is missing: the box is damaged")?;
+    let (_, _, plain) = open_object(&r.key, &bytes).context("cannot open the root object")?;
+    decode(&plain, "root object")
+}
+
+/// Writes `path` so that it is either the old or the new content after a crash.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f =
+            File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Space reclaim: dropping garbage entries and rewriting sparse packs
+//! (docs/STORE.md, "Compaction").
+//!
+//! Crash safety comes from the same order as every write: copy live records
+//! into the current pack, fsync, commit their new locations, and only after
+//! the commit that drops the old pack from the index delete its file. A
+//! crash before a commit leaves an uncommitted tail (truncated at open); a
+//! crash after the last commit leaves an orphan pack file (deleted at open).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+
+use pastiche_core::ChunkId;
+
+use super::error::{IndexContext, Result, StoreError};
+use super::index::{all_packs, for_each_chunk, ChunkEntry, CHUNKS, PACKS};
+use super::pack::{pack_path, sync_dir, PACKS_DIR, PACK_HEADER_LEN};
+use super::write::{Appender, WriterState};
+use super::ChunkStore;
+
+/// Index entries of one pack, by offset.
+type Entries = Vec<(ChunkId, ChunkEntry)>;
+
+/// What [`ChunkStore::compact`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactSummary {
+    /// Ownerless chunks dropped from the index.
+    pub garbage_removed: u64,
+    /// Packs emptied and deleted.
+    pub packs_deleted: u64,
+    /// Live chunks copied into the current pack.
+    pub chunks_moved: u64,
+    /// Disk bytes given back: deleted packs less the bytes copied.
+    pub bytes_freed: u64,
+    /// Packs left alone because a live record in them could not be read:
+    /// (pack, why). Run `check` and restore those chunks from elsewhere.
+    pub skipped: Vec<(u32, String)>,
+}
+
+impl ChunkStore {
+    /// Drops garbage entries, then rewrites every pack whose live ratio
+    /// (live record bytes / record bytes) is below `threshold` (0.0..=1.0)
+    /// into the current pack and deletes it. Returns what was freed.
+    ///
+    /// Writes and reference changes wait while it runs; reads do not.
+    pub fn compact(&self, threshold: f64) -> Result<CompactSummary> {
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(StoreError::Config(format!(
+                "compaction threshold {threshold} is not in 0.0..=1.0"
+            )));
+        }
+        let mut summary = CompactSummary::default();
+        let mut failure = None;
+        let deleted = {
+            let mut state = self.lock_writer();
+            summary.garbage_removed = self.write_txn("dropping garbage", |t| t.remove_garbage())?;
+            let before = self.committed_total()?;
+            let victims = self.pick_victims(&mut state, threshold)?;
+            let mut deleted = Vec::new();
+            for (pack, entries) in victims {
+                match self.evacuate(&mut state, pack, entries) {
+                    Ok(Ok(moved)) => {
+                        summary.chunks_moved += moved;
+                        deleted.push(pack);
+                    }
+                    Ok(Err(why)) => summary.skipped.push((pack, why)),
+                    // Say a full disk: stop, but still delete the packs
+                    // already dropped from the index before reporting it.
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            summary.bytes_freed = before.saturating_sub(self.committed_total()?);
+            deleted
+        };
+        // The index no longer knows these packs. Wait for readers that
+        // looked a record up before the commit to finish reading it, then
+        // delete the files.
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        for &pack in &deleted {
+            self.forget_pack_file(pack);
+            let path = pack_path(&self.dir, pack);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Committed already: the next open deletes it as an orphan.
+                Err(e) => {
+                    return Err(StoreError::io(
+                        format!("deleting compacted pack {}", path.display()),
+                        e,
+                    ))
+                }
+            }
+            summary.packs_deleted += 1;
+        }
+        if !deleted.is_empty() {
+            let d = self.dir.join(PACKS_DIR);
+            sync_dir(&d).map_err(|e| StoreError::io(format!("syncing {}", d.display()), e))?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+
+    fn committed_total(&self) -> Result<u64> {
+        let txn = self.db.begin_read().ctx("starting a read")?;
+        let packs = all_packs(&txn.open_table(PACKS).ctx("opening packs")?)?;
+        Ok(packs.iter().map(|(_, p)| p.committed).sum())
+    }
+
+    /// The packs to rewrite with their (all live) entries, in pack order.
+    fn pick_victims(&self, state: &mut WriterState, threshold: f64) -> Result<Vec<(u32, Entries)>> {
+        let txn = self.db.begin_read().ctx("starting a read")?;
+        let mut victims: HashMap<u32, Entries> = HashMap::new();
+        for (id, p) in all_packs(&txn.open_table(PACKS).ctx("opening packs")?)? {
+            let records = p.committed.saturating_sub(PACK_HEADER_LEN);
+            let ratio = if records == 0 {
+                0.0
+            } else {
+                p.live as f64 / records as f64
+            };
+            if ratio < threshold {
+                victims.insert(id, Vec::new());
+            }
+        }
+        // The active pack can be a victim too (on a small store it is the
+        // only pack): stop appending to it so the copies go elsewhere.
+        if state
+            .active
+            .as_ref()
+            .is_some_and(|a| victims.contains_key(&a.id))
+        {
+            state.active = None;
+        }
+        // Garbage was just removed and writers are excluded, so every entry
+        // left in a victim is live.
+        for_each_chunk(&txn.open_table(CHUNKS).ctx("opening chunks")?, |id, e| {
+            if let Some(v) = victims.get_mut(&e.pack) {
+                v.push((id, e));
+            }
+            Ok(())
+        })?;
+        let mut out: Vec<_> = victims.into_iter().collect();
+        out.sort_by_key(|(id, _)| *id);
+        for (_, v) in &mut out {
+            v.sort_by_key(|(_, e)| e.offset);
+        }
+        Ok(out)
+    }
+
+    /// Copies a victim's entries into the current pack in batches, then
+    /// drops the pack from the index. `Ok(Err(why))` when a record could not
+    /// be read: the pack stays (what was copied stays copied).
+    fn evacuate(
+        &self,
+        state: &mut WriterState,
+        pack: u32,
+        entries: Entries,
+    ) -> Result<Result<u64, String>> {
+        let mut moved = 0u64;
+        let mut rest = entries.as_slice();
+        while !rest.is_empty() {
+            // Read one batch (bounded memory), verifying every record.
+            let mut batch: Vec<(ChunkId, ChunkEntry, Vec<u8>)> = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(((id, e), tail)) = rest.split_first() {
+                if bytes >= self.config.batch_bytes {
+                    break;
+                }
+                let mut buf = Vec::new();
+                if let Err(err) = self.read_entry(id, e, &mut buf) {
+                    return Ok(Err(err.to_string()));
+                }
+                bytes += buf.len();
+                batch.push((*id, *e, buf));
+                rest = tail;
+            }
+            // Append, fsync, then commit the new locations.
+            let mut app = Appender::new(self, state);
+            let mut placed = Vec::with_capacity(batch.len());
+            for (id, e, bytes) in &batch {
+                let (np, off) = app.append(id, bytes)?;
+                placed.push((*id, *e, np, off));
+            }
+            app.sync()?;
+            self.write_txn("moving records", |t| {
+                app.record(t)?;
+                for &(id, old, np, off) in &placed {
+                    let rec = old.record_len() as i64;
+                    let mut src = t.pack(old.pack)?.unwrap_or_default();
+                    src.live = src.live.saturating_add_signed(-rec);
+                    t.put_pack(old.pack, src)?;
+                    let mut dst = t.pack(np)?.unwrap_or_default();
+                    dst.live = dst.live.saturating_add_signed(rec);
+                    t.put_pack(np, dst)?;
+                    t.put_chunk(
+                        &id,
+                        &ChunkEntry {
+                            pack: np,
+                            offset: off,
+                            ..old
+                        },
+                    )?;
+                }
+                Ok(())
+            })?;
+            app.finish();
+            moved += placed.len() as u64;
+        }
+        self.write_txn("dropping a compacted pack", |t| {
+            t.packs.remove(pack).ctx("dropping a compacted pack")?;
+            Ok(())
+        })?;
+        Ok(Ok(moved))
+    }
+}

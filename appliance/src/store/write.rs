@@ -1,0 +1,420 @@
+//! The write path: appending records to packs and committing them to the
+//! index (docs/STORE.md, "Commit protocol").
+//!
+//! The order is what makes a crash at any instant harmless: records are
+//! appended past the pack's committed length, the pack is fsync'd (and its
+//! directory, for a new pack), and only then does one redb transaction record
+//! the new locations and the pack's new committed length. Until that commit
+//! the bytes are an uncommitted tail that the next open truncates away.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use pastiche_core::{ChunkId, PublicKey};
+
+use super::error::{IndexContext, Result, StoreError};
+use super::index::{begin_write, ChunkEntry, PackEntry, WriteTables, META_NEXT_PACK};
+use super::pack::{
+    encode_pack_header, pack_path, record_len, sync_dir, RecordHeader, MAX_SEALED, MIN_SEALED,
+    PACKS_DIR, PACK_HEADER_LEN,
+};
+use super::ChunkStore;
+
+/// Appended bytes are gathered up to this size before one `pwrite`.
+const WRITE_BUF: usize = 1 << 20;
+
+/// The pack new records go to, as of the last commit.
+#[derive(Debug)]
+pub(crate) struct ActivePack {
+    pub id: u32,
+    pub file: File,
+    /// Committed length: where the next record goes.
+    pub committed: u64,
+}
+
+/// State of the single writer (guarded by `ChunkStore::writer`).
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    /// None until the first write, or after the active pack filled up or
+    /// could not be reused at open.
+    pub active: Option<ActivePack>,
+    /// Number for the next new pack.
+    pub next_pack: u32,
+}
+
+/// What one `put_batch` (or a whole [`BatchWriter`]) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutSummary {
+    /// Chunks appended to a pack.
+    pub chunks_written: u64,
+    /// Sealed bytes appended (record headers not counted).
+    pub bytes_written: u64,
+    /// Chunks that were already stored: only the owner's reference was added.
+    pub chunks_deduplicated: u64,
+    /// Sealed bytes of those chunks, which were not written again.
+    pub bytes_deduplicated: u64,
+}
+
+impl PutSummary {
+    fn merge(&mut self, o: PutSummary) {
+        self.chunks_written += o.chunks_written;
+        self.bytes_written += o.bytes_written;
+        self.chunks_deduplicated += o.chunks_deduplicated;
+        self.bytes_deduplicated += o.bytes_deduplicated;
+    }
+}
+
+/// One pack touched by a batch: the bytes `start..end` are this batch's.
+struct Span {
+    id: u32,
+    file: File,
+    start: u64,
+    end: u64,
+    created: bool,
+}
+
+/// Appends the records of one batch, rotating packs at the size limit, and
+/// undoes everything (truncate, delete new packs) unless
+/// [`Appender::finish`] is called after a successful index commit.
+pub(crate) struct Appender<'a> {
+    dir: &'a Path,
+    limit: u64,
+    state: &'a mut WriterState,
+    spans: Vec<Span>,
+    buf: Vec<u8>,
+    /// Offset in the current span's file where `buf` starts.
+    buf_at: u64,
+    fail_writes: bool,
+    done: bool,
+}
+
+impl<'a> Appender<'a> {
+    pub fn new(store: &'a ChunkStore, state: &'a mut WriterState) -> Appender<'a> {
+        Appender {
+            dir: &store.dir,
+            limit: store.config.pack_limit,
+            state,
+            spans: Vec::new(),
+            buf: Vec::new(),
+            buf_at: 0,
+            fail_writes: store.fail_writes(),
+            done: false,
+        }
+    }
+
+    /// Appends one record; returns its (pack, offset). Nothing is durable or
+    /// visible until [`Appender::sync`] and the index commit.
+    pub fn append(&mut self, id: &ChunkId, payload: &[u8]) -> Result<(u32, u64)> {
+        let rec = record_len(payload.len() as u32);
+        if self.spans.is_empty() {
+            self.start()?;
+        }
+        let cur = self.spans.last().map_or(0, |s| s.end);
+        // Rotate when this record would overflow the limit, unless the pack
+        // is still empty (a record bigger than the limit still needs a home).
+        if cur + rec > self.limit && cur > PACK_HEADER_LEN {
+            self.flush()?;
+            self.new_pack()?;
+        }
+        let span = self.spans.last_mut().expect("a span was just started");
+        let offset = span.end;
+        self.buf
+            .extend_from_slice(&RecordHeader::for_payload(*id, payload).encode());
+        self.buf.extend_from_slice(payload);
+        span.end += rec;
+        let pack = span.id;
+        if self.buf.len() >= WRITE_BUF {
+            self.flush()?;
+        }
+        Ok((pack, offset))
+    }
+
+    /// Continues the active pack, or starts a new one.
+    fn start(&mut self) -> Result<()> {
+        match &self.state.active {
+            Some(a) if a.committed < self.limit => {
+                let file = a.file.try_clone().map_err(|e| {
+                    StoreError::io(format!("reopening {}", self.path(a.id).display()), e)
+                })?;
+                self.buf_at = a.committed;
+                self.spans.push(Span {
+                    id: a.id,
+                    file,
+                    start: a.committed,
+                    end: a.committed,
+                    created: false,
+                });
+                Ok(())
+            }
+            _ => self.new_pack(),
+        }
+    }
+
+    fn new_pack(&mut self) -> Result<()> {
+        let id = self.state.next_pack;
+        let path = self.path(id);
+        // Any file already there is an orphan no index entry points to.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(format!("creating pack {}", path.display()), e))?;
+        self.state.next_pack = id.checked_add(1).ok_or_else(|| {
+            StoreError::Config("pack numbers exhausted (2^32 packs); compact the store".into())
+        })?;
+        self.buf_at = 0;
+        self.buf.extend_from_slice(&encode_pack_header(id));
+        self.spans.push(Span {
+            id,
+            file,
+            start: 0,
+            end: PACK_HEADER_LEN,
+            created: true,
+        });
+        Ok(())
+    }
+
+    fn path(&self, id: u32) -> PathBuf {
+        pack_path(self.dir, id)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let Some(span) = self.spans.last() else {
+            return Ok(());
+        };
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let res = if self.fail_writes {
+            Err(io::Error::from(io::ErrorKind::StorageFull))
+        } else {
+            span.file.write_all_at(&self.buf, self.buf_at)
+        };
+        res.map_err(|e| {
+            StoreError::io(
+                format!("appending to pack {}", self.path(span.id).display()),
+                e,
+            )
+        })?;
+        self.buf_at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes out everything and fsyncs every touched pack (and the packs
+    /// directory if a pack was created). After this the records are durable
+    /// but still invisible: the index does not point at them yet.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        for s in &self.spans {
+            s.file.sync_data().map_err(|e| {
+                StoreError::io(format!("syncing pack {}", self.path(s.id).display()), e)
+            })?;
+        }
+        if self.spans.iter().any(|s| s.created) {
+            let dir = self.dir.join(PACKS_DIR);
+            sync_dir(&dir)
+                .map_err(|e| StoreError::io(format!("syncing directory {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Records the touched packs' new committed lengths in the transaction.
+    pub fn record(&self, t: &mut WriteTables<'_>) -> Result<()> {
+        let mut next = t.meta(META_NEXT_PACK)?.unwrap_or(0);
+        for s in &self.spans {
+            let mut p = t.pack(s.id)?.unwrap_or(PackEntry::default());
+            p.committed = s.end;
+            t.put_pack(s.id, p)?;
+            next = next.max(u64::from(s.id) + 1);
+        }
+        t.set_meta(META_NEXT_PACK, next)
+    }
+
+    /// Called after the index commit succeeded: the last touched pack
+    /// becomes the active pack at its new committed length.
+    pub fn finish(mut self) {
+        self.done = true;
+        if let Some(last) = self.spans.pop() {
+            self.state.active = Some(ActivePack {
+                id: last.id,
+                file: last.file,
+                committed: last.end,
+            });
+        }
+    }
+}
+
+impl Drop for Appender<'_> {
+    /// Without a commit, the appended bytes must not linger where the next
+    /// batch's offsets assume a clean end: truncate continued packs back to
+    /// their committed length and delete packs this batch created. Both are
+    /// best effort; if they fail, the next open truncates/deletes instead,
+    /// and the next batch writes at the committed offset anyway.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut removed = false;
+        for s in &self.spans {
+            if s.created {
+                removed |= fs::remove_file(pack_path(self.dir, s.id)).is_ok();
+            } else {
+                let _ = s.file.set_len(s.start);
+            }
+        }
+        if removed {
+            let _ = sync_dir(&self.dir.join(PACKS_DIR));
+        }
+    }
+}
+
+/// Checks that `bytes` can be a sealed chunk.
+pub(crate) fn check_len(id: &ChunkId, bytes: &[u8]) -> Result<()> {
+    if (MIN_SEALED..=MAX_SEALED).contains(&bytes.len()) {
+        Ok(())
+    } else {
+        Err(StoreError::BadChunkLen {
+            id: *id,
+            len: bytes.len(),
+        })
+    }
+}
+
+impl ChunkStore {
+    /// Stores sealed chunks for `owner` in one durable commit.
+    ///
+    /// Chunks already in the store (from any owner, or earlier in `items`)
+    /// are not written again; the owner's reference count on them goes up by
+    /// one per occurrence. New chunks are appended to the current pack, the
+    /// pack is fsync'd, and then one index transaction records them. On any
+    /// error nothing of the batch is committed and the store stays usable.
+    ///
+    /// Each call costs an fsync and a commit, so give it batches of tens of
+    /// MiB (see [`ChunkStore::writer`], which does that for you).
+    pub fn put_batch(&self, owner: &PublicKey, items: &[(ChunkId, &[u8])]) -> Result<PutSummary> {
+        for (id, bytes) in items {
+            check_len(id, bytes)?;
+        }
+        if items.is_empty() {
+            return Ok(PutSummary::default());
+        }
+        let mut state = self.lock_writer();
+        let txn = begin_write(&self.db, "starting a write")?;
+        let mut t = WriteTables::open(&txn)?;
+        let mut app = Appender::new(self, &mut state);
+        let mut placed: HashMap<ChunkId, ChunkEntry> = HashMap::new();
+        let mut sum = PutSummary::default();
+        for (id, bytes) in items {
+            if placed.contains_key(id) || t.chunk(id)?.is_some() {
+                sum.chunks_deduplicated += 1;
+                sum.bytes_deduplicated += bytes.len() as u64;
+                continue;
+            }
+            let (pack, offset) = app.append(id, bytes)?;
+            let h = RecordHeader::for_payload(*id, bytes);
+            placed.insert(
+                *id,
+                ChunkEntry {
+                    pack,
+                    offset,
+                    len: h.len,
+                    crc: h.crc,
+                    owners: 0,
+                },
+            );
+            sum.chunks_written += 1;
+            sum.bytes_written += bytes.len() as u64;
+        }
+        app.sync()?;
+        app.record(&mut t)?;
+        for (id, e) in &placed {
+            t.insert_new_chunk(id, *e)?;
+        }
+        for (id, _) in items {
+            t.add_ref(owner, id, 1)?;
+        }
+        drop(t);
+        txn.commit().ctx("committing a batch")?;
+        app.finish();
+        Ok(sum)
+    }
+
+    /// A buffering writer for `owner` that commits every
+    /// [`StoreConfig::batch_bytes`](super::StoreConfig::batch_bytes) bytes.
+    pub fn writer(&self, owner: PublicKey) -> BatchWriter<'_> {
+        BatchWriter {
+            store: self,
+            owner,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            summary: PutSummary::default(),
+        }
+    }
+}
+
+/// Gathers chunks for one owner and commits them in large batches, so a
+/// backup pays one fsync and one index commit per ~32 MiB, not per chunk.
+///
+/// Chunks added since the last commit are lost if the writer is dropped
+/// without [`BatchWriter::commit`] (or the process dies): exactly as if they
+/// had never been added.
+pub struct BatchWriter<'s> {
+    store: &'s ChunkStore,
+    owner: PublicKey,
+    pending: Vec<(ChunkId, Vec<u8>)>,
+    pending_bytes: usize,
+    summary: PutSummary,
+}
+
+impl BatchWriter<'_> {
+    /// Adds one sealed chunk; commits the pending batch first if it is full.
+    pub fn add(&mut self, id: ChunkId, sealed: &[u8]) -> Result<()> {
+        check_len(&id, sealed)?;
+        self.add_owned(id, sealed.to_vec())
+    }
+
+    /// Like [`BatchWriter::add`], taking ownership of the bytes (no copy).
+    pub fn add_owned(&mut self, id: ChunkId, sealed: Vec<u8>) -> Result<()> {
+        check_len(&id, &sealed)?;
+        self.pending_bytes += sealed.len();
+        self.pending.push((id, sealed));
+        if self.pending_bytes >= self.store.config.batch_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes added but not yet committed.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Commits the pending chunks now.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<(ChunkId, &[u8])> = self
+            .pending
+            .iter()
+            .map(|(id, b)| (*id, b.as_slice()))
+            .collect();
+        let s = self.store.put_batch(&self.owner, &items)?;
+        self.summary.merge(s);
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    /// Commits what is pending and returns the totals of this writer.
+    pub fn commit(mut self) -> Result<PutSummary> {
+        self.flush()?;
+        Ok(self.summary)
+    }
+}
