@@ -44,12 +44,7 @@ pub struct CheckOutcome {
 }
 
 /// Runs the check.
-pub fn run(
-    repo: &Repo,
-    read: ReadData,
-    threads: usize,
-    progress: &Progress,
-) -> Result<CheckOutcome> {
+pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> Result<CheckOutcome> {
     let mut out = CheckOutcome::default();
     let seed = rand::random::<u64>();
     let mode = match read {
@@ -60,18 +55,10 @@ pub fn run(
     let report = repo.store.check(mode)?;
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
     for d in &report.damaged {
-        bad_chunks.insert(
-            d.id,
-            format!(
-                "chunk {} in pack {} at {}: {}",
-                d.id, d.pack, d.offset, d.damage
-            ),
-        );
+        bad_chunks.insert(d.id, format!("chunk {} in pack {} at {}: {}", d.id, d.pack, d.offset, d.damage));
     }
-    out.problems
-        .extend(report.packs.iter().map(|p| format!("pack: {p:?}")));
-    out.problems
-        .extend(report.inconsistencies.iter().map(|i| format!("index: {i}")));
+    out.problems.extend(report.packs.iter().map(|p| format!("pack: {p:?}")));
+    out.problems.extend(report.inconsistencies.iter().map(|i| format!("index: {i}")));
 
     // Which files use which chunk, across all snapshots.
     let root = repo.load_root()?;
@@ -86,9 +73,7 @@ pub fn run(
                     for h in handles {
                         let handle = Handle(*h);
                         let place = format!("{}: {}", &snap.id_hex()[..8], e.path.display());
-                        let u = users
-                            .entry(handle.chunk_id())
-                            .or_insert_with(|| (handle, Vec::new()));
+                        let u = users.entry(handle.chunk_id()).or_insert_with(|| (handle, Vec::new()));
                         if u.1.last() != Some(&place) {
                             u.1.push(place);
                         }
@@ -120,8 +105,7 @@ pub fn run(
             ReadData::None => false,
             ReadData::All => true,
             ReadData::Subset(p) => {
-                (u64::from_le_bytes(id.0[..8].try_into().expect("8")) ^ seed) % 10_000
-                    < (p * 100.0) as u64
+                (u64::from_le_bytes(id.0[..8].try_into().expect("8")) ^ seed) % 10_000 < (p * 100.0) as u64
             }
         })
         .map(|(id, (h, _))| (*id, *h))
@@ -139,14 +123,9 @@ pub fn run(
                         .store
                         .get_into(id, &mut sealed)
                         .map_err(|e| e.to_string())
-                        .and_then(|()| {
-                            open_into(&sealed, handle, &mut plain).map_err(|e| e.to_string())
-                        });
+                        .and_then(|()| open_into(&sealed, handle, &mut plain).map_err(|e| e.to_string()));
                     if let Err(e) = result {
-                        failures
-                            .lock()
-                            .expect("no panics hold this lock")
-                            .push((*id, format!("chunk {id}: {e}")));
+                        failures.lock().expect("no panics hold this lock").push((*id, format!("chunk {id}: {e}")));
                     }
                     progress.file_done();
                 }

@@ -32,15 +32,24 @@ impl<R: Read> ChunkStream<R> {
     /// A chunk stream whose buffer holds `capacity` bytes (at least two
     /// maximal chunks, whatever is asked).
     pub fn with_buffer(reader: R, capacity: usize) -> Self {
-        ChunkStream {
-            reader,
-            buf: vec![0; capacity.max(2 * MAX_CHUNK)],
-            start: 0,
-            scanned: 0,
-            end: 0,
-            chunker: Chunker::new(),
-            eof: false,
+        Self::with_reused_buffer(reader, vec![0; capacity.max(2 * MAX_CHUNK)])
+    }
+
+    /// A chunk stream that reads into `buf` (from [`into_buffer`] of an
+    /// earlier stream), so a thread reading many small files allocates and
+    /// clears its buffer once, not once per file.
+    ///
+    /// [`into_buffer`]: ChunkStream::into_buffer
+    pub fn with_reused_buffer(reader: R, mut buf: Vec<u8>) -> Self {
+        if buf.len() < 2 * MAX_CHUNK {
+            buf.resize(2 * MAX_CHUNK, 0);
         }
+        ChunkStream { reader, buf, start: 0, scanned: 0, end: 0, chunker: Chunker::new(), eof: false }
+    }
+
+    /// Gives the buffer back for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// The next chunk, or `None` at the end of the stream.
@@ -127,6 +136,23 @@ mod tests {
             }
             assert_eq!(got.len(), expected.len(), "step {step}");
             assert!(got.iter().zip(&expected).all(|(a, b)| a == b));
+        }
+    }
+
+    #[test]
+    fn reused_buffer_gives_the_same_chunks() {
+        let mut data = vec![0u8; 500_000];
+        rand::rngs::StdRng::seed_from_u64(6).fill_bytes(&mut data);
+        let expected: Vec<usize> = chunks(&data).map(|(_, n)| n).collect();
+        let mut buf = vec![0xAA; 300_000];
+        for _ in 0..3 {
+            let mut s = ChunkStream::with_reused_buffer(&data[..], buf);
+            let mut got = Vec::new();
+            while let Some(c) = s.next_chunk().unwrap() {
+                got.push(c.len());
+            }
+            assert_eq!(got, expected);
+            buf = s.into_buffer();
         }
     }
 

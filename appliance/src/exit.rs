@@ -27,10 +27,7 @@ pub struct ExitError {
 impl ExitError {
     /// An error that exits with `code`.
     pub fn new(code: u8, message: impl Into<String>) -> ExitError {
-        ExitError {
-            code,
-            message: message.into(),
-        }
+        ExitError { code, message: message.into() }
     }
 }
 
@@ -44,7 +41,5 @@ impl std::error::Error for ExitError {}
 
 /// The exit code for an error chain.
 pub fn code_of(err: &anyhow::Error) -> u8 {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<ExitError>())
-        .map_or(FAILED, |e| e.code)
+    err.chain().find_map(|e| e.downcast_ref::<ExitError>()).map_or(FAILED, |e| e.code)
 }

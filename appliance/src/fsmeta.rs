@@ -17,18 +17,9 @@ pub fn attrs_of(m: &Metadata) -> Attrs {
         uid: m.uid(),
         gid: m.gid(),
         size: m.size(),
-        mtime: Timestamp {
-            secs: m.mtime(),
-            nanos: m.mtime_nsec() as u32,
-        },
-        atime: Timestamp {
-            secs: m.atime(),
-            nanos: m.atime_nsec() as u32,
-        },
-        ctime: Timestamp {
-            secs: m.ctime(),
-            nanos: m.ctime_nsec() as u32,
-        },
+        mtime: Timestamp { secs: m.mtime(), nanos: m.mtime_nsec() as u32 },
+        atime: Timestamp { secs: m.atime(), nanos: m.atime_nsec() as u32 },
+        ctime: Timestamp { secs: m.ctime(), nanos: m.ctime_nsec() as u32 },
         inode: m.ino(),
         dev: m.dev(),
     }
@@ -69,25 +60,11 @@ pub fn apply(path: &Path, attrs: &Attrs, is_symlink: bool) -> io::Result<()> {
         }
     }
     let times = [
-        libc::timespec {
-            tv_sec: attrs.atime.secs,
-            tv_nsec: attrs.atime.nanos as _,
-        },
-        libc::timespec {
-            tv_sec: attrs.mtime.secs,
-            tv_nsec: attrs.mtime.nanos as _,
-        },
+        libc::timespec { tv_sec: attrs.atime.secs, tv_nsec: attrs.atime.nanos as _ },
+        libc::timespec { tv_sec: attrs.mtime.secs, tv_nsec: attrs.mtime.nanos as _ },
     ];
     // SAFETY: valid C string and a two-element timespec array.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
+    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

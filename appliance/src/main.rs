@@ -15,11 +15,7 @@ use pastiche::repo::default_data_dir;
 use pastiche::retention::KeepPolicy;
 
 #[derive(Parser)]
-#[command(
-    name = "pastiche",
-    version,
-    about = "Peer-to-peer backup for NAS boxes"
-)]
+#[command(name = "pastiche", version, about = "Peer-to-peer backup for NAS boxes")]
 struct Args {
     /// The box's data directory [default: $XDG_DATA_HOME/pastiche or ~/.local/share/pastiche]
     #[arg(long, global = true, env = "PASTICHE_DATA")]
@@ -175,30 +171,16 @@ fn run(args: Args) -> anyhow::Result<u8> {
         data: args.data.clone().unwrap_or_else(default_data_dir),
         json: args.json,
         quiet: args.quiet,
-        threads: args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
     match args.command {
         Command::Init { name } => boxcmd::init(&g, name),
-        Command::Backup {
-            paths,
-            exclude,
-            one_file_system,
-        } => boxcmd::backup(&g, paths, exclude, one_file_system),
+        Command::Backup { paths, exclude, one_file_system } => boxcmd::backup(&g, paths, exclude, one_file_system),
         Command::Snapshots => boxcmd::snapshots(&g),
         Command::Ls { snapshot, path } => boxcmd::ls(&g, &snapshot, path),
-        Command::Restore {
-            snapshot,
-            target,
-            include,
-        } => boxcmd::restore(&g, &snapshot, target, include),
+        Command::Restore { snapshot, target, include } => boxcmd::restore(&g, &snapshot, target, include),
         Command::Diff { first, second } => boxcmd::diff(&g, &first, &second),
-        Command::Forget {
-            keep,
-            prune,
-            dry_run,
-        } => {
+        Command::Forget { keep, prune, dry_run } => {
             let policy = KeepPolicy {
                 last: keep.keep_last,
                 hourly: keep.keep_hourly,
@@ -211,10 +193,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
             boxcmd::forget(&g, policy, prune, dry_run)
         }
         Command::Prune => boxcmd::prune(&g),
-        Command::Check {
-            read_data,
-            read_data_subset,
-        } => boxcmd::check(&g, boxcmd::read_mode(read_data, read_data_subset)?),
+        Command::Check { read_data, read_data_subset } => {
+            boxcmd::check(&g, boxcmd::read_mode(read_data, read_data_subset)?)
+        }
         Command::Stats => boxcmd::stats(&g),
         Command::Chunk { files } => {
             let ok = cli::chunk::run(&files, &mut io::BufWriter::new(io::stdout().lock()))?;
@@ -222,14 +203,12 @@ fn run(args: Args) -> anyhow::Result<u8> {
         }
         Command::Demo { dir } => cli::demo::run(&dir).map(|()| exit::OK),
         Command::Debug { command } => match command {
-            DebugCommand::Seal { input, output } => cli::debug::seal(&input, &output)
-                .map(|id| println!("{id}"))
-                .map(|()| exit::OK),
-            DebugCommand::Open {
-                input,
-                output,
-                handle,
-            } => cli::debug::open(&input, &output, &handle).map(|()| exit::OK),
+            DebugCommand::Seal { input, output } => {
+                cli::debug::seal(&input, &output).map(|id| println!("{id}")).map(|()| exit::OK)
+            }
+            DebugCommand::Open { input, output, handle } => {
+                cli::debug::open(&input, &output, &handle).map(|()| exit::OK)
+            }
         },
     }
 }

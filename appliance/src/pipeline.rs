@@ -37,13 +37,7 @@ const QUEUE_PER_WORKER: usize = 32;
 fn seal_chunk(seq: u64, plain: &[u8]) -> SealedChunk {
     let mut sealed = vec![0u8; plain.len() + TAG_LEN];
     let s = seal_into(plain, &mut sealed).expect("chunks never exceed the maximum");
-    SealedChunk {
-        seq,
-        handle: s.handle,
-        id: s.id,
-        plain_len: plain.len(),
-        sealed,
-    }
+    SealedChunk { seq, handle: s.handle, id: s.id, plain_len: plain.len(), sealed }
 }
 
 /// Cuts `reader` into chunks, seals each on `workers` threads (0: all on the

@@ -139,14 +139,12 @@ impl Status {
 
     /// The fraction done, 0.0 to 1.0, or `None` while no total is known.
     pub fn fraction_done(&self) -> Option<f64> {
-        self.work()
-            .and_then(|(done, total)| fraction_done(done, total))
+        self.work().and_then(|(done, total)| fraction_done(done, total))
     }
 
     /// The estimated time left, or `None` while it cannot be estimated.
     pub fn eta(&self) -> Option<Duration> {
-        self.work()
-            .and_then(|(done, total)| eta(self.elapsed, done, total))
+        self.work().and_then(|(done, total)| eta(self.elapsed, done, total))
     }
 
     /// The average throughput since the start, in bytes per second.
@@ -189,19 +187,12 @@ impl Status {
         }
         let mut stats = String::new();
         if self.total_bytes > 0 {
-            stats.push_str(&format!(
-                "{} / {}",
-                human_bytes(self.bytes_done),
-                human_bytes(self.total_bytes)
-            ));
+            stats.push_str(&format!("{} / {}", human_bytes(self.bytes_done), human_bytes(self.total_bytes)));
         } else {
             stats.push_str(&human_bytes(self.bytes_done));
         }
         if self.total_files > 0 {
-            stats.push_str(&format!(
-                "  {} / {} files",
-                self.files_done, self.total_files
-            ));
+            stats.push_str(&format!("  {} / {} files", self.files_done, self.total_files));
         } else {
             stats.push_str(&format!("  {} files", self.files_done));
         }
@@ -295,10 +286,7 @@ pub fn eta(elapsed: Duration, done: u64, total: u64) -> Option<Duration> {
     }
     // At most ~1.8e19 × 1.8e19 ≈ 3.4e38 only if elapsed is centuries long;
     // saturate rather than overflow.
-    let nanos = elapsed
-        .as_nanos()
-        .checked_mul(u128::from(total - done))
-        .map_or(u128::MAX, |n| n / u128::from(done));
+    let nanos = elapsed.as_nanos().checked_mul(u128::from(total - done)).map_or(u128::MAX, |n| n / u128::from(done));
     let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
     Some(Duration::new(secs, (nanos % 1_000_000_000) as u32))
 }
@@ -376,11 +364,7 @@ fn terminal_width() -> usize {
     if rc == 0 && ws.ws_col > 0 {
         return usize::from(ws.ws_col);
     }
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .filter(|&c| c > 0)
-        .unwrap_or(DEFAULT_WIDTH)
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c > 0).unwrap_or(DEFAULT_WIDTH)
 }
 
 /// A handle on the progress of one command. Cheap to clone; every clone
@@ -438,10 +422,8 @@ impl Control {
     /// Waits up to `timeout` for a stop; returns whether stopped.
     fn wait(&self, timeout: Duration) -> bool {
         let guard = lock(&self.stopped);
-        let (guard, _) = self
-            .wake
-            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
-            .unwrap_or_else(|e| e.into_inner());
+        let (guard, _) =
+            self.wake.wait_timeout_while(guard, timeout, |stopped| !*stopped).unwrap_or_else(|e| e.into_inner());
         *guard
     }
 }
@@ -480,10 +462,7 @@ impl Progress {
         width: Option<usize>,
         interval: Duration,
     ) -> Progress {
-        let control = Arc::new(Control {
-            stopped: Mutex::new(false),
-            wake: Condvar::new(),
-        });
+        let control = Arc::new(Control { stopped: Mutex::new(false), wake: Condvar::new() });
         let shared = Arc::new(Shared {
             mode,
             action,
@@ -494,12 +473,7 @@ impl Progress {
             bytes_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             current_file: Mutex::new(None),
-            out: Mutex::new(Output {
-                stdout,
-                stderr,
-                line_drawn: false,
-                width,
-            }),
+            out: Mutex::new(Output { stdout, stderr, line_drawn: false, width }),
             control: Arc::clone(&control),
             reporter: Mutex::new(None),
         });
@@ -666,10 +640,7 @@ impl Progress {
 
 impl fmt::Debug for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Progress")
-            .field("mode", &self.shared.mode)
-            .field("status", &self.status())
-            .finish()
+        f.debug_struct("Progress").field("mode", &self.shared.mode).field("status", &self.status()).finish()
     }
 }
 
@@ -876,11 +847,7 @@ mod tests {
         st.total_files = 0;
         assert_eq!(st.fraction_done(), None);
         assert_eq!(st.eta(), None);
-        assert_eq!(
-            st.bytes_per_second(),
-            Some((1u64 << 30) as f64 / 12.0),
-            "rate is of bytes even without totals"
-        );
+        assert_eq!(st.bytes_per_second(), Some((1u64 << 30) as f64 / 12.0), "rate is of bytes even without totals");
     }
 
     #[test]
@@ -899,12 +866,7 @@ mod tests {
         assert_eq!(v["error_count"], 0);
         assert_eq!(v["current_files"], serde_json::json!(["docs/a.txt"]));
 
-        let unknown = Status {
-            total_files: 0,
-            total_bytes: 0,
-            current_file: None,
-            ..status()
-        };
+        let unknown = Status { total_files: 0, total_bytes: 0, current_file: None, ..status() };
         let v: serde_json::Value = serde_json::from_str(&unknown.to_json_line()).unwrap();
         assert_eq!(v["percent_done"], 0.0);
         assert!(v.get("seconds_remaining").is_none());
@@ -919,36 +881,17 @@ mod tests {
             "[0:12] 33.33% [======>             ] 1.00 GiB / 3.00 GiB  12 / 30 files  \
              85.33 MiB/s  ETA 0:24  docs/a.txt"
         );
-        let unknown = Status {
-            total_files: 0,
-            total_bytes: 0,
-            error_count: 2,
-            current_file: None,
-            ..status()
-        };
-        assert_eq!(
-            unknown.render_line(140),
-            "[0:12] 1.00 GiB  12 files  85.33 MiB/s  2 errors"
-        );
-        let done = Status {
-            bytes_done: 3 << 30,
-            files_done: 30,
-            error_count: 1,
-            ..status()
-        };
-        assert!(done
-            .render_line(140)
-            .starts_with("[0:12] 100.00% [====================] 3.00 GiB"));
+        let unknown = Status { total_files: 0, total_bytes: 0, error_count: 2, current_file: None, ..status() };
+        assert_eq!(unknown.render_line(140), "[0:12] 1.00 GiB  12 files  85.33 MiB/s  2 errors");
+        let done = Status { bytes_done: 3 << 30, files_done: 30, error_count: 1, ..status() };
+        assert!(done.render_line(140).starts_with("[0:12] 100.00% [====================] 3.00 GiB"));
         assert!(done.render_line(140).contains("ETA 0:00  1 error  "));
     }
 
     #[test]
     fn terminal_line_never_wraps() {
         let path = "ünïcödé/".repeat(40) + "last-part.bin";
-        let long = Status {
-            current_file: Some(path.clone()),
-            ..status()
-        };
+        let long = Status { current_file: Some(path.clone()), ..status() };
         for width in 0..200 {
             let line = long.render_line(width);
             assert!(line.chars().count() < width.max(1), "{width}: {line}");
@@ -999,10 +942,7 @@ mod tests {
             }
         });
         let st = p.finish();
-        assert_eq!(
-            (st.files_done, st.bytes_done, st.error_count),
-            (8000, 80_000, 8)
-        );
+        assert_eq!((st.files_done, st.bytes_done, st.error_count), (8000, 80_000, 8));
         assert_eq!((st.total_files, st.total_bytes), (8000, 80_000));
         assert_eq!(st.fraction_done(), Some(1.0));
         assert_eq!(st.action, "backup");
@@ -1021,22 +961,14 @@ mod tests {
         p.message(Level::Warning, "cannot read x/z");
         let after = stderr.text();
         let msg = &after[drawn.len()..];
-        assert!(
-            msg.starts_with(&format!(
-                "{CLEAR_LINE}warning: cannot read x/z\n{CLEAR_LINE}["
-            )),
-            "{msg:?}"
-        );
+        assert!(msg.starts_with(&format!("{CLEAR_LINE}warning: cannot read x/z\n{CLEAR_LINE}[")), "{msg:?}");
         p.clear_current_file();
         p.message(Level::Error, "boom");
         assert_eq!(p.status().error_count, 1);
 
         let st = p.finish();
         assert_eq!(st.error_count, 1);
-        assert!(
-            stderr.text().ends_with(CLEAR_LINE),
-            "line cleared on finish"
-        );
+        assert!(stderr.text().ends_with(CLEAR_LINE), "line cleared on finish");
         // After finish: plain, and no status line comes back.
         p.message(Level::Info, "done");
         assert!(stderr.text().ends_with(&format!("{CLEAR_LINE}done\n")));
@@ -1064,10 +996,7 @@ mod tests {
         p.message(Level::Error, "failed b");
         p.message(Level::Info, "note");
         let err = stderr.text();
-        let lines: Vec<serde_json::Value> = err
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = err.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(
             lines,
             [
@@ -1139,11 +1068,7 @@ mod tests {
         assert_eq!(Mode::detect(true, false), Mode::Json);
         assert_eq!(Mode::detect(true, true), Mode::Json);
         assert_eq!(Mode::detect(false, true), Mode::Quiet);
-        let expected = if io::stderr().is_terminal() {
-            Mode::Terminal
-        } else {
-            Mode::Quiet
-        };
+        let expected = if io::stderr().is_terminal() { Mode::Terminal } else { Mode::Quiet };
         assert_eq!(Mode::detect(false, false), expected);
     }
 

@@ -39,22 +39,12 @@ pub struct Marks {
 /// Walks every retained snapshot.
 pub fn mark(repo: &Repo) -> Result<Marks> {
     let root = repo.load_root()?;
-    let mut marks = Marks {
-        versions: HashMap::new(),
-        chunks: HashSet::new(),
-    };
+    let mut marks = Marks { versions: HashMap::new(), chunks: HashSet::new() };
     for snap in &root.snapshots {
         for e in walk::entries(repo, snap)? {
-            marks
-                .versions
-                .entry(e.object.name)
-                .or_insert_with(|| (e.object, HashSet::new()))
-                .1
-                .insert(e.version.from);
+            marks.versions.entry(e.object.name).or_insert_with(|| (e.object, HashSet::new())).1.insert(e.version.from);
             if let Content::File { handles, .. } = &e.version.content {
-                marks
-                    .chunks
-                    .extend(handles.iter().map(|h| Handle(*h).chunk_id()));
+                marks.chunks.extend(handles.iter().map(|h| Handle(*h).chunk_id()));
             }
         }
     }
@@ -77,20 +67,13 @@ pub fn run(repo: &Repo) -> Result<PruneSummary> {
         }
     }
     let root_name = repo.root_ref().name;
-    let deletes: Vec<ObjectName> = repo
-        .meta
-        .names()?
-        .into_iter()
-        .filter(|n| *n != root_name && !marks.versions.contains_key(n))
-        .collect();
+    let deletes: Vec<ObjectName> =
+        repo.meta.names()?.into_iter().filter(|n| *n != root_name && !marks.versions.contains_key(n)).collect();
     summary.objects_deleted = deletes.len() as u64;
-    root.path_roots
-        .retain(|(_, r)| marks.versions.contains_key(&r.name));
+    root.path_roots.retain(|(_, r)| marks.versions.contains_key(&r.name));
     repo.commit_metadata(&puts, &deletes, &root)?;
 
-    let refs = repo
-        .store
-        .retain_only(&repo.identity.public_key(), &marks.chunks)?;
+    let refs = repo.store.retain_only(&repo.identity.public_key(), &marks.chunks)?;
     summary.chunks_released = refs.became_garbage;
     let compacted = repo.store.compact(COMPACT_THRESHOLD)?;
     summary.bytes_freed = compacted.bytes_freed;

@@ -77,8 +77,7 @@ impl KeepPolicy {
     /// Whether no rule is set: every count is `None` or zero and `within` is
     /// `None` or zero. [`apply`] keeps every snapshot under such a policy.
     pub fn is_empty(&self) -> bool {
-        self.counts().iter().all(|(n, _)| n.unwrap_or(0) == 0)
-            && self.within.is_none_or(|d| d.is_zero())
+        self.counts().iter().all(|(n, _)| n.unwrap_or(0) == 0) && self.within.is_none_or(|d| d.is_zero())
     }
 
     /// The counted rules, in evaluation order, with their names.
@@ -137,10 +136,7 @@ pub struct SnapshotRef {
 impl SnapshotRef {
     /// A snapshot taken `time_unix_nanos` nanoseconds after the Unix epoch.
     pub fn new(id: impl Into<String>, time_unix_nanos: i64) -> Self {
-        Self {
-            id: id.into(),
-            time_unix_nanos,
-        }
+        Self { id: id.into(), time_unix_nanos }
     }
 
     /// A snapshot taken at `time` (clamped to the representable range).
@@ -169,45 +165,25 @@ pub struct Decision {
 /// `within` is measured from the newest snapshot that is not later than the
 /// system clock; use [`apply_at`] to pin "now".
 pub fn apply(policy: &KeepPolicy, snapshots: &[SnapshotRef]) -> Vec<Decision> {
-    apply_at(
-        policy,
-        snapshots,
-        system_time_to_unix_nanos(SystemTime::now()),
-    )
+    apply_at(policy, snapshots, system_time_to_unix_nanos(SystemTime::now()))
 }
 
 /// Like [`apply`], with the current time given as `now_unix_nanos`. Only the
 /// `within` rule depends on it: snapshots later than `now` are never taken as
 /// the newest snapshot that `within` is measured from.
-pub fn apply_at(
-    policy: &KeepPolicy,
-    snapshots: &[SnapshotRef],
-    now_unix_nanos: i64,
-) -> Vec<Decision> {
+pub fn apply_at(policy: &KeepPolicy, snapshots: &[SnapshotRef], now_unix_nanos: i64) -> Vec<Decision> {
     let mut sorted: Vec<&SnapshotRef> = snapshots.iter().collect();
-    sorted.sort_by(|a, b| {
-        b.time_unix_nanos
-            .cmp(&a.time_unix_nanos)
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    sorted.sort_by(|a, b| b.time_unix_nanos.cmp(&a.time_unix_nanos).then_with(|| a.id.cmp(&b.id)));
 
     if policy.is_empty() {
-        return sorted
-            .into_iter()
-            .map(|s| decision(s, vec!["policy is empty".to_string()]))
-            .collect();
+        return sorted.into_iter().map(|s| decision(s, vec!["policy is empty".to_string()])).collect();
     }
 
     // Snapshots newer than this are kept by `within`. With no snapshot in the
     // past, restic measures from the zero time, which keeps everything.
     let within = policy.within.filter(|d| !d.is_zero()).map(|d| {
-        let latest = sorted
-            .iter()
-            .map(|s| s.time_unix_nanos)
-            .find(|&t| t < now_unix_nanos);
-        let threshold = latest.map_or(i64::MIN, |l| {
-            l.saturating_sub(duration_to_nanos_saturating(d))
-        });
+        let latest = sorted.iter().map(|s| s.time_unix_nanos).find(|&t| t < now_unix_nanos);
+        let threshold = latest.map_or(i64::MIN, |l| l.saturating_sub(duration_to_nanos_saturating(d)));
         (threshold, format!("within {}", format_span(d)))
     });
 
@@ -216,11 +192,7 @@ pub fn apply_at(
         .iter()
         .filter_map(|&(n, rule)| match n {
             None | Some(0) => None,
-            Some(n) => Some(RuleState {
-                rule,
-                remaining: n,
-                last_bucket: None,
-            }),
+            Some(n) => Some(RuleState { rule, remaining: n, last_bucket: None }),
         })
         .collect();
 
@@ -255,12 +227,7 @@ pub fn apply_at(
 }
 
 fn decision(snap: &SnapshotRef, reasons: Vec<String>) -> Decision {
-    Decision {
-        id: snap.id.clone(),
-        time_unix_nanos: snap.time_unix_nanos,
-        keep: !reasons.is_empty(),
-        reasons,
-    }
+    Decision { id: snap.id.clone(), time_unix_nanos: snap.time_unix_nanos, keep: !reasons.is_empty(), reasons }
 }
 
 /// One counted rule of a policy.
@@ -277,12 +244,7 @@ enum Rule {
 impl Rule {
     /// The bucket of a snapshot: equal buckets share one kept snapshot.
     fn bucket(self, t: &UtcDateTime, nr: usize) -> i64 {
-        let (y, m, d, h) = (
-            t.year,
-            i64::from(t.month),
-            i64::from(t.day),
-            i64::from(t.hour),
-        );
+        let (y, m, d, h) = (t.year, i64::from(t.month), i64::from(t.day), i64::from(t.hour));
         match self {
             Rule::Last => nr as i64,
             Rule::Hourly => ((y * 100 + m) * 100 + d) * 100 + h,
@@ -357,15 +319,7 @@ impl UtcDateTime {
         let days = secs.div_euclid(SECS_PER_DAY);
         let sod = secs.rem_euclid(SECS_PER_DAY) as u32;
         let (year, month, day) = civil_from_days(days);
-        Self {
-            year,
-            month,
-            day,
-            hour: sod / 3600,
-            minute: sod / 60 % 60,
-            second: sod % 60,
-            nanos,
-        }
+        Self { year, month, day, hour: sod / 3600, minute: sod / 60 % 60, second: sod % 60, nanos }
     }
 
     /// Nanoseconds since the epoch, or `None` outside the `i64` range or if a
@@ -384,8 +338,7 @@ impl UtcDateTime {
         }
         let days = i128::from(days_from_civil(self.year, self.month, self.day));
         let secs = i128::from(self.hour * 3600 + self.minute * 60 + self.second);
-        let nanos = (days * i128::from(SECS_PER_DAY) + secs) * i128::from(NANOS_PER_SEC)
-            + i128::from(self.nanos);
+        let nanos = (days * i128::from(SECS_PER_DAY) + secs) * i128::from(NANOS_PER_SEC) + i128::from(self.nanos);
         i64::try_from(nanos).ok()
     }
 
@@ -469,12 +422,7 @@ fn format_span(d: Duration) -> String {
     if total == 0 {
         return format!("{d:?}");
     }
-    let parts = [
-        (total / 86_400, "d"),
-        (total / 3600 % 24, "h"),
-        (total / 60 % 60, "m"),
-        (total % 60, "s"),
-    ];
+    let parts = [(total / 86_400, "d"), (total / 3600 % 24, "h"), (total / 60 % 60, "m"), (total % 60, "s")];
     let mut s = String::new();
     for (n, unit) in parts {
         if n > 0 {
@@ -482,10 +430,7 @@ fn format_span(d: Duration) -> String {
         }
     }
     if d.subsec_nanos() > 0 {
-        s.push_str(&format!(
-            "+{:?}",
-            Duration::from_nanos(d.subsec_nanos().into())
-        ));
+        s.push_str(&format!("+{:?}", Duration::from_nanos(d.subsec_nanos().into())));
     }
     s
 }
@@ -499,25 +444,12 @@ mod tests {
 
     /// Nanoseconds since the epoch of a UTC date and time.
     fn ts(year: i64, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> i64 {
-        UtcDateTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            nanos: 0,
-        }
-        .to_unix_nanos()
-        .expect("valid test date")
+        UtcDateTime { year, month, day, hour, minute, second, nanos: 0 }.to_unix_nanos().expect("valid test date")
     }
 
     /// `ts` for a `YYYY-MM-DD HH:MM:SS` string.
     fn at(s: &str) -> i64 {
-        let n: Vec<u32> = s
-            .split(['-', ' ', ':'])
-            .map(|p| p.parse().unwrap())
-            .collect();
+        let n: Vec<u32> = s.split(['-', ' ', ':']).map(|p| p.parse().unwrap()).collect();
         ts(n[0].into(), n[1], n[2], n[3], n[4], n[5])
     }
 
@@ -527,11 +459,7 @@ mod tests {
     }
 
     fn kept(decisions: &[Decision]) -> Vec<&str> {
-        decisions
-            .iter()
-            .filter(|d| d.keep)
-            .map(|d| d.id.as_str())
-            .collect()
+        decisions.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect()
     }
 
     fn reasons_of<'a>(decisions: &'a [Decision], id: &str) -> Vec<&'a str> {
@@ -555,25 +483,13 @@ mod tests {
     fn utc_breakdown_of_known_instants() {
         let d = UtcDateTime::from_unix_nanos(0);
         assert_eq!(d.to_string(), "1970-01-01 00:00:00");
-        assert_eq!(
-            UtcDateTime::from_unix_nanos(951_782_400 * NANOS_PER_SEC).to_string(),
-            "2000-02-29 00:00:00"
-        );
-        assert_eq!(
-            UtcDateTime::from_unix_nanos(1_700_000_000 * NANOS_PER_SEC).to_string(),
-            "2023-11-14 22:13:20"
-        );
+        assert_eq!(UtcDateTime::from_unix_nanos(951_782_400 * NANOS_PER_SEC).to_string(), "2000-02-29 00:00:00");
+        assert_eq!(UtcDateTime::from_unix_nanos(1_700_000_000 * NANOS_PER_SEC).to_string(), "2023-11-14 22:13:20");
         let before = UtcDateTime::from_unix_nanos(-1);
         assert_eq!(before.to_string(), "1969-12-31 23:59:59");
         assert_eq!(before.nanos, 999_999_999);
-        assert_eq!(
-            UtcDateTime::from_unix_nanos(i64::MIN).to_string(),
-            "1677-09-21 00:12:43"
-        );
-        assert_eq!(
-            UtcDateTime::from_unix_nanos(i64::MAX).to_string(),
-            "2262-04-11 23:47:16"
-        );
+        assert_eq!(UtcDateTime::from_unix_nanos(i64::MIN).to_string(), "1677-09-21 00:12:43");
+        assert_eq!(UtcDateTime::from_unix_nanos(i64::MAX).to_string(), "2262-04-11 23:47:16");
     }
 
     #[test]
@@ -585,8 +501,7 @@ mod tests {
             // Consecutive days: next day of month, or the 1st of the next month.
             let (py, pm, pd) = prev;
             assert!(
-                (y, m, d) == (py, pm, pd + 1)
-                    || (d == 1 && ((y, m) == (py, pm + 1) || (y, m, pm) == (py + 1, 1, 12))),
+                (y, m, d) == (py, pm, pd + 1) || (d == 1 && ((y, m) == (py, pm + 1) || (y, m, pm) == (py + 1, 1, 12))),
                 "{prev:?} -> {:?}",
                 (y, m, d)
             );
@@ -640,10 +555,7 @@ mod tests {
             let week = t.iso_week();
             assert!((1..=53).contains(&week.1));
             if t.iso_weekday() == 1 {
-                assert!(
-                    week == (prev.0, prev.1 + 1) || week == (prev.0 + 1, 1),
-                    "{t}"
-                );
+                assert!(week == (prev.0, prev.1 + 1) || week == (prev.0 + 1, 1), "{t}");
             } else {
                 assert_eq!(week, prev, "{t}");
             }
@@ -655,12 +567,7 @@ mod tests {
 
     #[test]
     fn empty_policy_keeps_everything() {
-        let zeros = KeepPolicy {
-            last: Some(0),
-            daily: Some(0),
-            within: Some(Duration::ZERO),
-            ..KeepPolicy::default()
-        };
+        let zeros = KeepPolicy { last: Some(0), daily: Some(0), within: Some(Duration::ZERO), ..KeepPolicy::default() };
         for policy in [KeepPolicy::default(), zeros] {
             assert!(policy.is_empty());
             let s = snaps(&["2024-01-01 00:00:00", "2024-01-01 00:00:00"]);
@@ -668,24 +575,13 @@ mod tests {
             assert_eq!(d.len(), 2);
             assert!(d.iter().all(|d| d.keep && d.reasons == ["policy is empty"]));
         }
-        assert!(!KeepPolicy {
-            within: Some(Duration::from_secs(1)),
-            ..KeepPolicy::default()
-        }
-        .is_empty());
-        assert!(!KeepPolicy {
-            yearly: Some(1),
-            ..KeepPolicy::default()
-        }
-        .is_empty());
+        assert!(!KeepPolicy { within: Some(Duration::from_secs(1)), ..KeepPolicy::default() }.is_empty());
+        assert!(!KeepPolicy { yearly: Some(1), ..KeepPolicy::default() }.is_empty());
     }
 
     #[test]
     fn no_snapshots_no_decisions() {
-        let policy = KeepPolicy {
-            last: Some(3),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { last: Some(3), ..KeepPolicy::default() };
         assert!(run(&policy, &[]).is_empty());
     }
 
@@ -707,24 +603,13 @@ mod tests {
             "2019-11-10 11:00:00",
             "2019-11-17 11:00:00",
         ]);
-        let policy = KeepPolicy {
-            daily: Some(4),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { daily: Some(4), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         assert_eq!(
             kept(&d),
-            [
-                "2019-11-17 11:00:00",
-                "2019-11-10 11:00:00",
-                "2019-11-03 11:00:00",
-                "2019-10-27 11:00:00"
-            ]
+            ["2019-11-17 11:00:00", "2019-11-10 11:00:00", "2019-11-03 11:00:00", "2019-10-27 11:00:00"]
         );
-        assert!(d
-            .iter()
-            .filter(|d| d.keep)
-            .all(|d| d.reasons == ["daily snapshot"]));
+        assert!(d.iter().filter(|d| d.keep).all(|d| d.reasons == ["daily snapshot"]));
         assert_eq!(d.iter().filter(|d| !d.keep).count(), 8);
         assert!(d.iter().filter(|d| !d.keep).all(|d| d.reasons.is_empty()));
     }
@@ -736,9 +621,8 @@ mod tests {
     fn restic_doc_hundred_years_of_dailies() {
         let first = days_from_civil(1925, 1, 1);
         let last = days_from_civil(2024, 12, 31) + 2; // ends on 2025-01-02, a Thursday
-        let s: Vec<SnapshotRef> = (first..=last)
-            .map(|day| SnapshotRef::new(day.to_string(), day * DAY + 20 * HOUR))
-            .collect();
+        let s: Vec<SnapshotRef> =
+            (first..=last).map(|day| SnapshotRef::new(day.to_string(), day * DAY + 20 * HOUR)).collect();
         let policy = KeepPolicy {
             daily: Some(7),
             weekly: Some(5),
@@ -767,9 +651,7 @@ mod tests {
         // The newest of this month, then the last days of 11 months.
         let monthly = with("monthly snapshot");
         assert_eq!(monthly.len(), 12);
-        assert!(monthly[1..]
-            .iter()
-            .all(|t| UtcDateTime::from_unix_nanos(t.to_unix_nanos().unwrap() + DAY).day == 1));
+        assert!(monthly[1..].iter().all(|t| UtcDateTime::from_unix_nanos(t.to_unix_nanos().unwrap() + DAY).day == 1));
         assert_eq!(monthly[11].to_string(), "2024-02-29 20:00:00");
         // The newest of this year, then 74 New Year's Eves.
         let yearly = with("yearly snapshot");
@@ -792,10 +674,7 @@ mod tests {
             SnapshotRef::new("old", at("2024-02-01 10:00:00")),
             SnapshotRef::new("new", at("2024-03-02 10:00:00")),
         ];
-        let policy = KeepPolicy {
-            last: Some(3),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { last: Some(3), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         // Newest first; the tie at 10:00 is ordered by id.
         let order: Vec<&str> = d.iter().map(|d| d.id.as_str()).collect();
@@ -806,40 +685,21 @@ mod tests {
 
     #[test]
     fn keep_last_beyond_the_count_keeps_all_without_oldest_reason() {
-        let s = snaps(&[
-            "2024-01-01 00:00:00",
-            "2024-01-01 00:00:00",
-            "2024-01-02 00:00:00",
-        ]);
-        let policy = KeepPolicy {
-            last: Some(10),
-            ..KeepPolicy::default()
-        };
+        let s = snaps(&["2024-01-01 00:00:00", "2024-01-01 00:00:00", "2024-01-02 00:00:00"]);
+        let policy = KeepPolicy { last: Some(10), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         assert!(d.iter().all(|d| d.keep && d.reasons == ["last snapshot"]));
     }
 
     #[test]
     fn ties_do_not_depend_on_input_order() {
-        let mut s = snaps(&[
-            "2024-05-01 08:00:00",
-            "2024-05-01 09:00:00",
-            "2024-05-02 09:00:00",
-            "2024-05-03 07:00:00",
-        ]);
+        let mut s =
+            snaps(&["2024-05-01 08:00:00", "2024-05-01 09:00:00", "2024-05-02 09:00:00", "2024-05-03 07:00:00"]);
         s.push(SnapshotRef::new("twin", at("2024-05-02 09:00:00")));
         s.push(SnapshotRef::new("0-twin", at("2024-05-03 07:00:00")));
-        let policy = KeepPolicy {
-            last: Some(1),
-            daily: Some(2),
-            hourly: Some(3),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { last: Some(1), daily: Some(2), hourly: Some(3), ..KeepPolicy::default() };
         let expected = run(&policy, &s);
-        assert_eq!(
-            kept(&expected),
-            ["0-twin", "2024-05-02 09:00:00", "2024-05-01 09:00:00"]
-        );
+        assert_eq!(kept(&expected), ["0-twin", "2024-05-02 09:00:00", "2024-05-01 09:00:00"]);
         for rotation in 1..s.len() {
             s.rotate_left(1);
             let mut reversed = s.clone();
@@ -860,32 +720,18 @@ mod tests {
             "2024-01-01 00:30:00",
             "2024-01-01 02:10:00",
         ]);
-        let policy = KeepPolicy {
-            hourly: Some(4),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { hourly: Some(4), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         // Hours with snapshots: 02, 00, 23, 22; the empty 01 is not counted.
         assert_eq!(
             kept(&d),
-            [
-                "2024-01-01 02:10:00",
-                "2024-01-01 00:30:00",
-                "2023-12-31 23:59:59",
-                "2023-12-31 22:55:00"
-            ]
+            ["2024-01-01 02:10:00", "2024-01-01 00:30:00", "2023-12-31 23:59:59", "2023-12-31 22:55:00"]
         );
         // With count to spare, the oldest snapshot is kept too.
-        let policy = KeepPolicy {
-            hourly: Some(5),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { hourly: Some(5), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         assert_eq!(kept(&d).len(), 5);
-        assert_eq!(
-            reasons_of(&d, "2023-12-31 22:05:00"),
-            ["oldest hourly snapshot"]
-        );
+        assert_eq!(reasons_of(&d, "2023-12-31 22:05:00"), ["oldest hourly snapshot"]);
     }
 
     #[test]
@@ -898,26 +744,16 @@ mod tests {
                 SnapshotRef::new(UtcDateTime::from_unix_nanos(t).to_string(), t)
             })
             .collect();
-        let policy = KeepPolicy {
-            daily: Some(10),
-            monthly: Some(3),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { daily: Some(10), monthly: Some(3), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         assert_eq!(d.len(), 484);
-        let daily: Vec<&str> = d
-            .iter()
-            .filter(|d| d.reasons.iter().any(|r| r == "daily snapshot"))
-            .map(|d| d.id.as_str())
-            .collect();
+        let daily: Vec<&str> =
+            d.iter().filter(|d| d.reasons.iter().any(|r| r == "daily snapshot")).map(|d| d.id.as_str()).collect();
         assert_eq!(daily.len(), 10);
         assert!(daily.iter().all(|id| id.ends_with(" 21:00:00")));
         assert_eq!(daily[0], "2024-02-29 21:00:00");
         assert_eq!(daily[9], "2024-02-20 21:00:00");
-        assert_eq!(
-            reasons_of(&d, "2024-02-29 21:00:00"),
-            ["daily snapshot", "monthly snapshot"]
-        );
+        assert_eq!(reasons_of(&d, "2024-02-29 21:00:00"), ["daily snapshot", "monthly snapshot"]);
         assert_eq!(reasons_of(&d, "2024-01-31 21:00:00"), ["monthly snapshot"]);
         assert_eq!(reasons_of(&d, "2023-12-31 21:00:00"), ["monthly snapshot"]);
         assert_eq!(kept(&d).len(), 12);
@@ -933,29 +769,13 @@ mod tests {
             "2021-01-03 12:00:00", // 2020-W53 (Sunday)
             "2021-01-04 12:00:00", // 2021-W01 (Monday)
         ]);
-        let policy = KeepPolicy {
-            weekly: Some(3),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { weekly: Some(3), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         // 2020-12-28 shares week 53 with 2021-01-03, though not its year.
-        assert_eq!(
-            kept(&d),
-            [
-                "2021-01-04 12:00:00",
-                "2021-01-03 12:00:00",
-                "2020-12-27 12:00:00"
-            ]
-        );
+        assert_eq!(kept(&d), ["2021-01-04 12:00:00", "2021-01-03 12:00:00", "2020-12-27 12:00:00"]);
         // Yearly, by contrast, splits week 53.
-        let policy = KeepPolicy {
-            yearly: Some(2),
-            ..KeepPolicy::default()
-        };
-        assert_eq!(
-            kept(&run(&policy, &s)),
-            ["2021-01-04 12:00:00", "2020-12-28 12:00:00"]
-        );
+        let policy = KeepPolicy { yearly: Some(2), ..KeepPolicy::default() };
+        assert_eq!(kept(&run(&policy, &s)), ["2021-01-04 12:00:00", "2020-12-28 12:00:00"]);
     }
 
     #[test]
@@ -969,22 +789,12 @@ mod tests {
             "2023-01-15 00:00:00",
             "2023-03-01 00:00:00",
         ]);
-        let policy = KeepPolicy {
-            monthly: Some(4),
-            yearly: Some(2),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { monthly: Some(4), yearly: Some(2), ..KeepPolicy::default() };
         let d = run(&policy, &s);
-        assert_eq!(
-            reasons_of(&d, "2023-03-01 00:00:00"),
-            ["monthly snapshot", "yearly snapshot"]
-        );
+        assert_eq!(reasons_of(&d, "2023-03-01 00:00:00"), ["monthly snapshot", "yearly snapshot"]);
         assert_eq!(reasons_of(&d, "2023-01-15 00:00:00"), ["monthly snapshot"]);
         assert!(reasons_of(&d, "2023-01-01 01:00:00").is_empty());
-        assert_eq!(
-            reasons_of(&d, "2022-12-31 23:00:00"),
-            ["monthly snapshot", "yearly snapshot"]
-        );
+        assert_eq!(reasons_of(&d, "2022-12-31 23:00:00"), ["monthly snapshot", "yearly snapshot"]);
         assert!(reasons_of(&d, "2022-12-01 00:00:00").is_empty());
         assert_eq!(reasons_of(&d, "2022-11-30 23:59:59"), ["monthly snapshot"]);
         // Both rules are used up before the oldest snapshot.
@@ -993,27 +803,14 @@ mod tests {
 
     #[test]
     fn oldest_snapshot_kept_while_counts_remain() {
-        let s = snaps(&[
-            "2024-01-01 08:00:00",
-            "2024-01-01 09:00:00",
-            "2024-01-02 09:00:00",
-        ]);
+        let s = snaps(&["2024-01-01 08:00:00", "2024-01-01 09:00:00", "2024-01-02 09:00:00"]);
         // Three days asked for, two exist: the oldest is kept as well.
-        let policy = KeepPolicy {
-            daily: Some(3),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { daily: Some(3), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         assert_eq!(kept(&d).len(), 3);
-        assert_eq!(
-            reasons_of(&d, "2024-01-01 08:00:00"),
-            ["oldest daily snapshot"]
-        );
+        assert_eq!(reasons_of(&d, "2024-01-01 08:00:00"), ["oldest daily snapshot"]);
         // Exactly two days asked for: the count is spent, the oldest goes.
-        let policy = KeepPolicy {
-            daily: Some(2),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { daily: Some(2), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         assert!(!d[2].keep);
         // A single snapshot that is new to its bucket is not "oldest".
@@ -1031,38 +828,21 @@ mod tests {
             "2010-07-04 01:00:00",
             "2024-02-29 00:00:00",
         ]);
-        let policy = KeepPolicy {
-            daily: Some(KeepPolicy::UNLIMITED),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { daily: Some(KeepPolicy::UNLIMITED), ..KeepPolicy::default() };
         let d = run(&policy, &s);
         assert_eq!(
             kept(&d),
-            [
-                "2024-02-29 00:00:00",
-                "2010-07-04 01:00:00",
-                "2001-01-01 12:00:00",
-                "2001-01-01 00:00:00"
-            ]
+            ["2024-02-29 00:00:00", "2010-07-04 01:00:00", "2001-01-01 12:00:00", "2001-01-01 00:00:00"]
         );
-        assert_eq!(
-            reasons_of(&d, "2001-01-01 00:00:00"),
-            ["oldest daily snapshot"]
-        );
+        assert_eq!(reasons_of(&d, "2001-01-01 00:00:00"), ["oldest daily snapshot"]);
     }
 
     #[test]
     fn buckets_before_1970() {
         let s = snaps(&["1969-12-31 23:30:00", "1970-01-01 00:30:00"]);
-        let policy = KeepPolicy {
-            daily: Some(2),
-            yearly: Some(2),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { daily: Some(2), yearly: Some(2), ..KeepPolicy::default() };
         let d = run(&policy, &s);
-        assert!(d
-            .iter()
-            .all(|d| d.reasons == ["daily snapshot", "yearly snapshot"]));
+        assert!(d.iter().all(|d| d.reasons == ["daily snapshot", "yearly snapshot"]));
     }
 
     #[test]
@@ -1102,46 +882,21 @@ mod tests {
             "2024-01-08 00:00:00",
             "2024-01-01 00:00:00",
         ]);
-        let policy = KeepPolicy {
-            within: Some(Duration::from_secs(2 * 86_400)),
-            ..KeepPolicy::default()
-        };
+        let policy = KeepPolicy { within: Some(Duration::from_secs(2 * 86_400)), ..KeepPolicy::default() };
         // Long after the newest snapshot: `within` does not age with the clock.
         let d = apply_at(&policy, &s, at("2030-01-01 00:00:00"));
         // Strictly newer than newest - 2d: exactly 2 days before is forgotten.
-        assert_eq!(
-            kept(&d),
-            [
-                "2024-01-10 00:00:00",
-                "2024-01-09 00:00:00",
-                "2024-01-08 00:00:01"
-            ]
-        );
+        assert_eq!(kept(&d), ["2024-01-10 00:00:00", "2024-01-09 00:00:00", "2024-01-08 00:00:01"]);
         assert!(d[..3].iter().all(|d| d.reasons == ["within 2d"]));
     }
 
     #[test]
     fn within_ignores_snapshots_in_the_future() {
-        let s = snaps(&[
-            "2099-01-01 00:00:00",
-            "2024-01-10 00:00:00",
-            "2024-01-09 12:00:00",
-            "2024-01-08 00:00:00",
-        ]);
-        let policy = KeepPolicy {
-            within: Some(Duration::from_secs(86_400)),
-            ..KeepPolicy::default()
-        };
+        let s = snaps(&["2099-01-01 00:00:00", "2024-01-10 00:00:00", "2024-01-09 12:00:00", "2024-01-08 00:00:00"]);
+        let policy = KeepPolicy { within: Some(Duration::from_secs(86_400)), ..KeepPolicy::default() };
         let now = at("2024-01-11 00:00:00");
         let d = apply_at(&policy, &s, now);
-        assert_eq!(
-            kept(&d),
-            [
-                "2099-01-01 00:00:00",
-                "2024-01-10 00:00:00",
-                "2024-01-09 12:00:00"
-            ]
-        );
+        assert_eq!(kept(&d), ["2099-01-01 00:00:00", "2024-01-10 00:00:00", "2024-01-09 12:00:00"]);
         // Everything in the future: everything is within.
         let d = apply_at(&policy, &s, at("2000-01-01 00:00:00"));
         assert!(d.iter().all(|d| d.keep));
@@ -1159,16 +914,10 @@ mod tests {
             "2024-01-05 10:00:00",
             "2024-01-04 10:00:00",
         ]);
-        let policy = KeepPolicy {
-            daily: Some(3),
-            within: Some(Duration::from_secs(3 * 3600)),
-            ..KeepPolicy::default()
-        };
+        let policy =
+            KeepPolicy { daily: Some(3), within: Some(Duration::from_secs(3 * 3600)), ..KeepPolicy::default() };
         let d = run(&policy, &s);
-        assert_eq!(
-            reasons_of(&d, "2024-01-10 10:00:00"),
-            ["within 3h", "daily snapshot"]
-        );
+        assert_eq!(reasons_of(&d, "2024-01-10 10:00:00"), ["within 3h", "daily snapshot"]);
         assert_eq!(reasons_of(&d, "2024-01-10 09:00:00"), ["within 3h"]);
         assert_eq!(reasons_of(&d, "2024-01-09 10:00:00"), ["daily snapshot"]);
         assert_eq!(reasons_of(&d, "2024-01-05 10:00:00"), ["daily snapshot"]);
@@ -1178,23 +927,14 @@ mod tests {
     #[test]
     fn from_system_time_matches_unix_nanos() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
-        assert_eq!(
-            SnapshotRef::from_system_time("x", t).time_unix_nanos,
-            1_700_000_000 * NANOS_PER_SEC + 5
-        );
+        assert_eq!(SnapshotRef::from_system_time("x", t).time_unix_nanos, 1_700_000_000 * NANOS_PER_SEC + 5);
         let before = UNIX_EPOCH - Duration::from_secs(86_400);
-        assert_eq!(
-            SnapshotRef::from_system_time("y", before).time_unix_nanos,
-            -DAY
-        );
+        assert_eq!(SnapshotRef::from_system_time("y", before).time_unix_nanos, -DAY);
     }
 
     #[test]
     fn policy_descriptions() {
-        assert_eq!(
-            KeepPolicy::default().to_string(),
-            "keep all snapshots (empty policy)"
-        );
+        assert_eq!(KeepPolicy::default().to_string(), "keep all snapshots (empty policy)");
         let p = KeepPolicy {
             last: Some(3),
             daily: Some(7),
@@ -1206,14 +946,8 @@ mod tests {
             p.to_string(),
             "keep 3 latest, 7 daily, all monthly snapshots and all snapshots within 2d1h5s of the newest"
         );
-        let p = KeepPolicy {
-            within: Some(Duration::from_secs(90 * 60)),
-            ..KeepPolicy::default()
-        };
-        assert_eq!(
-            p.to_string(),
-            "keep all snapshots within 1h30m of the newest"
-        );
+        let p = KeepPolicy { within: Some(Duration::from_secs(90 * 60)), ..KeepPolicy::default() };
+        assert_eq!(p.to_string(), "keep all snapshots within 1h30m of the newest");
         assert_eq!(format_span(Duration::from_millis(1500)), "1s+500ms");
         assert_eq!(format_span(Duration::from_millis(20)), "20ms");
     }

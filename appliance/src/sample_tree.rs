@@ -13,12 +13,7 @@ use rand::{Rng, RngCore, SeedableRng};
 pub fn create(root: &Path, seed: u64) -> io::Result<usize> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut files = 0;
-    for dir in [
-        "photos/2025",
-        "photos/2026",
-        "documents/taxes",
-        "code/project",
-    ] {
+    for dir in ["photos/2025", "photos/2026", "documents/taxes", "code/project"] {
         fs::create_dir_all(root.join(dir))?;
     }
     // Incompressible "photos".
@@ -32,35 +27,25 @@ pub fn create(root: &Path, seed: u64) -> io::Result<usize> {
             // An edited copy: a few bytes inserted in the middle.
             let mid = data.len() / 2;
             data.splice(mid..mid, b"edited!".iter().copied());
-            fs::write(
-                root.join(format!("photos/{year}/img_{i:04}_edit.jpg")),
-                &data,
-            )?;
+            fs::write(root.join(format!("photos/{year}/img_{i:04}_edit.jpg")), &data)?;
             files += 1;
         }
     }
     // Text documents sharing paragraphs.
     let paragraphs: Vec<String> = (0..40)
-        .map(|p| {
-            (0..rng.gen_range(50..400))
-                .map(|w| format!("word{}{} ", p, w % 17))
-                .collect::<String>()
-                + "\n\n"
-        })
+        .map(|p| (0..rng.gen_range(50..400)).map(|w| format!("word{}{} ", p, w % 17)).collect::<String>() + "\n\n")
         .collect();
     for d in 0..30 {
-        let text: String = (0..rng.gen_range(5..60))
-            .map(|_| paragraphs[rng.gen_range(0..paragraphs.len())].as_str())
-            .collect();
+        let text: String =
+            (0..rng.gen_range(5..60)).map(|_| paragraphs[rng.gen_range(0..paragraphs.len())].as_str()).collect();
         fs::write(root.join(format!("documents/note_{d:03}.txt")), text)?;
         files += 1;
     }
     fs::write(root.join("documents/taxes/empty.txt"), b"")?;
     files += 1;
     for f in 0..20 {
-        let src: String = (0..rng.gen_range(10..300))
-            .map(|l| format!("fn item_{f}_{l}() -> u32 {{ {l} }}\n"))
-            .collect();
+        let src: String =
+            (0..rng.gen_range(10..300)).map(|l| format!("fn item_{f}_{l}() -> u32 {{ {l} }}\n")).collect();
         fs::write(root.join(format!("code/project/mod_{f}.rs")), src)?;
         files += 1;
     }

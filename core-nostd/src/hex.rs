@@ -45,10 +45,7 @@ pub fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
 pub fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     let digits = s.as_bytes();
     if digits.len() != 2 * N {
-        return Err(HexError::WrongLength {
-            expected: 2 * N,
-            found: digits.len(),
-        });
+        return Err(HexError::WrongLength { expected: 2 * N, found: digits.len() });
     }
     let mut out = [0u8; N];
     for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {

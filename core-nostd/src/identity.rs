@@ -99,9 +99,7 @@ impl fmt::Display for SignatureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SignatureError::BadPublicKey => f.write_str("invalid public key"),
-            SignatureError::Mismatch => {
-                f.write_str("signature does not match key, message and purpose")
-            }
+            SignatureError::Mismatch => f.write_str("signature does not match key, message and purpose"),
             SignatureError::WeakSeed => f.write_str("refusing an all-zero secret seed"),
         }
     }
@@ -127,9 +125,7 @@ impl Identity {
         if seed == [0; 32] {
             return Err(SignatureError::WeakSeed);
         }
-        Ok(Identity {
-            keys: ed::KeyPair::from_seed(ed::Seed::new(seed)),
-        })
+        Ok(Identity { keys: ed::KeyPair::from_seed(ed::Seed::new(seed)) })
     }
 
     /// The secret seed, for storing the identity.
@@ -165,12 +161,7 @@ impl Identity {
 
 impl PublicKey {
     /// Verifies `signature` over the concatenation of `parts` for `domain`.
-    pub fn verify(
-        &self,
-        domain: Domain,
-        parts: &[&[u8]],
-        signature: &Signature,
-    ) -> Result<(), SignatureError> {
+    pub fn verify(&self, domain: Domain, parts: &[&[u8]], signature: &Signature) -> Result<(), SignatureError> {
         let pk = ed::PublicKey::new(self.0);
         let sig = ed::Signature::new(signature.0);
         let mut state = pk.verify_incremental(&sig).map_err(|e| match e {
@@ -202,21 +193,14 @@ mod tests {
 
     #[test]
     fn all_zero_seed_is_refused() {
-        assert_eq!(
-            Identity::from_seed([0; 32]).unwrap_err(),
-            SignatureError::WeakSeed
-        );
+        assert_eq!(Identity::from_seed([0; 32]).unwrap_err(), SignatureError::WeakSeed);
     }
 
     #[test]
     fn signature_round_trip() {
         let me = id(1);
         let sig = me.sign(Domain::DeleteList, &[b"abc", b"def"], [0; 16]);
-        assert_eq!(
-            me.public_key()
-                .verify(Domain::DeleteList, &[b"abc", b"def"], &sig),
-            Ok(())
-        );
+        assert_eq!(me.public_key().verify(Domain::DeleteList, &[b"abc", b"def"], &sig), Ok(()));
     }
 
     #[test]
@@ -227,10 +211,7 @@ mod tests {
         assert!(pk.verify(Domain::MetadataPut, &[b"abc"], &sig).is_err());
         assert!(pk.verify(Domain::DeleteList, &[b"abd"], &sig).is_err());
         assert!(pk.verify(Domain::DeleteList, &[b"ab", b"c"], &sig).is_err());
-        assert!(id(2)
-            .public_key()
-            .verify(Domain::DeleteList, &[b"abc"], &sig)
-            .is_err());
+        assert!(id(2).public_key().verify(Domain::DeleteList, &[b"abc"], &sig).is_err());
         let mut bent = sig;
         bent.0[10] ^= 1;
         assert!(pk.verify(Domain::DeleteList, &[b"abc"], &bent).is_err());
@@ -239,10 +220,7 @@ mod tests {
     #[test]
     fn seed_round_trip() {
         let me = id(7);
-        assert_eq!(
-            Identity::from_seed(me.seed()).unwrap().public_key(),
-            me.public_key()
-        );
+        assert_eq!(Identity::from_seed(me.seed()).unwrap().public_key(), me.public_key());
     }
 
     #[test]

@@ -86,10 +86,7 @@ impl fmt::Display for SealError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SealError::TooLarge { len } => {
-                write!(
-                    f,
-                    "chunk of {len} bytes is larger than the {MAX_CHUNK}-byte maximum"
-                )
+                write!(f, "chunk of {len} bytes is larger than the {MAX_CHUNK}-byte maximum")
             }
             SealError::BufferTooSmall { needed } => write!(f, "output buffer needs {needed} bytes"),
         }
@@ -127,20 +124,12 @@ impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenError::Truncated { len } => {
-                write!(
-                    f,
-                    "sealed chunk truncated: {len} bytes is less than the {TAG_LEN}-byte tag"
-                )
+                write!(f, "sealed chunk truncated: {len} bytes is less than the {TAG_LEN}-byte tag")
             }
             OpenError::TooLarge { len } => {
-                write!(
-                    f,
-                    "sealed chunk of {len} bytes exceeds the {MAX_SEALED}-byte maximum"
-                )
+                write!(f, "sealed chunk of {len} bytes exceeds the {MAX_SEALED}-byte maximum")
             }
-            OpenError::BadTag => {
-                f.write_str("sealed chunk failed authentication (corrupt, or wrong handle)")
-            }
+            OpenError::BadTag => f.write_str("sealed chunk failed authentication (corrupt, or wrong handle)"),
             OpenError::WrongHandle => f.write_str("opened chunk does not hash to its handle"),
             OpenError::BufferTooSmall { needed } => write!(f, "output buffer needs {needed} bytes"),
         }
@@ -173,11 +162,7 @@ pub fn seal_in_place(buf: &mut [u8], plain_len: usize) -> Result<Sealed, SealErr
     handle.cipher().apply_keystream(body);
     let tag = tag_of(&handle, body);
     rest[..TAG_LEN].copy_from_slice(&tag);
-    Ok(Sealed {
-        handle,
-        id: handle.chunk_id(),
-        len: needed,
-    })
+    Ok(Sealed { handle, id: handle.chunk_id(), len: needed })
 }
 
 /// Seals `plain` into `out` (which needs `plain.len() + TAG_LEN` bytes),
@@ -186,23 +171,26 @@ pub fn seal_into(plain: &[u8], out: &mut [u8]) -> Result<Sealed, SealError> {
     if plain.len() > MAX_CHUNK {
         return Err(SealError::TooLarge { len: plain.len() });
     }
+    seal_with_handle(plain, &Handle::of(plain), out)
+}
+
+/// Like [`seal_into`], for a caller that already hashed the chunk (to look
+/// its chunkId up before deciding to seal it): saves one SHA-1 pass.
+/// `handle` must be `Handle::of(plain)`; any other value seals a chunk that
+/// every owner's open will refuse.
+pub fn seal_with_handle(plain: &[u8], handle: &Handle, out: &mut [u8]) -> Result<Sealed, SealError> {
+    if plain.len() > MAX_CHUNK {
+        return Err(SealError::TooLarge { len: plain.len() });
+    }
     let needed = plain.len() + TAG_LEN;
     if out.len() < needed {
         return Err(SealError::BufferTooSmall { needed });
     }
-    let handle = Handle::of(plain);
     let (body, rest) = out.split_at_mut(plain.len());
-    handle
-        .cipher()
-        .apply_keystream_b2b(plain, body)
-        .expect("buffers have equal length");
-    let tag = tag_of(&handle, body);
+    handle.cipher().apply_keystream_b2b(plain, body).expect("buffers have equal length");
+    let tag = tag_of(handle, body);
     rest[..TAG_LEN].copy_from_slice(&tag);
-    Ok(Sealed {
-        handle,
-        id: handle.chunk_id(),
-        len: needed,
-    })
+    Ok(Sealed { handle: *handle, id: handle.chunk_id(), len: needed })
 }
 
 fn tag_of(handle: &Handle, ciphertext: &[u8]) -> [u8; TAG_LEN] {
@@ -245,10 +233,7 @@ pub fn open_into(sealed: &[u8], handle: &Handle, out: &mut [u8]) -> Result<usize
         return Err(OpenError::BufferTooSmall { needed: plain_len });
     }
     let body = &mut out[..plain_len];
-    handle
-        .cipher()
-        .apply_keystream_b2b(&sealed[..plain_len], body)
-        .expect("buffers have equal length");
+    handle.cipher().apply_keystream_b2b(&sealed[..plain_len], body).expect("buffers have equal length");
     if Handle::of(body) != *handle {
         return Err(OpenError::WrongHandle);
     }

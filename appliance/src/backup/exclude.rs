@@ -14,12 +14,7 @@ pub struct Excludes {
 impl Excludes {
     /// Compiles the patterns (nothing can fail: every string is a pattern).
     pub fn new(patterns: &[String]) -> Excludes {
-        Excludes {
-            patterns: patterns
-                .iter()
-                .map(|p| p.trim_end_matches('/').to_string())
-                .collect(),
-        }
+        Excludes { patterns: patterns.iter().map(|p| p.trim_end_matches('/').to_string()).collect() }
     }
 
     /// True when the entry at `path` (absolute) named `name` is excluded.
@@ -40,12 +35,11 @@ fn glob(pat: &[u8], text: &[u8]) -> bool {
         None => text.is_empty(),
         Some(b'*') if pat.get(1) == Some(&b'*') => {
             let rest = pat[2..].strip_prefix(b"/").unwrap_or(&pat[2..]);
-            (0..=text.len()).any(|i| (i == 0 || text[i - 1] == b'/') && glob(rest, &text[i..]))
-                || glob(rest, text)
+            (0..=text.len()).any(|i| (i == 0 || text[i - 1] == b'/') && glob(rest, &text[i..])) || glob(rest, text)
         }
-        Some(b'*') => (0..=text.len())
-            .take_while(|&i| i == 0 || text[i - 1] != b'/')
-            .any(|i| glob(&pat[1..], &text[i..])),
+        Some(b'*') => {
+            (0..=text.len()).take_while(|&i| i == 0 || text[i - 1] != b'/').any(|i| glob(&pat[1..], &text[i..]))
+        }
         Some(b'?') => !text.is_empty() && text[0] != b'/' && glob(&pat[1..], &text[1..]),
         Some(b'[') => match (pat.iter().position(|&c| c == b']'), text.first()) {
             (Some(end), Some(&c)) if end > 1 => {
@@ -85,12 +79,8 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        let ex = Excludes::new(&[
-            "*.tmp".into(),
-            "node_modules".into(),
-            "/home/*/.cache".into(),
-            "/srv/**/log?".into(),
-        ]);
+        let ex =
+            Excludes::new(&["*.tmp".into(), "node_modules".into(), "/home/*/.cache".into(), "/srv/**/log?".into()]);
         assert!(ex.excludes("/a/b/x.tmp", "x.tmp"));
         assert!(!ex.excludes("/a/b/x.tmpl", "x.tmpl"));
         assert!(ex.excludes("/p/node_modules", "node_modules"));

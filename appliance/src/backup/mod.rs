@@ -16,9 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use rand::RngCore;
 
-use crate::meta::model::{
-    Content, DirEntry, NodeObject, SnapshotInfo, Summary, Timestamp, Version,
-};
+use crate::meta::model::{Content, DirEntry, NodeObject, SnapshotInfo, Summary, Timestamp, Version};
 use crate::meta::object::{ObjectKey, ObjectName, ObjectRef};
 use crate::progress::Progress;
 use crate::repo::Repo;
@@ -58,17 +56,10 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
         .collect::<Result<_>>()?;
 
     let excludes = Excludes::new(&opts.excludes);
-    let scan_opts = ScanOptions {
-        excludes: &excludes,
-        one_file_system: opts.one_file_system,
-    };
+    let scan_opts = ScanOptions { excludes: &excludes, one_file_system: opts.one_file_system };
     let mut tree = Tree::default();
     for path in &paths {
-        let prev = root
-            .path_roots
-            .iter()
-            .find(|(p, _)| p == path.as_os_str().as_bytes())
-            .map(|(_, r)| *r);
+        let prev = root.path_roots.iter().find(|(p, _)| p == path.as_os_str().as_bytes()).map(|(_, r)| *r);
         tree.scan_root(repo, path, prev, &scan_opts)?;
     }
 
@@ -81,9 +72,11 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
             Kind::File { .. } => {
                 summary.files += 1;
                 summary.bytes += node.attrs.size;
-                let unchanged = node.prev.as_ref().and_then(|p| p.log.latest()).filter(|v| {
-                    matches!(v.content, Content::File { .. }) && v.attrs.same_as(&node.attrs)
-                });
+                let unchanged = node
+                    .prev
+                    .as_ref()
+                    .and_then(|p| p.log.latest())
+                    .filter(|v| matches!(v.content, Content::File { .. }) && v.attrs.same_as(&node.attrs));
                 match unchanged {
                     Some(v) => {
                         node.content = Some(v.content.clone());
@@ -133,21 +126,14 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
         id,
         time,
         hostname: repo.config.name.clone(),
-        paths: paths
-            .iter()
-            .map(|p| p.as_os_str().as_bytes().to_vec())
-            .collect(),
+        paths: paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
         roots,
         summary,
     };
     root.snapshots.push(snapshot.clone());
     root.next_snapshot_seq = seq + 1;
-    repo.commit_metadata(&puts, &[], &root)
-        .context("cannot commit the snapshot")?;
-    Ok(BackupResult {
-        snapshot,
-        warnings: tree.warnings,
-    })
+    repo.commit_metadata(&puts, &[], &root).context("cannot commit the snapshot")?;
+    Ok(BackupResult { snapshot, warnings: tree.warnings })
 }
 
 /// An object ready to store: its name and sealed bytes.
@@ -169,30 +155,16 @@ fn build_objects(
             continue;
         }
         let content = match &node.kind {
-            Kind::File { .. } => node
-                .content
-                .clone()
-                .expect("files are read or reused before this"),
-            Kind::Symlink { target } => Content::Symlink {
-                target: target.clone(),
-            },
+            Kind::File { .. } => node.content.clone().expect("files are read or reused before this"),
+            Kind::Symlink { target } => Content::Symlink { target: target.clone() },
             Kind::Dir { children } => Content::Dir {
                 entries: children
                     .iter()
-                    .filter_map(|&c| {
-                        refs[c].map(|object| DirEntry {
-                            name: tree.nodes[c].name.clone(),
-                            object,
-                        })
-                    })
+                    .filter_map(|&c| refs[c].map(|object| DirEntry { name: tree.nodes[c].name.clone(), object }))
                     .collect(),
             },
         };
-        let version = Version {
-            from: seq,
-            attrs: node.attrs.clone(),
-            content,
-        };
+        let version = Version { from: seq, attrs: node.attrs.clone(), content };
         let node = &mut tree.nodes[i];
         let (object, log) = match node.prev.take() {
             Some(prev) if prev.log.latest().is_some_and(|v| v.same_as(&version)) => {
@@ -207,16 +179,7 @@ fn build_objects(
                 let object_seq = *next_object_seq;
                 *next_object_seq += 1;
                 let name = ObjectName::new(&repo.node, object_seq);
-                (
-                    ObjectRef {
-                        name,
-                        seq: object_seq,
-                        key: ObjectKey::random(),
-                    },
-                    NodeObject {
-                        versions: vec![version],
-                    },
-                )
+                (ObjectRef { name, seq: object_seq, key: ObjectKey::random() }, NodeObject { versions: vec![version] })
             }
         };
         puts.push(repo.seal_object(&object, &log));
@@ -227,18 +190,11 @@ fn build_objects(
 
 /// The current time.
 pub fn now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        secs: d.as_secs() as i64,
-        nanos: d.subsec_nanos(),
-    }
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
 }
 
 /// The absolute form of a snapshot path, for display.
 pub fn display_path(raw: &[u8]) -> String {
-    Path::new(std::ffi::OsStr::from_bytes(raw))
-        .display()
-        .to_string()
+    Path::new(std::ffi::OsStr::from_bytes(raw)).display().to_string()
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use pastiche_core::seal::{seal_into, TAG_LEN};
+use pastiche_core::seal::{seal_with_handle, TAG_LEN};
 use pastiche_core::{ChunkId, Handle};
 
 use crate::chunk_stream::ChunkStream;
@@ -31,13 +31,12 @@ pub struct ReadStats {
     pub bytes_added: AtomicU64,
 }
 
+/// Each reading thread's buffer: large reads, allocated once per thread.
+const READ_BUFFER: usize = 4 << 20;
+
 /// What reading one file produced.
 enum Outcome {
-    Read {
-        attrs: Attrs,
-        content: Content,
-        changed_while_reading: bool,
-    },
+    Read { attrs: Attrs, content: Content, changed_while_reading: bool },
     Failed(String),
 }
 
@@ -63,6 +62,7 @@ pub fn read_files(
                     let owner = repo.identity.public_key();
                     let mut writer = repo.store.writer(owner);
                     let mut sealed = vec![0u8; pastiche_core::seal::MAX_SEALED];
+                    let mut read_buf = vec![0u8; READ_BUFFER];
                     loop {
                         let j = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&node) = jobs.get(j) else { break };
@@ -71,29 +71,22 @@ pub fn read_files(
                             Kind::File { sparse, link_group } => (sparse, link_group),
                             _ => unreachable!("only files are read"),
                         };
-                        let mut add =
-                            |id: ChunkId, handle: &Handle, plain: &[u8]| -> anyhow::Result<()> {
-                                // Only a chunk this box already references may be skipped:
-                                // an unreferenced one may be garbage awaiting compaction.
-                                if !in_flight
-                                    .lock()
-                                    .expect("no panics hold this lock")
-                                    .insert(id)
-                                    || repo.store.refcount(&owner, &id)? > 0
-                                {
-                                    return Ok(());
-                                }
-                                let s = seal_into(plain, &mut sealed).expect("chunks fit");
-                                debug_assert_eq!(s.handle, *handle);
-                                writer.add(id, &sealed[..plain.len() + TAG_LEN])?;
-                                stats.chunks_new.fetch_add(1, Ordering::Relaxed);
-                                stats
-                                    .bytes_added
-                                    .fetch_add((plain.len() + TAG_LEN) as u64, Ordering::Relaxed);
-                                Ok(())
-                            };
+                        let mut add = |id: ChunkId, handle: &Handle, plain: &[u8]| -> anyhow::Result<()> {
+                            // Only a chunk this box already references may be skipped:
+                            // an unreferenced one may be garbage awaiting compaction.
+                            if !in_flight.lock().expect("no panics hold this lock").insert(id)
+                                || repo.store.refcount(&owner, &id)? > 0
+                            {
+                                return Ok(());
+                            }
+                            seal_with_handle(plain, handle, &mut sealed).expect("chunks fit");
+                            writer.add(id, &sealed[..plain.len() + TAG_LEN])?;
+                            stats.chunks_new.fetch_add(1, Ordering::Relaxed);
+                            stats.bytes_added.fetch_add((plain.len() + TAG_LEN) as u64, Ordering::Relaxed);
+                            Ok(())
+                        };
                         let outcome =
-                            read_one(&n.path, &n.attrs, sparse_link, &mut add, &stats, progress)?;
+                            read_one(&n.path, &n.attrs, sparse_link, &mut add, &stats, progress, &mut read_buf)?;
                         progress.file_done();
                         *results[j].lock().expect("no panics hold this lock") = Some(outcome);
                     }
@@ -110,16 +103,10 @@ pub fn read_files(
     for (j, result) in jobs.iter().zip(results) {
         let node = &mut tree.nodes[*j];
         match result.into_inner().expect("no panics hold this lock") {
-            Some(Outcome::Read {
-                attrs,
-                content,
-                changed_while_reading,
-            }) => {
+            Some(Outcome::Read { attrs, content, changed_while_reading }) => {
                 if changed_while_reading {
-                    let msg = format!(
-                        "{} changed while it was read; the snapshot has what was read",
-                        node.path.display()
-                    );
+                    let msg =
+                        format!("{} changed while it was read; the snapshot has what was read", node.path.display());
                     progress.warn(&msg);
                 }
                 node.attrs = attrs;
@@ -146,78 +133,56 @@ fn read_one(
     add: &mut impl FnMut(ChunkId, &Handle, &[u8]) -> anyhow::Result<()>,
     stats: &ReadStats,
     progress: &Progress,
+    read_buf: &mut Vec<u8>,
 ) -> anyhow::Result<Outcome> {
     let file = match open_for_backup(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Outcome::Failed(format!(
-                "{} vanished before it could be read",
-                path.display()
-            )))
+            return Ok(Outcome::Failed(format!("{} vanished before it could be read", path.display())))
         }
-        Err(e) => {
-            return Ok(Outcome::Failed(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )))
-        }
+        Err(e) => return Ok(Outcome::Failed(format!("cannot read {}: {e}", path.display()))),
     };
     let before = match file.metadata() {
         Ok(m) => m,
-        Err(e) => {
-            return Ok(Outcome::Failed(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )))
-        }
+        Err(e) => return Ok(Outcome::Failed(format!("cannot read {}: {e}", path.display()))),
     };
-    let mut stream = ChunkStream::new(&file);
+    let mut stream = ChunkStream::with_reused_buffer(&file, std::mem::take(read_buf));
     let mut handles = Vec::new();
+    let mut failure = None;
     loop {
         let chunk = match stream.next_chunk() {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
-                return Ok(Outcome::Failed(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )))
+                failure = Some(format!("cannot read {}: {e}", path.display()));
+                break;
             }
         };
         let handle = Handle::of(chunk);
-        add(handle.chunk_id(), &handle, chunk)?;
+        if let Err(e) = add(handle.chunk_id(), &handle, chunk) {
+            *read_buf = stream.into_buffer();
+            return Err(e);
+        }
         handles.push(handle.0);
-        stats
-            .bytes_read
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        stats.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         progress.bytes_done(chunk.len() as u64);
+    }
+    *read_buf = stream.into_buffer();
+    if let Some(msg) = failure {
+        return Ok(Outcome::Failed(msg));
     }
     let after = file.metadata().ok();
     let attrs = attrs_of(&before);
     let changed = after.is_none_or(|a| {
-        a.size() != before.size()
-            || a.mtime_nsec() != before.mtime_nsec()
-            || a.mtime() != before.mtime()
+        a.size() != before.size() || a.mtime_nsec() != before.mtime_nsec() || a.mtime() != before.mtime()
     }) || attrs.size != scanned.size
         || attrs.mtime != scanned.mtime;
-    Ok(Outcome::Read {
-        attrs,
-        content: Content::File {
-            handles,
-            sparse,
-            link_group,
-        },
-        changed_while_reading: changed,
-    })
+    Ok(Outcome::Read { attrs, content: Content::File { handles, sparse, link_group }, changed_while_reading: changed })
 }
 
 /// Opens without updating the access time where the kernel allows it.
 fn open_for_backup(path: &Path) -> io::Result<File> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
+    match OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
         other => other,
     }

@@ -94,21 +94,12 @@ impl Tree {
         prev: Option<ObjectRef>,
         opts: &ScanOptions<'_>,
     ) -> anyhow::Result<()> {
-        let meta = fs::symlink_metadata(path)
-            .map_err(|e| anyhow::anyhow!("cannot back up {}: {e}", path.display()))?;
+        let meta = fs::symlink_metadata(path).map_err(|e| anyhow::anyhow!("cannot back up {}: {e}", path.display()))?;
         let root_dev = meta.dev();
-        let name = path
-            .file_name()
-            .unwrap_or(OsStr::new("/"))
-            .as_bytes()
-            .to_vec();
+        let name = path.file_name().unwrap_or(OsStr::new("/")).as_bytes().to_vec();
         let prev = prev.and_then(|r| self.load_prev(repo, r, path));
         let Some(root) = self.add(path.to_path_buf(), name, &meta, prev) else {
-            anyhow::bail!(
-                "cannot back up {}: it is a {}",
-                path.display(),
-                kind_name(meta.mode())
-            );
+            anyhow::bail!("cannot back up {}: it is a {}", path.display(), kind_name(meta.mode()));
         };
         self.roots.push(root);
         // Depth-first with an explicit stack, so deep trees cannot overflow.
@@ -127,13 +118,7 @@ impl Tree {
         Ok(())
     }
 
-    fn scan_dir(
-        &mut self,
-        repo: &Repo,
-        dir: usize,
-        root_dev: u64,
-        opts: &ScanOptions<'_>,
-    ) -> Vec<usize> {
+    fn scan_dir(&mut self, repo: &Repo, dir: usize, root_dev: u64, opts: &ScanOptions<'_>) -> Vec<usize> {
         let path = self.nodes[dir].path.clone();
         if opts.one_file_system && self.nodes[dir].attrs.dev != root_dev {
             return Vec::new();
@@ -153,23 +138,17 @@ impl Tree {
             }
         }
         entries.sort();
-        let earlier: HashMap<Vec<u8>, ObjectRef> =
-            match self.nodes[dir].prev.as_ref().and_then(|p| p.log.latest()) {
-                Some(v) => match &v.content {
-                    Content::Dir { entries } => {
-                        entries.iter().map(|e| (e.name.clone(), e.object)).collect()
-                    }
-                    _ => HashMap::new(),
-                },
-                None => HashMap::new(),
-            };
+        let earlier: HashMap<Vec<u8>, ObjectRef> = match self.nodes[dir].prev.as_ref().and_then(|p| p.log.latest()) {
+            Some(v) => match &v.content {
+                Content::Dir { entries } => entries.iter().map(|e| (e.name.clone(), e.object)).collect(),
+                _ => HashMap::new(),
+            },
+            None => HashMap::new(),
+        };
         let mut children = Vec::with_capacity(entries.len());
         for (name, child_path) in entries {
             let text = child_path.to_string_lossy();
-            if opts
-                .excludes
-                .excludes(&text, &String::from_utf8_lossy(&name))
-            {
+            if opts.excludes.excludes(&text, &String::from_utf8_lossy(&name)) {
                 continue;
             }
             let meta = match fs::symlink_metadata(&child_path) {
@@ -179,18 +158,12 @@ impl Tree {
                     continue;
                 }
             };
-            let prev = earlier
-                .get(&name)
-                .and_then(|r| self.load_prev(repo, *r, &child_path));
+            let prev = earlier.get(&name).and_then(|r| self.load_prev(repo, *r, &child_path));
             if let Some(i) = self.add(child_path.clone(), name, &meta, prev) {
                 children.push(i);
             } else {
                 // Sockets, fifos and devices hold no data worth keeping.
-                eprintln!(
-                    "pastiche: warning: skipped {} {}",
-                    kind_name(meta.mode()),
-                    child_path.display()
-                );
+                eprintln!("pastiche: warning: skipped {} {}", kind_name(meta.mode()), child_path.display());
             }
         }
         children
@@ -200,35 +173,25 @@ impl Tree {
         match repo.load_object::<NodeObject>(&object) {
             Ok(log) => Some(Prev { object, log }),
             Err(e) => {
-                eprintln!("pastiche: warning: earlier metadata of {} unreadable, backing it up afresh: {e:#}", path.display());
+                eprintln!(
+                    "pastiche: warning: earlier metadata of {} unreadable, backing it up afresh: {e:#}",
+                    path.display()
+                );
                 None
             }
         }
     }
 
     /// Adds a node; `None` for entries that are not backed up.
-    fn add(
-        &mut self,
-        path: PathBuf,
-        name: Vec<u8>,
-        meta: &fs::Metadata,
-        prev: Option<Prev>,
-    ) -> Option<usize> {
+    fn add(&mut self, path: PathBuf, name: Vec<u8>, meta: &fs::Metadata, prev: Option<Prev>) -> Option<usize> {
         let ft = meta.file_type();
         let kind = if ft.is_file() {
-            Kind::File {
-                sparse: is_sparse(meta),
-                link_group: link_group(meta),
-            }
+            Kind::File { sparse: is_sparse(meta), link_group: link_group(meta) }
         } else if ft.is_dir() {
-            Kind::Dir {
-                children: Vec::new(),
-            }
+            Kind::Dir { children: Vec::new() }
         } else if ft.is_symlink() {
             match fs::read_link(&path) {
-                Ok(t) => Kind::Symlink {
-                    target: t.as_os_str().as_bytes().to_vec(),
-                },
+                Ok(t) => Kind::Symlink { target: t.as_os_str().as_bytes().to_vec() },
                 Err(e) => {
                     self.warn(format!("cannot read link {}: {e}", path.display()));
                     return None;
@@ -237,15 +200,7 @@ impl Tree {
         } else {
             return None;
         };
-        self.nodes.push(Node {
-            path,
-            name,
-            attrs: attrs_of(meta),
-            kind,
-            prev,
-            content: None,
-            failed: false,
-        });
+        self.nodes.push(Node { path, name, attrs: attrs_of(meta), kind, prev, content: None, failed: false });
         Some(self.nodes.len() - 1)
     }
 

@@ -33,17 +33,13 @@ pub fn init(g: &Global, name: Option<String>) -> Result<u8> {
     let pass = read_passphrase(true)?;
     let mut kdf = KdfParams::default();
     if let Ok(mib) = std::env::var(ENV_KDF_MIB) {
-        kdf.memory_kib = mib
-            .parse::<u32>()
-            .map_err(|_| anyhow::anyhow!("{ENV_KDF_MIB} must be a number of MiB"))?
-            * 1024;
+        kdf.memory_kib =
+            mib.parse::<u32>().map_err(|_| anyhow::anyhow!("{ENV_KDF_MIB} must be a number of MiB"))? * 1024;
     }
     let repo = Repo::init(&g.data, &name, &pass, kdf)?;
     if g.json {
-        g.json_line(
-            &json!({"message_type": "initialized", "data": g.data, "name": name,
-            "node_id": repo.config.node_id, "public_key": repo.config.public_key}),
-        );
+        g.json_line(&json!({"message_type": "initialized", "data": g.data, "name": name,
+            "node_id": repo.config.node_id, "public_key": repo.config.public_key}));
     } else {
         println!("created box for {name} in {}", g.data.display());
         println!("nodeId     {}", repo.config.node_id);
@@ -54,20 +50,10 @@ pub fn init(g: &Global, name: Option<String>) -> Result<u8> {
 }
 
 /// `pastiche backup`.
-pub fn backup(
-    g: &Global,
-    paths: Vec<PathBuf>,
-    excludes: Vec<String>,
-    one_file_system: bool,
-) -> Result<u8> {
+pub fn backup(g: &Global, paths: Vec<PathBuf>, excludes: Vec<String>, one_file_system: bool) -> Result<u8> {
     let repo = g.open(LockMode::Exclusive)?;
     let progress = g.progress("backup");
-    let opts = BackupOptions {
-        paths,
-        excludes,
-        one_file_system,
-        threads: g.threads,
-    };
+    let opts = BackupOptions { paths, excludes, one_file_system, threads: g.threads };
     let result = backup::run(&repo, &opts, &progress);
     progress.finish();
     let result = result?;
@@ -83,10 +69,7 @@ pub fn backup(
             "errors": s.errors, "total_duration": s.duration_ms as f64 / 1000.0,
         }));
     } else if !g.quiet {
-        println!(
-            "Files: {} new, {} changed, {} unmodified",
-            s.files_new, s.files_changed, s.files_unmodified
-        );
+        println!("Files: {} new, {} changed, {} unmodified", s.files_new, s.files_changed, s.files_unmodified);
         println!("Dirs:  {}   others: {}", s.dirs, s.others);
         println!(
             "Read {} of {}; added {} in {} new chunks to the store",
@@ -95,19 +78,12 @@ pub fn backup(
             human_bytes(s.bytes_added),
             s.chunks_new
         );
-        println!(
-            "snapshot {} saved in {:.2}s",
-            &result.snapshot.id_hex()[..8],
-            s.duration_ms as f64 / 1000.0
-        );
+        println!("snapshot {} saved in {:.2}s", &result.snapshot.id_hex()[..8], s.duration_ms as f64 / 1000.0);
     }
     if result.warnings.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!(
-            "pastiche: {} entries could not be read; the snapshot has everything else",
-            result.warnings.len()
-        );
+        eprintln!("pastiche: {} entries could not be read; the snapshot has everything else", result.warnings.len());
         Ok(exit::PARTIAL)
     }
 }
@@ -129,10 +105,7 @@ pub fn snapshots(g: &Global) -> Result<u8> {
         }
         return Ok(exit::OK);
     }
-    println!(
-        "{:<8}  {:<19}  {:<24}  {:>8}  {:>10}  paths",
-        "ID", "Time (UTC)", "Host", "Files", "Size"
-    );
+    println!("{:<8}  {:<19}  {:<24}  {:>8}  {:>10}  paths", "ID", "Time (UTC)", "Host", "Files", "Size");
     for s in &root.snapshots {
         let paths: Vec<String> = s.paths.iter().map(|p| display_path(p)).collect();
         println!(
@@ -186,11 +159,7 @@ pub fn restore(g: &Global, snap: &str, target: PathBuf, include: Vec<PathBuf>) -
     let root = repo.load_root()?;
     let snap = find_snapshot(&root, snap)?.clone();
     let progress = g.progress("restore");
-    let opts = RestoreOptions {
-        target,
-        include,
-        threads: g.threads,
-    };
+    let opts = RestoreOptions { target, include, threads: g.threads };
     let summary = restore::run(&repo, &snap, &opts, &progress);
     progress.finish();
     let summary = summary?;
@@ -208,11 +177,7 @@ pub fn restore(g: &Global, snap: &str, target: PathBuf, include: Vec<PathBuf>) -
             human_bytes(summary.bytes)
         );
     }
-    Ok(if summary.errors == 0 {
-        exit::OK
-    } else {
-        exit::FAILED
-    })
+    Ok(if summary.errors == 0 { exit::OK } else { exit::FAILED })
 }
 
 /// `pastiche diff SNAP1 SNAP2`.
@@ -221,10 +186,7 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
     let root = repo.load_root()?;
     let collect = |spec: &str| -> Result<BTreeMap<PathBuf, Version>> {
         let snap = find_snapshot(&root, spec)?;
-        Ok(walk::entries(&repo, snap)?
-            .into_iter()
-            .map(|e| (e.path, e.version))
-            .collect())
+        Ok(walk::entries(&repo, snap)?.into_iter().map(|e| (e.path, e.version)).collect())
     };
     let (old, new) = (collect(a)?, collect(b)?);
     let (mut added, mut removed, mut modified, mut meta_only) = (0u64, 0u64, 0u64, 0u64);
@@ -241,9 +203,7 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
                 removed += 1;
                 report("-", path);
             }
-            Some(w)
-                if w.content != v.content || kind_name(w.attrs.mode) != kind_name(v.attrs.mode) =>
-            {
+            Some(w) if w.content != v.content || kind_name(w.attrs.mode) != kind_name(v.attrs.mode) => {
                 if !matches!(v.content, Content::Dir { .. }) {
                     modified += 1;
                     report("M", path);
@@ -261,14 +221,10 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
         report("+", path);
     }
     if g.json {
-        g.json_line(
-            &json!({"message_type": "statistics", "added": added, "removed": removed,
-            "modified": modified, "metadata_changed": meta_only}),
-        );
+        g.json_line(&json!({"message_type": "statistics", "added": added, "removed": removed,
+            "modified": modified, "metadata_changed": meta_only}));
     } else {
-        println!(
-            "Added: {added}  Removed: {removed}  Modified: {modified}  Metadata only: {meta_only}"
-        );
+        println!("Added: {added}  Removed: {removed}  Modified: {modified}  Metadata only: {meta_only}");
     }
     Ok(exit::OK)
 }
@@ -283,19 +239,10 @@ pub fn forget(g: &Global, policy: KeepPolicy, run_prune: bool, dry_run: bool) ->
     let refs: Vec<retention::SnapshotRef> = root
         .snapshots
         .iter()
-        .map(|s| {
-            retention::SnapshotRef::new(
-                s.id_hex(),
-                s.time.secs * 1_000_000_000 + i64::from(s.time.nanos),
-            )
-        })
+        .map(|s| retention::SnapshotRef::new(s.id_hex(), s.time.secs * 1_000_000_000 + i64::from(s.time.nanos)))
         .collect();
     let decisions = retention::apply(&policy, &refs);
-    let remove: Vec<String> = decisions
-        .iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.id.clone())
-        .collect();
+    let remove: Vec<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
     for d in &decisions {
         if g.json {
             g.json_line(&json!({"message_type": "decision", "id": d.id, "keep": d.keep, "reasons": d.reasons}));
@@ -370,11 +317,7 @@ pub fn check(g: &Global, read: ReadData) -> Result<u8> {
             }
         );
     }
-    Ok(if outcome.problems.is_empty() {
-        exit::OK
-    } else {
-        exit::FAILED
-    })
+    Ok(if outcome.problems.is_empty() { exit::OK } else { exit::FAILED })
 }
 
 /// `pastiche stats`.
@@ -385,10 +328,8 @@ pub fn stats(g: &Global) -> Result<u8> {
     let logical: u64 = root.snapshots.iter().map(|s| s.summary.bytes).sum();
     let latest = root.snapshots.last().map_or(0, |s| s.summary.bytes);
     if g.json {
-        g.json_line(
-            &json!({"snapshots": root.snapshots.len(), "latest_snapshot_bytes": latest,
-            "all_snapshots_bytes": logical, "store": format!("{store:?}")}),
-        );
+        g.json_line(&json!({"snapshots": root.snapshots.len(), "latest_snapshot_bytes": latest,
+            "all_snapshots_bytes": logical, "store": format!("{store:?}")}));
     } else {
         println!("snapshots:              {}", root.snapshots.len());
         println!("latest snapshot size:   {}", human_bytes(latest));

@@ -36,22 +36,13 @@ enum FileError {
 fn print_file(path: &Path, out: &mut impl Write) -> Result<(), FileError> {
     let file = File::open(path).map_err(FileError::Read)?;
     if file.metadata().map_err(FileError::Read)?.is_dir() {
-        return Err(FileError::Read(io::Error::new(
-            io::ErrorKind::IsADirectory,
-            "is a directory",
-        )));
+        return Err(FileError::Read(io::Error::new(io::ErrorKind::IsADirectory, "is a directory")));
     }
     let mut stream = ChunkStream::new(file);
     let mut offset = 0u64;
     while let Some(chunk) = stream.next_chunk().map_err(FileError::Read)? {
         let handle = Handle::of(chunk);
-        writeln!(
-            out,
-            "{offset} {} {handle} {}",
-            chunk.len(),
-            handle.chunk_id()
-        )
-        .map_err(FileError::Write)?;
+        writeln!(out, "{offset} {} {handle} {}", chunk.len(), handle.chunk_id()).map_err(FileError::Write)?;
         offset += chunk.len() as u64;
     }
     Ok(())

@@ -44,24 +44,14 @@ impl Global {
 /// Finds `latest` or the one snapshot whose id starts with `spec`.
 pub fn find_snapshot<'a>(root: &'a RootObject, spec: &str) -> Result<&'a SnapshotInfo> {
     if spec == "latest" {
-        return root
-            .snapshots
-            .last()
-            .ok_or_else(|| anyhow::anyhow!("there are no snapshots yet"));
+        return root.snapshots.last().ok_or_else(|| anyhow::anyhow!("there are no snapshots yet"));
     }
     let spec = spec.to_ascii_lowercase();
-    let matches: Vec<&SnapshotInfo> = root
-        .snapshots
-        .iter()
-        .filter(|s| s.id_hex().starts_with(&spec))
-        .collect();
+    let matches: Vec<&SnapshotInfo> = root.snapshots.iter().filter(|s| s.id_hex().starts_with(&spec)).collect();
     match matches.as_slice() {
         [one] => Ok(one),
         [] => bail!("no snapshot with id {spec}"),
-        _ => bail!(
-            "snapshot id {spec} is ambiguous ({} snapshots match)",
-            matches.len()
-        ),
+        _ => bail!("snapshot id {spec} is ambiguous ({} snapshots match)", matches.len()),
     }
 }
 
@@ -70,12 +60,7 @@ pub fn format_time(t: Timestamp) -> String {
     let days = t.secs.div_euclid(86_400);
     let rem = t.secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// ISO 8601 in UTC, for JSON.
@@ -103,27 +88,9 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(
-            format_time(Timestamp { secs: 0, nanos: 0 }),
-            "1970-01-01 00:00:00"
-        );
-        assert_eq!(
-            format_time(Timestamp {
-                secs: 1_795_678_516,
-                nanos: 0
-            }),
-            "2026-11-26 07:35:16"
-        );
-        assert_eq!(
-            format_time(Timestamp {
-                secs: 951_782_400,
-                nanos: 0
-            }),
-            "2000-02-29 00:00:00"
-        );
-        assert_eq!(
-            iso_time(Timestamp { secs: 0, nanos: 5 }),
-            "1970-01-01T00:00:00.000000005Z"
-        );
+        assert_eq!(format_time(Timestamp { secs: 0, nanos: 0 }), "1970-01-01 00:00:00");
+        assert_eq!(format_time(Timestamp { secs: 1_795_678_516, nanos: 0 }), "2026-11-26 07:35:16");
+        assert_eq!(format_time(Timestamp { secs: 951_782_400, nanos: 0 }), "2000-02-29 00:00:00");
+        assert_eq!(iso_time(Timestamp { secs: 0, nanos: 5 }), "1970-01-01T00:00:00.000000005Z");
     }
 }

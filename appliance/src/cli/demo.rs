@@ -14,8 +14,7 @@ use crate::sample_tree;
 /// all cores, and prints what deduplication saves.
 pub fn run(dir: &Path) -> Result<()> {
     let source = dir.join("source");
-    let files = sample_tree::create(&source, 2026)
-        .with_context(|| format!("cannot create {}", source.display()))?;
+    let files = sample_tree::create(&source, 2026).with_context(|| format!("cannot create {}", source.display()))?;
     println!("sample tree: {files} files in {}", source.display());
 
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -37,10 +36,7 @@ pub fn run(dir: &Path) -> Result<()> {
         unique.len(),
         100.0 * (1.0 - sealed_bytes as f64 / bytes.max(1) as f64)
     );
-    println!(
-        "chunked and sealed at {:.0} MB/s on {workers} threads",
-        bytes as f64 / secs / 1e6
-    );
+    println!("chunked and sealed at {:.0} MB/s on {workers} threads", bytes as f64 / secs / 1e6);
     Ok(())
 }
 
@@ -48,9 +44,7 @@ fn regular_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
             let entry = entry?;
             let kind = entry.file_type()?;
             if kind.is_dir() {

@@ -20,8 +20,7 @@ pub struct MetaDb {
 impl MetaDb {
     /// Opens (or creates) the database file.
     pub fn open(path: &Path) -> Result<MetaDb> {
-        let db = Database::create(path)
-            .with_context(|| format!("cannot open metadata database {}", path.display()))?;
+        let db = Database::create(path).with_context(|| format!("cannot open metadata database {}", path.display()))?;
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
         txn.commit()?;

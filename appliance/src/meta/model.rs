@@ -50,10 +50,7 @@ impl Attrs {
     /// True when nothing restorable or change-revealing differs (access
     /// times are ignored: reading a file changes them).
     pub fn same_as(&self, other: &Attrs) -> bool {
-        Attrs {
-            atime: other.atime,
-            ..self.clone()
-        } == *other
+        Attrs { atime: other.atime, ..self.clone() } == *other
     }
 }
 

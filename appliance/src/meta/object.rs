@@ -133,8 +133,7 @@ pub fn open_object(key: &ObjectKey, bytes: &[u8]) -> Result<(NodeId, u64, Vec<u8
         return Err(ObjectError::BadMagic);
     }
     let (body, given) = bytes.split_at(bytes.len() - TAG);
-    let mut mac =
-        HmacSha1::new_from_slice(&key.label(b"pastiche/v1/obj-mac")).expect("any key length");
+    let mut mac = HmacSha1::new_from_slice(&key.label(b"pastiche/v1/obj-mac")).expect("any key length");
     mac.update(body);
     mac.verify_slice(given).map_err(|_| ObjectError::BadTag)?;
     let mut node = [0u8; 16];
@@ -154,8 +153,7 @@ fn cipher(key: &ObjectKey, iv: &[u8; 16]) -> ctr::Ctr128BE<Aes128> {
 }
 
 fn tag(key: &ObjectKey, body: &[u8]) -> [u8; TAG] {
-    let mut mac =
-        HmacSha1::new_from_slice(&key.label(b"pastiche/v1/obj-mac")).expect("any key length");
+    let mut mac = HmacSha1::new_from_slice(&key.label(b"pastiche/v1/obj-mac")).expect("any key length");
     mac.update(body);
     mac.finalize().into_bytes().into()
 }
@@ -171,10 +169,7 @@ mod tests {
         let a = seal_object(&key, &node, 7, b"metadata");
         let b = seal_object(&key, &node, 7, b"metadata");
         assert_ne!(a, b, "each write draws a new IV");
-        assert_eq!(
-            open_object(&key, &a).unwrap(),
-            (node, 7, b"metadata".to_vec())
-        );
+        assert_eq!(open_object(&key, &a).unwrap(), (node, 7, b"metadata".to_vec()));
     }
 
     #[test]
@@ -182,14 +177,8 @@ mod tests {
         let key = ObjectKey::random();
         let node = NodeId::from_name("nas.example");
         let sealed = seal_object(&key, &node, 1, b"some metadata");
-        assert_eq!(
-            open_object(&ObjectKey::random(), &sealed),
-            Err(ObjectError::BadTag)
-        );
-        assert_eq!(
-            open_object(&key, &sealed[..10]),
-            Err(ObjectError::Truncated(10))
-        );
+        assert_eq!(open_object(&ObjectKey::random(), &sealed), Err(ObjectError::BadTag));
+        assert_eq!(open_object(&key, &sealed[..10]), Err(ObjectError::Truncated(10)));
         for i in 0..sealed.len() {
             let mut bent = sealed.clone();
             bent[i] ^= 0x10;

@@ -32,22 +32,14 @@ pub fn walk(
     mut visit: impl FnMut(&Entry) -> anyhow::Result<bool>,
     mut on_error: impl FnMut(&PathBuf, anyhow::Error),
 ) -> anyhow::Result<()> {
-    let mut stack: Vec<(PathBuf, ObjectRef, usize)> = snap
-        .paths
-        .iter()
-        .zip(&snap.roots)
-        .rev()
-        .map(|(p, r)| (PathBuf::from(OsStr::from_bytes(p)), *r, 0))
-        .collect();
+    let mut stack: Vec<(PathBuf, ObjectRef, usize)> =
+        snap.paths.iter().zip(&snap.roots).rev().map(|(p, r)| (PathBuf::from(OsStr::from_bytes(p)), *r, 0)).collect();
     while let Some((path, object, depth)) = stack.pop() {
         let version = match repo.load_object::<NodeObject>(&object) {
             Ok(log) => match log.at(snap.seq) {
                 Some(v) => v.clone(),
                 None => {
-                    on_error(
-                        &path,
-                        anyhow::anyhow!("no version at snapshot {}", snap.id_hex()),
-                    );
+                    on_error(&path, anyhow::anyhow!("no version at snapshot {}", snap.id_hex()));
                     continue;
                 }
             },
@@ -56,20 +48,11 @@ pub fn walk(
                 continue;
             }
         };
-        let entry = Entry {
-            path,
-            object,
-            version,
-            depth,
-        };
+        let entry = Entry { path, object, version, depth };
         if visit(&entry)? {
             if let Content::Dir { entries } = &entry.version.content {
                 for child in entries.iter().rev() {
-                    stack.push((
-                        entry.path.join(OsStr::from_bytes(&child.name)),
-                        child.object,
-                        depth + 1,
-                    ));
+                    stack.push((entry.path.join(OsStr::from_bytes(&child.name)), child.object, depth + 1));
                 }
             }
         }
@@ -89,8 +72,7 @@ pub fn entries(repo: &Repo, snap: &SnapshotInfo) -> anyhow::Result<Vec<Entry>> {
             Ok(true)
         },
         |path, err| {
-            first_error
-                .get_or_insert_with(|| err.context(format!("metadata of {}", path.display())));
+            first_error.get_or_insert_with(|| err.context(format!("metadata of {}", path.display())));
         },
     )?;
     match first_error {

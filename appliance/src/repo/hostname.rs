@@ -35,11 +35,7 @@ fn canonical_name(host: &str) -> Option<String> {
     // SAFETY: res is a valid list from getaddrinfo until freeaddrinfo.
     let name = unsafe {
         let canon = (*res).ai_canonname;
-        let name = if canon.is_null() {
-            None
-        } else {
-            Some(CStr::from_ptr(canon).to_string_lossy().into_owned())
-        };
+        let name = if canon.is_null() { None } else { Some(CStr::from_ptr(canon).to_string_lossy().into_owned()) };
         libc::freeaddrinfo(res);
         name
     };

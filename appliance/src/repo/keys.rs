@@ -26,11 +26,7 @@ impl Default for KdfParams {
     /// 64 MiB, 3 passes, 1 lane: about a quarter of a second here, and
     /// expensive to guess at scale.
     fn default() -> Self {
-        KdfParams {
-            memory_kib: 64 * 1024,
-            iterations: 3,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
 }
 
@@ -59,13 +55,8 @@ pub fn salt_for(name: &str) -> [u8; 16] {
 impl RootKey {
     /// Runs Argon2id on the passphrase with the machine name's salt.
     pub fn derive(passphrase: &[u8], name: &str, params: KdfParams) -> Result<RootKey> {
-        let p = Params::new(
-            params.memory_kib,
-            params.iterations,
-            params.parallelism,
-            Some(32),
-        )
-        .map_err(|e| anyhow!("bad key-derivation parameters: {e}"))?;
+        let p = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
+            .map_err(|e| anyhow!("bad key-derivation parameters: {e}"))?;
         let mut out = [0u8; 32];
         Argon2::new(Algorithm::Argon2id, Version::V0x13, p)
             .hash_password_into(passphrase, &salt_for(name), &mut out)
@@ -101,11 +92,7 @@ mod tests {
     use super::*;
 
     fn cheap() -> KdfParams {
-        KdfParams {
-            memory_kib: 256,
-            iterations: 1,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 256, iterations: 1, parallelism: 1 }
     }
 
     #[test]

@@ -35,10 +35,7 @@ pub fn acquire(dir: &Path, mode: LockMode) -> Result<File> {
     if rc != 0 {
         return Err(ExitError::new(
             LOCKED,
-            format!(
-                "the box at {} is in use by another pastiche process",
-                dir.display()
-            ),
+            format!("the box at {} is in use by another pastiche process", dir.display()),
         )
         .into());
     }

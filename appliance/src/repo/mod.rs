@@ -91,8 +91,7 @@ impl Repo {
         let root_key = RootKey::derive(passphrase.as_bytes(), name, kdf)?;
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
-        let identity = Identity::from_seed(seed)
-            .map_err(|e| anyhow::anyhow!("cannot create an identity: {e}"))?;
+        let identity = Identity::from_seed(seed).map_err(|e| anyhow::anyhow!("cannot create an identity: {e}"))?;
         let node = NodeId::from_name(name);
         let config = BoxConfig {
             version: FORMAT_VERSION,
@@ -104,16 +103,7 @@ impl Repo {
         };
         let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
         let meta = MetaDb::open(&dir.join("meta.redb"))?;
-        let repo = Repo {
-            dir: dir.to_path_buf(),
-            config,
-            node,
-            identity,
-            store,
-            meta,
-            root_key,
-            _lock: lock,
-        };
+        let repo = Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, root_key, _lock: lock };
         let root = RootObject {
             name: name.to_string(),
             identity_seed: seed,
@@ -125,10 +115,7 @@ impl Repo {
         repo.commit_metadata(&[], &[], &root)?;
         // The config goes last: a box without it is not a box, so a crash
         // during init leaves nothing half-made that `open` would accept.
-        write_atomically(
-            &dir.join(CONFIG_FILE),
-            serde_json::to_string_pretty(&repo.config)?.as_bytes(),
-        )?;
+        write_atomically(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&repo.config)?.as_bytes())?;
         Ok(repo)
     }
 
@@ -138,23 +125,16 @@ impl Repo {
         let text = match fs::read_to_string(&config_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ExitError::new(
-                    NO_BOX,
-                    format!("no box in {} (run `pastiche init` first)", dir.display()),
+                return Err(
+                    ExitError::new(NO_BOX, format!("no box in {} (run `pastiche init` first)", dir.display())).into()
                 )
-                .into())
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}", config_path.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", config_path.display())),
         };
-        let config: BoxConfig = serde_json::from_str(&text)
-            .with_context(|| format!("{} is damaged", config_path.display()))?;
+        let config: BoxConfig =
+            serde_json::from_str(&text).with_context(|| format!("{} is damaged", config_path.display()))?;
         if config.version != FORMAT_VERSION {
-            bail!(
-                "box format version {} is not supported (this pastiche reads {FORMAT_VERSION})",
-                config.version
-            );
+            bail!("box format version {} is not supported (this pastiche reads {FORMAT_VERSION})", config.version);
         }
         let lock = lock::acquire(dir, mode)?;
         let root_key = RootKey::derive(passphrase.as_bytes(), &config.name, config.kdf)?;
@@ -165,22 +145,12 @@ impl Repo {
         let store = ChunkStore::open(dir.join("store")).context("cannot open the chunk store")?;
         let meta = MetaDb::open(&dir.join("meta.redb"))?;
         let root = load_root(&meta, &root_ref(&node, &root_key))?;
-        let identity = Identity::from_seed(root.identity_seed).map_err(|e| {
-            anyhow::anyhow!("the root object's identity is unusable ({e}): the box is damaged")
-        })?;
+        let identity = Identity::from_seed(root.identity_seed)
+            .map_err(|e| anyhow::anyhow!("the root object's identity is unusable ({e}): the box is damaged"))?;
         if identity.public_key().to_string() != config.public_key {
             bail!("the root object's identity does not match box.json: the box is damaged");
         }
-        Ok(Repo {
-            dir: dir.to_path_buf(),
-            identity,
-            config,
-            node,
-            store,
-            meta,
-            root_key,
-            _lock: lock,
-        })
+        Ok(Repo { dir: dir.to_path_buf(), identity, config, node, store, meta, root_key, _lock: lock })
     }
 
     /// Where the root object is and its passphrase-derived key.
@@ -195,21 +165,14 @@ impl Repo {
 
     /// Reads and decrypts a metadata object.
     pub fn load_object<T: for<'a> Deserialize<'a>>(&self, r: &ObjectRef) -> Result<T> {
-        let bytes = self
-            .meta
-            .get(&r.name)?
-            .with_context(|| format!("metadata object {} is missing", r.name))?;
-        let (_, _, plain) =
-            open_object(&r.key, &bytes).with_context(|| format!("metadata object {}", r.name))?;
+        let bytes = self.meta.get(&r.name)?.with_context(|| format!("metadata object {} is missing", r.name))?;
+        let (_, _, plain) = open_object(&r.key, &bytes).with_context(|| format!("metadata object {}", r.name))?;
         decode(&plain, "metadata object")
     }
 
     /// Encrypts an object for storage, stamped with this node and its sequence number.
     pub fn seal_object<T: Serialize>(&self, r: &ObjectRef, value: &T) -> (ObjectName, Vec<u8>) {
-        (
-            r.name,
-            seal_object(&r.key, &self.node, r.seq, &encode(value)),
-        )
+        (r.name, seal_object(&r.key, &self.node, r.seq, &encode(value)))
     }
 
     /// Atomically writes objects, deletes others and replaces the root
@@ -222,26 +185,17 @@ impl Repo {
     ) -> Result<()> {
         let r = self.root_ref();
         let mut all = puts.to_vec();
-        all.push((
-            r.name,
-            seal_object(&r.key, &self.node, ROOT_SEQ, &encode(root)),
-        ));
+        all.push((r.name, seal_object(&r.key, &self.node, ROOT_SEQ, &encode(root))));
         self.meta.apply(&all, deletes)
     }
 }
 
 fn root_ref(node: &NodeId, root_key: &RootKey) -> ObjectRef {
-    ObjectRef {
-        name: ObjectName::root(node),
-        seq: ROOT_SEQ,
-        key: ObjectKey(root_key.subkey("root-object")),
-    }
+    ObjectRef { name: ObjectName::root(node), seq: ROOT_SEQ, key: ObjectKey(root_key.subkey("root-object")) }
 }
 
 fn load_root(meta: &MetaDb, r: &ObjectRef) -> Result<RootObject> {
-    let bytes = meta
-        .get(&r.name)?
-        .context("the root object is missing: the box is damaged")?;
+    let bytes = meta.get(&r.name)?.context("the root object is missing: the box is damaged")?;
     let (_, _, plain) = open_object(&r.key, &bytes).context("cannot open the root object")?;
     decode(&plain, "root object")
 }
@@ -250,8 +204,7 @@ fn load_root(meta: &MetaDb, r: &ObjectRef) -> Result<RootObject> {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f =
-            File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -16,8 +16,7 @@ pub fn read_passphrase(confirm: bool) -> Result<String> {
         return non_empty(p);
     }
     if let Ok(path) = std::env::var(ENV_PASSWORD_FILE) {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {ENV_PASSWORD_FILE} {path}"))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {ENV_PASSWORD_FILE} {path}"))?;
         return non_empty(text.lines().next().unwrap_or("").to_string());
     }
     if !std::io::stdin().is_terminal() {
@@ -25,8 +24,7 @@ pub fn read_passphrase(confirm: bool) -> Result<String> {
     }
     let first = rpassword::prompt_password("passphrase: ").context("cannot read the passphrase")?;
     if confirm {
-        let again = rpassword::prompt_password("passphrase again: ")
-            .context("cannot read the passphrase")?;
+        let again = rpassword::prompt_password("passphrase again: ").context("cannot read the passphrase")?;
         if again != first {
             bail!("the passphrases do not match");
         }

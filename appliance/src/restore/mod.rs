@@ -45,35 +45,20 @@ pub struct RestoreSummary {
 }
 
 /// Restores `snap` from `repo`.
-pub fn run(
-    repo: &Repo,
-    snap: &SnapshotInfo,
-    opts: &RestoreOptions,
-    progress: &Progress,
-) -> Result<RestoreSummary> {
+pub fn run(repo: &Repo, snap: &SnapshotInfo, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreSummary> {
     let selected: Vec<Entry> = walk::entries(repo, snap)?
         .into_iter()
         .filter(|e| {
             opts.include.is_empty()
-                || opts
-                    .include
-                    .iter()
-                    .any(|inc| e.path.starts_with(inc) || inc.starts_with(&e.path))
+                || opts.include.iter().any(|inc| e.path.starts_with(inc) || inc.starts_with(&e.path))
         })
         .collect();
-    let dest = |e: &Entry| {
-        opts.target
-            .join(e.path.strip_prefix("/").unwrap_or(&e.path))
-    };
+    let dest = |e: &Entry| opts.target.join(e.path.strip_prefix("/").unwrap_or(&e.path));
     let mut summary = RestoreSummary::default();
-    fs::create_dir_all(&opts.target)
-        .with_context(|| format!("cannot create {}", opts.target.display()))?;
+    fs::create_dir_all(&opts.target).with_context(|| format!("cannot create {}", opts.target.display()))?;
 
     // Directories first, so files have somewhere to go.
-    for e in selected
-        .iter()
-        .filter(|e| matches!(e.version.content, Content::Dir { .. }))
-    {
+    for e in selected.iter().filter(|e| matches!(e.version.content, Content::Dir { .. })) {
         let d = dest(e);
         fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
         summary.dirs += 1;
@@ -107,10 +92,7 @@ pub fn run(
                 while let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let d = dest(e);
                     if let Err(err) = write_file(repo, e, &d, &mut sealed, &mut plain, progress) {
-                        errors
-                            .lock()
-                            .expect("no panics hold this lock")
-                            .push(format!("{}: {err:#}", d.display()));
+                        errors.lock().expect("no panics hold this lock").push(format!("{}: {err:#}", d.display()));
                     }
                     progress.file_done();
                 }
@@ -124,11 +106,7 @@ pub fn run(
         let _ = fs::remove_file(&d);
         match fs::hard_link(&first, &d) {
             Ok(()) => summary.links += 1,
-            Err(err) => errors.push(format!(
-                "cannot link {} to {}: {err}",
-                d.display(),
-                first.display()
-            )),
+            Err(err) => errors.push(format!("cannot link {} to {}: {err}", d.display(), first.display())),
         }
         let _ = e;
     }
@@ -145,11 +123,7 @@ pub fn run(
         }
     }
     // Directory times last, deepest first: creating their contents changed them.
-    for e in selected
-        .iter()
-        .rev()
-        .filter(|e| matches!(e.version.content, Content::Dir { .. }))
-    {
+    for e in selected.iter().rev().filter(|e| matches!(e.version.content, Content::Dir { .. })) {
         let d = dest(e);
         if let Err(err) = fsmeta::apply(&d, &e.version.attrs, false) {
             errors.push(format!("cannot set attributes of {}: {err}", d.display()));
@@ -171,23 +145,16 @@ fn write_file(
     plain: &mut [u8],
     progress: &Progress,
 ) -> Result<()> {
-    let Content::File {
-        handles, sparse, ..
-    } = &e.version.content
-    else {
-        unreachable!("only files")
-    };
+    let Content::File { handles, sparse, .. } = &e.version.content else { unreachable!("only files") };
     let _ = fs::remove_file(dest);
     let file = File::create(dest).context("cannot create")?;
     let mut offset = 0u64;
     for h in handles {
         let handle = Handle(*h);
         let id = handle.chunk_id();
-        repo.store
-            .get_into(&id, sealed)
-            .with_context(|| format!("chunk {id} at offset {offset}"))?;
-        let n = open_into(sealed, &handle, plain)
-            .map_err(|err| anyhow::anyhow!("chunk {id} at offset {offset}: {err}"))?;
+        repo.store.get_into(&id, sealed).with_context(|| format!("chunk {id} at offset {offset}"))?;
+        let n =
+            open_into(sealed, &handle, plain).map_err(|err| anyhow::anyhow!("chunk {id} at offset {offset}: {err}"))?;
         let data = &plain[..n];
         // Holes stay holes: all-zero chunks of a sparse file are not written.
         if !(*sparse && data.iter().all(|&b| b == 0)) {

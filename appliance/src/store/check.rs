@@ -10,8 +10,8 @@ use pastiche_core::{ChunkId, PublicKey};
 
 use super::error::{Damage, IndexContext, Result};
 use super::index::{
-    all_packs, all_usage, for_each_chunk, get_chunk, get_meta, ChunkEntry, CHUNKS, META,
-    META_GARBAGE, META_NEXT_PACK, PACKS, REFS, USAGE,
+    all_packs, all_usage, for_each_chunk, get_chunk, get_meta, ChunkEntry, CHUNKS, META, META_GARBAGE, META_NEXT_PACK,
+    PACKS, REFS, USAGE,
 };
 use super::pack::{check_pack_header, MAX_SEALED, MIN_SEALED, PACKS_DIR, PACK_HEADER_LEN};
 use super::recover::list_packs;
@@ -129,11 +129,8 @@ impl ChunkStore {
         };
 
         // Pack files against the packs table.
-        let packs: HashMap<u32, _> = all_packs(&txn.open_table(PACKS).ctx("opening packs")?)?
-            .into_iter()
-            .collect();
-        let next_pack =
-            get_meta(&txn.open_table(META).ctx("opening meta")?, META_NEXT_PACK)?.unwrap_or(0);
+        let packs: HashMap<u32, _> = all_packs(&txn.open_table(PACKS).ctx("opening packs")?)?.into_iter().collect();
+        let next_pack = get_meta(&txn.open_table(META).ctx("opening meta")?, META_NEXT_PACK)?.unwrap_or(0);
         let mut sorted: Vec<_> = packs.iter().map(|(&k, &v)| (k, v)).collect();
         sorted.sort_by_key(|&(k, _)| k);
         let mut unusable = HashSet::new();
@@ -144,11 +141,7 @@ impl ChunkStore {
                 continue;
             };
             if len < p.committed {
-                report.packs.push(PackProblem::Short {
-                    pack: id,
-                    file_len: len,
-                    committed: p.committed,
-                });
+                report.packs.push(PackProblem::Short { pack: id, file_len: len, committed: p.committed });
             }
             let header = self
                 .pack_file(id)
@@ -180,12 +173,7 @@ impl ChunkStore {
                 *live.entry(e.pack).or_default() += e.record_len();
             }
             if let Some(damage) = placement(&packs, &unusable, &e) {
-                report.damaged.push(DamagedChunk {
-                    id,
-                    pack: e.pack,
-                    offset: e.offset,
-                    damage,
-                });
+                report.damaged.push(DamagedChunk { id, pack: e.pack, offset: e.offset, damage });
             } else if mode.selects(&id) {
                 to_read.push((id, e));
                 if to_read.len() >= READ_BATCH {
@@ -197,20 +185,18 @@ impl ChunkStore {
         self.read_batch(&mut to_read, &mut report);
 
         // Counters against what the entries say.
-        let recorded_garbage =
-            get_meta(&txn.open_table(META).ctx("opening meta")?, META_GARBAGE)?.unwrap_or(0);
+        let recorded_garbage = get_meta(&txn.open_table(META).ctx("opening meta")?, META_GARBAGE)?.unwrap_or(0);
         if recorded_garbage != garbage {
-            report.inconsistencies.push(format!(
-                "garbage counter says {recorded_garbage} chunks, the index has {garbage}"
-            ));
+            report
+                .inconsistencies
+                .push(format!("garbage counter says {recorded_garbage} chunks, the index has {garbage}"));
         }
         for &(id, p) in &sorted {
             let actual = live.get(&id).copied().unwrap_or(0);
             if p.live != actual {
-                report.inconsistencies.push(format!(
-                    "pack {id:08x} records {} live bytes, its live chunks take {actual}",
-                    p.live
-                ));
+                report
+                    .inconsistencies
+                    .push(format!("pack {id:08x} records {} live bytes, its live chunks take {actual}", p.live));
             }
         }
         check_refs(&txn, &chunks, owner_sum, &mut report)?;
@@ -225,12 +211,7 @@ impl ChunkStore {
             report.chunks_read += 1;
             match self.read_current(&id, &e, &mut buf) {
                 Ok(()) => report.bytes_read += buf.len() as u64,
-                Err(damage) => report.damaged.push(DamagedChunk {
-                    id,
-                    pack: e.pack,
-                    offset: e.offset,
-                    damage,
-                }),
+                Err(damage) => report.damaged.push(DamagedChunk { id, pack: e.pack, offset: e.offset, damage }),
             }
         }
     }
@@ -281,9 +262,7 @@ fn check_refs(
         let (owner, id) = (PublicKey(owner), ChunkId(id));
         ref_rows += 1;
         if v.value() == 0 {
-            report
-                .inconsistencies
-                .push(format!("owner {owner} holds a zero count on chunk {id}"));
+            report.inconsistencies.push(format!("owner {owner} holds a zero count on chunk {id}"));
         }
         match get_chunk(chunks, &id)? {
             Some(e) => {
@@ -291,15 +270,13 @@ fn check_refs(
                 u.0 += u64::from(e.len);
                 u.1 += 1;
             }
-            None => report.inconsistencies.push(format!(
-                "owner {owner} references chunk {id}, which is not indexed"
-            )),
+            None => report.inconsistencies.push(format!("owner {owner} references chunk {id}, which is not indexed")),
         }
     }
     if ref_rows != owner_sum {
-        report.inconsistencies.push(format!(
-            "chunk owner counts add up to {owner_sum}, but there are {ref_rows} references"
-        ));
+        report
+            .inconsistencies
+            .push(format!("chunk owner counts add up to {owner_sum}, but there are {ref_rows} references"));
     }
     for (owner, u) in all_usage(&txn.open_table(USAGE).ctx("opening usage")?)? {
         let actual = usage.remove(&owner).unwrap_or_default();
@@ -311,19 +288,13 @@ fn check_refs(
         }
     }
     for owner in usage.keys() {
-        report
-            .inconsistencies
-            .push(format!("owner {owner} has references but no usage entry"));
+        report.inconsistencies.push(format!("owner {owner} has references but no usage entry"));
     }
     Ok(())
 }
 
 /// Whether an entry points inside the committed part of a usable pack.
-fn placement(
-    packs: &HashMap<u32, super::index::PackEntry>,
-    unusable: &HashSet<u32>,
-    e: &ChunkEntry,
-) -> Option<Damage> {
+fn placement(packs: &HashMap<u32, super::index::PackEntry>, unusable: &HashSet<u32>, e: &ChunkEntry) -> Option<Damage> {
     let Some(p) = packs.get(&e.pack) else {
         return Some(Damage::UnknownPack);
     };
@@ -331,17 +302,11 @@ fn placement(
         return Some(Damage::MissingPack);
     }
     if !(MIN_SEALED..=MAX_SEALED).contains(&(e.len as usize)) {
-        return Some(Damage::WrongLength {
-            header: e.len,
-            index: e.len,
-        });
+        return Some(Damage::WrongLength { header: e.len, index: e.len });
     }
     let end = e.offset.saturating_add(e.record_len());
     if e.offset < PACK_HEADER_LEN || end > p.committed {
-        return Some(Damage::OutsideCommitted {
-            end,
-            committed: p.committed,
-        });
+        return Some(Damage::OutsideCommitted { end, committed: p.committed });
     }
     None
 }

@@ -46,9 +46,7 @@ impl ChunkStore {
     /// Writes and reference changes wait while it runs; reads do not.
     pub fn compact(&self, threshold: f64) -> Result<CompactSummary> {
         if !(0.0..=1.0).contains(&threshold) {
-            return Err(StoreError::Config(format!(
-                "compaction threshold {threshold} is not in 0.0..=1.0"
-            )));
+            return Err(StoreError::Config(format!("compaction threshold {threshold} is not in 0.0..=1.0")));
         }
         let mut summary = CompactSummary::default();
         let mut failure = None;
@@ -87,12 +85,7 @@ impl ChunkStore {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 // Committed already: the next open deletes it as an orphan.
-                Err(e) => {
-                    return Err(StoreError::io(
-                        format!("deleting compacted pack {}", path.display()),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(StoreError::io(format!("deleting compacted pack {}", path.display()), e)),
             }
             summary.packs_deleted += 1;
         }
@@ -118,22 +111,14 @@ impl ChunkStore {
         let mut victims: HashMap<u32, Entries> = HashMap::new();
         for (id, p) in all_packs(&txn.open_table(PACKS).ctx("opening packs")?)? {
             let records = p.committed.saturating_sub(PACK_HEADER_LEN);
-            let ratio = if records == 0 {
-                0.0
-            } else {
-                p.live as f64 / records as f64
-            };
+            let ratio = if records == 0 { 0.0 } else { p.live as f64 / records as f64 };
             if ratio < threshold {
                 victims.insert(id, Vec::new());
             }
         }
         // The active pack can be a victim too (on a small store it is the
         // only pack): stop appending to it so the copies go elsewhere.
-        if state
-            .active
-            .as_ref()
-            .is_some_and(|a| victims.contains_key(&a.id))
-        {
+        if state.active.as_ref().is_some_and(|a| victims.contains_key(&a.id)) {
             state.active = None;
         }
         // Garbage was just removed and writers are excluded, so every entry
@@ -155,12 +140,7 @@ impl ChunkStore {
     /// Copies a victim's entries into the current pack in batches, then
     /// drops the pack from the index. `Ok(Err(why))` when a record could not
     /// be read: the pack stays (what was copied stays copied).
-    fn evacuate(
-        &self,
-        state: &mut WriterState,
-        pack: u32,
-        entries: Entries,
-    ) -> Result<Result<u64, String>> {
+    fn evacuate(&self, state: &mut WriterState, pack: u32, entries: Entries) -> Result<Result<u64, String>> {
         let mut moved = 0u64;
         let mut rest = entries.as_slice();
         while !rest.is_empty() {
@@ -197,14 +177,7 @@ impl ChunkStore {
                     let mut dst = t.pack(np)?.unwrap_or_default();
                     dst.live = dst.live.saturating_add_signed(rec);
                     t.put_pack(np, dst)?;
-                    t.put_chunk(
-                        &id,
-                        &ChunkEntry {
-                            pack: np,
-                            offset: off,
-                            ..old
-                        },
-                    )?;
+                    t.put_chunk(&id, &ChunkEntry { pack: np, offset: off, ..old })?;
                 }
                 Ok(())
             })?;

@@ -105,26 +105,17 @@ impl StoreError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> StoreError {
-        StoreError::Io {
-            context: context.into(),
-            source,
-        }
+        StoreError::Io { context: context.into(), source }
     }
 
     pub(crate) fn index(context: &'static str, source: impl Into<redb::Error>) -> StoreError {
-        StoreError::Index {
-            context,
-            source: Box::new(source.into()),
-        }
+        StoreError::Index { context, source: Box::new(source.into()) }
     }
 }
 
 fn is_full(e: &io::Error) -> bool {
     // ENOSPC is StorageFull; EDQUOT (quota) is QuotaExceeded; both mean "no room".
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 /// Shorthand used throughout the store.
@@ -190,20 +181,18 @@ impl fmt::Display for Damage {
         match self {
             Damage::MissingPack => f.write_str("its pack file is missing"),
             Damage::UnknownPack => f.write_str("its pack is not listed in the index"),
-            Damage::OutsideCommitted { end, committed } => write!(
-                f,
-                "record ends at byte {end}, past the pack's committed length {committed}"
-            ),
+            Damage::OutsideCommitted { end, committed } => {
+                write!(f, "record ends at byte {end}, past the pack's committed length {committed}")
+            }
             Damage::Truncated { file_len } => {
                 write!(f, "pack file is only {file_len} bytes long")
             }
             Damage::BadMagic => f.write_str("record header magic is wrong"),
             Damage::BadHeaderChecksum => f.write_str("record header checksum mismatch"),
             Damage::WrongId(other) => write!(f, "record header names chunk {other}"),
-            Damage::WrongLength { header, index } => write!(
-                f,
-                "record header says {header} bytes, the index says {index}"
-            ),
+            Damage::WrongLength { header, index } => {
+                write!(f, "record header says {header} bytes, the index says {index}")
+            }
             Damage::PayloadChecksum { expected, actual } => {
                 write!(f, "payload CRC-32 is {actual:08x}, expected {expected:08x}")
             }

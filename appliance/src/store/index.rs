@@ -62,13 +62,7 @@ pub(crate) struct ChunkEntry {
 
 impl ChunkEntry {
     fn from_val((pack, offset, len, crc, owners): ChunkVal) -> ChunkEntry {
-        ChunkEntry {
-            pack,
-            offset,
-            len,
-            crc,
-            owners,
-        }
+        ChunkEntry { pack, offset, len, crc, owners }
     }
 
     fn to_val(self) -> ChunkVal {
@@ -116,20 +110,12 @@ pub(crate) fn begin_write(db: &Database, what: &'static str) -> Result<WriteTran
 }
 
 /// Looks up a chunk in any readable chunks table.
-pub(crate) fn get_chunk(
-    t: &impl ReadableTable<IdKey, ChunkVal>,
-    id: &ChunkId,
-) -> Result<Option<ChunkEntry>> {
-    Ok(t.get(&id.0)
-        .ctx("reading chunk entry")?
-        .map(|g| ChunkEntry::from_val(g.value())))
+pub(crate) fn get_chunk(t: &impl ReadableTable<IdKey, ChunkVal>, id: &ChunkId) -> Result<Option<ChunkEntry>> {
+    Ok(t.get(&id.0).ctx("reading chunk entry")?.map(|g| ChunkEntry::from_val(g.value())))
 }
 
 /// Looks up a pack in any readable packs table.
-pub(crate) fn get_pack(
-    t: &impl ReadableTable<u32, PackVal>,
-    pack: u32,
-) -> Result<Option<PackEntry>> {
+pub(crate) fn get_pack(t: &impl ReadableTable<u32, PackVal>, pack: u32) -> Result<Option<PackEntry>> {
     Ok(t.get(pack).ctx("reading pack entry")?.map(|g| {
         let (committed, live) = g.value();
         PackEntry { committed, live }
@@ -160,9 +146,7 @@ pub(crate) fn for_each_chunk(
 }
 
 /// Every owner with its usage.
-pub(crate) fn all_usage(
-    t: &impl ReadableTable<OwnerKey, UsageVal>,
-) -> Result<Vec<(PublicKey, Usage)>> {
+pub(crate) fn all_usage(t: &impl ReadableTable<OwnerKey, UsageVal>) -> Result<Vec<(PublicKey, Usage)>> {
     let mut out = Vec::new();
     for row in t.iter().ctx("listing owners")? {
         let (k, v) = row.ctx("listing owners")?;
@@ -173,10 +157,7 @@ pub(crate) fn all_usage(
 }
 
 /// Reads a meta counter (0 when absent).
-pub(crate) fn get_meta(
-    t: &impl ReadableTable<&'static str, u64>,
-    key: &str,
-) -> Result<Option<u64>> {
+pub(crate) fn get_meta(t: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<Option<u64>> {
     Ok(t.get(key).ctx("reading meta")?.map(|g| g.value()))
 }
 
@@ -229,9 +210,7 @@ impl<'t> WriteTables<'t> {
 
     /// Writes a chunk entry as is (used when a record moves).
     pub fn put_chunk(&mut self, id: &ChunkId, e: &ChunkEntry) -> Result<()> {
-        self.chunks
-            .insert(&id.0, e.to_val())
-            .ctx("writing chunk entry")?;
+        self.chunks.insert(&id.0, e.to_val()).ctx("writing chunk entry")?;
         Ok(())
     }
 
@@ -245,9 +224,7 @@ impl<'t> WriteTables<'t> {
 
     /// Writes a pack entry.
     pub fn put_pack(&mut self, pack: u32, e: PackEntry) -> Result<()> {
-        self.packs
-            .insert(pack, (e.committed, e.live))
-            .ctx("writing pack entry")?;
+        self.packs.insert(pack, (e.committed, e.live)).ctx("writing pack entry")?;
         Ok(())
     }
 
@@ -278,15 +255,8 @@ impl<'t> WriteTables<'t> {
     }
 
     fn add_usage(&mut self, owner: &PublicKey, bytes: i64, chunks: i64) -> Result<()> {
-        let (b, c) = self
-            .usage
-            .get(&owner.0)
-            .ctx("reading usage")?
-            .map_or((0, 0), |g| g.value());
-        let (b, c) = (
-            b.saturating_add_signed(bytes),
-            c.saturating_add_signed(chunks),
-        );
+        let (b, c) = self.usage.get(&owner.0).ctx("reading usage")?.map_or((0, 0), |g| g.value());
+        let (b, c) = (b.saturating_add_signed(bytes), c.saturating_add_signed(chunks));
         if c == 0 {
             self.usage.remove(&owner.0).ctx("writing usage")?;
         } else {
@@ -297,11 +267,7 @@ impl<'t> WriteTables<'t> {
 
     /// The owner's reference count on the chunk (0 when none).
     pub fn refcount(&self, owner: &PublicKey, id: &ChunkId) -> Result<u32> {
-        Ok(self
-            .refs
-            .get((owner.0, id.0))
-            .ctx("reading reference")?
-            .map_or(0, |g| g.value()))
+        Ok(self.refs.get((owner.0, id.0)).ctx("reading reference")?.map_or(0, |g| g.value()))
     }
 
     /// Adds `n` references by `owner` to an indexed chunk. Returns false (and
@@ -312,9 +278,7 @@ impl<'t> WriteTables<'t> {
             return Ok(false);
         };
         let old = self.refcount(owner, id)?;
-        self.refs
-            .insert((owner.0, id.0), old.saturating_add(n))
-            .ctx("writing reference")?;
+        self.refs.insert((owner.0, id.0), old.saturating_add(n)).ctx("writing reference")?;
         if old == 0 {
             e.owners += 1;
             self.put_chunk(id, &e)?;
@@ -328,21 +292,14 @@ impl<'t> WriteTables<'t> {
     }
 
     /// Removes `n` references (all of them when `n` is `None`) by `owner`.
-    pub fn release_ref(
-        &mut self,
-        owner: &PublicKey,
-        id: &ChunkId,
-        n: Option<u32>,
-    ) -> Result<Released> {
+    pub fn release_ref(&mut self, owner: &PublicKey, id: &ChunkId, n: Option<u32>) -> Result<Released> {
         let old = self.refcount(owner, id)?;
         if old == 0 {
             return Ok(Released::NotReferenced);
         }
         let new = n.map_or(0, |n| old.saturating_sub(n));
         if new > 0 {
-            self.refs
-                .insert((owner.0, id.0), new)
-                .ctx("writing reference")?;
+            self.refs.insert((owner.0, id.0), new).ctx("writing reference")?;
             return Ok(Released::Decremented);
         }
         self.refs.remove((owner.0, id.0)).ctx("writing reference")?;

@@ -63,21 +63,14 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
-        StoreConfig {
-            pack_limit: 256 << 20,
-            batch_bytes: 32 << 20,
-            cache_bytes: 64 << 20,
-        }
+        StoreConfig { pack_limit: 256 << 20, batch_bytes: 32 << 20, cache_bytes: 64 << 20 }
     }
 }
 
 impl StoreConfig {
     fn validate(&self) -> Result<()> {
         if self.pack_limit < 4096 {
-            return Err(StoreError::Config(format!(
-                "pack_limit {} is below the 4096-byte minimum",
-                self.pack_limit
-            )));
+            return Err(StoreError::Config(format!("pack_limit {} is below the 4096-byte minimum", self.pack_limit)));
         }
         if self.batch_bytes == 0 {
             return Err(StoreError::Config("batch_bytes must not be 0".into()));
@@ -106,10 +99,7 @@ pub struct ChunkStore {
 
 impl std::fmt::Debug for ChunkStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkStore")
-            .field("dir", &self.dir)
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("ChunkStore").field("dir", &self.dir).field("config", &self.config).finish_non_exhaustive()
     }
 }
 

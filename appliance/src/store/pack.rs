@@ -125,11 +125,7 @@ impl RecordHeader {
         }
         let mut id = [0u8; 20];
         id.copy_from_slice(&h[8..28]);
-        Ok(RecordHeader {
-            id: ChunkId(id),
-            len: le32(&h[4..8]),
-            crc: le32(&h[28..32]),
-        })
+        Ok(RecordHeader { id: ChunkId(id), len: le32(&h[4..8]), crc: le32(&h[28..32]) })
     }
 }
 
@@ -145,28 +141,18 @@ fn le32(b: &[u8]) -> u32 {
 /// One `pread` fetches header and payload together; the header is then
 /// dropped from the front of `buf` (a small memmove, cheaper than a second
 /// system call).
-pub fn read_record(
-    file: &File,
-    offset: u64,
-    want: &RecordHeader,
-    buf: &mut Vec<u8>,
-) -> Result<(), Damage> {
+pub fn read_record(file: &File, offset: u64, want: &RecordHeader, buf: &mut Vec<u8>) -> Result<(), Damage> {
     buf.clear();
     if !(MIN_SEALED..=MAX_SEALED).contains(&(want.len as usize)) {
         // A damaged index entry must not make us allocate gigabytes.
-        return Err(Damage::WrongLength {
-            header: want.len,
-            index: want.len,
-        });
+        return Err(Damage::WrongLength { header: want.len, index: want.len });
     }
     let total = RECORD_HEADER_LEN + want.len as usize;
     buf.resize(total, 0);
     if let Err(e) = file.read_exact_at(buf, offset) {
         buf.clear();
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-            Damage::Truncated {
-                file_len: file.metadata().map(|m| m.len()).unwrap_or(0),
-            }
+            Damage::Truncated { file_len: file.metadata().map(|m| m.len()).unwrap_or(0) }
         } else {
             Damage::Io(e.to_string())
         });
@@ -187,17 +173,11 @@ fn verify(h: &[u8; RECORD_HEADER_LEN], payload: &[u8], want: &RecordHeader) -> R
         return Err(Damage::WrongId(got.id));
     }
     if got.len != want.len {
-        return Err(Damage::WrongLength {
-            header: got.len,
-            index: want.len,
-        });
+        return Err(Damage::WrongLength { header: got.len, index: want.len });
     }
     let actual = crc32fast::hash(payload);
     if actual != want.crc || got.crc != want.crc {
-        return Err(Damage::PayloadChecksum {
-            expected: want.crc,
-            actual,
-        });
+        return Err(Damage::PayloadChecksum { expected: want.crc, actual });
     }
     Ok(())
 }
@@ -250,10 +230,7 @@ pub fn scan_pack(file: &File, id: u32, end: Option<u64>) -> io::Result<PackScan>
         let header = match RecordHeader::decode(&h) {
             Ok(header) if (MIN_SEALED..=MAX_SEALED).contains(&(header.len as usize)) => header,
             Ok(header) => {
-                scan.stopped = Some(format!(
-                    "record at offset {offset} has impossible length {}",
-                    header.len
-                ));
+                scan.stopped = Some(format!("record at offset {offset} has impossible length {}", header.len));
                 break;
             }
             Err(d) => {
@@ -268,11 +245,7 @@ pub fn scan_pack(file: &File, id: u32, end: Option<u64>) -> io::Result<PackScan>
         }
         payload.resize(header.len as usize, 0);
         file.read_exact_at(&mut payload, offset + RECORD_HEADER_LEN as u64)?;
-        scan.records.push(ScannedRecord {
-            offset,
-            header,
-            payload_ok: crc32fast::hash(&payload) == header.crc,
-        });
+        scan.records.push(ScannedRecord { offset, header, payload_ok: crc32fast::hash(&payload) == header.crc });
         offset = next;
         scan.valid_len = offset;
     }

@@ -29,9 +29,7 @@ impl ChunkStore {
     pub fn contains_many(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
         let txn = self.db.begin_read().ctx("starting a read")?;
         let chunks = txn.open_table(CHUNKS).ctx("opening chunks")?;
-        ids.iter()
-            .map(|id| Ok(chunks.get(&id.0).ctx("reading chunk entry")?.is_some()))
-            .collect()
+        ids.iter().map(|id| Ok(chunks.get(&id.0).ctx("reading chunk entry")?.is_some())).collect()
     }
 
     /// Reads a chunk, checking its record header and CRC-32.
@@ -71,11 +69,7 @@ impl ChunkStore {
             }
             Err(other) => return Err(other),
         };
-        let want = RecordHeader {
-            id: *id,
-            len: e.len,
-            crc: e.crc,
-        };
+        let want = RecordHeader { id: *id, len: e.len, crc: e.crc };
         read_record(&file, e.offset, &want, buf).map_err(|damage| StoreError::Damaged {
             id: *id,
             pack: pack_path(&self.dir, e.pack),
@@ -92,11 +86,7 @@ impl ChunkStore {
         }
         let path = pack_path(&self.dir, id);
         let file = File::open(&path).map_err(|e| {
-            let what = if e.kind() == io::ErrorKind::NotFound {
-                "pack file is missing"
-            } else {
-                "opening pack"
-            };
+            let what = if e.kind() == io::ErrorKind::NotFound { "pack file is missing" } else { "opening pack" };
             StoreError::io(format!("{what}: {}", path.display()), e)
         })?;
         if files.len() >= MAX_OPEN_PACKS {
@@ -109,9 +99,6 @@ impl ChunkStore {
 
     /// Forgets the cached handle of a pack about to be deleted.
     pub(crate) fn forget_pack_file(&self, id: u32) {
-        self.files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 }

@@ -16,9 +16,7 @@ use std::sync::{Mutex, RwLock};
 use redb::{Database, DatabaseError};
 
 use super::error::{IndexContext, Result, StoreError};
-use super::index::{
-    all_packs, begin_write, WriteTables, FORMAT_VERSION, META_FORMAT, META_GARBAGE, META_NEXT_PACK,
-};
+use super::index::{all_packs, begin_write, WriteTables, FORMAT_VERSION, META_FORMAT, META_GARBAGE, META_NEXT_PACK};
 use super::pack::{check_pack_header, pack_path, parse_pack_name, sync_dir, PACKS_DIR};
 use super::write::{ActivePack, WriterState};
 use super::{ChunkStore, StoreConfig};
@@ -60,8 +58,7 @@ impl ChunkStore {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let packs_dir = dir.join(PACKS_DIR);
-        fs::create_dir_all(&packs_dir)
-            .map_err(|e| StoreError::io(format!("creating {}", packs_dir.display()), e))?;
+        fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(format!("creating {}", packs_dir.display()), e))?;
         let index = dir.join(INDEX_FILE);
         let existed = fs::metadata(&index).is_ok_and(|m| m.len() > 0);
         let db = open_db(&index, &config)?;
@@ -74,10 +71,7 @@ impl ChunkStore {
                 let mut t = WriteTables::open(&txn)?;
                 match t.meta(META_FORMAT)? {
                     None if !files.is_empty() => {
-                        return Err(StoreError::IndexMissing {
-                            dir: dir.clone(),
-                            index: index.clone(),
-                        })
+                        return Err(StoreError::IndexMissing { dir: dir.clone(), index: index.clone() })
                     }
                     None => {
                         t.set_meta(META_FORMAT, FORMAT_VERSION)?;
@@ -85,12 +79,7 @@ impl ChunkStore {
                         t.set_meta(META_GARBAGE, 0)?;
                     }
                     Some(FORMAT_VERSION) => {}
-                    Some(found) => {
-                        return Err(StoreError::UnsupportedFormat {
-                            found,
-                            supported: FORMAT_VERSION,
-                        })
-                    }
+                    Some(found) => return Err(StoreError::UnsupportedFormat { found, supported: FORMAT_VERSION }),
                 }
             }
             txn.commit().ctx("initialising")
@@ -127,9 +116,7 @@ fn open_db(index: &Path, config: &StoreConfig) -> Result<Database> {
     let mut b = Database::builder();
     b.set_cache_size(config.cache_bytes);
     b.create(index).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-            path: index.to_path_buf(),
-        },
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: index.to_path_buf() },
         other => StoreError::index("opening the index", other),
     })
 }
@@ -172,13 +159,7 @@ fn recover(
             continue;
         };
         if len < entry.committed {
-            report.damaged_packs.push((
-                id,
-                format!(
-                    "file is {len} bytes, committed length is {}",
-                    entry.committed
-                ),
-            ));
+            report.damaged_packs.push((id, format!("file is {len} bytes, committed length is {}", entry.committed)));
             continue;
         }
         let file = OpenOptions::new()
@@ -217,11 +198,7 @@ fn recover(
     let newest = packs.last().map(|&(id, _)| id);
     let active = last_ok
         .filter(|(id, committed, _)| Some(*id) == newest && *committed < config.pack_limit)
-        .map(|(id, committed, file)| ActivePack {
-            id,
-            file,
-            committed,
-        });
+        .map(|(id, committed, file)| ActivePack { id, file, committed });
     Ok((WriterState { active, next_pack }, report))
 }
 
@@ -229,9 +206,6 @@ fn remove_orphan(path: &PathBuf) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::io(
-            format!("removing uncommitted pack {}", path.display()),
-            e,
-        )),
+        Err(e) => Err(StoreError::io(format!("removing uncommitted pack {}", path.display()), e)),
     }
 }

@@ -87,10 +87,7 @@ impl ChunkStore {
         let _w = self.lock_writer();
         self.write_txn("pruning references", |t| {
             let mut dead = Vec::new();
-            let range = t
-                .refs
-                .range((owner.0, [0u8; 20])..=(owner.0, [0xffu8; 20]))
-                .ctx("listing references")?;
+            let range = t.refs.range((owner.0, [0u8; 20])..=(owner.0, [0xffu8; 20])).ctx("listing references")?;
             for row in range {
                 let (k, _) = row.ctx("listing references")?;
                 let id = ChunkId(k.value().1);
@@ -115,10 +112,7 @@ impl ChunkStore {
     pub fn refcount(&self, owner: &PublicKey, id: &ChunkId) -> Result<u32> {
         let txn = self.db.begin_read().ctx("starting a read")?;
         let refs = txn.open_table(REFS).ctx("opening references")?;
-        Ok(refs
-            .get((owner.0, id.0))
-            .ctx("reading reference")?
-            .map_or(0, |g| g.value()))
+        Ok(refs.get((owner.0, id.0)).ctx("reading reference")?.map_or(0, |g| g.value()))
     }
 
     /// The owners of a chunk with their reference counts (empty for garbage

@@ -47,28 +47,17 @@ impl ChunkStore {
     /// Counts chunks, bytes, packs, garbage and per-owner usage.
     pub fn stats(&self) -> Result<StoreStats> {
         let txn = self.db.begin_read().ctx("starting a read")?;
-        let chunks = txn
-            .open_table(CHUNKS)
-            .ctx("opening chunks")?
-            .len()
-            .ctx("counting chunks")?;
+        let chunks = txn.open_table(CHUNKS).ctx("opening chunks")?.len().ctx("counting chunks")?;
         let packs = all_packs(&txn.open_table(PACKS).ctx("opening packs")?)?;
         let meta = txn.open_table(META).ctx("opening meta")?;
         let garbage_chunks = get_meta(&meta, META_GARBAGE)?.unwrap_or(0);
         let owners = all_usage(&txn.open_table(USAGE).ctx("opening usage")?)?
             .into_iter()
-            .map(|(owner, u)| OwnerUsage {
-                owner,
-                bytes: u.bytes,
-                chunks: u.chunks,
-            })
+            .map(|(owner, u)| OwnerUsage { owner, bytes: u.bytes, chunks: u.chunks })
             .collect();
         let stored_bytes = packs.iter().map(|(_, p)| p.committed).sum();
         let live_bytes = packs.iter().map(|(_, p)| p.live).sum();
-        let garbage_bytes = packs
-            .iter()
-            .map(|(_, p)| p.committed.saturating_sub(PACK_HEADER_LEN + p.live))
-            .sum();
+        let garbage_bytes = packs.iter().map(|(_, p)| p.committed.saturating_sub(PACK_HEADER_LEN + p.live)).sum();
         Ok(StoreStats {
             chunks,
             garbage_chunks,

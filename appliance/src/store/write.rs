@@ -18,8 +18,8 @@ use pastiche_core::{ChunkId, PublicKey};
 use super::error::{IndexContext, Result, StoreError};
 use super::index::{begin_write, ChunkEntry, PackEntry, WriteTables, META_NEXT_PACK};
 use super::pack::{
-    encode_pack_header, pack_path, record_len, sync_dir, RecordHeader, MAX_SEALED, MIN_SEALED,
-    PACKS_DIR, PACK_HEADER_LEN,
+    encode_pack_header, pack_path, record_len, sync_dir, RecordHeader, MAX_SEALED, MIN_SEALED, PACKS_DIR,
+    PACK_HEADER_LEN,
 };
 use super::ChunkStore;
 
@@ -121,8 +121,7 @@ impl<'a> Appender<'a> {
         }
         let span = self.spans.last_mut().expect("a span was just started");
         let offset = span.end;
-        self.buf
-            .extend_from_slice(&RecordHeader::for_payload(*id, payload).encode());
+        self.buf.extend_from_slice(&RecordHeader::for_payload(*id, payload).encode());
         self.buf.extend_from_slice(payload);
         span.end += rec;
         let pack = span.id;
@@ -136,17 +135,12 @@ impl<'a> Appender<'a> {
     fn start(&mut self) -> Result<()> {
         match &self.state.active {
             Some(a) if a.committed < self.limit => {
-                let file = a.file.try_clone().map_err(|e| {
-                    StoreError::io(format!("reopening {}", self.path(a.id).display()), e)
-                })?;
+                let file = a
+                    .file
+                    .try_clone()
+                    .map_err(|e| StoreError::io(format!("reopening {}", self.path(a.id).display()), e))?;
                 self.buf_at = a.committed;
-                self.spans.push(Span {
-                    id: a.id,
-                    file,
-                    start: a.committed,
-                    end: a.committed,
-                    created: false,
-                });
+                self.spans.push(Span { id: a.id, file, start: a.committed, end: a.committed, created: false });
                 Ok(())
             }
             _ => self.new_pack(),
@@ -164,18 +158,12 @@ impl<'a> Appender<'a> {
             .truncate(true)
             .open(&path)
             .map_err(|e| StoreError::io(format!("creating pack {}", path.display()), e))?;
-        self.state.next_pack = id.checked_add(1).ok_or_else(|| {
-            StoreError::Config("pack numbers exhausted (2^32 packs); compact the store".into())
-        })?;
+        self.state.next_pack = id
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Config("pack numbers exhausted (2^32 packs); compact the store".into()))?;
         self.buf_at = 0;
         self.buf.extend_from_slice(&encode_pack_header(id));
-        self.spans.push(Span {
-            id,
-            file,
-            start: 0,
-            end: PACK_HEADER_LEN,
-            created: true,
-        });
+        self.spans.push(Span { id, file, start: 0, end: PACK_HEADER_LEN, created: true });
         Ok(())
     }
 
@@ -195,12 +183,7 @@ impl<'a> Appender<'a> {
         } else {
             span.file.write_all_at(&self.buf, self.buf_at)
         };
-        res.map_err(|e| {
-            StoreError::io(
-                format!("appending to pack {}", self.path(span.id).display()),
-                e,
-            )
-        })?;
+        res.map_err(|e| StoreError::io(format!("appending to pack {}", self.path(span.id).display()), e))?;
         self.buf_at += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -212,14 +195,11 @@ impl<'a> Appender<'a> {
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
         for s in &self.spans {
-            s.file.sync_data().map_err(|e| {
-                StoreError::io(format!("syncing pack {}", self.path(s.id).display()), e)
-            })?;
+            s.file.sync_data().map_err(|e| StoreError::io(format!("syncing pack {}", self.path(s.id).display()), e))?;
         }
         if self.spans.iter().any(|s| s.created) {
             let dir = self.dir.join(PACKS_DIR);
-            sync_dir(&dir)
-                .map_err(|e| StoreError::io(format!("syncing directory {}", dir.display()), e))?;
+            sync_dir(&dir).map_err(|e| StoreError::io(format!("syncing directory {}", dir.display()), e))?;
         }
         Ok(())
     }
@@ -241,11 +221,7 @@ impl<'a> Appender<'a> {
     pub fn finish(mut self) {
         self.done = true;
         if let Some(last) = self.spans.pop() {
-            self.state.active = Some(ActivePack {
-                id: last.id,
-                file: last.file,
-                committed: last.end,
-            });
+            self.state.active = Some(ActivePack { id: last.id, file: last.file, committed: last.end });
         }
     }
 }
@@ -279,10 +255,7 @@ pub(crate) fn check_len(id: &ChunkId, bytes: &[u8]) -> Result<()> {
     if (MIN_SEALED..=MAX_SEALED).contains(&bytes.len()) {
         Ok(())
     } else {
-        Err(StoreError::BadChunkLen {
-            id: *id,
-            len: bytes.len(),
-        })
+        Err(StoreError::BadChunkLen { id: *id, len: bytes.len() })
     }
 }
 
@@ -318,16 +291,7 @@ impl ChunkStore {
             }
             let (pack, offset) = app.append(id, bytes)?;
             let h = RecordHeader::for_payload(*id, bytes);
-            placed.insert(
-                *id,
-                ChunkEntry {
-                    pack,
-                    offset,
-                    len: h.len,
-                    crc: h.crc,
-                    owners: 0,
-                },
-            );
+            placed.insert(*id, ChunkEntry { pack, offset, len: h.len, crc: h.crc, owners: 0 });
             sum.chunks_written += 1;
             sum.bytes_written += bytes.len() as u64;
         }
@@ -348,13 +312,7 @@ impl ChunkStore {
     /// A buffering writer for `owner` that commits every
     /// [`StoreConfig::batch_bytes`](super::StoreConfig::batch_bytes) bytes.
     pub fn writer(&self, owner: PublicKey) -> BatchWriter<'_> {
-        BatchWriter {
-            store: self,
-            owner,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            summary: PutSummary::default(),
-        }
+        BatchWriter { store: self, owner, pending: Vec::new(), pending_bytes: 0, summary: PutSummary::default() }
     }
 }
 
@@ -400,11 +358,7 @@ impl BatchWriter<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let items: Vec<(ChunkId, &[u8])> = self
-            .pending
-            .iter()
-            .map(|(id, b)| (*id, b.as_slice()))
-            .collect();
+        let items: Vec<(ChunkId, &[u8])> = self.pending.iter().map(|(id, b)| (*id, b.as_slice())).collect();
         let s = self.store.put_batch(&self.owner, &items)?;
         self.summary.merge(s);
         self.pending.clear();

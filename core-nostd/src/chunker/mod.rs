@@ -108,11 +108,7 @@ impl Default for Chunker {
 impl Chunker {
     /// A chunker at the start of a stream.
     pub const fn new() -> Self {
-        Chunker {
-            len: 0,
-            g: FRESH,
-            ring: [0; WINDOW],
-        }
+        Chunker { len: 0, g: FRESH, ring: [0; WINDOW] }
     }
 
     /// Bytes consumed since the last cut: the length the final chunk would
@@ -152,11 +148,7 @@ impl Chunker {
         while i < n && (i < WINDOW || self.len < MIN_CHUNK) {
             let b = data[i];
             let slot = self.len % WINDOW;
-            let out = if self.len >= MIN_CHUNK {
-                self.ring[slot]
-            } else {
-                0
-            };
+            let out = if self.len >= MIN_CHUNK { self.ring[slot] } else { 0 };
             self.ring[slot] = b;
             self.g = roll(self.g, b, out);
             self.len += 1;
@@ -194,11 +186,7 @@ impl Chunker {
 
 /// The chunks of an in-memory buffer, as `(offset, length)` pairs.
 pub fn chunks(data: &[u8]) -> Chunks<'_> {
-    Chunks {
-        data,
-        offset: 0,
-        chunker: Chunker::new(),
-    }
+    Chunks { data, offset: 0, chunker: Chunker::new() }
 }
 
 /// Iterator returned by [`chunks`].

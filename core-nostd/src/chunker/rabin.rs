@@ -101,10 +101,7 @@ mod tests {
     fn out_table_is_linear_in_the_byte() {
         for a in 0..=255u8 {
             for b in [0u8, 1, 0x80, 0xff, 0x5a] {
-                assert_eq!(
-                    OUT_TABLE[(a ^ b) as usize],
-                    OUT_TABLE[a as usize] ^ OUT_TABLE[b as usize]
-                );
+                assert_eq!(OUT_TABLE[(a ^ b) as usize], OUT_TABLE[a as usize] ^ OUT_TABLE[b as usize]);
             }
         }
         assert_eq!(OUT_TABLE[0], 0);

@@ -25,20 +25,13 @@ const NONE: usize = usize::MAX;
 ///
 /// Requires `start >= WINDOW`, so every window is inside `data`. Returns
 /// `Ok(p)` for a boundary at `p`, or `Err(state)` with the state at `end - 1`.
-pub(super) fn first_boundary(
-    data: &[u8],
-    start: usize,
-    end: usize,
-    mut g: State,
-) -> Result<usize, State> {
+pub(super) fn first_boundary(data: &[u8], start: usize, end: usize, mut g: State) -> Result<usize, State> {
     debug_assert!(start >= WINDOW && start <= end && end <= data.len());
     let mut pos = start;
     while end - pos >= BLOCK {
         // The block with its 48-byte lead-in; lane k's position t is
         // `block[WINDOW + k * LANE_LEN + t]`, its outgoing byte `block[k * LANE_LEN + t]`.
-        let block: &[u8; WINDOW + BLOCK] = data[pos - WINDOW..pos + BLOCK]
-            .try_into()
-            .expect("block in range");
+        let block: &[u8; WINDOW + BLOCK] = data[pos - WINDOW..pos + BLOCK].try_into().expect("block in range");
         // Lanes 1.. start fresh on the 48 bytes before their first position,
         // all warmed up together so their chains overlap too.
         let mut gs: [State; LANES] = [FRESH; LANES];

@@ -22,31 +22,16 @@ fn sealed(plain: &[u8]) -> (Sealed, Vec<u8>) {
 #[test]
 fn golden_short_message() {
     let (s, bytes) = sealed(b"hello pastiche");
-    assert_eq!(
-        std::format!("{}", s.handle),
-        "e14efcb155f73f0da4795e931fde87de85c2e91a"
-    );
-    assert_eq!(
-        std::format!("{}", s.id),
-        "11820a9744ade8ff393e2c39a7d50707a8be7888"
-    );
-    assert_eq!(
-        hex(&bytes),
-        "bd6f80ee9b585ce3b505b17af24fa16f17e5fc5f089c33632f812f3943e0935862fe"
-    );
+    assert_eq!(std::format!("{}", s.handle), "e14efcb155f73f0da4795e931fde87de85c2e91a");
+    assert_eq!(std::format!("{}", s.id), "11820a9744ade8ff393e2c39a7d50707a8be7888");
+    assert_eq!(hex(&bytes), "bd6f80ee9b585ce3b505b17af24fa16f17e5fc5f089c33632f812f3943e0935862fe");
 }
 
 #[test]
 fn golden_empty_chunk() {
     let (s, bytes) = sealed(b"");
-    assert_eq!(
-        std::format!("{}", s.handle),
-        "da39a3ee5e6b4b0d3255bfef95601890afd80709"
-    );
-    assert_eq!(
-        std::format!("{}", s.id),
-        "be1bdec0aa74b4dcb079943e70528096cca985f8"
-    );
+    assert_eq!(std::format!("{}", s.handle), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    assert_eq!(std::format!("{}", s.id), "be1bdec0aa74b4dcb079943e70528096cca985f8");
     assert_eq!(hex(&bytes), "accd04cfc2cf35801af37df600a9c254e8822109");
 }
 
@@ -56,18 +41,9 @@ fn golden_first_chunk_of_random_megabyte() {
     let data = splitmix_bytes(42, 1_000_000);
     let (off, len) = chunks(&data).next().unwrap();
     let (s, bytes) = sealed(&data[off..off + len]);
-    assert_eq!(
-        std::format!("{}", s.handle),
-        "9aec1f82573f7e809715dbd2a80a72a70c4d1e26"
-    );
-    assert_eq!(
-        std::format!("{}", s.id),
-        "a414b18ce3878e47aa45f6395fde392af2f85425"
-    );
-    assert_eq!(
-        hex(&Sha1::digest(&bytes)),
-        "0f565c8c7fe32c02c99797e610a43e0aacd8ab89"
-    );
+    assert_eq!(std::format!("{}", s.handle), "9aec1f82573f7e809715dbd2a80a72a70c4d1e26");
+    assert_eq!(std::format!("{}", s.id), "a414b18ce3878e47aa45f6395fde392af2f85425");
+    assert_eq!(hex(&Sha1::digest(&bytes)), "0f565c8c7fe32c02c99797e610a43e0aacd8ab89");
 }
 
 #[test]
@@ -87,30 +63,16 @@ fn maximal_chunk_seals_and_larger_is_refused() {
     let plain = splitmix_bytes(2, MAX_CHUNK + 1);
     let mut out = vec![0u8; MAX_SEALED + 1];
     assert!(seal_into(&plain[..MAX_CHUNK], &mut out).is_ok());
-    assert_eq!(
-        seal_into(&plain, &mut out),
-        Err(SealError::TooLarge { len: MAX_CHUNK + 1 })
-    );
-    assert_eq!(
-        open_into(&out, &Handle([0; 20]), &mut [0u8; 8]),
-        Err(OpenError::TooLarge {
-            len: MAX_SEALED + 1
-        })
-    );
+    assert_eq!(seal_into(&plain, &mut out), Err(SealError::TooLarge { len: MAX_CHUNK + 1 }));
+    assert_eq!(open_into(&out, &Handle([0; 20]), &mut [0u8; 8]), Err(OpenError::TooLarge { len: MAX_SEALED + 1 }));
 }
 
 #[test]
 fn small_buffers_are_refused() {
     let mut out = [0u8; 10];
-    assert_eq!(
-        seal_into(b"abc", &mut out),
-        Err(SealError::BufferTooSmall { needed: 23 })
-    );
+    assert_eq!(seal_into(b"abc", &mut out), Err(SealError::BufferTooSmall { needed: 23 }));
     let (s, bytes) = sealed(b"hello pastiche");
-    assert_eq!(
-        open_into(&bytes, &s.handle, &mut [0u8; 3]),
-        Err(OpenError::BufferTooSmall { needed: 14 })
-    );
+    assert_eq!(open_into(&bytes, &s.handle, &mut [0u8; 3]), Err(OpenError::BufferTooSmall { needed: 14 }));
 }
 
 #[test]
@@ -118,16 +80,10 @@ fn truncated_chunks_are_refused() {
     let (s, bytes) = sealed(b"hello pastiche");
     let mut out = [0u8; 64];
     for cut in 0..TAG_LEN {
-        assert_eq!(
-            open_into(&bytes[..cut], &s.handle, &mut out),
-            Err(OpenError::Truncated { len: cut })
-        );
+        assert_eq!(open_into(&bytes[..cut], &s.handle, &mut out), Err(OpenError::Truncated { len: cut }));
     }
     for cut in TAG_LEN..bytes.len() {
-        assert_eq!(
-            open_into(&bytes[..cut], &s.handle, &mut out),
-            Err(OpenError::BadTag)
-        );
+        assert_eq!(open_into(&bytes[..cut], &s.handle, &mut out), Err(OpenError::BadTag));
     }
 }
 
@@ -135,10 +91,7 @@ fn truncated_chunks_are_refused() {
 fn wrong_handle_fails_the_tag() {
     let (_, bytes) = sealed(b"hello pastiche");
     let other = Handle::of(b"something else");
-    assert_eq!(
-        open_into(&bytes, &other, &mut [0u8; 64]),
-        Err(OpenError::BadTag)
-    );
+    assert_eq!(open_into(&bytes, &other, &mut [0u8; 64]), Err(OpenError::BadTag));
 }
 
 #[test]
@@ -175,4 +128,13 @@ proptest! {
         let mut out = vec![0u8; plain.len()];
         prop_assert_eq!(open_into(&bytes, &s.handle, &mut out), Err(OpenError::BadTag));
     }
+}
+
+#[test]
+fn seal_with_known_handle_equals_seal_into() {
+    let plain = splitmix_bytes(4, 9000);
+    let (s, expected) = sealed(&plain);
+    let mut out = vec![0u8; plain.len() + TAG_LEN];
+    assert_eq!(seal_with_handle(&plain, &Handle::of(&plain), &mut out), Ok(s));
+    assert_eq!(out, expected);
 }

@@ -57,10 +57,7 @@ fn extreme_sizes_and_bad_input() {
     let err = store.get(&missing).unwrap_err();
     assert!(matches!(err, StoreError::NotFound(id) if id == missing));
     assert!(err.to_string().contains(&missing.to_string()));
-    assert_eq!(
-        store.put_batch(&owner(1), &[]).unwrap(),
-        PutSummary::default()
-    );
+    assert_eq!(store.put_batch(&owner(1), &[]).unwrap(), PutSummary::default());
 }
 
 #[test]
@@ -143,9 +140,7 @@ fn packs_rotate_at_the_limit() {
         let st = store.stats().unwrap();
         assert!(st.packs >= 4, "{} packs", st.packs);
         for pack in 0..st.packs as u32 {
-            let len = std::fs::metadata(pack_path(dir.path(), pack))
-                .unwrap()
-                .len();
+            let len = std::fs::metadata(pack_path(dir.path(), pack)).unwrap().len();
             assert!(len <= 64 << 10, "pack {pack} is {len} bytes");
             // Each pack can be walked without the index.
             let f = std::fs::File::open(pack_path(dir.path(), pack)).unwrap();
@@ -207,14 +202,8 @@ fn a_second_open_is_refused() {
 #[test]
 fn bad_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StoreConfig {
-        pack_limit: 100,
-        ..small_config()
-    };
-    assert!(matches!(
-        ChunkStore::open_with(dir.path(), cfg),
-        Err(StoreError::Config(_))
-    ));
+    let cfg = StoreConfig { pack_limit: 100, ..small_config() };
+    assert!(matches!(ChunkStore::open_with(dir.path(), cfg), Err(StoreError::Config(_))));
 }
 
 #[test]

@@ -9,11 +9,7 @@ use crate::store::{CheckMode, Damage, PackProblem, StoreError};
 
 /// Flips one byte at `offset` of pack `pack`.
 fn flip(dir: &std::path::Path, pack: u32, offset: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(pack_path(dir, pack))
-        .unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(pack_path(dir, pack)).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, offset).unwrap();
     f.write_all_at(&[b[0] ^ 0x40], offset).unwrap();
@@ -27,11 +23,7 @@ fn a_flipped_payload_byte_is_reported_exactly() {
     put(&store, &owner(1), &items);
     let victim = items[5].0;
     let e = store.lookup(&victim).unwrap().unwrap();
-    flip(
-        dir.path(),
-        e.pack,
-        e.offset + RECORD_HEADER_LEN as u64 + 100,
-    );
+    flip(dir.path(), e.pack, e.offset + RECORD_HEADER_LEN as u64 + 100);
 
     // Structure alone cannot see it.
     assert!(store.check(CheckMode::Structure).unwrap().is_ok());
@@ -41,11 +33,7 @@ fn a_flipped_payload_byte_is_reported_exactly() {
     assert_eq!(report.damaged.len(), 1, "{report:?}");
     let d = &report.damaged[0];
     assert_eq!((d.id, d.pack, d.offset), (victim, e.pack, e.offset));
-    assert!(
-        matches!(d.damage, Damage::PayloadChecksum { .. }),
-        "{:?}",
-        d.damage
-    );
+    assert!(matches!(d.damage, Damage::PayloadChecksum { .. }), "{:?}", d.damage);
 
     let err = store.get(&victim).unwrap_err();
     assert!(matches!(err, StoreError::Damaged { .. }));
@@ -76,12 +64,7 @@ fn subsets_read_a_share_of_the_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_small(dir.path());
     put(&store, &owner(1), &chunks(0, 200, 100));
-    let read = |percent| {
-        store
-            .check(CheckMode::ReadSubset { percent, seed: 42 })
-            .unwrap()
-            .chunks_read
-    };
+    let read = |percent| store.check(CheckMode::ReadSubset { percent, seed: 42 }).unwrap().chunks_read;
     assert_eq!(read(0.0), 0);
     assert_eq!(read(100.0), 200);
     let quarter = read(25.0);
@@ -105,16 +88,10 @@ fn missing_and_orphan_packs_are_reported() {
     store.forget_pack_file(e.pack);
 
     let report = store.check(CheckMode::Structure).unwrap();
-    assert!(
-        report.packs.contains(&PackProblem::Missing(e.pack)),
-        "{report:?}"
-    );
+    assert!(report.packs.contains(&PackProblem::Missing(e.pack)), "{report:?}");
     // 0x77 is past next_pack, so it counts as a batch in flight, not an orphan.
     assert!(!report.packs.contains(&PackProblem::Orphan(0x77)));
-    assert!(report
-        .damaged
-        .iter()
-        .any(|d| d.id == items[0].0 && d.damage == Damage::MissingPack));
+    assert!(report.damaged.iter().any(|d| d.id == items[0].0 && d.damage == Damage::MissingPack));
     let err = store.get(&items[0].0).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
     drop(store);

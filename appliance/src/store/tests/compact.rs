@@ -16,11 +16,7 @@ fn compaction_reclaims_released_chunks() {
     }
     // Owner 2 shares the first 10, so they stay live after owner 1 lets go.
     put(&store, &owner(2), &items[..10]);
-    let (keep, drop_): (Vec<_>, Vec<_>) = items
-        .iter()
-        .cloned()
-        .enumerate()
-        .partition(|(i, _)| i % 3 == 0 || *i < 10);
+    let (keep, drop_): (Vec<_>, Vec<_>) = items.iter().cloned().enumerate().partition(|(i, _)| i % 3 == 0 || *i < 10);
     let keep: Vec<_> = keep.into_iter().map(|(_, c)| c).collect();
     let drop_: Vec<_> = drop_.into_iter().map(|(_, c)| c).collect();
     let ids: Vec<_> = items.iter().map(|(id, _)| *id).collect();
@@ -36,15 +32,8 @@ fn compaction_reclaims_released_chunks() {
     assert!(s.skipped.is_empty());
     let after = store.stats().unwrap();
     assert_eq!(s.bytes_freed, before.stored_bytes - after.stored_bytes);
-    let dropped_bytes: u64 = drop_
-        .iter()
-        .map(|(_, b)| (b.len() + RECORD_HEADER_LEN) as u64)
-        .sum();
-    assert!(
-        s.bytes_freed >= dropped_bytes / 2,
-        "freed {} of {dropped_bytes}",
-        s.bytes_freed
-    );
+    let dropped_bytes: u64 = drop_.iter().map(|(_, b)| (b.len() + RECORD_HEADER_LEN) as u64).sum();
+    assert!(s.bytes_freed >= dropped_bytes / 2, "freed {} of {dropped_bytes}", s.bytes_freed);
     assert_eq!(after.garbage_chunks, 0);
     assert_eq!(after.chunks, keep.len() as u64);
 
@@ -71,12 +60,7 @@ fn compacting_the_only_pack_works() {
     let store = ChunkStore::open(dir.path()).unwrap(); // one big pack
     let items = chunks(0, 20, 2000);
     put(&store, &owner(1), &items);
-    store
-        .release(
-            &owner(1),
-            &items[..15].iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-        )
-        .unwrap();
+    store.release(&owner(1), &items[..15].iter().map(|(id, _)| *id).collect::<Vec<_>>()).unwrap();
     let s = store.compact(0.5).unwrap();
     assert_eq!(s.packs_deleted, 1);
     assert_eq!(s.chunks_moved, 5);
@@ -119,12 +103,8 @@ fn a_damaged_live_record_keeps_its_pack() {
     let e = store.lookup(&items[3].0).unwrap().unwrap();
     {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(pack_path(dir.path(), e.pack))
-            .unwrap();
-        f.write_all_at(b"XXXX", e.offset + RECORD_HEADER_LEN as u64)
-            .unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(pack_path(dir.path(), e.pack)).unwrap();
+        f.write_all_at(b"XXXX", e.offset + RECORD_HEADER_LEN as u64).unwrap();
     }
     let s = store.compact(1.0).unwrap();
     assert_eq!(s.skipped.len(), 1);
@@ -133,10 +113,7 @@ fn a_damaged_live_record_keeps_its_pack() {
     // The good chunks are all still there, wherever they are now.
     assert_all_readable(&store, &items[1..3]);
     assert_all_readable(&store, &items[4..]);
-    assert!(matches!(
-        store.get(&items[3].0),
-        Err(StoreError::Damaged { .. })
-    ));
+    assert!(matches!(store.get(&items[3].0), Err(StoreError::Damaged { .. })));
     let report = store.check(CheckMode::ReadAll).unwrap();
     assert_eq!(report.damaged.len(), 1);
     assert!(report.inconsistencies.is_empty(), "{report:?}");

@@ -11,10 +11,7 @@ use crate::store::write::Appender;
 use crate::store::{CheckMode, StoreError, INDEX_FILE};
 
 fn append_raw(dir: &std::path::Path, pack: u32, bytes: &[u8]) {
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(pack_path(dir, pack))
-        .unwrap();
+    let mut f = OpenOptions::new().append(true).open(pack_path(dir, pack)).unwrap();
     f.write_all(bytes).unwrap();
 }
 
@@ -116,10 +113,7 @@ fn a_full_disk_fails_cleanly_and_the_store_recovers() {
         // back, and the store keeps working.
         store.set_fail_writes(true);
         let refs: Vec<_> = second.iter().map(|(id, b)| (*id, b.as_slice())).collect();
-        assert!(store
-            .put_batch(&owner(1), &refs)
-            .unwrap_err()
-            .is_storage_full());
+        assert!(store.put_batch(&owner(1), &refs).unwrap_err().is_storage_full());
         assert!(!store.contains(&second[0].0).unwrap());
         store.set_fail_writes(false);
         assert_all_readable(&store, &first);
@@ -157,10 +151,7 @@ fn a_pack_cut_below_its_committed_length_is_damage_not_a_crash() {
         put(&store, &owner(1), &items);
         store
     });
-    let f = OpenOptions::new()
-        .write(true)
-        .open(pack_path(dir.path(), 0))
-        .unwrap();
+    let f = OpenOptions::new().write(true).open(pack_path(dir.path(), 0)).unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len - 1000).unwrap();
     drop(f);
@@ -219,12 +210,7 @@ fn kill_9_at_random_points() {
     let mut committed: Vec<u64> = Vec::new();
     for trial in 0..5u64 {
         let mut child = Command::new(&exe)
-            .args([
-                "store::tests::crash::crash_child_writer",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["store::tests::crash::crash_child_writer", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_FIRST, first.to_string())
             .stdout(Stdio::piped())

@@ -33,18 +33,12 @@ pub(super) fn chunk(seed: u64, len: usize) -> (ChunkId, Vec<u8>) {
 
 /// `n` chunks with seeds `first..first+n`, of varying sizes around `len`.
 pub(super) fn chunks(first: u64, n: u64, len: usize) -> Vec<(ChunkId, Vec<u8>)> {
-    (first..first + n)
-        .map(|s| chunk(s, len + (s as usize * 37) % 500))
-        .collect()
+    (first..first + n).map(|s| chunk(s, len + (s as usize * 37) % 500)).collect()
 }
 
 /// Small packs and batches so rotation and batching show up in tiny tests.
 pub(super) fn small_config() -> StoreConfig {
-    StoreConfig {
-        pack_limit: 64 << 10,
-        batch_bytes: 32 << 10,
-        cache_bytes: 4 << 20,
-    }
+    StoreConfig { pack_limit: 64 << 10, batch_bytes: 32 << 10, cache_bytes: 4 << 20 }
 }
 
 pub(super) fn open_small(dir: &std::path::Path) -> ChunkStore {
