@@ -13,6 +13,7 @@ pub mod meta;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;
+pub mod redb_guard;
 pub mod repo;
 pub mod restore;
 pub mod retention;

@@ -52,7 +52,12 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
     let paths: Vec<PathBuf> = opts
         .paths
         .iter()
-        .map(|p| std::path::absolute(p).with_context(|| format!("bad path {}", p.display())))
+        .map(|p| {
+            // Rebuilt from components, so `dir/`, `dir/.` and `dir` name one path.
+            std::path::absolute(p)
+                .map(|a| a.components().collect::<PathBuf>())
+                .with_context(|| format!("bad path {}", p.display()))
+        })
         .collect::<Result<_>>()?;
 
     let excludes = Excludes::new(&opts.excludes);

@@ -123,7 +123,7 @@ pub fn snapshots(g: &Global) -> Result<u8> {
 }
 
 fn entry_json(path: &std::path::Path, v: &Version) -> serde_json::Value {
-    json!({"path": path, "type": kind_name(v.attrs.mode), "size": v.attrs.size,
+    json!({"path": path.to_string_lossy(), "type": kind_name(v.attrs.mode), "size": v.attrs.size,
         "mode": format!("{:o}", v.attrs.mode & 0o7777), "mtime": iso_time(v.attrs.mtime),
         "uid": v.attrs.uid, "gid": v.attrs.gid})
 }
@@ -192,7 +192,7 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
     let (mut added, mut removed, mut modified, mut meta_only) = (0u64, 0u64, 0u64, 0u64);
     let report = |mark: &str, path: &PathBuf| {
         if g.json {
-            g.json_line(&json!({"message_type": "change", "path": path, "modifier": mark}));
+            g.json_line(&json!({"message_type": "change", "path": path.to_string_lossy(), "modifier": mark}));
         } else {
             println!("{mark}    {}", path.display());
         }
@@ -329,12 +329,22 @@ pub fn stats(g: &Global) -> Result<u8> {
     let latest = root.snapshots.last().map_or(0, |s| s.summary.bytes);
     if g.json {
         g.json_line(&json!({"snapshots": root.snapshots.len(), "latest_snapshot_bytes": latest,
-            "all_snapshots_bytes": logical, "store": format!("{store:?}")}));
+            "all_snapshots_bytes": logical, "chunks": store.chunks, "garbage_chunks": store.garbage_chunks,
+            "packs": store.packs, "stored_bytes": store.stored_bytes, "live_bytes": store.live_bytes,
+            "garbage_bytes": store.garbage_bytes}));
     } else {
+        let ratio = if store.stored_bytes == 0 { 0.0 } else { logical as f64 / store.stored_bytes as f64 };
         println!("snapshots:              {}", root.snapshots.len());
         println!("latest snapshot size:   {}", human_bytes(latest));
         println!("all snapshots' size:    {}", human_bytes(logical));
-        println!("store:                  {store:?}");
+        println!("chunks stored:          {} ({} awaiting compaction)", store.chunks, store.garbage_chunks);
+        println!("pack files:             {}", store.packs);
+        println!(
+            "stored on disk:         {} (live {})",
+            human_bytes(store.stored_bytes),
+            human_bytes(store.live_bytes)
+        );
+        println!("all snapshots / stored: {ratio:.2}x");
     }
     Ok(exit::OK)
 }

@@ -18,9 +18,26 @@ pub struct MetaDb {
 }
 
 impl MetaDb {
-    /// Opens (or creates) the database file.
+    /// Creates the database file (for a new box).
+    pub fn create(path: &Path) -> Result<MetaDb> {
+        let db = crate::redb_guard::open_guarded(path, || Database::create(path))
+            .map_err(anyhow::Error::msg)?
+            .with_context(|| format!("cannot create metadata database {}", path.display()))?;
+        Self::with_table(db)
+    }
+
+    /// Opens the existing database file; a missing or damaged one is an error.
     pub fn open(path: &Path) -> Result<MetaDb> {
-        let db = Database::create(path).with_context(|| format!("cannot open metadata database {}", path.display()))?;
+        if !path.exists() {
+            anyhow::bail!("{} is missing: the box is damaged", path.display());
+        }
+        let db = crate::redb_guard::open_guarded(path, || Database::open(path))
+            .map_err(anyhow::Error::msg)?
+            .with_context(|| format!("cannot open metadata database {}", path.display()))?;
+        Self::with_table(db)
+    }
+
+    fn with_table(db: Database) -> Result<MetaDb> {
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
         txn.commit()?;

@@ -102,7 +102,7 @@ impl Repo {
             key_check: root_key.check_value(),
         };
         let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
-        let meta = MetaDb::open(&dir.join("meta.redb"))?;
+        let meta = MetaDb::create(&dir.join("meta.redb"))?;
         let repo = Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, root_key, _lock: lock };
         let root = RootObject {
             name: name.to_string(),

@@ -57,7 +57,13 @@ pub fn run(repo: &Repo, snap: &SnapshotInfo, opts: &RestoreOptions, progress: &P
     let mut summary = RestoreSummary::default();
     fs::create_dir_all(&opts.target).with_context(|| format!("cannot create {}", opts.target.display()))?;
 
-    // Directories first, so files have somewhere to go.
+    // Parents of every entry, then the directories themselves, so files have
+    // somewhere to go (a snapshot of a single file has no directory entry).
+    for e in &selected {
+        if let Some(parent) = dest(e).parent() {
+            fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
     for e in selected.iter().filter(|e| matches!(e.version.content, Content::Dir { .. })) {
         let d = dest(e);
         fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;

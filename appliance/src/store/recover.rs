@@ -115,10 +115,12 @@ impl ChunkStore {
 fn open_db(index: &Path, config: &StoreConfig) -> Result<Database> {
     let mut b = Database::builder();
     b.set_cache_size(config.cache_bytes);
-    b.create(index).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: index.to_path_buf() },
-        other => StoreError::index("opening the index", other),
-    })
+    crate::redb_guard::open_guarded(index, || b.create(index))
+        .map_err(|why| StoreError::index("opening the index", redb::StorageError::Corrupted(why)))?
+        .map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: index.to_path_buf() },
+            other => StoreError::index("opening the index", other),
+        })
 }
 
 /// Pack files present on disk: number -> file length.

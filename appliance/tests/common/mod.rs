@@ -54,9 +54,7 @@ impl Run {
     /// whatever its exit code.
     pub fn of(mut cmd: Command) -> Run {
         let cmdline = format!("{cmd:?}");
-        let out: Output = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
+        let out: Output = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
         let run = Run {
             cmdline,
             code: out.status.code(),
@@ -89,13 +87,7 @@ impl Run {
 
     /// Asserts the exit code.
     pub fn code_is(self, code: i32) -> Run {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "expected exit code {code}, got {:?}\n{}",
-            self.code,
-            self.describe()
-        );
+        assert_eq!(self.code, Some(code), "expected exit code {code}, got {:?}\n{}", self.code, self.describe());
         self
     }
 
@@ -106,11 +98,7 @@ impl Run {
             .enumerate()
             .map(|(i, line)| {
                 serde_json::from_str(line).unwrap_or_else(|e| {
-                    panic!(
-                        "stdout line {} is not JSON ({e}): {line:?}\n{}",
-                        i + 1,
-                        self.describe()
-                    )
+                    panic!("stdout line {} is not JSON ({e}): {line:?}\n{}", i + 1, self.describe())
                 })
             })
             .collect()
@@ -119,16 +107,8 @@ impl Run {
     /// The last JSON line, which must have `"message_type":"summary"`.
     pub fn json_summary(&self) -> Value {
         let lines = self.json_lines();
-        let last = lines
-            .last()
-            .unwrap_or_else(|| panic!("no JSON output at all\n{}", self.describe()))
-            .clone();
-        assert_eq!(
-            last["message_type"],
-            "summary",
-            "the last JSON line is not the summary\n{}",
-            self.describe()
-        );
+        let last = lines.last().unwrap_or_else(|| panic!("no JSON output at all\n{}", self.describe())).clone();
+        assert_eq!(last["message_type"], "summary", "the last JSON line is not the summary\n{}", self.describe());
         last
     }
 }
@@ -155,10 +135,7 @@ pub struct TestBox {
 impl TestBox {
     /// Handle on a data directory, without creating anything.
     pub fn at(data: PathBuf) -> TestBox {
-        TestBox {
-            data,
-            wrapper: Vec::new(),
-        }
+        TestBox { data, wrapper: Vec::new() }
     }
 
     /// Creates a box in `data`.
@@ -214,21 +191,13 @@ impl TestBox {
 
     /// `backup --json PATH`, asserting exit 0; returns the summary line.
     pub fn backup(&self, path: &Path) -> Value {
-        let r = self
-            .run([OsStr::new("--json"), OsStr::new("backup"), path.as_os_str()])
-            .ok();
+        let r = self.run([OsStr::new("--json"), OsStr::new("backup"), path.as_os_str()]).ok();
         r.json_summary()
     }
 
     /// `restore SNAP --target TARGET`, asserting exit 0.
     pub fn restore(&self, snap: &str, target: &Path) -> Run {
-        self.run([
-            OsStr::new("restore"),
-            OsStr::new(snap),
-            OsStr::new("--target"),
-            target.as_os_str(),
-        ])
-        .ok()
+        self.run([OsStr::new("restore"), OsStr::new(snap), OsStr::new("--target"), target.as_os_str()]).ok()
     }
 
     /// The snapshots, oldest first, as `snapshots --json` prints them.
@@ -254,10 +223,7 @@ impl TestBox {
         };
         for e in rd {
             let e = e.expect("listing packs");
-            out.insert(
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().expect("pack metadata").len(),
-            );
+            out.insert(e.file_name().to_string_lossy().into_owned(), e.metadata().expect("pack metadata").len());
         }
         out
     }
@@ -266,11 +232,7 @@ impl TestBox {
 /// Total size of the regular files directly in `dir` (0 if it is missing).
 pub fn dir_bytes(dir: &Path) -> u64 {
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
+    rd.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
 }
 
 /// Where a restore under `target` puts the absolute source path `src`.
@@ -294,21 +256,20 @@ pub fn write_bytes(path: &Path, data: &[u8]) {
         fs::create_dir_all(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
     }
     let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    f.write_all(data)
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    f.write_all(data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// Random lines of text, about `len` bytes.
 pub fn random_text(len: usize, rng: &mut impl RngCore) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "backup", "pastiche", "chunk", "snapshot", "restore", "the", "of", "a", "box", "buddy",
-        "peer", "disk", "spare", "data", "file", "tree", "and", "is", "with", "to",
+        "backup", "pastiche", "chunk", "snapshot", "restore", "the", "of", "a", "box", "buddy", "peer", "disk",
+        "spare", "data", "file", "tree", "and", "is", "with", "to",
     ];
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
         let w = WORDS[(rng.next_u32() as usize) % WORDS.len()];
         out.extend_from_slice(w.as_bytes());
-        out.push(if rng.next_u32() % 12 == 0 { b'\n' } else { b' ' });
+        out.push(if rng.next_u32().is_multiple_of(12) { b'\n' } else { b' ' });
     }
     out.truncate(len);
     out
@@ -322,32 +283,13 @@ fn c_path(path: &Path) -> CString {
 /// symlink (works on files, directories and symlinks).
 pub fn set_times(path: &Path, mtime: (i64, i64), atime: (i64, i64)) {
     let times = [
-        libc::timespec {
-            tv_sec: atime.0 as libc::time_t,
-            tv_nsec: atime.1 as _,
-        },
-        libc::timespec {
-            tv_sec: mtime.0 as libc::time_t,
-            tv_nsec: mtime.1 as _,
-        },
+        libc::timespec { tv_sec: atime.0 as libc::time_t, tv_nsec: atime.1 as _ },
+        libc::timespec { tv_sec: mtime.0 as libc::time_t, tv_nsec: mtime.1 as _ },
     ];
     let c = c_path(path);
     // SAFETY: a valid C string and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "utimensat {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(rc, 0, "utimensat {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
 /// `chmod path mode`.
@@ -361,13 +303,7 @@ pub fn mkfifo(path: &Path) {
     let c = c_path(path);
     // SAFETY: a valid C string.
     let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
-    assert_eq!(
-        rc,
-        0,
-        "mkfifo {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
 /// True when running as root.
@@ -481,9 +417,7 @@ pub fn file_sha1(path: &Path) -> String {
     let mut h = Sha1::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         if n == 0 {
             break;
         }
@@ -533,11 +467,7 @@ pub fn manifest(root: &Path) -> Manifest {
 pub fn differences(expected: &Manifest, actual: &Manifest) -> Vec<String> {
     let mut diffs = Vec::new();
     for (path, e) in expected {
-        let shown = if path.as_os_str().is_empty() {
-            "<root>".to_string()
-        } else {
-            path.display().to_string()
-        };
+        let shown = if path.as_os_str().is_empty() { "<root>".to_string() } else { path.display().to_string() };
         let Some(a) = actual.get(path) else {
             diffs.push(format!("{shown}: missing from the restore"));
             continue;
@@ -557,10 +487,7 @@ pub fn differences(expected: &Manifest, actual: &Manifest) -> Vec<String> {
             diffs.push(format!("{shown}: mode {:o}, restored {:o}", e.perm, a.perm));
         }
         if (e.uid, e.gid) != (a.uid, a.gid) {
-            diffs.push(format!(
-                "{shown}: owner {}:{}, restored {}:{}",
-                e.uid, e.gid, a.uid, a.gid
-            ));
+            diffs.push(format!("{shown}: owner {}:{}, restored {}:{}", e.uid, e.gid, a.uid, a.gid));
         }
         if !matches!(e.kind, Kind::Dir) && e.size != a.size {
             diffs.push(format!("{shown}: size {}, restored {}", e.size, a.size));
@@ -596,9 +523,7 @@ fn hard_link_differences(expected: &Manifest, actual: &Manifest) -> Vec<String> 
         link_groups(m)
             .into_iter()
             .map(|g| {
-                g.into_iter()
-                    .filter(|p| expected.contains_key(p) && actual.contains_key(p))
-                    .collect::<BTreeSet<_>>()
+                g.into_iter().filter(|p| expected.contains_key(p) && actual.contains_key(p)).collect::<BTreeSet<_>>()
             })
             .filter(|g| g.len() > 1)
             .collect()
@@ -606,14 +531,10 @@ fn hard_link_differences(expected: &Manifest, actual: &Manifest) -> Vec<String> 
     let (e, a) = (both(expected), both(actual));
     let mut diffs = Vec::new();
     for g in e.difference(&a) {
-        diffs.push(format!(
-            "hard links {g:?} should share one inode in the restore, restored groups are {a:?}"
-        ));
+        diffs.push(format!("hard links {g:?} should share one inode in the restore, restored groups are {a:?}"));
     }
     for g in a.difference(&e) {
-        diffs.push(format!(
-            "{g:?} share an inode in the restore but are not hard links in the source"
-        ));
+        diffs.push(format!("{g:?} share an inode in the restore but are not hard links in the source"));
     }
     diffs
 }
@@ -633,11 +554,5 @@ pub fn assert_tree_matches(expected: &Manifest, actual_root: &Path, context: &st
 
 /// The entries of `m` at or under `sub` (relative), re-rooted at `sub`.
 pub fn sub_manifest(m: &Manifest, sub: &Path) -> Manifest {
-    m.iter()
-        .filter_map(|(p, e)| {
-            p.strip_prefix(sub)
-                .ok()
-                .map(|rest| (rest.to_path_buf(), e.clone()))
-        })
-        .collect()
+    m.iter().filter_map(|(p, e)| p.strip_prefix(sub).ok().map(|rest| (rest.to_path_buf(), e.clone()))).collect()
 }
