@@ -7,6 +7,7 @@
 //! - [`chunker`]: content-defined chunking (SPEC §1).
 //! - [`seal`]: convergent sealing and opening of chunks (SPEC §2).
 //! - [`identity`]: Ed25519 identities, signatures, nodeIds (SPEC §3).
+//! - [`wire`]: frames and messages of the peer protocol (`docs/PROTOCOL.md`).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -15,6 +16,8 @@ pub mod chunker;
 pub mod hex;
 pub mod identity;
 pub mod seal;
+pub mod session;
+pub mod wire;
 
 pub use chunker::{Chunker, MAX_CHUNK, MIN_CHUNK};
 pub use identity::{Domain, Identity, NodeId, PublicKey, Signature};

@@ -1,0 +1,318 @@
+//! The buddy side of a session, sans-IO: the caller decodes frames, hands
+//! each payload to [`BuddySession::handle`] with its store and buffers, and
+//! sends the frames written to `out`. No sockets, clocks or threads inside.
+
+use crate::identity::PublicKey;
+use crate::seal::MAX_SEALED;
+use crate::wire::{
+    encode_frame, Challenge, Chunk, Committed, ErrorCode, ErrorMsg, Flushed, Hello, Message, Need, Object, Root,
+    SignedMessage, Staged, Welcome, WireError, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, PROTOCOL_VERSION,
+};
+
+use super::store::{BuddyStore, PutOutcome};
+
+/// A session with no traffic for this long (in the caller's time unit,
+/// milliseconds by convention) may be closed.
+pub const IDLE_TIMEOUT_MS: u64 = 120_000;
+
+/// Buffers the caller lends for one call.
+pub struct Buffers<'a> {
+    /// Where reply frames are written (at least [`crate::wire::DECODER_BUFFER_LEN`] bytes, two
+    /// frames' worth for a commit: use twice that).
+    pub out: &'a mut [u8],
+    /// Scratch space for a chunk or object read from the store (at least
+    /// [`MAX_SEALED`] bytes).
+    pub scratch: &'a mut [u8],
+}
+
+/// What the caller must do after a call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// Bytes of frames written at the start of `out`, to send in order.
+    pub len: usize,
+    /// Close the connection once they are sent.
+    pub close: bool,
+    /// Call [`BuddySession::resume`] once they are sent (a commit's second phase).
+    pub resume: bool,
+    /// A request was refused (logged by the caller).
+    pub refused: Option<Refusal>,
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The code sent to the peer.
+    pub code: ErrorCode,
+    /// A short reason, also sent.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    AwaitHello,
+    AwaitProof { hello: Hello },
+    Ready { client: PublicKey, committed: u64 },
+    Applying { client: PublicKey, epoch: u64 },
+    Closed,
+}
+
+/// One session with one client.
+pub struct BuddySession {
+    buddy_key: PublicKey,
+    nonce: [u8; 32],
+    state: State,
+    last_activity: u64,
+}
+
+/// The store failed; the session reports it and closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreFailed;
+
+impl BuddySession {
+    /// A session for the buddy whose public key is `buddy_key`, with a fresh
+    /// random `nonce` for the hello challenge, started at `now`.
+    pub fn new(buddy_key: PublicKey, nonce: [u8; 32], now: u64) -> BuddySession {
+        BuddySession { buddy_key, nonce, state: State::AwaitHello, last_activity: now }
+    }
+
+    /// The authenticated client, once the hello is done.
+    pub fn client(&self) -> Option<PublicKey> {
+        match self.state {
+            State::Ready { client, .. } | State::Applying { client, .. } => Some(client),
+            _ => None,
+        }
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// When the session may be closed for idleness.
+    pub fn deadline(&self) -> u64 {
+        self.last_activity.saturating_add(IDLE_TIMEOUT_MS)
+    }
+
+    /// The bytes received did not form a frame (oversized, say): reply with
+    /// an error and close. Nothing in the store changes.
+    pub fn on_wire_error(&mut self, error: WireError, bufs: Buffers<'_>) -> Reply {
+        let code = ErrorCode::for_wire_error(error);
+        self.refuse(bufs.out, Refusal { code, reason: "malformed frame" }, true)
+    }
+
+    /// Handles one frame payload received at `now`.
+    pub fn handle<S: BuddyStore>(&mut self, payload: &[u8], store: &mut S, bufs: Buffers<'_>, now: u64) -> Reply {
+        self.last_activity = now;
+        let msg = match Message::decode(payload) {
+            Ok(m) => m,
+            Err(e) => return self.on_wire_error(e, bufs),
+        };
+        match self.dispatch(msg, store, bufs.out, bufs.scratch) {
+            Ok(reply) => reply,
+            Err(StoreFailed) => {
+                self.refuse(bufs.out, Refusal { code: ErrorCode::Internal, reason: "storage failure" }, true)
+            }
+        }
+    }
+
+    /// The second phase of a commit, after its `Staged` reply was sent.
+    pub fn resume<S: BuddyStore>(&mut self, store: &mut S, bufs: Buffers<'_>) -> Reply {
+        let State::Applying { client, epoch } = self.state else {
+            return Reply::default();
+        };
+        if store.apply(&client, epoch).is_err() {
+            return self.refuse(bufs.out, Refusal { code: ErrorCode::Internal, reason: "storage failure" }, true);
+        }
+        self.state = State::Ready { client, committed: epoch };
+        self.reply(bufs.out, &Message::Committed(Committed { epoch }))
+    }
+
+    fn dispatch<S: BuddyStore>(
+        &mut self,
+        msg: Message<'_>,
+        store: &mut S,
+        out: &mut [u8],
+        scratch: &mut [u8],
+    ) -> Result<Reply, StoreFailed> {
+        let (client, committed) = match (self.state, msg) {
+            (State::Closed, _) => return Ok(Reply { close: true, ..Reply::default() }),
+            (State::AwaitHello, Message::Hello(hello)) => {
+                if hello.version != PROTOCOL_VERSION {
+                    return Ok(self.refuse(
+                        out,
+                        refusal(ErrorCode::VersionMismatch, "unsupported protocol version"),
+                        true,
+                    ));
+                }
+                self.state = State::AwaitProof { hello };
+                let challenge = Challenge { buddy_key: self.buddy_key, buddy_nonce: self.nonce };
+                return Ok(self.reply(out, &Message::Challenge(challenge)));
+            }
+            (State::AwaitProof { hello }, Message::Proof(proof)) => {
+                let challenge = Challenge { buddy_key: self.buddy_key, buddy_nonce: self.nonce };
+                if proof.verify(&hello, &challenge).is_err() {
+                    return Ok(self.refuse(out, refusal(ErrorCode::BadSignature, "hello proof does not verify"), true));
+                }
+                let rec = store.client(&hello.client_key).map_err(|_| StoreFailed)?;
+                self.state = State::Ready { client: hello.client_key, committed: rec.committed_epoch };
+                let welcome = Welcome {
+                    quota_bytes: rec.quota_bytes,
+                    used_bytes: rec.used_bytes,
+                    committed_epoch: rec.committed_epoch,
+                    staged_epoch: rec.staged_epoch,
+                };
+                return Ok(self.reply(out, &Message::Welcome(welcome)));
+            }
+            (State::AwaitHello | State::AwaitProof { .. }, _) => {
+                return Ok(self.refuse(out, refusal(ErrorCode::NotAuthenticated, "hello first"), true));
+            }
+            (State::Applying { .. }, _) => {
+                return Ok(self.refuse(out, refusal(ErrorCode::UnexpectedMessage, "commit in progress"), true));
+            }
+            (State::Ready { client, committed }, _) => (client, committed),
+        };
+        let reply = match msg {
+            Message::Offer(offer) => {
+                let mut lacks = [false; MAX_IDS_PER_MESSAGE];
+                for (i, id) in offer.ids.iter().enumerate() {
+                    let id = crate::seal::ChunkId(id);
+                    let has = store.has_chunk(&id).map_err(|_| StoreFailed)?;
+                    if has {
+                        store.add_owner(&client, &id).map_err(|_| StoreFailed)?;
+                    }
+                    lacks[i] = !has;
+                }
+                let n = offer.ids.len();
+                let mut bitmap = [0u8; MAX_IDS_PER_MESSAGE / 8];
+                let need = Need::build(lacks[..n].iter().copied(), &mut bitmap).expect("bounded by the offer");
+                self.reply(out, &Message::Need(need))
+            }
+            Message::PutChunk(put) => match store.put_chunk(&client, &put.id, put.sealed).map_err(|_| StoreFailed)? {
+                PutOutcome::Stored => Reply::default(),
+                PutOutcome::QuotaExceeded => {
+                    self.refuse(out, refusal(ErrorCode::QuotaExceeded, "quota exceeded"), false)
+                }
+            },
+            Message::Flush => {
+                let stored = store.flush().map_err(|_| StoreFailed)?;
+                self.reply(out, &Message::Flushed(Flushed { stored }))
+            }
+            Message::GetChunk(get) => {
+                let limit = MAX_SEALED.min(scratch.len());
+                let scratch = &mut scratch[..limit];
+                match store.get_chunk(&get.id, scratch).map_err(|_| StoreFailed)? {
+                    Some(n) => self.reply(out, &Message::Chunk(Chunk { id: get.id, sealed: &scratch[..n] })),
+                    None => self.refuse(out, refusal(ErrorCode::NotFound, "no such chunk"), false),
+                }
+            }
+            Message::PutObject(m) => match self.check_signed(&m, client, committed, m.epoch) {
+                Some(r) => self.refuse(out, r, true),
+                None => {
+                    store.stage_object(&client, m.epoch, &m.name, m.data).map_err(|_| StoreFailed)?;
+                    Reply::default()
+                }
+            },
+            Message::DeleteList(m) => match self.check_signed(&m, client, committed, m.epoch) {
+                Some(r) => self.refuse(out, r, true),
+                None => {
+                    store.stage_deletes(&client, m.epoch, m.ids).map_err(|_| StoreFailed)?;
+                    Reply::default()
+                }
+            },
+            Message::PutRoot(m) => match self.check_signed(&m, client, committed, m.epoch) {
+                Some(r) => self.refuse(out, r, true),
+                None => {
+                    store.stage_root(&client, m.epoch, m.data).map_err(|_| StoreFailed)?;
+                    Reply::default()
+                }
+            },
+            Message::Commit(m) => match self.check_signed(&m, client, committed, m.epoch) {
+                Some(r) => self.refuse(out, r, true),
+                None => {
+                    let counts = store.prepare(&client, m.epoch).map_err(|_| StoreFailed)?;
+                    if counts.objects != m.objects || counts.deletes != m.deletes || !counts.root {
+                        // Something sent for the epoch was lost: the client sends it again.
+                        store.abort(&client, m.epoch).map_err(|_| StoreFailed)?;
+                        return Ok(self.refuse(
+                            out,
+                            refusal(ErrorCode::UnexpectedMessage, "staged set differs from commit"),
+                            true,
+                        ));
+                    }
+                    self.state = State::Applying { client, epoch: m.epoch };
+                    let mut r = self.reply(out, &Message::Staged(Staged { epoch: m.epoch }));
+                    r.resume = true;
+                    r
+                }
+            },
+            Message::Abort(m) => {
+                store.abort(&client, m.epoch).map_err(|_| StoreFailed)?;
+                self.reply(out, &Message::Ok)
+            }
+            Message::GetObject(get) => {
+                let limit = MAX_OBJECT_DATA.min(scratch.len());
+                let scratch = &mut scratch[..limit];
+                match store.get_object(&client, &get.name, scratch).map_err(|_| StoreFailed)? {
+                    Some(n) => self.reply(out, &Message::Object(Object { name: get.name, data: &scratch[..n] })),
+                    None => self.refuse(out, refusal(ErrorCode::NotFound, "no such object"), false),
+                }
+            }
+            Message::GetRoot => {
+                let limit = MAX_OBJECT_DATA.min(scratch.len());
+                let scratch = &mut scratch[..limit];
+                match store.get_root(&client, scratch).map_err(|_| StoreFailed)? {
+                    Some((epoch, n)) => self.reply(out, &Message::Root(Root { epoch, data: &scratch[..n] })),
+                    None => self.refuse(out, refusal(ErrorCode::NotFound, "no root object"), false),
+                }
+            }
+            Message::DropAll(m) => match self.check_signed(&m, client, committed, m.epoch) {
+                Some(r) => self.refuse(out, r, true),
+                None => {
+                    store.drop_all(&client, m.epoch).map_err(|_| StoreFailed)?;
+                    self.state = State::Ready { client, committed: m.epoch };
+                    self.reply(out, &Message::Dropped)
+                }
+            },
+            _ => self.refuse(out, refusal(ErrorCode::UnexpectedMessage, "not a request a buddy serves"), true),
+        };
+        Ok(reply)
+    }
+
+    /// Refuses a state-changing request unless the client signed it, for
+    /// this buddy, with an epoch above the last one applied.
+    fn check_signed<M: SignedMessage>(&self, m: &M, client: PublicKey, committed: u64, epoch: u64) -> Option<Refusal> {
+        if m.verify(&client, &self.buddy_key).is_err() {
+            return Some(refusal(ErrorCode::BadSignature, "signature does not verify"));
+        }
+        if epoch <= committed {
+            return Some(refusal(ErrorCode::Replayed, "epoch not above the committed one"));
+        }
+        None
+    }
+
+    fn reply(&mut self, out: &mut [u8], msg: &Message<'_>) -> Reply {
+        match encode_frame(msg, out) {
+            Ok(len) => Reply { len, ..Reply::default() },
+            // Only a caller buffer below the documented size gets here.
+            Err(_) => {
+                self.state = State::Closed;
+                Reply { close: true, ..Reply::default() }
+            }
+        }
+    }
+
+    fn refuse(&mut self, out: &mut [u8], why: Refusal, close: bool) -> Reply {
+        let msg = Message::Error(ErrorMsg { code: why.code, message: why.reason });
+        let mut r = self.reply(out, &msg);
+        if close {
+            self.state = State::Closed;
+            r.close = true;
+        }
+        r.refused = Some(why);
+        r
+    }
+}
+
+fn refusal(code: ErrorCode, reason: &'static str) -> Refusal {
+    Refusal { code, reason }
+}

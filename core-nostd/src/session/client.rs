@@ -1,0 +1,302 @@
+//! The client side of a session, sans-IO: every request method writes one
+//! frame into the caller's buffer; every frame received goes through
+//! [`ClientSession::handle`], which checks it against what was asked and
+//! turns it into a [`ClientEvent`].
+
+use crate::identity::{Identity, NodeId, PublicKey};
+use crate::seal::ChunkId;
+use crate::wire::{
+    encode_frame, Abort, Challenge, Commit, DeleteList, DropAll, ErrorCode, GetChunk, GetObject, Hello, IdList,
+    Message, Need, Offer, Proof, PutChunk, PutObject, PutRoot, SignedMessage, Welcome, WireError, ID_LEN,
+    PROTOCOL_VERSION,
+};
+
+/// What a received frame meant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientEvent<'a> {
+    /// The buddy challenged us; the proof was written to `out` (this many bytes).
+    SendProof(usize),
+    /// The session is authenticated.
+    Welcome(Welcome),
+    /// Which of the last offered ids the buddy lacks.
+    Need(Need<'a>),
+    /// Chunks put so far are durable; this many were new.
+    Flushed(u32),
+    /// A chunk asked for.
+    Chunk {
+        /// Its id (the one asked for).
+        id: ChunkId,
+        /// Sealed bytes, to be checked with the handle by the caller.
+        sealed: &'a [u8],
+    },
+    /// Phase one of the commit is durable on the buddy.
+    Staged(u64),
+    /// The epoch is applied.
+    Committed(u64),
+    /// A metadata object asked for.
+    Object {
+        /// Its name.
+        name: [u8; ID_LEN],
+        /// Its sealed bytes.
+        data: &'a [u8],
+    },
+    /// The client's root object on this buddy.
+    Root {
+        /// Epoch it was committed at.
+        epoch: u64,
+        /// Its sealed bytes.
+        data: &'a [u8],
+    },
+    /// Everything of ours is gone from the buddy.
+    Dropped,
+    /// A request without a specific answer succeeded.
+    Ok,
+    /// The buddy refused a request.
+    Refused {
+        /// Why, as a code.
+        code: ErrorCode,
+        /// Why, in words.
+        message: &'a str,
+    },
+}
+
+/// Why the client gave up on the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// A frame did not decode.
+    Wire(WireError),
+    /// The buddy sent something we did not ask for, or broke the protocol.
+    Protocol(&'static str),
+    /// A request before the session is authenticated, or after it closed.
+    NotReady,
+}
+
+impl From<WireError> for SessionError {
+    fn from(e: WireError) -> Self {
+        SessionError::Wire(e)
+    }
+}
+
+impl core::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SessionError::Wire(e) => write!(f, "bad frame from the buddy: {e}"),
+            SessionError::Protocol(what) => write!(f, "the buddy broke the protocol: {what}"),
+            SessionError::NotReady => f.write_str("the session is not ready for requests"),
+        }
+    }
+}
+
+impl core::error::Error for SessionError {}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    Start,
+    AwaitChallenge { hello: Hello },
+    AwaitWelcome { challenge: Challenge },
+    Ready { buddy_key: PublicKey },
+}
+
+/// What answer the last request expects (at most one request with an
+/// answer is outstanding; puts and staging have none unless refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Nothing,
+    Need { offered: usize },
+    Flushed,
+    Chunk(ChunkId),
+    Staged,
+    Committed,
+    Object([u8; ID_LEN]),
+    Root,
+    Dropped,
+    Ok,
+}
+
+/// One session with one buddy.
+pub struct ClientSession {
+    identity: Identity,
+    node: NodeId,
+    nonce: [u8; 32],
+    entropy: [u8; 16],
+    state: State,
+    expect: Expect,
+}
+
+impl ClientSession {
+    /// A session for `identity` (on node `node`) with a fresh random `nonce`
+    /// and `entropy` for signatures.
+    pub fn new(identity: Identity, node: NodeId, nonce: [u8; 32], entropy: [u8; 16]) -> ClientSession {
+        ClientSession { identity, node, nonce, entropy, state: State::Start, expect: Expect::Nothing }
+    }
+
+    /// The buddy's key, once authenticated.
+    pub fn buddy_key(&self) -> Option<PublicKey> {
+        match self.state {
+            State::Ready { buddy_key } => Some(buddy_key),
+            _ => None,
+        }
+    }
+
+    /// Writes the hello.
+    pub fn start(&mut self, out: &mut [u8]) -> Result<usize, SessionError> {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            client_key: self.identity.public_key(),
+            client_node: self.node,
+            client_nonce: self.nonce,
+        };
+        self.state = State::AwaitChallenge { hello };
+        Ok(encode_frame(&Message::Hello(hello), out)?)
+    }
+
+    /// Handles one frame payload from the buddy; may write a reply to `out`
+    /// (reported as [`ClientEvent::SendProof`]).
+    pub fn handle<'p>(&mut self, payload: &'p [u8], out: &mut [u8]) -> Result<ClientEvent<'p>, SessionError> {
+        let msg = Message::decode(payload)?;
+        if let Message::Error(e) = msg {
+            // A refused upload has no answer of its own: it arrives ahead of
+            // the answer still expected (say, to a flush). Any other refusal
+            // is the answer to the outstanding request.
+            if e.code != ErrorCode::QuotaExceeded {
+                self.expect = Expect::Nothing;
+            }
+            return Ok(ClientEvent::Refused { code: e.code, message: e.message });
+        }
+        match (self.state, msg) {
+            (State::AwaitChallenge { hello }, Message::Challenge(challenge)) => {
+                let proof = Proof::sign(&self.identity, &hello, &challenge, self.entropy);
+                self.state = State::AwaitWelcome { challenge };
+                let n = encode_frame(&Message::Proof(proof), out)?;
+                Ok(ClientEvent::SendProof(n))
+            }
+            (State::AwaitWelcome { challenge }, Message::Welcome(w)) => {
+                self.state = State::Ready { buddy_key: challenge.buddy_key };
+                Ok(ClientEvent::Welcome(w))
+            }
+            (State::Ready { .. }, msg) => self.answer(msg),
+            _ => Err(SessionError::Protocol("unexpected message before the session is ready")),
+        }
+    }
+
+    fn answer<'p>(&mut self, msg: Message<'p>) -> Result<ClientEvent<'p>, SessionError> {
+        let expect = self.expect;
+        let event = match (expect, msg) {
+            (Expect::Need { offered }, Message::Need(need)) => {
+                need.check_for(offered)?;
+                ClientEvent::Need(need)
+            }
+            (Expect::Flushed, Message::Flushed(f)) => ClientEvent::Flushed(f.stored),
+            (Expect::Chunk(id), Message::Chunk(c)) if c.id == id => ClientEvent::Chunk { id, sealed: c.sealed },
+            (Expect::Staged, Message::Staged(s)) => {
+                self.expect = Expect::Committed;
+                return Ok(ClientEvent::Staged(s.epoch));
+            }
+            (Expect::Committed, Message::Committed(c)) => ClientEvent::Committed(c.epoch),
+            (Expect::Object(name), Message::Object(o)) if o.name == name => ClientEvent::Object { name, data: o.data },
+            (Expect::Root, Message::Root(r)) => ClientEvent::Root { epoch: r.epoch, data: r.data },
+            (Expect::Dropped, Message::Dropped) => ClientEvent::Dropped,
+            (Expect::Ok, Message::Ok) => ClientEvent::Ok,
+            _ => return Err(SessionError::Protocol("an answer that was not asked for")),
+        };
+        self.expect = Expect::Nothing;
+        Ok(event)
+    }
+
+    fn ready(&self) -> Result<PublicKey, SessionError> {
+        match self.state {
+            State::Ready { buddy_key } if self.expect == Expect::Nothing => Ok(buddy_key),
+            _ => Err(SessionError::NotReady),
+        }
+    }
+
+    fn send(&mut self, msg: &Message<'_>, expect: Expect, out: &mut [u8]) -> Result<usize, SessionError> {
+        self.ready()?;
+        let n = encode_frame(msg, out)?;
+        self.expect = expect;
+        Ok(n)
+    }
+
+    fn sign<M: SignedMessage>(&mut self, m: &mut M) -> Result<(), SessionError> {
+        let buddy_key = self.ready()?;
+        m.sign(&self.identity, &buddy_key, self.entropy);
+        Ok(())
+    }
+
+    /// Asks which of `ids` (packed, at most 2048) the buddy lacks.
+    pub fn offer(&mut self, ids: IdList<'_>, out: &mut [u8]) -> Result<usize, SessionError> {
+        self.send(&Message::Offer(Offer { ids }), Expect::Need { offered: ids.len() }, out)
+    }
+
+    /// Uploads a sealed chunk (no answer unless refused).
+    pub fn put_chunk(&mut self, id: ChunkId, sealed: &[u8], out: &mut [u8]) -> Result<usize, SessionError> {
+        self.send(&Message::PutChunk(PutChunk { id, sealed }), Expect::Nothing, out)
+    }
+
+    /// Asks the buddy to make every put durable.
+    pub fn flush(&mut self, out: &mut [u8]) -> Result<usize, SessionError> {
+        self.send(&Message::Flush, Expect::Flushed, out)
+    }
+
+    /// Asks for a chunk.
+    pub fn get_chunk(&mut self, id: ChunkId, out: &mut [u8]) -> Result<usize, SessionError> {
+        self.send(&Message::GetChunk(GetChunk { id }), Expect::Chunk(id), out)
+    }
+
+    /// Stages a metadata object for `epoch` (signed).
+    pub fn put_object(
+        &mut self,
+        epoch: u64,
+        name: [u8; ID_LEN],
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SessionError> {
+        let mut m = PutObject { epoch, name, data, signature: crate::identity::Signature([0; 64]) };
+        self.sign(&mut m)?;
+        self.send(&Message::PutObject(m), Expect::Nothing, out)
+    }
+
+    /// Stages the removal of our references to `ids` at `epoch` (signed).
+    pub fn delete_list(&mut self, epoch: u64, ids: IdList<'_>, out: &mut [u8]) -> Result<usize, SessionError> {
+        let mut m = DeleteList { epoch, ids, signature: crate::identity::Signature([0; 64]) };
+        self.sign(&mut m)?;
+        self.send(&Message::DeleteList(m), Expect::Nothing, out)
+    }
+
+    /// Stages our root object for `epoch` (signed).
+    pub fn put_root(&mut self, epoch: u64, data: &[u8], out: &mut [u8]) -> Result<usize, SessionError> {
+        let mut m = PutRoot { epoch, data, signature: crate::identity::Signature([0; 64]) };
+        self.sign(&mut m)?;
+        self.send(&Message::PutRoot(m), Expect::Nothing, out)
+    }
+
+    /// Commits `epoch`: `objects` distinct objects and `deletes` distinct ids
+    /// were staged (signed). Answered by `Staged`, then `Committed`.
+    pub fn commit(&mut self, epoch: u64, objects: u32, deletes: u32, out: &mut [u8]) -> Result<usize, SessionError> {
+        let mut m = Commit { epoch, objects, deletes, signature: crate::identity::Signature([0; 64]) };
+        self.sign(&mut m)?;
+        self.send(&Message::Commit(m), Expect::Staged, out)
+    }
+
+    /// Discards what is staged for `epoch`.
+    pub fn abort(&mut self, epoch: u64, out: &mut [u8]) -> Result<usize, SessionError> {
+        self.send(&Message::Abort(Abort { epoch }), Expect::Ok, out)
+    }
+
+    /// Asks for one of our committed objects.
+    pub fn get_object(&mut self, name: [u8; ID_LEN], out: &mut [u8]) -> Result<usize, SessionError> {
+        self.send(&Message::GetObject(GetObject { name }), Expect::Object(name), out)
+    }
+
+    /// Asks for our root object.
+    pub fn get_root(&mut self, out: &mut [u8]) -> Result<usize, SessionError> {
+        self.send(&Message::GetRoot, Expect::Root, out)
+    }
+
+    /// Removes everything of ours from the buddy (signed).
+    pub fn drop_all(&mut self, epoch: u64, out: &mut [u8]) -> Result<usize, SessionError> {
+        let mut m = DropAll { epoch, signature: crate::identity::Signature([0; 64]) };
+        self.sign(&mut m)?;
+        self.send(&Message::DropAll(m), Expect::Dropped, out)
+    }
+}

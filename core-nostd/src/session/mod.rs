@@ -1,0 +1,16 @@
+//! Sans-IO protocol machines: the client side of a snapshot transfer and
+//! the buddy side of a session. They take frame payloads and the time as
+//! values and write reply frames into caller buffers; the appliance drives
+//! them over TCP, the firmware over smoltcp, and tests over an in-memory pipe
+//! with a virtual clock.
+
+mod buddy;
+mod client;
+mod store;
+
+pub use buddy::{BuddySession, Buffers, Refusal, Reply, IDLE_TIMEOUT_MS};
+pub use client::{ClientEvent, ClientSession, SessionError};
+pub use store::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+//! What a buddy session needs from storage.
+//!
+//! The appliance implements it over its chunk store and a redb database; the
+//! firmware over its log-structured flash store. Both run the same
+//! [`BuddySession`](super::BuddySession), so the protocol is written once.
+
+use crate::identity::PublicKey;
+use crate::seal::ChunkId;
+use crate::wire::IdList;
+
+/// A client's standing on this buddy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// Bytes the client may store.
+    pub quota_bytes: u64,
+    /// Bytes charged to the client.
+    pub used_bytes: u64,
+    /// The last epoch applied for the client (0: none).
+    pub committed_epoch: u64,
+    /// An epoch staged but not applied (0: none).
+    pub staged_epoch: u64,
+}
+
+/// How a chunk upload went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored (or already there: the client is now an owner).
+    Stored,
+    /// Refused: the client's quota would be exceeded.
+    QuotaExceeded,
+}
+
+/// What is staged for an epoch, counted by the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StagedCounts {
+    /// Distinct metadata objects staged.
+    pub objects: u32,
+    /// Distinct chunkIds in staged delete lists.
+    pub deletes: u32,
+    /// Whether a root object is staged.
+    pub root: bool,
+}
+
+/// Storage for a buddy. Every method may fail with the store's own error
+/// (I/O, full disk), which the session reports to the peer as `Internal`
+/// and surfaces to its caller for logging.
+///
+/// Staging is per client and per epoch: staging for a new epoch discards
+/// whatever an unfinished earlier epoch of the same client left. Restaging
+/// an object or root under the same epoch replaces it, so a client that lost
+/// its connection can simply send everything for the epoch again.
+pub trait BuddyStore {
+    /// The store's failure type.
+    type Error: core::fmt::Debug;
+
+    /// The client's standing (a fresh record for a new client).
+    fn client(&mut self, client: &PublicKey) -> Result<ClientRecord, Self::Error>;
+    /// Whether the chunk is stored, for anyone.
+    fn has_chunk(&mut self, id: &ChunkId) -> Result<bool, Self::Error>;
+    /// Adds `client` to the owners of a stored chunk.
+    fn add_owner(&mut self, client: &PublicKey, id: &ChunkId) -> Result<(), Self::Error>;
+    /// Stores a chunk owned by `client`; it may stay buffered until [`flush`](BuddyStore::flush).
+    fn put_chunk(&mut self, client: &PublicKey, id: &ChunkId, sealed: &[u8]) -> Result<PutOutcome, Self::Error>;
+    /// Makes every chunk put so far durable; returns how many were new since the last flush.
+    fn flush(&mut self) -> Result<u32, Self::Error>;
+    /// Copies a stored chunk into `out`; `None` when absent.
+    fn get_chunk(&mut self, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, Self::Error>;
+    /// Stages a metadata object (create or overwrite) for `epoch`.
+    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8])
+        -> Result<(), Self::Error>;
+    /// Stages the removal of the client's references to `ids` at `epoch`.
+    fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), Self::Error>;
+    /// Stages the client's new root object for `epoch`.
+    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), Self::Error>;
+    /// Phase one of a commit: makes the staged epoch and the intent to apply
+    /// it durable, and says what is staged. After this returns, a restart
+    /// applies the epoch even if [`apply`](BuddyStore::apply) never runs.
+    fn prepare(&mut self, client: &PublicKey, epoch: u64) -> Result<StagedCounts, Self::Error>;
+    /// Phase two: applies the prepared epoch atomically (objects, deletes,
+    /// root, committed epoch) and forgets the staging.
+    fn apply(&mut self, client: &PublicKey, epoch: u64) -> Result<(), Self::Error>;
+    /// Discards whatever is staged for `epoch` (not prepared).
+    fn abort(&mut self, client: &PublicKey, epoch: u64) -> Result<(), Self::Error>;
+    /// Copies one of the client's committed objects into `out`.
+    fn get_object(&mut self, client: &PublicKey, name: &[u8; 20], out: &mut [u8])
+        -> Result<Option<usize>, Self::Error>;
+    /// Copies the client's committed root into `out`: `(epoch, length)`.
+    fn get_root(&mut self, client: &PublicKey, out: &mut [u8]) -> Result<Option<(u64, usize)>, Self::Error>;
+    /// Removes all the client's objects, root and chunk references, and
+    /// records `epoch` as committed so the request cannot be replayed.
+    fn drop_all(&mut self, client: &PublicKey, epoch: u64) -> Result<(), Self::Error>;
+}

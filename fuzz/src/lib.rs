@@ -1,0 +1,153 @@
+//! The bodies of the fuzz targets, as plain functions so that the seed and
+//! corpus files can also be replayed by `cargo test` on a stable toolchain.
+
+use pastiche_core::wire::{encode_frame, FrameDecoder, Message, WireError, DECODER_BUFFER_LEN, FRAME_HEADER_LEN};
+
+/// Control bytes at the start of an input: they choose the slice sizes.
+pub const CONTROL_LEN: usize = 4;
+
+/// The `frame_decoder` target.
+///
+/// The first [`CONTROL_LEN`] bytes choose the slice sizes the rest is fed in
+/// (each control byte `b` gives a slice of `b % 64 + 1` bytes, cycling; 255
+/// means "all that is left"). Every payload the decoder yields is decoded as a
+/// [`Message`]; a decoded message must re-encode to exactly its payload and
+/// decode again to an equal message. Nothing may panic.
+pub fn frame_decoder(data: &[u8]) {
+    let split = data.len().min(CONTROL_LEN);
+    let (control, mut stream) = data.split_at(split);
+    let mut buf = vec![0u8; DECODER_BUFFER_LEN];
+    let mut out = vec![0u8; DECODER_BUFFER_LEN];
+    let mut decoder = FrameDecoder::new(&mut buf).expect("buffer is large enough");
+    let mut i = 0;
+    while !stream.is_empty() {
+        let size = match control.get(i % control.len().max(1)) {
+            Some(255) | None => stream.len(),
+            Some(&b) => (b as usize % 64 + 1).min(stream.len()),
+        };
+        i += 1;
+        let (slice, rest) = stream.split_at(size);
+        stream = rest;
+        let fed = decoder.feed_all(slice, |payload| {
+            if let Ok(msg) = Message::decode(payload) {
+                let n = encode_frame(&msg, &mut out).expect("a decoded message encodes");
+                assert_eq!(&out[FRAME_HEADER_LEN..n], payload, "re-encoding differs");
+                let again = Message::decode(&out[FRAME_HEADER_LEN..n]).expect("a re-encoded message decodes");
+                assert_eq!(again, msg);
+            }
+            Ok::<(), WireError>(())
+        });
+        if fed.is_err() {
+            // Framing lost: a peer would send Error and close. The decoder
+            // must keep refusing.
+            assert!(decoder.feed(b"\0\0\0\x01\x3c").is_err());
+            assert!(decoder.finish().is_err());
+            return;
+        }
+    }
+    let _ = decoder.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pastiche_core::identity::{NodeId, PublicKey, Signature};
+    use pastiche_core::seal::ChunkId;
+    use pastiche_core::wire::*;
+    use std::path::Path;
+
+    fn replay_dir(dir: &Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        let mut n = 0;
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                frame_decoder(&std::fs::read(&path).unwrap());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Replays the committed seeds, and the corpus and crash artifacts of
+    /// earlier fuzzing runs when they are present.
+    #[test]
+    fn replay_seeds_and_corpus() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let seeds = replay_dir(&root.join("seeds/frame_decoder"));
+        assert!(seeds > 0, "no seeds");
+        let corpus = replay_dir(&root.join("corpus/frame_decoder"));
+        let artifacts = replay_dir(&root.join("artifacts/frame_decoder"));
+        println!("replayed {seeds} seeds, {corpus} corpus inputs, {artifacts} artifacts");
+    }
+
+    /// Seed inputs: control bytes, then a stream of valid frames of every
+    /// shape. `PASTICHE_WRITE_SEEDS=1 cargo test` rewrites seeds/.
+    #[test]
+    fn seeds_are_current() {
+        let sig = Signature([0x5a; 64]);
+        let ids = [0x42u8; 60];
+        let list = IdList::new(&ids).unwrap();
+        let messages = [
+            Message::Hello(Hello {
+                version: 1,
+                client_key: PublicKey([1; 32]),
+                client_node: NodeId([2; 16]),
+                client_nonce: [3; 32],
+            }),
+            Message::Challenge(Challenge { buddy_key: PublicKey([4; 32]), buddy_nonce: [5; 32] }),
+            Message::Proof(Proof { signature: sig }),
+            Message::Welcome(Welcome { quota_bytes: 1 << 40, used_bytes: 300, committed_epoch: 7, staged_epoch: 0 }),
+            Message::Offer(Offer { ids: list }),
+            Message::Need(Need { bitmap: &[5] }),
+            Message::PutChunk(PutChunk { id: ChunkId([6; 20]), sealed: &[0xc5; 40] }),
+            Message::Flush,
+            Message::Flushed(Flushed { stored: 3 }),
+            Message::GetChunk(GetChunk { id: ChunkId([7; 20]) }),
+            Message::Chunk(Chunk { id: ChunkId([7; 20]), sealed: &[0xc5; 20] }),
+            Message::PutObject(PutObject { epoch: 9, name: [9; 20], data: b"object", signature: sig }),
+            Message::DeleteList(DeleteList { epoch: 10, ids: list, signature: sig }),
+            Message::PutRoot(PutRoot { epoch: 11, data: b"root", signature: sig }),
+            Message::Commit(Commit { epoch: 12, objects: 1, deletes: 3, signature: sig }),
+            Message::Staged(Staged { epoch: 12 }),
+            Message::Committed(Committed { epoch: 12 }),
+            Message::Abort(Abort { epoch: 13 }),
+            Message::GetObject(GetObject { name: [14; 20] }),
+            Message::Object(Object { name: [14; 20], data: b"o" }),
+            Message::GetRoot,
+            Message::Root(Root { epoch: 15, data: b"r" }),
+            Message::DropAll(DropAll { epoch: 16, signature: sig }),
+            Message::Dropped,
+            Message::Ok,
+            Message::Error(ErrorMsg { code: ErrorCode::NotFound, message: "no root" }),
+        ];
+        let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut all = vec![0, 7, 63, 255];
+        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
+        for msg in &messages {
+            let n = encode_frame(msg, &mut frame).unwrap();
+            let mut one = vec![255, 255, 255, 255];
+            one.extend_from_slice(&frame[..n]);
+            seeds.push((format!("{:02}-{:?}", msg.kind() as u8, msg.kind()).to_lowercase(), one));
+            all.extend_from_slice(&frame[..n]);
+        }
+        seeds.push(("all-kinds".into(), all));
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/frame_decoder");
+        let write = std::env::var_os("PASTICHE_WRITE_SEEDS").is_some();
+        for (name, bytes) in seeds {
+            let path = dir.join(name);
+            frame_decoder(&bytes);
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            } else {
+                assert_eq!(
+                    std::fs::read(&path).ok(),
+                    Some(bytes),
+                    "{} is stale: rerun with PASTICHE_WRITE_SEEDS=1",
+                    path.display()
+                );
+            }
+        }
+    }
+}
