@@ -4,6 +4,7 @@
 //! and (later) the network.
 
 pub mod backup;
+pub mod buddy;
 pub mod check;
 pub mod chunk_stream;
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod restore;
 pub mod retention;
 pub mod sample_tree;
 pub mod store;
+pub mod sync;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use pastiche::cli::{self, boxcmd, common::Global};
+use pastiche::cli::{self, boxcmd, buddycmd, common::Global};
 use pastiche::exit;
 use pastiche::repo::default_data_dir;
 use pastiche::retention::KeepPolicy;
@@ -94,6 +94,29 @@ enum Command {
         /// Only this path and what is under it (repeatable).
         #[arg(long, short)]
         include: Vec<PathBuf>,
+        /// Take every chunk from this buddy (default: the box's own store,
+        /// then the nearest reachable buddy for what it lacks).
+        #[arg(long, value_name = "HOST:PORT")]
+        from_buddy: Option<String>,
+    },
+    /// Manage the buddies this box backs up to.
+    Buddy {
+        #[command(subcommand)]
+        command: BuddyCommand,
+    },
+    /// Ship whatever is pending to every buddy.
+    Sync,
+    /// Serve as a buddy: store other boxes' sealed chunks (foreground, logs to stderr).
+    Serve {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "0.0.0.0:7467", env = "PASTICHE_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Bytes each client may store (default 64 GiB).
+        #[arg(long, env = "PASTICHE_QUOTA", default_value_t = pastiche::buddy::DEFAULT_QUOTA)]
+        quota: u64,
+        /// Clients served at once.
+        #[arg(long, default_value_t = pastiche::buddy::DEFAULT_MAX_SESSIONS)]
+        max_sessions: usize,
     },
     /// Show what changed between two snapshots.
     Diff {
@@ -146,6 +169,25 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum BuddyCommand {
+    /// Add a buddy (its key is pinned at the first contact).
+    Add {
+        /// The buddy's address.
+        addr: String,
+    },
+    /// List buddies and what they hold.
+    List,
+    /// Remove a buddy.
+    Remove {
+        /// The buddy's address.
+        addr: String,
+        /// Also ask the buddy to delete everything it holds for us.
+        #[arg(long)]
+        drop: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum DebugCommand {
     /// Seal all of IN as one chunk into OUT and print its chunkId.
     Seal {
@@ -178,7 +220,16 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Backup { paths, exclude, one_file_system } => boxcmd::backup(&g, paths, exclude, one_file_system),
         Command::Snapshots => boxcmd::snapshots(&g),
         Command::Ls { snapshot, path } => boxcmd::ls(&g, &snapshot, path),
-        Command::Restore { snapshot, target, include } => boxcmd::restore(&g, &snapshot, target, include),
+        Command::Restore { snapshot, target, include, from_buddy } => {
+            boxcmd::restore(&g, &snapshot, target, include, from_buddy)
+        }
+        Command::Buddy { command } => match command {
+            BuddyCommand::Add { addr } => buddycmd::add(&g, addr),
+            BuddyCommand::List => buddycmd::list(&g),
+            BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
+        },
+        Command::Sync => buddycmd::sync(&g),
+        Command::Serve { listen, quota, max_sessions } => buddycmd::serve(&g, listen, quota, max_sessions),
         Command::Diff { first, second } => boxcmd::diff(&g, &first, &second),
         Command::Forget { keep, prune, dry_run } => {
             let policy = KeepPolicy {

@@ -80,6 +80,9 @@ pub fn backup(g: &Global, paths: Vec<PathBuf>, excludes: Vec<String>, one_file_s
         );
         println!("snapshot {} saved in {:.2}s", &result.snapshot.id_hex()[..8], s.duration_ms as f64 / 1000.0);
     }
+    if !crate::sync::load_buddies(&repo.dir)?.is_empty() && !super::buddycmd::sync_all(g, &repo)? {
+        eprintln!("pastiche: the snapshot is saved locally; `pastiche sync` ships it once the buddies are back");
+    }
     if result.warnings.is_empty() {
         Ok(exit::OK)
     } else {
@@ -154,13 +157,27 @@ pub fn ls(g: &Global, snap: &str, under: Option<PathBuf>) -> Result<u8> {
 }
 
 /// `pastiche restore`.
-pub fn restore(g: &Global, snap: &str, target: PathBuf, include: Vec<PathBuf>) -> Result<u8> {
+pub fn restore(
+    g: &Global,
+    snap: &str,
+    target: PathBuf,
+    include: Vec<PathBuf>,
+    from_buddy: Option<String>,
+) -> Result<u8> {
     let repo = g.open(LockMode::Shared)?;
     let root = repo.load_root()?;
     let snap = find_snapshot(&root, snap)?.clone();
-    let progress = g.progress("restore");
     let opts = RestoreOptions { target, include, threads: g.threads };
-    let summary = restore::run(&repo, &snap, &opts, &progress);
+    let source: Box<dyn crate::sync::fetch::ChunkSource> = match from_buddy {
+        Some(addr) => {
+            let mut buddies = crate::sync::load_buddies(&repo.dir)?;
+            let entry = crate::sync::nearest(&repo, &mut buddies, Some(&addr))?;
+            Box::new(crate::sync::fetch::FromBuddy::new(&repo, entry))
+        }
+        None => Box::new(crate::sync::fetch::LocalThenBuddy::new(&repo)),
+    };
+    let progress = g.progress("restore");
+    let summary = restore::run(&repo, &snap, &opts, source.as_ref(), &progress);
     progress.finish();
     let summary = summary?;
     if g.json {

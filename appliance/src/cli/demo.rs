@@ -50,7 +50,13 @@ pub fn run(dir: &Path) -> Result<()> {
 
     let target = dir.join("restore");
     let ropts = RestoreOptions { target: target.clone(), include: Vec::new(), threads };
-    let restored = restore::run(&repo, &second, &ropts, &Progress::start(Mode::Quiet, "restore"))?;
+    let restored = restore::run(
+        &repo,
+        &second,
+        &ropts,
+        &crate::sync::fetch::Local(&repo),
+        &Progress::start(Mode::Quiet, "restore"),
+    )?;
     let restored_root = target.join(source.strip_prefix("/").unwrap_or(&source));
     let compared = compare_trees(&source, &restored_root)?;
     println!(

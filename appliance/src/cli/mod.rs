@@ -1,6 +1,7 @@
 //! Command implementations, one module per command family.
 
 pub mod boxcmd;
+pub mod buddycmd;
 pub mod chunk;
 pub mod common;
 pub mod debug;

@@ -67,6 +67,11 @@ impl MetaDb {
         Ok(())
     }
 
+    /// The underlying database, for other tables of the box (sync state).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Every stored object name.
     pub fn names(&self) -> Result<Vec<ObjectName>> {
         let txn = self.db.begin_read()?;

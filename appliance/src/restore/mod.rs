@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use pastiche_core::seal::open_into;
 use pastiche_core::{Handle, MAX_CHUNK};
 
 use crate::fsmeta;
@@ -18,6 +17,7 @@ use crate::meta::model::{Content, SnapshotInfo};
 use crate::meta::walk::{self, Entry};
 use crate::progress::Progress;
 use crate::repo::Repo;
+use crate::sync::fetch::ChunkSource;
 
 /// Where and what to restore.
 pub struct RestoreOptions {
@@ -45,7 +45,13 @@ pub struct RestoreSummary {
 }
 
 /// Restores `snap` from `repo`.
-pub fn run(repo: &Repo, snap: &SnapshotInfo, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreSummary> {
+pub fn run(
+    repo: &Repo,
+    snap: &SnapshotInfo,
+    opts: &RestoreOptions,
+    source: &dyn ChunkSource,
+    progress: &Progress,
+) -> Result<RestoreSummary> {
     let selected: Vec<Entry> = walk::entries(repo, snap)?
         .into_iter()
         .filter(|e| {
@@ -97,7 +103,7 @@ pub fn run(repo: &Repo, snap: &SnapshotInfo, opts: &RestoreOptions, progress: &P
                 let mut plain = vec![0u8; MAX_CHUNK];
                 while let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let d = dest(e);
-                    if let Err(err) = write_file(repo, e, &d, &mut sealed, &mut plain, progress) {
+                    if let Err(err) = write_file(source, e, &d, &mut sealed, &mut plain, progress) {
                         errors.lock().expect("no panics hold this lock").push(format!("{}: {err:#}", d.display()));
                     }
                     progress.file_done();
@@ -144,7 +150,7 @@ pub fn run(repo: &Repo, snap: &SnapshotInfo, opts: &RestoreOptions, progress: &P
 
 /// Writes one file from its chunks, checking each chunk's tag and handle.
 fn write_file(
-    repo: &Repo,
+    source: &dyn ChunkSource,
     e: &Entry,
     dest: &Path,
     sealed: &mut Vec<u8>,
@@ -157,10 +163,7 @@ fn write_file(
     let mut offset = 0u64;
     for h in handles {
         let handle = Handle(*h);
-        let id = handle.chunk_id();
-        repo.store.get_into(&id, sealed).with_context(|| format!("chunk {id} at offset {offset}"))?;
-        let n =
-            open_into(sealed, &handle, plain).map_err(|err| anyhow::anyhow!("chunk {id} at offset {offset}: {err}"))?;
+        let n = source.open(&handle, sealed, plain).with_context(|| format!("at offset {offset}"))?;
         let data = &plain[..n];
         // Holes stay holes: all-zero chunks of a sparse file are not written.
         if !(*sparse && data.iter().all(|&b| b == 0)) {

@@ -1,0 +1,110 @@
+//! Where a restore gets sealed chunks: the local store, a buddy, or the
+//! local store with a buddy behind it for what the box no longer has.
+
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
+use pastiche_core::seal::open_into;
+use pastiche_core::{ChunkId, Handle};
+
+use super::conn::BuddyConn;
+use super::{connect, BuddyEntry};
+use crate::repo::Repo;
+
+/// A source of sealed chunks, shared by the restore threads.
+pub trait ChunkSource: Sync {
+    /// Copies the sealed chunk `id` into `out`.
+    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()>;
+
+    /// Fetches the chunk of `handle` and opens it into `plain` (tag and
+    /// handle checked); returns the plaintext length.
+    fn open(&self, handle: &Handle, sealed: &mut Vec<u8>, plain: &mut [u8]) -> Result<usize> {
+        let id = handle.chunk_id();
+        self.fetch(&id, sealed)?;
+        open_into(sealed, handle, plain).map_err(|e| anyhow!("chunk {id}: {e}"))
+    }
+}
+
+/// Chunks from the box's own store only.
+pub struct Local<'a>(pub &'a Repo);
+
+impl ChunkSource for Local<'_> {
+    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
+        Ok(self.0.store.get_into(id, out)?)
+    }
+}
+
+/// Chunks from one buddy, over a small pool of connections (one per thread).
+pub struct FromBuddy<'a> {
+    repo: &'a Repo,
+    entry: BuddyEntry,
+    pool: Mutex<Vec<BuddyConn>>,
+}
+
+impl<'a> FromBuddy<'a> {
+    /// A source reading from `entry`.
+    pub fn new(repo: &'a Repo, entry: BuddyEntry) -> FromBuddy<'a> {
+        FromBuddy { repo, entry, pool: Mutex::new(Vec::new()) }
+    }
+}
+
+impl ChunkSource for FromBuddy<'_> {
+    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => connect(self.repo, &mut self.entry.clone())?,
+        };
+        conn.get_chunk(*id, out).with_context(|| format!("fetching chunk {id} from buddy {}", self.entry.addr))?;
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        Ok(())
+    }
+}
+
+/// The local store first; the nearest reachable buddy (found at the first
+/// miss) for chunks the box no longer has or that are damaged here.
+pub struct LocalThenBuddy<'a> {
+    local: Local<'a>,
+    buddy: std::sync::OnceLock<Option<FromBuddy<'a>>>,
+}
+
+impl<'a> LocalThenBuddy<'a> {
+    /// A source over `repo` and its configured buddies.
+    pub fn new(repo: &'a Repo) -> LocalThenBuddy<'a> {
+        LocalThenBuddy { local: Local(repo), buddy: std::sync::OnceLock::new() }
+    }
+
+    fn buddy(&self) -> Option<&FromBuddy<'a>> {
+        self.buddy
+            .get_or_init(|| {
+                let repo = self.local.0;
+                let mut buddies = super::load_buddies(&repo.dir).ok()?;
+                let entry = super::nearest(repo, &mut buddies, None).ok()?;
+                Some(FromBuddy::new(repo, entry))
+            })
+            .as_ref()
+    }
+}
+
+impl ChunkSource for LocalThenBuddy<'_> {
+    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
+        match self.local.fetch(id, out) {
+            Ok(()) => Ok(()),
+            Err(e) => match self.buddy() {
+                Some(b) => b.fetch(id, out),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// A chunk missing or damaged here is taken from the buddy.
+    fn open(&self, handle: &Handle, sealed: &mut Vec<u8>, plain: &mut [u8]) -> Result<usize> {
+        match self.local.open(handle, sealed, plain) {
+            Ok(n) => Ok(n),
+            Err(e) => match self.buddy() {
+                Some(b) => b.open(handle, sealed, plain).map_err(|be| be.context(format!("locally: {e:#}"))),
+                None => Err(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Shipping snapshots to buddies and fetching chunks back.
+//!
+//! A sync ships to one buddy exactly what it lacks: the chunks of every
+//! retained snapshot it does not hold (offered in batches; it answers which
+//! it lacks and takes references to the rest), every metadata object that
+//! changed since the last sync, a signed delete list for chunks no snapshot
+//! needs any more, and the root object; then it commits the epoch in two
+//! phases. A cut connection loses nothing: flushed chunks are recorded as
+//! shipped and are not sent again, and an unfinished epoch is simply staged
+//! again by the next sync.
+
+pub mod conn;
+pub mod fetch;
+pub mod split;
+pub mod state;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use pastiche_core::{ChunkId, PublicKey};
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+
+use crate::progress::Progress;
+use crate::prune;
+use crate::repo::{write_atomically, Repo};
+use conn::BuddyConn;
+
+const BUDDIES_FILE: &str = "buddies.json";
+/// Ids per offer (the protocol's maximum).
+const OFFER_BATCH: usize = pastiche_core::wire::MAX_IDS_PER_MESSAGE;
+
+/// A configured buddy.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuddyEntry {
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// The buddy's public key (hex), pinned at the first contact.
+    pub key: Option<String>,
+    /// The last epoch committed there.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The snapshot (id hex) the last commit carried.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+/// The configured buddies of a box.
+pub fn load_buddies(dir: &Path) -> Result<Vec<BuddyEntry>> {
+    match std::fs::read_to_string(dir.join(BUDDIES_FILE)) {
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("{} is damaged", dir.join(BUDDIES_FILE).display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).context("cannot read the buddy list"),
+    }
+}
+
+/// Saves the buddy list atomically.
+pub fn save_buddies(dir: &Path, buddies: &[BuddyEntry]) -> Result<()> {
+    write_atomically(&dir.join(BUDDIES_FILE), serde_json::to_string_pretty(buddies)?.as_bytes())
+}
+
+/// What one sync did.
+#[derive(Debug, Default, Serialize)]
+pub struct SyncReport {
+    /// The buddy.
+    pub addr: String,
+    /// The epoch committed.
+    pub epoch: u64,
+    /// Chunks offered (not known to be there).
+    pub chunks_offered: u64,
+    /// Chunks uploaded.
+    pub chunks_sent: u64,
+    /// Sealed bytes uploaded.
+    pub bytes_sent: u64,
+    /// Objects (and object parts) staged.
+    pub objects_sent: u64,
+    /// Chunk references released.
+    pub deletes: u64,
+    /// Wall-clock time.
+    pub seconds: f64,
+}
+
+/// Connects to a buddy and checks its pinned key (pinning it at first contact).
+pub fn connect(repo: &Repo, entry: &mut BuddyEntry) -> Result<BuddyConn> {
+    let conn = BuddyConn::connect(&entry.addr, &repo.identity, repo.node)?;
+    let seen = conn.buddy_key.to_string();
+    match &entry.key {
+        Some(k) if *k != seen => bail!(
+            "buddy {} presents key {seen}, not the pinned {k}: refusing (remove and re-add it if it was rebuilt)",
+            entry.addr
+        ),
+        Some(_) => {}
+        None => entry.key = Some(seen),
+    }
+    Ok(conn)
+}
+
+/// Ships the box's current state to one buddy.
+pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Result<SyncReport> {
+    let started = Instant::now();
+    let mut conn = connect(repo, entry)?;
+    let buddy = conn.buddy_key;
+    let db = repo.meta.database();
+    if conn.welcome.committed_epoch == 0 && entry.epoch > 0 {
+        // The buddy lost everything of ours: ship it all again.
+        state::forget_buddy(db, &buddy)?;
+    }
+    let epoch = conn.welcome.committed_epoch + 1;
+    let mut report = SyncReport { addr: entry.addr.clone(), epoch, ..SyncReport::default() };
+
+    let marks = prune::mark(repo)?;
+    let shipped = state::shipped_chunks(db, &buddy)?;
+    let mut to_offer: Vec<ChunkId> = marks.chunks.iter().filter(|id| !shipped.contains(id)).copied().collect();
+    to_offer.sort();
+    report.chunks_offered = to_offer.len() as u64;
+    let mut sealed = Vec::new();
+    let mut quota_refusals = 0;
+    for batch in to_offer.chunks(OFFER_BATCH) {
+        let lacks = conn.offer(batch)?;
+        let mut sent = 0u64;
+        for (id, lack) in batch.iter().zip(lacks) {
+            if lack {
+                repo.store.get_into(id, &mut sealed).with_context(|| format!("reading chunk {id} to ship"))?;
+                conn.put_chunk(*id, &sealed)?;
+                report.chunks_sent += 1;
+                report.bytes_sent += sealed.len() as u64;
+                sent += sealed.len() as u64;
+            }
+        }
+        let (_, refused) = conn.flush()?;
+        quota_refusals += refused;
+        if refused == 0 {
+            state::add_chunks(db, &buddy, batch)?;
+        }
+        progress.bytes_done(sent);
+    }
+    if quota_refusals > 0 {
+        bail!(
+            "buddy {} is out of quota for us ({} chunks refused; quota {} bytes, used {}): nothing committed there",
+            entry.addr,
+            quota_refusals,
+            conn.welcome.quota_bytes,
+            conn.welcome.used_bytes
+        );
+    }
+
+    // Chunks the buddy holds for us that no retained snapshot needs.
+    let deletes: Vec<ChunkId> = shipped.iter().filter(|id| !marks.chunks.contains(id)).copied().collect();
+    for batch in deletes.chunks(OFFER_BATCH) {
+        conn.delete_list(epoch, batch)?;
+    }
+    report.deletes = deletes.len() as u64;
+
+    // Objects that changed since the last sync.
+    let already = state::shipped_objects(db, &buddy)?;
+    let root_name = repo.root_ref().name;
+    let mut staged_names: HashSet<[u8; 20]> = HashSet::new();
+    let mut shipped_digests = Vec::new();
+    for name in repo.meta.names()? {
+        if name == root_name {
+            continue;
+        }
+        let Some(bytes) = repo.meta.get(&name)? else { continue };
+        let digest: [u8; 20] = Sha1::digest(&bytes).into();
+        if already.get(&name.0) == Some(&digest) {
+            continue;
+        }
+        for (part, data) in split::split(&name.0, &bytes)? {
+            conn.put_object(epoch, part, &data)?;
+            staged_names.insert(part);
+        }
+        shipped_digests.push((name.0, digest));
+    }
+    report.objects_sent = staged_names.len() as u64;
+    let root_bytes = repo.meta.get(&root_name)?.context("the root object is missing")?;
+    if root_bytes.len() > pastiche_core::wire::MAX_OBJECT_DATA {
+        bail!("the root object ({} bytes) is too large to ship; forget old snapshots", root_bytes.len());
+    }
+    conn.put_root(epoch, &root_bytes)?;
+    conn.commit(epoch, staged_names.len() as u32, deletes.len() as u32)?;
+    state::record_commit(db, &buddy, &shipped_digests, &deletes)?;
+    entry.epoch = epoch;
+    entry.snapshot = repo.load_root()?.snapshots.last().map(|s| s.id_hex());
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The reachable buddy with the shortest hello round trip, or the one asked for.
+pub fn nearest(repo: &Repo, buddies: &mut [BuddyEntry], forced: Option<&str>) -> Result<BuddyEntry> {
+    if let Some(addr) = forced {
+        let mut entry = buddies.iter().find(|b| b.addr == addr).cloned().unwrap_or(BuddyEntry {
+            addr: addr.to_string(),
+            key: None,
+            epoch: 0,
+            snapshot: None,
+        });
+        connect(repo, &mut entry)?;
+        return Ok(entry);
+    }
+    let mut best: Option<(Duration, BuddyEntry)> = None;
+    let mut errors = Vec::new();
+    for b in buddies.iter_mut() {
+        match connect(repo, b) {
+            Ok(c) if best.as_ref().is_none_or(|(rtt, _)| c.rtt < *rtt) => best = Some((c.rtt, b.clone())),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    match best {
+        Some((_, b)) => Ok(b),
+        None if errors.is_empty() => bail!("no buddies configured (pastiche buddy add HOST:PORT)"),
+        None => bail!("no buddy is reachable: {}", errors.join("; ")),
+    }
+}
+
+/// The pinned key of an entry, parsed.
+pub fn pinned_key(entry: &BuddyEntry) -> Option<PublicKey> {
+    entry.key.as_deref().and_then(|k| k.parse().ok())
+}

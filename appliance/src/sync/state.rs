@@ -1,0 +1,124 @@
+//! What has been shipped to each buddy, kept in the box's metadata database
+//! so every sync ships only what changed.
+
+use anyhow::Result;
+use pastiche_core::{ChunkId, PublicKey};
+use redb::{Database, ReadableTable, TableDefinition};
+
+/// (buddy key || chunkId) for every chunk a buddy holds for us.
+const SHIPPED_CHUNKS: TableDefinition<&[u8], ()> = TableDefinition::new("sync_chunks");
+/// (buddy key || object name) -> SHA-1 of the sealed object last shipped.
+const SHIPPED_OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sync_objects");
+
+fn key(buddy: &PublicKey, id: &[u8; 20]) -> [u8; 52] {
+    let mut k = [0u8; 52];
+    k[..32].copy_from_slice(&buddy.0);
+    k[32..].copy_from_slice(id);
+    k
+}
+
+/// The chunks a buddy holds for us, as recorded.
+pub fn shipped_chunks(db: &Database, buddy: &PublicKey) -> Result<std::collections::HashSet<ChunkId>> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(SHIPPED_CHUNKS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::collections::HashSet::new();
+    for item in table.range(&buddy.0[..]..)? {
+        let (k, _) = item?;
+        let k = k.value();
+        if k.len() != 52 || k[..32] != buddy.0 {
+            break;
+        }
+        out.insert(ChunkId(k[32..].try_into().expect("20 bytes")));
+    }
+    Ok(out)
+}
+
+/// The digest of each object last shipped to a buddy.
+pub fn shipped_objects(db: &Database, buddy: &PublicKey) -> Result<std::collections::HashMap<[u8; 20], [u8; 20]>> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(SHIPPED_OBJECTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::collections::HashMap::new();
+    for item in table.range(&buddy.0[..]..)? {
+        let (k, v) = item?;
+        let k = k.value();
+        if k.len() != 52 || k[..32] != buddy.0 {
+            break;
+        }
+        if let Ok(d) = v.value().try_into() {
+            out.insert(k[32..].try_into().expect("20 bytes"), d);
+        }
+    }
+    Ok(out)
+}
+
+/// Records chunks the buddy has made durable for us.
+pub fn add_chunks(db: &Database, buddy: &PublicKey, ids: &[ChunkId]) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut t = txn.open_table(SHIPPED_CHUNKS)?;
+        for id in ids {
+            t.insert(&key(buddy, &id.0)[..], ())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// After a commit: objects shipped, chunk references released.
+pub fn record_commit(
+    db: &Database,
+    buddy: &PublicKey,
+    objects: &[([u8; 20], [u8; 20])],
+    released: &[ChunkId],
+) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut t = txn.open_table(SHIPPED_OBJECTS)?;
+        for (name, digest) in objects {
+            t.insert(&key(buddy, name)[..], &digest[..])?;
+        }
+        let mut c = txn.open_table(SHIPPED_CHUNKS)?;
+        for id in released {
+            c.remove(&key(buddy, &id.0)[..])?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Forgets everything recorded for a buddy (it was removed or wiped).
+pub fn forget_buddy(db: &Database, buddy: &PublicKey) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        for def in [SHIPPED_CHUNKS] {
+            let mut t = txn.open_table(def)?;
+            let keys: Vec<Vec<u8>> = t
+                .range(&buddy.0[..]..)?
+                .map_while(|i| i.ok().map(|(k, _)| k.value().to_vec()))
+                .take_while(|k| k.len() == 52 && k[..32] == buddy.0)
+                .collect();
+            for k in keys {
+                t.remove(&k[..])?;
+            }
+        }
+        let mut t = txn.open_table(SHIPPED_OBJECTS)?;
+        let keys: Vec<Vec<u8>> = t
+            .range(&buddy.0[..]..)?
+            .map_while(|i| i.ok().map(|(k, _)| k.value().to_vec()))
+            .take_while(|k| k.len() == 52 && k[..32] == buddy.0)
+            .collect();
+        for k in keys {
+            t.remove(&k[..])?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
