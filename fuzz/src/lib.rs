@@ -1,6 +1,9 @@
 //! The bodies of the fuzz targets, as plain functions so that the seed and
 //! corpus files can also be replayed by `cargo test` on a stable toolchain.
 
+mod buddy;
+pub use buddy::buddy_session;
+
 use pastiche_core::wire::{encode_frame, FrameDecoder, Message, WireError, DECODER_BUFFER_LEN, FRAME_HEADER_LEN};
 
 /// Control bytes at the start of an input: they choose the slice sizes.
@@ -79,6 +82,67 @@ mod tests {
         let corpus = replay_dir(&root.join("corpus/frame_decoder"));
         let artifacts = replay_dir(&root.join("artifacts/frame_decoder"));
         println!("replayed {seeds} seeds, {corpus} corpus inputs, {artifacts} artifacts");
+    }
+
+    fn replay_buddy(dir: &Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        let mut n = 0;
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                crate::buddy_session(&std::fs::read(&path).unwrap());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// A whole snapshot upload and restore as `buddy_session` input records.
+    fn buddy_seed() -> Vec<u8> {
+        let sealed = [9u8; 300];
+        let ids = [0x11u8; 40];
+        let list = IdList::new(&ids).unwrap();
+        let sig = Signature([0; 64]);
+        let msgs = [
+            Message::Offer(Offer { ids: list }),
+            Message::PutChunk(PutChunk { id: ChunkId([0x11; 20]), sealed: &sealed }),
+            Message::Flush,
+            Message::PutObject(PutObject { epoch: 1, name: [3; 20], data: b"object", signature: sig }),
+            Message::PutRoot(PutRoot { epoch: 1, data: b"root", signature: sig }),
+            Message::Commit(Commit { epoch: 1, objects: 1, deletes: 0, signature: sig }),
+            Message::GetRoot,
+            Message::GetObject(GetObject { name: [3; 20] }),
+            Message::GetChunk(GetChunk { id: ChunkId([0x11; 20]) }),
+            Message::DeleteList(DeleteList { epoch: 2, ids: list, signature: sig }),
+            Message::PutRoot(PutRoot { epoch: 2, data: b"root2", signature: sig }),
+            Message::Commit(Commit { epoch: 2, objects: 0, deletes: 2, signature: sig }),
+            Message::DropAll(DropAll { epoch: 3, signature: sig }),
+        ];
+        let mut out = Vec::new();
+        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
+        for m in msgs {
+            let n = encode_frame(&m, &mut frame).unwrap();
+            out.push(1);
+            out.extend_from_slice(&((n - 4) as u16).to_be_bytes());
+            out.extend_from_slice(&frame[4..n]);
+        }
+        out
+    }
+
+    #[test]
+    fn buddy_session_seed_and_corpus() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let seed = buddy_seed();
+        crate::buddy_session(&seed);
+        let path = root.join("seeds/buddy_session/upload-restore-drop");
+        if std::env::var_os("PASTICHE_WRITE_SEEDS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &seed).unwrap();
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), seed, "seeds/buddy_session is stale: PASTICHE_WRITE_SEEDS=1 cargo test");
+        let corpus = replay_buddy(&root.join("corpus/buddy_session"));
+        let artifacts = replay_buddy(&root.join("artifacts/buddy_session"));
+        println!("replayed the buddy seed, {corpus} corpus inputs, {artifacts} artifacts");
     }
 
     /// Seed inputs: control bytes, then a stream of valid frames of every
