@@ -156,6 +156,9 @@ pub fn ls(g: &Global, snap: &str, under: Option<PathBuf>) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// Restore threads (and connections) when every chunk comes from a buddy.
+const BUDDY_RESTORE_THREADS: usize = 4;
+
 /// `pastiche restore`.
 pub fn restore(
     g: &Global,
@@ -167,9 +170,12 @@ pub fn restore(
     let repo = g.open(LockMode::Shared)?;
     let root = repo.load_root()?;
     let snap = find_snapshot(&root, snap)?.clone();
-    let opts = RestoreOptions { target, include, threads: g.threads };
+    let mut opts = RestoreOptions { target, include, threads: g.threads };
     let source: Box<dyn crate::sync::fetch::ChunkSource> = match from_buddy {
         Some(addr) => {
+            // Each thread keeps one request in flight on its own connection:
+            // more threads hide the round trips.
+            opts.threads = opts.threads.max(BUDDY_RESTORE_THREADS);
             let mut buddies = crate::sync::load_buddies(&repo.dir)?;
             let entry = crate::sync::nearest(&repo, &mut buddies, Some(&addr))?;
             Box::new(crate::sync::fetch::FromBuddy::new(&repo, entry))

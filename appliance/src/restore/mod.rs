@@ -99,11 +99,10 @@ pub fn run(
     std::thread::scope(|scope| {
         for _ in 0..opts.threads.max(1) {
             scope.spawn(|| {
-                let mut sealed = Vec::new();
                 let mut plain = vec![0u8; MAX_CHUNK];
                 while let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let d = dest(e);
-                    if let Err(err) = write_file(source, e, &d, &mut sealed, &mut plain, progress) {
+                    if let Err(err) = write_file(source, e, &d, &mut plain, progress) {
                         errors.lock().expect("no panics hold this lock").push(format!("{}: {err:#}", d.display()));
                     }
                     progress.file_done();
@@ -149,29 +148,21 @@ pub fn run(
 }
 
 /// Writes one file from its chunks, checking each chunk's tag and handle.
-fn write_file(
-    source: &dyn ChunkSource,
-    e: &Entry,
-    dest: &Path,
-    sealed: &mut Vec<u8>,
-    plain: &mut [u8],
-    progress: &Progress,
-) -> Result<()> {
+fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8], progress: &Progress) -> Result<()> {
     let Content::File { handles, sparse, .. } = &e.version.content else { unreachable!("only files") };
     let _ = fs::remove_file(dest);
     let file = File::create(dest).context("cannot create")?;
     let mut offset = 0u64;
-    for h in handles {
-        let handle = Handle(*h);
-        let n = source.open(&handle, sealed, plain).with_context(|| format!("at offset {offset}"))?;
-        let data = &plain[..n];
+    let handles: Vec<Handle> = handles.iter().map(|h| Handle(*h)).collect();
+    source.open_many(&handles, plain, &mut |data: &[u8]| {
         // Holes stay holes: all-zero chunks of a sparse file are not written.
         if !(*sparse && data.iter().all(|&b| b == 0)) {
-            file.write_all_at(data, offset).context("cannot write")?;
+            file.write_all_at(data, offset).with_context(|| format!("cannot write at offset {offset}"))?;
         }
-        offset += n as u64;
-        progress.bytes_done(n as u64);
-    }
+        offset += data.len() as u64;
+        progress.bytes_done(data.len() as u64);
+        Ok(())
+    })?;
     file.set_len(offset).context("cannot set length")?;
     drop(file);
     fsmeta::apply(dest, &e.version.attrs, false).context("cannot set attributes")?;

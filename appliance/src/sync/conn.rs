@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use pastiche_core::session::{ClientEvent, ClientSession};
+use pastiche_core::session::{ClientEvent, ClientSession, MAX_PIPELINED_GETS};
 use pastiche_core::wire::{ErrorCode, IdList, Welcome, DECODER_BUFFER_LEN, MAX_FRAME_PAYLOAD};
 use pastiche_core::{ChunkId, Identity, NodeId, PublicKey};
 use rand::RngCore;
@@ -204,6 +204,34 @@ impl BuddyConn {
         let n = self.session.get_chunk(id, &mut self.out)?;
         self.send(n)?;
         self.answer(Some(out), &mut 0).map(|_| ())
+    }
+
+    /// Fetches many chunks with up to [`MAX_PIPELINED_GETS`] requests in
+    /// flight; `each(i, sealed)` sees them in order.
+    pub fn get_chunks(&mut self, ids: &[ChunkId], mut each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<()> {
+        let mut sent = 0;
+        let mut got = 0;
+        while got < ids.len() {
+            while sent < ids.len() && self.session.gets_in_flight() < MAX_PIPELINED_GETS {
+                let n = self.session.get_chunk(ids[sent], &mut self.out)?;
+                self.send(n)?;
+                sent += 1;
+            }
+            let len = self.read_frame()?;
+            let event = self
+                .session
+                .handle(&self.payload[..len], &mut self.out)
+                .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+            match event {
+                ClientEvent::Chunk { sealed, .. } => each(got, sealed)?,
+                ClientEvent::Refused { code, message } => {
+                    return Err(BuddyRefused { code, message: format!("chunk {}: {message}", ids[got]) }.into())
+                }
+                other => bail!("buddy {} sent {other:?} unasked", self.addr),
+            }
+            got += 1;
+        }
+        Ok(())
     }
 
     /// Stages an object for `epoch`.

@@ -23,6 +23,17 @@ pub trait ChunkSource: Sync {
         self.fetch(&id, sealed)?;
         open_into(sealed, handle, plain).map_err(|e| anyhow!("chunk {id}: {e}"))
     }
+
+    /// Opens the chunks of `handles` in order, handing each plaintext to
+    /// `each`. Sources with round trips override it to pipeline requests.
+    fn open_many(&self, handles: &[Handle], plain: &mut [u8], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let mut sealed = Vec::new();
+        for h in handles {
+            let n = self.open(h, &mut sealed, plain)?;
+            each(&plain[..n])?;
+        }
+        Ok(())
+    }
 }
 
 /// Chunks from the box's own store only.
@@ -48,16 +59,36 @@ impl<'a> FromBuddy<'a> {
     }
 }
 
-impl ChunkSource for FromBuddy<'_> {
-    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
+impl FromBuddy<'_> {
+    /// Runs `f` on a pooled connection (a new one if none is free); a
+    /// connection that failed is dropped, not pooled.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut BuddyConn) -> Result<T>) -> Result<T> {
         let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut conn = match pooled {
             Some(c) => c,
             None => connect(self.repo, &mut self.entry.clone())?,
         };
-        conn.get_chunk(*id, out).with_context(|| format!("fetching chunk {id} from buddy {}", self.entry.addr))?;
+        let r = f(&mut conn)?;
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-        Ok(())
+        Ok(r)
+    }
+}
+
+impl ChunkSource for FromBuddy<'_> {
+    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
+        self.with_conn(|c| {
+            c.get_chunk(*id, out).with_context(|| format!("fetching chunk {id} from buddy {}", self.entry.addr))
+        })
+    }
+
+    fn open_many(&self, handles: &[Handle], plain: &mut [u8], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let ids: Vec<ChunkId> = handles.iter().map(|h| h.chunk_id()).collect();
+        self.with_conn(|c| {
+            c.get_chunks(&ids, |i, sealed| {
+                let n = open_into(sealed, &handles[i], plain).map_err(|e| anyhow!("chunk {}: {e}", ids[i]))?;
+                each(&plain[..n])
+            })
+        })
     }
 }
 

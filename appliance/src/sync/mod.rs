@@ -31,6 +31,24 @@ use conn::BuddyConn;
 const BUDDIES_FILE: &str = "buddies.json";
 /// Ids per offer (the protocol's maximum).
 const OFFER_BATCH: usize = pastiche_core::wire::MAX_IDS_PER_MESSAGE;
+/// Bytes sent between two flushes.
+const FLUSH_BYTES: u64 = 64 << 20;
+
+/// Asks the buddy to make everything durable; records the chunks as held
+/// there unless some were refused. Returns how many were refused.
+fn flush_and_record(
+    conn: &mut BuddyConn,
+    db: &redb::Database,
+    buddy: &PublicKey,
+    ids: &mut Vec<ChunkId>,
+) -> Result<u32> {
+    let (_, refused) = conn.flush()?;
+    if refused == 0 {
+        state::add_chunks(db, buddy, ids)?;
+    }
+    ids.clear();
+    Ok(refused)
+}
 
 /// A configured buddy.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,27 +135,48 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     let mut to_offer: Vec<ChunkId> = marks.chunks.iter().filter(|id| !shipped.contains(id)).copied().collect();
     to_offer.sort();
     report.chunks_offered = to_offer.len() as u64;
-    let mut sealed = Vec::new();
     let mut quota_refusals = 0;
+    let mut unflushed: Vec<ChunkId> = Vec::new();
+    let mut unflushed_bytes = 0u64;
     for batch in to_offer.chunks(OFFER_BATCH) {
         let lacks = conn.offer(batch)?;
-        let mut sent = 0u64;
-        for (id, lack) in batch.iter().zip(lacks) {
-            if lack {
-                repo.store.get_into(id, &mut sealed).with_context(|| format!("reading chunk {id} to ship"))?;
-                conn.put_chunk(*id, &sealed)?;
-                report.chunks_sent += 1;
-                report.bytes_sent += sealed.len() as u64;
+        let needed: Vec<ChunkId> = batch.iter().zip(&lacks).filter(|(_, &l)| l).map(|(id, _)| *id).collect();
+        // Reading from the store overlaps with sending: a reader thread
+        // fetches the sealed chunks in order while this thread writes them.
+        let sent = std::thread::scope(|scope| -> Result<u64> {
+            let (tx, rx) = crossbeam_channel::bounded::<Result<(ChunkId, Vec<u8>)>>(256);
+            let needed = &needed;
+            scope.spawn(move || {
+                for id in needed {
+                    let mut sealed = Vec::new();
+                    let r = repo.store.get_into(id, &mut sealed).map(|()| (*id, sealed));
+                    let failed = r.is_err();
+                    if tx.send(r.with_context(|| format!("reading chunk {id} to ship"))).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            let mut sent = 0u64;
+            for item in rx {
+                let (id, sealed) = item?;
+                conn.put_chunk(id, &sealed)?;
                 sent += sealed.len() as u64;
             }
-        }
-        let (_, refused) = conn.flush()?;
-        quota_refusals += refused;
-        if refused == 0 {
-            state::add_chunks(db, &buddy, batch)?;
-        }
+            Ok(sent)
+        })?;
+        report.chunks_sent += needed.len() as u64;
+        report.bytes_sent += sent;
         progress.bytes_done(sent);
+        unflushed.extend_from_slice(batch);
+        unflushed_bytes += sent;
+        // Durability costs a round trip and an fsync on the buddy: ask for it
+        // every 64 MiB, and at the end.
+        if unflushed_bytes >= FLUSH_BYTES {
+            quota_refusals += flush_and_record(&mut conn, db, &buddy, &mut unflushed)?;
+            unflushed_bytes = 0;
+        }
     }
+    quota_refusals += flush_and_record(&mut conn, db, &buddy, &mut unflushed)?;
     if quota_refusals > 0 {
         bail!(
             "buddy {} is out of quota for us ({} chunks refused; quota {} bytes, used {}): nothing committed there",

@@ -102,9 +102,12 @@ enum State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
     Nothing,
-    Need { offered: usize },
+    Need {
+        offered: usize,
+    },
     Flushed,
-    Chunk(ChunkId),
+    /// `GetChunk` answers, oldest first (requests may be pipelined).
+    Chunks,
     Staged,
     Committed,
     Object([u8; ID_LEN]),
@@ -112,6 +115,9 @@ enum Expect {
     Dropped,
     Ok,
 }
+
+/// `GetChunk` requests that may be outstanding at once on one session.
+pub const MAX_PIPELINED_GETS: usize = 32;
 
 /// One session with one buddy.
 pub struct ClientSession {
@@ -121,13 +127,23 @@ pub struct ClientSession {
     entropy: [u8; 16],
     state: State,
     expect: Expect,
+    /// Ids of outstanding `GetChunk` requests, oldest first.
+    gets: heapless::Deque<ChunkId, MAX_PIPELINED_GETS>,
 }
 
 impl ClientSession {
     /// A session for `identity` (on node `node`) with a fresh random `nonce`
     /// and `entropy` for signatures.
     pub fn new(identity: Identity, node: NodeId, nonce: [u8; 32], entropy: [u8; 16]) -> ClientSession {
-        ClientSession { identity, node, nonce, entropy, state: State::Start, expect: Expect::Nothing }
+        ClientSession {
+            identity,
+            node,
+            nonce,
+            entropy,
+            state: State::Start,
+            expect: Expect::Nothing,
+            gets: heapless::Deque::new(),
+        }
     }
 
     /// The buddy's key, once authenticated.
@@ -158,8 +174,15 @@ impl ClientSession {
             // A refused upload has no answer of its own: it arrives ahead of
             // the answer still expected (say, to a flush). Any other refusal
             // is the answer to the outstanding request.
-            if e.code != ErrorCode::QuotaExceeded {
+            if self.expect == Expect::Chunks && e.code == ErrorCode::NotFound {
+                // The oldest outstanding get was for a chunk the buddy lacks.
+                self.gets.pop_front();
+                if self.gets.is_empty() {
+                    self.expect = Expect::Nothing;
+                }
+            } else if e.code != ErrorCode::QuotaExceeded {
                 self.expect = Expect::Nothing;
+                self.gets.clear();
             }
             return Ok(ClientEvent::Refused { code: e.code, message: e.message });
         }
@@ -187,7 +210,13 @@ impl ClientSession {
                 ClientEvent::Need(need)
             }
             (Expect::Flushed, Message::Flushed(f)) => ClientEvent::Flushed(f.stored),
-            (Expect::Chunk(id), Message::Chunk(c)) if c.id == id => ClientEvent::Chunk { id, sealed: c.sealed },
+            (Expect::Chunks, Message::Chunk(c)) if self.gets.front() == Some(&c.id) => {
+                self.gets.pop_front();
+                if !self.gets.is_empty() {
+                    return Ok(ClientEvent::Chunk { id: c.id, sealed: c.sealed });
+                }
+                ClientEvent::Chunk { id: c.id, sealed: c.sealed }
+            }
             (Expect::Staged, Message::Staged(s)) => {
                 self.expect = Expect::Committed;
                 return Ok(ClientEvent::Staged(s.epoch));
@@ -238,9 +267,22 @@ impl ClientSession {
         self.send(&Message::Flush, Expect::Flushed, out)
     }
 
-    /// Asks for a chunk.
+    /// Asks for a chunk. Up to [`MAX_PIPELINED_GETS`] gets may be
+    /// outstanding; their answers come in order.
     pub fn get_chunk(&mut self, id: ChunkId, out: &mut [u8]) -> Result<usize, SessionError> {
-        self.send(&Message::GetChunk(GetChunk { id }), Expect::Chunk(id), out)
+        let State::Ready { .. } = self.state else { return Err(SessionError::NotReady) };
+        if !matches!(self.expect, Expect::Nothing | Expect::Chunks) || self.gets.is_full() {
+            return Err(SessionError::NotReady);
+        }
+        let n = encode_frame(&Message::GetChunk(GetChunk { id }), out)?;
+        self.gets.push_back(id).map_err(|_| SessionError::NotReady)?;
+        self.expect = Expect::Chunks;
+        Ok(n)
+    }
+
+    /// How many gets are outstanding.
+    pub fn gets_in_flight(&self) -> usize {
+        self.gets.len()
     }
 
     /// Stages a metadata object for `epoch` (signed).

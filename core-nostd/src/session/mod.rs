@@ -9,7 +9,7 @@ mod client;
 mod store;
 
 pub use buddy::{BuddySession, Buffers, Refusal, Reply, IDLE_TIMEOUT_MS};
-pub use client::{ClientEvent, ClientSession, SessionError};
+pub use client::{ClientEvent, ClientSession, SessionError, MAX_PIPELINED_GETS};
 pub use store::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
 
 #[cfg(test)]

@@ -576,3 +576,37 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
     let r = buddy.handle(&[200, 1, 2, 3], &mut store, Buffers { out: &mut out, scratch: &mut scratch }, 1);
     assert!(r.close);
 }
+
+#[test]
+fn pipelined_gets_are_answered_in_order() {
+    let mut store = MemStore::new(u64::MAX);
+    let s = snap(8, 40);
+    sync(&mut store, &me(), &s, 1, None).unwrap();
+    let (mut link, _) = Link::open(&mut store, &me(), None).unwrap();
+    let mut ids: Vec<ChunkId> = s.chunks.iter().take(MAX_PIPELINED_GETS - 1).map(|(id, _)| *id).collect();
+    ids.insert(5, ChunkId([0xEE; 20]));
+    // All requests go out before any answer is read.
+    let mut frames = Vec::new();
+    for id in &ids {
+        let n = link.client.get_chunk(*id, &mut link.out).unwrap();
+        frames.push(link.out[..n].to_vec());
+    }
+    assert_eq!(link.client.get_chunk(ids[0], &mut link.out), Err(SessionError::NotReady), "window is full");
+    let mut answers = Vec::new();
+    for f in frames {
+        link.out[..f.len()].copy_from_slice(&f);
+        answers.extend(link.deliver(f.len()).unwrap());
+    }
+    for (i, a) in answers.iter().enumerate() {
+        let ev = Ev::from(link.client.handle(Frame::new_checked(a).unwrap().payload(), &mut link.out).unwrap());
+        if i == 5 {
+            assert_eq!(ev, Ev::Refused(ErrorCode::NotFound));
+        } else {
+            let want = &s.chunks.iter().find(|(id, _)| *id == ids[i]).unwrap().1;
+            assert_eq!(ev, Ev::Chunk(want.clone()), "answer {i}");
+        }
+    }
+    assert_eq!(link.client.gets_in_flight(), 0);
+    let n = link.client.flush(&mut link.out).unwrap();
+    assert_eq!(link.request(n).unwrap(), vec![Ev::Flushed(0)]);
+}
