@@ -81,10 +81,11 @@ impl BuddyStore for Mem {
         self.stage(epoch).3 = Some(data.to_vec());
         Ok(())
     }
-    fn prepare(&mut self, _: &PublicKey, epoch: u64) -> Result<StagedCounts, ()> {
+    fn prepare(&mut self, _: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, ()> {
         let s = self.stage(epoch);
-        s.4 = true;
-        Ok(StagedCounts { objects: s.1.len() as u32, deletes: s.2.len() as u32, root: s.3.is_some() })
+        let counts = StagedCounts { objects: s.1.len() as u32, deletes: s.2.len() as u32, root: s.3.is_some() };
+        s.4 = counts == expected;
+        Ok(counts)
     }
     fn apply(&mut self, c: &PublicKey, epoch: u64) -> Result<(), ()> {
         let s = self.staged.take().ok_or(())?;

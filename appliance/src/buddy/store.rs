@@ -514,7 +514,7 @@ impl Shared {
         client: &PublicKey,
         epoch: u64,
         buf: Option<&StageBuf>,
-        prepare: bool,
+        prepare: Option<StagedCounts>,
     ) -> Result<StagedCounts> {
         const C: &str = "writing staging";
         let txn = begin_write(&self.db, C)?;
@@ -550,7 +550,9 @@ impl Shared {
                 root: roots.get(&client.0).db(C)?.is_some(),
             };
             rec.staged = epoch;
-            if prepare && counts.root {
+            // Prepared (applied even by recovery) only when the staged set is
+            // exactly what the client's signed commit announced.
+            if prepare == Some(counts) {
                 rec.prepared = true;
             }
             clients.insert(&client.0, rec.to_val()).db(C)?;
@@ -840,7 +842,7 @@ impl BuddyHandle {
     fn maybe_write_stage(&mut self, client: &PublicKey) -> Result<()> {
         if self.stage.as_ref().is_some_and(|s| s.bytes >= MAX_STAGE_BYTES) {
             if let Some(buf) = self.stage.take() {
-                self.shared.write_staging(client, buf.epoch, Some(&buf), false)?;
+                self.shared.write_staging(client, buf.epoch, Some(&buf), None)?;
             }
         }
         Ok(())
@@ -852,16 +854,16 @@ impl BuddyHandle {
         };
         self.write_chunks(&client)?;
         if let Some(buf) = self.stage.take() {
-            self.shared.write_staging(&client, buf.epoch, Some(&buf), false)?;
+            self.shared.write_staging(&client, buf.epoch, Some(&buf), None)?;
         }
         Ok(std::mem::take(&mut self.puts))
     }
 
-    fn prepare_inner(&mut self, client: &PublicKey, epoch: u64) -> Result<StagedCounts> {
+    fn prepare_inner(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts> {
         self.bind(client)?;
         let buf = self.stage.take().filter(|s| s.epoch == epoch);
-        let counts = self.shared.write_staging(client, epoch, buf.as_ref(), true)?;
-        if counts.root {
+        let counts = self.shared.write_staging(client, epoch, buf.as_ref(), Some(expected))?;
+        if counts == expected {
             self.prepared_here = Some(epoch);
         }
         Ok(counts)
@@ -1018,8 +1020,8 @@ impl BuddyStore for BuddyHandle {
         self.note(r)
     }
 
-    fn prepare(&mut self, client: &PublicKey, epoch: u64) -> Result<StagedCounts> {
-        let r = self.prepare_inner(client, epoch);
+    fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts> {
+        let r = self.prepare_inner(client, epoch, expected);
         self.note(r)
     }
 

@@ -476,7 +476,7 @@ fn recover_applies_a_prepared_epoch_and_discards_unprepared_staging() {
         h.stage_object(&me, 1, &[1; 20], b"object A").unwrap();
         h.stage_root(&me, 1, b"root 1").unwrap();
         assert_eq!(
-            h.prepare(&me, 1).unwrap(),
+            h.prepare(&me, 1, pastiche_core::session::StagedCounts { objects: 1, deletes: 0, root: true }).unwrap(),
             pastiche_core::session::StagedCounts { objects: 1, deletes: 0, root: true }
         );
         h.apply(&me, 1).unwrap();
@@ -488,7 +488,7 @@ fn recover_applies_a_prepared_epoch_and_discards_unprepared_staging() {
         h.stage_deletes(&me, 2, IdList::pack([cs[0].0 .0], &mut packed).unwrap()).unwrap();
         h.stage_root(&me, 2, b"root 2").unwrap();
         assert_eq!(
-            h.prepare(&me, 2).unwrap(),
+            h.prepare(&me, 2, pastiche_core::session::StagedCounts { objects: 2, deletes: 1, root: true }).unwrap(),
             pastiche_core::session::StagedCounts { objects: 2, deletes: 1, root: true }
         );
     }
@@ -533,7 +533,7 @@ fn recover_applies_a_prepared_epoch_and_discards_unprepared_staging() {
         let mut packed = [0u8; 20];
         h.stage_deletes(&me, 3, IdList::pack([cs[1].0 .0], &mut packed).unwrap()).unwrap();
         h.stage_root(&me, 3, b"root 3").unwrap();
-        h.prepare(&me, 3).unwrap();
+        h.prepare(&me, 3, pastiche_core::session::StagedCounts { objects: 0, deletes: 1, root: true }).unwrap();
         storage.chunks().release(&me, &[cs[1].0]).unwrap();
     }
     drop(storage);

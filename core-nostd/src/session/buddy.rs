@@ -9,7 +9,7 @@ use crate::wire::{
     SignedMessage, Staged, Welcome, WireError, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, PROTOCOL_VERSION,
 };
 
-use super::store::{BuddyStore, PutOutcome};
+use super::store::{BuddyStore, PutOutcome, StagedCounts};
 
 /// A session with no traffic for this long (in the caller's time unit,
 /// milliseconds by convention) may be closed.
@@ -229,9 +229,12 @@ impl BuddySession {
             Message::Commit(m) => match self.check_signed(&m, client, committed, m.epoch) {
                 Some(r) => self.refuse(out, r, true),
                 None => {
-                    let counts = store.prepare(&client, m.epoch).map_err(|_| StoreFailed)?;
-                    if counts.objects != m.objects || counts.deletes != m.deletes || !counts.root {
-                        // Something sent for the epoch was lost: the client sends it again.
+                    let expected = StagedCounts { objects: m.objects, deletes: m.deletes, root: true };
+                    let counts = store.prepare(&client, m.epoch, expected).map_err(|_| StoreFailed)?;
+                    if counts != expected {
+                        // Something sent for the epoch was lost; it was not
+                        // prepared, so dropping it is safe. The client sends
+                        // everything for the epoch again.
                         store.abort(&client, m.epoch).map_err(|_| StoreFailed)?;
                         return Ok(self.refuse(
                             out,

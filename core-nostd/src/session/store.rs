@@ -72,10 +72,13 @@ pub trait BuddyStore {
     fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), Self::Error>;
     /// Stages the client's new root object for `epoch`.
     fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), Self::Error>;
-    /// Phase one of a commit: makes the staged epoch and the intent to apply
-    /// it durable, and says what is staged. After this returns, a restart
-    /// applies the epoch even if [`apply`](BuddyStore::apply) never runs.
-    fn prepare(&mut self, client: &PublicKey, epoch: u64) -> Result<StagedCounts, Self::Error>;
+    /// Phase one of a commit: makes the staged epoch durable and returns
+    /// what is staged. Only when that equals `expected` (what the client's
+    /// signed commit announces) does it also record, in the same durable
+    /// step, the intent to apply: after that a restart applies the epoch even
+    /// if [`apply`](BuddyStore::apply) never runs. A staged set that differs
+    /// is never applied, not even by recovery.
+    fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, Self::Error>;
     /// Phase two: applies the prepared epoch atomically (objects, deletes,
     /// root, committed epoch) and forgets the staging.
     fn apply(&mut self, client: &PublicKey, epoch: u64) -> Result<(), Self::Error>;

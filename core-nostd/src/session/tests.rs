@@ -130,10 +130,12 @@ impl BuddyStore for MemStore {
         self.staging(client, epoch).root = Some(data.to_vec());
         Ok(())
     }
-    fn prepare(&mut self, client: &PublicKey, epoch: u64) -> Result<StagedCounts, ()> {
+    fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, ()> {
         let s = self.staging(client, epoch);
-        s.prepared = true;
-        Ok(StagedCounts { objects: s.objects.len() as u32, deletes: s.deletes.len() as u32, root: s.root.is_some() })
+        let counts =
+            StagedCounts { objects: s.objects.len() as u32, deletes: s.deletes.len() as u32, root: s.root.is_some() };
+        s.prepared = counts == expected;
+        Ok(counts)
     }
     fn apply(&mut self, client: &PublicKey, epoch: u64) -> Result<(), ()> {
         let c = self.clients.get_mut(client).unwrap();
