@@ -1,0 +1,204 @@
+// The image proper, included by main.rs for the bare-metal target only.
+
+mod board;
+mod net;
+
+use core::panic::PanicInfo;
+use core::ptr::addr_of_mut;
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use pastiche_core::seal::MAX_SEALED;
+use pastiche_core::wire::DECODER_BUFFER_LEN;
+use pastiche_core::Identity;
+use pastiche_firmware::logic::config::Config;
+use pastiche_firmware::logic::store::{Index, LogStore, StoreConfig};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
+use smoltcp::socket::{dhcpv4, tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress};
+
+use board::{clock::Clock, disk::HostDisk, entropy::Entropy, lan9118::Lan9118, semihosting, stack};
+
+/// Chunks the index holds (32 bytes of RAM each).
+const CHUNKS: usize = 640;
+/// Metadata objects the index holds (32 bytes each).
+const OBJECTS: usize = 96;
+/// TCP buffers per socket.
+const TCP_RX: usize = 2 * 1024;
+const TCP_TX: usize = 2 * 1024;
+/// The largest reply frame a buddy sends: `Chunk` with a maximum sealed
+/// chunk (header 4, kind 1, id 20, length varint 3). `Object` and `Root`
+/// are smaller; requests, which may be larger, only pass through the decoder.
+const OUT_LEN: usize = 4 + 1 + 20 + 3 + MAX_SEALED;
+
+/// The store as the firmware runs it.
+pub type Store = LogStore<'static, HostDisk, CHUNKS, OBJECTS>;
+
+// The large buffers live in .bss, not on the stack, so their cost shows in
+// `size` and the stack high-water mark measures only real call depth.
+// Each is borrowed once, in `main`, before anything else runs.
+static mut DECODER_BUF: [u8; DECODER_BUFFER_LEN] = [0; DECODER_BUFFER_LEN];
+static mut OUT_BUF: [u8; OUT_LEN] = [0; OUT_LEN];
+static mut SCRATCH: [u8; MAX_SEALED] = [0; MAX_SEALED];
+static mut INDEX: Index<CHUNKS, OBJECTS> = Index::new();
+static mut TCP_BUFS: [([u8; TCP_RX], [u8; TCP_TX]); net::TCP_SOCKETS] = [([0; TCP_RX], [0; TCP_TX]); net::TCP_SOCKETS];
+static mut UDP_RX: [u8; 256] = [0; 256];
+static mut UDP_TX: [u8; 256] = [0; 256];
+static mut UDP_RX_META: [udp::PacketMetadata; 2] = [udp::PacketMetadata::EMPTY; 2];
+static mut UDP_TX_META: [udp::PacketMetadata; 2] = [udp::PacketMetadata::EMPTY; 2];
+static mut SOCKETS: [SocketStorage<'static>; net::TCP_SOCKETS + 2] = [SocketStorage::EMPTY; net::TCP_SOCKETS + 2];
+static mut CMDLINE: [u8; 256] = [0; 256];
+static mut NIC: Option<Lan9118> = None;
+
+#[entry]
+fn main() -> ! {
+    stack::paint();
+    let cp = cortex_m::Peripherals::take().expect("peripherals taken once");
+    let mut clock = Clock::start(cp.SYST);
+
+    // SAFETY: `main` runs once and these statics are borrowed only here.
+    let (cmdline_buf, dec_buf, out, scratch, index, tcp_bufs, sockets_storage, nic_slot) = unsafe {
+        (
+            &mut *addr_of_mut!(CMDLINE),
+            &mut *addr_of_mut!(DECODER_BUF),
+            &mut *addr_of_mut!(OUT_BUF),
+            &mut *addr_of_mut!(SCRATCH),
+            &mut *addr_of_mut!(INDEX),
+            &mut *addr_of_mut!(TCP_BUFS),
+            &mut *addr_of_mut!(SOCKETS),
+            &mut *addr_of_mut!(NIC),
+        )
+    };
+    let (cfg, bad) = Config::parse(semihosting::cmdline(cmdline_buf));
+    board::log::init(cfg.log);
+    defmt::info!("pastiche-firmware {=str} booting", env!("CARGO_PKG_VERSION"));
+    if let Some(w) = bad {
+        defmt::warn!("config: ignored {=str}", w);
+    }
+
+    // SAFETY: 0x4020_0000 is the AN386's LAN9118 and this is its only driver.
+    let nic = match unsafe { Lan9118::new(board::lan9118::BASE, None) } {
+        Ok(n) => nic_slot.insert(n),
+        Err(e) => halt_with(defmt::intern!("LAN9118 init failed"), e),
+    };
+    let mac = nic.mac();
+    defmt::info!("nic: LAN9118 id {=u32:#x}, MAC {=[u8]:02x}", nic.id_rev(), mac);
+    let mut rng = Entropy::gather(nic);
+
+    let Some(path) = cfg.disk else { halt(defmt::intern!("no disk=PATH on the command line")) };
+    let Some(disk) = HostDisk::open(path) else { halt(defmt::intern!("cannot open the disk file")) };
+    defmt::info!("disk: {=str}, {=u64} bytes", path, disk.len());
+    let store_cfg = StoreConfig { default_quota: cfg.quota, capacity: cfg.disk_capacity };
+    let (mut store, report) = match Store::open(disk, index, store_cfg, rng.bytes32()) {
+        Ok(s) => s,
+        Err(e) => halt_with(defmt::intern!("store failed to open"), defmt::Debug2Format(&e)),
+    };
+    defmt::info!(
+        "store: formatted={=bool} records={=u32} log_end={=u64} cut={=bool} rolled_forward={=u32} chunks={=usize}",
+        report.formatted,
+        report.records,
+        report.log_end,
+        report.cut,
+        report.rolled_forward,
+        store.chunk_count()
+    );
+    let Ok(identity) = Identity::from_seed(store.seed()) else { halt(defmt::intern!("bad identity seed")) };
+    let key = identity.public_key();
+    defmt::info!("identity: buddy key {=[u8]:02x}", key.0);
+
+    // smoltcp: interface, 2 TCP listeners, the beacon's UDP socket, DHCP.
+    let mut icfg = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    let mut seed = [0u8; 8];
+    rng.fill(&mut seed);
+    icfg.random_seed = u64::from_le_bytes(seed);
+    let iface = Interface::new(icfg, nic, Instant::from_millis(clock.now_ms() as i64));
+    let mut sockets = SocketSet::new(&mut sockets_storage[..]);
+    let mut tcp_handles = [None; net::TCP_SOCKETS];
+    for (slot, (rx, tx)) in tcp_handles.iter_mut().zip(tcp_bufs.iter_mut()) {
+        let sock = tcp::Socket::new(tcp::SocketBuffer::new(&mut rx[..]), tcp::SocketBuffer::new(&mut tx[..]));
+        *slot = Some(sockets.add(sock));
+    }
+    let tcp_handles = tcp_handles.map(|h| h.expect("added above"));
+    // SAFETY: borrowed once, here.
+    let udp_sock = unsafe {
+        udp::Socket::new(
+            udp::PacketBuffer::new(&mut (&mut *addr_of_mut!(UDP_RX_META))[..], &mut (&mut *addr_of_mut!(UDP_RX))[..]),
+            udp::PacketBuffer::new(&mut (&mut *addr_of_mut!(UDP_TX_META))[..], &mut (&mut *addr_of_mut!(UDP_TX))[..]),
+        )
+    };
+    let udp_handle = sockets.add(udp_sock);
+    let dhcp_handle = sockets.add(dhcpv4::Socket::new());
+    let now = clock.now_ms();
+    let mut svc = net::Service::new(
+        iface,
+        sockets,
+        tcp_handles,
+        udp_handle,
+        dhcp_handle,
+        cfg,
+        key,
+        &mut dec_buf[..],
+        &mut out[..],
+        &mut scratch[..],
+        now,
+    );
+    defmt::info!("buddy: serving TCP port {=u16}, beacon on UDP 7468", cfg.port);
+
+    let mut next_report = 10_000u64;
+    loop {
+        let now = clock.now_ms();
+        let busy = svc.poll(nic, &mut store, &mut rng, now);
+        if now >= next_report {
+            next_report = now + 10_000;
+            let (used, total) = stack::high_water();
+            defmt::info!(
+                "status: sessions={=u32} chunks={=usize} log={=u64} rx={=u32} tx={=u32} drop={=u32} stack_hw={=usize}/{=usize}",
+                svc.sessions,
+                store.chunk_count(),
+                store.log_end(),
+                nic.rx_frames,
+                nic.tx_frames,
+                nic.rx_dropped,
+                used,
+                total
+            );
+        }
+        if !busy {
+            // Nothing moved: sleep until the next SysTick (1 ms). The NIC
+            // is polled, so this bounds receive latency to a millisecond
+            // and keeps QEMU from spinning a host core.
+            cortex_m::asm::wfi();
+        }
+    }
+}
+
+fn halt(why: defmt::Str) -> ! {
+    defmt::error!("halted: {=istr}", why);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+fn halt_with<T: defmt::Format>(why: defmt::Str, detail: T) -> ! {
+    defmt::error!("halted: {=istr}: {}", why, detail);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    defmt::error!("panic: {}", defmt::Display2Format(info));
+    cortex_m::interrupt::disable();
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[exception]
+unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
+    defmt::error!("hard fault at pc={=u32:#x}", ef.pc());
+    loop {
+        cortex_m::asm::wfi();
+    }
+}

@@ -1,0 +1,18 @@
+//! The firmware's logic: host-testable, no board code.
+//!
+//! - [`store`]: the log-structured chunk store implementing
+//!   [`pastiche_core::session::BuddyStore`] on any block device.
+//! - [`record`]: the on-disk record format of that log (header, CRC).
+//! - [`ramdisk`]: a RAM block device (also what the tests run the store on).
+//! - [`beacon`]: the LAN beacon's bytes (`docs/PROTOCOL.md`, "LAN beacon").
+//! - [`config`]: the boot command line (`key=value` words).
+
+pub mod beacon;
+pub mod config;
+pub mod crc;
+pub mod ramdisk;
+pub mod record;
+pub mod store;
+
+#[cfg(test)]
+mod tests;

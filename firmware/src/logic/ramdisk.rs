@@ -1,0 +1,84 @@
+//! A block device in RAM: a borrowed byte slice behind `embedded-io`
+//! `Read + Write + Seek`. The firmware uses it when no host disk is given
+//! (nothing survives a reset); the host tests use it with a copy taken
+//! mid-write to simulate a power cut.
+
+use embedded_io::{ErrorKind, ErrorType, Read, Seek, SeekFrom, Write};
+
+/// A fixed-size disk over `buf`; writes past its end fail with `OutOfMemory`.
+pub struct RamDisk<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    /// Writes allowed before the disk "loses power" (tests): `None` is unlimited.
+    write_budget: Option<usize>,
+}
+
+impl<'a> RamDisk<'a> {
+    /// A disk over `buf`, positioned at 0.
+    pub fn new(buf: &'a mut [u8]) -> RamDisk<'a> {
+        RamDisk { buf, pos: 0, write_budget: None }
+    }
+
+    /// After `bytes` more bytes are written, every write fails: a power cut
+    /// in the middle of a record (for crash tests).
+    pub fn cut_power_after(&mut self, bytes: usize) {
+        self.write_budget = Some(bytes);
+    }
+
+    /// The disk's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.buf
+    }
+}
+
+impl ErrorType for RamDisk<'_> {
+    type Error = ErrorKind;
+}
+
+impl Read for RamDisk<'_> {
+    fn read(&mut self, out: &mut [u8]) -> Result<usize, ErrorKind> {
+        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for RamDisk<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, ErrorKind> {
+        let room = self.buf.len().saturating_sub(self.pos);
+        let mut n = data.len().min(room);
+        if let Some(budget) = self.write_budget.as_mut() {
+            n = n.min(*budget);
+            *budget -= n;
+        }
+        if n == 0 && !data.is_empty() {
+            return Err(ErrorKind::OutOfMemory);
+        }
+        self.buf[self.pos..self.pos + n].copy_from_slice(&data[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+}
+
+impl Seek for RamDisk<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> Result<u64, ErrorKind> {
+        let base = match pos {
+            SeekFrom::Start(p) => Some(p as i64),
+            SeekFrom::End(d) => (self.buf.len() as i64).checked_add(d),
+            SeekFrom::Current(d) => (self.pos as i64).checked_add(d),
+        };
+        match base {
+            Some(p) if p >= 0 => {
+                self.pos = p as usize;
+                Ok(p as u64)
+            }
+            _ => Err(ErrorKind::InvalidInput),
+        }
+    }
+}

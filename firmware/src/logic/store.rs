@@ -1,0 +1,745 @@
+//! A log-structured chunk store implementing [`BuddyStore`] on any block
+//! device with `embedded-io` `Read + Write + Seek`.
+//!
+//! Every change is one appended record ([`record`](super::record)) with a
+//! CRC; the RAM index (fixed capacity, `heapless`) is what replaying the log
+//! yields, and it is rebuilt by scanning the log at boot. Live changes go
+//! through the very same replay function after their record is written, so
+//! the index after a reboot is the index before it.
+//!
+//! Crash safety: a record torn by a power cut fails its CRC, and the scan
+//! cuts the log there (later writes overwrite it). A client whose epoch was
+//! prepared (a `Prepare` record) but not applied is applied at boot, so a
+//! `Staged` reply is a promise kept across a crash. Freed chunks are only
+//! dropped from the index: the space is not reclaimed (no compaction yet).
+
+use embedded_io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use heapless::Vec;
+use pastiche_core::seal::ChunkId;
+use pastiche_core::session::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
+use pastiche_core::wire::IdList;
+use pastiche_core::PublicKey;
+
+use super::crc::{crc32, Crc32};
+use super::record::{Fixed, Header, Kind, HEADER_LEN, MAGIC, MAX_PAYLOAD, SUPERBLOCK_LEN, TRAILER_LEN};
+
+/// Clients a store serves: one owner bit each in a `u8`.
+pub const MAX_CLIENTS: usize = 8;
+/// Distinct deleted ids a client may stage that this store does not hold
+/// (they still count in the commit's `deletes`).
+const MAX_UNKNOWN_DELETES: usize = 8;
+
+/// Why the store failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// The block device failed.
+    Io(ErrorKind),
+    /// A fixed-capacity table is full (its name).
+    Full(&'static str),
+    /// A caller buffer is too small for the record asked for.
+    BufferTooSmall,
+    /// The identity seed on disk is unusable.
+    BadSeed,
+}
+
+impl<E: embedded_io::Error> From<E> for StoreError {
+    fn from(e: E) -> StoreError {
+        StoreError::Io(e.kind())
+    }
+}
+
+/// A stored chunk in the index.
+#[derive(Clone, Copy, Debug)]
+struct ChunkEntry {
+    /// The first bytes of the chunkId; the whole id is in the chunk's record
+    /// on disk (just before the data) and is checked there on a match. This
+    /// keeps an entry at 20 bytes instead of 32.
+    prefix: [u8; PREFIX],
+    /// Disk offset of the sealed bytes.
+    data: u32,
+    len: u32,
+    /// Owner bits, one per client slot.
+    owners: u8,
+    /// Slots that staged the removal of their reference.
+    staged_del: u8,
+}
+
+/// Bytes of a chunkId kept in RAM.
+const PREFIX: usize = 8;
+
+fn prefix(id: &[u8; 20]) -> [u8; PREFIX] {
+    let mut p = [0u8; PREFIX];
+    p.copy_from_slice(&id[..PREFIX]);
+    p
+}
+
+/// A metadata object, committed or staged.
+#[derive(Clone, Copy, Debug)]
+struct ObjectEntry {
+    name: [u8; 20],
+    data: u32,
+    len: u32,
+    slot: u8,
+    staged: bool,
+}
+
+/// A data extent on disk: offset and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Extent {
+    off: u32,
+    len: u32,
+}
+
+#[derive(Clone, Debug)]
+struct ClientState {
+    key: PublicKey,
+    committed: u64,
+    staged_epoch: u64,
+    prepared: bool,
+    root: Option<(u64, Extent)>,
+    staged_root: Option<Extent>,
+    unknown_deletes: Vec<[u8; 20], MAX_UNKNOWN_DELETES>,
+}
+
+/// How a boot went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootReport {
+    /// Whether the disk had no valid superblock and was formatted.
+    pub formatted: bool,
+    /// Records replayed.
+    pub records: u32,
+    /// Bytes of valid log (the append position).
+    pub log_end: u64,
+    /// Whether the scan stopped at a bad record before the device's end
+    /// (a torn write, or stale bytes from before an earlier cut).
+    pub cut: bool,
+    /// Prepared epochs applied at boot.
+    pub rolled_forward: u32,
+}
+
+/// Settings.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
+    /// Bytes each client may store.
+    pub default_quota: u64,
+    /// Largest the log may grow (bytes, including the superblock).
+    pub capacity: u64,
+}
+
+/// The RAM index: fixed capacity, `CHUNKS` chunks (32 bytes each) and
+/// `OBJECTS` metadata objects (32 bytes each), plus [`MAX_CLIENTS`] clients.
+/// Built with a `const fn` so the firmware keeps it in a `static` (.bss)
+/// rather than moving it through the stack.
+pub struct Index<const CHUNKS: usize, const OBJECTS: usize> {
+    chunks: Vec<ChunkEntry, CHUNKS>,
+    objects: Vec<ObjectEntry, OBJECTS>,
+    clients: Vec<ClientState, MAX_CLIENTS>,
+}
+
+impl<const CHUNKS: usize, const OBJECTS: usize> Index<CHUNKS, OBJECTS> {
+    /// An empty index.
+    pub const fn new() -> Self {
+        Index { chunks: Vec::new(), objects: Vec::new(), clients: Vec::new() }
+    }
+}
+
+impl<const CHUNKS: usize, const OBJECTS: usize> Default for Index<CHUNKS, OBJECTS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The chunk store over a block device `D` and an index it borrows.
+pub struct LogStore<'i, D, const CHUNKS: usize, const OBJECTS: usize> {
+    disk: D,
+    cfg: StoreConfig,
+    seed: [u8; 32],
+    /// Where the next record goes.
+    end: u64,
+    /// This boot's generation.
+    gen: u32,
+    ix: &'i mut Index<CHUNKS, OBJECTS>,
+    new_since_flush: u32,
+}
+
+impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogStore<'i, D, CHUNKS, OBJECTS> {
+    /// Opens the store on `disk`: reads the superblock (formatting the disk
+    /// with `fresh_seed` as the buddy's identity seed if there is none),
+    /// replays the log, and applies any prepared epoch.
+    /// The index is cleared first.
+    pub fn open(
+        disk: D,
+        ix: &'i mut Index<CHUNKS, OBJECTS>,
+        cfg: StoreConfig,
+        fresh_seed: [u8; 32],
+    ) -> Result<(Self, BootReport), StoreError> {
+        ix.chunks.clear();
+        ix.objects.clear();
+        ix.clients.clear();
+        let mut s = LogStore { disk, cfg, seed: fresh_seed, end: SUPERBLOCK_LEN, gen: 1, ix, new_since_flush: 0 };
+        let mut report = BootReport::default();
+        if !s.read_superblock()? {
+            s.write_superblock()?;
+            report.formatted = true;
+        }
+        s.scan(&mut report)?;
+        // Roll prepared epochs forward: the client was told `Staged`.
+        for slot in 0..s.ix.clients.len() {
+            let c = &s.ix.clients[slot];
+            if c.prepared {
+                let epoch = c.staged_epoch;
+                s.log(Kind::Apply, Fixed::with_epoch(slot as u8, epoch), &[])?;
+                report.rolled_forward += 1;
+            }
+        }
+        report.log_end = s.end;
+        Ok((s, report))
+    }
+
+    /// The buddy identity's secret seed, kept in the superblock.
+    pub fn seed(&self) -> [u8; 32] {
+        self.seed
+    }
+
+    /// Chunks in the index.
+    pub fn chunk_count(&self) -> usize {
+        self.ix.chunks.len()
+    }
+
+    /// Bytes of log written.
+    pub fn log_end(&self) -> u64 {
+        self.end
+    }
+
+    /// Gives the block device back.
+    pub fn into_disk(self) -> D {
+        self.disk
+    }
+
+    fn read_superblock(&mut self) -> Result<bool, StoreError> {
+        let mut sb = [0u8; 44];
+        self.disk.seek(SeekFrom::Start(0))?;
+        if read_full(&mut self.disk, &mut sb)? < sb.len() {
+            return Ok(false);
+        }
+        let crc = u32::from_le_bytes([sb[40], sb[41], sb[42], sb[43]]);
+        if sb[..8] != MAGIC || crc32(&sb[..40]) != crc {
+            return Ok(false);
+        }
+        self.seed.copy_from_slice(&sb[8..40]);
+        Ok(true)
+    }
+
+    fn write_superblock(&mut self) -> Result<(), StoreError> {
+        let mut sb = [0u8; SUPERBLOCK_LEN as usize];
+        sb[..8].copy_from_slice(&MAGIC);
+        sb[8..40].copy_from_slice(&self.seed);
+        let crc = crc32(&sb[..40]);
+        sb[40..44].copy_from_slice(&crc.to_le_bytes());
+        self.disk.seek(SeekFrom::Start(0))?;
+        self.disk.write_all(&sb)?;
+        // A torn first record must not look like a log: the device may hold
+        // an older, unrelated log after the superblock. Its generation and
+        // CRC would not save us if it is a whole valid record, so zero the
+        // first header.
+        self.disk.write_all(&[0u8; HEADER_LEN])?;
+        self.disk.flush()?;
+        Ok(())
+    }
+
+    /// Replays records from the superblock on, stopping at the first that is
+    /// torn, corrupt, or older than the one before it.
+    fn scan(&mut self, report: &mut BootReport) -> Result<(), StoreError> {
+        let mut off = SUPERBLOCK_LEN;
+        let mut last_gen = 0u32;
+        let dev_len = self.disk.seek(SeekFrom::End(0))?;
+        loop {
+            let Some((h, kind, fixed)) = self.check_record(off, dev_len, last_gen)? else {
+                report.cut = off < dev_len && !self.rest_is_zero(off, dev_len)?;
+                break;
+            };
+            last_gen = h.gen;
+            let data_off = off + HEADER_LEN as u64 + kind.fixed_len() as u64;
+            let data_len = h.len - kind.fixed_len() as u32;
+            self.replay(kind, fixed, Extent { off: data_off as u32, len: data_len })?;
+            report.records += 1;
+            off += h.record_len();
+        }
+        self.end = off;
+        self.gen = last_gen.wrapping_add(1).max(1);
+        Ok(())
+    }
+
+    /// Whether the device is all zeros from `off` to `dev_len` (a fresh RAM
+    /// disk): then stopping there is not a cut.
+    fn rest_is_zero(&mut self, off: u64, dev_len: u64) -> Result<bool, StoreError> {
+        let mut buf = [0u8; 64];
+        let n = ((dev_len - off) as usize).min(buf.len());
+        self.disk.seek(SeekFrom::Start(off))?;
+        let got = read_full(&mut self.disk, &mut buf[..n])?;
+        Ok(buf[..got].iter().all(|&b| b == 0))
+    }
+
+    /// Reads and checks the record at `off`: `None` if it is not a whole,
+    /// valid record.
+    fn check_record(
+        &mut self,
+        off: u64,
+        dev_len: u64,
+        last_gen: u32,
+    ) -> Result<Option<(Header, Kind, Fixed)>, StoreError> {
+        if off + (HEADER_LEN + TRAILER_LEN) as u64 > dev_len {
+            return Ok(None);
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        self.disk.seek(SeekFrom::Start(off))?;
+        self.disk.read_exact(&mut hb).map_err(read_err)?;
+        let h = Header::from_bytes(&hb);
+        let Some(kind) = Kind::from_u8(h.kind) else { return Ok(None) };
+        if h.len > MAX_PAYLOAD || !kind.len_ok(h.len as usize) || h.gen < last_gen || off + h.record_len() > dev_len {
+            return Ok(None);
+        }
+        let mut crc = Crc32::new();
+        crc.update(&hb);
+        let mut fixed = [0u8; 64];
+        let flen = kind.fixed_len();
+        self.disk.read_exact(&mut fixed[..flen]).map_err(read_err)?;
+        crc.update(&fixed[..flen]);
+        let mut rest = h.len as usize - flen;
+        let mut buf = [0u8; 256];
+        while rest > 0 {
+            let n = rest.min(buf.len());
+            self.disk.read_exact(&mut buf[..n]).map_err(read_err)?;
+            crc.update(&buf[..n]);
+            rest -= n;
+        }
+        let mut tb = [0u8; TRAILER_LEN];
+        self.disk.read_exact(&mut tb).map_err(read_err)?;
+        if crc.finish() != u32::from_le_bytes(tb) {
+            return Ok(None);
+        }
+        Ok(Some((h, kind, Fixed::parse(kind, &fixed[..flen]))))
+    }
+
+    /// Appends one record and replays it into the index.
+    fn log(&mut self, kind: Kind, fixed: Fixed, data: &[u8]) -> Result<(), StoreError> {
+        let mut fb = [0u8; 64];
+        let flen = fixed.write(kind, &mut fb);
+        let len = (flen + data.len()) as u32;
+        let h = Header { len, gen: self.gen, kind: kind as u8 };
+        if self.end + h.record_len() > self.cfg.capacity {
+            return Err(StoreError::Full("disk"));
+        }
+        let hb = h.to_bytes();
+        let mut crc = Crc32::new();
+        crc.update(&hb);
+        crc.update(&fb[..flen]);
+        crc.update(data);
+        self.disk.seek(SeekFrom::Start(self.end))?;
+        self.disk.write_all(&hb)?;
+        self.disk.write_all(&fb[..flen])?;
+        self.disk.write_all(data)?;
+        self.disk.write_all(&crc.finish().to_le_bytes())?;
+        let data_off = self.end + (HEADER_LEN + flen) as u64;
+        self.end += h.record_len();
+        self.replay(kind, fixed, Extent { off: data_off as u32, len: data.len() as u32 })
+    }
+
+    /// Applies one record to the index: the only place the index changes.
+    fn replay(&mut self, kind: Kind, f: Fixed, data: Extent) -> Result<(), StoreError> {
+        let slot = f.slot as usize;
+        if kind == Kind::Client {
+            if slot != self.ix.clients.len() {
+                return Ok(()); // out of order: cannot come from this code; ignore
+            }
+            let c = ClientState {
+                key: PublicKey(f.key),
+                committed: 0,
+                staged_epoch: 0,
+                prepared: false,
+                root: None,
+                staged_root: None,
+                unknown_deletes: Vec::new(),
+            };
+            return self.ix.clients.push(c).map_err(|_| StoreError::Full("clients"));
+        }
+        if slot >= self.ix.clients.len() {
+            return Ok(()); // a record for an unknown slot: ignore
+        }
+        let bit = 1u8 << slot;
+        match kind {
+            Kind::Client => {}
+            Kind::Chunk => match self.find_chunk(&f.name)? {
+                Some(i) => self.ix.chunks[i].owners |= bit,
+                None => {
+                    let e = ChunkEntry {
+                        prefix: prefix(&f.name),
+                        data: data.off,
+                        len: data.len,
+                        owners: bit,
+                        staged_del: 0,
+                    };
+                    self.ix.chunks.push(e).map_err(|_| StoreError::Full("chunk index"))?;
+                }
+            },
+            Kind::Ref => {
+                if let Some(i) = self.find_chunk(&f.name)? {
+                    self.ix.chunks[i].owners |= bit;
+                }
+            }
+            Kind::Object => {
+                self.begin_staging(slot, f.epoch);
+                let e = ObjectEntry { name: f.name, data: data.off, len: data.len, slot: f.slot, staged: true };
+                match self.ix.objects.iter().position(|o| o.staged && o.slot == f.slot && o.name == f.name) {
+                    Some(i) => self.ix.objects[i] = e,
+                    None => self.ix.objects.push(e).map_err(|_| StoreError::Full("object index"))?,
+                }
+            }
+            Kind::Root => {
+                self.begin_staging(slot, f.epoch);
+                self.ix.clients[slot].staged_root = Some(data);
+            }
+            Kind::Deletes => {
+                self.begin_staging(slot, f.epoch);
+                let mut at = data.off as u64;
+                for _ in 0..data.len / 20 {
+                    let mut id = [0u8; 20];
+                    self.disk.seek(SeekFrom::Start(at))?;
+                    self.disk.read_exact(&mut id).map_err(read_err)?;
+                    at += 20;
+                    match self.find_chunk(&id)? {
+                        Some(i) => self.ix.chunks[i].staged_del |= bit,
+                        None => {
+                            let u = &mut self.ix.clients[slot].unknown_deletes;
+                            if !u.contains(&id) {
+                                u.push(id).map_err(|_| StoreError::Full("unknown deletes"))?;
+                            }
+                        }
+                    }
+                }
+            }
+            Kind::Prepare => {
+                self.begin_staging(slot, f.epoch);
+                self.ix.clients[slot].prepared = true;
+            }
+            Kind::Apply => self.apply_staged(slot, f.epoch),
+            Kind::Abort => {
+                if self.ix.clients[slot].staged_epoch == f.epoch {
+                    self.clear_staging(slot);
+                }
+            }
+            Kind::Drop => {
+                self.clear_staging(slot);
+                self.ix.objects.retain(|o| o.slot != f.slot);
+                for c in self.ix.chunks.iter_mut() {
+                    c.owners &= !bit;
+                }
+                self.ix.chunks.retain(|c| c.owners != 0);
+                let c = &mut self.ix.clients[slot];
+                c.root = None;
+                c.committed = f.epoch;
+            }
+        }
+        Ok(())
+    }
+
+    /// Staging for a new epoch discards what an unfinished earlier one left.
+    fn begin_staging(&mut self, slot: usize, epoch: u64) {
+        if self.ix.clients[slot].staged_epoch != epoch {
+            self.clear_staging(slot);
+            self.ix.clients[slot].staged_epoch = epoch;
+        }
+    }
+
+    fn clear_staging(&mut self, slot: usize) {
+        let bit = 1u8 << slot;
+        self.ix.objects.retain(|o| !(o.staged && o.slot as usize == slot));
+        for c in self.ix.chunks.iter_mut() {
+            c.staged_del &= !bit;
+        }
+        let c = &mut self.ix.clients[slot];
+        c.staged_epoch = 0;
+        c.prepared = false;
+        c.staged_root = None;
+        c.unknown_deletes.clear();
+    }
+
+    fn apply_staged(&mut self, slot: usize, epoch: u64) {
+        if self.ix.clients[slot].staged_epoch != epoch {
+            return;
+        }
+        let bit = 1u8 << slot;
+        // Staged objects replace committed ones of the same name.
+        let mut i = 0;
+        while i < self.ix.objects.len() {
+            let o = self.ix.objects[i];
+            let replaced = !o.staged
+                && o.slot as usize == slot
+                && self.ix.objects.iter().any(|s| s.staged && s.slot == o.slot && s.name == o.name);
+            if replaced {
+                self.ix.objects.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        for o in self.ix.objects.iter_mut().filter(|o| o.slot as usize == slot) {
+            o.staged = false;
+        }
+        for c in self.ix.chunks.iter_mut() {
+            if c.staged_del & bit != 0 {
+                c.owners &= !bit;
+                c.staged_del &= !bit;
+            }
+        }
+        self.ix.chunks.retain(|c| c.owners != 0);
+        let c = &mut self.ix.clients[slot];
+        if let Some(root) = c.staged_root.take() {
+            c.root = Some((epoch, root));
+        }
+        c.committed = epoch;
+        c.staged_epoch = 0;
+        c.prepared = false;
+        c.unknown_deletes.clear();
+    }
+
+    /// The index entry of a chunk: a prefix match, confirmed against the
+    /// full id in its record.
+    fn find_chunk(&mut self, id: &[u8; 20]) -> Result<Option<usize>, StoreError> {
+        let p = prefix(id);
+        for i in 0..self.ix.chunks.len() {
+            let c = self.ix.chunks[i];
+            if c.prefix != p {
+                continue;
+            }
+            let mut full = [0u8; 20];
+            self.disk.seek(SeekFrom::Start(c.data as u64 - 20))?;
+            self.disk.read_exact(&mut full).map_err(read_err)?;
+            if &full == id {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
+    fn slot_of(&self, key: &PublicKey) -> Option<usize> {
+        self.ix.clients.iter().position(|c| &c.key == key)
+    }
+
+    /// The client's slot, registering it (one record) if new.
+    fn slot_or_register(&mut self, key: &PublicKey) -> Result<usize, StoreError> {
+        if let Some(s) = self.slot_of(key) {
+            return Ok(s);
+        }
+        if self.ix.clients.is_full() {
+            return Err(StoreError::Full("clients"));
+        }
+        let slot = self.ix.clients.len();
+        let f = Fixed { slot: slot as u8, epoch: 0, name: [0; 20], key: key.0 };
+        self.log(Kind::Client, f, &[])?;
+        Ok(slot)
+    }
+
+    /// What the slot has staged for `epoch` (nothing if it stages another).
+    fn staged_counts(&self, slot: usize, epoch: u64) -> StagedCounts {
+        let c = &self.ix.clients[slot];
+        if c.staged_epoch != epoch {
+            return StagedCounts::default();
+        }
+        let bit = 1u8 << slot;
+        let objects = self.ix.objects.iter().filter(|o| o.staged && o.slot as usize == slot).count() as u32;
+        let deletes = self.ix.chunks.iter().filter(|c| c.staged_del & bit != 0).count() + c.unknown_deletes.len();
+        StagedCounts { objects, deletes: deletes as u32, root: c.staged_root.is_some() }
+    }
+
+    fn used(&self, slot: usize) -> u64 {
+        let bit = 1u8 << slot;
+        self.ix.chunks.iter().filter(|c| c.owners & bit != 0).map(|c| c.len as u64).sum()
+    }
+
+    fn read_extent(&mut self, e: Extent, out: &mut [u8]) -> Result<usize, StoreError> {
+        let out = out.get_mut(..e.len as usize).ok_or(StoreError::BufferTooSmall)?;
+        self.disk.seek(SeekFrom::Start(e.off as u64))?;
+        self.disk.read_exact(out).map_err(read_err)?;
+        Ok(e.len as usize)
+    }
+}
+
+impl Fixed {
+    fn with_epoch(slot: u8, epoch: u64) -> Fixed {
+        Fixed { slot, epoch, name: [0; 20], key: [0; 32] }
+    }
+    fn with_name(slot: u8, epoch: u64, name: [u8; 20]) -> Fixed {
+        Fixed { slot, epoch, name, key: [0; 32] }
+    }
+}
+
+fn read_err<E: embedded_io::Error>(e: embedded_io::ReadExactError<E>) -> StoreError {
+    match e {
+        embedded_io::ReadExactError::UnexpectedEof => StoreError::Io(ErrorKind::Other),
+        embedded_io::ReadExactError::Other(e) => StoreError::Io(e.kind()),
+    }
+}
+
+/// Reads until `buf` is full or the device ends; returns the bytes read.
+fn read_full<D: Read>(disk: &mut D, buf: &mut [u8]) -> Result<usize, StoreError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match disk.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddyStore
+    for LogStore<'_, D, CHUNKS, OBJECTS>
+{
+    type Error = StoreError;
+
+    fn client(&mut self, client: &PublicKey) -> Result<ClientRecord, StoreError> {
+        let quota_bytes = self.cfg.default_quota;
+        Ok(match self.slot_of(client) {
+            None => ClientRecord { quota_bytes, ..ClientRecord::default() },
+            Some(slot) => {
+                let c = &self.ix.clients[slot];
+                ClientRecord {
+                    quota_bytes,
+                    used_bytes: self.used(slot),
+                    committed_epoch: c.committed,
+                    staged_epoch: c.staged_epoch,
+                }
+            }
+        })
+    }
+
+    fn has_chunk(&mut self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.find_chunk(&id.0)?.is_some())
+    }
+
+    fn add_owner(&mut self, client: &PublicKey, id: &ChunkId) -> Result<(), StoreError> {
+        let slot = self.slot_or_register(client)?;
+        match self.find_chunk(&id.0)? {
+            Some(i) if self.ix.chunks[i].owners & (1 << slot) == 0 => {
+                self.log(Kind::Ref, Fixed::with_name(slot as u8, 0, id.0), &[])
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn put_chunk(&mut self, client: &PublicKey, id: &ChunkId, sealed: &[u8]) -> Result<PutOutcome, StoreError> {
+        let slot = self.slot_or_register(client)?;
+        let bit = 1u8 << slot;
+        let existing = self.find_chunk(&id.0)?;
+        if let Some(i) = existing {
+            if self.ix.chunks[i].owners & bit != 0 {
+                return Ok(PutOutcome::Stored);
+            }
+        }
+        if self.used(slot) + sealed.len() as u64 > self.cfg.default_quota {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
+        let f = Fixed::with_name(slot as u8, 0, id.0);
+        let r = match existing {
+            Some(_) => self.log(Kind::Ref, f, &[]),
+            None if self.ix.chunks.is_full() => return Ok(PutOutcome::QuotaExceeded),
+            None => self.log(Kind::Chunk, f, sealed),
+        };
+        match r {
+            // The buddy's own capacity is exhausted: to the client this is a
+            // chunk that did not fit, not a broken session.
+            Err(StoreError::Full(_)) => Ok(PutOutcome::QuotaExceeded),
+            Err(e) => Err(e),
+            Ok(()) => {
+                if existing.is_none() {
+                    self.new_since_flush += 1;
+                }
+                Ok(PutOutcome::Stored)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<u32, StoreError> {
+        // Records are written through; the device's flush makes them durable.
+        self.disk.flush()?;
+        Ok(core::mem::take(&mut self.new_since_flush))
+    }
+
+    fn get_chunk(&mut self, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        match self.find_chunk(&id.0)? {
+            None => Ok(None),
+            Some(i) => {
+                let c = self.ix.chunks[i];
+                self.read_extent(Extent { off: c.data, len: c.len }, out).map(Some)
+            }
+        }
+    }
+
+    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8]) -> Result<(), StoreError> {
+        let slot = self.slot_or_register(client)?;
+        self.log(Kind::Object, Fixed::with_name(slot as u8, epoch, *name), data)
+    }
+
+    fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), StoreError> {
+        let slot = self.slot_or_register(client)?;
+        self.log(Kind::Deletes, Fixed::with_epoch(slot as u8, epoch), ids.as_bytes())
+    }
+
+    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), StoreError> {
+        let slot = self.slot_or_register(client)?;
+        self.log(Kind::Root, Fixed::with_epoch(slot as u8, epoch), data)
+    }
+
+    fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, StoreError> {
+        let slot = self.slot_or_register(client)?;
+        let counts = self.staged_counts(slot, epoch);
+        // Only a staged set that matches the signed commit is prepared: a
+        // `Prepare` record is a promise to apply at boot, so a mismatched
+        // set must never get one.
+        if counts == expected {
+            self.log(Kind::Prepare, Fixed::with_epoch(slot as u8, epoch), &[])?;
+            self.disk.flush()?;
+        }
+        Ok(counts)
+    }
+
+    fn apply(&mut self, client: &PublicKey, epoch: u64) -> Result<(), StoreError> {
+        let slot = self.slot_or_register(client)?;
+        self.log(Kind::Apply, Fixed::with_epoch(slot as u8, epoch), &[])?;
+        self.disk.flush()?;
+        Ok(())
+    }
+
+    fn abort(&mut self, client: &PublicKey, epoch: u64) -> Result<(), StoreError> {
+        match self.slot_of(client) {
+            Some(slot) if self.ix.clients[slot].staged_epoch == epoch => {
+                self.log(Kind::Abort, Fixed::with_epoch(slot as u8, epoch), &[])
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn get_object(&mut self, client: &PublicKey, name: &[u8; 20], out: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        let Some(slot) = self.slot_of(client) else { return Ok(None) };
+        let found = self.ix.objects.iter().find(|o| !o.staged && o.slot as usize == slot && &o.name == name).copied();
+        match found {
+            None => Ok(None),
+            Some(o) => self.read_extent(Extent { off: o.data, len: o.len }, out).map(Some),
+        }
+    }
+
+    fn get_root(&mut self, client: &PublicKey, out: &mut [u8]) -> Result<Option<(u64, usize)>, StoreError> {
+        let Some(slot) = self.slot_of(client) else { return Ok(None) };
+        match self.ix.clients[slot].root {
+            None => Ok(None),
+            Some((epoch, e)) => self.read_extent(e, out).map(|n| Some((epoch, n))),
+        }
+    }
+
+    fn drop_all(&mut self, client: &PublicKey, epoch: u64) -> Result<(), StoreError> {
+        let slot = self.slot_or_register(client)?;
+        self.log(Kind::Drop, Fixed::with_epoch(slot as u8, epoch), &[])?;
+        self.disk.flush()?;
+        Ok(())
+    }
+}

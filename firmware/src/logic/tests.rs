@@ -1,0 +1,310 @@
+//! Host tests of the logic: the chunk store across reboots and power cuts,
+//! the beacon and the boot command line.
+
+extern crate std;
+use std::vec;
+use std::vec::Vec;
+
+use pastiche_core::seal::ChunkId;
+use pastiche_core::session::{BuddyStore, PutOutcome, StagedCounts};
+use pastiche_core::wire::IdList;
+use pastiche_core::PublicKey;
+
+use super::beacon::{Beacon, BeaconError, Role};
+use super::config::{Config, Ipv4Cidr};
+use super::ramdisk::RamDisk;
+use super::store::{Index, LogStore, StoreConfig, StoreError};
+
+const CFG: StoreConfig = StoreConfig { default_quota: 1 << 20, capacity: 1 << 22 };
+type Store<'a> = LogStore<'a, RamDisk<'a>, 64, 16>;
+
+/// A leaked index: each store in a test gets its own.
+fn ix() -> &'static mut Index<64, 16> {
+    std::boxed::Box::leak(std::boxed::Box::new(Index::new()))
+}
+
+fn key(n: u8) -> PublicKey {
+    PublicKey([n; 32])
+}
+fn id(n: u8) -> ChunkId {
+    ChunkId([n; 20])
+}
+fn open(buf: &mut [u8]) -> (Store<'_>, super::store::BootReport) {
+    Store::open(RamDisk::new(buf), ix(), CFG, [9; 32]).unwrap()
+}
+fn chunk(s: &mut Store<'_>, id: &ChunkId) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; 70_000];
+    s.get_chunk(id, &mut out).unwrap().map(|n| out[..n].to_vec())
+}
+fn object(s: &mut Store<'_>, c: &PublicKey, name: u8) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; 70_000];
+    s.get_object(c, &[name; 20], &mut out).unwrap().map(|n| out[..n].to_vec())
+}
+fn root(s: &mut Store<'_>, c: &PublicKey) -> Option<(u64, Vec<u8>)> {
+    let mut out = vec![0u8; 70_000];
+    s.get_root(c, &mut out).unwrap().map(|(e, n)| (e, out[..n].to_vec()))
+}
+
+/// Puts two chunks and commits epoch 1 with one object and a root.
+fn commit_epoch_1(s: &mut Store<'_>) {
+    let a = key(1);
+    assert_eq!(s.put_chunk(&a, &id(1), &[1; 100]).unwrap(), PutOutcome::Stored);
+    assert_eq!(s.put_chunk(&a, &id(2), &[2; 3000]).unwrap(), PutOutcome::Stored);
+    assert_eq!(s.flush().unwrap(), 2);
+    s.stage_object(&a, 1, &[7; 20], b"object one").unwrap();
+    s.stage_root(&a, 1, b"root one").unwrap();
+    let want = StagedCounts { objects: 1, deletes: 0, root: true };
+    assert_eq!(s.prepare(&a, 1, want).unwrap(), want);
+    s.apply(&a, 1).unwrap();
+}
+
+#[test]
+fn state_survives_a_reboot() {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, report) = open(&mut buf);
+    assert!(report.formatted);
+    commit_epoch_1(&mut s);
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, report) = open(&mut buf);
+    assert!(!report.formatted && !report.cut);
+    assert_eq!(s.seed(), [9; 32]);
+    let a = key(1);
+    let rec = s.client(&a).unwrap();
+    assert_eq!((rec.committed_epoch, rec.staged_epoch, rec.used_bytes), (1, 0, 3100));
+    assert_eq!(chunk(&mut s, &id(2)).unwrap(), vec![2; 3000]);
+    assert_eq!(object(&mut s, &a, 7).unwrap(), b"object one");
+    assert_eq!(root(&mut s, &a).unwrap(), (1, b"root one".to_vec()));
+    assert!(object(&mut s, &key(2), 7).is_none());
+}
+
+#[test]
+fn a_fresh_seed_is_only_used_to_format() {
+    let mut buf = vec![0u8; 1 << 16];
+    let (s, _) = Store::open(RamDisk::new(&mut buf), ix(), CFG, [5; 32]).unwrap();
+    let _ = s; // the store goes away, as at a power cut
+    let (s, _) = Store::open(RamDisk::new(&mut buf), ix(), CFG, [6; 32]).unwrap();
+    assert_eq!(s.seed(), [5; 32]);
+}
+
+#[test]
+fn a_torn_record_is_cut_and_later_writes_win_over_stale_ones() {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    commit_epoch_1(&mut s);
+    let before = s.log_end();
+    // Power fails 50 bytes into a 10 kB chunk record.
+    let mut disk = s.into_disk();
+    disk.cut_power_after(50);
+    let (mut s, _) = Store::open(disk, ix(), CFG, [9; 32]).unwrap();
+    assert!(s.put_chunk(&key(1), &id(3), &[3; 10_000]).is_err());
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, report) = open(&mut buf);
+    assert!(report.cut);
+    assert_eq!(report.log_end, before);
+    assert!(chunk(&mut s, &id(3)).is_none());
+    assert_eq!(chunk(&mut s, &id(1)).unwrap(), vec![1; 100]);
+    // A small record over the torn one, then a reboot: the stale tail after
+    // it (the torn record's body) is not replayed.
+    s.put_chunk(&key(1), &id(4), &[4; 10]).unwrap();
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, report) = open(&mut buf);
+    assert!(report.cut);
+    assert_eq!(chunk(&mut s, &id(4)).unwrap(), vec![4; 10]);
+    assert_eq!(s.chunk_count(), 3);
+}
+
+#[test]
+fn stale_whole_records_after_a_cut_are_not_replayed() {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    let a = key(1);
+    s.put_chunk(&a, &id(1), &[1; 100]).unwrap();
+    let cut_at = s.log_end() as usize;
+    s.put_chunk(&a, &id(2), &[2; 100]).unwrap();
+    s.put_chunk(&a, &id(3), &[3; 100]).unwrap();
+    let _ = s; // the store goes away, as at a power cut
+               // Corrupt the record of chunk 2: the scan stops there; chunk 3 is whole
+               // but after the cut.
+    buf[cut_at + 40] ^= 0xff;
+    let (mut s, report) = open(&mut buf);
+    assert!(report.cut);
+    assert_eq!(s.chunk_count(), 1);
+    // Overwrite with a record of exactly the same size: chunk 3's stale
+    // record now follows a valid one, but its generation is older.
+    s.put_chunk(&a, &id(5), &[5; 100]).unwrap();
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, _) = open(&mut buf);
+    assert!(chunk(&mut s, &id(3)).is_none());
+    assert!(chunk(&mut s, &id(5)).is_some());
+}
+
+#[test]
+fn a_prepared_epoch_is_applied_at_boot() {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    commit_epoch_1(&mut s);
+    let a = key(1);
+    s.stage_object(&a, 2, &[7; 20], b"object two").unwrap();
+    s.stage_object(&a, 2, &[8; 20], b"another").unwrap();
+    s.stage_deletes(&a, 2, IdList::new(&[1; 20]).unwrap()).unwrap();
+    s.stage_root(&a, 2, b"root two").unwrap();
+    let want = StagedCounts { objects: 2, deletes: 1, root: true };
+    assert_eq!(s.prepare(&a, 2, want).unwrap(), want);
+    // Crash before apply.
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, report) = open(&mut buf);
+    assert_eq!(report.rolled_forward, 1);
+    let rec = s.client(&a).unwrap();
+    assert_eq!((rec.committed_epoch, rec.staged_epoch), (2, 0));
+    assert_eq!(object(&mut s, &a, 7).unwrap(), b"object two");
+    assert_eq!(object(&mut s, &a, 8).unwrap(), b"another");
+    assert_eq!(root(&mut s, &a).unwrap(), (2, b"root two".to_vec()));
+    assert!(chunk(&mut s, &id(1)).is_none(), "the deleted chunk had no other owner");
+    assert!(chunk(&mut s, &id(2)).is_some());
+    let _ = s; // the store goes away, as at a power cut
+               // Applied once: a second boot has nothing to roll forward.
+    let (_, report) = open(&mut buf);
+    assert_eq!(report.rolled_forward, 0);
+}
+
+#[test]
+fn unprepared_staging_survives_until_a_new_epoch_or_abort() {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    let a = key(1);
+    s.stage_object(&a, 5, &[1; 20], b"x").unwrap();
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, _) = open(&mut buf);
+    assert_eq!(s.client(&a).unwrap().staged_epoch, 5);
+    // Staging a new epoch drops the old one's objects.
+    s.stage_object(&a, 6, &[2; 20], b"y").unwrap();
+    s.stage_root(&a, 6, b"r").unwrap();
+    let want = StagedCounts { objects: 1, deletes: 0, root: true };
+    assert_eq!(s.prepare(&a, 6, want).unwrap(), want);
+    s.abort(&a, 6).unwrap();
+    assert_eq!(s.client(&a).unwrap().staged_epoch, 0);
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, report) = open(&mut buf);
+    assert_eq!(report.rolled_forward, 0, "an aborted prepare is not applied");
+    assert_eq!(s.client(&a).unwrap().committed_epoch, 0);
+}
+
+#[test]
+fn shared_chunks_are_stored_once_and_freed_with_the_last_owner() {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    let (a, b) = (key(1), key(2));
+    s.put_chunk(&a, &id(1), &[1; 500]).unwrap();
+    let end = s.log_end();
+    assert!(s.has_chunk(&id(1)).unwrap());
+    s.add_owner(&b, &id(1)).unwrap();
+    assert!(s.log_end() - end < 100, "a reference, not a copy");
+    assert_eq!(s.client(&b).unwrap().used_bytes, 500);
+    s.drop_all(&a, 3).unwrap();
+    assert!(chunk(&mut s, &id(1)).is_some());
+    s.drop_all(&b, 1).unwrap();
+    assert!(chunk(&mut s, &id(1)).is_none());
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, _) = open(&mut buf);
+    assert_eq!(s.client(&a).unwrap().committed_epoch, 3);
+    assert_eq!(s.chunk_count(), 0);
+}
+
+#[test]
+fn quotas_and_full_tables_refuse_a_chunk_without_breaking_the_store() {
+    let mut buf = vec![0u8; 1 << 22];
+    let (mut s, _) = open(&mut buf);
+    let a = key(1);
+    s.put_chunk(&a, &id(1), &vec![1; 60_000]).unwrap();
+    let mut refused = 0;
+    for n in 2..40u8 {
+        if s.put_chunk(&a, &id(n), &vec![n; 60_000]).unwrap() == PutOutcome::QuotaExceeded {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 38 - 16, "1 MiB quota: 17 chunks of 60 kB fit");
+    // The index has 64 entries: a second client fills it, then is refused.
+    let b = key(2);
+    let mut stored = 0;
+    for n in 100..200u8 {
+        if s.put_chunk(&b, &id(n), &[n; 20]).unwrap() == PutOutcome::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 64 - 17);
+    // Clients beyond the eighth are an error.
+    for n in 3..9 {
+        s.put_chunk(&key(n), &id(1), &vec![1; 60_000]).unwrap();
+    }
+    assert_eq!(s.put_chunk(&key(9), &id(1), &[0; 20]), Err(StoreError::Full("clients")));
+}
+
+#[test]
+fn a_full_disk_refuses_the_chunk() {
+    let mut buf = vec![0u8; 1 << 16];
+    let cfg = StoreConfig { default_quota: 1 << 30, capacity: 1 << 16 };
+    let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), cfg, [1; 32]).unwrap();
+    assert_eq!(s.put_chunk(&key(1), &id(1), &[1; 40_000]).unwrap(), PutOutcome::Stored);
+    assert_eq!(s.put_chunk(&key(1), &id(2), &[1; 40_000]).unwrap(), PutOutcome::QuotaExceeded);
+    assert_eq!(s.put_chunk(&key(1), &id(3), &[1; 4_000]).unwrap(), PutOutcome::Stored);
+}
+
+#[test]
+fn beacon_round_trip() {
+    let b = Beacon { role: Role::StorageBuddy, tcp_port: 7467, buddy_key: [0xab; 32] };
+    let bytes = b.encode();
+    assert_eq!(&bytes[..8], b"PSTB\x01\x01\x1d\x2b");
+    assert_eq!(Beacon::decode(&bytes), Ok(b));
+    assert_eq!(Beacon::decode(&bytes[..39]), Err(BeaconError::NotABeacon));
+    let mut v2 = bytes;
+    v2[4] = 2;
+    assert_eq!(Beacon::decode(&v2), Err(BeaconError::Version(2)));
+}
+
+#[test]
+fn config_parses_the_command_line() {
+    let (c, bad) = Config::parse(
+        "/x/pastiche-firmware disk=/tmp/d.img ip=192.168.7.9/16 gw=192.168.0.1 dhcp=off quota_mib=5 port=9000 bogus=1",
+    );
+    assert_eq!(c.disk, Some("/tmp/d.img"));
+    assert_eq!(c.ip, Ipv4Cidr { addr: [192, 168, 7, 9], prefix: 16 });
+    assert_eq!(c.gateway, [192, 168, 0, 1]);
+    assert!(!c.dhcp);
+    assert_eq!((c.quota, c.port), (5 << 20, 9000));
+    assert_eq!(bad, Some("bogus=1"));
+    let (d, bad) = Config::parse("");
+    assert_eq!((d, bad), (Config::default(), None));
+}
+
+#[test]
+fn ids_sharing_the_ram_prefix_are_told_apart_on_disk() {
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut s, _) = open(&mut buf);
+    let (mut x, mut y) = ([7u8; 20], [7u8; 20]);
+    x[19] = 1;
+    y[19] = 2;
+    s.put_chunk(&key(1), &ChunkId(x), b"xxxxxxxxxxxxxxxxxxxx").unwrap();
+    assert!(!s.has_chunk(&ChunkId(y)).unwrap());
+    s.put_chunk(&key(1), &ChunkId(y), b"yyyyyyyyyyyyyyyyyyyy").unwrap();
+    assert_eq!(chunk(&mut s, &ChunkId(x)).unwrap(), b"xxxxxxxxxxxxxxxxxxxx");
+    assert_eq!(chunk(&mut s, &ChunkId(y)).unwrap(), b"yyyyyyyyyyyyyyyyyyyy");
+    assert_eq!(s.chunk_count(), 2);
+}
+
+#[test]
+fn a_staged_set_that_differs_from_the_commit_is_never_prepared() {
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut s, _) = open(&mut buf);
+    let a = key(1);
+    s.stage_object(&a, 1, &[1; 20], b"x").unwrap();
+    s.stage_root(&a, 1, b"r").unwrap();
+    // The client signed for two objects; one was lost on the way.
+    let want = StagedCounts { objects: 2, deletes: 0, root: true };
+    assert_eq!(s.prepare(&a, 1, want).unwrap(), StagedCounts { objects: 1, deletes: 0, root: true });
+    // Power fails before the session's abort: nothing is rolled forward.
+    let _ = s; // the store goes away, as at a power cut
+    let (mut s, report) = open(&mut buf);
+    assert_eq!(report.rolled_forward, 0);
+    let rec = s.client(&a).unwrap();
+    assert_eq!((rec.committed_epoch, rec.staged_epoch), (0, 1));
+}
