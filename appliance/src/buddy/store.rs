@@ -51,7 +51,7 @@ pub const BUDDY_DB_FILE: &str = "buddy.redb";
 
 /// Chunks a session may buffer before they are written without waiting for
 /// a `Flush` (bounds a session's memory).
-const MAX_PENDING_BYTES: u64 = 32 << 20;
+const MAX_PENDING_BYTES: u64 = 128 << 20;
 /// Offered ids a session may buffer before their references are written.
 const MAX_PENDING_REFS: usize = 16 * 1024;
 /// Staged bytes a session may buffer before they are written (unprepared).

@@ -154,17 +154,55 @@ fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8]
     let file = File::create(dest).context("cannot create")?;
     let mut offset = 0u64;
     let handles: Vec<Handle> = handles.iter().map(|h| Handle(*h)).collect();
+    // Contiguous data is gathered into large writes: one syscall per MiB,
+    // not per chunk.
+    let mut pending = WriteBuffer { file: &file, start: 0, buf: Vec::with_capacity(WRITE_BUFFER) };
     source.open_many(&handles, plain, &mut |data: &[u8]| {
         // Holes stay holes: all-zero chunks of a sparse file are not written.
-        if !(*sparse && data.iter().all(|&b| b == 0)) {
-            file.write_all_at(data, offset).with_context(|| format!("cannot write at offset {offset}"))?;
+        if *sparse && data.iter().all(|&b| b == 0) {
+            pending.flush()?;
+            pending.start = offset + data.len() as u64;
+        } else {
+            pending.push(data)?;
         }
         offset += data.len() as u64;
         progress.bytes_done(data.len() as u64);
         Ok(())
     })?;
+    pending.flush()?;
     file.set_len(offset).context("cannot set length")?;
     drop(file);
     fsmeta::apply(dest, &e.version.attrs, false).context("cannot set attributes")?;
     Ok(())
+}
+
+/// Bytes gathered before one write.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Consecutive file content waiting to be written at `start`.
+struct WriteBuffer<'f> {
+    file: &'f File,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl WriteBuffer<'_> {
+    fn push(&mut self, data: &[u8]) -> Result<()> {
+        if self.buf.len() + data.len() > WRITE_BUFFER {
+            self.flush()?;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.file
+                .write_all_at(&self.buf, self.start)
+                .with_context(|| format!("cannot write at offset {}", self.start))?;
+            self.start += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
 }

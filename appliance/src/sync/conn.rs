@@ -1,7 +1,7 @@
 //! A blocking TCP connection to one buddy, driving the core's sans-IO
 //! [`ClientSession`].
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ pub struct BuddyConn {
     /// Time from connect to welcome.
     pub rtt: Duration,
     session: ClientSession,
-    reader: TcpStream,
+    reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
     out: Vec<u8>,
     payload: Vec<u8>,
@@ -69,7 +69,8 @@ impl BuddyConn {
             welcome: Welcome { quota_bytes: 0, used_bytes: 0, committed_epoch: 0, staged_epoch: 0 },
             rtt: Duration::ZERO,
             session: ClientSession::new(identity.clone(), node, nonce, entropy),
-            reader: stream.try_clone()?,
+            // Large buffered reads: a pipelined restore receives many frames per syscall.
+            reader: BufReader::with_capacity(1 << 18, stream.try_clone()?),
             writer: BufWriter::with_capacity(1 << 20, stream),
             out: vec![0; DECODER_BUFFER_LEN],
             payload: vec![0; MAX_FRAME_PAYLOAD],

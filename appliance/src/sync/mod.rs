@@ -32,7 +32,7 @@ const BUDDIES_FILE: &str = "buddies.json";
 /// Ids per offer (the protocol's maximum).
 const OFFER_BATCH: usize = pastiche_core::wire::MAX_IDS_PER_MESSAGE;
 /// Bytes sent between two flushes.
-const FLUSH_BYTES: u64 = 64 << 20;
+const FLUSH_BYTES: u64 = 256 << 20;
 
 /// Asks the buddy to make everything durable; records the chunks as held
 /// there unless some were refused. Returns how many were refused.
@@ -131,74 +131,137 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     let mut report = SyncReport { addr: entry.addr.clone(), epoch, ..SyncReport::default() };
 
     let marks = prune::mark(repo)?;
-    let shipped = state::shipped_chunks(db, &buddy)?;
-    let mut to_offer: Vec<ChunkId> = marks.chunks.iter().filter(|id| !shipped.contains(id)).copied().collect();
-    to_offer.sort();
-    report.chunks_offered = to_offer.len() as u64;
-    let mut quota_refusals = 0;
-    let mut unflushed: Vec<ChunkId> = Vec::new();
-    let mut unflushed_bytes = 0u64;
-    for batch in to_offer.chunks(OFFER_BATCH) {
-        let lacks = conn.offer(batch)?;
-        let needed: Vec<ChunkId> = batch.iter().zip(&lacks).filter(|(_, &l)| l).map(|(id, _)| *id).collect();
-        // Reading from the store overlaps with sending: a reader thread
-        // fetches the sealed chunks in order while this thread writes them.
-        let sent = std::thread::scope(|scope| -> Result<u64> {
-            let (tx, rx) = crossbeam_channel::bounded::<Result<(ChunkId, Vec<u8>)>>(256);
-            let needed = &needed;
-            scope.spawn(move || {
-                for id in needed {
-                    let mut sealed = Vec::new();
-                    let r = repo.store.get_into(id, &mut sealed).map(|()| (*id, sealed));
-                    let failed = r.is_err();
-                    if tx.send(r.with_context(|| format!("reading chunk {id} to ship"))).is_err() || failed {
-                        break;
+    // Metadata objects are staged on a second connection at the same time:
+    // the buddy checks one signature per object, which would otherwise wait
+    // for every chunk.
+    let objects_entry = entry.clone();
+    std::thread::scope(|scope| -> Result<SyncReport> {
+        let objects = scope.spawn(move || -> Result<StagedObjects> {
+            let mut entry = objects_entry;
+            let mut conn2 = connect(repo, &mut entry)?;
+            let staged = stage_objects(repo, &mut conn2, &buddy, epoch)?;
+            conn2.flush()?;
+            Ok(staged)
+        });
+        let shipped = state::shipped_chunks(db, &buddy)?;
+        let mut to_offer: Vec<ChunkId> = marks.chunks.iter().filter(|id| !shipped.contains(id)).copied().collect();
+        to_offer.sort();
+        report.chunks_offered = to_offer.len() as u64;
+        let mut quota_refusals = 0;
+        let mut unflushed: Vec<ChunkId> = Vec::new();
+        let mut unflushed_bytes = 0u64;
+        for batch in to_offer.chunks(OFFER_BATCH) {
+            let lacks = conn.offer(batch)?;
+            let needed: Vec<ChunkId> = batch.iter().zip(&lacks).filter(|(_, &l)| l).map(|(id, _)| *id).collect();
+            // Reading from the store overlaps with sending: a reader thread
+            // fetches the sealed chunks in order while this thread writes them.
+            let sent = std::thread::scope(|scope| -> Result<u64> {
+                let (tx, rx) = crossbeam_channel::bounded::<Result<(ChunkId, Vec<u8>)>>(256);
+                let needed = &needed;
+                scope.spawn(move || {
+                    for id in needed {
+                        let mut sealed = Vec::new();
+                        let r = repo.store.get_into(id, &mut sealed).map(|()| (*id, sealed));
+                        let failed = r.is_err();
+                        if tx.send(r.with_context(|| format!("reading chunk {id} to ship"))).is_err() || failed {
+                            break;
+                        }
                     }
+                });
+                let mut sent = 0u64;
+                for item in rx {
+                    let (id, sealed) = item?;
+                    conn.put_chunk(id, &sealed)?;
+                    sent += sealed.len() as u64;
                 }
-            });
-            let mut sent = 0u64;
-            for item in rx {
-                let (id, sealed) = item?;
-                conn.put_chunk(id, &sealed)?;
-                sent += sealed.len() as u64;
+                Ok(sent)
+            })?;
+            report.chunks_sent += needed.len() as u64;
+            report.bytes_sent += sent;
+            progress.bytes_done(sent);
+            unflushed.extend_from_slice(batch);
+            unflushed_bytes += sent;
+            // Durability costs a round trip and an fsync on the buddy: ask for it
+            // every 256 MiB, and at the end.
+            if unflushed_bytes >= FLUSH_BYTES {
+                quota_refusals += flush_and_record(&mut conn, db, &buddy, &mut unflushed)?;
+                unflushed_bytes = 0;
             }
-            Ok(sent)
-        })?;
-        report.chunks_sent += needed.len() as u64;
-        report.bytes_sent += sent;
-        progress.bytes_done(sent);
-        unflushed.extend_from_slice(batch);
-        unflushed_bytes += sent;
-        // Durability costs a round trip and an fsync on the buddy: ask for it
-        // every 64 MiB, and at the end.
-        if unflushed_bytes >= FLUSH_BYTES {
-            quota_refusals += flush_and_record(&mut conn, db, &buddy, &mut unflushed)?;
-            unflushed_bytes = 0;
         }
-    }
-    quota_refusals += flush_and_record(&mut conn, db, &buddy, &mut unflushed)?;
-    if quota_refusals > 0 {
-        bail!(
-            "buddy {} is out of quota for us ({} chunks refused; quota {} bytes, used {}): nothing committed there",
-            entry.addr,
-            quota_refusals,
-            conn.welcome.quota_bytes,
-            conn.welcome.used_bytes
-        );
-    }
+        quota_refusals += flush_and_record(&mut conn, db, &buddy, &mut unflushed)?;
+        if quota_refusals > 0 {
+            bail!(
+                "buddy {} is out of quota for us ({} chunks refused; quota {} bytes, used {}): nothing committed there",
+                entry.addr,
+                quota_refusals,
+                conn.welcome.quota_bytes,
+                conn.welcome.used_bytes
+            );
+        }
 
-    // Chunks the buddy holds for us that no retained snapshot needs.
-    let deletes: Vec<ChunkId> = shipped.iter().filter(|id| !marks.chunks.contains(id)).copied().collect();
-    for batch in deletes.chunks(OFFER_BATCH) {
-        conn.delete_list(epoch, batch)?;
-    }
-    report.deletes = deletes.len() as u64;
+        let staged_objects = objects.join().map_err(|_| anyhow::anyhow!("the object-staging thread panicked"))?;
+        // Chunks the buddy holds for us that no retained snapshot needs.
+        let deletes: Vec<ChunkId> = shipped.iter().filter(|id| !marks.chunks.contains(id)).copied().collect();
+        for batch in deletes.chunks(OFFER_BATCH) {
+            conn.delete_list(epoch, batch)?;
+        }
+        report.deletes = deletes.len() as u64;
 
-    // Objects that changed since the last sync.
-    let already = state::shipped_objects(db, &buddy)?;
+        let root_name = repo.root_ref().name;
+        let root_bytes = repo.meta.get(&root_name)?.context("the root object is missing")?;
+        if root_bytes.len() > pastiche_core::wire::MAX_OBJECT_DATA {
+            bail!("the root object ({} bytes) is too large to ship; forget old snapshots", root_bytes.len());
+        }
+        // The objects went out on a second connection while the chunks were
+        // shipped; the buddy holds that staging durably after its Flush.
+        let staged = match staged_objects {
+            Ok(staged) => {
+                conn.put_root(epoch, &root_bytes)?;
+                match conn.commit(epoch, staged.names.len() as u32, deletes.len() as u32) {
+                    Ok(()) => Some(staged),
+                    Err(e) if e.downcast_ref::<conn::BuddyRefused>().is_some() => None,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(_) => None,
+        };
+        // A buddy that keeps staging per connection refuses that commit: stage
+        // everything again on one connection.
+        let staged = match staged {
+            Some(s) => s,
+            None => {
+                let mut conn = connect(repo, entry)?;
+                for batch in deletes.chunks(OFFER_BATCH) {
+                    conn.delete_list(epoch, batch)?;
+                }
+                let staged = stage_objects(repo, &mut conn, &buddy, epoch)?;
+                conn.put_root(epoch, &root_bytes)?;
+                conn.commit(epoch, staged.names.len() as u32, deletes.len() as u32)?;
+                staged
+            }
+        };
+        report.objects_sent = staged.names.len() as u64;
+        let shipped_digests = staged.digests;
+        state::record_commit(db, &buddy, &shipped_digests, &deletes)?;
+        entry.epoch = epoch;
+        entry.snapshot = repo.load_root()?.snapshots.last().map(|s| s.id_hex());
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    })
+}
+
+/// Objects staged for an epoch: every name sent (parts included) and the
+/// digest of each whole object, recorded once the epoch commits.
+struct StagedObjects {
+    names: HashSet<[u8; 20]>,
+    digests: Vec<([u8; 20], [u8; 20])>,
+}
+
+/// Stages every object that changed since the last sync to this buddy.
+fn stage_objects(repo: &Repo, conn: &mut BuddyConn, buddy: &PublicKey, epoch: u64) -> Result<StagedObjects> {
+    let already = state::shipped_objects(repo.meta.database(), buddy)?;
     let root_name = repo.root_ref().name;
-    let mut staged_names: HashSet<[u8; 20]> = HashSet::new();
-    let mut shipped_digests = Vec::new();
+    let mut staged = StagedObjects { names: HashSet::new(), digests: Vec::new() };
     for name in repo.meta.names()? {
         if name == root_name {
             continue;
@@ -210,22 +273,11 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
         }
         for (part, data) in split::split(&name.0, &bytes)? {
             conn.put_object(epoch, part, &data)?;
-            staged_names.insert(part);
+            staged.names.insert(part);
         }
-        shipped_digests.push((name.0, digest));
+        staged.digests.push((name.0, digest));
     }
-    report.objects_sent = staged_names.len() as u64;
-    let root_bytes = repo.meta.get(&root_name)?.context("the root object is missing")?;
-    if root_bytes.len() > pastiche_core::wire::MAX_OBJECT_DATA {
-        bail!("the root object ({} bytes) is too large to ship; forget old snapshots", root_bytes.len());
-    }
-    conn.put_root(epoch, &root_bytes)?;
-    conn.commit(epoch, staged_names.len() as u32, deletes.len() as u32)?;
-    state::record_commit(db, &buddy, &shipped_digests, &deletes)?;
-    entry.epoch = epoch;
-    entry.snapshot = repo.load_root()?.snapshots.last().map(|s| s.id_hex());
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(staged)
 }
 
 /// The reachable buddy with the shortest hello round trip, or the one asked for.

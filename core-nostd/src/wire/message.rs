@@ -83,6 +83,7 @@ pub struct Offer<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Need<'a> {
     /// `ceil(n / 8)` bytes for an offer of `n` ids; bits past `n` are 0.
+    #[serde(with = "super::fixed::byte_str", borrow)]
     pub bitmap: &'a [u8],
 }
 
@@ -144,6 +145,7 @@ pub struct PutChunk<'a> {
     #[serde(with = "as_fixed")]
     pub id: ChunkId,
     /// The sealed chunk, [`TAG_LEN`]..=[`MAX_SEALED`] bytes.
+    #[serde(with = "super::fixed::byte_str", borrow)]
     pub sealed: &'a [u8],
 }
 
@@ -169,6 +171,7 @@ pub struct Chunk<'a> {
     #[serde(with = "as_fixed")]
     pub id: ChunkId,
     /// The sealed chunk, [`TAG_LEN`]..=[`MAX_SEALED`] bytes.
+    #[serde(with = "super::fixed::byte_str", borrow)]
     pub sealed: &'a [u8],
 }
 
@@ -182,6 +185,7 @@ pub struct PutObject<'a> {
     #[serde(with = "as_fixed")]
     pub name: [u8; ID_LEN],
     /// The sealed object, at most [`MAX_OBJECT_DATA`] bytes.
+    #[serde(with = "super::fixed::byte_str", borrow)]
     pub data: &'a [u8],
     /// The client's signature.
     #[serde(with = "as_fixed")]
@@ -209,6 +213,7 @@ pub struct PutRoot<'a> {
     /// The epoch being staged.
     pub epoch: u64,
     /// The sealed root object, at most [`MAX_OBJECT_DATA`] bytes.
+    #[serde(with = "super::fixed::byte_str", borrow)]
     pub data: &'a [u8],
     /// The client's signature.
     #[serde(with = "as_fixed")]
@@ -267,6 +272,7 @@ pub struct Object<'a> {
     #[serde(with = "as_fixed")]
     pub name: [u8; ID_LEN],
     /// The sealed object, at most [`MAX_OBJECT_DATA`] bytes.
+    #[serde(with = "super::fixed::byte_str", borrow)]
     pub data: &'a [u8],
 }
 
@@ -276,6 +282,7 @@ pub struct Root<'a> {
     /// The epoch that committed this root.
     pub epoch: u64,
     /// The sealed root object, at most [`MAX_OBJECT_DATA`] bytes.
+    #[serde(with = "super::fixed::byte_str", borrow)]
     pub data: &'a [u8],
 }
 
