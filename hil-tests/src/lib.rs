@@ -5,7 +5,10 @@
 //!   (QEMU's model of the SMSC LAN9118) and its disk (a host file reached
 //!   through ARM semihosting calls, standing in for flash or an SD card).
 //!   The network between the host and the board is QEMU's user-mode
-//!   networking (slirp) with a host port forward.
+//!   networking (slirp) with a host port forward in `firmware_qemu.rs`, and
+//!   a real TAP link inside a network namespace, bridged to QEMU's socket
+//!   netdev by `netbridge` (which drops 5% of frames each way: this kernel
+//!   has no netem), in `firmware_netns.rs`.
 //! - **Real:** the firmware image (the very ELF that would be flashed), its
 //!   TCP/IP stack (smoltcp), its chunk store, the protocol code
 //!   (`pastiche_core::session::BuddySession`, shared with the appliance),

@@ -1,0 +1,266 @@
+//! The firmware buddy on a real TAP link inside a network namespace, with
+//! 5 % packet loss in each direction, driven by the real `pastiche` binary.
+//!
+//! Emulated: the board (QEMU `mps2-an386`), its LAN9118 NIC and its disk (a
+//! host file over ARM semihosting). The link: QEMU's
+//! `-netdev socket,udp=...` carries the NIC's raw Ethernet frames over UDP
+//! to the `netbridge` bin, which copies them to and from a persistent TAP
+//! device (`10.0.2.2/24`) and drops 5 % of them each way (seeded, printed):
+//! the kernel here has no `netem` qdisc, so the loss is made in user space.
+//! The firmware runs with DHCP off on its static address `10.0.2.15/24`.
+//! The client reaches it through the namespace's kernel TCP/IP stack and the
+//! TAP device, not through a port forward. Real: the firmware ELF, smoltcp,
+//! the chunk store, `BuddySession` and the `pastiche` client.
+//!
+//! Everything (tap, bridge, QEMU, `pastiche`) runs inside a uniquely named
+//! namespace (`ip netns exec`), deleted on every path by a Drop guard.
+//! Skipped, with a printed reason, without QEMU, root, `/dev/net/tun` or
+//! `ip netns add`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hil_tests::{build_pastiche, decode_log, require_qemu, Firmware};
+
+const TAP: &str = "ptap0";
+const BUDDY: &str = "10.0.2.15:7467";
+const LOSS_PCT: &str = "5";
+/// UDP ports on the namespace's own loopback: the bridge's and QEMU's.
+const BRIDGE_UDP: &str = "127.0.0.1:40001";
+const QEMU_UDP: &str = "127.0.0.1:40002";
+
+/// Runs `ip ARGS`, failing with its stderr.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// A network namespace and the processes in it; dropping it kills them and
+/// deletes the namespace (and with it the TAP device).
+struct Netns {
+    name: String,
+    children: Vec<Child>,
+}
+
+impl Netns {
+    /// `Err` with the reason when namespaces are not available here.
+    fn create() -> Result<Netns, String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root (network namespaces and TAP devices need CAP_NET_ADMIN)".into());
+        }
+        if !Path::new("/dev/net/tun").exists() {
+            return Err("/dev/net/tun is missing".into());
+        }
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let name = format!("pst-hil-{}-{nanos:x}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        Ok(Netns { name, children: Vec::new() })
+    }
+
+    /// A command run inside the namespace.
+    fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `ip ARGS` inside the namespace.
+    fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all).unwrap();
+    }
+
+    /// Starts `c` (built with [`Netns::exec`]); it is killed on drop.
+    fn spawn(&mut self, c: &mut Command) -> usize {
+        self.children.push(c.spawn().unwrap_or_else(|e| panic!("{c:?}: {e}")));
+        self.children.len() - 1
+    }
+
+    fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.children[i].try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // `ip netns exec` execs the program, so these are QEMU and the bridge.
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Err(e) = ip(&["netns", "delete", &self.name]) {
+            eprintln!("could not delete namespace {}: {e}", self.name);
+        }
+    }
+}
+
+fn firmware_lines(elf: &Path, log: &Path) -> Vec<String> {
+    fs::read(log).ok().map(|b| decode_log(elf, &b).unwrap_or_default()).unwrap_or_default()
+}
+
+/// `pastiche` inside the namespace, with a data directory and test settings.
+fn pastiche(ns: &Netns, bin: &Path, data: &Path) -> Command {
+    let mut c = ns.exec(bin);
+    c.env("PASTICHE_PASSWORD", "x").env("PASTICHE_KDF_MIB", "8").arg("--data").arg(data);
+    c.args(["--threads", "2", "--quiet"]);
+    c
+}
+
+/// Runs `c`; on failure the panic message includes the firmware's log.
+fn run_ok(c: &mut Command, log: impl Fn() -> String) -> Output {
+    let out = c.output().expect("run pastiche");
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}):\nstdout: {}\nstderr: {}\nfirmware log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log(),
+    );
+    out
+}
+
+/// A tree of incompressible files (xorshift bytes), `mib` MiB in all.
+fn make_tree(root: &Path, mib: usize, seed: u64) {
+    let mut x = seed | 1;
+    let mut bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    fs::create_dir_all(root.join("docs/deep")).unwrap();
+    fs::write(root.join("big.bin"), bytes(mib * 1024 * 1024 - 200_000)).unwrap();
+    for i in 0..8 {
+        fs::write(root.join(format!("docs/file{i}.dat")), bytes(20_000 + i * 1_000)).unwrap();
+    }
+    fs::write(root.join("docs/deep/notes.txt"), b"a small text file\n").unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+}
+
+/// Every file under `a` has an identical twin under `b`, and vice versa.
+fn assert_same_tree(a: &Path, b: &Path) {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push((p.strip_prefix(root).unwrap().to_path_buf(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    walk(a, a, &mut x);
+    walk(b, b, &mut y);
+    x.sort();
+    y.sort();
+    assert_eq!(x.len(), y.len(), "file counts differ");
+    for ((pa, da), (pb, db)) in x.iter().zip(&y) {
+        assert_eq!(pa, pb);
+        assert!(da == db, "{} differs after restore", pa.display());
+    }
+}
+
+/// Parses the bridge's stats line into `(name, count)` pairs.
+fn bridge_counts(stats: &Path) -> Vec<(String, u64)> {
+    let s = fs::read_to_string(stats).unwrap_or_default();
+    s.split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn backup_and_exact_restore_over_a_tap_link_with_5_percent_loss() {
+    require_qemu!();
+    let mut ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let fw = Firmware::build().expect("firmware builds");
+    let bin = build_pastiche().expect("pastiche builds");
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, data, target) = (tmp.path().join("tree"), tmp.path().join("box"), tmp.path().join("out"));
+    let (disk, log, stats) =
+        (tmp.path().join("disk.img"), tmp.path().join("fw.defmt"), tmp.path().join("bridge.stats"));
+    make_tree(&tree, 3, 0x7a9);
+
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"]);
+    ns.ip(&["addr", "add", "10.0.2.2/24", "dev", TAP]);
+    ns.ip(&["link", "set", TAP, "up"]);
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let bridge = ns.spawn(
+        ns.exec(env!("CARGO_BIN_EXE_netbridge"))
+            .args(["--tap", TAP, "--local", BRIDGE_UDP, "--peer", QEMU_UDP, "--loss", LOSS_PCT])
+            .args(["--seed", &seed.to_string()])
+            .arg("--stats")
+            .arg(&stats)
+            .stdin(Stdio::null()),
+    );
+    let append =
+        format!("disk={} log={} quota_mib=512 dhcp=off ip=10.0.2.15/24 gw=10.0.2.2", disk.display(), log.display());
+    let qemu = ns.spawn(
+        ns.exec(hil_tests::qemu().unwrap())
+            .args(["-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .arg("-kernel")
+            .arg(&fw.elf)
+            .args(["-append", &append])
+            .args(["-netdev", &format!("socket,id=n0,udp={BRIDGE_UDP},localaddr={QEMU_UDP}")])
+            .args(["-net", "nic,netdev=n0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
+    let fw_log = || firmware_lines(&fw.elf, &log).join("\n");
+    let start = Instant::now();
+    while !firmware_lines(&fw.elf, &log).iter().any(|l| l.contains("buddy: serving")) {
+        assert!(ns.exited(qemu).is_none(), "QEMU exited; log:\n{}", fw_log());
+        assert!(ns.exited(bridge).is_none(), "the bridge exited");
+        assert!(start.elapsed() < Duration::from_secs(30), "the buddy never served; log:\n{}", fw_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lines = firmware_lines(&fw.elf, &log);
+    assert!(lines.iter().any(|l| l.contains("net: static address 10.0.2.15/24")), "{}", lines.join("\n"));
+
+    run_ok(pastiche(&ns, &bin, &data).args(["init", "--name", "hil-netns.example"]), fw_log);
+    run_ok(pastiche(&ns, &bin, &data).args(["buddy", "add", BUDDY]), fw_log);
+    let t = Instant::now();
+    run_ok(pastiche(&ns, &bin, &data).arg("backup").arg(&tree), fw_log);
+    eprintln!("backup + ship of 3 MiB over the lossy TAP link: {:?}", t.elapsed());
+    let t = Instant::now();
+    run_ok(
+        pastiche(&ns, &bin, &data).args(["restore", "latest", "--target"]).arg(&target).args(["--from-buddy", BUDDY]),
+        fw_log,
+    );
+    eprintln!("restore of 3 MiB from the buddy over the lossy TAP link: {:?}", t.elapsed());
+    assert_same_tree(&tree, &target.join(tree.strip_prefix("/").unwrap()));
+
+    std::thread::sleep(Duration::from_millis(300)); // the bridge rewrites its stats every 100 ms
+    let counts = bridge_counts(&stats);
+    eprintln!("netbridge (seed {seed}, {LOSS_PCT}% loss each way): {counts:?}");
+    let get = |k: &str| counts.iter().find(|(n, _)| n == k).map(|c| c.1).unwrap_or(0);
+    assert!(get("tap_to_udp") > 1000 && get("udp_to_tap") > 1000, "little traffic crossed the bridge: {counts:?}");
+    assert!(get("tap_to_udp_dropped") > 0 && get("udp_to_tap_dropped") > 0, "the bridge dropped nothing: {counts:?}");
+    let lines = firmware_lines(&fw.elf, &log);
+    assert!(!lines.iter().any(|l| l.contains("panic") || l.contains("halted")), "{}", lines.join("\n"));
+}
