@@ -17,6 +17,7 @@
 //! [`Firmware::build`] builds the image the way a user does; [`Qemu`] boots
 //! it; [`decode_log`] turns its defmt log into text in-process.
 
+use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -206,4 +207,50 @@ pub fn decode_log(elf: &Path, bytes: &[u8]) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// A tree of incompressible files (xorshift bytes: no two chunks alike), `mib` MiB in all.
+pub fn make_tree(root: &Path, mib: usize, seed: u64) {
+    let mut x = seed | 1;
+    let mut bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    fs::create_dir_all(root.join("docs/deep")).unwrap();
+    fs::write(root.join("big.bin"), bytes(mib * 1024 * 1024 - 200_000)).unwrap();
+    for i in 0..8 {
+        fs::write(root.join(format!("docs/file{i}.dat")), bytes(20_000 + i * 1_000)).unwrap();
+    }
+    fs::write(root.join("docs/deep/notes.txt"), b"a small text file\n").unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+}
+
+/// Every file under `a` has an identical twin under `b`, and vice versa.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push((p.strip_prefix(root).unwrap().to_path_buf(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    walk(a, a, &mut x);
+    walk(b, b, &mut y);
+    x.sort();
+    y.sort();
+    assert_eq!(x.len(), y.len(), "file counts differ");
+    for ((pa, da), (pb, db)) in x.iter().zip(&y) {
+        assert_eq!(pa, pb);
+        assert!(da == db, "{} differs after restore", pa.display());
+    }
 }

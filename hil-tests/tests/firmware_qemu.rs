@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hil_tests::{build_pastiche, free_port, require_qemu, Firmware, Qemu};
+use hil_tests::{assert_same_tree, build_pastiche, free_port, make_tree, require_qemu, Firmware, Qemu};
 
 /// `pastiche` with a data directory and test settings. `--threads 2`: the
 /// firmware serves three sessions at once and a restore opens one per thread.
@@ -41,52 +41,6 @@ fn run_ok_logged(c: &mut Command, qemu: Option<&Qemu>) -> Output {
         String::from_utf8_lossy(&out.stderr),
     );
     out
-}
-
-/// A tree of incompressible files (xorshift bytes: no two chunks alike), `mib` MiB in all.
-fn make_tree(root: &Path, mib: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut bytes = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
-    fs::create_dir_all(root.join("docs/deep")).unwrap();
-    fs::write(root.join("big.bin"), bytes(mib * 1024 * 1024 - 200_000)).unwrap();
-    for i in 0..8 {
-        fs::write(root.join(format!("docs/file{i}.dat")), bytes(20_000 + i * 1_000)).unwrap();
-    }
-    fs::write(root.join("docs/deep/notes.txt"), b"a small text file\n").unwrap();
-    fs::write(root.join("empty"), b"").unwrap();
-}
-
-/// Every file under `a` has an identical twin under `b`, and vice versa.
-fn assert_same_tree(a: &Path, b: &Path) {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push((p.strip_prefix(root).unwrap().to_path_buf(), fs::read(&p).unwrap()));
-            }
-        }
-    }
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    walk(a, a, &mut x);
-    walk(b, b, &mut y);
-    x.sort();
-    y.sort();
-    assert_eq!(x.len(), y.len(), "file counts differ");
-    for ((pa, da), (pb, db)) in x.iter().zip(&y) {
-        assert_eq!(pa, pb);
-        assert!(da == db, "{} differs after restore", pa.display());
-    }
 }
 
 /// Where a restore puts the tree: restore keeps the absolute path under the target.

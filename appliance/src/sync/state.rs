@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use pastiche_core::{ChunkId, PublicKey};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, TableDefinition};
 
 /// (buddy key || chunkId) for every chunk a buddy holds for us.
 const SHIPPED_CHUNKS: TableDefinition<&[u8], ()> = TableDefinition::new("sync_chunks");
@@ -17,45 +17,48 @@ fn key(buddy: &PublicKey, id: &[u8; 20]) -> [u8; 52] {
     k
 }
 
-/// The chunks a buddy holds for us, as recorded.
-pub fn shipped_chunks(db: &Database, buddy: &PublicKey) -> Result<std::collections::HashSet<ChunkId>> {
+/// Calls `f` with the 20-byte id and the value of every entry of `buddy` in
+/// a table keyed (buddy key || id).
+fn scan<V: redb::Value + 'static>(
+    db: &Database,
+    def: TableDefinition<&[u8], V>,
+    buddy: &PublicKey,
+    mut f: impl FnMut([u8; 20], V::SelfType<'_>),
+) -> Result<()> {
     let txn = db.begin_read()?;
-    let table = match txn.open_table(SHIPPED_CHUNKS) {
+    let table = match txn.open_table(def) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let mut out = std::collections::HashSet::new();
-    for item in table.range(&buddy.0[..]..)? {
-        let (k, _) = item?;
-        let k = k.value();
-        if k.len() != 52 || k[..32] != buddy.0 {
-            break;
-        }
-        out.insert(ChunkId(k[32..].try_into().expect("20 bytes")));
-    }
-    Ok(out)
-}
-
-/// The digest of each object last shipped to a buddy.
-pub fn shipped_objects(db: &Database, buddy: &PublicKey) -> Result<std::collections::HashMap<[u8; 20], [u8; 20]>> {
-    let txn = db.begin_read()?;
-    let table = match txn.open_table(SHIPPED_OBJECTS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = std::collections::HashMap::new();
     for item in table.range(&buddy.0[..]..)? {
         let (k, v) = item?;
         let k = k.value();
         if k.len() != 52 || k[..32] != buddy.0 {
             break;
         }
-        if let Ok(d) = v.value().try_into() {
-            out.insert(k[32..].try_into().expect("20 bytes"), d);
-        }
+        f(k[32..].try_into().expect("20 bytes"), v.value());
     }
+    Ok(())
+}
+
+/// The chunks a buddy holds for us, as recorded.
+pub fn shipped_chunks(db: &Database, buddy: &PublicKey) -> Result<std::collections::HashSet<ChunkId>> {
+    let mut out = std::collections::HashSet::new();
+    scan(db, SHIPPED_CHUNKS, buddy, |id, ()| {
+        out.insert(ChunkId(id));
+    })?;
+    Ok(out)
+}
+
+/// The digest of each object last shipped to a buddy.
+pub fn shipped_objects(db: &Database, buddy: &PublicKey) -> Result<std::collections::HashMap<[u8; 20], [u8; 20]>> {
+    let mut out = std::collections::HashMap::new();
+    scan(db, SHIPPED_OBJECTS, buddy, |name, digest: &[u8]| {
+        if let Ok(d) = digest.try_into() {
+            out.insert(name, d);
+        }
+    })?;
     Ok(out)
 }
 
@@ -96,27 +99,19 @@ pub fn record_commit(
 
 /// Forgets everything recorded for a buddy (it was removed or wiped).
 pub fn forget_buddy(db: &Database, buddy: &PublicKey) -> Result<()> {
+    let mut chunks = Vec::new();
+    scan(db, SHIPPED_CHUNKS, buddy, |id, ()| chunks.push(id))?;
+    let mut objects = Vec::new();
+    scan(db, SHIPPED_OBJECTS, buddy, |name, _: &[u8]| objects.push(name))?;
     let txn = db.begin_write()?;
     {
-        for def in [SHIPPED_CHUNKS] {
-            let mut t = txn.open_table(def)?;
-            let keys: Vec<Vec<u8>> = t
-                .range(&buddy.0[..]..)?
-                .map_while(|i| i.ok().map(|(k, _)| k.value().to_vec()))
-                .take_while(|k| k.len() == 52 && k[..32] == buddy.0)
-                .collect();
-            for k in keys {
-                t.remove(&k[..])?;
-            }
+        let mut t = txn.open_table(SHIPPED_CHUNKS)?;
+        for id in &chunks {
+            t.remove(&key(buddy, id)[..])?;
         }
         let mut t = txn.open_table(SHIPPED_OBJECTS)?;
-        let keys: Vec<Vec<u8>> = t
-            .range(&buddy.0[..]..)?
-            .map_while(|i| i.ok().map(|(k, _)| k.value().to_vec()))
-            .take_while(|k| k.len() == 52 && k[..32] == buddy.0)
-            .collect();
-        for k in keys {
-            t.remove(&k[..])?;
+        for name in &objects {
+            t.remove(&key(buddy, name)[..])?;
         }
     }
     txn.commit()?;
