@@ -60,9 +60,11 @@ pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> 
     out.problems.extend(report.packs.iter().map(|p| format!("pack: {p:?}")));
     out.problems.extend(report.inconsistencies.iter().map(|i| format!("index: {i}")));
 
-    // Which files use which chunk, across all snapshots.
+    // Which files use which chunk, across all snapshots: each file's place
+    // is written once, and each distinct handle hashed to its chunkId once.
     let root = repo.load_root()?;
-    let mut users: HashMap<ChunkId, (Handle, Vec<String>)> = HashMap::new();
+    let mut places: Vec<String> = Vec::new();
+    let mut users: HashMap<Handle, Vec<usize>> = HashMap::new();
     for snap in &root.snapshots {
         out.snapshots += 1;
         walk::walk(
@@ -70,12 +72,12 @@ pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> 
             snap,
             |e| {
                 if let Content::File { handles, .. } = &e.version.content {
+                    let place = places.len();
+                    places.push(format!("{}: {}", &snap.id_hex()[..8], e.path.display()));
                     for h in handles {
-                        let handle = Handle(*h);
-                        let place = format!("{}: {}", &snap.id_hex()[..8], e.path.display());
-                        let u = users.entry(handle.chunk_id()).or_insert_with(|| (handle, Vec::new()));
-                        if u.1.last() != Some(&place) {
-                            u.1.push(place);
+                        let u = users.entry(Handle(*h)).or_default();
+                        if u.last() != Some(&place) {
+                            u.push(place);
                         }
                     }
                 }
@@ -90,15 +92,16 @@ pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> 
             },
         )?;
     }
-    out.chunks_used = users.len() as u64;
-    for (id, _) in users.iter() {
+    let ids: HashMap<ChunkId, Handle> = users.keys().map(|h| (h.chunk_id(), *h)).collect();
+    out.chunks_used = ids.len() as u64;
+    for id in ids.keys() {
         if !bad_chunks.contains_key(id) && !repo.store.contains(id)? {
             bad_chunks.insert(*id, format!("chunk {id} is missing from the store"));
         }
     }
 
     // End to end: open each chunk with its handle, as a restore would.
-    let to_verify: Vec<(ChunkId, Handle)> = users
+    let to_verify: Vec<(ChunkId, Handle)> = ids
         .iter()
         .filter(|(id, _)| !bad_chunks.contains_key(*id))
         .filter(|(id, _)| match read {
@@ -108,7 +111,7 @@ pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> 
                 (u64::from_le_bytes(id.0[..8].try_into().expect("8")) ^ seed) % 10_000 < (p * 100.0) as u64
             }
         })
-        .map(|(id, (h, _))| (*id, *h))
+        .map(|(id, h)| (*id, *h))
         .collect();
     progress.set_totals(to_verify.len() as u64, 0);
     let failures = Mutex::new(Vec::new());
@@ -138,8 +141,8 @@ pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> 
     }
     for (id, msg) in &bad_chunks {
         out.problems.push(msg.clone());
-        if let Some((_, places)) = users.get(id) {
-            out.affected_files.extend(places.iter().cloned());
+        if let Some(handle) = ids.get(id) {
+            out.affected_files.extend(users[handle].iter().map(|&i| places[i].clone()));
         }
     }
     Ok(out)

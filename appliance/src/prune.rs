@@ -40,14 +40,17 @@ pub struct Marks {
 pub fn mark(repo: &Repo) -> Result<Marks> {
     let root = repo.load_root()?;
     let mut marks = Marks { versions: HashMap::new(), chunks: HashSet::new() };
+    // Handles first: a file kept by many snapshots is hashed to chunkIds once.
+    let mut live_handles: HashSet<[u8; 20]> = HashSet::new();
     for snap in &root.snapshots {
         for e in walk::entries(repo, snap)? {
             marks.versions.entry(e.object.name).or_insert_with(|| (e.object, HashSet::new())).1.insert(e.version.from);
             if let Content::File { handles, .. } = &e.version.content {
-                marks.chunks.extend(handles.iter().map(|h| Handle(*h).chunk_id()));
+                live_handles.extend(handles.iter().copied());
             }
         }
     }
+    marks.chunks = live_handles.into_iter().map(|h| Handle(h).chunk_id()).collect();
     Ok(marks)
 }
 

@@ -17,6 +17,12 @@ impl Excludes {
         Excludes { patterns: patterns.iter().map(|p| p.trim_end_matches('/').to_string()).collect() }
     }
 
+    /// True when there are no patterns (so callers can skip building the
+    /// strings to match).
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
     /// True when the entry at `path` (absolute) named `name` is excluded.
     pub fn excludes(&self, path: &str, name: &str) -> bool {
         self.patterns.iter().any(|p| {

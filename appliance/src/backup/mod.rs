@@ -9,6 +9,7 @@ pub mod exclude;
 mod read;
 mod scan;
 
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -67,14 +68,24 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
         let prev = root.path_roots.iter().find(|(p, _)| p == path.as_os_str().as_bytes()).map(|(_, r)| *r);
         tree.scan_root(repo, path, prev, &scan_opts)?;
     }
+    for n in &tree.notices {
+        progress.warn(n);
+    }
+    for w in &tree.warnings {
+        progress.error(w);
+    }
 
     // Files whose attributes match their latest version are not read again.
     let mut summary = Summary::default();
     let mut jobs = Vec::new();
     let mut total_bytes = 0u64;
+    // Names of one hard-linked inode are read once: the first is a job, the
+    // others take its content afterwards.
+    let mut link_leaders: HashMap<u64, usize> = HashMap::new();
+    let mut link_followers: Vec<(usize, usize)> = Vec::new();
     for (i, node) in tree.nodes.iter_mut().enumerate() {
         match node.kind {
-            Kind::File { .. } => {
+            Kind::File { link_group, .. } => {
                 summary.files += 1;
                 summary.bytes += node.attrs.size;
                 let unchanged = node
@@ -93,8 +104,13 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
                         } else {
                             summary.files_new += 1;
                         }
-                        total_bytes += node.attrs.size;
-                        jobs.push(i);
+                        match link_group.map(|g| *link_leaders.entry(g).or_insert(i)) {
+                            Some(leader) if leader != i => link_followers.push((i, leader)),
+                            _ => {
+                                total_bytes += node.attrs.size;
+                                jobs.push(i);
+                            }
+                        }
                     }
                 }
             }
@@ -106,6 +122,12 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
     jobs.sort_by_key(|&i| std::cmp::Reverse(tree.nodes[i].attrs.size));
     progress.set_totals(jobs.len() as u64, total_bytes);
     let stats = read::read_files(repo, &mut tree, &jobs, opts.threads, progress)?;
+    for (follower, leader) in link_followers {
+        let (content, failed) = (tree.nodes[leader].content.clone(), tree.nodes[leader].failed);
+        let node = &mut tree.nodes[follower];
+        node.content = content;
+        node.failed = failed;
+    }
     summary.bytes_read = stats.bytes_read.into_inner();
     summary.chunks_new = stats.chunks_new.into_inner();
     summary.bytes_added = stats.bytes_added.into_inner();

@@ -116,7 +116,7 @@ pub fn read_files(
                 node.failed = true;
                 tree.warnings.push(msg.clone());
                 tree.errors += 1;
-                progress.warn(&msg);
+                progress.error(&msg);
             }
             None => unreachable!("every job ran"),
         }

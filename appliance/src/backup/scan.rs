@@ -71,8 +71,11 @@ pub struct Tree {
     pub nodes: Vec<Node>,
     /// Index of each backed-up path's node.
     pub roots: Vec<usize>,
-    /// Problems met (entries skipped or unreadable).
+    /// Problems met (entries unreadable): the backup is incomplete.
     pub warnings: Vec<String>,
+    /// Things worth saying that leave the backup complete (special files
+    /// skipped, earlier metadata unreadable).
+    pub notices: Vec<String>,
     /// Entries that could not be read (they count towards exit code 3).
     pub errors: u64,
 }
@@ -147,8 +150,9 @@ impl Tree {
         };
         let mut children = Vec::with_capacity(entries.len());
         for (name, child_path) in entries {
-            let text = child_path.to_string_lossy();
-            if opts.excludes.excludes(&text, &String::from_utf8_lossy(&name)) {
+            if !opts.excludes.is_empty()
+                && opts.excludes.excludes(&child_path.to_string_lossy(), &String::from_utf8_lossy(&name))
+            {
                 continue;
             }
             let meta = match fs::symlink_metadata(&child_path) {
@@ -161,9 +165,6 @@ impl Tree {
             let prev = earlier.get(&name).and_then(|r| self.load_prev(repo, *r, &child_path));
             if let Some(i) = self.add(child_path.clone(), name, &meta, prev) {
                 children.push(i);
-            } else {
-                // Sockets, fifos and devices hold no data worth keeping.
-                eprintln!("pastiche: warning: skipped {} {}", kind_name(meta.mode()), child_path.display());
             }
         }
         children
@@ -173,10 +174,8 @@ impl Tree {
         match repo.load_object::<NodeObject>(&object) {
             Ok(log) => Some(Prev { object, log }),
             Err(e) => {
-                eprintln!(
-                    "pastiche: warning: earlier metadata of {} unreadable, backing it up afresh: {e:#}",
-                    path.display()
-                );
+                self.notices
+                    .push(format!("earlier metadata of {} unreadable, backing it up afresh: {e:#}", path.display()));
                 None
             }
         }
@@ -198,15 +197,17 @@ impl Tree {
                 }
             }
         } else {
+            // Sockets, fifos and devices hold no data worth keeping.
+            self.notices.push(format!("skipped {} {}", kind_name(meta.mode()), path.display()));
             return None;
         };
         self.nodes.push(Node { path, name, attrs: attrs_of(meta), kind, prev, content: None, failed: false });
         Some(self.nodes.len() - 1)
     }
 
-    /// Records a problem that makes the backup incomplete.
+    /// Records a problem that makes the backup incomplete (reported by the
+    /// caller, through its progress output).
     pub fn warn(&mut self, message: String) {
-        eprintln!("pastiche: warning: {message}");
         self.warnings.push(message);
         self.errors += 1;
     }

@@ -63,9 +63,11 @@ pub fn run(
     let mut summary = RestoreSummary::default();
     fs::create_dir_all(&opts.target).with_context(|| format!("cannot create {}", opts.target.display()))?;
 
-    // Parents of every entry, then the directories themselves, so files have
-    // somewhere to go (a snapshot of a single file has no directory entry).
-    for e in &selected {
+    // The parents of each backed-up path (a snapshot of a single file has no
+    // directory entry above it), then the directories themselves. Deeper
+    // entries' parents are directory entries of the selection (`--include`
+    // keeps the ancestors of what it selects).
+    for e in selected.iter().filter(|e| e.depth == 0) {
         if let Some(parent) = dest(e).parent() {
             fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
@@ -82,7 +84,7 @@ pub fn run(
     for e in &selected {
         if let Content::File { link_group, .. } = &e.version.content {
             match link_group.and_then(|g| link_first.get(&g)) {
-                Some(first) => links.push((first.clone(), dest(e), e)),
+                Some(first) => links.push((first.clone(), dest(e))),
                 None => {
                     if let Some(g) = link_group {
                         link_first.insert(*g, dest(e));
@@ -113,13 +115,12 @@ pub fn run(
     summary.files = files.len() as u64;
     summary.bytes = total;
     let mut errors = errors.into_inner().expect("no panics hold this lock");
-    for (first, d, e) in links {
+    for (first, d) in links {
         let _ = fs::remove_file(&d);
         match fs::hard_link(&first, &d) {
             Ok(()) => summary.links += 1,
             Err(err) => errors.push(format!("cannot link {} to {}: {err}", d.display(), first.display())),
         }
-        let _ = e;
     }
     for e in &selected {
         if let Content::Symlink { target } = &e.version.content {

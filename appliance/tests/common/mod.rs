@@ -26,6 +26,12 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// A `pastiche` command line with a clean, cheap-KDF environment.
 pub fn command(data: &Path, password: &str) -> Command {
     let mut c = Command::new(BIN);
+    test_env(&mut c, data, password);
+    c
+}
+
+/// Adds `--data DIR` and the test environment to a command that runs the binary.
+fn test_env(c: &mut Command, data: &Path, password: &str) {
     c.arg("--data")
         .arg(data)
         .env("PASTICHE_PASSWORD", password)
@@ -34,7 +40,6 @@ pub fn command(data: &Path, password: &str) -> Command {
         .env_remove("PASTICHE_PASSWORD_FILE")
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null());
-    c
 }
 
 /// The outcome of one run of the binary.
@@ -164,16 +169,8 @@ impl TestBox {
             command(&self.data, password)
         } else {
             let mut c = Command::new(&self.wrapper[0]);
-            c.args(&self.wrapper[1..])
-                .arg(BIN)
-                .arg("--data")
-                .arg(&self.data)
-                .env("PASTICHE_PASSWORD", password)
-                .env("PASTICHE_KDF_MIB", "8")
-                .env_remove("PASTICHE_DATA")
-                .env_remove("PASTICHE_PASSWORD_FILE")
-                .env("RUST_BACKTRACE", "1")
-                .stdin(Stdio::null());
+            c.args(&self.wrapper[1..]).arg(BIN);
+            test_env(&mut c, &self.data, password);
             c
         };
         c.args(args);

@@ -212,15 +212,9 @@ impl ClientSession {
             (Expect::Flushed, Message::Flushed(f)) => ClientEvent::Flushed(f.stored),
             (Expect::Chunks, Message::Chunk(c)) if self.gets.front() == Some(&c.id) => {
                 self.gets.pop_front();
-                if !self.gets.is_empty() {
-                    return Ok(ClientEvent::Chunk { id: c.id, sealed: c.sealed });
-                }
                 ClientEvent::Chunk { id: c.id, sealed: c.sealed }
             }
-            (Expect::Staged, Message::Staged(s)) => {
-                self.expect = Expect::Committed;
-                return Ok(ClientEvent::Staged(s.epoch));
-            }
+            (Expect::Staged, Message::Staged(s)) => ClientEvent::Staged(s.epoch),
             (Expect::Committed, Message::Committed(c)) => ClientEvent::Committed(c.epoch),
             (Expect::Object(name), Message::Object(o)) if o.name == name => ClientEvent::Object { name, data: o.data },
             (Expect::Root, Message::Root(r)) => ClientEvent::Root { epoch: r.epoch, data: r.data },
@@ -228,7 +222,13 @@ impl ClientSession {
             (Expect::Ok, Message::Ok) => ClientEvent::Ok,
             _ => return Err(SessionError::Protocol("an answer that was not asked for")),
         };
-        self.expect = Expect::Nothing;
+        // What is still owed: the second phase of a commit, or the rest of
+        // the pipelined gets.
+        self.expect = match event {
+            ClientEvent::Staged(_) => Expect::Committed,
+            ClientEvent::Chunk { .. } if !self.gets.is_empty() => Expect::Chunks,
+            _ => Expect::Nothing,
+        };
         Ok(event)
     }
 

@@ -215,6 +215,8 @@ struct Link<'s> {
     now: u64,
     /// Client frames left before the cut (None: never cut).
     budget: Option<usize>,
+    /// When false, the buddy "dies" after sending `Staged`: phase two never runs.
+    apply_after_staged: bool,
     puts_sent: usize,
     out: Vec<u8>,
     reply: Vec<u8>,
@@ -235,6 +237,7 @@ impl<'s> Link<'s> {
             buddy_key,
             now: 0,
             budget,
+            apply_after_staged: true,
             puts_sent: 0,
             out: vec![0; DECODER_BUFFER_LEN],
             reply: vec![0; 2 * DECODER_BUFFER_LEN],
@@ -269,7 +272,7 @@ impl<'s> Link<'s> {
         let bufs = Buffers { out: &mut self.reply, scratch: &mut self.scratch };
         let mut r = self.buddy.handle(&payload, self.store, bufs, self.now);
         let mut frames = split(&self.reply[..r.len]);
-        while r.resume {
+        while r.resume && self.apply_after_staged {
             let bufs = Buffers { out: &mut self.reply, scratch: &mut self.scratch };
             r = self.buddy.resume(self.store, bufs);
             frames.extend(split(&self.reply[..r.len]));
@@ -329,7 +332,21 @@ fn split(mut bytes: &[u8]) -> Vec<Vec<u8>> {
 
 /// Ships `s` as `epoch`, the way the appliance's sync does.
 fn sync(store: &mut MemStore, me: &Identity, s: &Snap, epoch: u64, budget: Option<usize>) -> Result<usize, Cut> {
+    sync_with(store, me, s, epoch, budget, true)
+}
+
+/// [`sync`], with the buddy dying between its `Staged` and its apply when
+/// `apply` is false (then the transfer ends in `Err(Cut)`).
+fn sync_with(
+    store: &mut MemStore,
+    me: &Identity,
+    s: &Snap,
+    epoch: u64,
+    budget: Option<usize>,
+    apply: bool,
+) -> Result<usize, Cut> {
     let (mut link, welcome) = Link::open(store, me, budget)?;
+    link.apply_after_staged = apply;
     if welcome.committed_epoch >= epoch {
         return Ok(0);
     }
@@ -359,6 +376,10 @@ fn sync(store: &mut MemStore, me: &Identity, s: &Snap, epoch: u64, budget: Optio
     let n = link.client.put_root(epoch, &s.root, &mut link.out).unwrap();
     assert!(link.request(n)?.is_empty());
     let n = link.client.commit(epoch, s.objects.len() as u32, s.deletes.len() as u32, &mut link.out).unwrap();
+    if !apply {
+        assert_eq!(link.request(n)?, vec![Ev::Staged(epoch)]);
+        return Err(Cut);
+    }
     assert_eq!(link.request(n)?, vec![Ev::Staged(epoch), Ev::Committed(epoch)]);
     Ok(link.puts_sent)
 }
@@ -440,30 +461,23 @@ fn restart_between_staged_and_applied_applies_the_new_snapshot_whole() {
     sync(&mut store, &me(), &old, 1, None).unwrap();
     let mut new = snap(5, 50);
     new.deletes = old.chunks.iter().take(10).map(|(id, _)| id.0).collect();
-    // Run epoch 2 until the buddy has prepared (staged) it, then crash before apply.
+    // The real session runs epoch 2 until the buddy sent Staged; it dies
+    // before phase two, and its restart rolls the epoch forward whole.
     let mut staged_store = store.clone();
-    {
-        let mut probe = store.clone();
-        sync(&mut probe, &me(), &new, 2, None).unwrap();
-    }
-    staged_store.clients.get_mut(&me().public_key()).unwrap().staging = Some(Staging {
-        epoch: 2,
-        objects: new.objects.iter().cloned().collect(),
-        deletes: new.deletes.iter().copied().collect(),
-        root: Some(new.root.clone()),
-        prepared: true,
-    });
-    for (id, d) in &new.chunks {
-        staged_store.chunks.insert(*id, (d.clone(), [me().public_key()].into_iter().collect()));
-    }
+    assert!(sync_with(&mut staged_store, &me(), &new, 2, None, false).is_err());
+    assert_eq!(staged_store.clients[&me().public_key()].committed, 1, "not applied before the restart");
     staged_store.crash();
     assert_holds(&staged_store, &me(), &new, 2);
     for id in &new.deletes {
         assert!(!staged_store.chunks.contains_key(&ChunkId(*id)), "deletes applied with the rest");
     }
-    // An unprepared epoch vanishes whole: the old snapshot stays.
+    // The client's next session sees the epoch committed and has nothing to do.
+    assert_eq!(sync(&mut staged_store, &me(), &new, 2, None).unwrap(), 0);
+    // Cut before the commit (everything staged, nothing prepared): the
+    // epoch vanishes whole and the old snapshot stays.
     let mut unprepared = store.clone();
-    unprepared.stage_root(&me().public_key(), 2, b"half").unwrap();
+    let frames_before_commit = 2 + 1 + 50 + 1 + 5 + 1 + 1;
+    assert!(sync(&mut unprepared, &me(), &new, 2, Some(frames_before_commit)).is_err());
     unprepared.crash();
     assert_holds(&unprepared, &me(), &old, 1);
 }
