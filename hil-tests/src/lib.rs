@@ -17,6 +17,8 @@
 //! [`Firmware::build`] builds the image the way a user does; [`Qemu`] boots
 //! it; [`decode_log`] turns its defmt log into text in-process.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,21 +33,22 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("hil-tests is in the repo").to_path_buf()
 }
 
-/// `qemu-system-arm`, if installed; tests skip (with a printed reason) without it.
+/// `qemu-system-arm`, if installed (`.ci/run` installs it).
 pub fn qemu() -> Option<PathBuf> {
     let out = Command::new("sh").args(["-c", "command -v qemu-system-arm"]).output().ok()?;
     let p = String::from_utf8(out.stdout).ok()?.trim().to_string();
     (!p.is_empty()).then(|| PathBuf::from(p))
 }
 
-/// Skips the calling test (returns from it) when QEMU is missing.
+/// Fails the calling test when QEMU is missing: a hardware-in-the-loop test
+/// that cannot run must not pass (`.ci/run` installs QEMU).
 #[macro_export]
 macro_rules! require_qemu {
     () => {
-        if $crate::qemu().is_none() {
-            eprintln!("SKIPPED: qemu-system-arm is not installed (apt-get install qemu-system-arm)");
-            return;
-        }
+        assert!(
+            $crate::qemu().is_some(),
+            "qemu-system-arm is not installed (apt-get install qemu-system-arm, or run .ci/run)"
+        );
     };
 }
 

@@ -13,49 +13,24 @@
 //! printed; with `--stats`, the counts are rewritten to FILE
 //! every 100 ms as `tap_to_udp=N tap_to_udp_dropped=N udp_to_tap=N udp_to_tap_dropped=N`.
 
-use std::fs::File;
-use std::io::{Read, Write};
+#![forbid(unsafe_code)]
+
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use tun_tap::{Iface, Mode};
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-
-#[repr(C)]
-struct IfReq {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
-/// Opens `/dev/net/tun` attached to the existing TAP device `name`.
-fn open_tap(name: &str) -> Result<File> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+/// Attaches to the existing TAP device `name` (raw Ethernet frames, no
+/// packet-information header).
+fn open_tap(name: &str) -> Result<Arc<Iface>> {
+    if name.is_empty() || name.len() >= 16 {
         bail!("bad TAP name {name:?}");
     }
-    // SAFETY: a NUL-terminated path literal; the returned fd is checked.
-    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("open /dev/net/tun");
-    }
-    // SAFETY: `fd` is a fresh, valid descriptor that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd) };
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
-    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq`
-    // lays out (16-byte name, then the flags, 40 bytes in all).
-    if unsafe { libc::ioctl(fd, TUNSETIFF as _, &mut req as *mut IfReq) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("TUNSETIFF {name}"));
-    }
-    Ok(file)
+    let iface = Iface::without_packet_info(name, Mode::Tap).with_context(|| format!("attach to TAP {name}"))?;
+    Ok(Arc::new(iface))
 }
 
 /// xorshift64*: a seeded, reproducible coin for each direction.
@@ -131,12 +106,12 @@ fn main() -> Result<()> {
     println!("netbridge: tap={} local={} peer={} loss={}% seed={}", a.tap, a.local, a.peer, a.loss, a.seed);
     let counts = Arc::new(Counts::default());
 
-    let (tap_r, udp_w, c, loss) = (tap.try_clone()?, udp.try_clone()?, counts.clone(), a.loss);
+    let (tap_r, udp_w, c, loss) = (tap.clone(), udp.try_clone()?, counts.clone(), a.loss);
     let mut rng = Rng(a.seed | 1);
     std::thread::spawn(move || -> Result<()> {
-        let (mut tap_r, mut buf) = (tap_r, vec![0u8; 65536]);
+        let mut buf = vec![0u8; 65536];
         loop {
-            let n = tap_r.read(&mut buf).context("read TAP")?;
+            let n = tap_r.recv(&mut buf).context("read TAP")?;
             c.tap_to_udp.fetch_add(1, Relaxed);
             if rng.below_percent(loss) {
                 c.tap_to_udp_dropped.fetch_add(1, Relaxed);
@@ -147,7 +122,7 @@ fn main() -> Result<()> {
         }
     });
 
-    let (mut tap_w, c) = (tap, counts.clone());
+    let (tap_w, c) = (tap, counts.clone());
     let mut rng = Rng((a.seed ^ 0x9e37_79b9_7f4a_7c15) | 1);
     std::thread::spawn(move || -> Result<()> {
         let mut buf = vec![0u8; 65536];
@@ -163,7 +138,7 @@ fn main() -> Result<()> {
                 c.udp_to_tap_dropped.fetch_add(1, Relaxed);
                 continue;
             }
-            let _ = tap_w.write(&buf[..n]);
+            let _ = tap_w.send(&buf[..n]);
         }
     });
 
