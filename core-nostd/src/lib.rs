@@ -8,10 +8,12 @@
 //! - [`seal`]: convergent sealing and opening of chunks (SPEC §2).
 //! - [`identity`]: Ed25519 identities, signatures, nodeIds (SPEC §3).
 //! - [`wire`]: frames and messages of the peer protocol (`docs/PROTOCOL.md`).
+//! - [`audit`]: audit proofs, sampling and the sampling plan.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod chunker;
 pub mod hex;
 pub mod identity;
