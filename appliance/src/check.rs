@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::Result;
-use pastiche_core::seal::open_into;
 use pastiche_core::{ChunkId, Handle, MAX_CHUNK};
 use serde::Serialize;
 
@@ -15,6 +14,7 @@ use crate::meta::model::Content;
 use crate::meta::walk;
 use crate::progress::Progress;
 use crate::repo::Repo;
+use crate::sealing::open_into;
 use crate::store::CheckMode;
 
 /// How much chunk data to read.

@@ -19,5 +19,6 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod sample_tree;
+pub mod sealing;
 pub mod store;
 pub mod sync;

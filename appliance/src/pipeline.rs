@@ -1,6 +1,7 @@
 //! The parallel chunk-and-seal pipeline: one thread reads and cuts a stream,
 //! worker threads hash and seal the chunks, and the caller receives them in
-//! stream order.
+//! stream order. `benches/pipeline.rs` measures it; `backup` reads files
+//! with `backup::read`, whose threads each cut, hash and seal whole files.
 //!
 //! Cutting is serial by nature (each cut depends on the previous one) but is
 //! over twice as fast as sealing, so one cutter keeps several sealers busy.
@@ -10,10 +11,11 @@ use std::io::{self, Read};
 use std::thread;
 
 use crossbeam_channel::bounded;
-use pastiche_core::seal::{seal_into, TAG_LEN};
+use pastiche_core::seal::raw_sealed_len;
 use pastiche_core::{ChunkId, Handle};
 
 use crate::chunk_stream::ChunkStream;
+use crate::sealing::seal_into;
 
 /// A sealed chunk and its names, as the pipeline delivers it.
 #[derive(Debug)]
@@ -26,7 +28,7 @@ pub struct SealedChunk {
     pub id: ChunkId,
     /// Plaintext length.
     pub plain_len: usize,
-    /// `ciphertext || tag`.
+    /// The sealed chunk (SPEC §2a, compressed when that helps).
     pub sealed: Vec<u8>,
 }
 
@@ -35,8 +37,10 @@ pub struct SealedChunk {
 const QUEUE_PER_WORKER: usize = 32;
 
 fn seal_chunk(seq: u64, plain: &[u8]) -> SealedChunk {
-    let mut sealed = vec![0u8; plain.len() + TAG_LEN];
-    let s = seal_into(plain, &mut sealed).expect("chunks never exceed the maximum");
+    let handle = Handle::of(plain);
+    let mut sealed = vec![0u8; raw_sealed_len(plain.len())];
+    let s = seal_into(plain, &handle, &mut sealed);
+    sealed.truncate(s.len);
     SealedChunk { seq, handle: s.handle, id: s.id, plain_len: plain.len(), sealed }
 }
 
@@ -102,8 +106,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sealing::open_into;
     use pastiche_core::chunker::chunks;
-    use pastiche_core::seal::open_into;
     use rand::{RngCore, SeedableRng};
 
     #[test]

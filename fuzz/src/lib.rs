@@ -168,7 +168,7 @@ mod tests {
             Message::Flush,
             Message::Flushed(Flushed { stored: 3 }),
             Message::GetChunk(GetChunk { id: ChunkId([7; 20]) }),
-            Message::Chunk(Chunk { id: ChunkId([7; 20]), sealed: &[0xc5; 20] }),
+            Message::Chunk(Chunk { id: ChunkId([7; 20]), sealed: &[0xc5; 21] }),
             Message::PutObject(PutObject { epoch: 9, name: [9; 20], data: b"object", signature: sig }),
             Message::DeleteList(DeleteList { epoch: 10, ids: list, signature: sig }),
             Message::PutRoot(PutRoot { epoch: 11, data: b"root", signature: sig }),

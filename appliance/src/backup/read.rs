@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use pastiche_core::seal::{seal_with_handle, TAG_LEN};
+use pastiche_core::seal::MAX_SEALED;
 use pastiche_core::{ChunkId, Handle};
 
 use crate::chunk_stream::ChunkStream;
@@ -17,6 +17,7 @@ use crate::fsmeta::attrs_of;
 use crate::meta::model::{Attrs, Content};
 use crate::progress::Progress;
 use crate::repo::Repo;
+use crate::sealing::Sealer;
 
 use super::scan::{Kind, Tree};
 
@@ -61,7 +62,8 @@ pub fn read_files(
                 scope.spawn(|| -> anyhow::Result<()> {
                     let owner = repo.identity.public_key();
                     let mut writer = repo.store.writer(owner);
-                    let mut sealed = vec![0u8; pastiche_core::seal::MAX_SEALED];
+                    let mut sealer = Sealer::new();
+                    let mut sealed = vec![0u8; MAX_SEALED];
                     let mut read_buf = vec![0u8; READ_BUFFER];
                     loop {
                         let j = next.fetch_add(1, Ordering::Relaxed);
@@ -79,10 +81,10 @@ pub fn read_files(
                             {
                                 return Ok(());
                             }
-                            seal_with_handle(plain, handle, &mut sealed).expect("chunks fit");
-                            writer.add(id, &sealed[..plain.len() + TAG_LEN])?;
+                            let s = sealer.seal(plain, handle, &mut sealed);
+                            writer.add(id, &sealed[..s.len])?;
                             stats.chunks_new.fetch_add(1, Ordering::Relaxed);
-                            stats.bytes_added.fetch_add((plain.len() + TAG_LEN) as u64, Ordering::Relaxed);
+                            stats.bytes_added.fetch_add(s.len as u64, Ordering::Relaxed);
                             Ok(())
                         };
                         let outcome =

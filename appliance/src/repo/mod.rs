@@ -30,7 +30,10 @@ use keys::{KdfParams, RootKey};
 pub use lock::LockMode;
 
 const CONFIG_FILE: &str = "box.json";
-const FORMAT_VERSION: u32 = 1;
+/// Version 2: chunks are sealed with a body tag byte and maybe compressed
+/// (SPEC §2a). Version 1 boxes (raw SPEC §2 chunks) are refused, not
+/// migrated: there were no deployed users (docs/STORE.md, "Versions").
+const FORMAT_VERSION: u32 = 2;
 
 /// The public configuration of a box (`box.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -134,7 +137,11 @@ impl Repo {
         let config: BoxConfig =
             serde_json::from_str(&text).with_context(|| format!("{} is damaged", config_path.display()))?;
         if config.version != FORMAT_VERSION {
-            bail!("box format version {} is not supported (this pastiche reads {FORMAT_VERSION})", config.version);
+            bail!(
+                "box format version {} is not supported (this pastiche reads {FORMAT_VERSION}; version 1 boxes hold \
+                 chunks sealed before compression and cannot be migrated: back up into a new box)",
+                config.version
+            );
         }
         let lock = lock::acquire(dir, mode)?;
         let root_key = RootKey::derive(passphrase.as_bytes(), &config.name, config.kdf)?;

@@ -55,7 +55,10 @@ pub enum StoreError {
         index: PathBuf,
     },
     /// The index was written by an incompatible version of the store.
-    #[error("chunk store format version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "chunk store format version {found} is not supported (this build reads version {supported}; version 1 \
+         stores hold chunks sealed before compression and cannot be migrated)"
+    )]
     UnsupportedFormat {
         /// The version found in the index.
         found: u64,

@@ -37,7 +37,9 @@ pub(crate) const USAGE: TableDefinition<OwnerKey, UsageVal> = TableDefinition::n
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The on-disk format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// Version 2 holds chunks sealed as SPEC §2a (body tag byte, maybe
+/// compressed), 21..=65,557 bytes; version 1 stores are refused.
+pub(crate) const FORMAT_VERSION: u64 = 2;
 /// Meta key: format version.
 pub(crate) const META_FORMAT: &str = "format";
 /// Meta key: the lowest pack number never yet committed.

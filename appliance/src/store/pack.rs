@@ -9,14 +9,13 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use pastiche_core::seal::TAG_LEN;
 use pastiche_core::ChunkId;
 
 use super::error::Damage;
 
-/// The smallest sealed chunk: an empty plaintext plus its tag.
-pub const MIN_SEALED: usize = TAG_LEN;
-/// The largest sealed chunk: a maximal plaintext plus its tag.
+/// The smallest sealed chunk: an empty plaintext's raw body plus its tag.
+pub const MIN_SEALED: usize = pastiche_core::seal::MIN_SEALED;
+/// The largest sealed chunk: a maximal plaintext's raw body plus its tag.
 pub const MAX_SEALED: usize = pastiche_core::seal::MAX_SEALED;
 
 /// First 8 bytes of every pack file.

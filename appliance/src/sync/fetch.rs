@@ -4,12 +4,12 @@
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
-use pastiche_core::seal::open_into;
 use pastiche_core::{ChunkId, Handle};
 
 use super::conn::BuddyConn;
 use super::{connect, BuddyEntry};
 use crate::repo::Repo;
+use crate::sealing::open_into;
 
 /// A source of sealed chunks, shared by the restore threads.
 pub trait ChunkSource: Sync {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::fixed::{as_fixed, IdList};
 use super::{WireError, ID_LEN, MAX_ERROR_MESSAGE, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, NONCE_LEN};
 use crate::identity::{NodeId, PublicKey, Signature};
-use crate::seal::{ChunkId, MAX_SEALED, TAG_LEN};
+use crate::seal::{ChunkId, MAX_SEALED, MIN_SEALED};
 
 /// The longest [`Need`] bitmap: one bit per id of the largest [`Offer`].
 pub const MAX_NEED_BITMAP: usize = MAX_IDS_PER_MESSAGE.div_ceil(8);
@@ -144,7 +144,7 @@ pub struct PutChunk<'a> {
     /// The chunkId.
     #[serde(with = "as_fixed")]
     pub id: ChunkId,
-    /// The sealed chunk, [`TAG_LEN`]..=[`MAX_SEALED`] bytes.
+    /// The sealed chunk, [`MIN_SEALED`]..=[`MAX_SEALED`] bytes.
     #[serde(with = "super::fixed::byte_str", borrow)]
     pub sealed: &'a [u8],
 }
@@ -170,7 +170,7 @@ pub struct Chunk<'a> {
     /// The chunkId asked for.
     #[serde(with = "as_fixed")]
     pub id: ChunkId,
-    /// The sealed chunk, [`TAG_LEN`]..=[`MAX_SEALED`] bytes.
+    /// The sealed chunk, [`MIN_SEALED`]..=[`MAX_SEALED`] bytes.
     #[serde(with = "super::fixed::byte_str", borrow)]
     pub sealed: &'a [u8],
 }
@@ -553,7 +553,7 @@ impl Message<'_> {
             Message::DeleteList(m) => m.ids.check(),
             Message::Need(m) => at_most("bitmap", m.bitmap.len(), MAX_NEED_BITMAP),
             Message::PutChunk(PutChunk { sealed, .. }) | Message::Chunk(Chunk { sealed, .. }) => {
-                if (TAG_LEN..=MAX_SEALED).contains(&sealed.len()) {
+                if (MIN_SEALED..=MAX_SEALED).contains(&sealed.len()) {
                     Ok(())
                 } else {
                     Err(WireError::BadLength { field: "sealed", len: sealed.len() })

@@ -43,7 +43,7 @@ fn samples<'a>(big: &'a [u8], ids: &'a [u8]) -> Vec<Message<'a>> {
         Message::Flush,
         Message::Flushed(Flushed { stored: 300 }),
         Message::GetChunk(GetChunk { id: ChunkId([7; 20]) }),
-        Message::Chunk(Chunk { id: ChunkId([8; 20]), sealed: &big[..TAG_LEN] }),
+        Message::Chunk(Chunk { id: ChunkId([8; 20]), sealed: &big[..MIN_SEALED] }),
         Message::PutObject(PutObject { epoch: 9, name: [9; 20], data: b"object", signature: SIG }),
         Message::PutObject(PutObject { epoch: u64::MAX, name: [9; 20], data: &big[..MAX_OBJECT_DATA], signature: SIG }),
         Message::DeleteList(DeleteList { epoch: 10, ids: list, signature: SIG }),
@@ -63,7 +63,7 @@ fn samples<'a>(big: &'a [u8], ids: &'a [u8]) -> Vec<Message<'a>> {
     ]
 }
 
-use crate::seal::TAG_LEN;
+use crate::seal::MIN_SEALED;
 
 fn frame_of(msg: &Message<'_>) -> Vec<u8> {
     let mut out = vec![0u8; DECODER_BUFFER_LEN];
@@ -233,7 +233,11 @@ fn id_list_lengths_are_checked() {
 fn field_bounds_are_checked_both_ways() {
     let big = big();
     let cases: [(Message<'_>, &str, usize); 7] = [
-        (Message::PutChunk(PutChunk { id: ChunkId([0; 20]), sealed: &big[..19] }), "sealed", 19),
+        (
+            Message::PutChunk(PutChunk { id: ChunkId([0; 20]), sealed: &big[..MIN_SEALED - 1] }),
+            "sealed",
+            MIN_SEALED - 1,
+        ),
         (Message::Chunk(Chunk { id: ChunkId([0; 20]), sealed: &big[..MAX_SEALED + 1] }), "sealed", MAX_SEALED + 1),
         (Message::PutRoot(PutRoot { epoch: 1, data: &big[..MAX_OBJECT_DATA + 1], signature: SIG }), "data", 61441),
         (Message::Object(Object { name: [0; 20], data: &big[..MAX_OBJECT_DATA + 1] }), "data", 61441),
@@ -305,8 +309,8 @@ fn largest_messages_fit_a_frame() {
         assert!(msg.encoded_len() <= MAX_FRAME_PAYLOAD, "{:?}: {}", msg.kind(), msg.encoded_len());
         assert_eq!(Message::decode(&payload_of(&msg)), Ok(msg));
     }
-    // PutChunk of the largest sealed chunk: 1 + 20 + 3 + 65,556.
-    assert_eq!(largest[0].encoded_len(), 65_580);
+    // PutChunk of the largest sealed chunk: 1 + 20 + 3 + 65,557.
+    assert_eq!(largest[0].encoded_len(), 65_581);
 }
 
 fn all_frames(big: &[u8]) -> (Vec<u8>, usize) {

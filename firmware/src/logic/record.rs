@@ -27,7 +27,7 @@ pub const HEADER_LEN: usize = 9;
 /// Bytes of a record trailer: the CRC.
 pub const TRAILER_LEN: usize = 4;
 /// The largest payload a record may announce; anything above is a torn or
-/// corrupt header (a chunk record is 21 + 65,556 bytes).
+/// corrupt header (a chunk record is 21 + 65,557 bytes).
 pub const MAX_PAYLOAD: u32 = 70 * 1024;
 
 /// What a record says.

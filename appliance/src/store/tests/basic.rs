@@ -212,3 +212,18 @@ fn store_is_send_and_sync() {
     ok::<ChunkStore>();
     ok::<StoreError>();
 }
+
+#[test]
+fn a_version_1_store_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_small(dir.path()));
+    // Turn it into what a version-1 build left behind.
+    let db = redb::Database::open(dir.path().join(crate::store::INDEX_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(crate::store::index::META).unwrap().insert(crate::store::index::META_FORMAT, 1).unwrap();
+    txn.commit().unwrap();
+    drop(db);
+    let err = ChunkStore::open_with(dir.path(), small_config()).unwrap_err();
+    assert!(matches!(err, StoreError::UnsupportedFormat { found: 1, supported: 2 }), "{err}");
+    assert!(err.to_string().contains("cannot be migrated"), "{err}");
+}

@@ -1,0 +1,172 @@
+//! Compression inside the seal (SPEC §2a) for the appliance: the core seals
+//! and opens bodies; this module adds zstd, which needs an allocator.
+//!
+//! Writing: zstd at the fixed level [`ZSTD_LEVEL`], with the content size in
+//! the frame header and no checksum (the seal's tag and the handle already
+//! authenticate every byte). The chunk is stored raw when the frame is not
+//! smaller, or when a cheap probe says it will not be ([`looks_incompressible`]).
+//! The same chunk sealed twice by the same build gives the same bytes.
+//!
+//! Reading: the core has checked the tag, the body tag byte and that the
+//! frame header declares at most 65,536 bytes. Here the frame must be exactly
+//! one complete frame (no trailing bytes), is decoded into a buffer of exactly
+//! the declared size (so a frame that produces more fails instead of
+//! allocating), must produce exactly that many bytes, and the plaintext must
+//! hash to the handle.
+
+use std::cell::RefCell;
+
+use pastiche_core::seal::{self, check_plain, Body, FrameError, OpenError, Sealed, MAX_BODY};
+use pastiche_core::{Handle, MAX_CHUNK};
+use zstd::bulk::{Compressor, Decompressor};
+use zstd::zstd_safe::{self, CParameter};
+
+/// The zstd level every chunk is compressed with (§2a's default).
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Chunks at least this long are probed before being compressed in full.
+const PROBE_FROM: usize = 16 * 1024;
+/// Bytes of the probe: one sample from the middle of the chunk.
+const PROBE_LEN: usize = 4 * 1024;
+/// A probe whose frame keeps more than this share of its input (in 1/64ths)
+/// marks the chunk incompressible.
+const PROBE_KEEPS_AT_MOST: usize = 63;
+
+/// One thread's compressor and its frame buffer.
+pub struct Sealer {
+    compressor: Compressor<'static>,
+    frame: Vec<u8>,
+}
+
+impl Default for Sealer {
+    fn default() -> Sealer {
+        Sealer::new()
+    }
+}
+
+impl Sealer {
+    /// A sealer with its zstd context set up for §2a.
+    pub fn new() -> Sealer {
+        let mut compressor = Compressor::new(ZSTD_LEVEL).expect("zstd can allocate a compression context");
+        for p in [CParameter::ContentSizeFlag(true), CParameter::ChecksumFlag(false), CParameter::DictIdFlag(false)] {
+            compressor.set_parameter(p).expect("zstd accepts its own frame parameters");
+        }
+        Sealer { compressor, frame: vec![0u8; MAX_CHUNK] }
+    }
+
+    /// Seals `plain`, whose handle is `handle`, into `out` (at least
+    /// [`seal::raw_sealed_len`]`(plain.len())` bytes): compressed when that
+    /// makes it smaller, raw otherwise. The sealed chunk is `out[..len]`.
+    ///
+    /// Panics if `plain` is longer than a chunk or `out` too small: callers
+    /// hold chunks the chunker cut and buffers sized for them.
+    pub fn seal(&mut self, plain: &[u8], handle: &Handle, out: &mut [u8]) -> Sealed {
+        match self.compress(plain) {
+            Some(n) => seal::seal_frame(handle, plain.len(), &self.frame[..n], out),
+            None => seal::seal_with_handle(plain, handle, out),
+        }
+        .expect("chunks fit a chunk and callers size the output for a raw body")
+    }
+
+    /// Compresses `plain` into `self.frame`, returning the frame's length if
+    /// it is smaller than `plain`.
+    fn compress(&mut self, plain: &[u8]) -> Option<usize> {
+        if self.looks_incompressible(plain) {
+            return None;
+        }
+        // A frame that does not fit in one byte less than the plaintext is
+        // no use: zstd stops with an error instead of finishing it.
+        let room = &mut self.frame[..plain.len().saturating_sub(1)];
+        self.compressor.compress_to_buffer(plain, room).ok()
+    }
+
+    /// Compresses a 4 KiB sample from the middle of a large chunk: when zstd
+    /// cannot shrink even that by 1/64, the whole chunk is almost surely
+    /// incompressible (already compressed media, archives, encrypted data)
+    /// and is stored raw at a quarter of the cost of trying. Deterministic,
+    /// so sealing stays a function of the plaintext.
+    fn looks_incompressible(&mut self, plain: &[u8]) -> bool {
+        if plain.len() < PROBE_FROM {
+            return false;
+        }
+        let start = (plain.len() - PROBE_LEN) / 2;
+        let sample = &plain[start..start + PROBE_LEN];
+        let limit = PROBE_LEN * PROBE_KEEPS_AT_MOST / 64;
+        self.compressor.compress_to_buffer(sample, &mut self.frame[..limit]).is_err()
+    }
+}
+
+/// One thread's decompressor and its body buffer.
+pub struct Opener {
+    decompressor: Decompressor<'static>,
+    body: Vec<u8>,
+}
+
+impl Default for Opener {
+    fn default() -> Opener {
+        Opener::new()
+    }
+}
+
+impl Opener {
+    /// An opener with its own zstd context.
+    pub fn new() -> Opener {
+        let decompressor = Decompressor::new().expect("zstd can allocate a decompression context");
+        Opener { decompressor, body: vec![0u8; MAX_BODY] }
+    }
+
+    /// Opens `sealed` with `handle` into `plain`, returning the plaintext
+    /// length; every check of §2a is made before anything is returned.
+    pub fn open(&mut self, sealed: &[u8], handle: &Handle, plain: &mut [u8]) -> Result<usize, OpenError> {
+        match seal::open_into(sealed, handle, &mut self.body)? {
+            Body::Raw(p) => {
+                let out = plain.get_mut(..p.len()).ok_or(OpenError::BufferTooSmall { needed: p.len() })?;
+                out.copy_from_slice(p);
+                Ok(p.len())
+            }
+            Body::Zstd { frame, content_size } => {
+                let out = plain.get_mut(..content_size).ok_or(OpenError::BufferTooSmall { needed: content_size })?;
+                decode(&mut self.decompressor, frame, out)?;
+                check_plain(handle, out)?;
+                Ok(content_size)
+            }
+        }
+    }
+}
+
+/// Decodes `frame`, which must be exactly one complete zstd frame, into
+/// exactly `out.len()` bytes (the size its header declares).
+fn decode(decompressor: &mut Decompressor<'static>, frame: &[u8], out: &mut [u8]) -> Result<(), FrameError> {
+    match zstd_safe::find_frame_compressed_size(frame) {
+        Ok(n) if n == frame.len() => {}
+        Ok(n) => return Err(FrameError::TrailingBytes { extra: frame.len().saturating_sub(n) }),
+        Err(code) if zstd_safe::get_error_name(code) == SRC_SIZE_WRONG => return Err(FrameError::Incomplete),
+        Err(_) => return Err(FrameError::Corrupt),
+    }
+    let produced = decompressor.decompress_to_buffer(frame, out).map_err(|_| FrameError::Corrupt)?;
+    if produced != out.len() {
+        return Err(FrameError::SizeMismatch { declared: out.len(), produced });
+    }
+    Ok(())
+}
+
+/// zstd's name for `srcSize_wrong`: what measuring a frame cut short gives.
+const SRC_SIZE_WRONG: &str = "Src size is incorrect";
+
+thread_local! {
+    static SEALER: RefCell<Sealer> = RefCell::new(Sealer::new());
+    static OPENER: RefCell<Opener> = RefCell::new(Opener::new());
+}
+
+/// [`Sealer::seal`] with this thread's sealer.
+pub fn seal_into(plain: &[u8], handle: &Handle, out: &mut [u8]) -> Sealed {
+    SEALER.with(|s| s.borrow_mut().seal(plain, handle, out))
+}
+
+/// [`Opener::open`] with this thread's opener.
+pub fn open_into(sealed: &[u8], handle: &Handle, plain: &mut [u8]) -> Result<usize, OpenError> {
+    OPENER.with(|o| o.borrow_mut().open(sealed, handle, plain))
+}
+
+#[cfg(test)]
+mod tests;
