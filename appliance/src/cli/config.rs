@@ -1,0 +1,94 @@
+//! `pastiche config` and `pastiche status`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::common::Global;
+use crate::config::Config;
+use crate::daemon::status::StatusReport;
+use crate::daemon::{self, client, DaemonOptions};
+use crate::exit::{self, ExitError};
+use crate::progress::human_bytes;
+
+/// `pastiche config [--config FILE]`: the effective configuration, as TOML
+/// (or one JSON object); an invalid file is an error naming its line.
+pub fn show(g: &Global, config: Option<PathBuf>) -> Result<u8> {
+    let opts = DaemonOptions { data: g.data.clone(), config, ..DaemonOptions::default() };
+    let c: Config = daemon::load_config(&opts)?;
+    if g.json {
+        g.json(&c)?;
+    } else {
+        match &c.source {
+            Some(p) => g.line(format!("# {}", p.display()))?,
+            None => g.line(format!("# {} does not exist: the defaults", Config::default_path(&g.data).display()))?,
+        }
+        for line in c.to_toml().lines() {
+            g.line(line)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `pastiche status`: what the daemon of the box is doing.
+pub fn status(g: &Global) -> Result<u8> {
+    let Some(stream) = client::connect(&g.data)? else {
+        return Err(ExitError::new(exit::FAILED, format!("no daemon runs for the box in {}", g.data.display())).into());
+    };
+    let r = client::status(stream)?;
+    if g.json {
+        g.json(&r)?;
+    } else {
+        render(g, &r)?;
+    }
+    Ok(exit::OK)
+}
+
+fn render(g: &Global, r: &StatusReport) -> Result<()> {
+    g.line(format!(
+        "box        {} (daemon pid {}, up {:.0}s{})",
+        r.name,
+        r.pid,
+        r.uptime_seconds,
+        if r.stopping { ", stopping" } else { "" }
+    ))?;
+    g.line(format!("buddies on {}", if r.listening.is_empty() { "-".to_string() } else { r.listening.join(" ") }))?;
+    match &r.current {
+        Some(c) => {
+            let pct = c.fraction_done.map_or(String::new(), |f| format!(" {:.0}%", f * 100.0));
+            g.line(format!(
+                "running    {} for {:.0}s:{pct} {} files, {} of {}",
+                c.kind.name(),
+                c.seconds,
+                c.files_done,
+                human_bytes(c.bytes_done),
+                human_bytes(c.total_bytes)
+            ))?;
+        }
+        None => g.line("running    nothing")?,
+    }
+    if !r.queued.is_empty() {
+        let q: Vec<&str> = r.queued.iter().map(|k| k.name()).collect();
+        g.line(format!("queued     {}", q.join(", ")))?;
+    }
+    for (kind, at) in &r.next_run {
+        g.line(format!("next       {:<7} {at}", kind.name()))?;
+    }
+    for (kind, res) in &r.last_result {
+        g.line(format!(
+            "last       {:<7} {} at {} ({:.1}s): {}",
+            kind.name(),
+            if res.ok { "ok" } else { "FAILED" },
+            res.finished,
+            res.seconds,
+            res.message
+        ))?;
+    }
+    if !r.shipping_pending.is_empty() {
+        g.line(format!("pending    shipping to {}", r.shipping_pending.join(", ")))?;
+    }
+    for e in r.events.iter().rev().take(10).rev() {
+        g.line(format!("event      {} {}", e.time, e.text))?;
+    }
+    Ok(())
+}
