@@ -13,6 +13,8 @@ pub mod daemon;
 pub mod engine;
 pub mod exit;
 pub mod fsmeta;
+pub mod health;
+pub mod http;
 pub mod meta;
 pub mod pipeline;
 pub mod progress;

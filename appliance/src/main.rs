@@ -127,6 +127,9 @@ enum Command {
         /// Clients served at once (replaces `[serve] max_sessions`).
         #[arg(long)]
         max_sessions: Option<usize>,
+        /// Serve the status page on this address, or `off` (replaces `[http] listen`).
+        #[arg(long, env = "PASTICHE_HTTP", value_name = "ADDR|off")]
+        http: Option<String>,
     },
     /// Show the effective daemon configuration; refuse an invalid file.
     Config {
@@ -134,8 +137,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// What the daemon is doing: current job, queue, next runs, last results.
-    Status,
+    /// Is the data safe, and what the daemon is doing; exits 0 ok, 1
+    /// warning, 2 critical (the monitoring-plugin convention).
+    Status {
+        /// Print the status page's login token instead.
+        #[arg(long)]
+        token: bool,
+    },
     /// Show what changed between two snapshots.
     Diff {
         /// Older snapshot.
@@ -252,12 +260,13 @@ fn run(args: Args) -> anyhow::Result<u8> {
             }
         }
         Command::Sync => Request::Sync,
-        Command::Daemon { config, listen, quota, max_sessions } => {
+        Command::Daemon { config, listen, quota, max_sessions, http } => {
             let threads = g.threads;
-            return daemon::run(DaemonOptions { data: g.data, config, listen, quota, max_sessions, threads });
+            return daemon::run(DaemonOptions { data: g.data, config, listen, quota, max_sessions, threads, http });
         }
         Command::Config { config } => return cli::config::show(&g, config),
-        Command::Status => return cli::config::status(&g),
+        Command::Status { token: true } => return cli::config::token(&g),
+        Command::Status { token: false } => return cli::config::status(&g),
         Command::Diff { first, second } => Request::Diff { first, second },
         Command::Forget { keep, prune, dry_run } => {
             let policy = KeepPolicy {

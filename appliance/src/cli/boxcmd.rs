@@ -137,7 +137,8 @@ fn render_ship(g: &Global, report: &ShipReport) -> Result<()> {
     Ok(())
 }
 
-fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
+/// A snapshot as `snapshots --json` prints it (and the HTTP API serves it).
+pub fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
     json!({
         "id": s.id_hex(), "short_id": &s.id_hex()[..8], "time": iso_time(s.time), "hostname": s.hostname,
         "paths": s.paths.iter().map(|p| display_path(p)).collect::<Vec<_>>(), "summary": s.summary,

@@ -30,10 +30,18 @@ pub fn show(g: &Global, config: Option<PathBuf>) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// `pastiche status`: what the daemon of the box is doing.
+/// `pastiche status`: is the data safe (the health summary of
+/// [`crate::health`], as the status page shows it) and what the daemon of
+/// the box is doing. Exits 0 ok, 1 warning, 2 critical; no daemon is
+/// critical.
 pub fn status(g: &Global) -> Result<u8> {
     let Some(stream) = client::connect(&g.data)? else {
-        return Err(ExitError::new(exit::FAILED, format!("no daemon runs for the box in {}", g.data.display())).into());
+        let health = crate::health::no_daemon();
+        return Err(ExitError::new(
+            health.verdict.exit_code(),
+            format!("{} (data directory {})", health.summary(), g.data.display()),
+        )
+        .into());
     };
     let r = client::status(stream)?;
     if g.json {
@@ -41,10 +49,29 @@ pub fn status(g: &Global) -> Result<u8> {
     } else {
         render(g, &r)?;
     }
+    Ok(r.health.as_ref().map_or(exit::OK, |h| h.verdict.exit_code()))
+}
+
+/// `pastiche status --token`: the status page's login token (made on
+/// first use; only the box's user can read it).
+pub fn token(g: &Global) -> Result<u8> {
+    if !g.data.join(crate::repo::CONFIG_FILE).exists() {
+        return Err(ExitError::new(exit::NO_BOX, format!("no box in {}", g.data.display())).into());
+    }
+    g.line(crate::http::auth::load_or_create_token(&g.data)?)?;
     Ok(exit::OK)
 }
 
 fn render(g: &Global, r: &StatusReport) -> Result<()> {
+    if let Some(h) = &r.health {
+        g.line(h.summary())?;
+        for a in &h.alerts {
+            g.line(format!("{:<10} {}", a.severity.label(), a.message))?;
+        }
+    }
+    if let Some(url) = &r.http {
+        g.line(format!("page       {url}"))?;
+    }
     g.line(format!(
         "box        {} (daemon pid {}, up {:.0}s{})",
         r.name,

@@ -23,6 +23,17 @@
 //! max_sessions = 32
 //! [serve.client_quotas]
 //! "<client public key, 64 hex digits>" = "200 GiB"
+//!
+//! [http]                            # the status page, JSON API and /metrics
+//! listen = "127.0.0.1:8484"         # "0.0.0.0:8484" for the LAN (login needed), "off"
+//! session_minutes = 60              # how long a login lasts
+//!
+//! [alerts]                          # when the status page and `pastiche status` warn
+//! backup_age_factor = 2.0           # no backup for this many schedule intervals
+//! buddy_stale_hours = 72            # a buddy not synced for this long
+//! sync_failures = 3                 # syncs in a row failing to one buddy
+//! disk_floor = "1 GiB"              # free space below this is critical
+//! probe_seconds = 60                # how often each buddy is asked whether it answers
 //! ```
 //!
 //! A missing file means the defaults (serve on port 7467, no scheduled
@@ -65,6 +76,71 @@ pub struct Config {
     pub prune: PruneConfig,
     /// Serving buddies.
     pub serve: ServeConfig,
+    /// The status page.
+    pub http: HttpConfig,
+    /// When to warn.
+    pub alerts: AlertsConfig,
+}
+
+/// The status page's default address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8484";
+
+/// `[http]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpConfig {
+    /// Where the status page listens (`None`: off).
+    #[serde(serialize_with = "listen_or_off")]
+    pub listen: Option<SocketAddr>,
+    /// How long a login lasts, in minutes.
+    pub session_minutes: u64,
+}
+
+/// `[alerts]`: the thresholds of [`crate::health`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlertsConfig {
+    /// No successful backup for this many schedule intervals is critical.
+    pub backup_age_factor: f64,
+    /// A buddy not synced for this many hours is a warning.
+    pub buddy_stale_hours: u64,
+    /// This many failed syncs in a row to one buddy is a warning.
+    pub sync_failures: u32,
+    /// Free bytes below this on the box's disk is critical.
+    pub disk_floor: u64,
+    /// Seconds between two probes of each buddy.
+    pub probe_seconds: u64,
+}
+
+/// Writes an optional address as the file has it: the address or `"off"`.
+fn listen_or_off<S: serde::Serializer>(listen: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match listen {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_str("off"),
+    }
+}
+
+impl AlertsConfig {
+    /// The thresholds [`crate::health::assess`] takes.
+    pub fn thresholds(&self) -> crate::health::Thresholds {
+        crate::health::Thresholds {
+            backup_age_factor: self.backup_age_factor,
+            buddy_stale: std::time::Duration::from_secs(self.buddy_stale_hours.saturating_mul(3600)),
+            sync_failures: self.sync_failures,
+            disk_floor: self.disk_floor,
+        }
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> AlertsConfig {
+        let t = crate::health::Thresholds::default();
+        AlertsConfig {
+            backup_age_factor: t.backup_age_factor,
+            buddy_stale_hours: t.buddy_stale.as_secs() / 3600,
+            sync_failures: t.sync_failures,
+            disk_floor: t.disk_floor,
+            probe_seconds: 60,
+        }
+    }
 }
 
 /// `[backup]`.
@@ -119,6 +195,8 @@ impl Default for Config {
                 max_sessions: DEFAULT_MAX_SESSIONS,
                 client_quotas: BTreeMap::new(),
             },
+            http: HttpConfig { listen: DEFAULT_HTTP_LISTEN.parse().ok(), session_minutes: 60 },
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -156,6 +234,27 @@ struct RawConfig {
     prune: RawPrune,
     #[serde(default)]
     serve: RawServe,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    alerts: RawAlerts,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<Spanned<String>>,
+    session_minutes: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    backup_age_factor: Option<Spanned<f64>>,
+    buddy_stale_hours: Option<u64>,
+    sync_failures: Option<u32>,
+    disk_floor: Option<Spanned<Size>>,
+    probe_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -313,6 +412,42 @@ impl Config {
             }
             c.serve.client_quotas.insert(key.into_inner(), size(q)?);
         }
+
+        if let Some(l) = raw.http.listen {
+            c.http.listen = match l.get_ref().as_str() {
+                "off" => None,
+                text => Some(text.parse().map_err(|_| {
+                    fail(Some(l.span()), format!("http listen address {text:?} is not IP:PORT or \"off\""))
+                })?),
+            };
+        }
+        if let Some(m) = raw.http.session_minutes {
+            if *m.get_ref() == 0 {
+                return Err(fail(Some(m.span()), "session_minutes must be at least 1".into()));
+            }
+            c.http.session_minutes = m.into_inner();
+        }
+        if let Some(f) = raw.alerts.backup_age_factor {
+            if !(f.get_ref().is_finite() && *f.get_ref() >= 1.0) {
+                return Err(fail(Some(f.span()), "backup_age_factor must be at least 1".into()));
+            }
+            c.alerts.backup_age_factor = f.into_inner();
+        }
+        if let Some(h) = raw.alerts.buddy_stale_hours {
+            c.alerts.buddy_stale_hours = h;
+        }
+        if let Some(n) = raw.alerts.sync_failures {
+            c.alerts.sync_failures = n.max(1);
+        }
+        if let Some(d) = raw.alerts.disk_floor {
+            c.alerts.disk_floor = size(d)?;
+        }
+        if let Some(p) = raw.alerts.probe_seconds {
+            if *p.get_ref() == 0 {
+                return Err(fail(Some(p.span()), "probe_seconds must be at least 1".into()));
+            }
+            c.alerts.probe_seconds = p.into_inner();
+        }
         Ok(c)
     }
 
@@ -354,6 +489,11 @@ quota = "2 GiB"
 max_sessions = 4
 [serve.client_quotas]
 "{key}" = 1000
+[http]
+listen = "0.0.0.0:8080"
+[alerts]
+buddy_stale_hours = 24
+disk_floor = "5 GiB"
 "#
         ))
         .unwrap();
@@ -365,6 +505,9 @@ max_sessions = 4
         assert_eq!(c.serve.listen.len(), 2);
         assert_eq!(c.serve.quota, 2 << 30);
         assert_eq!(c.serve.client_quotas[&key], 1000);
+        assert_eq!(c.http.listen, Some(SocketAddr::from(([0, 0, 0, 0], 8080))));
+        assert_eq!(c.alerts.thresholds().buddy_stale.as_secs(), 24 * 3600);
+        assert_eq!(c.alerts.disk_floor, 5 << 30);
         // What `pastiche config` shows parses back to the same configuration.
         let again = parse(&c.to_toml()).unwrap();
         assert_eq!(Config { source: None, ..again }, Config { source: None, ..c });
@@ -393,6 +536,8 @@ max_sessions = 4
             ("[backup\n", Some(1), ""),
             ("[backup]\nschedule = \"hourly\"\n", None, "no paths"),
             ("[serve.client_quotas]\n\"abc\" = 5\n", Some(2), "not a public key"),
+            ("[http]\nlisten = \"everywhere\"\n", Some(2), "not IP:PORT"),
+            ("[alerts]\nbackup_age_factor = 0.5\n", Some(2), "at least 1"),
         ] {
             let err = parse(text).unwrap_err();
             assert_eq!(err.line, line, "{text:?}: {err}");

@@ -63,6 +63,8 @@ pub struct DaemonOptions {
     pub max_sessions: Option<usize>,
     /// Worker threads of backups and commands.
     pub threads: usize,
+    /// `--http ADDR|off`: replaces `[http] listen`.
+    pub http: Option<String>,
 }
 
 /// Reads the configuration the daemon would use.
@@ -80,6 +82,12 @@ pub fn load_config(opts: &DaemonOptions) -> Result<Config> {
     }
     if let Some(m) = opts.max_sessions {
         config.serve.max_sessions = m.max(1);
+    }
+    if let Some(h) = &opts.http {
+        config.http.listen = match h.as_str() {
+            "off" => None,
+            a => Some(a.parse().map_err(|_| anyhow::anyhow!("--http {a}: not IP:PORT or off"))?),
+        };
     }
     Ok(config)
 }
@@ -136,7 +144,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         let key = key.parse().map_err(|_| anyhow::anyhow!("bad client key {key}"))?;
         storage.set_quota(&key, Some(*quota))?;
     }
-    let log: LogSink = Arc::new(|line: &str| tracing::info!("{line}"));
+    let log: LogSink = crate::http::peers::observe_log(&repo.dir, Arc::new(|line: &str| tracing::info!("{line}")));
     let mut servers: Vec<(crate::buddy::Stopper, JoinHandle<Result<()>>)> = Vec::new();
     let mut listening = Vec::new();
     for addr in &config.serve.listen {
@@ -164,6 +172,13 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         let stop = control_stop.clone();
         thread::Builder::new().name("pastiche-control".into()).spawn(move || control.run(ctx, stop))?
     };
+    let status_page = crate::http::start(crate::http::Parts {
+        config: config.clone(),
+        shared: shared.clone(),
+        board: board.clone(),
+        queue: queue.clone(),
+        storage: Some(storage.clone()),
+    })?;
     let scheduler = Scheduler {
         config: config.clone(),
         shared: shared.clone(),
@@ -207,6 +222,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     }
     // Clients still running a command are cut off; the socket goes away so
     // the next command runs in-process.
+    status_page.stop();
     control_stop.store(true, Ordering::SeqCst);
     control::wake(&socket);
     wait(&|| control_thread.is_finished());

@@ -109,6 +109,13 @@ pub struct StatusReport {
     pub events: Vec<Event>,
     /// Whether the daemon is stopping.
     pub stopping: bool,
+    /// Is the data safe: the verdict of [`crate::health`], kept current by
+    /// the daemon's monitor.
+    #[serde(default)]
+    pub health: Option<crate::health::Health>,
+    /// Where the status page is served (`http://ADDR/`), if it is.
+    #[serde(default)]
+    pub http: Option<String>,
 }
 
 struct Running {

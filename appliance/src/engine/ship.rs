@@ -45,6 +45,7 @@ pub fn ship_all(repo: &Repo, mut progress: impl FnMut(&str) -> Progress) -> Resu
         let result = sync::sync_one(repo, &mut buddies[i], &p);
         p.finish();
         let addr = buddies[i].addr.clone();
+        crate::http::peers::record_sync(&repo.dir, &addr, result.as_ref().err().map(|e| format!("{e:#}")).as_deref());
         report.buddies.push(match result {
             Ok(r) => BuddyOutcome { addr, report: Some(r), error: None },
             Err(e) => BuddyOutcome { addr, report: None, error: Some(format!("{e:#}")) },

@@ -31,7 +31,8 @@ pub use access::SharedBox;
 use keys::{KdfParams, RootKey};
 pub use lock::LockMode;
 
-const CONFIG_FILE: &str = "box.json";
+/// The box's public configuration file in its data directory.
+pub const CONFIG_FILE: &str = "box.json";
 const FORMAT_VERSION: u32 = 1;
 
 /// The public configuration of a box (`box.json`).
