@@ -146,11 +146,13 @@ pub fn status(o: &Overview, csrf: &str) -> String {
     let _ = write!(h, "<body data-generation=\"{}\">", generation(o));
     let _ = write!(
         h,
-        "<header id=\"verdict\" class=\"verdict verdict-{cls}\" data-verdict=\"{cls}\"><h1>{label}</h1><p>{summary}</p>",
+        "<header id=\"verdict\" class=\"verdict verdict-{cls}\" data-verdict=\"{cls}\"><h1>{label}</h1>",
         cls = verdict_class(v),
         label = v.label(),
-        summary = esc(&o.health.summary()),
     );
+    if o.health.alerts.is_empty() {
+        let _ = write!(h, "<p>{}</p>", esc(&o.health.summary()));
+    }
     h.push_str("<ul id=\"alerts\">");
     for a in &o.health.alerts {
         let _ = write!(
