@@ -8,8 +8,13 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use pastiche::cli::{self, boxcmd, buddycmd, common::Global};
+use pastiche::cli::common::{is_closed_pipe, Global, Local};
+use pastiche::cli::request::Request;
+use pastiche::cli::{self, boxcmd, buddycmd};
+use pastiche::daemon::{self, DaemonOptions};
 use pastiche::exit;
 use pastiche::repo::default_data_dir;
 use pastiche::retention::KeepPolicy;
@@ -106,17 +111,38 @@ enum Command {
     },
     /// Ship whatever is pending to every buddy.
     Sync,
-    /// Serve as a buddy: store other boxes' sealed chunks (foreground, logs to stderr).
-    Serve {
-        /// Address and port to listen on.
-        #[arg(long, default_value = "0.0.0.0:7467", env = "PASTICHE_LISTEN")]
-        listen: std::net::SocketAddr,
-        /// Bytes each client may store (default 64 GiB).
-        #[arg(long, env = "PASTICHE_QUOTA", default_value_t = pastiche::buddy::DEFAULT_QUOTA)]
-        quota: u64,
-        /// Clients served at once.
-        #[arg(long, default_value_t = pastiche::buddy::DEFAULT_MAX_SESSIONS)]
-        max_sessions: usize,
+    /// Run the box: serve buddies, scheduled backups, shipping, retention
+    /// and prune, and every command of the CLI (foreground, logs to stderr).
+    #[command(alias = "serve")]
+    Daemon {
+        /// Configuration file [default: DATA/pastiche.toml, if it exists].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Serve buddies on this address only (replaces `[serve] listen`).
+        #[arg(long, env = "PASTICHE_LISTEN", value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Bytes each client may store (replaces `[serve] quota`).
+        #[arg(long, env = "PASTICHE_QUOTA")]
+        quota: Option<u64>,
+        /// Clients served at once (replaces `[serve] max_sessions`).
+        #[arg(long)]
+        max_sessions: Option<usize>,
+        /// Serve the status page on this address, or `off` (replaces `[http] listen`).
+        #[arg(long, env = "PASTICHE_HTTP", value_name = "ADDR|off")]
+        http: Option<String>,
+    },
+    /// Show the effective daemon configuration; refuse an invalid file.
+    Config {
+        /// Configuration file [default: DATA/pastiche.toml, if it exists].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Is the data safe, and what the daemon is doing; exits 0 ok, 1
+    /// warning, 2 critical (the monitoring-plugin convention).
+    Status {
+        /// Print the status page's login token instead.
+        #[arg(long)]
+        token: bool,
     },
     /// Show what changed between two snapshots.
     Diff {
@@ -214,23 +240,34 @@ fn run(args: Args) -> anyhow::Result<u8> {
         json: args.json,
         quiet: args.quiet,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        out: Arc::new(Local),
     };
-    match args.command {
-        Command::Init { name } => boxcmd::init(&g, name),
-        Command::Backup { paths, exclude, one_file_system } => boxcmd::backup(&g, paths, exclude, one_file_system),
-        Command::Snapshots => boxcmd::snapshots(&g),
-        Command::Ls { snapshot, path } => boxcmd::ls(&g, &snapshot, path),
-        Command::Restore { snapshot, target, include, from_buddy } => {
-            boxcmd::restore(&g, &snapshot, target, include, from_buddy)
+    let request = match args.command {
+        Command::Init { name } => return boxcmd::init(&g, name),
+        Command::Backup { paths, exclude, one_file_system } => {
+            Request::Backup { paths, excludes: exclude, one_file_system }
         }
-        Command::Buddy { command } => match command {
-            BuddyCommand::Add { addr } => buddycmd::add(&g, addr),
-            BuddyCommand::List => buddycmd::list(&g),
-            BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
-        },
-        Command::Sync => buddycmd::sync(&g),
-        Command::Serve { listen, quota, max_sessions } => buddycmd::serve(&g, listen, quota, max_sessions),
-        Command::Diff { first, second } => boxcmd::diff(&g, &first, &second),
+        Command::Snapshots => Request::Snapshots,
+        Command::Ls { snapshot, path } => Request::Ls { snapshot, path },
+        Command::Restore { snapshot, target, include, from_buddy } => {
+            Request::Restore { snapshot, target, include, from_buddy }
+        }
+        Command::Buddy { command } => {
+            return match command {
+                BuddyCommand::Add { addr } => buddycmd::add(&g, addr),
+                BuddyCommand::List => buddycmd::list(&g),
+                BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
+            }
+        }
+        Command::Sync => Request::Sync,
+        Command::Daemon { config, listen, quota, max_sessions, http } => {
+            let threads = g.threads;
+            return daemon::run(DaemonOptions { data: g.data, config, listen, quota, max_sessions, threads, http });
+        }
+        Command::Config { config } => return cli::config::show(&g, config),
+        Command::Status { token: true } => return cli::config::token(&g),
+        Command::Status { token: false } => return cli::config::status(&g),
+        Command::Diff { first, second } => Request::Diff { first, second },
         Command::Forget { keep, prune, dry_run } => {
             let policy = KeepPolicy {
                 last: keep.keep_last,
@@ -241,32 +278,35 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 yearly: keep.keep_yearly,
                 ..KeepPolicy::default()
             };
-            boxcmd::forget(&g, policy, prune, dry_run)
+            Request::Forget { policy, prune, dry_run }
         }
-        Command::Prune => boxcmd::prune(&g),
-        Command::Check { read_data, read_data_subset } => {
-            boxcmd::check(&g, boxcmd::read_mode(read_data, read_data_subset)?)
-        }
-        Command::Stats => boxcmd::stats(&g),
+        Command::Prune => Request::Prune,
+        Command::Check { read_data, read_data_subset } => Request::Check { read_data, read_data_subset },
+        Command::Stats => Request::Stats,
         Command::Chunk { files } => {
             let ok = cli::chunk::run(&files, &mut io::BufWriter::new(io::stdout().lock()))?;
-            Ok(if ok { exit::OK } else { exit::FAILED })
+            return Ok(if ok { exit::OK } else { exit::FAILED });
         }
-        Command::Demo { dir } => cli::demo::run(&dir).map(|()| exit::OK),
-        Command::Debug { command } => match command {
-            DebugCommand::Seal { input, output } => {
-                cli::debug::seal(&input, &output).map(|id| println!("{id}")).map(|()| exit::OK)
+        Command::Demo { dir } => return cli::demo::run(&dir).map(|()| exit::OK),
+        Command::Debug { command } => {
+            return match command {
+                DebugCommand::Seal { input, output } => {
+                    cli::debug::seal(&input, &output).map(|id| println!("{id}")).map(|()| exit::OK)
+                }
+                DebugCommand::Open { input, output, handle } => {
+                    cli::debug::open(&input, &output, &handle).map(|()| exit::OK)
+                }
             }
-            DebugCommand::Open { input, output, handle } => {
-                cli::debug::open(&input, &output, &handle).map(|()| exit::OK)
-            }
-        },
-    }
+        }
+    };
+    cli::run_request(&g, request.absolute()?)
 }
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(code) => ExitCode::from(code),
+        // The reader of our output has what it wanted (`| head -1`).
+        Err(e) if is_closed_pipe(&e) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("pastiche: {e:#}");
             ExitCode::from(exit::code_of(&e))

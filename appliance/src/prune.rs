@@ -56,7 +56,7 @@ pub fn mark(repo: &Repo) -> Result<Marks> {
 
 /// Removes what no retained snapshot needs and compacts the store.
 pub fn run(repo: &Repo) -> Result<PruneSummary> {
-    let mut root = repo.load_root()?;
+    let (mut root, read) = repo.load_root_versioned()?;
     let marks = mark(repo)?;
     let mut summary = PruneSummary::default();
     let mut puts = Vec::new();
@@ -74,7 +74,7 @@ pub fn run(repo: &Repo) -> Result<PruneSummary> {
         repo.meta.names()?.into_iter().filter(|n| *n != root_name && !marks.versions.contains_key(n)).collect();
     summary.objects_deleted = deletes.len() as u64;
     root.path_roots.retain(|(_, r)| marks.versions.contains_key(&r.name));
-    repo.commit_metadata(&puts, &deletes, &root)?;
+    repo.commit_metadata(&puts, &deletes, &root, read)?;
 
     let refs = repo.store.retain_only(&repo.identity.public_key(), &marks.chunks)?;
     summary.chunks_released = refs.became_garbage;

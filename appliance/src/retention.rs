@@ -49,7 +49,12 @@ const SECS_PER_DAY: i64 = 86_400;
 
 /// How many snapshots of each kind to keep; `None` or `Some(0)` means the
 /// rule is off. The semantics are restic's, see the [module docs](self).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It is the `[keep]` table of the daemon's configuration file and travels
+/// in control-socket requests, so it (de)serializes; `within` is not part of
+/// either yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KeepPolicy {
     /// Keep the N newest snapshots (`--keep-last`).
     pub last: Option<u32>,
@@ -66,6 +71,7 @@ pub struct KeepPolicy {
     pub yearly: Option<u32>,
     /// Keep every snapshot taken less than this long before the newest
     /// snapshot that is not in the future (`--keep-within`).
+    #[serde(skip)]
     pub within: Option<Duration>,
 }
 

@@ -48,7 +48,7 @@ pub struct BackupResult {
 pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
     let started = Instant::now();
     let time = now();
-    let mut root = repo.load_root()?;
+    let (mut root, read) = repo.load_root_versioned()?;
     let seq = root.next_snapshot_seq;
     let paths: Vec<PathBuf> = opts
         .paths
@@ -159,7 +159,7 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
     };
     root.snapshots.push(snapshot.clone());
     root.next_snapshot_seq = seq + 1;
-    repo.commit_metadata(&puts, &[], &root).context("cannot commit the snapshot")?;
+    repo.commit_metadata(&puts, &[], &root, read).context("cannot commit the snapshot")?;
     Ok(BackupResult { snapshot, warnings: tree.warnings })
 }
 

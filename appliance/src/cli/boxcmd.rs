@@ -1,27 +1,27 @@
 //! The single-box commands: init, backup, snapshots, ls, restore, diff,
-//! forget, prune, check, stats. Each returns its exit code.
+//! forget, prune, check, stats, sync. Each calls the [engine](crate::engine)
+//! on a [`SharedBox`], renders the report as text or JSON Lines, and returns
+//! its exit code.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::json;
 
-use super::common::{find_snapshot, format_time, iso_time, Global};
-use crate::backup::{self, display_path, BackupOptions};
-use crate::check::{self, ReadData};
+use super::common::{format_time, iso_time, Global};
+use crate::backup::display_path;
+use crate::engine::ship::{self, ShipReport};
+use crate::engine::snapshots::{self, DiffReport, ForgetReport};
+use crate::engine::{self, BackupOptions, PruneSummary, ReadData, RestoreOptions};
 use crate::exit;
 use crate::fsmeta::kind_name;
 use crate::meta::model::{Content, SnapshotInfo, Version};
-use crate::meta::walk;
 use crate::progress::human_bytes;
-use crate::prune;
 use crate::repo::hostname::local_fqdn;
 use crate::repo::keys::KdfParams;
 use crate::repo::password::read_passphrase;
-use crate::repo::{LockMode, Repo};
-use crate::restore::{self, RestoreOptions};
-use crate::retention::{self, KeepPolicy};
+use crate::repo::{Repo, SharedBox};
+use crate::retention::KeepPolicy;
 
 /// Environment variable overriding the Argon2id memory (MiB) at `init`, for
 /// small boards and tests. Disaster recovery then needs the same value.
@@ -38,28 +38,34 @@ pub fn init(g: &Global, name: Option<String>) -> Result<u8> {
     }
     let repo = Repo::init(&g.data, &name, &pass, kdf)?;
     if g.json {
-        g.json_line(&json!({"message_type": "initialized", "data": g.data, "name": name,
-            "node_id": repo.config.node_id, "public_key": repo.config.public_key}));
+        g.json(&json!({"message_type": "initialized", "data": g.data, "name": name,
+            "node_id": repo.config.node_id, "public_key": repo.config.public_key}))?;
     } else {
-        println!("created box for {name} in {}", g.data.display());
-        println!("nodeId     {}", repo.config.node_id);
-        println!("public key {}", repo.config.public_key);
-        println!("Keep the passphrase and the name: together they recover this box.");
+        g.line(format!("created box for {name} in {}", g.data.display()))?;
+        g.line(format!("nodeId     {}", repo.config.node_id))?;
+        g.line(format!("public key {}", repo.config.public_key))?;
+        g.line("Keep the passphrase and the name: together they recover this box.")?;
     }
     Ok(exit::OK)
 }
 
-/// `pastiche backup`.
-pub fn backup(g: &Global, paths: Vec<PathBuf>, excludes: Vec<String>, one_file_system: bool) -> Result<u8> {
-    let repo = g.open(LockMode::Exclusive)?;
+/// `pastiche backup`, then shipping to the buddies if there are any.
+pub fn backup(
+    g: &Global,
+    b: &SharedBox,
+    paths: Vec<PathBuf>,
+    excludes: Vec<String>,
+    one_file_system: bool,
+) -> Result<u8> {
+    let repo = b.write();
     let progress = g.progress("backup");
     let opts = BackupOptions { paths, excludes, one_file_system, threads: g.threads };
-    let result = backup::run(&repo, &opts, &progress);
+    let result = engine::backup::run(&repo, &opts, &progress);
     progress.finish();
     let result = result?;
     let s = &result.snapshot.summary;
     if g.json {
-        g.json_line(&json!({
+        g.json(&json!({
             "message_type": "summary",
             "snapshot_id": result.snapshot.id_hex(),
             "files_new": s.files_new, "files_changed": s.files_changed, "files_unmodified": s.files_unmodified,
@@ -67,31 +73,72 @@ pub fn backup(g: &Global, paths: Vec<PathBuf>, excludes: Vec<String>, one_file_s
             "total_bytes_processed": s.bytes, "bytes_read": s.bytes_read,
             "data_added": s.bytes_added, "chunks_added": s.chunks_new,
             "errors": s.errors, "total_duration": s.duration_ms as f64 / 1000.0,
-        }));
+        }))?;
     } else if !g.quiet {
-        println!("Files: {} new, {} changed, {} unmodified", s.files_new, s.files_changed, s.files_unmodified);
-        println!("Dirs:  {}   others: {}", s.dirs, s.others);
-        println!(
+        g.line(format!("Files: {} new, {} changed, {} unmodified", s.files_new, s.files_changed, s.files_unmodified))?;
+        g.line(format!("Dirs:  {}   others: {}", s.dirs, s.others))?;
+        g.line(format!(
             "Read {} of {}; added {} in {} new chunks to the store",
             human_bytes(s.bytes_read),
             human_bytes(s.bytes),
             human_bytes(s.bytes_added),
             s.chunks_new
-        );
-        println!("snapshot {} saved in {:.2}s", &result.snapshot.id_hex()[..8], s.duration_ms as f64 / 1000.0);
+        ))?;
+        g.line(format!("snapshot {} saved in {:.2}s", &result.snapshot.id_hex()[..8], s.duration_ms as f64 / 1000.0))?;
     }
-    if !crate::sync::load_buddies(&repo.dir)?.is_empty() && !super::buddycmd::sync_all(g, &repo)? {
-        eprintln!("pastiche: the snapshot is saved locally; `pastiche sync` ships it once the buddies are back");
+    if !crate::sync::load_buddies(&repo.dir)?.is_empty() {
+        let report = ship::ship_all(&repo, |_| g.progress("sync"))?;
+        render_ship(g, &report)?;
+        if !report.all_ok() {
+            g.warn("pastiche: the snapshot is saved locally; `pastiche sync` ships it once the buddies are back");
+        }
     }
     if result.warnings.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!("pastiche: {} entries could not be read; the snapshot has everything else", result.warnings.len());
+        g.warn(format!(
+            "pastiche: {} entries could not be read; the snapshot has everything else",
+            result.warnings.len()
+        ));
         Ok(exit::PARTIAL)
     }
 }
 
-fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
+/// `pastiche sync`: ships whatever is pending to every buddy.
+pub fn sync(g: &Global, b: &SharedBox) -> Result<u8> {
+    let repo = b.write();
+    if crate::sync::load_buddies(&repo.dir)?.is_empty() {
+        return Err(engine::Error::NoBuddies.into());
+    }
+    let report = ship::ship_all(&repo, |_| g.progress("sync"))?;
+    render_ship(g, &report)?;
+    Ok(if report.all_ok() { exit::OK } else { exit::FAILED })
+}
+
+fn render_ship(g: &Global, report: &ShipReport) -> Result<()> {
+    for b in &report.buddies {
+        match (&b.report, &b.error) {
+            (Some(r), _) if g.json => g.json(&json!({"message_type": "sync", "report": r}))?,
+            (Some(r), _) if !g.quiet => g.line(format!(
+                "synced to {}: epoch {}, {} of {} offered chunks sent ({}), {} objects, {} references released, {:.2}s",
+                r.addr,
+                r.epoch,
+                r.chunks_sent,
+                r.chunks_offered,
+                human_bytes(r.bytes_sent),
+                r.objects_sent,
+                r.deletes,
+                r.seconds
+            ))?,
+            (_, Some(e)) => g.warn(format!("pastiche: sync to {} failed: {e}", b.addr)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot as `snapshots --json` prints it (and the HTTP API serves it).
+pub fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
     json!({
         "id": s.id_hex(), "short_id": &s.id_hex()[..8], "time": iso_time(s.time), "hostname": s.hostname,
         "paths": s.paths.iter().map(|p| display_path(p)).collect::<Vec<_>>(), "summary": s.summary,
@@ -99,19 +146,18 @@ fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
 }
 
 /// `pastiche snapshots`.
-pub fn snapshots(g: &Global) -> Result<u8> {
-    let repo = g.open(LockMode::Shared)?;
-    let root = repo.load_root()?;
+pub fn snapshots(g: &Global, b: &SharedBox) -> Result<u8> {
+    let list = snapshots::list(&b.read())?;
     if g.json {
-        for s in &root.snapshots {
-            g.json_line(&snapshot_json(s));
+        for s in &list {
+            g.json(&snapshot_json(s))?;
         }
         return Ok(exit::OK);
     }
-    println!("{:<8}  {:<19}  {:<24}  {:>8}  {:>10}  paths", "ID", "Time (UTC)", "Host", "Files", "Size");
-    for s in &root.snapshots {
+    g.line(format!("{:<8}  {:<19}  {:<24}  {:>8}  {:>10}  paths", "ID", "Time (UTC)", "Host", "Files", "Size"))?;
+    for s in &list {
         let paths: Vec<String> = s.paths.iter().map(|p| display_path(p)).collect();
-        println!(
+        g.line(format!(
             "{:<8}  {}  {:<24}  {:>8}  {:>10}  {}",
             &s.id_hex()[..8],
             format_time(s.time),
@@ -119,9 +165,9 @@ pub fn snapshots(g: &Global) -> Result<u8> {
             s.summary.files,
             human_bytes(s.summary.bytes),
             paths.join(" ")
-        );
+        ))?;
     }
-    println!("{} snapshots", root.snapshots.len());
+    g.line(format!("{} snapshots", list.len()))?;
     Ok(exit::OK)
 }
 
@@ -132,25 +178,17 @@ fn entry_json(path: &std::path::Path, v: &Version) -> serde_json::Value {
 }
 
 /// `pastiche ls SNAP [PATH]`.
-pub fn ls(g: &Global, snap: &str, under: Option<PathBuf>) -> Result<u8> {
-    let repo = g.open(LockMode::Shared)?;
-    let root = repo.load_root()?;
-    let snap = find_snapshot(&root, snap)?;
-    for e in walk::entries(&repo, snap)? {
-        if let Some(u) = &under {
-            if !e.path.starts_with(u) {
-                continue;
-            }
-        }
+pub fn ls(g: &Global, b: &SharedBox, snap: &str, under: Option<PathBuf>) -> Result<u8> {
+    for e in snapshots::ls(&b.read(), snap, under.as_deref())? {
         if g.json {
-            g.json_line(&entry_json(&e.path, &e.version));
+            g.json(&entry_json(&e.path, &e.version))?;
         } else {
             let suffix = match &e.version.content {
                 Content::Dir { .. } => "/".to_string(),
                 Content::Symlink { target } => format!(" -> {}", String::from_utf8_lossy(target)),
                 Content::File { .. } => String::new(),
             };
-            println!("{}{suffix}", e.path.display());
+            g.line(format!("{}{suffix}", e.path.display()))?;
         }
     }
     Ok(exit::OK)
@@ -162,14 +200,15 @@ const BUDDY_RESTORE_THREADS: usize = 4;
 /// `pastiche restore`.
 pub fn restore(
     g: &Global,
+    b: &SharedBox,
     snap: &str,
     target: PathBuf,
     include: Vec<PathBuf>,
     from_buddy: Option<String>,
 ) -> Result<u8> {
-    let repo = g.open(LockMode::Shared)?;
+    let repo = b.read();
     let root = repo.load_root()?;
-    let snap = find_snapshot(&root, snap)?.clone();
+    let snap = snapshots::find(&root, snap)?.clone();
     let mut opts = RestoreOptions { target, include, threads: g.threads };
     let source: Box<dyn crate::sync::fetch::ChunkSource> = match from_buddy {
         Some(addr) => {
@@ -183,152 +222,116 @@ pub fn restore(
         None => Box::new(crate::sync::fetch::LocalThenBuddy::new(&repo)),
     };
     let progress = g.progress("restore");
-    let summary = restore::run(&repo, &snap, &opts, source.as_ref(), &progress);
+    let summary = engine::restore::run(&repo, &snap, &opts, source.as_ref(), &progress);
     progress.finish();
     let summary = summary?;
     if g.json {
-        g.json_line(&json!({"message_type": "summary", "snapshot_id": snap.id_hex(), "files_restored": summary.files,
+        g.json(&json!({"message_type": "summary", "snapshot_id": snap.id_hex(), "files_restored": summary.files,
             "dirs_restored": summary.dirs, "links_restored": summary.links, "bytes_restored": summary.bytes,
-            "errors": summary.errors}));
+            "errors": summary.errors}))?;
     } else if !g.quiet {
-        println!(
+        g.line(format!(
             "restored snapshot {}: {} files, {} dirs, {} links, {}",
             &snap.id_hex()[..8],
             summary.files,
             summary.dirs,
             summary.links,
             human_bytes(summary.bytes)
-        );
+        ))?;
     }
     Ok(if summary.errors == 0 { exit::OK } else { exit::FAILED })
 }
 
 /// `pastiche diff SNAP1 SNAP2`.
-pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
-    let repo = g.open(LockMode::Shared)?;
-    let root = repo.load_root()?;
-    let collect = |spec: &str| -> Result<BTreeMap<PathBuf, Version>> {
-        let snap = find_snapshot(&root, spec)?;
-        Ok(walk::entries(&repo, snap)?.into_iter().map(|e| (e.path, e.version)).collect())
-    };
-    let (old, new) = (collect(a)?, collect(b)?);
-    let (mut added, mut removed, mut modified, mut meta_only) = (0u64, 0u64, 0u64, 0u64);
-    let report = |mark: &str, path: &PathBuf| {
+pub fn diff(g: &Global, b: &SharedBox, a: &str, second: &str) -> Result<u8> {
+    let report: DiffReport = snapshots::diff(&b.read(), a, second)?;
+    for (path, change) in &report.changes {
         if g.json {
-            g.json_line(&json!({"message_type": "change", "path": path.to_string_lossy(), "modifier": mark}));
+            g.json(&json!({"message_type": "change", "path": path.to_string_lossy(), "modifier": change.mark()}))?;
         } else {
-            println!("{mark}    {}", path.display());
+            g.line(format!("{}    {}", change.mark(), path.display()))?;
         }
-    };
-    for (path, v) in &old {
-        match new.get(path) {
-            None => {
-                removed += 1;
-                report("-", path);
-            }
-            Some(w) if w.content != v.content || kind_name(w.attrs.mode) != kind_name(v.attrs.mode) => {
-                if !matches!(v.content, Content::Dir { .. }) {
-                    modified += 1;
-                    report("M", path);
-                }
-            }
-            Some(w) if !w.attrs.same_as(&v.attrs) && !matches!(v.content, Content::Dir { .. }) => {
-                meta_only += 1;
-                report("U", path);
-            }
-            Some(_) => {}
-        }
-    }
-    for path in new.keys().filter(|p| !old.contains_key(*p)) {
-        added += 1;
-        report("+", path);
     }
     if g.json {
-        g.json_line(&json!({"message_type": "statistics", "added": added, "removed": removed,
-            "modified": modified, "metadata_changed": meta_only}));
+        g.json(&json!({"message_type": "statistics", "added": report.added, "removed": report.removed,
+            "modified": report.modified, "metadata_changed": report.metadata_changed}))?;
     } else {
-        println!("Added: {added}  Removed: {removed}  Modified: {modified}  Metadata only: {meta_only}");
+        g.line(format!(
+            "Added: {}  Removed: {}  Modified: {}  Metadata only: {}",
+            report.added, report.removed, report.modified, report.metadata_changed
+        ))?;
     }
     Ok(exit::OK)
 }
 
 /// `pastiche forget`.
-pub fn forget(g: &Global, policy: KeepPolicy, run_prune: bool, dry_run: bool) -> Result<u8> {
-    if policy.is_empty() {
-        bail!("no policy given: use at least one --keep-* option (forget never removes everything by default)");
-    }
-    let repo = g.open(LockMode::Exclusive)?;
-    let mut root = repo.load_root()?;
-    let refs: Vec<retention::SnapshotRef> = root
-        .snapshots
-        .iter()
-        .map(|s| retention::SnapshotRef::new(s.id_hex(), s.time.secs * 1_000_000_000 + i64::from(s.time.nanos)))
-        .collect();
-    let decisions = retention::apply(&policy, &refs);
-    let remove: Vec<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
-    for d in &decisions {
+pub fn forget(g: &Global, b: &SharedBox, policy: KeepPolicy, run_prune: bool, dry_run: bool) -> Result<u8> {
+    let report: ForgetReport = {
+        let repo = b.write();
+        snapshots::forget(&repo, &policy, dry_run)?
+    };
+    for d in &report.decisions {
         if g.json {
-            g.json_line(&json!({"message_type": "decision", "id": d.id, "keep": d.keep, "reasons": d.reasons}));
+            g.json(&json!({"message_type": "decision", "id": d.id, "keep": d.keep, "reasons": d.reasons}))?;
         } else if !g.quiet {
             let verb = if d.keep { "keep  " } else { "remove" };
-            println!("{verb} {}  {}", &d.id[..8], d.reasons.join(", "));
+            g.line(format!("{verb} {}  {}", &d.id[..8], d.reasons.join(", ")))?;
         }
     }
     if dry_run {
         if !g.json {
-            println!("dry run: would remove {} snapshots", remove.len());
+            g.line(format!("dry run: would remove {} snapshots", report.to_remove()))?;
         }
         return Ok(exit::OK);
     }
-    root.snapshots.retain(|s| !remove.contains(&s.id_hex()));
-    repo.commit_metadata(&[], &[], &root)?;
     if !g.json && !g.quiet {
-        println!("removed {} snapshots", remove.len());
+        g.line(format!("removed {} snapshots", report.removed))?;
     }
     if run_prune {
-        print_prune(g, prune::run(&repo)?);
+        print_prune(g, &engine::prune::run(&b.reclaim())?)?;
     }
     Ok(exit::OK)
 }
 
-fn print_prune(g: &Global, s: prune::PruneSummary) {
+fn print_prune(g: &Global, s: &PruneSummary) -> Result<()> {
     if g.json {
-        g.json_line(&json!({"message_type": "prune", "summary": s}));
+        g.json(&json!({"message_type": "prune", "summary": s}))?;
     } else if !g.quiet {
-        println!(
+        g.line(format!(
             "pruned: {} objects deleted, {} trimmed, {} chunks released, {} freed",
             s.objects_deleted,
             s.objects_trimmed,
             s.chunks_released,
             human_bytes(s.bytes_freed)
-        );
+        ))?;
     }
+    Ok(())
 }
 
 /// `pastiche prune`.
-pub fn prune(g: &Global) -> Result<u8> {
-    let repo = g.open(LockMode::Exclusive)?;
-    print_prune(g, prune::run(&repo)?);
+pub fn prune(g: &Global, b: &SharedBox) -> Result<u8> {
+    let summary = engine::prune::run(&b.reclaim())?;
+    print_prune(g, &summary)?;
     Ok(exit::OK)
 }
 
 /// `pastiche check`.
-pub fn check(g: &Global, read: ReadData) -> Result<u8> {
-    let repo = g.open(LockMode::Shared)?;
+pub fn check(g: &Global, b: &SharedBox, read: ReadData) -> Result<u8> {
+    let repo = b.read();
     let progress = g.progress("check");
-    let outcome = check::run(&repo, read, g.threads, &progress);
+    let outcome = engine::check::run(&repo, read, g.threads, &progress);
     progress.finish();
     let outcome = outcome?;
     if g.json {
-        g.json_line(&json!({"message_type": "summary", "ok": outcome.problems.is_empty(), "result": outcome}));
+        g.json(&json!({"message_type": "summary", "ok": outcome.problems.is_empty(), "result": outcome}))?;
     } else {
         for p in &outcome.problems {
-            println!("error: {p}");
+            g.line(format!("error: {p}"))?;
         }
         for f in &outcome.affected_files {
-            println!("affected file: {f}");
+            g.line(format!("affected file: {f}"))?;
         }
-        println!(
+        g.line(format!(
             "checked {} snapshots, {} chunks in use, {} verified end to end: {}",
             outcome.snapshots,
             outcome.chunks_used,
@@ -338,55 +341,31 @@ pub fn check(g: &Global, read: ReadData) -> Result<u8> {
             } else {
                 format!("{} errors", outcome.problems.len())
             }
-        );
+        ))?;
     }
     Ok(if outcome.problems.is_empty() { exit::OK } else { exit::FAILED })
 }
 
 /// `pastiche stats`.
-pub fn stats(g: &Global) -> Result<u8> {
-    let repo = g.open(LockMode::Shared)?;
-    let root = repo.load_root()?;
-    let store = repo.store.stats()?;
-    let logical: u64 = root.snapshots.iter().map(|s| s.summary.bytes).sum();
-    let latest = root.snapshots.last().map_or(0, |s| s.summary.bytes);
+pub fn stats(g: &Global, b: &SharedBox) -> Result<u8> {
+    let s = engine::stats::stats(&b.read())?;
     if g.json {
-        g.json_line(&json!({"snapshots": root.snapshots.len(), "latest_snapshot_bytes": latest,
-            "all_snapshots_bytes": logical, "chunks": store.chunks, "garbage_chunks": store.garbage_chunks,
-            "packs": store.packs, "stored_bytes": store.stored_bytes, "live_bytes": store.live_bytes,
-            "garbage_bytes": store.garbage_bytes}));
+        g.json(&json!({"snapshots": s.snapshots, "latest_snapshot_bytes": s.latest_snapshot_bytes,
+            "all_snapshots_bytes": s.all_snapshots_bytes, "chunks": s.chunks, "garbage_chunks": s.garbage_chunks,
+            "packs": s.packs, "stored_bytes": s.stored_bytes, "live_bytes": s.live_bytes,
+            "garbage_bytes": s.garbage_bytes}))?;
     } else {
-        let ratio = if store.stored_bytes == 0 { 0.0 } else { logical as f64 / store.stored_bytes as f64 };
-        println!("snapshots:              {}", root.snapshots.len());
-        println!("latest snapshot size:   {}", human_bytes(latest));
-        println!("all snapshots' size:    {}", human_bytes(logical));
-        println!("chunks stored:          {} ({} awaiting compaction)", store.chunks, store.garbage_chunks);
-        println!("pack files:             {}", store.packs);
-        println!(
+        g.line(format!("snapshots:              {}", s.snapshots))?;
+        g.line(format!("latest snapshot size:   {}", human_bytes(s.latest_snapshot_bytes)))?;
+        g.line(format!("all snapshots' size:    {}", human_bytes(s.all_snapshots_bytes)))?;
+        g.line(format!("chunks stored:          {} ({} awaiting compaction)", s.chunks, s.garbage_chunks))?;
+        g.line(format!("pack files:             {}", s.packs))?;
+        g.line(format!(
             "stored on disk:         {} (live {})",
-            human_bytes(store.stored_bytes),
-            human_bytes(store.live_bytes)
-        );
-        println!("all snapshots / stored: {ratio:.2}x");
+            human_bytes(s.stored_bytes),
+            human_bytes(s.live_bytes)
+        ))?;
+        g.line(format!("all snapshots / stored: {:.2}x", s.ratio()))?;
     }
     Ok(exit::OK)
-}
-
-/// Builds the `check` read mode from the flags.
-pub fn read_mode(read_data: bool, subset: Option<String>) -> Result<ReadData> {
-    match (read_data, subset) {
-        (true, Some(_)) => bail!("--read-data and --read-data-subset exclude each other"),
-        (true, None) => Ok(ReadData::All),
-        (false, None) => Ok(ReadData::None),
-        (false, Some(s)) => {
-            let p: f64 = s
-                .trim_end_matches('%')
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--read-data-subset takes a percentage like 10%"))?;
-            if !(0.0..=100.0).contains(&p) {
-                bail!("--read-data-subset must be between 0% and 100%");
-            }
-            Ok(ReadData::Subset(p))
-        }
-    }
 }

@@ -1,15 +1,58 @@
-//! What every box command shares: global options, opening the box, picking
-//! a snapshot, printing.
+//! What every box command shares: global options, opening the box, where
+//! output goes, time formats.
 
+use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::meta::model::{RootObject, SnapshotInfo, Timestamp};
 use crate::progress::{Mode, Progress};
 use crate::repo::password::read_passphrase;
 use crate::repo::{LockMode, Repo};
+
+/// Where a command's output lines go: this process's stdout and stderr, or
+/// a control-socket client of the daemon.
+pub trait Output: Send + Sync {
+    /// One line of standard output (without its newline). An error (a
+    /// closed pipe, a client gone) ends the command.
+    fn stdout(&self, line: &str) -> io::Result<()>;
+    /// One line of standard error (without its newline); failures to write
+    /// it are not the command's.
+    fn stderr(&self, line: &str);
+    /// Whether progress may be drawn here (a terminal of this process).
+    fn local(&self) -> bool {
+        false
+    }
+}
+
+/// The output of a command run in this process.
+#[derive(Debug, Default)]
+pub struct Local;
+
+impl Output for Local {
+    fn stdout(&self, line: &str) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()
+    }
+
+    fn stderr(&self, line: &str) {
+        let _ = writeln!(io::stderr().lock(), "{line}");
+    }
+
+    fn local(&self) -> bool {
+        true
+    }
+}
+
+/// Whether an error is only a closed standard output (`pastiche snapshots |
+/// head -1`): the reader has what it wanted, so the command exits quietly.
+pub fn is_closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
+}
 
 /// Options accepted by every box command.
 pub struct Global {
@@ -21,6 +64,8 @@ pub struct Global {
     pub quiet: bool,
     /// Worker threads.
     pub threads: usize,
+    /// Where output goes.
+    pub out: Arc<dyn Output>,
 }
 
 impl Global {
@@ -30,29 +75,38 @@ impl Global {
         Repo::open(&self.data, &pass, mode)
     }
 
-    /// Starts progress reporting for `action`.
+    /// Starts progress reporting for `action` (a live display only when the
+    /// command runs in this process).
     pub fn progress(&self, action: &'static str) -> Progress {
-        Progress::start(Mode::detect(self.json, self.quiet), action)
+        let mode = if self.out.local() { Mode::detect(self.json, self.quiet) } else { Mode::Quiet };
+        Progress::start(mode, action)
     }
 
-    /// Prints one JSON line.
+    /// Prints one JSON line. Serializing our own report types cannot fail.
+    pub fn json<T: Serialize>(&self, value: &T) -> io::Result<()> {
+        self.out.stdout(&serde_json::to_string(value).expect("serializable"))
+    }
+
+    /// [`Global::json`] for commands that print little: a closed output is
+    /// ignored.
     pub fn json_line<T: Serialize>(&self, value: &T) {
-        println!("{}", serde_json::to_string(value).expect("serializable"));
+        let _ = self.json(value);
+    }
+
+    /// Prints one line of text.
+    pub fn line(&self, text: impl AsRef<str>) -> io::Result<()> {
+        self.out.stdout(text.as_ref())
+    }
+
+    /// Prints one line on standard error.
+    pub fn warn(&self, text: impl AsRef<str>) {
+        self.out.stderr(text.as_ref())
     }
 }
 
 /// Finds `latest` or the one snapshot whose id starts with `spec`.
 pub fn find_snapshot<'a>(root: &'a RootObject, spec: &str) -> Result<&'a SnapshotInfo> {
-    if spec == "latest" {
-        return root.snapshots.last().ok_or_else(|| anyhow::anyhow!("there are no snapshots yet"));
-    }
-    let spec = spec.to_ascii_lowercase();
-    let matches: Vec<&SnapshotInfo> = root.snapshots.iter().filter(|s| s.id_hex().starts_with(&spec)).collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => bail!("no snapshot with id {spec}"),
-        _ => bail!("snapshot id {spec} is ambiguous ({} snapshots match)", matches.len()),
-    }
+    Ok(crate::engine::snapshots::find(root, spec)?)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC.

@@ -4,5 +4,28 @@ pub mod boxcmd;
 pub mod buddycmd;
 pub mod chunk;
 pub mod common;
+pub mod config;
 pub mod debug;
 pub mod demo;
+pub mod request;
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+/// Runs a box command: on the daemon if one holds the box (over its
+/// control socket), else in this process with the lock the command needs.
+pub fn run_request(g: &common::Global, req: request::Request) -> Result<u8> {
+    if let Some(stream) = crate::daemon::client::connect(&g.data)? {
+        let msg = crate::daemon::protocol::ClientMessage::Run {
+            request: req,
+            json: g.json,
+            quiet: g.quiet,
+            threads: Some(g.threads),
+        };
+        return crate::daemon::client::run(g, stream, &msg);
+    }
+    let repo = g.open(req.lock_mode())?;
+    let shared = crate::repo::SharedBox::new(Arc::new(repo));
+    request::execute(g, &shared, req)
+}

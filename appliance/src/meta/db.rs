@@ -8,9 +8,26 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use redb::{Database, ReadableTable, TableDefinition};
 
+use sha1::{Digest, Sha1};
+
 use super::object::ObjectName;
 
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+
+/// The SHA-1 digest of an object's sealed bytes: its version for
+/// [`MetaDb::apply_if`].
+pub fn digest(sealed: &[u8]) -> [u8; 20] {
+    Sha1::digest(sealed).into()
+}
+
+/// A compare-and-swap commit found the guarded object changed since it was
+/// read: another writer committed first, and this commit was not applied.
+#[derive(Debug, thiserror::Error)]
+#[error("metadata object {name} changed while this change was prepared (another writer committed first)")]
+pub struct Conflict {
+    /// The guarded object.
+    pub name: ObjectName,
+}
 
 /// The metadata database of a box.
 pub struct MetaDb {
@@ -53,9 +70,28 @@ impl MetaDb {
 
     /// Writes and deletes objects in one durable transaction.
     pub fn apply(&self, puts: &[(ObjectName, Vec<u8>)], deletes: &[ObjectName]) -> Result<()> {
+        self.apply_if(puts, deletes, None)
+    }
+
+    /// [`MetaDb::apply`], but only if the object `guard.0` still has the
+    /// SHA-1 digest `guard.1` (compare-and-swap, checked inside the write
+    /// transaction); otherwise nothing is written and the error is a
+    /// [`Conflict`].
+    pub fn apply_if(
+        &self,
+        puts: &[(ObjectName, Vec<u8>)],
+        deletes: &[ObjectName],
+        guard: Option<(ObjectName, [u8; 20])>,
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(OBJECTS)?;
+            if let Some((name, expected)) = guard {
+                let current = table.get(&name.0[..])?.map(|v| digest(v.value()));
+                if current != Some(expected) {
+                    return Err(Conflict { name }.into());
+                }
+            }
             for (name, bytes) in puts {
                 table.insert(&name.0[..], &bytes[..])?;
             }

@@ -7,6 +7,7 @@
 //! DATA/meta.redb    encrypted metadata objects (docs/METADATA.md)
 //! ```
 
+pub mod access;
 pub mod hostname;
 pub mod keys;
 pub mod lock;
@@ -26,10 +27,12 @@ use crate::meta::db::MetaDb;
 use crate::meta::model::{decode, encode, RootObject};
 use crate::meta::object::{open_object, seal_object, ObjectKey, ObjectName, ObjectRef, ROOT_SEQ};
 use crate::store::ChunkStore;
+pub use access::SharedBox;
 use keys::{KdfParams, RootKey};
 pub use lock::LockMode;
 
-const CONFIG_FILE: &str = "box.json";
+/// The box's public configuration file in its data directory.
+pub const CONFIG_FILE: &str = "box.json";
 /// Version 2: chunks are sealed with a body tag byte and maybe compressed
 /// (SPEC §2a). Version 1 boxes (raw SPEC §2 chunks) are refused, not
 /// migrated: there were no deployed users (docs/STORE.md, "Versions").
@@ -83,6 +86,12 @@ pub struct Repo {
     _lock: File,
 }
 
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo").field("dir", &self.dir).field("name", &self.config.name).finish_non_exhaustive()
+    }
+}
+
 impl Repo {
     /// Creates a box in `dir` for the machine `name`.
     pub fn init(dir: &Path, name: &str, passphrase: &str, kdf: KdfParams) -> Result<Repo> {
@@ -115,7 +124,7 @@ impl Repo {
             snapshots: Vec::new(),
             path_roots: Vec::new(),
         };
-        repo.commit_metadata(&[], &[], &root)?;
+        repo.write_metadata(&[], &[], &root, None)?;
         // The config goes last: a box without it is not a box, so a crash
         // during init leaves nothing half-made that `open` would accept.
         write_atomically(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&repo.config)?.as_bytes())?;
@@ -151,7 +160,7 @@ impl Repo {
         let node = NodeId::from_name(&config.name);
         let store = ChunkStore::open(dir.join("store")).context("cannot open the chunk store")?;
         let meta = MetaDb::open(&dir.join("meta.redb"))?;
-        let root = load_root(&meta, &root_ref(&node, &root_key))?;
+        let (root, _) = load_root(&meta, &root_ref(&node, &root_key))?;
         let identity = Identity::from_seed(root.identity_seed)
             .map_err(|e| anyhow::anyhow!("the root object's identity is unusable ({e}): the box is damaged"))?;
         if identity.public_key().to_string() != config.public_key {
@@ -167,6 +176,12 @@ impl Repo {
 
     /// Reads and decrypts the root object.
     pub fn load_root(&self) -> Result<RootObject> {
+        Ok(self.load_root_versioned()?.0)
+    }
+
+    /// Reads and decrypts the root object, with the version a later
+    /// [`Repo::commit_metadata`] must still find.
+    pub fn load_root_versioned(&self) -> Result<(RootObject, RootVersion)> {
         load_root(&self.meta, &self.root_ref())
     }
 
@@ -183,28 +198,47 @@ impl Repo {
     }
 
     /// Atomically writes objects, deletes others and replaces the root
-    /// object: the commit point of every change to snapshots.
+    /// object: the commit point of every change to snapshots. It is a
+    /// compare-and-swap: if the root object is no longer the one `read`
+    /// names (another writer committed since it was loaded), nothing is
+    /// written and the error is a [`Conflict`](crate::meta::db::Conflict).
     pub fn commit_metadata(
         &self,
         puts: &[(ObjectName, Vec<u8>)],
         deletes: &[ObjectName],
         root: &RootObject,
+        read: RootVersion,
+    ) -> Result<()> {
+        self.write_metadata(puts, deletes, root, Some(read))
+    }
+
+    fn write_metadata(
+        &self,
+        puts: &[(ObjectName, Vec<u8>)],
+        deletes: &[ObjectName],
+        root: &RootObject,
+        read: Option<RootVersion>,
     ) -> Result<()> {
         let r = self.root_ref();
         let mut all = puts.to_vec();
         all.push((r.name, seal_object(&r.key, &self.node, ROOT_SEQ, &encode(root))));
-        self.meta.apply(&all, deletes)
+        self.meta.apply_if(&all, deletes, read.map(|v| (r.name, v.0)))
     }
 }
+
+/// Which root object a change was prepared from (the digest of its sealed
+/// bytes), for the compare-and-swap of [`Repo::commit_metadata`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootVersion([u8; 20]);
 
 fn root_ref(node: &NodeId, root_key: &RootKey) -> ObjectRef {
     ObjectRef { name: ObjectName::root(node), seq: ROOT_SEQ, key: ObjectKey(root_key.subkey("root-object")) }
 }
 
-fn load_root(meta: &MetaDb, r: &ObjectRef) -> Result<RootObject> {
+fn load_root(meta: &MetaDb, r: &ObjectRef) -> Result<(RootObject, RootVersion)> {
     let bytes = meta.get(&r.name)?.context("the root object is missing: the box is damaged")?;
     let (_, _, plain) = open_object(&r.key, &bytes).context("cannot open the root object")?;
-    decode(&plain, "root object")
+    Ok((decode(&plain, "root object")?, RootVersion(crate::meta::db::digest(&bytes))))
 }
 
 /// Writes `path` so that it is either the old or the new content after a crash.

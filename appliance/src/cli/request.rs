@@ -1,0 +1,146 @@
+//! A box command as data: what the command line parsed, run here or sent to
+//! the daemon over its control socket (the same JSON either way).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::boxcmd;
+use super::common::Global;
+use crate::engine;
+use crate::repo::{LockMode, SharedBox};
+use crate::retention::KeepPolicy;
+
+/// A command that works on an open box.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// `backup PATHS...`.
+    Backup {
+        /// Absolute paths to back up.
+        paths: Vec<PathBuf>,
+        /// Exclude patterns.
+        excludes: Vec<String>,
+        /// Stay on each path's file system.
+        one_file_system: bool,
+    },
+    /// `snapshots`.
+    Snapshots,
+    /// `ls SNAP [PATH]`.
+    Ls {
+        /// Snapshot id prefix or `latest`.
+        snapshot: String,
+        /// Only entries under this path.
+        path: Option<PathBuf>,
+    },
+    /// `restore SNAP --target DIR`.
+    Restore {
+        /// Snapshot id prefix or `latest`.
+        snapshot: String,
+        /// Absolute target directory.
+        target: PathBuf,
+        /// Only these paths.
+        include: Vec<PathBuf>,
+        /// Take every chunk from this buddy.
+        from_buddy: Option<String>,
+    },
+    /// `diff A B`.
+    Diff {
+        /// Older snapshot.
+        first: String,
+        /// Newer snapshot.
+        second: String,
+    },
+    /// `forget --keep-*`.
+    Forget {
+        /// The rules.
+        policy: KeepPolicy,
+        /// Prune afterwards.
+        prune: bool,
+        /// Only say what would be removed.
+        dry_run: bool,
+    },
+    /// `prune`.
+    Prune,
+    /// `check`.
+    Check {
+        /// `--read-data`.
+        read_data: bool,
+        /// `--read-data-subset N%`.
+        read_data_subset: Option<String>,
+    },
+    /// `stats`.
+    Stats,
+    /// `sync`.
+    Sync,
+}
+
+impl Request {
+    /// How a process running it alone must lock the box.
+    pub fn lock_mode(&self) -> LockMode {
+        match self {
+            Request::Backup { .. } | Request::Forget { .. } | Request::Prune | Request::Sync => LockMode::Exclusive,
+            _ => LockMode::Shared,
+        }
+    }
+
+    /// Makes the paths in it absolute against this process's working
+    /// directory, so that another process (the daemon) reads them the same.
+    pub fn absolute(mut self) -> Result<Request> {
+        let abs = |p: &mut PathBuf| -> Result<()> {
+            *p = std::path::absolute(&*p).with_context(|| format!("bad path {}", p.display()))?;
+            Ok(())
+        };
+        match &mut self {
+            Request::Backup { paths, .. } => paths.iter_mut().try_for_each(abs)?,
+            Request::Restore { target, .. } => abs(target)?,
+            _ => {}
+        }
+        Ok(self)
+    }
+}
+
+/// Runs `req` on `b`, printing through `g`; returns the exit code.
+pub fn execute(g: &Global, b: &SharedBox, req: Request) -> Result<u8> {
+    match req {
+        Request::Backup { paths, excludes, one_file_system } => boxcmd::backup(g, b, paths, excludes, one_file_system),
+        Request::Snapshots => boxcmd::snapshots(g, b),
+        Request::Ls { snapshot, path } => boxcmd::ls(g, b, &snapshot, path),
+        Request::Restore { snapshot, target, include, from_buddy } => {
+            boxcmd::restore(g, b, &snapshot, target, include, from_buddy)
+        }
+        Request::Diff { first, second } => boxcmd::diff(g, b, &first, &second),
+        Request::Forget { policy, prune, dry_run } => boxcmd::forget(g, b, policy, prune, dry_run),
+        Request::Prune => boxcmd::prune(g, b),
+        Request::Check { read_data, read_data_subset } => {
+            boxcmd::check(g, b, engine::read_mode(read_data, read_data_subset.as_deref())?)
+        }
+        Request::Stats => boxcmd::stats(g, b),
+        Request::Sync => boxcmd::sync(g, b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let reqs = [
+            Request::Snapshots,
+            Request::Backup { paths: vec!["/a".into()], excludes: vec!["*.tmp".into()], one_file_system: true },
+            Request::Forget {
+                policy: KeepPolicy { last: Some(3), ..KeepPolicy::default() },
+                prune: true,
+                dry_run: false,
+            },
+            Request::Check { read_data: true, read_data_subset: None },
+        ];
+        for r in reqs {
+            let text = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r, "{text}");
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"command":"format_disk"}"#).is_err());
+    }
+}
