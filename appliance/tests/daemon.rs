@@ -198,3 +198,34 @@ fn shipping_left_pending_resumes_after_a_restart() {
     .ok();
     assert_tree_matches(&manifest(&src), &restored_path(&target, &src), "restored from B after the resumed shipping");
 }
+
+#[test]
+fn sigterm_during_a_scheduled_backup_stops_in_time_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    for i in 0..40 {
+        write_random(&src.join(format!("big/f{i}.bin")), rng.gen_range(2_000_000..4_000_000), &mut rng);
+    }
+    let a = TestBox::init(tmp.path().join("A"));
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"every 1s\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&src)),
+    );
+    let daemon = Daemon::start(&a, "A", &["--threads", "1"]);
+    wait_for(60, "the scheduled backup to start", || daemon.logged("backup started"));
+    let (code, took) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(10), "SIGTERM took {took:?}");
+    a.check_read_data();
+
+    // The next run finishes the job: its restore is exact.
+    let daemon = Daemon::start(&a, "A", &[]);
+    wait_for(120, "a finished scheduled backup", || daemon.logged("backup done"));
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    a.check_read_data();
+    let target = tmp.path().join("restore");
+    a.restore("latest", &target);
+    assert_tree_matches(&manifest(&src), &restored_path(&target, &src), "after a SIGTERM mid-backup");
+}
