@@ -3,6 +3,7 @@
 //! Exit codes: 0 done; 1 failed; 3 backup done but some source files were
 //! unreadable; 10 no box in the data directory; 11 the box is locked by
 //! another process; 12 wrong passphrase.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::path::PathBuf;

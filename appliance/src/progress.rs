@@ -357,12 +357,10 @@ fn shorten_left(s: &str, max: usize) -> String {
 /// The width of the terminal on stderr: asked of the kernel, else `$COLUMNS`,
 /// else 80.
 fn terminal_width() -> usize {
-    // SAFETY: winsize is plain old data, and TIOCGWINSZ only writes one into
-    // the buffer we pass; on failure (stderr not a terminal) it is unused.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    if rc == 0 && ws.ws_col > 0 {
-        return usize::from(ws.ws_col);
+    if let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size_of(io::stderr()) {
+        if w > 0 {
+            return usize::from(w);
+        }
     }
     std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c > 0).unwrap_or(DEFAULT_WIDTH)
 }

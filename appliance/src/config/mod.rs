@@ -262,6 +262,9 @@ impl Config {
             if e.get_ref().is_empty() {
                 return Err(fail(Some(e.span()), "an exclude pattern is empty".into()));
             }
+            if let Err(bad) = crate::backup::exclude::Excludes::new(std::slice::from_ref(e.get_ref())) {
+                return Err(fail(Some(e.span()), bad.to_string()));
+            }
             c.backup.exclude.push(e.into_inner());
         }
         c.backup.one_file_system = raw.backup.one_file_system;
@@ -393,6 +396,7 @@ max_sessions = 4
             ("[backup\n", Some(1), ""),
             ("[backup]\nschedule = \"hourly\"\n", None, "no paths"),
             ("[serve.client_quotas]\n\"abc\" = 5\n", Some(2), "not a public key"),
+            ("[backup]\npaths = [\"/x\"]\nexclude = [\"*.tmp\",\n  \"[oops\"]\n", Some(4), "bad exclude pattern"),
         ] {
             let err = parse(text).unwrap_err();
             assert_eq!(err.line, line, "{text:?}: {err}");
