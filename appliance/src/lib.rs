@@ -19,7 +19,6 @@ pub mod engine;
 pub mod exit;
 pub mod fsmeta;
 pub mod meta;
-pub mod pipeline;
 pub mod progress;
 pub mod prune;
 pub mod redb_guard;
