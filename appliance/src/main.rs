@@ -246,11 +246,14 @@ fn run(args: Args) -> anyhow::Result<u8> {
             Request::Restore { snapshot, target, include, from_buddy }
         }
         Command::Buddy { command } => {
+            if let Some(code) = cli::config::buddy_with_daemon(&g, matches!(command, BuddyCommand::List))? {
+                return Ok(code);
+            }
             return match command {
                 BuddyCommand::Add { addr } => buddycmd::add(&g, addr),
                 BuddyCommand::List => buddycmd::list(&g),
                 BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
-            }
+            };
         }
         Command::Sync => Request::Sync,
         Command::Daemon { config, listen, quota, max_sessions } => {

@@ -178,6 +178,11 @@ fn shipping_left_pending_resumes_after_a_restart() {
     let s = Daemon::wait_status(&a, 60, "a failed shipping", |s| s["last_result"]["ship"]["ok"] == false);
     assert_eq!(s["shipping_pending"][0], b_addr.as_str(), "{s:#}");
     assert!(s["next_run"]["ship"].is_string(), "a retry is scheduled: {s:#}");
+    // The buddy list is the daemon's; changing it waits for the daemon to stop.
+    let r = a.run(["buddy", "list"]).ok();
+    assert!(r.stdout.contains(&b_addr) && r.stdout.contains("not yet pinned"), "{}", r.describe());
+    let r = a.run(["buddy", "add", "127.0.0.1:1"]).code_is(11);
+    assert!(r.stderr.contains("stop it to add or remove a buddy"), "{}", r.describe());
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
 
