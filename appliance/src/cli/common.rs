@@ -48,6 +48,39 @@ impl Output for Local {
     }
 }
 
+/// A writer that hands each whole line to an [`Output`].
+struct Lines {
+    out: Arc<dyn Output>,
+    to_stdout: bool,
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    fn new(out: Arc<dyn Output>, to_stdout: bool) -> Lines {
+        Lines { out, to_stdout, pending: Vec::new() }
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(data);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..end]);
+            if self.to_stdout {
+                self.out.stdout(&text)?;
+            } else {
+                self.out.stderr(&text);
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether an error is only a closed standard output (`pastiche snapshots |
 /// head -1`): the reader has what it wanted, so the command exits quietly.
 pub fn is_closed_pipe(err: &anyhow::Error) -> bool {
@@ -75,11 +108,17 @@ impl Global {
         Repo::open(&self.data, &pass, mode)
     }
 
-    /// Starts progress reporting for `action` (a live display only when the
-    /// command runs in this process).
+    /// Starts progress reporting for `action`: a terminal display when the
+    /// command runs in this process on a terminal; for a client of the
+    /// daemon, its messages (and with `--json` its status lines) go to the
+    /// client.
     pub fn progress(&self, action: &'static str) -> Progress {
-        let mode = if self.out.local() { Mode::detect(self.json, self.quiet) } else { Mode::Quiet };
-        Progress::start(mode, action)
+        if self.out.local() {
+            return Progress::start(Mode::detect(self.json, self.quiet), action);
+        }
+        let mode = if self.json { Mode::Json } else { Mode::Quiet };
+        let (stdout, stderr) = (Lines::new(self.out.clone(), true), Lines::new(self.out.clone(), false));
+        Progress::start_on(mode, action, Box::new(stdout), Box::new(stderr))
     }
 
     /// Prints one JSON line. Serializing our own report types cannot fail.

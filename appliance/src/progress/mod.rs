@@ -191,6 +191,19 @@ impl Progress {
         )
     }
 
+    /// Starts reporting into `stdout` and `stderr` (a client of the daemon,
+    /// say): [`Mode::Json`] or [`Mode::Quiet`]; a terminal display needs a
+    /// terminal, so [`Mode::Terminal`] reports like [`Mode::Quiet`].
+    pub fn start_on(
+        mode: Mode,
+        action: &'static str,
+        stdout: Box<dyn Write + Send>,
+        stderr: Box<dyn Write + Send>,
+    ) -> Progress {
+        let mode = if mode == Mode::Terminal { Mode::Quiet } else { mode };
+        Self::start_with(mode, action, stdout, stderr, None, JSON_INTERVAL)
+    }
+
     /// [`Progress::start`] with the streams, terminal display and interval
     /// given (for tests).
     fn start_with(
