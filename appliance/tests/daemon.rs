@@ -234,3 +234,39 @@ fn sigterm_during_a_scheduled_backup_stops_in_time_and_loses_nothing() {
     a.restore("latest", &target);
     assert_tree_matches(&manifest(&src), &restored_path(&target, &src), "after a SIGTERM mid-backup");
 }
+
+#[test]
+fn the_control_socket_is_private_and_bounded() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let a = TestBox::init(tmp.path().join("A"));
+    let _daemon = Daemon::start(&a, "A", &["--listen", "127.0.0.1:0"]);
+    let sock = a.data.join("control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only socket, got {mode:o}");
+
+    let answer = |payload: &[u8]| -> serde_json::Value {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        // The daemon may answer and close before reading everything.
+        let _ = s.write_all(payload);
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    };
+    for junk in [&b"not json\n"[..], b"{\"op\":\"run\",\"request\":{\"command\":\"format_disk\"}}\n"] {
+        let v = answer(junk);
+        assert_eq!(v["done"]["exit"], 1, "{v}");
+        assert!(v["done"]["error"].as_str().unwrap().contains("bad request"), "{v}");
+    }
+    // A request line longer than the 1 MiB limit is cut off and refused.
+    let v = answer(&vec![b'x'; 3 << 20]);
+    assert_eq!(v["done"]["exit"], 1, "{v}");
+    // A client that says nothing does not hold anything up.
+    let _silent = UnixStream::connect(&sock).unwrap();
+    let s = Daemon::status(&a);
+    assert_eq!(s["stopping"], false);
+    a.run(["snapshots"]).ok();
+}
