@@ -37,6 +37,7 @@ pub struct BackupOptions {
 }
 
 /// The outcome of a backup.
+#[derive(Debug, serde::Serialize)]
 pub struct BackupResult {
     /// The new snapshot.
     pub snapshot: SnapshotInfo,
