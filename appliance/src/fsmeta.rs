@@ -1,12 +1,12 @@
 //! Reading and restoring file-system attributes (`lstat`, `chmod`, `lchown`,
 //! `utimensat`).
 
-use std::ffi::CString;
 use std::fs::Metadata;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+
+use rustix::fs::{utimensat, AtFlags, FileType, Timespec, Timestamps, CWD};
 
 use crate::meta::model::{Attrs, Timestamp};
 
@@ -35,51 +35,36 @@ pub fn link_group(m: &Metadata) -> Option<u64> {
     (m.nlink() > 1 && !m.is_dir()).then(|| m.dev().rotate_left(32) ^ m.ino())
 }
 
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))
-}
-
 /// Restores ownership (when permitted), permissions (not on symlinks) and
 /// times of `path`, without following a symlink.
 pub fn apply(path: &Path, attrs: &Attrs, is_symlink: bool) -> io::Result<()> {
-    let c = c_path(path)?;
-    // SAFETY: valid C string; lchown does not follow symlinks.
-    let rc = unsafe { libc::lchown(c.as_ptr(), attrs.uid, attrs.gid) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
+    if let Err(err) = std::os::unix::fs::lchown(path, Some(attrs.uid), Some(attrs.gid)) {
         // Only root may give files away; as a user, keep our own ownership.
-        if err.raw_os_error() != Some(libc::EPERM) {
+        if err.raw_os_error() != Some(rustix::io::Errno::PERM.raw_os_error()) {
             return Err(err);
         }
     }
     if !is_symlink {
-        // SAFETY: valid C string.
-        if unsafe { libc::chmod(c.as_ptr(), attrs.mode & 0o7777) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(attrs.mode & 0o7777))?;
     }
-    let times = [
-        libc::timespec { tv_sec: attrs.atime.secs, tv_nsec: attrs.atime.nanos as _ },
-        libc::timespec { tv_sec: attrs.mtime.secs, tv_nsec: attrs.mtime.nanos as _ },
-    ];
-    // SAFETY: valid C string and a two-element timespec array.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let times = Timestamps {
+        last_access: Timespec { tv_sec: attrs.atime.secs, tv_nsec: attrs.atime.nanos.into() },
+        last_modification: Timespec { tv_sec: attrs.mtime.secs, tv_nsec: attrs.mtime.nanos.into() },
+    };
+    utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
 /// The file type bits of a mode.
 pub fn kind_name(mode: u32) -> &'static str {
-    match mode & libc::S_IFMT {
-        libc::S_IFREG => "file",
-        libc::S_IFDIR => "dir",
-        libc::S_IFLNK => "symlink",
-        libc::S_IFSOCK => "socket",
-        libc::S_IFIFO => "fifo",
-        libc::S_IFCHR => "char device",
-        libc::S_IFBLK => "block device",
-        _ => "unknown",
+    match FileType::from_raw_mode(mode) {
+        FileType::RegularFile => "file",
+        FileType::Directory => "dir",
+        FileType::Symlink => "symlink",
+        FileType::Socket => "socket",
+        FileType::Fifo => "fifo",
+        FileType::CharacterDevice => "char device",
+        FileType::BlockDevice => "block device",
+        FileType::Unknown => "unknown",
     }
 }

@@ -3,6 +3,7 @@
 //! Exit codes: 0 done; 1 failed; 3 backup done but some source files were
 //! unreadable; 10 no box in the data directory; 11 the box is locked by
 //! another process; 12 wrong passphrase.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::path::PathBuf;
@@ -253,11 +254,14 @@ fn run(args: Args) -> anyhow::Result<u8> {
             Request::Restore { snapshot, target, include, from_buddy }
         }
         Command::Buddy { command } => {
+            if let Some(code) = cli::config::buddy_with_daemon(&g, matches!(command, BuddyCommand::List))? {
+                return Ok(code);
+            }
             return match command {
                 BuddyCommand::Add { addr } => buddycmd::add(&g, addr),
                 BuddyCommand::List => buddycmd::list(&g),
                 BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
-            }
+            };
         }
         Command::Sync => Request::Sync,
         Command::Daemon { config, listen, quota, max_sessions, http } => {

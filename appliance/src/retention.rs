@@ -42,6 +42,9 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use jiff::civil;
+use jiff::tz::TimeZone;
+
 /// Nanoseconds in one second.
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// Seconds in one day.
@@ -332,7 +335,7 @@ impl UtcDateTime {
     /// field is out of its range (a day past the end of its month is allowed
     /// and rolls over into the next month).
     pub fn to_unix_nanos(&self) -> Option<i64> {
-        if !(-1_000_000..=1_000_000).contains(&self.year)
+        if !(-9999..=9999).contains(&self.year)
             || !(1..=12).contains(&self.month)
             || !(1..=31).contains(&self.day)
             || self.hour > 23
@@ -357,11 +360,8 @@ impl UtcDateTime {
     /// Year may belong to a week of the neighbouring year: the week is the
     /// one whose Thursday falls in the week-numbering year.
     pub fn iso_week(&self) -> (i64, u32) {
-        let days = days_from_civil(self.year, self.month, self.day);
-        let thursday = days - i64::from(weekday_from_days(days)) + 4;
-        let (year, _, _) = civil_from_days(thursday);
-        let ordinal = thursday - days_from_civil(year, 1, 1);
-        (year, (ordinal / 7 + 1) as u32)
+        let w = date_of_day(days_from_civil(self.year, self.month, self.day)).iso_week_date();
+        (i64::from(w.year()), w.week() as u32)
     }
 }
 
@@ -376,38 +376,33 @@ impl fmt::Display for UtcDateTime {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (jiff's
+/// calendar; every day an `i64` of nanoseconds reaches is in its range).
+fn date_of_day(days: i64) -> civil::Date {
+    let ts = jiff::Timestamp::from_second(days * SECS_PER_DAY).expect("a day within jiff's years -9999 to 9999");
+    TimeZone::UTC.to_datetime(ts).date()
+}
+
+/// Days since 1970-01-01 of a date; a day past the end of its month rolls
+/// over into the next month. Years must be within -9999 to 9999.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400); // [0, 399]
-    let m = i64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 }; // March = 0
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
+    let first = i16::try_from(year)
+        .ok()
+        .and_then(|y| civil::Date::new(y, month as i8, 1).ok())
+        .expect("a year within -9999 to 9999 and a month within 1 to 12");
+    let ts = TimeZone::UTC.to_timestamp(first.at(0, 0, 0, 0)).expect("a representable instant");
+    ts.as_second().div_euclid(SECS_PER_DAY) + i64::from(day) - 1
 }
 
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
+/// The proleptic Gregorian date of a day counted from 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let d = date_of_day(days);
+    (i64::from(d.year()), d.month() as u32, d.day() as u32)
 }
 
-/// ISO weekday (1 = Monday ... 7 = Sunday) of a day counted from 1970-01-01,
-/// which was a Thursday.
+/// ISO weekday (1 = Monday ... 7 = Sunday) of a day counted from 1970-01-01.
 fn weekday_from_days(days: i64) -> u32 {
-    ((days + 3).rem_euclid(7) + 1) as u32
+    date_of_day(days).weekday().to_monday_one_offset() as u32
 }
 
 fn system_time_to_unix_nanos(time: SystemTime) -> i64 {

@@ -1,106 +1,124 @@
-//! `--exclude PATTERN`: shell-style globs (`*`, `?`, `[...]`, and `**` for
-//! any number of path components).
+//! `--exclude PATTERN`: shell-style globs (`*`, `?`, `[...]`, `{a,b}`, and
+//! `**` for any number of path components), compiled once by `globset`
+//! into one automaton (no backtracking) and matched on the raw bytes of
+//! paths (names need not be UTF-8).
 //!
 //! A pattern without `/` matches an entry's name anywhere in the tree (like
 //! `*.tmp` or `node_modules`); a pattern with `/` matches the whole absolute
-//! path (like `/home/*/.cache`).
+//! path (like `/home/*/.cache`). `*` and `?` never match a `/`.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 /// A set of exclude patterns.
 #[derive(Clone, Debug, Default)]
 pub struct Excludes {
-    patterns: Vec<String>,
+    names: GlobSet,
+    paths: GlobSet,
+    count: usize,
+}
+
+/// A pattern that is not a valid glob.
+#[derive(Debug, thiserror::Error)]
+#[error("bad exclude pattern {pattern:?}: {reason}")]
+pub struct BadPattern {
+    /// The pattern.
+    pub pattern: String,
+    /// What globset said.
+    pub reason: String,
 }
 
 impl Excludes {
-    /// Compiles the patterns (nothing can fail: every string is a pattern).
-    pub fn new(patterns: &[String]) -> Excludes {
-        Excludes { patterns: patterns.iter().map(|p| p.trim_end_matches('/').to_string()).collect() }
+    /// Compiles the patterns.
+    pub fn new(patterns: &[String]) -> Result<Excludes, BadPattern> {
+        let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for p in patterns {
+            let trimmed = p.trim_end_matches('/');
+            let bad = |e: globset::Error| BadPattern { pattern: p.clone(), reason: e.kind().to_string() };
+            let glob = GlobBuilder::new(trimmed).literal_separator(true).backslash_escape(true).build().map_err(bad)?;
+            if trimmed.contains('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|e| BadPattern { pattern: patterns.join(" "), reason: e.kind().to_string() })
+        };
+        Ok(Excludes { names: build(names)?, paths: build(paths)?, count: patterns.len() })
     }
 
-    /// True when there are no patterns (so callers can skip building the
-    /// strings to match).
+    /// True when there are no patterns.
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
+        self.count == 0
     }
 
     /// True when the entry at `path` (absolute) named `name` is excluded.
-    pub fn excludes(&self, path: &str, name: &str) -> bool {
-        self.patterns.iter().any(|p| {
-            if p.contains('/') {
-                glob(p.as_bytes(), path.as_bytes())
-            } else {
-                glob(p.as_bytes(), name.as_bytes())
-            }
-        })
+    pub fn excludes(&self, path: &Path, name: &OsStr) -> bool {
+        self.names.is_match(name) || self.paths.is_match(path)
     }
-}
-
-/// Matches `text` against `pat`; `*` and `?` do not cross `/`, `**` does.
-fn glob(pat: &[u8], text: &[u8]) -> bool {
-    match pat.first() {
-        None => text.is_empty(),
-        Some(b'*') if pat.get(1) == Some(&b'*') => {
-            let rest = pat[2..].strip_prefix(b"/").unwrap_or(&pat[2..]);
-            (0..=text.len()).any(|i| (i == 0 || text[i - 1] == b'/') && glob(rest, &text[i..])) || glob(rest, text)
-        }
-        Some(b'*') => {
-            (0..=text.len()).take_while(|&i| i == 0 || text[i - 1] != b'/').any(|i| glob(&pat[1..], &text[i..]))
-        }
-        Some(b'?') => !text.is_empty() && text[0] != b'/' && glob(&pat[1..], &text[1..]),
-        Some(b'[') => match (pat.iter().position(|&c| c == b']'), text.first()) {
-            (Some(end), Some(&c)) if end > 1 => {
-                let (negate, set) = match pat[1] {
-                    b'!' | b'^' => (true, &pat[2..end]),
-                    _ => (false, &pat[1..end]),
-                };
-                in_set(set, c) != negate && glob(&pat[end + 1..], &text[1..])
-            }
-            _ => false,
-        },
-        Some(&c) => text.first() == Some(&c) && glob(&pat[1..], &text[1..]),
-    }
-}
-
-fn in_set(set: &[u8], c: u8) -> bool {
-    let mut i = 0;
-    while i < set.len() {
-        if i + 2 < set.len() && set[i + 1] == b'-' {
-            if (set[i]..=set[i + 2]).contains(&c) {
-                return true;
-            }
-            i += 3;
-        } else {
-            if set[i] == c {
-                return true;
-            }
-            i += 1;
-        }
-    }
-    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn ex(patterns: &[&str]) -> Excludes {
+        Excludes::new(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn hit(e: &Excludes, path: &str) -> bool {
+        let p = Path::new(path);
+        e.excludes(p, p.file_name().unwrap())
+    }
 
     #[test]
     fn names_and_paths() {
-        let ex =
-            Excludes::new(&["*.tmp".into(), "node_modules".into(), "/home/*/.cache".into(), "/srv/**/log?".into()]);
-        assert!(ex.excludes("/a/b/x.tmp", "x.tmp"));
-        assert!(!ex.excludes("/a/b/x.tmpl", "x.tmpl"));
-        assert!(ex.excludes("/p/node_modules", "node_modules"));
-        assert!(ex.excludes("/home/ann/.cache", ".cache"));
-        assert!(!ex.excludes("/home/ann/x/.cache", ".cache"));
-        assert!(ex.excludes("/srv/a/b/c/logs", "logs"));
-        assert!(ex.excludes("/srv/log1", "log1"));
+        let e = ex(&["*.tmp", "node_modules", "/home/*/.cache", "/srv/**/log?"]);
+        assert!(hit(&e, "/a/b/x.tmp"));
+        assert!(!hit(&e, "/a/b/x.tmpl"));
+        assert!(hit(&e, "/p/node_modules"));
+        assert!(hit(&e, "/home/ann/.cache"));
+        assert!(!hit(&e, "/home/ann/x/.cache"));
+        assert!(hit(&e, "/srv/a/b/c/logs"));
+        assert!(hit(&e, "/srv/log1"));
     }
 
     #[test]
     fn classes() {
-        assert!(glob(b"f[0-9].txt", b"f7.txt"));
-        assert!(!glob(b"f[!0-9].txt", b"f7.txt"));
-        assert!(glob(b"f[!0-9].txt", b"fx.txt"));
-        assert!(!glob(b"a*", b"a/b"));
+        let e = ex(&["f[0-9].txt", "g[!0-9].txt", "/a*"]);
+        assert!(hit(&e, "/x/f7.txt"));
+        assert!(!hit(&e, "/x/g7.txt"));
+        assert!(hit(&e, "/x/gx.txt"));
+        assert!(!hit(&e, "/a/b"), "* does not cross /");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_match_exactly() {
+        let e = ex(&["caf?.txt"]);
+        let name = OsStr::from_bytes(b"caf\xe9.txt");
+        assert!(e.excludes(&Path::new("/x").join(name), name));
+        // A lossy conversion would have turned the byte into U+FFFD and matched this too.
+        let e = ex(&["caf\u{fffd}.txt"]);
+        assert!(!e.excludes(&Path::new("/x").join(name), name));
+    }
+
+    #[test]
+    fn pathological_patterns_take_no_time() {
+        // Backtracking matchers take exponential time on this.
+        let e = ex(&["*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b"]);
+        let name = "a".repeat(200);
+        let t = std::time::Instant::now();
+        assert!(!hit(&e, &format!("/x/{name}")));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        let err = Excludes::new(&["[unclosed".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("[unclosed"), "{err}");
     }
 }

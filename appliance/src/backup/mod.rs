@@ -37,6 +37,7 @@ pub struct BackupOptions {
 }
 
 /// The outcome of a backup.
+#[derive(Debug, serde::Serialize)]
 pub struct BackupResult {
     /// The new snapshot.
     pub snapshot: SnapshotInfo,
@@ -61,7 +62,7 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
         })
         .collect::<Result<_>>()?;
 
-    let excludes = Excludes::new(&opts.excludes);
+    let excludes = Excludes::new(&opts.excludes)?;
     let scan_opts = ScanOptions { excludes: &excludes, one_file_system: opts.one_file_system };
     let mut tree = Tree::default();
     for path in &paths {

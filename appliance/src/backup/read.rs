@@ -184,8 +184,8 @@ fn read_one(
 
 /// Opens without updating the access time where the kernel allows it.
 fn open_for_backup(path: &Path) -> io::Result<File> {
-    match OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+    match OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOATIME.bits() as i32).open(path) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => File::open(path),
         other => other,
     }
 }

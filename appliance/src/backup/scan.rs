@@ -150,9 +150,7 @@ impl Tree {
         };
         let mut children = Vec::with_capacity(entries.len());
         for (name, child_path) in entries {
-            if !opts.excludes.is_empty()
-                && opts.excludes.excludes(&child_path.to_string_lossy(), &String::from_utf8_lossy(&name))
-            {
+            if !opts.excludes.is_empty() && opts.excludes.excludes(&child_path, std::ffi::OsStr::from_bytes(&name)) {
                 continue;
             }
             let meta = match fs::symlink_metadata(&child_path) {

@@ -8,6 +8,8 @@
 //! - [`serve`](mod@serve): `pastiche serve`, the TCP daemon driving one
 //!   [`BuddySession`](pastiche_core::session::BuddySession) per connection.
 
+// Its `libc::signal` handler predates the daemon (which uses signal-hook).
+#[allow(unsafe_code)]
 pub mod serve;
 pub mod store;
 

@@ -48,6 +48,39 @@ impl Output for Local {
     }
 }
 
+/// A writer that hands each whole line to an [`Output`].
+struct Lines {
+    out: Arc<dyn Output>,
+    to_stdout: bool,
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    fn new(out: Arc<dyn Output>, to_stdout: bool) -> Lines {
+        Lines { out, to_stdout, pending: Vec::new() }
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(data);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..end]);
+            if self.to_stdout {
+                self.out.stdout(&text)?;
+            } else {
+                self.out.stderr(&text);
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether an error is only a closed standard output (`pastiche snapshots |
 /// head -1`): the reader has what it wanted, so the command exits quietly.
 pub fn is_closed_pipe(err: &anyhow::Error) -> bool {
@@ -75,11 +108,17 @@ impl Global {
         Repo::open(&self.data, &pass, mode)
     }
 
-    /// Starts progress reporting for `action` (a live display only when the
-    /// command runs in this process).
+    /// Starts progress reporting for `action`: a terminal display when the
+    /// command runs in this process on a terminal; for a client of the
+    /// daemon, its messages (and with `--json` its status lines) go to the
+    /// client.
     pub fn progress(&self, action: &'static str) -> Progress {
-        let mode = if self.out.local() { Mode::detect(self.json, self.quiet) } else { Mode::Quiet };
-        Progress::start(mode, action)
+        if self.out.local() {
+            return Progress::start(Mode::detect(self.json, self.quiet), action);
+        }
+        let mode = if self.json { Mode::Json } else { Mode::Quiet };
+        let (stdout, stderr) = (Lines::new(self.out.clone(), true), Lines::new(self.out.clone(), false));
+        Progress::start_on(mode, action, Box::new(stdout), Box::new(stderr))
     }
 
     /// Prints one JSON line. Serializing our own report types cannot fail.
@@ -109,31 +148,23 @@ pub fn find_snapshot<'a>(root: &'a RootObject, spec: &str) -> Result<&'a Snapsho
     Ok(crate::engine::snapshots::find(root, spec)?)
 }
 
+/// The instant of a timestamp (clamped to jiff's range, years -9999 to 9999).
+fn instant(t: Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::new(t.secs, t.nanos.min(999_999_999) as i32).unwrap_or(if t.secs < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    })
+}
+
 /// `YYYY-MM-DD HH:MM:SS` in UTC.
 pub fn format_time(t: Timestamp) -> String {
-    let days = t.secs.div_euclid(86_400);
-    let rem = t.secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    instant(t).strftime("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// ISO 8601 in UTC, for JSON.
 pub fn iso_time(t: Timestamp) -> String {
-    let s = format_time(t);
-    format!("{}T{}.{:09}Z", &s[..10], &s[11..], t.nanos)
-}
-
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    instant(t).strftime("%Y-%m-%dT%H:%M:%S.%NZ").to_string()
 }
 
 #[cfg(test)]

@@ -361,6 +361,9 @@ impl Config {
             if e.get_ref().is_empty() {
                 return Err(fail(Some(e.span()), "an exclude pattern is empty".into()));
             }
+            if let Err(bad) = crate::backup::exclude::Excludes::new(std::slice::from_ref(e.get_ref())) {
+                return Err(fail(Some(e.span()), bad.to_string()));
+            }
             c.backup.exclude.push(e.into_inner());
         }
         c.backup.one_file_system = raw.backup.one_file_system;
@@ -538,6 +541,7 @@ disk_floor = "5 GiB"
             ("[serve.client_quotas]\n\"abc\" = 5\n", Some(2), "not a public key"),
             ("[http]\nlisten = \"everywhere\"\n", Some(2), "not IP:PORT"),
             ("[alerts]\nbackup_age_factor = 0.5\n", Some(2), "at least 1"),
+            ("[backup]\npaths = [\"/x\"]\nexclude = [\"*.tmp\",\n  \"[oops\"]\n", Some(4), "bad exclude pattern"),
         ] {
             let err = parse(text).unwrap_err();
             assert_eq!(err.line, line, "{text:?}: {err}");

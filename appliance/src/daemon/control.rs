@@ -19,9 +19,9 @@ use anyhow::{Context, Result};
 
 use super::jobs::JobQueue;
 use super::protocol::{ClientMessage, DaemonMessage, MAX_REQUEST_BYTES, SOCKET_FILE};
-use super::status::StatusBoard;
+use super::status::{JobKind, StatusBoard};
 use crate::cli::common::{Global, Output};
-use crate::cli::request;
+use crate::cli::request::{self, Request};
 use crate::exit;
 use crate::repo::SharedBox;
 
@@ -182,7 +182,14 @@ fn serve_client(stream: UnixStream, ctx: &ControlContext) -> Result<()> {
                 out: out.clone(),
             };
             tracing::info!("control: {}", serde_json::to_string(&request).unwrap_or_default());
-            let done = match request::execute(&g, &ctx.shared, request) {
+            let ships = matches!(request, Request::Backup { .. } | Request::Sync);
+            let result = request::execute(&g, &ctx.shared, request);
+            // A backup or sync that could not reach every buddy leaves the
+            // rest to the scheduler, which retries with backoff.
+            if ships && crate::engine::ship::pending(&ctx.shared.read()).is_ok_and(|p| !p.is_empty()) {
+                ctx.queue.request(JobKind::Ship);
+            }
+            let done = match result {
                 Ok(code) => DaemonMessage::Done { exit: code, error: None },
                 Err(e) => DaemonMessage::Done { exit: exit::code_of(&e), error: Some(format!("{e:#}")) },
             };

@@ -145,6 +145,7 @@ impl Scheduler {
         let mut last_backup = started.clone();
         let mut last_prune = started;
         let mut backoff = Backoff::default();
+        self.refresh_buddies();
         let pending = ship::pending(&self.shared.read());
         match pending {
             Ok(p) if !p.is_empty() => {
@@ -232,10 +233,22 @@ impl Scheduler {
             Err(e) => (false, format!("{e:#}")),
         };
         self.board.job_finished(kind, ok, message, t.elapsed().as_secs_f64());
-        if let Ok(p) = ship::pending(&self.shared.read()) {
-            self.board.update(|r| r.shipping_pending = p);
-        }
+        self.refresh_buddies();
         ok
+    }
+
+    /// Puts the buddy list and what is pending on the status board.
+    fn refresh_buddies(&self) {
+        let repo = self.shared.read();
+        let (pending, buddies) = (ship::pending(&repo), crate::sync::load_buddies(&repo.dir));
+        self.board.update(|r| {
+            if let Ok(p) = pending {
+                r.shipping_pending = p;
+            }
+            if let Ok(b) = buddies {
+                r.buddies = b;
+            }
+        });
     }
 
     fn backup(&self, progress: &Progress) -> anyhow::Result<(bool, String)> {

@@ -45,8 +45,6 @@ use status::StatusBoard;
 
 /// How long a stop waits for the job in hand before exiting anyway.
 pub const STOP_GRACE: Duration = Duration::from_secs(8);
-/// How often the main thread looks for a stop signal.
-const SIGNAL_TICK: Duration = Duration::from_millis(100);
 
 /// How to run the daemon (command-line overrides of the configuration).
 #[derive(Clone, Debug, Default)]
@@ -127,10 +125,10 @@ fn add_configured_buddies(shared: &SharedBox, config: &Config, board: &StatusBoa
 pub fn run(opts: DaemonOptions) -> Result<u8> {
     init_logging();
     let config = load_config(&opts)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).context("cannot install the signal handlers")?;
-    }
+    // The handlers only write to a self-pipe: the main thread sleeps in
+    // `forever()` until a signal comes, and an idle daemon never wakes.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("cannot install the signal handlers")?;
     let pass = read_passphrase(false)?;
     let repo = Arc::new(Repo::open(&opts.data, &pass, LockMode::Exclusive)?);
     let shared = Arc::new(SharedBox::new(repo.clone()));
@@ -196,8 +194,8 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         config.prune.schedule
     ));
 
-    while !stop.load(Ordering::SeqCst) && !scheduler_thread.is_finished() {
-        thread::sleep(SIGNAL_TICK);
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!("signal {sig}");
     }
     board.event("stopping");
     board.update(|r| r.stopping = true);

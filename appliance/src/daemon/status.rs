@@ -105,6 +105,8 @@ pub struct StatusReport {
     pub last_result: BTreeMap<JobKind, JobResult>,
     /// Buddies that do not hold the newest snapshot yet.
     pub shipping_pending: Vec<String>,
+    /// The buddy list: address, pinned key, last epoch and snapshot.
+    pub buddies: Vec<crate::sync::BuddyEntry>,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
     /// Whether the daemon is stopping.

@@ -1,8 +1,9 @@
 //! One writer at a time: an advisory `flock` on the box's lock file.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::Path;
+
+use rustix::fs::{flock, FlockOperation};
 
 use anyhow::{Context, Result};
 
@@ -27,12 +28,10 @@ pub fn acquire(dir: &Path, mode: LockMode) -> Result<File> {
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let op = match mode {
-        LockMode::Shared => libc::LOCK_SH,
-        LockMode::Exclusive => libc::LOCK_EX,
+        LockMode::Shared => FlockOperation::NonBlockingLockShared,
+        LockMode::Exclusive => FlockOperation::NonBlockingLockExclusive,
     };
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) };
-    if rc != 0 {
+    if flock(&file, op).is_err() {
         return Err(ExitError::new(
             LOCKED,
             format!("the box at {} is in use by another pastiche process", dir.display()),

@@ -1,0 +1,272 @@
+//! `pastiche daemon` as a user meets it: one process that serves buddies,
+//! runs scheduled backups and answers every CLI command at the same time;
+//! `pastiche config`; quiet exits on closed pipes; SIGTERM; shipping that
+//! resumes after a restart.
+
+mod common;
+mod daemon_support;
+
+use std::ffi::OsStr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use daemon_support::*;
+use rand::{Rng, SeedableRng};
+
+fn tree(root: &std::path::Path, files: usize, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for i in 0..files {
+        write_random(&root.join(format!("d{}/f{i}.bin", i % 4)), rng.gen_range(10_000..400_000), &mut rng);
+    }
+}
+
+#[test]
+fn the_cli_works_while_the_daemon_serves_a_buddy_and_backs_up_on_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sched_src, cli_src, b_src) = (tmp.path().join("sched"), tmp.path().join("cli"), tmp.path().join("b-home"));
+    tree(&sched_src, 24, 1);
+    tree(&cli_src, 24, 2);
+    tree(&b_src, 30, 3);
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let addr = free_addr();
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"every 1s\"\n[serve]\nlisten = [\"{addr}\"]\n", q(&sched_src)),
+    );
+    let daemon = Daemon::start(&a, "A", &[]);
+
+    // B backs up and ships to A (A serves it) while A's CLI works.
+    b.run(["buddy", "add", &addr]).ok();
+    let mut b_backup = b.cmd([OsStr::new("backup"), b_src.as_os_str()]);
+    b_backup.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let b_child = b_backup.spawn().unwrap();
+
+    let summary = a.backup(&cli_src);
+    let cli_snap = summary["snapshot_id"].as_str().unwrap().to_string();
+    let snaps = a.snapshots();
+    assert!(snaps.iter().any(|s| s["id"] == cli_snap.as_str()), "the CLI's snapshot is listed");
+    let target = tmp.path().join("restore-cli");
+    a.restore(&cli_snap[..8], &target);
+    assert_tree_matches(&manifest(&cli_src), &restored_path(&target, &cli_src), "CLI backup through the daemon");
+    a.check_read_data();
+
+    let b_out = b_child.wait_with_output().unwrap();
+    let b_stdout = String::from_utf8_lossy(&b_out.stdout);
+    assert!(b_out.status.success() && b_stdout.contains("synced to"), "B's backup and sync to A: {b_out:?}");
+    b.run(["sync"]).ok();
+
+    // The schedule ran backups of its own meanwhile, and they are exact.
+    let status = Daemon::wait_status(&a, 60, "a scheduled backup", |s| s["last_result"]["backup"]["ok"] == true);
+    assert!(status["next_run"]["backup"].is_string(), "{status:#}");
+    let scheduled: Vec<String> = a
+        .snapshots()
+        .iter()
+        .filter(|s| s["paths"][0] == sched_src.to_str().unwrap())
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!scheduled.is_empty(), "no scheduled snapshot");
+    let target = tmp.path().join("restore-sched");
+    a.restore(&scheduled[scheduled.len() - 1][..8], &target);
+    assert_tree_matches(&manifest(&sched_src), &restored_path(&target, &sched_src), "scheduled backup");
+    let r = a.run(["diff", &scheduled[0][..8], &scheduled[scheduled.len() - 1][..8]]).ok();
+    assert!(r.stdout.contains("Added: 0  Removed: 0  Modified: 0"), "{}", r.describe());
+    a.run(["stats"]).ok();
+
+    // What B shipped to A restores exactly from A alone.
+    let target = tmp.path().join("restore-b");
+    b.run([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        target.as_os_str(),
+        OsStr::new("--from-buddy"),
+        OsStr::new(&addr),
+    ])
+    .ok();
+    assert_tree_matches(&manifest(&b_src), &restored_path(&target, &b_src), "B's backup restored from A");
+
+    let (code, took) = daemon.terminate();
+    assert_eq!(code, Some(0), "the daemon exits cleanly on SIGTERM");
+    assert!(took < Duration::from_secs(10), "SIGTERM took {took:?}");
+    assert!(!a.data.join("control.sock").exists(), "the control socket is removed");
+    // Without a daemon, the CLI opens the box itself again.
+    a.check_read_data();
+    b.check_read_data();
+}
+
+#[test]
+fn config_shows_the_effective_configuration_and_refuses_bad_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = TestBox::init(tmp.path().join("A"));
+    let r = a.run(["config"]).ok();
+    assert!(r.stdout.contains("does not exist: the defaults") && r.stdout.contains("0.0.0.0:7467"), "{}", r.describe());
+    configure(&a, "[backup]\npaths = [\"/srv\"]\n[keep]\ndaily = 7\n");
+    let r = a.run(["--json", "config"]).ok();
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["backup"]["schedule"], "daily 02:30");
+    assert_eq!(v["prune"]["schedule"], "daily 04:00");
+    assert_eq!(v["keep"]["daily"], 7);
+
+    for (text, expect) in [
+        ("[backup]\npaths = [\"/srv\"]\nschedule = \"daily 25:61\"\n", "line 3: bad time"),
+        ("[serve]\nlisten = [\"0.0.0.0:7467\"]\nquota = \"lots\"\n", "line 3: bad size"),
+        ("\n[backup]\npaths = [\"srv\"]\n", "line 3: backup path \"srv\" is not absolute"),
+        ("[backup]\nschedul = \"hourly\"\n", "line 2: unknown field `schedul`"),
+    ] {
+        configure(&a, text);
+        let r = a.run(["config"]).code_is(1);
+        assert!(r.stderr.contains(expect), "expected {expect:?}\n{}", r.describe());
+        // The daemon refuses to start on it, with the same words.
+        let r = a.run(["daemon", "--listen", "127.0.0.1:0"]).code_is(1);
+        assert!(r.stderr.contains(expect), "expected {expect:?}\n{}", r.describe());
+    }
+    let missing = tmp.path().join("nope.toml");
+    let r = a.run([OsStr::new("config"), OsStr::new("--config"), missing.as_os_str()]).code_is(1);
+    assert!(r.stderr.contains("cannot read it"), "{}", r.describe());
+}
+
+/// Runs `args` with its stdout closed before it writes; it must exit 0 and
+/// say nothing.
+fn closed_pipe_is_quiet(b: &TestBox, args: &[&str]) {
+    let mut cmd = b.cmd(args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{args:?} on a closed pipe: {stderr}");
+    assert!(stderr.is_empty(), "{args:?} on a closed pipe printed: {stderr}");
+}
+
+#[test]
+fn a_closed_pipe_ends_commands_quietly_with_or_without_a_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src, 8, 4);
+    let a = TestBox::init(tmp.path().join("A"));
+    for _ in 0..3 {
+        a.backup(&src);
+    }
+    for args in [&["snapshots"][..], &["stats"], &["ls", "latest"], &["--json", "snapshots"]] {
+        closed_pipe_is_quiet(&a, args);
+    }
+    let _daemon = Daemon::start(&a, "A", &["--listen", "127.0.0.1:0"]);
+    for args in [&["snapshots"][..], &["stats"], &["ls", "latest"], &["--json", "snapshots"]] {
+        closed_pipe_is_quiet(&a, args);
+    }
+    // And the daemon is unharmed.
+    a.check_read_data();
+}
+
+#[test]
+fn shipping_left_pending_resumes_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src, 16, 5);
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let b_addr = free_addr();
+    configure(
+        &a,
+        &format!("buddies = [\"{b_addr}\"]\n[backup]\npaths = [{}]\nschedule = \"every 1h\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&src)),
+    );
+    // B is down: A's backup is saved, shipping fails and waits for a retry.
+    let daemon = Daemon::start(&a, "A", &[]);
+    a.backup(&src);
+    let s = Daemon::wait_status(&a, 60, "a failed shipping", |s| s["last_result"]["ship"]["ok"] == false);
+    assert_eq!(s["shipping_pending"][0], b_addr.as_str(), "{s:#}");
+    assert!(s["next_run"]["ship"].is_string(), "a retry is scheduled: {s:#}");
+    // The buddy list is the daemon's; changing it waits for the daemon to stop.
+    let r = a.run(["buddy", "list"]).ok();
+    assert!(r.stdout.contains(&b_addr) && r.stdout.contains("not yet pinned"), "{}", r.describe());
+    let r = a.run(["buddy", "add", "127.0.0.1:1"]).code_is(11);
+    assert!(r.stderr.contains("stop it to add or remove a buddy"), "{}", r.describe());
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+
+    // B comes up; A restarts and ships what was pending, without being asked.
+    let _b_daemon = Daemon::start(&b, "B", &["--listen", &b_addr]);
+    let _daemon = Daemon::start(&a, "A", &[]);
+    let s = Daemon::wait_status(&a, 60, "the resumed shipping", |s| s["last_result"]["ship"]["ok"] == true);
+    assert_eq!(s["shipping_pending"].as_array().map(Vec::len), Some(0), "{s:#}");
+    let target = tmp.path().join("restore");
+    a.run([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        target.as_os_str(),
+        OsStr::new("--from-buddy"),
+        OsStr::new(&b_addr),
+    ])
+    .ok();
+    assert_tree_matches(&manifest(&src), &restored_path(&target, &src), "restored from B after the resumed shipping");
+}
+
+#[test]
+fn sigterm_during_a_scheduled_backup_stops_in_time_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    for i in 0..40 {
+        write_random(&src.join(format!("big/f{i}.bin")), rng.gen_range(2_000_000..4_000_000), &mut rng);
+    }
+    let a = TestBox::init(tmp.path().join("A"));
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"every 1s\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&src)),
+    );
+    let daemon = Daemon::start(&a, "A", &["--threads", "1"]);
+    wait_for(60, "the scheduled backup to start", || daemon.logged("backup started"));
+    let (code, took) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(10), "SIGTERM took {took:?}");
+    a.check_read_data();
+
+    // The next run finishes the job: its restore is exact.
+    let daemon = Daemon::start(&a, "A", &[]);
+    wait_for(120, "a finished scheduled backup", || daemon.logged("backup done"));
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    a.check_read_data();
+    let target = tmp.path().join("restore");
+    a.restore("latest", &target);
+    assert_tree_matches(&manifest(&src), &restored_path(&target, &src), "after a SIGTERM mid-backup");
+}
+
+#[test]
+fn the_control_socket_is_private_and_bounded() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let a = TestBox::init(tmp.path().join("A"));
+    let _daemon = Daemon::start(&a, "A", &["--listen", "127.0.0.1:0"]);
+    let sock = a.data.join("control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only socket, got {mode:o}");
+
+    let answer = |payload: &[u8]| -> serde_json::Value {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        // The daemon may answer and close before reading everything.
+        let _ = s.write_all(payload);
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    };
+    for junk in [&b"not json\n"[..], b"{\"op\":\"run\",\"request\":{\"command\":\"format_disk\"}}\n"] {
+        let v = answer(junk);
+        assert_eq!(v["done"]["exit"], 1, "{v}");
+        assert!(v["done"]["error"].as_str().unwrap().contains("bad request"), "{v}");
+    }
+    // A request line longer than the 1 MiB limit is cut off and refused.
+    let v = answer(&vec![b'x'; 3 << 20]);
+    assert_eq!(v["done"]["exit"], 1, "{v}");
+    // A client that says nothing does not hold anything up.
+    let _silent = UnixStream::connect(&sock).unwrap();
+    let s = Daemon::status(&a);
+    assert_eq!(s["stopping"], false);
+    a.run(["snapshots"]).ok();
+}

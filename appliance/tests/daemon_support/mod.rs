@@ -1,0 +1,139 @@
+//! A real `pastiche daemon` process for the daemon tests: started on a box,
+//! asked for its status through the CLI, stopped with SIGTERM or killed.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::TestBox;
+
+/// A free TCP address on loopback.
+pub fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Waits up to `secs` for `cond`; panics with `what` if it never holds.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// Its log lines so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Daemon {
+    /// Starts `pastiche daemon ARGS` on `b` and waits until its control
+    /// socket answers.
+    pub fn start(b: &TestBox, name: &str, args: &[&str]) -> Daemon {
+        let mut cmd = b.cmd(["daemon"]);
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start pastiche daemon");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (sink, tag) = (log.clone(), name.to_string());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{tag}] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut d = Daemon { child, log, name: name.to_string() };
+        let sock = b.data.join("control.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&sock).is_ok() {
+                return d;
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("the daemon {name} exited with {status}:\n{}", d.log.lock().unwrap().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the daemon {name} never opened its control socket");
+    }
+
+    /// `status --json` of the daemon of `b`.
+    pub fn status(b: &TestBox) -> Value {
+        let r = b.run(["--json", "status"]).ok();
+        serde_json::from_str(r.stdout.trim()).expect("status is one JSON object")
+    }
+
+    /// Waits until the status satisfies `cond`.
+    pub fn wait_status(b: &TestBox, secs: u64, what: &str, mut cond: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = Daemon::status(b);
+            if cond(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {s:#}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code and how long
+    /// it took.
+    pub fn terminate(mut self) -> (Option<i32>, Duration) {
+        let t = Instant::now();
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().expect("wait for the daemon");
+        (status.code(), t.elapsed())
+    }
+
+    /// SIGKILL, then reaps it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the log has a line containing `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            eprintln!("[{}] killed at the end of the test", self.name);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(ok.success(), "kill -{sig} {pid} failed");
+}
+
+/// Writes the box's configuration file.
+pub fn configure(b: &TestBox, toml: &str) {
+    std::fs::write(b.data.join("pastiche.toml"), toml).unwrap();
+}
+
+/// A TOML string literal of a path.
+pub fn q(p: &Path) -> String {
+    format!("{:?}", p.to_str().unwrap())
+}
