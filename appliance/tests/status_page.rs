@@ -28,11 +28,14 @@ fn tree(root: &Path, seed: u64, files: usize) {
     }
 }
 
-/// The samples of a scrape by metric name, then by label set.
-fn scrape(text: &str) -> HashMap<String, Vec<(HashMap<String, String>, f64)>> {
+/// The samples of one metric: its labels and value.
+type Samples = Vec<(HashMap<String, String>, f64)>;
+
+/// The samples of a scrape by metric name.
+fn scrape(text: &str) -> HashMap<String, Samples> {
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("/metrics is not Prometheus text ({e}):\n{text}"));
-    let mut out: HashMap<String, Vec<(HashMap<String, String>, f64)>> = HashMap::new();
+    let mut out: HashMap<String, Samples> = HashMap::new();
     for s in parsed.samples {
         let v = match s.value {
             prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
@@ -45,7 +48,7 @@ fn scrape(text: &str) -> HashMap<String, Vec<(HashMap<String, String>, f64)>> {
     out
 }
 
-fn sample(m: &HashMap<String, Vec<(HashMap<String, String>, f64)>>, name: &str, label: Option<(&str, &str)>) -> f64 {
+fn sample(m: &HashMap<String, Samples>, name: &str, label: Option<(&str, &str)>) -> f64 {
     let all = m.get(name).unwrap_or_else(|| panic!("no metric {name}"));
     all.iter()
         .find(|(l, _)| label.is_none_or(|(k, v)| l.get(k).map(String::as_str) == Some(v)))

@@ -150,6 +150,10 @@ pub enum Login {
     LockedOut,
 }
 
+/// Too many wrong secrets came from this address lately.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LockedOut;
+
 /// Who is asking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -180,17 +184,17 @@ impl Gate {
         peer.ip().is_loopback() && peer_uid(peer, local_port) == Some(self.own_uid)
     }
 
-    /// Whether the bearer token is right (a wrong one counts as a failure).
-    pub fn check_bearer(&self, ip: IpAddr, token: &str) -> Login {
+    /// Whether the bearer token is right (a wrong one counts as a failure);
+    /// `Err` while `ip` is locked out.
+    pub fn check_bearer(&self, ip: IpAddr, token: &str) -> Result<bool, LockedOut> {
         if self.locked_out(ip) {
-            return Login::LockedOut;
+            return Err(LockedOut);
         }
-        if same_secret(token, &self.token) {
-            Login::Session { id: String::new(), csrf: String::new() }
-        } else {
+        let right = same_secret(token, &self.token);
+        if !right {
             self.failed(ip);
-            Login::Wrong
         }
+        Ok(right)
     }
 
     /// Whether `ip` is locked out now.
@@ -303,7 +307,9 @@ mod tests {
             assert_eq!(gate.login(ip(1), "guess", |_| false), Login::Wrong);
         }
         assert_eq!(gate.login(ip(1), &"a".repeat(64), |_| false), Login::LockedOut);
-        assert_eq!(gate.check_bearer(ip(1), &"a".repeat(64)), Login::LockedOut);
+        assert_eq!(gate.check_bearer(ip(1), &"a".repeat(64)), Err(LockedOut));
+        assert_eq!(gate.check_bearer(ip(2), "b"), Ok(false));
+        assert_eq!(gate.check_bearer(ip(2), &"a".repeat(64)), Ok(true));
         // Another address is not affected.
         assert!(matches!(gate.login(ip(2), &"a".repeat(64), |_| false), Login::Session { .. }));
     }

@@ -255,9 +255,9 @@ async fn guard(
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     {
         match app.gate.check_bearer(peer.ip(), bearer.trim()) {
-            Login::Session { .. } => Some(Access::Bearer),
-            Login::LockedOut => return too_many(),
-            Login::Wrong => None,
+            Ok(true) => Some(Access::Bearer),
+            Ok(false) => None,
+            Err(auth::LockedOut) => return too_many(),
         }
     } else if let Some(id) = cookie(headers, auth::COOKIE).and_then(|c| app.gate.session(&c)) {
         Some(Access::Session(id))
@@ -485,11 +485,10 @@ async fn login(
     }
 }
 
-async fn logout(State(app): State<App>, Extension(access): Extension<Access>, headers: HeaderMap) -> Response {
+async fn logout(State(app): State<App>, Extension(access): Extension<Access>) -> Response {
     if let Access::Session(id) = access {
         app.gate.logout(&id);
     }
-    let _ = headers;
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, HeaderValue::from_static("pastiche_session=; Path=/; HttpOnly; Max-Age=0"));
