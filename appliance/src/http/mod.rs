@@ -425,7 +425,9 @@ async fn events(State(app): State<App>) -> Response {
             return None;
         }
         let s = app.board.report();
-        let generation = current(&app).map(|o| page::generation(&o)).unwrap_or_default();
+        // Hashed in place: a stream must not copy the whole overview four times a second.
+        let generation =
+            app.cache.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(page::generation).unwrap_or_default();
         let data = serde_json::json!({
             "current": s.current, "queued": s.queued, "generation": generation,
             "verdict": s.health.as_ref().map(|h| h.verdict),
