@@ -109,11 +109,15 @@ fn api_and_metrics_match_the_cli_and_alerts_follow_the_buddy() {
 
     // B's page lists A as a box stored there, with its usage.
     let b_url = page_url(&b);
-    let clients = get(&format!("{b_url}/api/clients"), &[]).json();
     let a_key = cli_status["public_key"].as_str().unwrap();
-    let a_on_b = clients.as_array().unwrap().iter().find(|c| c["key"] == a_key).expect("A is a client of B");
+    let a_on_b = || {
+        let clients = get(&format!("{b_url}/api/clients"), &[]).json();
+        clients.as_array().unwrap().iter().find(|c| c["key"] == a_key && c["last_seen"].is_i64()).cloned()
+    };
+    // B's overview is rebuilt every two seconds.
+    wait_until(Duration::from_secs(30), "A listed as a client of B", || a_on_b().is_some());
+    let a_on_b = a_on_b().unwrap();
     assert!(a_on_b["used_bytes"].as_u64().unwrap() > 0);
-    assert!(a_on_b["last_seen"].as_i64().is_some(), "{a_on_b}");
     let b_metrics = scrape(&get(&format!("{b_url}/metrics"), &[]).body);
     assert_eq!(
         sample(&b_metrics, "pastiche_client_used_bytes", Some(("client", a_key))),
