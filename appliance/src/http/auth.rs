@@ -72,6 +72,28 @@ pub fn load_or_create_token(dir: &Path) -> Result<String> {
     Ok(token)
 }
 
+/// The client of one connection, found once when it is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The uid owning its socket, for loopback connections.
+    pub uid: Option<u32>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        let addr = *stream.remote_addr();
+        // Looked up while the connection is open, so the answer is this
+        // connection's owner (a port is not reused while it is in use).
+        let uid = match stream.io().local_addr() {
+            Ok(local) if addr.ip().is_loopback() => peer_uid(addr, local.port()),
+            _ => None,
+        };
+        Peer { addr, uid }
+    }
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
@@ -178,10 +200,10 @@ impl Gate {
         }
     }
 
-    /// Whether a loopback connection from `peer` to `local_port` comes from
+    /// Whether a connection whose client socket belongs to `uid` comes from
     /// this process's user.
-    pub fn is_own_user(&self, peer: SocketAddr, local_port: u16) -> bool {
-        peer.ip().is_loopback() && peer_uid(peer, local_port) == Some(self.own_uid)
+    pub fn is_own_user(&self, uid: Option<u32>) -> bool {
+        uid == Some(self.own_uid)
     }
 
     /// Whether the bearer token is right (a wrong one counts as a failure);

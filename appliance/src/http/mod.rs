@@ -82,7 +82,6 @@ struct App {
     board: Arc<StatusBoard>,
     queue: Arc<JobQueue>,
     gate: Arc<Gate>,
-    local_port: u16,
     /// (name, KDF, key check) to verify a passphrase login.
     passphrase: Arc<(String, crate::repo::keys::KdfParams, String)>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -134,7 +133,6 @@ pub fn start(parts: Parts) -> Result<StatusPage> {
         board: parts.board.clone(),
         queue: parts.queue,
         gate: Arc::new(Gate::new(token, Duration::from_secs(parts.config.http.session_minutes * 60))),
-        local_port: addr.port(),
         passphrase: Arc::new((repo.config.name.clone(), repo.config.kdf, repo.config.key_check.clone())),
         shutdown: rx.clone(),
     };
@@ -152,7 +150,7 @@ pub fn start(parts: Parts) -> Result<StatusPage> {
                 Err(e) => return tracing::error!("the status page cannot listen: {e}"),
             };
             let mut rx = rx;
-            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            let served = axum::serve(listener, router.into_make_service_with_connect_info::<auth::Peer>())
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 })
@@ -245,7 +243,7 @@ fn unauthorized(req_path: &str) -> Response {
 /// token; refuses everyone else.
 async fn guard(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<auth::Peer>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -254,14 +252,14 @@ async fn guard(
     let access = if let Some(bearer) =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     {
-        match app.gate.check_bearer(peer.ip(), bearer.trim()) {
+        match app.gate.check_bearer(peer.addr.ip(), bearer.trim()) {
             Ok(true) => Some(Access::Bearer),
             Ok(false) => None,
             Err(auth::LockedOut) => return too_many(),
         }
     } else if let Some(id) = cookie(headers, auth::COOKIE).and_then(|c| app.gate.session(&c)) {
         Some(Access::Session(id))
-    } else if host_ok && app.gate.is_own_user(peer, app.local_port) {
+    } else if host_ok && app.gate.is_own_user(peer.uid) {
         Some(Access::Loopback)
     } else {
         None
@@ -450,7 +448,7 @@ struct LoginForm {
 
 async fn login(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<auth::Peer>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -461,7 +459,7 @@ async fn login(
     let check = app.passphrase.clone();
     // The passphrase check runs the KDF: keep it off the async workers.
     let outcome = tokio::task::spawn_blocking(move || {
-        gate.login(peer.ip(), &form.secret, |pass| {
+        gate.login(peer.addr.ip(), &form.secret, |pass| {
             RootKey::derive(pass.as_bytes(), &check.0, check.1).is_ok_and(|k| k.check_value() == check.2)
         })
     })
