@@ -28,11 +28,14 @@ fn tree(root: &Path, seed: u64, files: usize) {
     }
 }
 
-/// The samples of a scrape by metric name, then by label set.
-fn scrape(text: &str) -> HashMap<String, Vec<(HashMap<String, String>, f64)>> {
+/// The samples of one metric: its labels and value.
+type Samples = Vec<(HashMap<String, String>, f64)>;
+
+/// The samples of a scrape by metric name.
+fn scrape(text: &str) -> HashMap<String, Samples> {
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("/metrics is not Prometheus text ({e}):\n{text}"));
-    let mut out: HashMap<String, Vec<(HashMap<String, String>, f64)>> = HashMap::new();
+    let mut out: HashMap<String, Samples> = HashMap::new();
     for s in parsed.samples {
         let v = match s.value {
             prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
@@ -45,7 +48,7 @@ fn scrape(text: &str) -> HashMap<String, Vec<(HashMap<String, String>, f64)>> {
     out
 }
 
-fn sample(m: &HashMap<String, Vec<(HashMap<String, String>, f64)>>, name: &str, label: Option<(&str, &str)>) -> f64 {
+fn sample(m: &HashMap<String, Samples>, name: &str, label: Option<(&str, &str)>) -> f64 {
     let all = m.get(name).unwrap_or_else(|| panic!("no metric {name}"));
     all.iter()
         .find(|(l, _)| label.is_none_or(|(k, v)| l.get(k).map(String::as_str) == Some(v)))
@@ -106,11 +109,15 @@ fn api_and_metrics_match_the_cli_and_alerts_follow_the_buddy() {
 
     // B's page lists A as a box stored there, with its usage.
     let b_url = page_url(&b);
-    let clients = get(&format!("{b_url}/api/clients"), &[]).json();
     let a_key = cli_status["public_key"].as_str().unwrap();
-    let a_on_b = clients.as_array().unwrap().iter().find(|c| c["key"] == a_key).expect("A is a client of B");
+    let a_on_b = || {
+        let clients = get(&format!("{b_url}/api/clients"), &[]).json();
+        clients.as_array().unwrap().iter().find(|c| c["key"] == a_key && c["last_seen"].is_i64()).cloned()
+    };
+    // B's overview is rebuilt every two seconds.
+    wait_until(Duration::from_secs(30), "A listed as a client of B", || a_on_b().is_some());
+    let a_on_b = a_on_b().unwrap();
     assert!(a_on_b["used_bytes"].as_u64().unwrap() > 0);
-    assert!(a_on_b["last_seen"].as_i64().is_some(), "{a_on_b}");
     let b_metrics = scrape(&get(&format!("{b_url}/metrics"), &[]).body);
     assert_eq!(
         sample(&b_metrics, "pastiche_client_used_bytes", Some(("client", a_key))),

@@ -517,6 +517,14 @@ disk_floor = "5 GiB"
     }
 
     #[test]
+    fn the_status_page_can_be_off_and_that_survives_a_round_trip() {
+        let c = parse("[http]\nlisten = \"off\"\nsession_minutes = 5\n").unwrap();
+        assert_eq!((c.http.listen, c.http.session_minutes), (None, 5));
+        assert_eq!(parse(&c.to_toml()).unwrap().http, c.http);
+        assert_eq!(parse("").unwrap().http.listen, DEFAULT_HTTP_LISTEN.parse().ok());
+    }
+
+    #[test]
     fn defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.backup.schedule, Schedule::Never);

@@ -72,6 +72,28 @@ pub fn load_or_create_token(dir: &Path) -> Result<String> {
     Ok(token)
 }
 
+/// The client of one connection, found once when it is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The uid owning its socket, for loopback connections.
+    pub uid: Option<u32>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        let addr = *stream.remote_addr();
+        // Looked up while the connection is open, so the answer is this
+        // connection's owner (a port is not reused while it is in use).
+        let uid = match stream.io().local_addr() {
+            Ok(local) if addr.ip().is_loopback() => peer_uid(addr, local.port()),
+            _ => None,
+        };
+        Peer { addr, uid }
+    }
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
@@ -150,6 +172,10 @@ pub enum Login {
     LockedOut,
 }
 
+/// Too many wrong secrets came from this address lately.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LockedOut;
+
 /// Who is asking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -174,23 +200,23 @@ impl Gate {
         }
     }
 
-    /// Whether a loopback connection from `peer` to `local_port` comes from
+    /// Whether a connection whose client socket belongs to `uid` comes from
     /// this process's user.
-    pub fn is_own_user(&self, peer: SocketAddr, local_port: u16) -> bool {
-        peer.ip().is_loopback() && peer_uid(peer, local_port) == Some(self.own_uid)
+    pub fn is_own_user(&self, uid: Option<u32>) -> bool {
+        uid == Some(self.own_uid)
     }
 
-    /// Whether the bearer token is right (a wrong one counts as a failure).
-    pub fn check_bearer(&self, ip: IpAddr, token: &str) -> Login {
+    /// Whether the bearer token is right (a wrong one counts as a failure);
+    /// `Err` while `ip` is locked out.
+    pub fn check_bearer(&self, ip: IpAddr, token: &str) -> Result<bool, LockedOut> {
         if self.locked_out(ip) {
-            return Login::LockedOut;
+            return Err(LockedOut);
         }
-        if same_secret(token, &self.token) {
-            Login::Session { id: String::new(), csrf: String::new() }
-        } else {
+        let right = same_secret(token, &self.token);
+        if !right {
             self.failed(ip);
-            Login::Wrong
         }
+        Ok(right)
     }
 
     /// Whether `ip` is locked out now.
@@ -303,7 +329,9 @@ mod tests {
             assert_eq!(gate.login(ip(1), "guess", |_| false), Login::Wrong);
         }
         assert_eq!(gate.login(ip(1), &"a".repeat(64), |_| false), Login::LockedOut);
-        assert_eq!(gate.check_bearer(ip(1), &"a".repeat(64)), Login::LockedOut);
+        assert_eq!(gate.check_bearer(ip(1), &"a".repeat(64)), Err(LockedOut));
+        assert_eq!(gate.check_bearer(ip(2), "b"), Ok(false));
+        assert_eq!(gate.check_bearer(ip(2), &"a".repeat(64)), Ok(true));
         // Another address is not affected.
         assert!(matches!(gate.login(ip(2), &"a".repeat(64), |_| false), Login::Session { .. }));
     }

@@ -82,7 +82,6 @@ struct App {
     board: Arc<StatusBoard>,
     queue: Arc<JobQueue>,
     gate: Arc<Gate>,
-    local_port: u16,
     /// (name, KDF, key check) to verify a passphrase login.
     passphrase: Arc<(String, crate::repo::keys::KdfParams, String)>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -134,7 +133,6 @@ pub fn start(parts: Parts) -> Result<StatusPage> {
         board: parts.board.clone(),
         queue: parts.queue,
         gate: Arc::new(Gate::new(token, Duration::from_secs(parts.config.http.session_minutes * 60))),
-        local_port: addr.port(),
         passphrase: Arc::new((repo.config.name.clone(), repo.config.kdf, repo.config.key_check.clone())),
         shutdown: rx.clone(),
     };
@@ -152,7 +150,7 @@ pub fn start(parts: Parts) -> Result<StatusPage> {
                 Err(e) => return tracing::error!("the status page cannot listen: {e}"),
             };
             let mut rx = rx;
-            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            let served = axum::serve(listener, router.into_make_service_with_connect_info::<auth::Peer>())
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 })
@@ -245,7 +243,7 @@ fn unauthorized(req_path: &str) -> Response {
 /// token; refuses everyone else.
 async fn guard(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<auth::Peer>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -254,14 +252,14 @@ async fn guard(
     let access = if let Some(bearer) =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     {
-        match app.gate.check_bearer(peer.ip(), bearer.trim()) {
-            Login::Session { .. } => Some(Access::Bearer),
-            Login::LockedOut => return too_many(),
-            Login::Wrong => None,
+        match app.gate.check_bearer(peer.addr.ip(), bearer.trim()) {
+            Ok(true) => Some(Access::Bearer),
+            Ok(false) => None,
+            Err(auth::LockedOut) => return too_many(),
         }
     } else if let Some(id) = cookie(headers, auth::COOKIE).and_then(|c| app.gate.session(&c)) {
         Some(Access::Session(id))
-    } else if host_ok && app.gate.is_own_user(peer, app.local_port) {
+    } else if host_ok && app.gate.is_own_user(peer.uid) {
         Some(Access::Loopback)
     } else {
         None
@@ -425,7 +423,9 @@ async fn events(State(app): State<App>) -> Response {
             return None;
         }
         let s = app.board.report();
-        let generation = current(&app).map(|o| page::generation(&o)).unwrap_or_default();
+        // Hashed in place: a stream must not copy the whole overview four times a second.
+        let generation =
+            app.cache.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(page::generation).unwrap_or_default();
         let data = serde_json::json!({
             "current": s.current, "queued": s.queued, "generation": generation,
             "verdict": s.health.as_ref().map(|h| h.verdict),
@@ -448,7 +448,7 @@ struct LoginForm {
 
 async fn login(
     State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<auth::Peer>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -459,7 +459,7 @@ async fn login(
     let check = app.passphrase.clone();
     // The passphrase check runs the KDF: keep it off the async workers.
     let outcome = tokio::task::spawn_blocking(move || {
-        gate.login(peer.ip(), &form.secret, |pass| {
+        gate.login(peer.addr.ip(), &form.secret, |pass| {
             RootKey::derive(pass.as_bytes(), &check.0, check.1).is_ok_and(|k| k.check_value() == check.2)
         })
     })
@@ -485,13 +485,62 @@ async fn login(
     }
 }
 
-async fn logout(State(app): State<App>, Extension(access): Extension<Access>, headers: HeaderMap) -> Response {
+async fn logout(State(app): State<App>, Extension(access): Extension<Access>) -> Response {
     if let Access::Session(id) = access {
         app.gate.logout(&id);
     }
-    let _ = headers;
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, HeaderValue::from_static("pastiche_session=; Path=/; HttpOnly; Max-Age=0"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cookies_and_origins() {
+        let h = headers(&[(header::COOKIE, "a=1; pastiche_session=abc; b=2")]);
+        assert_eq!(cookie(&h, auth::COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "missing"), None);
+        let same = headers(&[(header::HOST, "nas.lan:8484"), (header::ORIGIN, "http://nas.lan:8484")]);
+        assert!(same_origin(&same));
+        let cross = headers(&[(header::HOST, "nas.lan:8484"), (header::ORIGIN, "http://evil.example")]);
+        assert!(!same_origin(&cross));
+        let null = headers(&[(header::HOST, "nas.lan:8484"), (header::ORIGIN, "null")]);
+        assert!(!same_origin(&null), "a sandboxed page's null origin is another site");
+        assert!(same_origin(&headers(&[(header::HOST, "nas.lan:8484")])), "no Origin: not a cross-site browser POST");
+    }
+
+    /// Whatever a client puts in the headers the gate reads, it gets an
+    /// answer, never a panic.
+    #[test]
+    fn hostile_header_values_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = b"=;: ,[]/\\.%\"'a0fF:\t-_\xc3\xa9";
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..40);
+            let bytes: Vec<u8> = (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())]).collect();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let _ = auth::is_loopback_host(&text);
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                let mut h = HeaderMap::new();
+                h.insert(header::COOKIE, v.clone());
+                h.insert(header::ORIGIN, v.clone());
+                h.insert(header::HOST, v);
+                let _ = cookie(&h, auth::COOKIE);
+                let _ = same_origin(&h);
+            }
+        }
+    }
 }

@@ -66,7 +66,9 @@ pub fn login(failed: Option<&str>) -> String {
 }
 
 /// A short, stable summary of what the page shows apart from the running
-/// job's progress: when it changes, the page is worth reloading.
+/// job's progress: when it changes, the page is worth reloading. Only the
+/// monitor's part of the overview counts (not the live status), so the page
+/// and the event stream agree.
 pub fn generation(o: &Overview) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -82,9 +84,6 @@ pub fn generation(o: &Overview) -> String {
     }
     for c in &o.clients {
         (&c.key, c.used_bytes).hash(&mut h);
-    }
-    for r in o.status.last_result.values() {
-        r.finished.hash(&mut h);
     }
     format!("{:016x}", h.finish())
 }

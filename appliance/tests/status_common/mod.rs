@@ -115,8 +115,13 @@ pub fn status_text(b: &TestBox) -> (Option<i32>, String) {
 
 /// The status page's base URL of the daemon of `b` (no trailing slash).
 pub fn page_url(b: &TestBox) -> String {
-    let s = status_json(b).expect("a daemon answers");
-    s["http"].as_str().expect("the daemon serves its status page").trim_end_matches('/').to_string()
+    // The control socket answers a moment before the page listens.
+    let mut url = None;
+    wait_until(Duration::from_secs(30), "the daemon's status page", || {
+        url = status_json(b).and_then(|s| s["http"].as_str().map(|u| u.trim_end_matches('/').to_string()));
+        url.is_some()
+    });
+    url.unwrap()
 }
 
 /// An HTTP answer: status and body.
