@@ -126,7 +126,8 @@ for pair in "first second" "second moved"; do
     read -r _ _ r1 < <(grep "^restic $1 " "$work/sizes"); read -r _ _ r2 < <(grep "^restic $2 " "$work/sizes")
     read -r _ _ b1 < <(grep "^borg $1 " "$work/sizes"); read -r _ _ b2 < <(grep "^borg $2 " "$work/sizes")
     awk -v s="$2" -v p="$((p2 - p1))" -v r="$((r2 - r1))" -v b="$((b2 - b1))" 'BEGIN {
-        printf "| growth of the %s backup | %.2f | %.2f | %.2f | %.2fx |\n", s, p/1e6, r/1e6, b/1e6, p/r }'
+        ratio = r >= 10000 ? sprintf("%.2fx", p/r) : "(restic grew < 10 kB)"
+        printf "| growth of the %s backup | %.2f | %.2f | %.2f | %s |\n", s, p/1e6, r/1e6, b/1e6, ratio }'
 done
 echo
 echo "| step | pastiche s | restic s | borg s | pastiche / borg | pastiche / restic | peak RSS pastiche / restic / borg (MiB) |"
