@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Whole-process timings of pastiche, restic and borgbackup on the same tree,
-# in one run: first backup, re-backup after small edits in the middle of
-# ~200 files, full restore. Prints a Markdown table (time, peak RSS, ratio to
-# Borg). Used for docs/BENCHMARKS.md.
+# Whole-process timings and store sizes of pastiche, restic and borgbackup on
+# the same tree, in one run: first backup, re-backup after small edits in the
+# middle of ~200 files, full restore, and a backup of the same tree moved to
+# a new path (no new data: what metadata costs). Prints Markdown tables
+# (time, peak RSS, ratio to Borg; store size and growth at each step). Used
+# for docs/BENCHMARKS.md.
 #
 #   bench/compare.sh [SOURCE_TREE]
 #
 # SOURCE_TREE defaults to a copy of this machine's installed software and
 # documentation (/usr/lib/x86_64-linux-gnu, /usr/share/doc, /usr/lib/python3.11).
-# Needs restic and borgbackup (apt-get install restic borgbackup time).
+# Installs restic, borgbackup and time from Debian if they are missing.
+# PASTICHE=/path/to/pastiche measures that binary instead of building one.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-bench}"
-pastiche="$here/target/release/pastiche"
+if ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr/bin/time ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq restic borgbackup time >/dev/null
+fi
+if [ -z "${PASTICHE:-}" ]; then
+    (cd "$here" && cargo build --release -q -p pastiche-appliance --bin pastiche)
+fi
+pastiche="${PASTICHE:-${CARGO_TARGET_DIR:-$here/target}/release/pastiche}"
 rm -rf "$work"
 mkdir -p "$work"
 src="$work/src"
@@ -24,8 +34,6 @@ else
     cp -a /usr/share/doc "$src/doc"
     cp -a /usr/lib/python3.11 "$src/py"
 fi
-(cd "$here" && cargo build --release -q -p pastiche-appliance --bin pastiche)
-
 export PASTICHE_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 "$pastiche" --data "$work/pastiche" --quiet init --name bench.example >/dev/null
@@ -47,6 +55,13 @@ find "$src" -type f -exec cat {} + > /dev/null
 measure pastiche_first "$pastiche" --data "$work/pastiche" --quiet backup "$src"
 measure restic_first restic -q --repo "$work/restic" backup "$src"
 measure borg_first borg create "$work/borg::first" "$src"
+
+size() { du -sb "$1" | cut -f1; }
+# Records the store size of every tool after a step.
+sizes() {
+    for tool in pastiche restic borg; do echo "$tool $1 $(size "$work/$tool")" >> "$work/sizes"; done
+}
+sizes first
 
 # Small edits: 16 bytes inserted in the middle of ~200 files, 10 deleted, 5 added.
 python3 - "$src" <<'PY'
@@ -70,6 +85,7 @@ find "$src" -type f -exec cat {} + > /dev/null
 measure pastiche_second "$pastiche" --data "$work/pastiche" --quiet backup "$src"
 measure restic_second restic -q --repo "$work/restic" backup "$src"
 measure borg_second borg create "$work/borg::second" "$src"
+sizes second
 
 for tool in pastiche restic borg; do rm -rf "$work/restore-$tool"; mkdir -p "$work/restore-$tool"; done
 measure pastiche_restore "$pastiche" --data "$work/pastiche" --quiet restore latest --target "$work/restore-pastiche"
@@ -81,14 +97,42 @@ for tool in pastiche restic borg; do
     diff -r --no-dereference "$src" "$work/restore-$tool$src" >/dev/null || { echo "$tool restore differs"; exit 1; }
 done
 
-size() { du -sb "$1" | cut -f1; }
+# The same tree under a new path: no new data, only metadata.
+moved="$work/moved"
+mv "$src" "$moved"
+measure pastiche_moved "$pastiche" --data "$work/pastiche" --quiet backup "$moved"
+measure restic_moved restic -q --repo "$work/restic" backup "$moved"
+measure borg_moved borg create "$work/borg::moved" "$moved"
+sizes moved
+mv "$moved" "$src"
+
 echo
-echo "source: $(du -sh "$src" | cut -f1), $(find "$src" -type f | wc -l) files; machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"
-echo "repository sizes: pastiche $(size "$work/pastiche"), restic $(size "$work/restic"), borg $(size "$work/borg") bytes"
+echo "source: $(du -sh "$src" | cut -f1) ($(du -sb "$src" | cut -f1) bytes), $(find "$src" -type f | wc -l) files; machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"
+echo "pastiche store after the first backup: $(du -sb "$work/pastiche/store/packs" | cut -f1) bytes of packs," \
+    "$(size "$work/pastiche/store/index.redb") of index, $(size "$work/pastiche/meta.redb") of metadata (at the end)"
+echo
+echo "| store size, MB | pastiche | restic | borg | pastiche / restic |"
+echo "|---|---|---|---|---|"
+for step in first second moved; do
+    read -r _ _ p < <(grep "^pastiche $step " "$work/sizes")
+    read -r _ _ r < <(grep "^restic $step " "$work/sizes")
+    read -r _ _ b < <(grep "^borg $step " "$work/sizes")
+    awk -v s="$step" -v p="$p" -v r="$r" -v b="$b" 'BEGIN {
+        printf "| after %s backup | %.1f | %.1f | %.1f | %.2fx |\n", s, p/1e6, r/1e6, b/1e6, p/r }'
+done
+for pair in "first second" "second moved"; do
+    set -- $pair
+    read -r _ _ p1 < <(grep "^pastiche $1 " "$work/sizes"); read -r _ _ p2 < <(grep "^pastiche $2 " "$work/sizes")
+    read -r _ _ r1 < <(grep "^restic $1 " "$work/sizes"); read -r _ _ r2 < <(grep "^restic $2 " "$work/sizes")
+    read -r _ _ b1 < <(grep "^borg $1 " "$work/sizes"); read -r _ _ b2 < <(grep "^borg $2 " "$work/sizes")
+    awk -v s="$2" -v p="$((p2 - p1))" -v r="$((r2 - r1))" -v b="$((b2 - b1))" 'BEGIN {
+        ratio = r >= 10000 ? sprintf("%.2fx", p/r) : "(restic grew < 10 kB)"
+        printf "| growth of the %s backup | %.2f | %.2f | %.2f | %s |\n", s, p/1e6, r/1e6, b/1e6, ratio }'
+done
 echo
 echo "| step | pastiche s | restic s | borg s | pastiche / borg | pastiche / restic | peak RSS pastiche / restic / borg (MiB) |"
 echo "|---|---|---|---|---|---|---|"
-for step in first second restore; do
+for step in first second restore moved; do
     read -r _ ps pm < <(grep "^pastiche_$step " "$work/results")
     read -r _ rs rm_ < <(grep "^restic_$step " "$work/results")
     read -r _ bs bm < <(grep "^borg_$step " "$work/results")

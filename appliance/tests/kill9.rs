@@ -23,9 +23,8 @@ use rand::{Rng, RngCore, SeedableRng};
 
 const ROUNDS: usize = 20;
 const PARTS: usize = 6;
-/// Bytes of a stored record besides the plaintext: the seal's tag (20) and
-/// the record header (36).
-const RECORD_OVERHEAD: u64 = 20 + 36;
+/// Bytes of a stored record besides the sealed chunk: the record header.
+const RECORD_HEADER: u64 = 36;
 
 /// Builds ~100 MB (~90 MB of distinct data, so that a backup commits
 /// several 32 MB batches before it ends) in `PARTS` directories: random files, exact copies, files
@@ -75,19 +74,35 @@ fn build_tree(src: &Path, rng: &mut StdRng) -> Vec<PathBuf> {
     files
 }
 
-/// Record bytes the distinct chunks of `files` take in packs, per
-/// `pastiche chunk`, and how many distinct chunks there are.
+/// Record bytes the distinct chunks of `files` take in packs (chunks per
+/// `pastiche chunk`, each sealed as a backup seals it, SPEC §2a), and how
+/// many distinct chunks there are.
 fn unique_record_bytes(files: &[PathBuf]) -> (u64, usize) {
     let mut c = std::process::Command::new(BIN);
     c.arg("chunk").args(files);
     let r = Run::of(c).ok();
     let mut seen = HashSet::new();
     let mut bytes = 0u64;
+    let mut file = files.iter();
+    let mut data = Vec::new();
+    let mut sealed = vec![0u8; pastiche_core::seal::MAX_SEALED];
     for line in r.stdout.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(f.len(), 4, "unexpected `pastiche chunk` line {line:?}");
+        let (off, len): (usize, usize) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+        if off == 0 {
+            // `pastiche chunk` lists the files in order; empty ones have no line.
+            data = loop {
+                let d = std::fs::read(file.next().expect("a chunk of a listed file")).unwrap();
+                if !d.is_empty() {
+                    break d;
+                }
+            };
+        }
         if seen.insert(f[3].to_string()) {
-            bytes += f[1].parse::<u64>().unwrap() + RECORD_OVERHEAD;
+            let plain = &data[off..off + len];
+            let s = pastiche::sealing::seal_into(plain, &pastiche_core::Handle::of(plain), &mut sealed);
+            bytes += s.len as u64 + RECORD_HEADER;
         }
     }
     (bytes, seen.len())

@@ -62,6 +62,7 @@ pub fn read_files(
                 scope.spawn(|| -> anyhow::Result<()> {
                     let owner = repo.identity.public_key();
                     let mut writer = repo.store.writer(owner);
+                    let mut refs = repo.store.ref_lookup(owner);
                     let mut sealer = Sealer::new();
                     let mut sealed = vec![0u8; MAX_SEALED];
                     let mut read_buf = vec![0u8; READ_BUFFER];
@@ -77,7 +78,7 @@ pub fn read_files(
                             // Only a chunk this box already references may be skipped:
                             // an unreferenced one may be garbage awaiting compaction.
                             if !in_flight.lock().expect("no panics hold this lock").insert(id)
-                                || repo.store.refcount(&owner, &id)? > 0
+                                || refs.refcount(&id)? > 0
                             {
                                 return Ok(());
                             }

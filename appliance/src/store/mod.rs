@@ -41,7 +41,7 @@ pub use check::{CheckMode, CheckReport, DamagedChunk, PackProblem};
 pub use compact::CompactSummary;
 pub use error::{Damage, Result, StoreError};
 pub use recover::{RecoveryReport, INDEX_FILE};
-pub use refs::RefSummary;
+pub use refs::{RefLookup, RefSummary};
 pub use stats::{OwnerUsage, StoreStats};
 pub use write::{BatchWriter, PutSummary};
 

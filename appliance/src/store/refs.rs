@@ -7,13 +7,50 @@
 
 use std::collections::HashSet;
 
-use redb::ReadableTable;
+use redb::{ReadOnlyTable, ReadableTable};
 
 use pastiche_core::{ChunkId, PublicKey};
 
 use super::error::{IndexContext, Result};
-use super::index::{all_usage, begin_write, Released, WriteTables, REFS, USAGE};
+use super::index::{all_usage, begin_write, RefKey, Released, WriteTables, REFS, USAGE};
 use super::ChunkStore;
+
+/// Lookups a [`RefLookup`] answers from one snapshot before taking a new
+/// one: few enough that a snapshot never pins old pages for long.
+pub(super) const LOOKUPS_PER_SNAPSHOT: u32 = 4096;
+
+/// One owner's reference counts, read from a snapshot of the index that is
+/// renewed every [`LOOKUPS_PER_SNAPSHOT`] lookups: a backup asks once per
+/// chunk, and one read transaction per chunk would cost more than the
+/// lookup. A count may be stale by the changes committed since the snapshot
+/// was taken; callers use it to skip sealing chunks they already reference,
+/// and a chunk sealed needlessly is still stored once (`put_batch` skips
+/// chunks already present).
+pub struct RefLookup<'a> {
+    store: &'a ChunkStore,
+    owner: PublicKey,
+    snapshot: Option<ReadOnlyTable<RefKey, u32>>,
+    lookups: u32,
+}
+
+impl RefLookup<'_> {
+    /// `owner`'s reference count of `id` (0 if none) as of the snapshot.
+    pub fn refcount(&mut self, id: &ChunkId) -> Result<u32> {
+        if self.lookups == LOOKUPS_PER_SNAPSHOT {
+            self.snapshot = None;
+        }
+        let refs = match &mut self.snapshot {
+            Some(refs) => refs,
+            empty => {
+                self.lookups = 0;
+                let txn = self.store.db.begin_read().ctx("starting a read")?;
+                empty.insert(txn.open_table(REFS).ctx("opening references")?)
+            }
+        };
+        self.lookups += 1;
+        Ok(refs.get((self.owner.0, id.0)).ctx("reading reference")?.map_or(0, |g| g.value()))
+    }
+}
 
 /// What a reference operation did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,9 +147,13 @@ impl ChunkStore {
 
     /// The owner's reference count on a chunk (0 when none).
     pub fn refcount(&self, owner: &PublicKey, id: &ChunkId) -> Result<u32> {
-        let txn = self.db.begin_read().ctx("starting a read")?;
-        let refs = txn.open_table(REFS).ctx("opening references")?;
-        Ok(refs.get((owner.0, id.0)).ctx("reading reference")?.map_or(0, |g| g.value()))
+        self.ref_lookup(*owner).refcount(id)
+    }
+
+    /// Reference counts of `owner` for many lookups in a row, without a
+    /// transaction per lookup (see [`RefLookup`]).
+    pub fn ref_lookup(&self, owner: PublicKey) -> RefLookup<'_> {
+        RefLookup { store: self, owner, snapshot: None, lookups: 0 }
     }
 
     /// The owners of a chunk with their reference counts (empty for garbage
