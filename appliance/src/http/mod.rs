@@ -50,6 +50,8 @@ use overview::{Cache, Overview, Sources};
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/app.js");
+/// How long a stop waits for open connections of the page.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How often the progress stream sends.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -149,14 +151,22 @@ pub fn start(parts: Parts) -> Result<StatusPage> {
                 Ok(l) => l,
                 Err(e) => return tracing::error!("the status page cannot listen: {e}"),
             };
-            let mut rx = rx;
+            let (mut rx, mut cut) = (rx.clone(), rx);
             let served = axum::serve(listener, router.into_make_service_with_connect_info::<auth::Peer>())
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("the status page stopped: {e}");
+                });
+            // A client that never finishes reading must not hold the daemon's stop.
+            tokio::select! {
+                r = std::future::IntoFuture::into_future(served) => {
+                    if let Err(e) = r {
+                        tracing::error!("the status page stopped: {e}");
+                    }
+                }
+                _ = async move {
+                    let _ = cut.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } => tracing::warn!("status page connections still open after {SHUTDOWN_GRACE:?}: cut"),
             }
         });
         // Connections still open are cut when the runtime goes.
