@@ -76,15 +76,7 @@ fn the_cli_works_while_the_daemon_serves_a_buddy_and_backs_up_on_schedule() {
 
     // What B shipped to A restores exactly from A alone.
     let target = tmp.path().join("restore-b");
-    b.run([
-        OsStr::new("restore"),
-        OsStr::new("latest"),
-        OsStr::new("--target"),
-        target.as_os_str(),
-        OsStr::new("--from-buddy"),
-        OsStr::new(&addr),
-    ])
-    .ok();
+    restore_from_buddy(&b, &addr, &target);
     assert_tree_matches(&manifest(&b_src), &restored_path(&target, &b_src), "B's backup restored from A");
 
     let (code, took) = daemon.terminate();
@@ -192,15 +184,7 @@ fn shipping_left_pending_resumes_after_a_restart() {
     let s = Daemon::wait_status(&a, 60, "the resumed shipping", |s| s["last_result"]["ship"]["ok"] == true);
     assert_eq!(s["shipping_pending"].as_array().map(Vec::len), Some(0), "{s:#}");
     let target = tmp.path().join("restore");
-    a.run([
-        OsStr::new("restore"),
-        OsStr::new("latest"),
-        OsStr::new("--target"),
-        target.as_os_str(),
-        OsStr::new("--from-buddy"),
-        OsStr::new(&b_addr),
-    ])
-    .ok();
+    restore_from_buddy(&a, &b_addr, &target);
     assert_tree_matches(&manifest(&src), &restored_path(&target, &src), "restored from B after the resumed shipping");
 }
 

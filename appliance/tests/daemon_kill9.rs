@@ -130,15 +130,7 @@ fn kill9_of_a_buddy_daemon_during_commits() {
     let r = a.run(["sync"]).ok();
     assert!(r.stdout.contains("synced to"), "{}", r.describe());
     let target = tmp.path().join("restore");
-    a.run([
-        OsStr::new("restore"),
-        OsStr::new("latest"),
-        OsStr::new("--target"),
-        target.as_os_str(),
-        OsStr::new("--from-buddy"),
-        OsStr::new(&addr),
-    ])
-    .ok();
+    restore_from_buddy(&a, &addr, &target);
     assert_tree_matches(&manifest(&src), &restored_path(&target, &src), "restored from B after 20 kills");
     d.kill9();
     b.check_read_data();

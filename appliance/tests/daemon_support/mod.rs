@@ -137,3 +137,16 @@ pub fn configure(b: &TestBox, toml: &str) {
 pub fn q(p: &Path) -> String {
     format!("{:?}", p.to_str().unwrap())
 }
+
+/// `restore latest --target TARGET --from-buddy ADDR` on `b`, asserting exit 0.
+pub fn restore_from_buddy(b: &TestBox, addr: &str, target: &Path) {
+    b.run([
+        std::ffi::OsStr::new("restore"),
+        std::ffi::OsStr::new("latest"),
+        std::ffi::OsStr::new("--target"),
+        target.as_os_str(),
+        std::ffi::OsStr::new("--from-buddy"),
+        std::ffi::OsStr::new(addr),
+    ])
+    .ok();
+}
