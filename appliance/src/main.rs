@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use pastiche::cli::{self, boxcmd, buddycmd, common::Global};
+use pastiche::cli::{self, boxcmd, buddycmd, clientscmd, common::Global};
 use pastiche::exit;
 use pastiche::repo::default_data_dir;
 use pastiche::retention::KeepPolicy;
@@ -106,6 +106,11 @@ enum Command {
     },
     /// Ship whatever is pending to every buddy.
     Sync,
+    /// Manage the boxes that back up to this one (stop `pastiche serve` first).
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
     /// Serve as a buddy: store other boxes' sealed chunks (foreground, logs to stderr).
     Serve {
         /// Address and port to listen on.
@@ -170,10 +175,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BuddyCommand {
-    /// Add a buddy (its key is pinned at the first contact).
+    /// Pair with a buddy and add it (its key is pinned now).
     Add {
         /// The buddy's address.
         addr: String,
+        /// The one-time pairing code its owner gave you (`pastiche buddy invite` there).
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Create a one-time pairing code for a box that wants to back up here;
+    /// the code is printed alone on the last line.
+    Invite {
+        /// Bytes that box may store here (default: `serve --quota`).
+        #[arg(long)]
+        quota: Option<u64>,
+        /// How long the code stays valid: a number with s, m, h or d.
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// A name for that box, shown by `pastiche clients list`.
+        #[arg(long, default_value = "")]
+        name: String,
     },
     /// List buddies and what they hold.
     List,
@@ -182,6 +203,27 @@ enum BuddyCommand {
         /// The buddy's address.
         addr: String,
         /// Also ask the buddy to delete everything it holds for us.
+        #[arg(long)]
+        drop: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// List admitted clients: key, name, usage, quota, last seen.
+    List,
+    /// Set a client's quota in bytes.
+    Quota {
+        /// The client's key (hex, or a unique prefix).
+        key: String,
+        /// Bytes it may store.
+        bytes: u64,
+    },
+    /// Refuse a client from now on.
+    Revoke {
+        /// The client's key (hex, or a unique prefix).
+        key: String,
+        /// Also delete everything it stored here.
         #[arg(long)]
         drop: bool,
     },
@@ -224,11 +266,17 @@ fn run(args: Args) -> anyhow::Result<u8> {
             boxcmd::restore(&g, &snapshot, target, include, from_buddy)
         }
         Command::Buddy { command } => match command {
-            BuddyCommand::Add { addr } => buddycmd::add(&g, addr),
+            BuddyCommand::Add { addr, code } => buddycmd::add(&g, addr, code),
+            BuddyCommand::Invite { quota, expires, name } => clientscmd::invite(&g, quota, &expires, &name),
             BuddyCommand::List => buddycmd::list(&g),
             BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
         },
         Command::Sync => buddycmd::sync(&g),
+        Command::Clients { command } => match command {
+            ClientsCommand::List => clientscmd::list(&g),
+            ClientsCommand::Quota { key, bytes } => clientscmd::quota(&g, &key, bytes),
+            ClientsCommand::Revoke { key, drop } => clientscmd::revoke(&g, &key, drop),
+        },
         Command::Serve { listen, quota, max_sessions } => buddycmd::serve(&g, listen, quota, max_sessions),
         Command::Diff { first, second } => boxcmd::diff(&g, &first, &second),
         Command::Forget { keep, prune, dry_run } => {

@@ -104,7 +104,12 @@ pub struct SyncReport {
 
 /// Connects to a buddy and checks its pinned key (pinning it at first contact).
 pub fn connect(repo: &Repo, entry: &mut BuddyEntry) -> Result<BuddyConn> {
-    let conn = BuddyConn::connect(&entry.addr, &repo.identity, repo.node)?;
+    connect_pairing(repo, entry, None)
+}
+
+/// [`connect`], presenting a one-time pairing code (`buddy add --code`).
+pub fn connect_pairing(repo: &Repo, entry: &mut BuddyEntry, code: Option<&str>) -> Result<BuddyConn> {
+    let conn = BuddyConn::connect_pairing(&entry.addr, &repo.identity, repo.node, code)?;
     let seen = conn.buddy_key.to_string();
     match &entry.key {
         Some(k) if *k != seen => bail!(
