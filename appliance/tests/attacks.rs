@@ -269,3 +269,41 @@ fn the_owner_sets_quotas_and_revokes_clients() {
     assert!(r.stderr.contains("not paired"), "{}", r.describe());
     drop(server);
 }
+
+#[test]
+fn a_buddy_that_went_back_is_reported_and_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let a_home = tmp.path().join("a-home");
+    write_random(&a_home.join("one.bin"), 200_000, &mut rng);
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let addr = free_addr();
+    let server = Server::start_at(&b, &addr);
+    pair(&a, &b, &addr);
+    a.run(["backup", a_home.to_str().unwrap()]).ok();
+    server.kill();
+    // B's disk as of epoch 1, brought back later (a restored image, or a
+    // buddy replaying old state).
+    let old_b = tmp.path().join("B-epoch1");
+    copy_tree(&b.data, &old_b);
+
+    let server = Server::start_at(&b, &addr);
+    write_random(&a_home.join("two.bin"), 200_000, &mut rng);
+    a.run(["backup", a_home.to_str().unwrap()]).ok();
+    server.kill();
+    assert_eq!(a.run(["--json", "buddy", "list"]).ok().json_lines()[0]["epoch"], 2);
+
+    std::fs::remove_dir_all(&b.data).unwrap();
+    copy_tree(&old_b, &b.data);
+    let server = Server::start_at(&b, &addr);
+    let r = a.run(["--json", "sync"]).ok();
+    assert!(r.stderr.contains("rolled back"), "the client reports it: {}", r.describe());
+    let report = &r.json_lines()[0]["report"];
+    assert_eq!(report["went_back"], true);
+    assert_eq!(report["epoch"], 3, "epochs go on from the client's own floor");
+    assert!(report["chunks_sent"].as_u64().unwrap() > 0, "what it claimed to hold was offered again");
+    let target = tmp.path().join("restore");
+    a.run(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &server.addr]).ok();
+    assert_tree_matches(&manifest(&a_home), &restored_path(&target, &a_home), "A's restore from B after the rollback");
+}
