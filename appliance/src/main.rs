@@ -122,6 +122,10 @@ enum Command {
         /// Clients served at once.
         #[arg(long, default_value_t = pastiche::buddy::DEFAULT_MAX_SESSIONS)]
         max_sessions: usize,
+        /// Free disk bytes kept for this box's own backups: clients cannot
+        /// fill the disk below it (default 1 GiB; 0: no floor).
+        #[arg(long, default_value_t = pastiche::buddy::DEFAULT_MIN_FREE)]
+        min_free: u64,
     },
     /// Show what changed between two snapshots.
     Diff {
@@ -277,7 +281,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
             ClientsCommand::Quota { key, bytes } => clientscmd::quota(&g, &key, bytes),
             ClientsCommand::Revoke { key, drop } => clientscmd::revoke(&g, &key, drop),
         },
-        Command::Serve { listen, quota, max_sessions } => buddycmd::serve(&g, listen, quota, max_sessions),
+        Command::Serve { listen, quota, max_sessions, min_free } => {
+            buddycmd::serve(&g, listen, quota, max_sessions, min_free)
+        }
         Command::Diff { first, second } => boxcmd::diff(&g, &first, &second),
         Command::Forget { keep, prune, dry_run } => {
             let policy = KeepPolicy {

@@ -307,3 +307,24 @@ fn a_buddy_that_went_back_is_reported_and_not_trusted() {
     a.run(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &server.addr]).ok();
     assert_tree_matches(&manifest(&a_home), &restored_path(&target, &a_home), "A's restore from B after the rollback");
 }
+
+#[test]
+fn a_client_cannot_fill_the_box_below_its_free_disk_floor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let a_home = tmp.path().join("a-home");
+    write_random(&a_home.join("a.bin"), 300_000, &mut rng);
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let addr = free_addr();
+    // A floor above the disk's free space: nothing a client sends fits.
+    let server = Server::start_with(&b, &addr, &["--min-free", "1000000000000000000"]);
+    pair(&a, &b, &addr);
+    let packs = b.packs();
+    let r = a.run(["backup", a_home.to_str().unwrap()]);
+    assert!(r.stderr.contains("out of quota"), "refused by the floor: {}", r.describe());
+    assert_eq!(b.packs(), packs, "a client's bytes went below the floor");
+    drop(server);
+    // B's own backup still has its disk.
+    b.backup(&a_home);
+}

@@ -80,6 +80,9 @@ pub enum BuddyError {
         #[source]
         source: std::io::Error,
     },
+    /// The free space of the box's disk could not be read.
+    #[error("reading the free disk space: {0}")]
+    FreeSpace(#[source] std::io::Error),
     /// An operation for a client this buddy never admitted.
     #[error("client {0} is not admitted here")]
     NotAdmitted(PublicKey),

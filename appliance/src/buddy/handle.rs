@@ -149,16 +149,8 @@ impl BuddyHandle {
             self.puts = self.puts.saturating_add(1);
             return Ok(PutOutcome::Stored);
         }
-        let base = match self.usage_base {
-            Some(u) => u,
-            None => {
-                let u = self.shared.usage(client)?;
-                self.usage_base = Some(u);
-                u
-            }
-        };
         let len = sealed.len() as u64;
-        if base.saturating_add(self.pending_bytes).saturating_add(len) > self.quota {
+        if !self.fits(client, len)? {
             return Ok(PutOutcome::QuotaExceeded);
         }
         self.pending.push((*id, sealed.to_vec()));
@@ -168,6 +160,43 @@ impl BuddyHandle {
         if self.pending_bytes >= MAX_PENDING_BYTES {
             self.write_chunks(client)?;
         }
+        Ok(PutOutcome::Stored)
+    }
+
+    /// Whether `more` bytes fit the client's quota and the box's free-disk
+    /// floor, counting what this handle buffers.
+    fn fits(&mut self, client: &PublicKey, more: u64) -> Result<bool> {
+        let base = match self.usage_base {
+            Some(u) => u,
+            None => {
+                let u = self.shared.usage(client)?;
+                self.usage_base = Some(u);
+                u
+            }
+        };
+        let buffered = self.pending_bytes.saturating_add(self.stage.as_ref().map_or(0, |s| s.bytes as u64));
+        if base.saturating_add(buffered).saturating_add(more) > self.quota {
+            return Ok(false);
+        }
+        self.shared.disk_allows(buffered.saturating_add(more))
+    }
+
+    /// Stages `data` (an object, or the root when `name` is `None`) unless
+    /// it does not fit.
+    fn stage_meta(&mut self, client: &PublicKey, epoch: u64, name: Option<&Name>, data: &[u8]) -> Result<PutOutcome> {
+        self.bind(client)?;
+        if !self.fits(client, data.len() as u64)? {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
+        let buf = self.stage_buf(client, epoch)?;
+        buf.bytes = buf.bytes.saturating_add(data.len());
+        match name {
+            Some(name) => {
+                buf.objects.insert(*name, data.to_vec());
+            }
+            None => buf.root = Some(data.to_vec()),
+        }
+        self.maybe_write_stage(client)?;
         Ok(PutOutcome::Stored)
     }
 
@@ -245,6 +274,7 @@ impl BuddyHandle {
         if self.stage.as_ref().is_some_and(|s| s.bytes >= MAX_STAGE_BYTES) {
             if let Some(buf) = self.stage.take() {
                 self.shared.write_staging(client, buf.epoch, Some(&buf), None)?;
+                self.usage_base = None;
             }
         }
         Ok(())
@@ -257,6 +287,7 @@ impl BuddyHandle {
         self.write_chunks(&client)?;
         if let Some(buf) = self.stage.take() {
             self.shared.write_staging(&client, buf.epoch, Some(&buf), None)?;
+            self.usage_base = None;
         }
         Ok(std::mem::take(&mut self.puts))
     }
@@ -264,6 +295,7 @@ impl BuddyHandle {
     fn prepare_inner(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts> {
         self.bind(client)?;
         let buf = self.stage.take().filter(|s| s.epoch == epoch);
+        self.usage_base = None;
         self.shared.write_staging(client, epoch, buf.as_ref(), Some(expected))
     }
 
@@ -283,6 +315,7 @@ impl BuddyHandle {
             self.stage = None;
         }
         self.shared.abort(client, epoch)?;
+        self.usage_base = None;
         Ok(())
     }
 
@@ -374,12 +407,8 @@ impl BuddyStore for BuddyHandle {
         self.note(r)
     }
 
-    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8]) -> Result<()> {
-        let r = self.stage_buf(client, epoch).map(|buf| {
-            buf.bytes = buf.bytes.saturating_add(data.len() + 20);
-            buf.objects.insert(*name, data.to_vec());
-        });
-        let r = r.and_then(|()| self.maybe_write_stage(client));
+    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8]) -> Result<PutOutcome> {
+        let r = self.stage_meta(client, epoch, Some(name), data);
         self.note(r)
     }
 
@@ -392,12 +421,8 @@ impl BuddyStore for BuddyHandle {
         self.note(r)
     }
 
-    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<()> {
-        let r = self.stage_buf(client, epoch).map(|buf| {
-            buf.bytes = buf.bytes.saturating_add(data.len());
-            buf.root = Some(data.to_vec());
-        });
-        let r = r.and_then(|()| self.maybe_write_stage(client));
+    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<PutOutcome> {
+        let r = self.stage_meta(client, epoch, None, data);
         self.note(r)
     }
 

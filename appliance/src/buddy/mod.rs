@@ -26,7 +26,8 @@ mod tests;
 pub use error::BuddyError;
 pub use handle::BuddyHandle;
 pub use serve::{
-    serve, stderr_log, LogSink, ServeOptions, Server, Stopper, DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_QUOTA,
+    serve, stderr_log, LogSink, ServeOptions, Server, Stopper, DEFAULT_MAX_SESSIONS, DEFAULT_MIN_FREE, DEFAULT_PORT,
+    DEFAULT_QUOTA,
 };
 pub use store::{BuddyRecovery, BuddyStorage, ClientInfo};
 pub use tables::BUDDY_DB_FILE;

@@ -95,6 +95,8 @@ pub(super) struct Shared {
     default_quota: u64,
     /// The box's data directory (pairing invitations live there).
     dir: PathBuf,
+    /// Free bytes the disk keeps for the box's own backups (0: no floor).
+    min_free: std::sync::atomic::AtomicU64,
     /// Held while a client's references change, so that "add only if the
     /// count is 0" holds across concurrent sessions.
     refs: Mutex<()>,
@@ -170,13 +172,28 @@ impl BuddyStorage {
             }
         }
         txn.commit().db("initialising")?;
-        let shared = Shared { chunks, db, own_key, default_quota, dir: dir.to_path_buf(), refs: Mutex::new(()) };
+        let shared = Shared {
+            chunks,
+            db,
+            own_key,
+            default_quota,
+            dir: dir.to_path_buf(),
+            min_free: std::sync::atomic::AtomicU64::new(0),
+            refs: Mutex::new(()),
+        };
         Ok(BuddyStorage { shared: Arc::new(shared) })
     }
 
     /// A handle for one session.
     pub fn session(&self) -> BuddyHandle {
         BuddyHandle::new(self.shared.clone())
+    }
+
+    /// Keeps `bytes` free on the disk of the box's data for its own backups:
+    /// uploads and staging that would go below are refused `QuotaExceeded`
+    /// (0, the default: no floor).
+    pub fn set_min_free(&self, bytes: u64) {
+        self.shared.min_free.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The chunk store the chunks go to.
@@ -379,10 +396,38 @@ impl Shared {
         rec.quota.unwrap_or(self.default_quota)
     }
 
-    /// Sealed bytes of the chunks `client` owns.
+    /// Bytes charged to `client`: the sealed bytes of the chunks it owns,
+    /// and its committed and staged objects and roots.
     pub(super) fn usage(&self, client: &PublicKey) -> Result<u64> {
-        let stats = self.chunks().stats().chunks("reading usage")?;
-        Ok(stats.owners.iter().find(|o| o.owner == *client).map_or(0, |o| o.bytes))
+        const C: &str = "reading usage";
+        let stats = self.chunks().stats().chunks(C)?;
+        let chunks = stats.owners.iter().find(|o| o.owner == *client).map_or(0, |o| o.bytes);
+        let txn = self.db.begin_read().db(C)?;
+        let mut meta = 0u64;
+        for table in [OBJECTS, STAGED_OBJECTS] {
+            for row in txn.open_table(table).db(C)?.range(obj_range(client)).db(C)? {
+                meta += row.db(C)?.1.value().len() as u64;
+            }
+        }
+        if let Some(g) = txn.open_table(ROOTS).db(C)?.get(&client.0).db(C)? {
+            meta += g.value().1.len() as u64;
+        }
+        if let Some(g) = txn.open_table(STAGED_ROOTS).db(C)?.get(&client.0).db(C)? {
+            meta += g.value().len() as u64;
+        }
+        Ok(chunks + meta)
+    }
+
+    /// Whether `more` bytes can be written without taking the disk of the
+    /// box's data below the free-space floor that protects its own backups.
+    pub(super) fn disk_allows(&self, more: u64) -> Result<bool> {
+        let floor = self.min_free.load(std::sync::atomic::Ordering::Relaxed);
+        if floor == 0 {
+            return Ok(true);
+        }
+        let st = rustix::fs::statvfs(&self.dir).map_err(|e| BuddyError::FreeSpace(e.into()))?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        Ok(free >= floor.saturating_add(more))
     }
 
     pub(super) fn account(&self, client: &PublicKey, rec: &Rec) -> Result<ClientRecord> {

@@ -114,7 +114,8 @@ impl Running {
             }
         }
         let logs = Logs::default();
-        let opts = ServeOptions { listen: "127.0.0.1:0".parse().unwrap(), default_quota: quota, max_sessions };
+        let opts =
+            ServeOptions { listen: "127.0.0.1:0".parse().unwrap(), default_quota: quota, max_sessions, min_free: 0 };
         let server = Server::bind(storage.clone(), opts).unwrap().with_log(logs.sink());
         let addr = server.local_addr().unwrap();
         let stopper = server.stopper();
@@ -316,7 +317,8 @@ fn upload_commit_and_read_back_over_tcp() {
     }
 
     let (mut c, w) = Client::connect(srv.addr, 5);
-    assert_eq!((w.committed_epoch, w.staged_epoch, w.used_bytes), (1, 0, total(&cs)));
+    let meta: u64 = objs.iter().map(|(_, d)| d.len() as u64).sum::<u64>() + b"root one".len() as u64;
+    assert_eq!((w.committed_epoch, w.staged_epoch, w.used_bytes), (1, 0, total(&cs) + meta), "chunks and metadata");
     let n = c.session.get_root(&mut c.out).unwrap();
     assert_eq!(c.request(n), Ev::Root(1, b"root one".to_vec()));
     for (name, data) in &objs {
@@ -368,7 +370,8 @@ fn a_second_client_with_the_same_chunks_stores_nothing_new() {
         assert_eq!(srv.storage.chunks().refcount(&key(6), &stored).unwrap(), 1);
     }
     let b_rec = srv.storage.client_record(&key(6)).unwrap().unwrap();
-    assert_eq!(b_rec.used_bytes, total(&cs), "a shared chunk is charged to every owner");
+    let meta: u64 = objects(2).iter().map(|(_, d)| d.len() as u64).sum::<u64>() + 1;
+    assert_eq!(b_rec.used_bytes, total(&cs) + meta, "a shared chunk is charged to every owner");
 
     // B reads the shared chunks, but not a chunk only A owns.
     let n = b.session.get_chunk(cs[7].0, &mut b.out).unwrap();

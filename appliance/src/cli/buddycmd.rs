@@ -120,9 +120,9 @@ pub fn sync(g: &Global) -> Result<u8> {
 
 /// `pastiche serve`: the box becomes a buddy for others until stopped. It
 /// holds the box exclusively (other commands on this box wait until it stops).
-pub fn serve(g: &Global, listen: std::net::SocketAddr, quota: u64, max_sessions: usize) -> Result<u8> {
+pub fn serve(g: &Global, listen: std::net::SocketAddr, quota: u64, max_sessions: usize, min_free: u64) -> Result<u8> {
     let repo = g.open(LockMode::Exclusive)?;
     eprintln!("pastiche serve: box {} ({}) listening on {listen}", repo.config.name, repo.config.public_key);
-    crate::buddy::serve(repo, crate::buddy::ServeOptions { listen, default_quota: quota, max_sessions })?;
+    crate::buddy::serve(repo, crate::buddy::ServeOptions { listen, default_quota: quota, max_sessions, min_free })?;
     Ok(exit::OK)
 }

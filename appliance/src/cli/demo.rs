@@ -94,7 +94,7 @@ fn buddies(dir: &Path, repo: &Repo, snap: &SnapshotInfo, source: &Path, threads:
     backup::run(&buddy, &photos, &Progress::start(Mode::Quiet, "backup"))?;
     let held = buddy.store.stats()?.stored_bytes;
     let storage = BuddyStorage::for_repo(Arc::new(buddy), DEFAULT_QUOTA)?;
-    let opts = ServeOptions { listen: "127.0.0.1:0".parse()?, default_quota: DEFAULT_QUOTA, max_sessions: 4 };
+    let opts = ServeOptions { listen: "127.0.0.1:0".parse()?, max_sessions: 4, ..ServeOptions::default() };
     let server = Server::bind(storage, opts)?.with_log(Arc::new(|_: &str| {}));
     let addr = server.local_addr()?;
     let stopper = server.stopper();

@@ -36,7 +36,13 @@ impl Server {
 
     /// Starts `pastiche serve` for `b` on `addr`; returns once it listens.
     pub fn start_at(b: &TestBox, addr: &str) -> Server {
+        Self::start_with(b, addr, &[])
+    }
+
+    /// [`Server::start_at`] with more `serve` options.
+    pub fn start_with(b: &TestBox, addr: &str, options: &[&str]) -> Server {
         let mut cmd = b.cmd(["serve", "--listen", addr]);
+        cmd.args(options);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start pastiche serve");
         let stderr = child.stderr.take().unwrap();

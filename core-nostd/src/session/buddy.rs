@@ -208,12 +208,10 @@ impl BuddySession {
                 let need = Need::build(lacks[..n].iter().copied(), &mut bitmap).expect("bounded by the offer");
                 self.reply(out, &Message::Need(need))
             }
-            Message::PutChunk(put) => match store.put_chunk(&client, &put.id, put.sealed).map_err(|_| StoreFailed)? {
-                PutOutcome::Stored => Reply::default(),
-                PutOutcome::QuotaExceeded => {
-                    self.refuse(out, refusal(ErrorCode::QuotaExceeded, "quota exceeded"), false)
-                }
-            },
+            Message::PutChunk(put) => {
+                let outcome = store.put_chunk(&client, &put.id, put.sealed).map_err(|_| StoreFailed)?;
+                self.outcome(out, outcome)
+            }
             Message::Flush => {
                 let stored = store.flush().map_err(|_| StoreFailed)?;
                 self.reply(out, &Message::Flushed(Flushed { stored }))
@@ -229,8 +227,8 @@ impl BuddySession {
             Message::PutObject(m) => match self.check_signed(&m, client, committed, m.epoch) {
                 Some(r) => self.refuse(out, r, true),
                 None => {
-                    store.stage_object(&client, m.epoch, &m.name, m.data).map_err(|_| StoreFailed)?;
-                    Reply::default()
+                    let outcome = store.stage_object(&client, m.epoch, &m.name, m.data).map_err(|_| StoreFailed)?;
+                    self.outcome(out, outcome)
                 }
             },
             Message::DeleteList(m) => match self.check_signed(&m, client, committed, m.epoch) {
@@ -243,8 +241,8 @@ impl BuddySession {
             Message::PutRoot(m) => match self.check_signed(&m, client, committed, m.epoch) {
                 Some(r) => self.refuse(out, r, true),
                 None => {
-                    store.stage_root(&client, m.epoch, m.data).map_err(|_| StoreFailed)?;
-                    Reply::default()
+                    let outcome = store.stage_root(&client, m.epoch, m.data).map_err(|_| StoreFailed)?;
+                    self.outcome(out, outcome)
                 }
             },
             Message::Commit(m) => match self.check_signed(&m, client, committed, m.epoch) {
@@ -300,6 +298,15 @@ impl BuddySession {
             _ => self.refuse(out, refusal(ErrorCode::UnexpectedMessage, "not a request a buddy serves"), true),
         };
         Ok(reply)
+    }
+
+    /// The answer to an upload or a staging message: none, or a
+    /// `QuotaExceeded` refusal that leaves the session open.
+    fn outcome(&mut self, out: &mut [u8], outcome: PutOutcome) -> Reply {
+        match outcome {
+            PutOutcome::Stored => Reply::default(),
+            PutOutcome::QuotaExceeded => self.refuse(out, refusal(ErrorCode::QuotaExceeded, "quota exceeded"), false),
+        }
     }
 
     fn welcome(&mut self, out: &mut [u8], client: PublicKey, rec: ClientRecord) -> Reply {

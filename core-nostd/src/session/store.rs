@@ -13,7 +13,8 @@ use crate::wire::IdList;
 pub struct ClientRecord {
     /// Bytes the client may store.
     pub quota_bytes: u64,
-    /// Bytes charged to the client.
+    /// Bytes charged to the client: its chunks, its committed objects and
+    /// root, and what it has staged.
     pub used_bytes: u64,
     /// The last epoch applied for the client (0: none).
     pub committed_epoch: u64,
@@ -74,13 +75,21 @@ pub trait BuddyStore {
     /// Copies the bytes `client` references under `id` into `out`; `None`
     /// when it holds no such reference.
     fn get_chunk(&mut self, client: &PublicKey, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, Self::Error>;
-    /// Stages a metadata object (create or overwrite) for `epoch`.
-    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8])
-        -> Result<(), Self::Error>;
+    /// Stages a metadata object (create or overwrite) for `epoch`. Staged
+    /// bytes count against the client's quota like its chunks do:
+    /// `QuotaExceeded` refuses the object (and the epoch cannot commit).
+    fn stage_object(
+        &mut self,
+        client: &PublicKey,
+        epoch: u64,
+        name: &[u8; 20],
+        data: &[u8],
+    ) -> Result<PutOutcome, Self::Error>;
     /// Stages the removal of the client's references to `ids` at `epoch`.
     fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), Self::Error>;
-    /// Stages the client's new root object for `epoch`.
-    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), Self::Error>;
+    /// Stages the client's new root object for `epoch` (charged to its
+    /// quota like an object).
+    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<PutOutcome, Self::Error>;
     /// Phase one of a commit: makes the staged epoch durable and returns
     /// what is staged. Only when that equals `expected` (what the client's
     /// signed commit announces) does it also record, in the same durable

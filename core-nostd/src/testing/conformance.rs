@@ -39,6 +39,7 @@ pub fn run_all<H: Harness>(mut fresh: impl FnMut() -> H) {
     a_commit_that_differs_from_the_staging_is_never_applied(&mut fresh());
     replayed_epochs_are_refused(&mut fresh());
     the_quota_refuses_uploads(&mut fresh());
+    staged_metadata_counts_against_the_quota(&mut fresh());
     deletes_release_only_the_signers_reference(&mut fresh());
 }
 
@@ -245,6 +246,26 @@ pub fn the_quota_refuses_uploads<H: Harness>(h: &mut H) {
     assert_eq!(events, vec![Ev::Refused(ErrorCode::QuotaExceeded), Ev::Flushed(1)]);
     assert_eq!(get(h, &a, ChunkId([1; 20])), Ev::Chunk(sealed(1, 800)));
     assert_eq!(get(h, &a, ChunkId([2; 20])), Ev::Refused(ErrorCode::NotFound));
+}
+
+/// Staged objects and roots are charged to the quota: staging past it is
+/// refused `QuotaExceeded`, and an epoch missing them cannot commit.
+pub fn staged_metadata_counts_against_the_quota<H: Harness>(h: &mut H) {
+    let a = key(14);
+    h.invite("META", 1000);
+    assert!(Link::connect(h.store(), &a, Some("META"), None).expect("not cut").is_ok());
+    put_and_flush(h, &a, &[(ChunkId([1; 20]), sealed(1, 600))]);
+    let (mut link, welcome) = Link::open(h.store(), &a, None).expect("not cut");
+    assert_eq!(welcome.used_bytes, 600);
+    let n = link.client.put_object(1, [1; 20], &sealed(1, 300), &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![], "within the quota");
+    let n = link.client.put_object(1, [2; 20], &sealed(2, 300), &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![Ev::Refused(ErrorCode::QuotaExceeded)]);
+    let n = link.client.put_root(1, &sealed(3, 200), &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![Ev::Refused(ErrorCode::QuotaExceeded)]);
+    let n = link.client.commit(1, 2, 0, &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![Ev::Refused(ErrorCode::UnexpectedMessage)]);
+    assert_eq!(root(h, &a), Ev::Refused(ErrorCode::NotFound));
 }
 
 /// A delete list releases the signer's reference only: a co-owner still

@@ -102,10 +102,17 @@ impl MemStore {
         self.chunks.get(id)?.iter().find(|v| v.owners.contains(client)).map(|v| &v.bytes)
     }
 
+    /// Bytes charged to the client: chunks (flushed or not), committed and
+    /// staged objects and roots.
     fn used(&self, client: &PublicKey) -> u64 {
+        let meta = self.clients.get(client).map_or(0, |c| {
+            let objects: usize = c.objects.values().chain(c.staging.objects.values()).map(Vec::len).sum();
+            let roots = c.root.as_ref().map_or(0, |(_, r)| r.len()) + c.staging.root.as_ref().map_or(0, Vec::len);
+            (objects + roots) as u64
+        });
         let stored: u64 =
             self.chunks.values().flatten().filter(|v| v.owners.contains(client)).map(|v| v.bytes.len() as u64).sum();
-        stored + self.pending.iter().filter(|(c, _, _)| c == client).map(|(_, _, d)| d.len() as u64).sum::<u64>()
+        meta + stored + self.pending.iter().filter(|(c, _, _)| c == client).map(|(_, _, d)| d.len() as u64).sum::<u64>()
     }
 
     fn record(&self, client: &PublicKey) -> Option<ClientRecord> {
@@ -116,6 +123,12 @@ impl MemStore {
             committed_epoch: c.epochs.committed,
             staged_epoch: c.epochs.staged,
         })
+    }
+
+    /// Whether `more` bytes would take the client past its quota.
+    fn over_quota(&self, client: &PublicKey, more: usize) -> Result<bool, ()> {
+        let quota = self.clients.get(client).ok_or(())?.quota;
+        Ok(self.used(client).saturating_add(more as u64) > quota)
     }
 
     fn staging(&mut self, client: &PublicKey, epoch: u64) -> Result<&mut MemStaging, ()> {
@@ -179,11 +192,10 @@ impl BuddyStore for MemStore {
         Ok(self.version_of(client, id).is_some())
     }
     fn put_chunk(&mut self, client: &PublicKey, id: &ChunkId, sealed: &[u8]) -> Result<PutOutcome, ()> {
-        let quota = self.clients.get(client).ok_or(())?.quota;
         if self.version_of(client, id).is_some() {
             return Ok(PutOutcome::Stored);
         }
-        if self.used(client) + sealed.len() as u64 > quota {
+        if self.over_quota(client, sealed.len())? {
             return Ok(PutOutcome::QuotaExceeded);
         }
         self.pending.push((*client, *id, sealed.to_vec()));
@@ -212,17 +224,23 @@ impl BuddyStore for MemStore {
     fn get_chunk(&mut self, client: &PublicKey, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, ()> {
         Ok(self.version_of(client, id).map(|d| copy(d, out)))
     }
-    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8]) -> Result<(), ()> {
+    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8]) -> Result<PutOutcome, ()> {
+        if self.over_quota(client, data.len())? {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
         self.staging(client, epoch)?.objects.insert(*name, data.to_vec());
-        Ok(())
+        Ok(PutOutcome::Stored)
     }
     fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), ()> {
         self.staging(client, epoch)?.deletes.extend(ids.iter());
         Ok(())
     }
-    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), ()> {
+    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<PutOutcome, ()> {
+        if self.over_quota(client, data.len())? {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
         self.staging(client, epoch)?.root = Some(data.to_vec());
-        Ok(())
+        Ok(PutOutcome::Stored)
     }
     fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, ()> {
         let c = self.clients.get_mut(client).ok_or(())?;

@@ -624,9 +624,15 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         StagedCounts { objects, deletes: deletes as u32, root: c.staged_root.is_some() }
     }
 
+    /// Bytes charged to the slot: its chunks, its objects (committed and
+    /// staged) and its roots.
     fn used(&self, slot: usize) -> u64 {
         let bit = 1u8 << slot;
-        self.ix.chunks.iter().filter(|c| c.owners & bit != 0).map(|c| c.len as u64).sum()
+        let chunks: u64 = self.ix.chunks.iter().filter(|c| c.owners & bit != 0).map(|c| c.len as u64).sum();
+        let objects: u64 = self.ix.objects.iter().filter(|o| o.slot as usize == slot).map(|o| o.len as u64).sum();
+        let c = &self.ix.clients[slot];
+        let roots = c.root.map_or(0, |(_, e)| e.len as u64) + c.staged_root.map_or(0, |e| e.len as u64);
+        chunks + objects + roots
     }
 
     fn read_extent(&mut self, e: Extent, out: &mut [u8]) -> Result<usize, StoreError> {
@@ -746,9 +752,18 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
         }
     }
 
-    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8]) -> Result<(), StoreError> {
+    fn stage_object(
+        &mut self,
+        client: &PublicKey,
+        epoch: u64,
+        name: &[u8; 20],
+        data: &[u8],
+    ) -> Result<PutOutcome, StoreError> {
         let slot = self.staging_slot(client, epoch)?;
-        self.log(Kind::Object, Fixed::with_name(slot as u8, epoch, *name), data)
+        if self.used(slot) + data.len() as u64 > self.cfg.default_quota {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
+        self.log(Kind::Object, Fixed::with_name(slot as u8, epoch, *name), data).map(|()| PutOutcome::Stored)
     }
 
     fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), StoreError> {
@@ -756,9 +771,12 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
         self.log(Kind::Deletes, Fixed::with_epoch(slot as u8, epoch), ids.as_bytes())
     }
 
-    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), StoreError> {
+    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<PutOutcome, StoreError> {
         let slot = self.staging_slot(client, epoch)?;
-        self.log(Kind::Root, Fixed::with_epoch(slot as u8, epoch), data)
+        if self.used(slot) + data.len() as u64 > self.cfg.default_quota {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
+        self.log(Kind::Root, Fixed::with_epoch(slot as u8, epoch), data).map(|()| PutOutcome::Stored)
     }
 
     fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, StoreError> {
