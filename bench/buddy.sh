@@ -30,7 +30,8 @@ for i in $(seq "$runs"); do
     "$pastiche" --data "$work/b" --quiet init --name b.bench >/dev/null
     backups+=("$(secs "$pastiche" --data "$work/a" --quiet backup "$src")")
     pid=$(serve "$work/b"); sleep 1
-    "$pastiche" --data "$work/a" --quiet buddy add "127.0.0.1:$port" >/dev/null
+    code=$("$pastiche" --data "$work/b" buddy invite | tail -n 1)
+    "$pastiche" --data "$work/a" --quiet buddy add "127.0.0.1:$port" --code "$code" >/dev/null
     ships+=("$(secs "$pastiche" --data "$work/a" --quiet sync)")
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use pastiche::cli::common::{is_closed_pipe, Global, Local};
 use pastiche::cli::request::Request;
-use pastiche::cli::{self, boxcmd, buddycmd};
+use pastiche::cli::{self, boxcmd, buddycmd, clientscmd};
 use pastiche::daemon::{self, DaemonOptions};
 use pastiche::exit;
 use pastiche::repo::default_data_dir;
@@ -112,6 +112,11 @@ enum Command {
     },
     /// Ship whatever is pending to every buddy.
     Sync,
+    /// Manage the boxes that back up to this one (stop the daemon first).
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
     /// Run the box: serve buddies, scheduled backups, shipping, retention
     /// and prune, and every command of the CLI (foreground, logs to stderr).
     #[command(alias = "serve")]
@@ -128,6 +133,10 @@ enum Command {
         /// Clients served at once (replaces `[serve] max_sessions`).
         #[arg(long)]
         max_sessions: Option<usize>,
+        /// Free disk bytes kept for this box's own backups: clients cannot
+        /// fill the disk below it (replaces `[serve] min_free`).
+        #[arg(long, value_name = "BYTES")]
+        min_free: Option<u64>,
         /// Serve the status page on this address, or `off` (replaces `[http] listen`).
         #[arg(long, env = "PASTICHE_HTTP", value_name = "ADDR|off")]
         http: Option<String>,
@@ -197,10 +206,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BuddyCommand {
-    /// Add a buddy (its key is pinned at the first contact).
+    /// Pair with a buddy and add it (its key is pinned now).
     Add {
         /// The buddy's address.
         addr: String,
+        /// The one-time pairing code its owner gave you (`pastiche buddy invite` there).
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Create a one-time pairing code for a box that wants to back up here;
+    /// the code is printed alone on the last line.
+    Invite {
+        /// Bytes that box may store here (default: `serve --quota`).
+        #[arg(long)]
+        quota: Option<u64>,
+        /// How long the code stays valid: a number with s, m, h or d.
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// A name for that box, shown by `pastiche clients list`.
+        #[arg(long, default_value = "")]
+        name: String,
     },
     /// List buddies and what they hold.
     List,
@@ -209,6 +234,27 @@ enum BuddyCommand {
         /// The buddy's address.
         addr: String,
         /// Also ask the buddy to delete everything it holds for us.
+        #[arg(long)]
+        drop: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// List admitted clients: key, name, usage, quota, last seen.
+    List,
+    /// Set a client's quota in bytes.
+    Quota {
+        /// The client's key (hex, or a unique prefix).
+        key: String,
+        /// Bytes it may store.
+        bytes: u64,
+    },
+    /// Refuse a client from now on.
+    Revoke {
+        /// The client's key (hex, or a unique prefix).
+        key: String,
+        /// Also delete everything it stored here.
         #[arg(long)]
         drop: bool,
     },
@@ -253,20 +299,42 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Restore { snapshot, target, include, from_buddy } => {
             Request::Restore { snapshot, target, include, from_buddy }
         }
+        // An invitation is a file in DATA/invites: it needs no lock on the
+        // box, so it works while the daemon runs.
+        Command::Buddy { command: BuddyCommand::Invite { quota, expires, name } } => {
+            return clientscmd::invite(&g, quota, &expires, &name)
+        }
         Command::Buddy { command } => {
             if let Some(code) = cli::config::buddy_with_daemon(&g, matches!(command, BuddyCommand::List))? {
                 return Ok(code);
             }
             return match command {
-                BuddyCommand::Add { addr } => buddycmd::add(&g, addr),
+                BuddyCommand::Add { addr, code } => buddycmd::add(&g, addr, code),
+                BuddyCommand::Invite { .. } => unreachable!("handled above"),
                 BuddyCommand::List => buddycmd::list(&g),
                 BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
             };
         }
         Command::Sync => Request::Sync,
-        Command::Daemon { config, listen, quota, max_sessions, http } => {
+        Command::Clients { command } => {
+            return match command {
+                ClientsCommand::List => clientscmd::list(&g),
+                ClientsCommand::Quota { key, bytes } => clientscmd::quota(&g, &key, bytes),
+                ClientsCommand::Revoke { key, drop } => clientscmd::revoke(&g, &key, drop),
+            }
+        }
+        Command::Daemon { config, listen, quota, max_sessions, min_free, http } => {
             let threads = g.threads;
-            return daemon::run(DaemonOptions { data: g.data, config, listen, quota, max_sessions, threads, http });
+            return daemon::run(DaemonOptions {
+                data: g.data,
+                config,
+                listen,
+                quota,
+                max_sessions,
+                min_free,
+                threads,
+                http,
+            });
         }
         Command::Config { config } => return cli::config::show(&g, config),
         Command::Status { token: true } => return cli::config::token(&g),

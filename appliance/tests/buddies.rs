@@ -6,72 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use common::buddy::*;
 use common::*;
 use rand::{Rng, SeedableRng};
-
-/// A running `pastiche serve`.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(b: &TestBox) -> Server {
-        Self::start_at(b, &free_addr())
-    }
-
-    fn start_at(b: &TestBox, addr: &str) -> Server {
-        let mut cmd = b.cmd(["serve", "--listen", addr]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start pastiche serve");
-        let stderr = child.stderr.take().unwrap();
-        // Forward the daemon's log to the test output, and wait until it listens.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[serve] {line}");
-                let _ = tx.send(line);
-            }
-        });
-        // The server owns the child from here, so it is reaped on every path.
-        let mut server = Server { child, addr: addr.to_string() };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let log: Vec<String> = rx.try_iter().collect();
-                panic!("pastiche serve exited with {status}: {}", log.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("pastiche serve did not listen on {addr}");
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 /// "Installed software" shared by A and B, and A's own files.
 fn trees(root: &Path, seed: u64) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -99,8 +40,8 @@ fn three_boxes_back_each_other_up_and_restore_from_one_buddy() {
     let (b_before, c_before) = (b.packs_bytes(), c.packs_bytes());
     let (sb, sc) = (Server::start(&b), Server::start(&c));
 
-    a.run(["buddy", "add", &sb.addr]).ok();
-    a.run(["buddy", "add", &sc.addr]).ok();
+    pair(&a, &b, &sb.addr);
+    pair(&a, &c, &sc.addr);
     let listed = a.run(["--json", "buddy", "list"]).ok().json_lines();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|b| b["key"].as_str().is_some_and(|k| k.len() == 64)), "keys pinned at add: {listed:?}");
@@ -152,7 +93,7 @@ fn forged_and_replayed_deletes_are_refused() {
     let a = TestBox::init(tmp.path().join("A"));
     let b = TestBox::init(tmp.path().join("B"));
     let sb = Server::start(&b);
-    a.run(["buddy", "add", &sb.addr]).ok();
+    pair(&a, &b, &sb.addr);
     a.run(["backup", a_home.to_str().unwrap()]).ok();
     let b_packs = b.packs();
 
@@ -168,11 +109,14 @@ fn forged_and_replayed_deletes_are_refused() {
         })
         .collect();
 
-    // An attacker with its own key sends deletes signed by another key, then
-    // an old epoch, on its own authenticated session.
+    // A paired attacker with its own key sends deletes signed by another
+    // key, then an old epoch, on its own authenticated session.
     let attacker = Identity::from_seed([0xA7; 32]).unwrap();
+    let code = invite(&b);
     let mut stream = std::net::TcpStream::connect(&sb.addr).unwrap();
-    let mut s = ClientSession::new(attacker.clone(), NodeId::from_name("attacker"), [1; 32], [2; 16]);
+    let mut s = ClientSession::new(attacker.clone(), NodeId::from_name("attacker"), [1; 32], [2; 16])
+        .with_pairing_code(&code)
+        .unwrap();
     let mut out = vec![0u8; 70_000];
     let mut payload = vec![0u8; 70_000];
     let read = |stream: &mut std::net::TcpStream, payload: &mut Vec<u8>| -> usize {
@@ -220,7 +164,10 @@ fn buddy_killed_mid_transfer_again_and_again() {
     let a = TestBox::init(tmp.path().join("A"));
     let b = TestBox::init(tmp.path().join("B"));
     let addr = free_addr();
-    a.run(["buddy", "add", &addr]).ok();
+    {
+        let _server = Server::start_at(&b, &addr);
+        pair(&a, &b, &addr);
+    }
     a.run(["backup", a_home.to_str().unwrap()]).ok(); // B is down: saved locally, shipped later.
     for round in 0..20 {
         // Change something so every round has new data to ship.

@@ -78,7 +78,7 @@ fn build_tree(src: &Path, rng: &mut StdRng) -> Vec<PathBuf> {
 /// `pastiche chunk`, each sealed as a backup seals it, SPEC §2a), and how
 /// many distinct chunks there are.
 fn unique_record_bytes(files: &[PathBuf]) -> (u64, usize) {
-    let mut c = std::process::Command::new(BIN);
+    let mut c = std::process::Command::new(bin());
     c.arg("chunk").args(files);
     let r = Run::of(c).ok();
     let mut seen = HashSet::new();

@@ -65,6 +65,8 @@ pub enum Domain {
     Commit,
     /// Drop of a whole snapshot or of all the signer's data.
     Drop,
+    /// Proof of key possession with a pairing code (a fresh challenge).
+    Pair,
 }
 
 impl Domain {
@@ -77,6 +79,7 @@ impl Domain {
             Domain::RootPut => b"pastiche/v1/sig/root\0",
             Domain::Commit => b"pastiche/v1/sig/commit\0",
             Domain::Drop => b"pastiche/v1/sig/drop\0",
+            Domain::Pair => b"pastiche/v1/sig/pair\0",
         }
     }
 }

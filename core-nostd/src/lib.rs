@@ -8,10 +8,19 @@
 //! - [`seal`]: convergent sealing and opening of chunks (SPEC §2).
 //! - [`identity`]: Ed25519 identities, signatures, nodeIds (SPEC §3).
 //! - [`wire`]: frames and messages of the peer protocol (`docs/PROTOCOL.md`).
+//! - [`session`]: the sans-IO client and buddy machines, and the buddy's
+//!   epoch and ownership rules (the ledger).
+//! - `testing` (feature `testing`): an in-memory store and the conformance
+//!   suite every buddy store runs.
 //! - [`audit`]: audit proofs, sampling and the sampling plan.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+// The test support module (and only it) uses std.
+#[cfg(any(test, feature = "testing"))]
+extern crate std;
+
 
 pub mod audit;
 pub mod chunker;
@@ -19,6 +28,8 @@ pub mod hex;
 pub mod identity;
 pub mod seal;
 pub mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod wire;
 
 pub use chunker::{Chunker, MAX_CHUNK, MIN_CHUNK};

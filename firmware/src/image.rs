@@ -88,7 +88,11 @@ fn main() -> ! {
     let Some(path) = cfg.disk else { halt(defmt::intern!("no disk=PATH on the command line")) };
     let Some(disk) = HostDisk::open(path) else { halt(defmt::intern!("cannot open the disk file")) };
     defmt::info!("disk: {=str}, {=u64} bytes", path, disk.len());
-    let store_cfg = StoreConfig { default_quota: cfg.quota, capacity: cfg.disk_capacity };
+    let pairing = cfg.pair.map(|code| pastiche_core::seal::Handle::of(code.as_bytes()).0);
+    if pairing.is_none() {
+        defmt::warn!("pairing: no pair=SECRET on the command line: no new clients are admitted");
+    }
+    let store_cfg = StoreConfig { default_quota: cfg.quota, pairing, capacity: cfg.disk_capacity };
     let (mut store, report) = match Store::open(disk, index, store_cfg, rng.bytes32()) {
         Ok(s) => s,
         Err(e) => halt_with(defmt::intern!("store failed to open"), defmt::Debug2Format(&e)),

@@ -139,7 +139,11 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &seed).unwrap();
         }
-        assert_eq!(std::fs::read(&path).unwrap(), seed, "seeds/buddy_session is stale: PASTICHE_WRITE_SEEDS=1 cargo test");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            seed,
+            "seeds/buddy_session is stale: PASTICHE_WRITE_SEEDS=1 cargo test"
+        );
         let corpus = replay_buddy(&root.join("corpus/buddy_session"));
         let artifacts = replay_buddy(&root.join("artifacts/buddy_session"));
         println!("replayed the buddy seed, {corpus} corpus inputs, {artifacts} artifacts");

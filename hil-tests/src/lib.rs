@@ -109,6 +109,10 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// The pairing secret the firmware is booted with (`pair=` on its command
+/// line); a box pairs with `pastiche buddy add HOST:PORT --code` it.
+pub const PAIRING_SECRET: &str = "hil-pairing-secret";
+
 /// The firmware running in QEMU.
 pub struct Qemu {
     child: Child,
@@ -124,7 +128,7 @@ impl Qemu {
     /// the buddy's port 7467, and waits until it serves.
     pub fn boot(fw: &Firmware, disk: &Path, log: &Path, port: u16) -> Result<Qemu> {
         let qemu = qemu().context("qemu-system-arm not found")?;
-        let append = format!("disk={} log={} quota_mib=512", disk.display(), log.display());
+        let append = format!("disk={} log={} quota_mib=512 pair={PAIRING_SECRET}", disk.display(), log.display());
         let child = Command::new(qemu)
             .args(["-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"])
             .args(["-semihosting-config", "enable=on,target=native"])

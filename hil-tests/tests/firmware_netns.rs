@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hil_tests::{assert_same_tree, build_pastiche, decode_log, make_tree, require_qemu, Firmware};
+use hil_tests::{assert_same_tree, build_pastiche, decode_log, make_tree, require_qemu, Firmware, PAIRING_SECRET};
 
 const TAP: &str = "ptap0";
 const BUDDY: &str = "10.0.2.15:7467";
@@ -166,8 +166,11 @@ fn backup_and_exact_restore_over_a_tap_link_with_5_percent_loss() {
             .arg(&stats)
             .stdin(Stdio::null()),
     );
-    let append =
-        format!("disk={} log={} quota_mib=512 dhcp=off ip=10.0.2.15/24 gw=10.0.2.2", disk.display(), log.display());
+    let append = format!(
+        "disk={} log={} quota_mib=512 dhcp=off ip=10.0.2.15/24 gw=10.0.2.2 pair={PAIRING_SECRET}",
+        disk.display(),
+        log.display()
+    );
     let qemu = ns.spawn(
         ns.exec(hil_tests::qemu().unwrap())
             .args(["-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"])
@@ -192,7 +195,7 @@ fn backup_and_exact_restore_over_a_tap_link_with_5_percent_loss() {
     assert!(lines.iter().any(|l| l.contains("net: static address 10.0.2.15/24")), "{}", lines.join("\n"));
 
     run_ok(pastiche(&ns, &bin, &data).args(["init", "--name", "hil-netns.example"]), fw_log);
-    run_ok(pastiche(&ns, &bin, &data).args(["buddy", "add", BUDDY]), fw_log);
+    run_ok(pastiche(&ns, &bin, &data).args(["buddy", "add", BUDDY, "--code", PAIRING_SECRET]), fw_log);
     let t = Instant::now();
     run_ok(pastiche(&ns, &bin, &data).arg("backup").arg(&tree), fw_log);
     eprintln!("backup + ship of 3 MiB over the lossy TAP link: {:?}", t.elapsed());

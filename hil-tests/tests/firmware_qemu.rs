@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hil_tests::{assert_same_tree, build_pastiche, free_port, make_tree, require_qemu, Firmware, Qemu};
+use hil_tests::{assert_same_tree, build_pastiche, free_port, make_tree, require_qemu, Firmware, Qemu, PAIRING_SECRET};
 
 /// `pastiche` with a data directory and test settings. `--threads 2`: the
 /// firmware serves three sessions at once and a restore opens one per thread.
@@ -64,7 +64,7 @@ fn a_tree_backs_up_to_the_firmware_buddy_and_restores_from_it_alone() {
     let port = free_port();
     let qemu = Qemu::boot(&fw, &tmp.path().join("disk.img"), &tmp.path().join("fw.defmt"), port).expect("boots");
     run_ok(pastiche(&bin, &data).args(["init", "--name", "hil-a.example"]));
-    run_ok(pastiche(&bin, &data).args(["buddy", "add", &format!("127.0.0.1:{port}")]));
+    run_ok(pastiche(&bin, &data).args(["buddy", "add", &format!("127.0.0.1:{port}"), "--code", PAIRING_SECRET]));
     let t = Instant::now();
     let out = run_ok_logged(pastiche(&bin, &data).arg("backup").arg(&tree), Some(&qemu));
     eprintln!("backup + sync of 4 MiB to the firmware buddy: {:?}", t.elapsed());
@@ -101,7 +101,7 @@ fn power_cut_mid_transfer_then_sync_completes_and_restore_is_exact() {
     let port = free_port();
     let mut qemu = Qemu::boot(&fw, &disk, &tmp.path().join("boot1.defmt"), port).expect("boots");
     run_ok(pastiche(&bin, &data).args(["init", "--name", "hil-b.example"]));
-    run_ok(pastiche(&bin, &data).args(["buddy", "add", &format!("127.0.0.1:{port}")]));
+    run_ok(pastiche(&bin, &data).args(["buddy", "add", &format!("127.0.0.1:{port}"), "--code", PAIRING_SECRET]));
 
     // Back up, and pull the plug once a couple of MiB have reached the disk.
     let mut backup =

@@ -1,22 +1,35 @@
 //! The buddy side of a box: storing other boxes' backups and serving them
 //! over the peer protocol (`docs/PROTOCOL.md`).
 //!
-//! - [`store`]: [`BuddyStorage`], the appliance's
+//! - [`admission`]: one-time pairing codes (`pastiche buddy invite`).
+//! - [`names`]: where a client's chunk is kept, so that forged uploads
+//!   never stand in for honest bytes.
+//! - [`store`]: [`BuddyStorage`] (per-client state, admission, the ledger's
+//!   decisions persisted) and [`BuddyHandle`], the appliance's
 //!   [`BuddyStore`](pastiche_core::session::BuddyStore): sealed chunks in the
 //!   box's own chunk store (deduplicated with everything else), per-client
 //!   state and metadata objects in `DATA/buddy.redb`.
 //! - [`serve`](mod@serve): `pastiche serve`, the TCP daemon driving one
 //!   [`BuddySession`](pastiche_core::session::BuddySession) per connection.
 
+pub mod admission;
+mod error;
+mod handle;
+pub mod names;
 // Its `libc::signal` handler predates the daemon (which uses signal-hook).
 #[allow(unsafe_code)]
 pub mod serve;
 pub mod store;
+mod tables;
 
 #[cfg(test)]
 mod tests;
 
+pub use error::BuddyError;
+pub use handle::BuddyHandle;
 pub use serve::{
-    serve, stderr_log, LogSink, ServeOptions, Server, Stopper, DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_QUOTA,
+    serve, stderr_log, LogSink, ServeOptions, Server, Stopper, DEFAULT_MAX_SESSIONS, DEFAULT_MIN_FREE, DEFAULT_PORT,
+    DEFAULT_QUOTA,
 };
-pub use store::{BuddyError, BuddyHandle, BuddyRecovery, BuddyStorage, BUDDY_DB_FILE};
+pub use store::{BuddyRecovery, BuddyStorage, ClientInfo};
+pub use tables::BUDDY_DB_FILE;

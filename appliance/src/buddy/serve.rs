@@ -31,6 +31,8 @@ pub const DEFAULT_PORT: u16 = 7467;
 pub const DEFAULT_QUOTA: u64 = 64 << 30;
 /// Sessions served at once by default.
 pub const DEFAULT_MAX_SESSIONS: usize = 32;
+/// Free disk kept for the box's own backups by default: 1 GiB.
+pub const DEFAULT_MIN_FREE: u64 = 1 << 30;
 
 /// Socket reads per call.
 const READ_BUF_LEN: usize = 64 * 1024;
@@ -56,6 +58,9 @@ pub struct ServeOptions {
     /// Sessions served at once; more connections get `Error Internal
     /// "busy"` and are closed.
     pub max_sessions: usize,
+    /// Free bytes kept on the box's disk for its own backups: clients'
+    /// uploads that would go below are refused (0: no floor).
+    pub min_free: u64,
 }
 
 impl Default for ServeOptions {
@@ -64,6 +69,7 @@ impl Default for ServeOptions {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
             default_quota: DEFAULT_QUOTA,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            min_free: DEFAULT_MIN_FREE,
         }
     }
 }
@@ -244,6 +250,7 @@ impl Server {
 /// SIGINT: recovers `DATA/buddy.redb`, then accepts on `opts.listen`.
 pub fn serve(repo: Repo, opts: ServeOptions) -> anyhow::Result<()> {
     let storage = BuddyStorage::for_repo(Arc::new(repo), opts.default_quota)?;
+    storage.set_min_free(opts.min_free);
     let mut server = Server::bind(storage, opts)?;
     server.watch_signals = true;
     install_signal_handlers();

@@ -1,6 +1,6 @@
 //! `pastiche buddy add|list|remove` and `pastiche sync`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::common::Global;
@@ -9,27 +9,27 @@ use crate::progress::human_bytes;
 use crate::repo::{LockMode, Repo};
 use crate::sync::{self, load_buddies, save_buddies, BuddyEntry};
 
-/// `pastiche buddy add HOST:PORT`: records the buddy and pins its key if it
-/// answers now (else at the first sync).
-pub fn add(g: &Global, addr: String) -> Result<u8> {
+/// `pastiche buddy add HOST:PORT [--code CODE]`: pairs with the buddy (it
+/// must answer now, and admit this box: with the code its owner printed by
+/// `pastiche buddy invite`, or because it admitted this box before), pins
+/// its key and records it.
+pub fn add(g: &Global, addr: String, code: Option<String>) -> Result<u8> {
     let repo = g.open(LockMode::Exclusive)?;
     let mut buddies = load_buddies(&repo.dir)?;
     if buddies.iter().any(|b| b.addr == addr) {
         bail!("{addr} is already a buddy");
     }
     let mut entry = BuddyEntry { addr: addr.clone(), key: None, epoch: 0, snapshot: None };
-    let reached = sync::connect(&repo, &mut entry);
+    let c = sync::connect_pairing(&repo, &mut entry, code.as_deref())
+        .with_context(|| format!("cannot pair with {addr}: nothing was added"))?;
     buddies.push(entry.clone());
     save_buddies(&repo.dir, &buddies)?;
-    match reached {
-        Ok(c) => println!(
-            "added buddy {addr}: key {}, quota {}, {} used",
-            c.buddy_key,
-            human_bytes(c.welcome.quota_bytes),
-            human_bytes(c.welcome.used_bytes)
-        ),
-        Err(e) => println!("added buddy {addr} (not reachable now: {e:#}; its key is pinned at the first sync)"),
-    }
+    println!(
+        "paired with buddy {addr}: key {}, quota {}, {} used",
+        c.buddy_key,
+        human_bytes(c.welcome.quota_bytes),
+        human_bytes(c.welcome.used_bytes)
+    );
     Ok(exit::OK)
 }
 
@@ -120,9 +120,9 @@ pub fn sync(g: &Global) -> Result<u8> {
 
 /// `pastiche serve`: the box becomes a buddy for others until stopped. It
 /// holds the box exclusively (other commands on this box wait until it stops).
-pub fn serve(g: &Global, listen: std::net::SocketAddr, quota: u64, max_sessions: usize) -> Result<u8> {
+pub fn serve(g: &Global, listen: std::net::SocketAddr, quota: u64, max_sessions: usize, min_free: u64) -> Result<u8> {
     let repo = g.open(LockMode::Exclusive)?;
     eprintln!("pastiche serve: box {} ({}) listening on {listen}", repo.config.name, repo.config.public_key);
-    crate::buddy::serve(repo, crate::buddy::ServeOptions { listen, default_quota: quota, max_sessions })?;
+    crate::buddy::serve(repo, crate::buddy::ServeOptions { listen, default_quota: quota, max_sessions, min_free })?;
     Ok(exit::OK)
 }

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 
 use crate::backup::{self, BackupOptions};
+use crate::buddy::admission::{self, Invite};
 use crate::buddy::{BuddyStorage, ServeOptions, Server, DEFAULT_QUOTA};
 use crate::check::{self, ReadData};
 use crate::meta::model::SnapshotInfo;
@@ -93,7 +94,7 @@ fn buddies(dir: &Path, repo: &Repo, snap: &SnapshotInfo, source: &Path, threads:
     backup::run(&buddy, &photos, &Progress::start(Mode::Quiet, "backup"))?;
     let held = buddy.store.stats()?.stored_bytes;
     let storage = BuddyStorage::for_repo(Arc::new(buddy), DEFAULT_QUOTA)?;
-    let opts = ServeOptions { listen: "127.0.0.1:0".parse()?, default_quota: DEFAULT_QUOTA, max_sessions: 4 };
+    let opts = ServeOptions { listen: "127.0.0.1:0".parse()?, max_sessions: 4, ..ServeOptions::default() };
     let server = Server::bind(storage, opts)?.with_log(Arc::new(|_: &str| {}));
     let addr = server.local_addr()?;
     let stopper = server.stopper();
@@ -101,7 +102,12 @@ fn buddies(dir: &Path, repo: &Repo, snap: &SnapshotInfo, source: &Path, threads:
     let thread = std::thread::spawn(move || server.run());
     println!("7. buddy box on {addr} already holds its own photos ({} stored)", human_bytes(held));
 
+    // Pairing: the buddy's owner hands out a one-time code.
+    let invite = Invite { quota: None, expires: admission::unix_now() + 600, name: "demo".into() };
+    let code = admission::create(&buddy_dir, &invite)?;
     let mut entry = BuddyEntry { addr: addr.to_string(), key: None, epoch: 0, snapshot: None };
+    drop(sync::connect_pairing(repo, &mut entry, Some(&code))?);
+    println!("   paired with code {code}: the buddy admits this box, this box pins the buddy's key");
     let report = sync::sync_one(repo, &mut entry, &Progress::start(Mode::Quiet, "sync"))?;
     let grown = storage.chunks().stats()?.stored_bytes - held;
     println!(

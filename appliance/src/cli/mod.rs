@@ -3,6 +3,7 @@
 pub mod boxcmd;
 pub mod buddycmd;
 pub mod chunk;
+pub mod clientscmd;
 pub mod common;
 pub mod config;
 pub mod debug;

@@ -21,6 +21,7 @@
 //! listen = ["0.0.0.0:7467"]
 //! quota = "64 GiB"                  # each client's, unless listed below
 //! max_sessions = 32
+//! min_free = "1 GiB"                # free disk kept for this box's own backups
 //! [serve.client_quotas]
 //! "<client public key, 64 hex digits>" = "200 GiB"
 //!
@@ -172,6 +173,9 @@ pub struct ServeConfig {
     pub quota: u64,
     /// Clients served at once (per address).
     pub max_sessions: usize,
+    /// Free disk bytes kept for the box's own backups: clients' uploads
+    /// cannot take the disk below it.
+    pub min_free: u64,
     /// Quotas of particular clients, by public key (hex).
     pub client_quotas: BTreeMap<String, u64>,
 }
@@ -193,6 +197,7 @@ impl Default for Config {
                 listen: vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))],
                 quota: DEFAULT_QUOTA,
                 max_sessions: DEFAULT_MAX_SESSIONS,
+                min_free: crate::buddy::DEFAULT_MIN_FREE,
                 client_quotas: BTreeMap::new(),
             },
             http: HttpConfig { listen: DEFAULT_HTTP_LISTEN.parse().ok(), session_minutes: 60 },
@@ -282,6 +287,7 @@ struct RawServe {
     listen: Vec<Spanned<String>>,
     quota: Option<Spanned<Size>>,
     max_sessions: Option<Spanned<usize>>,
+    min_free: Option<Spanned<Size>>,
     #[serde(default)]
     client_quotas: BTreeMap<Spanned<String>, Spanned<Size>>,
 }
@@ -402,6 +408,9 @@ impl Config {
         };
         if let Some(q) = raw.serve.quota {
             c.serve.quota = size(q)?;
+        }
+        if let Some(f) = raw.serve.min_free {
+            c.serve.min_free = size(f)?;
         }
         if let Some(m) = raw.serve.max_sessions {
             if *m.get_ref() == 0 {

@@ -59,6 +59,8 @@ pub struct DaemonOptions {
     pub quota: Option<u64>,
     /// `--max-sessions N`: replaces `[serve] max_sessions`.
     pub max_sessions: Option<usize>,
+    /// `--min-free BYTES`: replaces `[serve] min_free`.
+    pub min_free: Option<u64>,
     /// Worker threads of backups and commands.
     pub threads: usize,
     /// `--http ADDR|off`: replaces `[http] listen`.
@@ -77,6 +79,9 @@ pub fn load_config(opts: &DaemonOptions) -> Result<Config> {
     }
     if let Some(q) = opts.quota {
         config.serve.quota = q;
+    }
+    if let Some(f) = opts.min_free {
+        config.serve.min_free = f;
     }
     if let Some(m) = opts.max_sessions {
         config.serve.max_sessions = m.max(1);
@@ -142,12 +147,18 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         let key = key.parse().map_err(|_| anyhow::anyhow!("bad client key {key}"))?;
         storage.set_quota(&key, Some(*quota))?;
     }
-    let log: LogSink = crate::http::peers::observe_log(&repo.dir, Arc::new(|line: &str| tracing::info!("{line}")));
+    storage.set_min_free(config.serve.min_free);
+    let log: LogSink = Arc::new(|line: &str| tracing::info!("{line}"));
     let mut servers: Vec<(crate::buddy::Stopper, JoinHandle<Result<()>>)> = Vec::new();
     let mut listening = Vec::new();
     for addr in &config.serve.listen {
         let serve_opts =
-            ServeOptions { listen: *addr, default_quota: config.serve.quota, max_sessions: config.serve.max_sessions };
+            ServeOptions {
+                listen: *addr,
+                default_quota: config.serve.quota,
+                max_sessions: config.serve.max_sessions,
+                min_free: config.serve.min_free,
+            };
         let server = Server::bind(storage.clone(), serve_opts)?.with_log(log.clone());
         listening.push(server.local_addr()?.to_string());
         let stopper = server.stopper();

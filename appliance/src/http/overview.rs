@@ -186,7 +186,7 @@ impl Sources {
             })
             .collect();
         let clients = match &self.storage {
-            Some(s) => peers::clients(s, &ledger)?,
+            Some(s) => peers::clients(s)?,
             None => Vec::new(),
         };
         let status = self.board.report();

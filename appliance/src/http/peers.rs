@@ -2,20 +2,20 @@
 //! buddy and sync modules (so that it is easy to re-point when pairing and
 //! admission change them), and the contact ledger they do not keep
 //! themselves: when each buddy last answered and was last synced, its sync
-//! failures, what it holds for us, and when each client was last seen.
+//! failures and what it holds for us. Clients stored here, with their names
+//! and when they were last seen, come from the buddy store's admissions.
 //!
 //! The ledger is `DATA/contacts.json`, written atomically; the daemon's
-//! shipping ([`record_sync`]), its buddy probes ([`probe`]) and its buddy
-//! server's log ([`observe_log`]) update it.
+//! shipping ([`record_sync`]) and its buddy probes ([`probe`]) update it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::buddy::{BuddyStorage, LogSink};
+use crate::buddy::BuddyStorage;
 use crate::repo::{write_atomically, Repo};
 use crate::sync::{self, BuddyEntry};
 
@@ -49,10 +49,6 @@ pub struct Ledger {
     /// By buddy address.
     #[serde(default)]
     pub buddies: BTreeMap<String, BuddyContact>,
-    /// Unix seconds each client (by key prefix as the server logs it) was
-    /// last seen.
-    #[serde(default)]
-    pub clients_seen: BTreeMap<String, i64>,
 }
 
 /// One read-modify-write of a ledger at a time in this process.
@@ -151,62 +147,32 @@ pub fn buddy_list(dir: &Path) -> Result<Vec<BuddyEntry>> {
 pub struct ClientUsage {
     /// Its public key (hex).
     pub key: String,
+    /// The name it was invited under.
+    pub name: String,
     /// Bytes it stores here.
     pub used_bytes: u64,
     /// Bytes it may store here.
     pub quota_bytes: u64,
     /// The last epoch committed for it.
     pub committed_epoch: u64,
-    /// Unix seconds it was last seen (since the ledger exists).
+    /// Unix seconds it last started a session (`None`: never since pairing).
     pub last_seen: Option<i64>,
 }
 
 /// Every client stored here, in key order.
-pub fn clients(storage: &BuddyStorage, ledger: &Ledger) -> Result<Vec<ClientUsage>> {
+pub fn clients(storage: &BuddyStorage) -> Result<Vec<ClientUsage>> {
     Ok(storage
         .clients()?
         .into_iter()
-        .map(|(key, rec)| {
-            let key = key.to_string();
-            let last_seen = ledger
-                .clients_seen
-                .iter()
-                .filter(|(prefix, _)| key.starts_with(prefix.as_str()))
-                .map(|(_, t)| *t)
-                .max();
-            ClientUsage {
-                key,
-                used_bytes: rec.used_bytes,
-                quota_bytes: rec.quota_bytes,
-                committed_epoch: rec.committed_epoch,
-                last_seen,
-            }
+        .map(|c| ClientUsage {
+            key: c.key.to_string(),
+            name: c.name,
+            used_bytes: c.record.used_bytes,
+            quota_bytes: c.record.quota_bytes,
+            committed_epoch: c.record.committed_epoch,
+            last_seen: (c.last_seen > 0).then_some(c.last_seen as i64),
         })
         .collect())
-}
-
-/// Wraps the buddy server's log: every session line that names its client
-/// (`pastiche serve: PEER KEYPREFIX what`) marks that client as seen now.
-pub fn observe_log(dir: &Path, inner: LogSink) -> LogSink {
-    let dir = dir.to_path_buf();
-    Arc::new(move |line: &str| {
-        inner(line);
-        if let Some(prefix) = client_of(line) {
-            let now = unix_now();
-            let _ = update(&dir, |l| {
-                l.clients_seen.insert(prefix.to_string(), now);
-            });
-        }
-    })
-}
-
-/// The client key prefix a session's closing log line names.
-fn client_of(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix("pastiche serve: ")?;
-    let mut words = rest.split(' ');
-    let (_peer, who, what) = (words.next()?, words.next()?, words.next()?);
-    let is_key = who.len() >= 8 && who.bytes().all(|b| b.is_ascii_hexdigit());
-    (is_key && what == "closed:").then_some(who)
 }
 
 #[cfg(test)]
@@ -224,16 +190,5 @@ mod tests {
         let c = &load_ledger(tmp.path()).unwrap().buddies["b:1"];
         assert_eq!((c.consecutive_failures, c.total_failures), (0, 2));
         assert!(c.last_sync.is_some() && c.last_error.is_none());
-    }
-
-    #[test]
-    fn clients_are_seen_from_the_server_log() {
-        assert_eq!(client_of("pastiche serve: 127.0.0.1:5 0123abcd4567ef89 closed: goodbye"), Some("0123abcd4567ef89"));
-        assert_eq!(client_of("pastiche serve: 127.0.0.1:5 - closed: bad hello"), None);
-        assert_eq!(client_of("pastiche serve: 127.0.0.1:5 0123abcd4567ef89 staged epoch 3"), None);
-        let tmp = tempfile::tempdir().unwrap();
-        let sink = observe_log(tmp.path(), Arc::new(|_: &str| {}));
-        sink("pastiche serve: 127.0.0.1:5 0123abcd4567ef89 closed: goodbye");
-        assert!(load_ledger(tmp.path()).unwrap().clients_seen.contains_key("0123abcd4567ef89"));
     }
 }

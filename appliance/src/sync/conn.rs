@@ -48,6 +48,12 @@ enum Answer {
 impl BuddyConn {
     /// Connects to `addr` and completes the hello as `identity`.
     pub fn connect(addr: &str, identity: &Identity, node: NodeId) -> Result<BuddyConn> {
+        BuddyConn::connect_pairing(addr, identity, node, None)
+    }
+
+    /// [`BuddyConn::connect`], presenting a one-time pairing `code` so that a
+    /// buddy that has not admitted this box yet admits it.
+    pub fn connect_pairing(addr: &str, identity: &Identity, node: NodeId, code: Option<&str>) -> Result<BuddyConn> {
         let started = Instant::now();
         let sock = addr
             .to_socket_addrs()
@@ -68,7 +74,12 @@ impl BuddyConn {
             buddy_key: PublicKey([0; 32]),
             welcome: Welcome { quota_bytes: 0, used_bytes: 0, committed_epoch: 0, staged_epoch: 0 },
             rtt: Duration::ZERO,
-            session: ClientSession::new(identity.clone(), node, nonce, entropy),
+            session: match code {
+                Some(code) => ClientSession::new(identity.clone(), node, nonce, entropy)
+                    .with_pairing_code(code)
+                    .map_err(|e| anyhow!("pairing code: {e}"))?,
+                None => ClientSession::new(identity.clone(), node, nonce, entropy),
+            },
             // Large buffered reads: a pipelined restore receives many frames per syscall.
             reader: BufReader::with_capacity(1 << 18, stream.try_clone()?),
             writer: BufWriter::with_capacity(1 << 20, stream),
@@ -91,6 +102,9 @@ impl BuddyConn {
                     conn.buddy_key = conn.session.buddy_key().expect("authenticated");
                     conn.rtt = started.elapsed();
                     return Ok(conn);
+                }
+                ClientEvent::Refused { code: ErrorCode::NotAuthenticated, message } => {
+                    bail!("buddy {addr} refused this box: {message}")
                 }
                 ClientEvent::Refused { code, message } => bail!("buddy {addr} refused the hello: {code:?}: {message}"),
                 other => bail!("buddy {addr} answered the hello with {other:?}"),

@@ -100,11 +100,19 @@ pub struct SyncReport {
     pub deletes: u64,
     /// Wall-clock time.
     pub seconds: f64,
+    /// The buddy reported an epoch below the last one it committed for us
+    /// (it lost or rolled back our data; everything was offered again).
+    pub went_back: bool,
 }
 
 /// Connects to a buddy and checks its pinned key (pinning it at first contact).
 pub fn connect(repo: &Repo, entry: &mut BuddyEntry) -> Result<BuddyConn> {
-    let conn = BuddyConn::connect(&entry.addr, &repo.identity, repo.node)?;
+    connect_pairing(repo, entry, None)
+}
+
+/// [`connect`], presenting a one-time pairing code (`buddy add --code`).
+pub fn connect_pairing(repo: &Repo, entry: &mut BuddyEntry, code: Option<&str>) -> Result<BuddyConn> {
+    let conn = BuddyConn::connect_pairing(&entry.addr, &repo.identity, repo.node, code)?;
     let seen = conn.buddy_key.to_string();
     match &entry.key {
         Some(k) if *k != seen => bail!(
@@ -123,12 +131,21 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     let mut conn = connect(repo, entry)?;
     let buddy = conn.buddy_key;
     let db = repo.meta.database();
-    if conn.welcome.committed_epoch == 0 && entry.epoch > 0 {
-        // The buddy lost everything of ours: ship it all again.
+    // Our own floor: the last epoch this buddy committed for us. A buddy
+    // reporting less lost or rolled back our data: nothing it claims to
+    // hold is trusted (everything is offered again), and epochs go on from
+    // our floor, so no signature we made for an older epoch becomes valid
+    // there again.
+    let went_back = conn.welcome.committed_epoch < entry.epoch;
+    if went_back {
+        eprintln!(
+            "pastiche: buddy {} reports epoch {} but committed epoch {} for us: it lost or rolled back our data; shipping everything again",
+            entry.addr, conn.welcome.committed_epoch, entry.epoch
+        );
         state::forget_buddy(db, &buddy)?;
     }
-    let epoch = conn.welcome.committed_epoch + 1;
-    let mut report = SyncReport { addr: entry.addr.clone(), epoch, ..SyncReport::default() };
+    let epoch = conn.welcome.committed_epoch.max(entry.epoch) + 1;
+    let mut report = SyncReport { addr: entry.addr.clone(), epoch, went_back, ..SyncReport::default() };
 
     let marks = prune::mark(repo)?;
     // Metadata objects are staged on a second connection at the same time:

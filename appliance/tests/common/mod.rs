@@ -5,6 +5,8 @@
 //! Each test file uses only some of these helpers.
 #![allow(dead_code)]
 
+pub mod buddy;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File};
@@ -19,13 +21,19 @@ use serde_json::Value;
 use sha1::{Digest, Sha1};
 
 /// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_pastiche");
+pub const BUILT_BIN: &str = env!("CARGO_BIN_EXE_pastiche");
+
+/// The binary under test: `PASTICHE_BIN` when set (a private copy, for
+/// worktrees that share one cargo target directory), else the one cargo built.
+pub fn bin() -> String {
+    std::env::var("PASTICHE_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
+}
 /// The passphrase every test box is created with.
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A `pastiche` command line with a clean, cheap-KDF environment.
 pub fn command(data: &Path, password: &str) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     test_env(&mut c, data, password);
     c
 }
@@ -169,7 +177,7 @@ impl TestBox {
             command(&self.data, password)
         } else {
             let mut c = Command::new(&self.wrapper[0]);
-            c.args(&self.wrapper[1..]).arg(BIN);
+            c.args(&self.wrapper[1..]).arg(bin());
             test_env(&mut c, &self.data, password);
             c
         };

@@ -9,7 +9,13 @@ use crate::wire::{
     SignedMessage, Staged, Welcome, WireError, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, PROTOCOL_VERSION,
 };
 
-use super::store::{BuddyStore, PutOutcome, StagedCounts};
+use super::ledger::Reads;
+use super::store::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
+
+/// Why a key without a record is refused at the hello.
+const NOT_PAIRED: &str = "not paired with this buddy: pair with a code from its owner (pastiche buddy invite)";
+/// Why a pairing attempt is refused.
+const BAD_CODE: &str = "pairing code unknown, used or expired";
 
 /// A session with no traffic for this long (in the caller's time unit,
 /// milliseconds by convention) may be closed.
@@ -153,15 +159,31 @@ impl BuddySession {
                 if proof.verify(&hello, &challenge).is_err() {
                     return Ok(self.refuse(out, refusal(ErrorCode::BadSignature, "hello proof does not verify"), true));
                 }
-                let rec = store.client(&hello.client_key).map_err(|_| StoreFailed)?;
-                self.state = State::Ready { client: hello.client_key, committed: rec.committed_epoch };
-                let welcome = Welcome {
-                    quota_bytes: rec.quota_bytes,
-                    used_bytes: rec.used_bytes,
-                    committed_epoch: rec.committed_epoch,
-                    staged_epoch: rec.staged_epoch,
+                // Only admitted keys are served; a stranger leaves no record.
+                return Ok(match store.client(&hello.client_key).map_err(|_| StoreFailed)? {
+                    Some(rec) => self.welcome(out, hello.client_key, rec),
+                    None => self.refuse(out, refusal(ErrorCode::NotAuthenticated, NOT_PAIRED), true),
+                });
+            }
+            (State::AwaitProof { hello }, Message::Pair(pair)) => {
+                let challenge = Challenge { buddy_key: self.buddy_key, buddy_nonce: self.nonce };
+                if pair.verify(&hello, &challenge).is_err() {
+                    return Ok(self.refuse(
+                        out,
+                        refusal(ErrorCode::BadSignature, "pairing proof does not verify"),
+                        true,
+                    ));
+                }
+                // An admitted client pairing again keeps its record; the
+                // code is only spent on a new key.
+                let rec = match store.client(&hello.client_key).map_err(|_| StoreFailed)? {
+                    Some(rec) => Some(rec),
+                    None => store.admit(&hello.client_key, pair.code).map_err(|_| StoreFailed)?,
                 };
-                return Ok(self.reply(out, &Message::Welcome(welcome)));
+                return Ok(match rec {
+                    Some(rec) => self.welcome(out, hello.client_key, rec),
+                    None => self.refuse(out, refusal(ErrorCode::NotAuthenticated, BAD_CODE), true),
+                });
             }
             (State::AwaitHello | State::AwaitProof { .. }, _) => {
                 return Ok(self.refuse(out, refusal(ErrorCode::NotAuthenticated, "hello first"), true));
@@ -173,26 +195,23 @@ impl BuddySession {
         };
         let reply = match msg {
             Message::Offer(offer) => {
+                // Answered from the client's own references only: the buddy
+                // is no oracle for what other owners store.
                 let mut lacks = [false; MAX_IDS_PER_MESSAGE];
                 for (i, id) in offer.ids.iter().enumerate() {
                     let id = crate::seal::ChunkId(id);
-                    let has = store.has_chunk(&id).map_err(|_| StoreFailed)?;
-                    if has {
-                        store.add_owner(&client, &id).map_err(|_| StoreFailed)?;
-                    }
-                    lacks[i] = !has;
+                    let holds = store.holds_chunk(&client, &id).map_err(|_| StoreFailed)?;
+                    lacks[i] = Reads::offer_lacks(holds);
                 }
                 let n = offer.ids.len();
                 let mut bitmap = [0u8; MAX_IDS_PER_MESSAGE / 8];
                 let need = Need::build(lacks[..n].iter().copied(), &mut bitmap).expect("bounded by the offer");
                 self.reply(out, &Message::Need(need))
             }
-            Message::PutChunk(put) => match store.put_chunk(&client, &put.id, put.sealed).map_err(|_| StoreFailed)? {
-                PutOutcome::Stored => Reply::default(),
-                PutOutcome::QuotaExceeded => {
-                    self.refuse(out, refusal(ErrorCode::QuotaExceeded, "quota exceeded"), false)
-                }
-            },
+            Message::PutChunk(put) => {
+                let outcome = store.put_chunk(&client, &put.id, put.sealed).map_err(|_| StoreFailed)?;
+                self.outcome(out, outcome)
+            }
             Message::Flush => {
                 let stored = store.flush().map_err(|_| StoreFailed)?;
                 self.reply(out, &Message::Flushed(Flushed { stored }))
@@ -200,7 +219,7 @@ impl BuddySession {
             Message::GetChunk(get) => {
                 let limit = MAX_SEALED.min(scratch.len());
                 let scratch = &mut scratch[..limit];
-                match store.get_chunk(&get.id, scratch).map_err(|_| StoreFailed)? {
+                match store.get_chunk(&client, &get.id, scratch).map_err(|_| StoreFailed)? {
                     Some(n) => self.reply(out, &Message::Chunk(Chunk { id: get.id, sealed: &scratch[..n] })),
                     None => self.refuse(out, refusal(ErrorCode::NotFound, "no such chunk"), false),
                 }
@@ -208,8 +227,8 @@ impl BuddySession {
             Message::PutObject(m) => match self.check_signed(&m, client, committed, m.epoch) {
                 Some(r) => self.refuse(out, r, true),
                 None => {
-                    store.stage_object(&client, m.epoch, &m.name, m.data).map_err(|_| StoreFailed)?;
-                    Reply::default()
+                    let outcome = store.stage_object(&client, m.epoch, &m.name, m.data).map_err(|_| StoreFailed)?;
+                    self.outcome(out, outcome)
                 }
             },
             Message::DeleteList(m) => match self.check_signed(&m, client, committed, m.epoch) {
@@ -222,8 +241,8 @@ impl BuddySession {
             Message::PutRoot(m) => match self.check_signed(&m, client, committed, m.epoch) {
                 Some(r) => self.refuse(out, r, true),
                 None => {
-                    store.stage_root(&client, m.epoch, m.data).map_err(|_| StoreFailed)?;
-                    Reply::default()
+                    let outcome = store.stage_root(&client, m.epoch, m.data).map_err(|_| StoreFailed)?;
+                    self.outcome(out, outcome)
                 }
             },
             Message::Commit(m) => match self.check_signed(&m, client, committed, m.epoch) {
@@ -279,6 +298,26 @@ impl BuddySession {
             _ => self.refuse(out, refusal(ErrorCode::UnexpectedMessage, "not a request a buddy serves"), true),
         };
         Ok(reply)
+    }
+
+    /// The answer to an upload or a staging message: none, or a
+    /// `QuotaExceeded` refusal that leaves the session open.
+    fn outcome(&mut self, out: &mut [u8], outcome: PutOutcome) -> Reply {
+        match outcome {
+            PutOutcome::Stored => Reply::default(),
+            PutOutcome::QuotaExceeded => self.refuse(out, refusal(ErrorCode::QuotaExceeded, "quota exceeded"), false),
+        }
+    }
+
+    fn welcome(&mut self, out: &mut [u8], client: PublicKey, rec: ClientRecord) -> Reply {
+        self.state = State::Ready { client, committed: rec.committed_epoch };
+        let welcome = Welcome {
+            quota_bytes: rec.quota_bytes,
+            used_bytes: rec.used_bytes,
+            committed_epoch: rec.committed_epoch,
+            staged_epoch: rec.staged_epoch,
+        };
+        self.reply(out, &Message::Welcome(welcome))
     }
 
     /// Refuses a state-changing request unless the client signed it, for

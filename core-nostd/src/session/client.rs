@@ -7,8 +7,8 @@ use crate::identity::{Identity, NodeId, PublicKey};
 use crate::seal::ChunkId;
 use crate::wire::{
     encode_frame, Abort, Challenge, Commit, DeleteList, DropAll, ErrorCode, GetChunk, GetObject, Hello, IdList,
-    Message, Need, Offer, Proof, PutChunk, PutObject, PutRoot, SignedMessage, Welcome, WireError, ID_LEN,
-    PROTOCOL_VERSION,
+    Message, Need, Offer, Pair, Proof, PutChunk, PutObject, PutRoot, SignedMessage, Welcome, WireError, ID_LEN,
+    MAX_PAIRING_CODE, PROTOCOL_VERSION,
 };
 
 /// What a received frame meant.
@@ -129,6 +129,8 @@ pub struct ClientSession {
     expect: Expect,
     /// Ids of outstanding `GetChunk` requests, oldest first.
     gets: heapless::Deque<ChunkId, MAX_PIPELINED_GETS>,
+    /// A pairing code to present instead of a plain proof.
+    pairing_code: Option<heapless::String<MAX_PAIRING_CODE>>,
 }
 
 impl ClientSession {
@@ -143,7 +145,20 @@ impl ClientSession {
             state: State::Start,
             expect: Expect::Nothing,
             gets: heapless::Deque::new(),
+            pairing_code: None,
         }
+    }
+
+    /// Presents `code` (from the buddy's owner) at the hello, so a buddy
+    /// that has not admitted this key yet admits it. `SessionError::Protocol`
+    /// if the code is empty or longer than [`MAX_PAIRING_CODE`] bytes.
+    pub fn with_pairing_code(mut self, code: &str) -> Result<ClientSession, SessionError> {
+        let mut s = heapless::String::new();
+        if code.is_empty() || s.push_str(code).is_err() {
+            return Err(SessionError::Protocol("a pairing code has 1 to 32 bytes"));
+        }
+        self.pairing_code = Some(s);
+        Ok(self)
     }
 
     /// The buddy's key, once authenticated.
@@ -188,9 +203,12 @@ impl ClientSession {
         }
         match (self.state, msg) {
             (State::AwaitChallenge { hello }, Message::Challenge(challenge)) => {
-                let proof = Proof::sign(&self.identity, &hello, &challenge, self.entropy);
+                let msg = match &self.pairing_code {
+                    Some(code) => Message::Pair(Pair::sign(&self.identity, &hello, &challenge, code, self.entropy)),
+                    None => Message::Proof(Proof::sign(&self.identity, &hello, &challenge, self.entropy)),
+                };
                 self.state = State::AwaitWelcome { challenge };
-                let n = encode_frame(&Message::Proof(proof), out)?;
+                let n = encode_frame(&msg, out)?;
                 Ok(ClientEvent::SendProof(n))
             }
             (State::AwaitWelcome { challenge }, Message::Welcome(w)) => {

@@ -8,12 +8,13 @@ use crate::identity::PublicKey;
 use crate::seal::ChunkId;
 use crate::wire::IdList;
 
-/// A client's standing on this buddy.
+/// A client's standing on this buddy (only admitted clients have one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientRecord {
     /// Bytes the client may store.
     pub quota_bytes: u64,
-    /// Bytes charged to the client.
+    /// Bytes charged to the client: its chunks, its committed objects and
+    /// root, and what it has staged.
     pub used_bytes: u64,
     /// The last epoch applied for the client (0: none).
     pub committed_epoch: u64,
@@ -53,25 +54,42 @@ pub trait BuddyStore {
     /// The store's failure type.
     type Error: core::fmt::Debug;
 
-    /// The client's standing (a fresh record for a new client).
-    fn client(&mut self, client: &PublicKey) -> Result<ClientRecord, Self::Error>;
-    /// Whether the chunk is stored, for anyone.
-    fn has_chunk(&mut self, id: &ChunkId) -> Result<bool, Self::Error>;
-    /// Adds `client` to the owners of a stored chunk.
-    fn add_owner(&mut self, client: &PublicKey, id: &ChunkId) -> Result<(), Self::Error>;
-    /// Stores a chunk owned by `client`; it may stay buffered until [`flush`](BuddyStore::flush).
+    /// The standing of an admitted client; `None` for a key this buddy
+    /// never admitted (or revoked). Must not create any record.
+    fn client(&mut self, client: &PublicKey) -> Result<Option<ClientRecord>, Self::Error>;
+    /// Admits `client` with a one-time pairing `code` its owner handed out:
+    /// when the code is valid (known, unused, not expired) it is consumed and
+    /// the client gets a record (with the code's quota), returned. `None`:
+    /// refused, and nothing is recorded.
+    fn admit(&mut self, client: &PublicKey, code: &str) -> Result<Option<ClientRecord>, Self::Error>;
+    /// Whether `client` holds a reference to a chunk with this id (other
+    /// owners' chunks do not count: see [`Reads`](super::Reads)).
+    fn holds_chunk(&mut self, client: &PublicKey, id: &ChunkId) -> Result<bool, Self::Error>;
+    /// Stores a chunk owned by `client`; it may stay buffered until
+    /// [`flush`](BuddyStore::flush). The reference is to these very bytes:
+    /// bytes stored for other owners under the same id are shared only when
+    /// identical ([`ChunkMatch`](super::ChunkMatch)).
     fn put_chunk(&mut self, client: &PublicKey, id: &ChunkId, sealed: &[u8]) -> Result<PutOutcome, Self::Error>;
     /// Makes every chunk put so far durable; returns how many were new since the last flush.
     fn flush(&mut self) -> Result<u32, Self::Error>;
-    /// Copies a stored chunk into `out`; `None` when absent.
-    fn get_chunk(&mut self, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, Self::Error>;
-    /// Stages a metadata object (create or overwrite) for `epoch`.
-    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8])
-        -> Result<(), Self::Error>;
+    /// Copies the bytes `client` references under `id` into `out`; `None`
+    /// when it holds no such reference.
+    fn get_chunk(&mut self, client: &PublicKey, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, Self::Error>;
+    /// Stages a metadata object (create or overwrite) for `epoch`. Staged
+    /// bytes count against the client's quota like its chunks do:
+    /// `QuotaExceeded` refuses the object (and the epoch cannot commit).
+    fn stage_object(
+        &mut self,
+        client: &PublicKey,
+        epoch: u64,
+        name: &[u8; 20],
+        data: &[u8],
+    ) -> Result<PutOutcome, Self::Error>;
     /// Stages the removal of the client's references to `ids` at `epoch`.
     fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), Self::Error>;
-    /// Stages the client's new root object for `epoch`.
-    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), Self::Error>;
+    /// Stages the client's new root object for `epoch` (charged to its
+    /// quota like an object).
+    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<PutOutcome, Self::Error>;
     /// Phase one of a commit: makes the staged epoch durable and returns
     /// what is staged. Only when that equals `expected` (what the client's
     /// signed commit announces) does it also record, in the same durable

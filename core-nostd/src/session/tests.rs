@@ -2,184 +2,29 @@
 //! store that loses whatever was not made durable when the link is cut.
 
 extern crate std;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::vec;
 use std::vec::Vec;
 
 use super::*;
-use crate::identity::{Identity, NodeId, PublicKey};
+use crate::identity::{Identity, NodeId};
 use crate::seal::{ChunkId, MAX_SEALED};
-use crate::wire::{ErrorCode, Frame, IdList, Welcome, DECODER_BUFFER_LEN, MAX_IDS_PER_MESSAGE};
+use crate::testing::{Ev, Link, LinkCut as Cut, MemStore};
+use crate::wire::{ErrorCode, Frame, IdList, DECODER_BUFFER_LEN, MAX_IDS_PER_MESSAGE};
 
-#[derive(Default, Clone)]
-struct Staging {
-    epoch: u64,
-    objects: BTreeMap<[u8; 20], Vec<u8>>,
-    deletes: BTreeSet<[u8; 20]>,
-    root: Option<Vec<u8>>,
-    prepared: bool,
+fn buddy_identity() -> Identity {
+    crate::testing::conformance::key(42)
 }
 
-#[derive(Default, Clone)]
-struct Client {
-    committed: u64,
-    objects: BTreeMap<[u8; 20], Vec<u8>>,
-    root: Option<(u64, Vec<u8>)>,
-    staging: Option<Staging>,
+/// A store where `me()` and `other()` are admitted with `quota` bytes.
+fn store(quota: u64) -> MemStore {
+    let mut s = MemStore::new();
+    s.enroll(me().public_key(), quota);
+    s.enroll(other().public_key(), quota);
+    s
 }
 
-/// A store that separates durable state from buffered state.
-#[derive(Default, Clone)]
-struct MemStore {
-    chunks: HashMap<ChunkId, (Vec<u8>, BTreeSet<PublicKey>)>,
-    pending: Vec<(PublicKey, ChunkId, Vec<u8>)>,
-    clients: HashMap<PublicKey, Client>,
-    quota: u64,
-    chunks_written: usize,
-}
-
-impl MemStore {
-    fn new(quota: u64) -> MemStore {
-        MemStore { quota, ..MemStore::default() }
-    }
-
-    /// A power cut or restart: unflushed chunks and unprepared staging vanish,
-    /// a prepared epoch is applied by recovery.
-    fn crash(&mut self) {
-        self.pending.clear();
-        let keys: Vec<PublicKey> = self.clients.keys().copied().collect();
-        for k in keys {
-            let prepared = self.clients[&k].staging.as_ref().is_some_and(|s| s.prepared);
-            if prepared {
-                let epoch = self.clients[&k].staging.as_ref().unwrap().epoch;
-                self.apply(&k, epoch).unwrap();
-            } else {
-                self.clients.get_mut(&k).unwrap().staging = None;
-            }
-        }
-    }
-
-    fn used(&self, client: &PublicKey) -> u64 {
-        self.chunks.values().filter(|(_, o)| o.contains(client)).map(|(d, _)| d.len() as u64).sum::<u64>()
-            + self.pending.iter().filter(|(c, _, _)| c == client).map(|(_, _, d)| d.len() as u64).sum::<u64>()
-    }
-
-    fn staging(&mut self, client: &PublicKey, epoch: u64) -> &mut Staging {
-        let c = self.clients.entry(*client).or_default();
-        if c.staging.as_ref().is_none_or(|s| s.epoch != epoch) {
-            c.staging = Some(Staging { epoch, ..Staging::default() });
-        }
-        c.staging.as_mut().unwrap()
-    }
-}
-
-impl BuddyStore for MemStore {
-    type Error = ();
-
-    fn client(&mut self, client: &PublicKey) -> Result<ClientRecord, ()> {
-        let used = self.used(client);
-        let c = self.clients.entry(*client).or_default();
-        Ok(ClientRecord {
-            quota_bytes: self.quota,
-            used_bytes: used,
-            committed_epoch: c.committed,
-            staged_epoch: c.staging.as_ref().map_or(0, |s| s.epoch),
-        })
-    }
-    fn has_chunk(&mut self, id: &ChunkId) -> Result<bool, ()> {
-        Ok(self.chunks.contains_key(id))
-    }
-    fn add_owner(&mut self, client: &PublicKey, id: &ChunkId) -> Result<(), ()> {
-        self.chunks.get_mut(id).unwrap().1.insert(*client);
-        Ok(())
-    }
-    fn put_chunk(&mut self, client: &PublicKey, id: &ChunkId, sealed: &[u8]) -> Result<PutOutcome, ()> {
-        if self.used(client) + sealed.len() as u64 > self.quota {
-            return Ok(PutOutcome::QuotaExceeded);
-        }
-        self.pending.push((*client, *id, sealed.to_vec()));
-        Ok(PutOutcome::Stored)
-    }
-    fn flush(&mut self) -> Result<u32, ()> {
-        let mut n = 0;
-        for (c, id, d) in self.pending.drain(..) {
-            let e = self.chunks.entry(id).or_insert_with(|| {
-                n += 1;
-                (d, BTreeSet::new())
-            });
-            e.1.insert(c);
-        }
-        self.chunks_written += n as usize;
-        Ok(n)
-    }
-    fn get_chunk(&mut self, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, ()> {
-        Ok(self.chunks.get(id).map(|(d, _)| {
-            out[..d.len()].copy_from_slice(d);
-            d.len()
-        }))
-    }
-    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8]) -> Result<(), ()> {
-        self.staging(client, epoch).objects.insert(*name, data.to_vec());
-        Ok(())
-    }
-    fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), ()> {
-        self.staging(client, epoch).deletes.extend(ids.iter());
-        Ok(())
-    }
-    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), ()> {
-        self.staging(client, epoch).root = Some(data.to_vec());
-        Ok(())
-    }
-    fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, ()> {
-        let s = self.staging(client, epoch);
-        let counts =
-            StagedCounts { objects: s.objects.len() as u32, deletes: s.deletes.len() as u32, root: s.root.is_some() };
-        s.prepared = counts == expected;
-        Ok(counts)
-    }
-    fn apply(&mut self, client: &PublicKey, epoch: u64) -> Result<(), ()> {
-        let c = self.clients.get_mut(client).unwrap();
-        let s = c.staging.take().unwrap();
-        assert_eq!(s.epoch, epoch);
-        c.objects.extend(s.objects);
-        c.root = s.root.map(|r| (epoch, r));
-        c.committed = epoch;
-        for id in s.deletes {
-            if let Some(e) = self.chunks.get_mut(&ChunkId(id)) {
-                e.1.remove(client);
-            }
-        }
-        self.chunks.retain(|_, (_, owners)| !owners.is_empty());
-        Ok(())
-    }
-    fn abort(&mut self, client: &PublicKey, epoch: u64) -> Result<(), ()> {
-        let c = self.clients.entry(*client).or_default();
-        if c.staging.as_ref().is_some_and(|s| s.epoch == epoch) {
-            c.staging = None;
-        }
-        Ok(())
-    }
-    fn get_object(&mut self, client: &PublicKey, name: &[u8; 20], out: &mut [u8]) -> Result<Option<usize>, ()> {
-        Ok(self.clients.get(client).and_then(|c| c.objects.get(name)).map(|d| {
-            out[..d.len()].copy_from_slice(d);
-            d.len()
-        }))
-    }
-    fn get_root(&mut self, client: &PublicKey, out: &mut [u8]) -> Result<Option<(u64, usize)>, ()> {
-        Ok(self.clients.get(client).and_then(|c| c.root.as_ref()).map(|(e, d)| {
-            out[..d.len()].copy_from_slice(d);
-            (*e, d.len())
-        }))
-    }
-    fn drop_all(&mut self, client: &PublicKey, epoch: u64) -> Result<(), ()> {
-        let c = self.clients.entry(*client).or_default();
-        *c = Client { committed: epoch, ..Client::default() };
-        for (_, owners) in self.chunks.values_mut() {
-            owners.remove(client);
-        }
-        self.chunks.retain(|_, (_, owners)| !owners.is_empty());
-        Ok(())
-    }
+fn other() -> Identity {
+    Identity::from_seed([6; 32]).unwrap()
 }
 
 /// What a client wants the buddy to hold after a snapshot.
@@ -200,134 +45,6 @@ fn snap(seed: u8, n: usize) -> Snap {
         .collect();
     let objects = (0..5u8).map(|i| ([i + seed; 20], vec![i; 300])).collect();
     Snap { chunks, objects, deletes: Vec::new(), root: vec![seed; 64] }
-}
-
-/// The link was cut after this many client frames.
-#[derive(Debug)]
-struct Cut;
-
-/// A connection: a client and a buddy session joined by an in-memory pipe.
-struct Link<'s> {
-    store: &'s mut MemStore,
-    buddy: BuddySession,
-    client: ClientSession,
-    buddy_key: PublicKey,
-    now: u64,
-    /// Client frames left before the cut (None: never cut).
-    budget: Option<usize>,
-    /// When false, the buddy "dies" after sending `Staged`: phase two never runs.
-    apply_after_staged: bool,
-    puts_sent: usize,
-    out: Vec<u8>,
-    reply: Vec<u8>,
-    scratch: Vec<u8>,
-}
-
-fn buddy_identity() -> Identity {
-    Identity::from_seed([42; 32]).unwrap()
-}
-
-impl<'s> Link<'s> {
-    fn open(store: &'s mut MemStore, me: &Identity, budget: Option<usize>) -> Result<(Link<'s>, Welcome), Cut> {
-        let buddy_key = buddy_identity().public_key();
-        let mut link = Link {
-            store,
-            buddy: BuddySession::new(buddy_key, [7; 32], 0),
-            client: ClientSession::new(me.clone(), NodeId::from_name("client.example"), [9; 32], [1; 16]),
-            buddy_key,
-            now: 0,
-            budget,
-            apply_after_staged: true,
-            puts_sent: 0,
-            out: vec![0; DECODER_BUFFER_LEN],
-            reply: vec![0; 2 * DECODER_BUFFER_LEN],
-            scratch: vec![0; MAX_SEALED],
-        };
-        let n = link.client.start(&mut link.out).unwrap();
-        let replies = link.deliver(n)?;
-        let n = match link.client.handle(Frame::new_checked(&replies[0]).unwrap().payload(), &mut link.out).unwrap() {
-            ClientEvent::SendProof(n) => n,
-            e => panic!("expected a challenge, got {e:?}"),
-        };
-        let replies = link.deliver(n)?;
-        match link.client.handle(Frame::new_checked(&replies[0]).unwrap().payload(), &mut link.out).unwrap() {
-            ClientEvent::Welcome(w) => Ok((link, w)),
-            e => panic!("expected welcome, got {e:?}"),
-        }
-    }
-
-    /// Sends the client frame in `out[..n]`; returns the buddy's reply frames.
-    fn deliver(&mut self, n: usize) -> Result<Vec<Vec<u8>>, Cut> {
-        if let Some(b) = self.budget.as_mut() {
-            if *b == 0 {
-                return Err(Cut);
-            }
-            *b -= 1;
-        }
-        self.now += 1;
-        let payload = Frame::new_checked(&self.out[..n]).unwrap().payload().to_vec();
-        if payload[0] == 12 {
-            self.puts_sent += 1;
-        }
-        let bufs = Buffers { out: &mut self.reply, scratch: &mut self.scratch };
-        let mut r = self.buddy.handle(&payload, self.store, bufs, self.now);
-        let mut frames = split(&self.reply[..r.len]);
-        while r.resume && self.apply_after_staged {
-            let bufs = Buffers { out: &mut self.reply, scratch: &mut self.scratch };
-            r = self.buddy.resume(self.store, bufs);
-            frames.extend(split(&self.reply[..r.len]));
-        }
-        Ok(frames)
-    }
-
-    /// Sends a request and returns the events of the replies.
-    fn request(&mut self, n: usize) -> Result<Vec<Ev>, Cut> {
-        let frames = self.deliver(n)?;
-        Ok(frames
-            .iter()
-            .map(|f| Ev::from(self.client.handle(Frame::new_checked(f).unwrap().payload(), &mut self.out).unwrap()))
-            .collect())
-    }
-}
-
-/// Owned copy of a client event, for assertions.
-#[derive(Debug, PartialEq, Eq)]
-enum Ev {
-    Need(Vec<bool>),
-    Flushed(u32),
-    Chunk(Vec<u8>),
-    Staged(u64),
-    Committed(u64),
-    Object(Vec<u8>),
-    Root(u64, Vec<u8>),
-    Refused(ErrorCode),
-    Other,
-}
-
-impl From<ClientEvent<'_>> for Ev {
-    fn from(e: ClientEvent<'_>) -> Ev {
-        match e {
-            ClientEvent::Need(n) => Ev::Need((0..n.bitmap.len() * 8).map(|i| n.lacks(i)).collect()),
-            ClientEvent::Flushed(n) => Ev::Flushed(n),
-            ClientEvent::Chunk { sealed, .. } => Ev::Chunk(sealed.to_vec()),
-            ClientEvent::Staged(e) => Ev::Staged(e),
-            ClientEvent::Committed(e) => Ev::Committed(e),
-            ClientEvent::Object { data, .. } => Ev::Object(data.to_vec()),
-            ClientEvent::Root { epoch, data } => Ev::Root(epoch, data.to_vec()),
-            ClientEvent::Refused { code, .. } => Ev::Refused(code),
-            _ => Ev::Other,
-        }
-    }
-}
-
-fn split(mut bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let f = Frame::new_checked(bytes).unwrap();
-        out.push(bytes[..f.total_len()].to_vec());
-        bytes = &bytes[f.total_len()..];
-    }
-    out
 }
 
 /// Ships `s` as `epoch`, the way the appliance's sync does.
@@ -386,15 +103,13 @@ fn sync_with(
 
 fn assert_holds(store: &MemStore, me: &Identity, s: &Snap, epoch: u64) {
     let c = &store.clients[&me.public_key()];
-    assert_eq!(c.committed, epoch);
+    assert_eq!(c.epochs.committed, epoch);
     assert_eq!(c.root.as_ref().unwrap(), &(epoch, s.root.clone()));
     for (name, data) in &s.objects {
         assert_eq!(&c.objects[name], data);
     }
     for (id, data) in &s.chunks {
-        let (d, owners) = &store.chunks[id];
-        assert_eq!(d, data);
-        assert!(owners.contains(&me.public_key()));
+        assert_eq!(store.version_of(&me.public_key(), id), Some(data));
     }
 }
 
@@ -404,7 +119,7 @@ fn me() -> Identity {
 
 #[test]
 fn snapshot_transfer_and_restore() {
-    let mut store = MemStore::new(u64::MAX);
+    let mut store = store(u64::MAX);
     let s = snap(1, 1500);
     let puts = sync(&mut store, &me(), &s, 1, None).unwrap();
     assert_eq!(puts, 1500);
@@ -425,12 +140,15 @@ fn snapshot_transfer_and_restore() {
 
 #[test]
 fn second_client_deduplicates_against_the_first() {
-    let mut store = MemStore::new(u64::MAX);
+    let mut store = store(u64::MAX);
     sync(&mut store, &me(), &snap(1, 300), 1, None).unwrap();
-    let other = Identity::from_seed([6; 32]).unwrap();
-    let puts = sync(&mut store, &other, &snap(1, 300), 1, None).unwrap();
-    assert_eq!(puts, 0, "chunks the buddy holds are never sent again");
-    assert!(store.chunks.values().all(|(_, o)| o.len() == 2));
+    let written = store.chunks_written;
+    // The buddy answers offers from the asker's own chunks (no oracle), so
+    // the second client sends its chunks; identical bytes are stored once.
+    let puts = sync(&mut store, &other(), &snap(1, 300), 1, None).unwrap();
+    assert_eq!(puts, 300);
+    assert_eq!(store.chunks_written, written, "identical chunks were stored twice");
+    assert!(store.chunks.values().all(|v| v.len() == 1 && v[0].owners.len() == 2));
 }
 
 #[test]
@@ -440,7 +158,7 @@ fn cut_at_every_message_boundary_then_resume() {
     let total = 2 + 3 + 1500 + 3 + 5 + 1 + 1;
     let mut resent_max = 0;
     for cut in 0..total {
-        let mut store = MemStore::new(u64::MAX);
+        let mut store = store(u64::MAX);
         let first = sync(&mut store, &me(), &s, 1, Some(cut));
         assert!(first.is_err(), "cut at {cut} must interrupt");
         store.crash();
@@ -456,7 +174,7 @@ fn cut_at_every_message_boundary_then_resume() {
 
 #[test]
 fn restart_between_staged_and_applied_applies_the_new_snapshot_whole() {
-    let mut store = MemStore::new(u64::MAX);
+    let mut store = store(u64::MAX);
     let old = snap(4, 50);
     sync(&mut store, &me(), &old, 1, None).unwrap();
     let mut new = snap(5, 50);
@@ -465,11 +183,11 @@ fn restart_between_staged_and_applied_applies_the_new_snapshot_whole() {
     // before phase two, and its restart rolls the epoch forward whole.
     let mut staged_store = store.clone();
     assert!(sync_with(&mut staged_store, &me(), &new, 2, None, false).is_err());
-    assert_eq!(staged_store.clients[&me().public_key()].committed, 1, "not applied before the restart");
+    assert_eq!(staged_store.clients[&me().public_key()].epochs.committed, 1, "not applied before the restart");
     staged_store.crash();
     assert_holds(&staged_store, &me(), &new, 2);
     for id in &new.deletes {
-        assert!(!staged_store.chunks.contains_key(&ChunkId(*id)), "deletes applied with the rest");
+        assert!(staged_store.version_of(&me().public_key(), &ChunkId(*id)).is_none(), "deletes applied with the rest");
     }
     // The client's next session sees the epoch committed and has nothing to do.
     assert_eq!(sync(&mut staged_store, &me(), &new, 2, None).unwrap(), 0);
@@ -484,7 +202,7 @@ fn restart_between_staged_and_applied_applies_the_new_snapshot_whole() {
 
 #[test]
 fn forged_replayed_and_altered_deletes_are_refused() {
-    let mut store = MemStore::new(u64::MAX);
+    let mut store = store(u64::MAX);
     let s = snap(6, 20);
     sync(&mut store, &me(), &s, 1, None).unwrap();
     let before = store.chunks.len();
@@ -523,13 +241,13 @@ fn forged_replayed_and_altered_deletes_are_refused() {
     assert_eq!(link.request(n).unwrap(), vec![Ev::Refused(ErrorCode::BadSignature)]);
 
     assert_eq!(store.chunks.len(), before);
-    assert!(store.clients[&me().public_key()].staging.is_none());
+    assert_eq!(store.clients[&me().public_key()].epochs.staged, 0);
     assert_holds(&store, &me(), &s, 1);
 }
 
 #[test]
 fn quota_is_enforced_and_reported() {
-    let mut store = MemStore::new(1000);
+    let mut store = store(1000);
     let (mut link, w) = Link::open(&mut store, &me(), None).unwrap();
     assert_eq!(w.quota_bytes, 1000);
     let n = link.client.put_chunk(ChunkId([1; 20]), &[0u8; 800], &mut link.out).unwrap();
@@ -542,7 +260,7 @@ fn quota_is_enforced_and_reported() {
 
 #[test]
 fn requests_before_the_hello_and_bad_proofs_are_refused() {
-    let mut store = MemStore::new(u64::MAX);
+    let mut store = store(u64::MAX);
     let mut buddy = BuddySession::new(buddy_identity().public_key(), [7; 32], 0);
     let mut out = vec![0u8; 2 * DECODER_BUFFER_LEN];
     let mut scratch = vec![0u8; MAX_SEALED];
@@ -585,7 +303,7 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
     );
     assert!(r.close);
     assert_eq!(r.refused.unwrap().code, ErrorCode::BadSignature);
-    assert!(store.clients.is_empty() || store.clients.values().all(|c| c.committed == 0));
+    assert!(store.clients.values().all(|c| c.epochs.committed == 0));
 
     // Garbage payloads close the session without touching the store.
     let mut buddy = BuddySession::new(buddy_identity().public_key(), [7; 32], 0);
@@ -595,7 +313,7 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
 
 #[test]
 fn pipelined_gets_are_answered_in_order() {
-    let mut store = MemStore::new(u64::MAX);
+    let mut store = store(u64::MAX);
     let s = snap(8, 40);
     sync(&mut store, &me(), &s, 1, None).unwrap();
     let (mut link, _) = Link::open(&mut store, &me(), None).unwrap();

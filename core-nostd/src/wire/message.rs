@@ -12,7 +12,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::fixed::{as_fixed, IdList};
-use super::{WireError, ID_LEN, MAX_ERROR_MESSAGE, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, NONCE_LEN};
+use super::{WireError, ID_LEN, MAX_ERROR_MESSAGE, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, MAX_PAIRING_CODE, NONCE_LEN};
 use crate::identity::{NodeId, PublicKey, Signature};
 use crate::seal::{ChunkId, MAX_SEALED, MIN_SEALED};
 
@@ -52,6 +52,19 @@ pub struct Challenge {
 /// [`hello_parts`](super::hello_parts) for [`Domain::Hello`](crate::Domain::Hello).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
+    /// The signature.
+    #[serde(with = "as_fixed")]
+    pub signature: Signature,
+}
+
+/// Client to buddy, in place of [`Proof`] by a client the buddy has not
+/// admitted yet: the same proof of key possession, plus a one-time pairing
+/// code the buddy's owner handed out. A signature over
+/// [`pair_parts`](super::pair_parts) for [`Domain::Pair`](crate::Domain::Pair).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair<'a> {
+    /// The pairing code, 1..=[`MAX_PAIRING_CODE`](super::MAX_PAIRING_CODE) bytes of UTF-8.
+    pub code: &'a str,
     /// The signature.
     #[serde(with = "as_fixed")]
     pub signature: Signature,
@@ -490,6 +503,8 @@ kinds! {
     Proof = 3 (Proof),
     /// 4, buddy to client: authenticated; the client's account.
     Welcome = 4 (Welcome),
+    /// 5, client to buddy: proof of key possession with a pairing code.
+    Pair = 5 (Pair<'a>),
     /// 10, client to buddy: which of these chunks do you lack?
     Offer = 10 (Offer<'a>),
     /// 11, buddy to client: the lacking ones of the last offer.
@@ -564,6 +579,8 @@ impl Message<'_> {
             | Message::Object(Object { data, .. })
             | Message::Root(Root { data, .. }) => at_most("data", data.len(), MAX_OBJECT_DATA),
             Message::Error(m) => at_most("message", m.message.len(), MAX_ERROR_MESSAGE),
+            Message::Pair(m) if m.code.is_empty() => Err(WireError::BadLength { field: "code", len: 0 }),
+            Message::Pair(m) => at_most("code", m.code.len(), MAX_PAIRING_CODE),
             _ => Ok(()),
         }
     }

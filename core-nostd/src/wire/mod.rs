@@ -29,12 +29,16 @@ pub use fixed::{Fixed, IdList, Ids};
 pub use frame::{encode_frame, Fed, Frame, FrameDecoder, DECODER_BUFFER_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 pub use message::{
     Abort, Challenge, Chunk, Commit, Committed, DeleteList, DropAll, ErrorCode, ErrorMsg, Flushed, GetChunk, GetObject,
-    Hello, Kind, Message, Need, Object, Offer, Proof, PutChunk, PutObject, PutRoot, Root, Staged, Welcome,
+    Hello, Kind, Message, Need, Object, Offer, Pair, Proof, PutChunk, PutObject, PutRoot, Root, Staged, Welcome,
 };
-pub use signing::{hello_parts, SignedMessage};
+pub use signing::{hello_parts, pair_parts, SignedMessage};
 
-/// The protocol version a [`Hello`] carries.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version a [`Hello`] carries. Version 2 added pairing
+/// ([`Pair`]) and answers offers and reads from the asking client's own
+/// chunks only.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The longest pairing code a [`Pair`] carries, in UTF-8 bytes.
+pub const MAX_PAIRING_CODE: usize = 32;
 /// Bytes of a chunkId or metadata object name.
 pub const ID_LEN: usize = 20;
 /// The most ids one [`Offer`] or [`DeleteList`] carries.

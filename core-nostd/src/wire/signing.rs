@@ -7,7 +7,7 @@
 //! Integers are signed as fixed-width big-endian bytes, not varints.
 //! [`Identity::sign`] frames each part with its 32-bit length.
 
-use super::message::{Challenge, Commit, DeleteList, DropAll, Hello, Proof, PutObject, PutRoot};
+use super::message::{Challenge, Commit, DeleteList, DropAll, Hello, Pair, Proof, PutObject, PutRoot};
 use crate::identity::{Domain, Identity, PublicKey, Signature, SignatureError};
 
 /// The parts of the handshake proof, for [`Domain::Hello`]:
@@ -25,6 +25,30 @@ impl Proof {
     /// Checks the proof against the key the client announced in `hello`.
     pub fn verify(&self, hello: &Hello, challenge: &Challenge) -> Result<(), SignatureError> {
         hello.client_key.verify(Domain::Hello, &hello_parts(hello, challenge), &self.signature)
+    }
+}
+
+/// The parts of a pairing proof, for [`Domain::Pair`]:
+/// `[buddy_nonce, client_nonce, buddy_key, code]`.
+pub fn pair_parts<'a>(hello: &'a Hello, challenge: &'a Challenge, code: &'a str) -> [&'a [u8]; 4] {
+    [&challenge.buddy_nonce, &hello.client_nonce, challenge.buddy_key.as_bytes(), code.as_bytes()]
+}
+
+impl<'a> Pair<'a> {
+    /// The client's pairing proof for this handshake, carrying `code`.
+    pub fn sign(
+        identity: &Identity,
+        hello: &Hello,
+        challenge: &Challenge,
+        code: &'a str,
+        entropy: [u8; 16],
+    ) -> Pair<'a> {
+        Pair { code, signature: identity.sign(Domain::Pair, &pair_parts(hello, challenge, code), entropy) }
+    }
+
+    /// Checks the proof against the key the client announced in `hello`.
+    pub fn verify(&self, hello: &Hello, challenge: &Challenge) -> Result<(), SignatureError> {
+        hello.client_key.verify(Domain::Pair, &pair_parts(hello, challenge, self.code), &self.signature)
     }
 }
 

@@ -373,12 +373,12 @@ fn decoder_fed_one_byte_at_a_time_or_all_at_once() {
 #[test]
 fn golden_bytes() {
     let hello = Message::Hello(Hello {
-        version: 1,
+        version: PROTOCOL_VERSION,
         client_key: PublicKey([0x11; 32]),
         client_node: NodeId([0x22; 16]),
         client_nonce: [0x33; 32],
     });
-    let mut want = vec![0x00, 0x00, 0x00, 0x52, 0x01, 0x01];
+    let mut want = vec![0x00, 0x00, 0x00, 0x52, 0x01, 0x02];
     want.extend([0x11; 32]);
     want.extend([0x22; 16]);
     want.extend([0x33; 32]);
@@ -407,6 +407,38 @@ fn golden_bytes() {
     let error = Message::Error(ErrorMsg { code: ErrorCode::NotFound, message: "no root" });
     assert_eq!(frame_of(&error), [0, 0, 0, 0x0a, 0x3d, 0x06, 0x07, b'n', b'o', b' ', b'r', b'o', b'o', b't']);
     assert_eq!(frame_of(&Message::Flush), [0, 0, 0, 1, 0x0d]);
+
+    let pair = Message::Pair(Pair { code: "K7Q2M-9XWPD", signature: Signature([0x66; 64]) });
+    let mut want = vec![0x00, 0x00, 0x00, 0x4d, 0x05, 0x0b];
+    want.extend(b"K7Q2M-9XWPD");
+    want.extend([0x66; 64]);
+    assert_eq!(frame_of(&pair), want);
+}
+
+#[test]
+fn pairing_codes_are_bounded_and_bound_into_the_proof() {
+    let mut out = vec![0u8; 256];
+    let empty = Message::Pair(Pair { code: "", signature: Signature([0; 64]) });
+    assert_eq!(empty.encode(&mut out), Err(WireError::BadLength { field: "code", len: 0 }));
+    let long = "x".repeat(MAX_PAIRING_CODE + 1);
+    let long = Message::Pair(Pair { code: &long, signature: Signature([0; 64]) });
+    assert!(matches!(long.encode(&mut out), Err(WireError::BadLength { field: "code", .. })));
+
+    let me = identity(3);
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        client_key: me.public_key(),
+        client_node: NodeId([1; 16]),
+        client_nonce: [2; 32],
+    };
+    let challenge = Challenge { buddy_key: identity(4).public_key(), buddy_nonce: [5; 32] };
+    let pair = Pair::sign(&me, &hello, &challenge, "ABCDE-FGHJK", [0; 16]);
+    assert_eq!(pair.verify(&hello, &challenge), Ok(()));
+    let other_code = Pair { code: "ABCDE-FGHJ1", ..pair };
+    assert!(other_code.verify(&hello, &challenge).is_err(), "the code is signed");
+    // A hello proof is not a pairing proof (domains differ).
+    let proof = Proof::sign(&me, &hello, &challenge, [0; 16]);
+    assert!(Pair { code: "ABCDE-FGHJK", signature: proof.signature }.verify(&hello, &challenge).is_err());
 }
 
 fn identity(n: u8) -> Identity {

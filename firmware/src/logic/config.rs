@@ -32,6 +32,10 @@ pub struct Config<'a> {
     pub port: u16,
     /// Bytes each client may store.
     pub quota: u64,
+    /// The pairing secret (`pair=SECRET`, 1..=32 bytes): a box presenting it
+    /// (`pastiche buddy add HOST:PORT --code SECRET`) is admitted while a
+    /// client slot is free. `None`: no new clients.
+    pub pair: Option<&'a str>,
     /// Largest disk (log) size in bytes.
     pub disk_capacity: u64,
     /// Ethernet address.
@@ -50,6 +54,7 @@ impl Default for Config<'_> {
             gateway: [10, 0, 2, 2],
             port: 7467,
             quota: 1 << 30,
+            pair: None,
             disk_capacity: 2 << 30,
             mac: [0x02, 0x50, 0x53, 0x54, 0x00, 0x01],
         }
@@ -87,6 +92,10 @@ impl<'a> Config<'a> {
                 Some(("ip", v)) => parse_cidr(v).map(|ip| c.ip = ip).is_some(),
                 Some(("gw", v)) => parse_ipv4(v).map(|g| c.gateway = g).is_some(),
                 Some(("port", v)) => v.parse().map(|p| c.port = p).is_ok(),
+                Some(("pair", v)) if !v.is_empty() && v.len() <= 32 => {
+                    c.pair = Some(v);
+                    true
+                }
                 Some(("quota_mib", v)) => v.parse::<u64>().map(|q| c.quota = q << 20).is_ok(),
                 Some(("disk_mib", v)) => v.parse::<u64>().map(|q| c.disk_capacity = q << 20).is_ok(),
                 Some(("mac", v)) => parse_mac(v).map(|m| c.mac = m).is_some(),

@@ -16,7 +16,10 @@
 use embedded_io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use heapless::Vec;
 use pastiche_core::seal::ChunkId;
-use pastiche_core::session::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
+use pastiche_core::session::{
+    AbortStep, ApplyStep, BuddyStore, ClientRecord, Epochs, LedgerRefusal, PrepareStep, PutOutcome, Recovery,
+    StagedCounts,
+};
 use pastiche_core::wire::IdList;
 use pastiche_core::PublicKey;
 
@@ -40,6 +43,10 @@ pub enum StoreError {
     BufferTooSmall,
     /// The identity seed on disk is unusable.
     BadSeed,
+    /// A request for a key this buddy has not admitted.
+    NotAdmitted,
+    /// The ledger refused the step (a replayed epoch, say).
+    Refused(LedgerRefusal),
 }
 
 impl<E: embedded_io::Error> From<E> for StoreError {
@@ -90,6 +97,12 @@ struct Extent {
     len: u32,
 }
 
+impl ClientState {
+    fn epochs(&self) -> Epochs {
+        Epochs { committed: self.committed, staged: self.staged_epoch, prepared: self.prepared }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct ClientState {
     key: PublicKey,
@@ -122,6 +135,10 @@ pub struct BootReport {
 pub struct StoreConfig {
     /// Bytes each client may store.
     pub default_quota: u64,
+    /// SHA-1 of the pairing secret (`pair=` on the command line): a key
+    /// that presents it is admitted into a free client slot. `None`: no
+    /// new clients.
+    pub pairing: Option<[u8; 20]>,
     /// Largest the log may grow (bytes, including the superblock).
     pub capacity: u64,
 }
@@ -183,15 +200,19 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             report.formatted = true;
         }
         s.scan(&mut report)?;
-        // Roll prepared epochs forward: the client was told `Staged`.
+        // What the ledger does at start-up: prepared epochs roll forward
+        // (the client was told `Staged`), unprepared staging is discarded.
         for slot in 0..s.ix.clients.len() {
-            let c = &s.ix.clients[slot];
-            if c.prepared {
-                let epoch = c.staged_epoch;
-                s.log(Kind::Apply, Fixed::with_epoch(slot as u8, epoch), &[])?;
-                report.rolled_forward += 1;
+            match s.ix.clients[slot].epochs().recover() {
+                Recovery::Clean => {}
+                Recovery::RollForward(epoch) => {
+                    s.log(Kind::Apply, Fixed::with_epoch(slot as u8, epoch), &[])?;
+                    report.rolled_forward += 1;
+                }
+                Recovery::Discard(epoch) => s.log(Kind::Abort, Fixed::with_epoch(slot as u8, epoch), &[])?,
             }
         }
+        s.disk.flush()?;
         report.log_end = s.end;
         Ok((s, report))
     }
@@ -369,19 +390,15 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         let bit = 1u8 << slot;
         match kind {
             Kind::Client => {}
-            Kind::Chunk => match self.find_chunk(&f.name)? {
-                Some(i) => self.ix.chunks[i].owners |= bit,
-                None => {
-                    let e = ChunkEntry {
-                        prefix: prefix(&f.name),
-                        data: data.off,
-                        len: data.len,
-                        owners: bit,
-                        staged_del: 0,
-                    };
-                    self.ix.chunks.push(e).map_err(|_| StoreError::Full("chunk index"))?;
-                }
-            },
+            // Each Chunk record is a version of its own: the same id may be
+            // stored with different bytes for different owners.
+            Kind::Chunk => {
+                let e =
+                    ChunkEntry { prefix: prefix(&f.name), data: data.off, len: data.len, owners: bit, staged_del: 0 };
+                self.ix.chunks.push(e).map_err(|_| StoreError::Full("chunk index"))?;
+            }
+            // A Ref references the first version of its id (only ever
+            // logged for byte-identical bytes of that first version).
             Kind::Ref => {
                 if let Some(i) = self.find_chunk(&f.name)? {
                     self.ix.chunks[i].owners |= bit;
@@ -407,7 +424,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                     self.disk.seek(SeekFrom::Start(at))?;
                     self.disk.read_exact(&mut id).map_err(read_err)?;
                     at += 20;
-                    match self.find_chunk(&id)? {
+                    match self.find_owned(&id, slot)? {
                         Some(i) => self.ix.chunks[i].staged_del |= bit,
                         None => {
                             let u = &mut self.ix.clients[slot].unknown_deletes;
@@ -521,22 +538,78 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         Ok(None)
     }
 
+    /// The version of `id` the slot holds a reference to.
+    fn find_owned(&mut self, id: &[u8; 20], slot: usize) -> Result<Option<usize>, StoreError> {
+        let p = prefix(id);
+        for i in 0..self.ix.chunks.len() {
+            let c = self.ix.chunks[i];
+            if c.prefix == p && c.owners & (1 << slot) != 0 && self.full_id_is(c, id)? {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
+    fn full_id_is(&mut self, c: ChunkEntry, id: &[u8; 20]) -> Result<bool, StoreError> {
+        let mut full = [0u8; 20];
+        self.disk.seek(SeekFrom::Start(c.data as u64 - 20))?;
+        self.disk.read_exact(&mut full).map_err(read_err)?;
+        Ok(&full == id)
+    }
+
+    /// Whether the stored bytes of entry `i` are exactly `sealed`.
+    fn same_bytes(&mut self, i: usize, sealed: &[u8]) -> Result<bool, StoreError> {
+        let c = self.ix.chunks[i];
+        if c.len as usize != sealed.len() {
+            return Ok(false);
+        }
+        let mut buf = [0u8; 256];
+        self.disk.seek(SeekFrom::Start(c.data as u64))?;
+        for piece in sealed.chunks(buf.len()) {
+            self.disk.read_exact(&mut buf[..piece.len()]).map_err(read_err)?;
+            if &buf[..piece.len()] != piece {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn admitted(&self, key: &PublicKey) -> Result<usize, StoreError> {
+        self.slot_of(key).ok_or(StoreError::NotAdmitted)
+    }
+
+    /// The slot of an admitted client staging `epoch`, if the ledger allows
+    /// it ([`Epochs::stage`]; the replay of the record starts the epoch).
+    fn staging_slot(&self, key: &PublicKey, epoch: u64) -> Result<usize, StoreError> {
+        let slot = self.admitted(key)?;
+        self.ix.clients[slot].epochs().stage(epoch).map_err(StoreError::Refused)?;
+        Ok(slot)
+    }
+
+    fn record(&self, slot: usize) -> ClientRecord {
+        let c = &self.ix.clients[slot];
+        ClientRecord {
+            quota_bytes: self.cfg.default_quota,
+            used_bytes: self.used(slot),
+            committed_epoch: c.committed,
+            staged_epoch: c.staged_epoch,
+        }
+    }
+
     fn slot_of(&self, key: &PublicKey) -> Option<usize> {
         self.ix.clients.iter().position(|c| &c.key == key)
     }
 
-    /// The client's slot, registering it (one record) if new.
-    fn slot_or_register(&mut self, key: &PublicKey) -> Result<usize, StoreError> {
-        if let Some(s) = self.slot_of(key) {
-            return Ok(s);
-        }
+    /// Gives `key` a client slot (one record): only on admission.
+    fn register(&mut self, key: &PublicKey) -> Result<Option<usize>, StoreError> {
         if self.ix.clients.is_full() {
-            return Err(StoreError::Full("clients"));
+            return Ok(None);
         }
         let slot = self.ix.clients.len();
         let f = Fixed { slot: slot as u8, epoch: 0, name: [0; 20], key: key.0 };
         self.log(Kind::Client, f, &[])?;
-        Ok(slot)
+        self.disk.flush()?;
+        Ok(Some(slot))
     }
 
     /// What the slot has staged for `epoch` (nothing if it stages another).
@@ -551,9 +624,15 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         StagedCounts { objects, deletes: deletes as u32, root: c.staged_root.is_some() }
     }
 
+    /// Bytes charged to the slot: its chunks, its objects (committed and
+    /// staged) and its roots.
     fn used(&self, slot: usize) -> u64 {
         let bit = 1u8 << slot;
-        self.ix.chunks.iter().filter(|c| c.owners & bit != 0).map(|c| c.len as u64).sum()
+        let chunks: u64 = self.ix.chunks.iter().filter(|c| c.owners & bit != 0).map(|c| c.len as u64).sum();
+        let objects: u64 = self.ix.objects.iter().filter(|o| o.slot as usize == slot).map(|o| o.len as u64).sum();
+        let c = &self.ix.clients[slot];
+        let roots = c.root.map_or(0, |(_, e)| e.len as u64) + c.staged_root.map_or(0, |e| e.len as u64);
+        chunks + objects + roots
     }
 
     fn read_extent(&mut self, e: Extent, out: &mut [u8]) -> Result<usize, StoreError> {
@@ -597,53 +676,49 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
 {
     type Error = StoreError;
 
-    fn client(&mut self, client: &PublicKey) -> Result<ClientRecord, StoreError> {
-        let quota_bytes = self.cfg.default_quota;
-        Ok(match self.slot_of(client) {
-            None => ClientRecord { quota_bytes, ..ClientRecord::default() },
-            Some(slot) => {
-                let c = &self.ix.clients[slot];
-                ClientRecord {
-                    quota_bytes,
-                    used_bytes: self.used(slot),
-                    committed_epoch: c.committed,
-                    staged_epoch: c.staged_epoch,
-                }
-            }
-        })
+    fn client(&mut self, client: &PublicKey) -> Result<Option<ClientRecord>, StoreError> {
+        Ok(self.slot_of(client).map(|slot| self.record(slot)))
     }
 
-    fn has_chunk(&mut self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.find_chunk(&id.0)?.is_some())
-    }
-
-    fn add_owner(&mut self, client: &PublicKey, id: &ChunkId) -> Result<(), StoreError> {
-        let slot = self.slot_or_register(client)?;
-        match self.find_chunk(&id.0)? {
-            Some(i) if self.ix.chunks[i].owners & (1 << slot) == 0 => {
-                self.log(Kind::Ref, Fixed::with_name(slot as u8, 0, id.0), &[])
-            }
-            _ => Ok(()),
+    fn admit(&mut self, client: &PublicKey, code: &str) -> Result<Option<ClientRecord>, StoreError> {
+        if let Some(slot) = self.slot_of(client) {
+            return Ok(Some(self.record(slot)));
         }
+        let presented = pastiche_core::seal::Handle::of(code.as_bytes()).0;
+        if self.cfg.pairing != Some(presented) {
+            return Ok(None);
+        }
+        Ok(self.register(client)?.map(|slot| self.record(slot)))
+    }
+
+    fn holds_chunk(&mut self, client: &PublicKey, id: &ChunkId) -> Result<bool, StoreError> {
+        let slot = self.admitted(client)?;
+        Ok(self.find_owned(&id.0, slot)?.is_some())
     }
 
     fn put_chunk(&mut self, client: &PublicKey, id: &ChunkId, sealed: &[u8]) -> Result<PutOutcome, StoreError> {
-        let slot = self.slot_or_register(client)?;
-        let bit = 1u8 << slot;
-        let existing = self.find_chunk(&id.0)?;
-        if let Some(i) = existing {
-            if self.ix.chunks[i].owners & bit != 0 {
-                return Ok(PutOutcome::Stored);
-            }
+        let slot = self.admitted(client)?;
+        if self.find_owned(&id.0, slot)?.is_some() {
+            return Ok(PutOutcome::Stored);
         }
         if self.used(slot) + sealed.len() as u64 > self.cfg.default_quota {
             return Ok(PutOutcome::QuotaExceeded);
         }
+        // Share stored bytes only when identical (a forged upload under this
+        // id never answers for an honest one), and by a Ref only to the
+        // first version of the id, which is what a Ref names at replay.
+        let first = self.find_chunk(&id.0)?;
+        let share = match first {
+            Some(i) => self.same_bytes(i, sealed)?,
+            None => false,
+        };
         let f = Fixed::with_name(slot as u8, 0, id.0);
-        let r = match existing {
-            Some(_) => self.log(Kind::Ref, f, &[]),
-            None if self.ix.chunks.is_full() => return Ok(PutOutcome::QuotaExceeded),
-            None => self.log(Kind::Chunk, f, sealed),
+        let r = if share {
+            self.log(Kind::Ref, f, &[])
+        } else if self.ix.chunks.is_full() {
+            return Ok(PutOutcome::QuotaExceeded);
+        } else {
+            self.log(Kind::Chunk, f, sealed)
         };
         match r {
             // The buddy's own capacity is exhausted: to the client this is a
@@ -651,7 +726,7 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
             Err(StoreError::Full(_)) => Ok(PutOutcome::QuotaExceeded),
             Err(e) => Err(e),
             Ok(()) => {
-                if existing.is_none() {
+                if !share {
                     self.new_since_flush += 1;
                 }
                 Ok(PutOutcome::Stored)
@@ -665,8 +740,10 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
         Ok(core::mem::take(&mut self.new_since_flush))
     }
 
-    fn get_chunk(&mut self, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, StoreError> {
-        match self.find_chunk(&id.0)? {
+    fn get_chunk(&mut self, client: &PublicKey, id: &ChunkId, out: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        // Only the version the client references (no oracle, no poisoning).
+        let Some(slot) = self.slot_of(client) else { return Ok(None) };
+        match self.find_owned(&id.0, slot)? {
             None => Ok(None),
             Some(i) => {
                 let c = self.ix.chunks[i];
@@ -675,47 +752,68 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
         }
     }
 
-    fn stage_object(&mut self, client: &PublicKey, epoch: u64, name: &[u8; 20], data: &[u8]) -> Result<(), StoreError> {
-        let slot = self.slot_or_register(client)?;
-        self.log(Kind::Object, Fixed::with_name(slot as u8, epoch, *name), data)
+    fn stage_object(
+        &mut self,
+        client: &PublicKey,
+        epoch: u64,
+        name: &[u8; 20],
+        data: &[u8],
+    ) -> Result<PutOutcome, StoreError> {
+        let slot = self.staging_slot(client, epoch)?;
+        if self.used(slot) + data.len() as u64 > self.cfg.default_quota {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
+        self.log(Kind::Object, Fixed::with_name(slot as u8, epoch, *name), data).map(|()| PutOutcome::Stored)
     }
 
     fn stage_deletes(&mut self, client: &PublicKey, epoch: u64, ids: IdList<'_>) -> Result<(), StoreError> {
-        let slot = self.slot_or_register(client)?;
+        let slot = self.staging_slot(client, epoch)?;
         self.log(Kind::Deletes, Fixed::with_epoch(slot as u8, epoch), ids.as_bytes())
     }
 
-    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<(), StoreError> {
-        let slot = self.slot_or_register(client)?;
-        self.log(Kind::Root, Fixed::with_epoch(slot as u8, epoch), data)
+    fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<PutOutcome, StoreError> {
+        let slot = self.staging_slot(client, epoch)?;
+        if self.used(slot) + data.len() as u64 > self.cfg.default_quota {
+            return Ok(PutOutcome::QuotaExceeded);
+        }
+        self.log(Kind::Root, Fixed::with_epoch(slot as u8, epoch), data).map(|()| PutOutcome::Stored)
     }
 
     fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, StoreError> {
-        let slot = self.slot_or_register(client)?;
+        let slot = self.admitted(client)?;
         let counts = self.staged_counts(slot, epoch);
         // Only a staged set that matches the signed commit is prepared: a
         // `Prepare` record is a promise to apply at boot, so a mismatched
-        // set must never get one.
-        if counts == expected {
-            self.log(Kind::Prepare, Fixed::with_epoch(slot as u8, epoch), &[])?;
-            self.disk.flush()?;
-        }
+        // set must never get one; it is discarded.
+        let step = self.ix.clients[slot].epochs().prepare(epoch, counts, expected).map_err(StoreError::Refused)?;
+        let kind = match step {
+            PrepareStep::Prepare => Kind::Prepare,
+            PrepareStep::Discard if self.ix.clients[slot].staged_epoch == 0 => return Ok(counts),
+            PrepareStep::Discard => Kind::Abort,
+        };
+        let staged = if kind == Kind::Abort { self.ix.clients[slot].staged_epoch } else { epoch };
+        self.log(kind, Fixed::with_epoch(slot as u8, staged), &[])?;
+        self.disk.flush()?;
         Ok(counts)
     }
 
     fn apply(&mut self, client: &PublicKey, epoch: u64) -> Result<(), StoreError> {
-        let slot = self.slot_or_register(client)?;
-        self.log(Kind::Apply, Fixed::with_epoch(slot as u8, epoch), &[])?;
-        self.disk.flush()?;
-        Ok(())
+        let slot = self.admitted(client)?;
+        match self.ix.clients[slot].epochs().apply(epoch).map_err(StoreError::Refused)? {
+            ApplyStep::AlreadyApplied => Ok(()),
+            ApplyStep::Apply => {
+                self.log(Kind::Apply, Fixed::with_epoch(slot as u8, epoch), &[])?;
+                self.disk.flush()?;
+                Ok(())
+            }
+        }
     }
 
     fn abort(&mut self, client: &PublicKey, epoch: u64) -> Result<(), StoreError> {
-        match self.slot_of(client) {
-            Some(slot) if self.ix.clients[slot].staged_epoch == epoch => {
-                self.log(Kind::Abort, Fixed::with_epoch(slot as u8, epoch), &[])
-            }
-            _ => Ok(()),
+        let slot = self.admitted(client)?;
+        match self.ix.clients[slot].epochs().abort(epoch) {
+            AbortStep::Keep => Ok(()),
+            AbortStep::Discard => self.log(Kind::Abort, Fixed::with_epoch(slot as u8, epoch), &[]),
         }
     }
 
@@ -737,7 +835,8 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
     }
 
     fn drop_all(&mut self, client: &PublicKey, epoch: u64) -> Result<(), StoreError> {
-        let slot = self.slot_or_register(client)?;
+        let slot = self.admitted(client)?;
+        self.ix.clients[slot].epochs().drop_all(epoch).map_err(StoreError::Refused)?;
         self.log(Kind::Drop, Fixed::with_epoch(slot as u8, epoch), &[])?;
         self.disk.flush()?;
         Ok(())

@@ -15,7 +15,16 @@ use super::config::{Config, Ipv4Cidr};
 use super::ramdisk::RamDisk;
 use super::store::{Index, LogStore, StoreConfig, StoreError};
 
-const CFG: StoreConfig = StoreConfig { default_quota: 1 << 20, capacity: 1 << 22 };
+/// The pairing secret the test stores are configured with.
+const SECRET: &str = "test-secret";
+
+fn cfg() -> StoreConfig {
+    StoreConfig {
+        default_quota: 1 << 20,
+        pairing: Some(pastiche_core::seal::Handle::of(SECRET.as_bytes()).0),
+        capacity: 1 << 22,
+    }
+}
 type Store<'a> = LogStore<'a, RamDisk<'a>, 64, 16>;
 
 /// A leaked index: each store in a test gets its own.
@@ -29,12 +38,21 @@ fn key(n: u8) -> PublicKey {
 fn id(n: u8) -> ChunkId {
     ChunkId([n; 20])
 }
+/// Opens the store on `buf`; keys 1 and 2 are admitted (with the secret).
 fn open(buf: &mut [u8]) -> (Store<'_>, super::store::BootReport) {
-    Store::open(RamDisk::new(buf), ix(), CFG, [9; 32]).unwrap()
+    let (mut s, report) = Store::open(RamDisk::new(buf), ix(), cfg(), [9; 32]).unwrap();
+    for k in [key(1), key(2)] {
+        assert!(s.admit(&k, SECRET).unwrap().is_some());
+    }
+    (s, report)
 }
+/// The chunk as key 1 reads it.
 fn chunk(s: &mut Store<'_>, id: &ChunkId) -> Option<Vec<u8>> {
+    chunk_of(s, &key(1), id)
+}
+fn chunk_of(s: &mut Store<'_>, c: &PublicKey, id: &ChunkId) -> Option<Vec<u8>> {
     let mut out = vec![0u8; 70_000];
-    s.get_chunk(id, &mut out).unwrap().map(|n| out[..n].to_vec())
+    s.get_chunk(c, id, &mut out).unwrap().map(|n| out[..n].to_vec())
 }
 fn object(s: &mut Store<'_>, c: &PublicKey, name: u8) -> Option<Vec<u8>> {
     let mut out = vec![0u8; 70_000];
@@ -69,8 +87,8 @@ fn state_survives_a_reboot() {
     assert!(!report.formatted && !report.cut);
     assert_eq!(s.seed(), [9; 32]);
     let a = key(1);
-    let rec = s.client(&a).unwrap();
-    assert_eq!((rec.committed_epoch, rec.staged_epoch, rec.used_bytes), (1, 0, 3100));
+    let rec = s.client(&a).unwrap().unwrap();
+    assert_eq!((rec.committed_epoch, rec.staged_epoch, rec.used_bytes), (1, 0, 3100 + 10 + 8), "chunks, object, root");
     assert_eq!(chunk(&mut s, &id(2)).unwrap(), vec![2; 3000]);
     assert_eq!(object(&mut s, &a, 7).unwrap(), b"object one");
     assert_eq!(root(&mut s, &a).unwrap(), (1, b"root one".to_vec()));
@@ -80,9 +98,9 @@ fn state_survives_a_reboot() {
 #[test]
 fn a_fresh_seed_is_only_used_to_format() {
     let mut buf = vec![0u8; 1 << 16];
-    let (s, _) = Store::open(RamDisk::new(&mut buf), ix(), CFG, [5; 32]).unwrap();
+    let (s, _) = Store::open(RamDisk::new(&mut buf), ix(), cfg(), [5; 32]).unwrap();
     let _ = s; // the store goes away, as at a power cut
-    let (s, _) = Store::open(RamDisk::new(&mut buf), ix(), CFG, [6; 32]).unwrap();
+    let (s, _) = Store::open(RamDisk::new(&mut buf), ix(), cfg(), [6; 32]).unwrap();
     assert_eq!(s.seed(), [5; 32]);
 }
 
@@ -95,7 +113,7 @@ fn a_torn_record_is_cut_and_later_writes_win_over_stale_ones() {
     // Power fails 50 bytes into a 10 kB chunk record.
     let mut disk = s.into_disk();
     disk.cut_power_after(50);
-    let (mut s, _) = Store::open(disk, ix(), CFG, [9; 32]).unwrap();
+    let (mut s, _) = Store::open(disk, ix(), cfg(), [9; 32]).unwrap();
     assert!(s.put_chunk(&key(1), &id(3), &[3; 10_000]).is_err());
     let _ = s; // the store goes away, as at a power cut
     let (mut s, report) = open(&mut buf);
@@ -154,7 +172,7 @@ fn a_prepared_epoch_is_applied_at_boot() {
     let _ = s; // the store goes away, as at a power cut
     let (mut s, report) = open(&mut buf);
     assert_eq!(report.rolled_forward, 1);
-    let rec = s.client(&a).unwrap();
+    let rec = s.client(&a).unwrap().unwrap();
     assert_eq!((rec.committed_epoch, rec.staged_epoch), (2, 0));
     assert_eq!(object(&mut s, &a, 7).unwrap(), b"object two");
     assert_eq!(object(&mut s, &a, 8).unwrap(), b"another");
@@ -168,25 +186,30 @@ fn a_prepared_epoch_is_applied_at_boot() {
 }
 
 #[test]
-fn unprepared_staging_survives_until_a_new_epoch_or_abort() {
+fn unprepared_staging_is_discarded_at_boot_and_a_prepared_epoch_kept() {
     let mut buf = vec![0u8; 1 << 20];
     let (mut s, _) = open(&mut buf);
     let a = key(1);
     s.stage_object(&a, 5, &[1; 20], b"x").unwrap();
+    assert_eq!(s.client(&a).unwrap().unwrap().staged_epoch, 5);
     let _ = s; // the store goes away, as at a power cut
     let (mut s, _) = open(&mut buf);
-    assert_eq!(s.client(&a).unwrap().staged_epoch, 5);
+    assert_eq!(s.client(&a).unwrap().unwrap().staged_epoch, 0, "unprepared staging is discarded at boot");
     // Staging a new epoch drops the old one's objects.
+    s.stage_object(&a, 5, &[1; 20], b"x").unwrap();
     s.stage_object(&a, 6, &[2; 20], b"y").unwrap();
     s.stage_root(&a, 6, b"r").unwrap();
     let want = StagedCounts { objects: 1, deletes: 0, root: true };
     assert_eq!(s.prepare(&a, 6, want).unwrap(), want);
+    // A prepared epoch is a promise: an abort keeps it, more staging is refused.
     s.abort(&a, 6).unwrap();
-    assert_eq!(s.client(&a).unwrap().staged_epoch, 0);
+    assert_eq!(s.client(&a).unwrap().unwrap().staged_epoch, 6);
+    assert!(matches!(s.stage_root(&a, 7, b"r"), Err(StoreError::Refused(_))));
     let _ = s; // the store goes away, as at a power cut
     let (mut s, report) = open(&mut buf);
-    assert_eq!(report.rolled_forward, 0, "an aborted prepare is not applied");
-    assert_eq!(s.client(&a).unwrap().committed_epoch, 0);
+    assert_eq!(report.rolled_forward, 1);
+    assert_eq!(s.client(&a).unwrap().unwrap().committed_epoch, 6);
+    assert!(matches!(s.stage_root(&a, 6, b"r"), Err(StoreError::Refused(_))), "a replayed epoch");
 }
 
 #[test]
@@ -195,19 +218,53 @@ fn shared_chunks_are_stored_once_and_freed_with_the_last_owner() {
     let (mut s, _) = open(&mut buf);
     let (a, b) = (key(1), key(2));
     s.put_chunk(&a, &id(1), &[1; 500]).unwrap();
+    assert!(!s.holds_chunk(&b, &id(1)).unwrap(), "no oracle: another owner's chunk is not held");
+    assert!(chunk_of(&mut s, &b, &id(1)).is_none());
     let end = s.log_end();
-    assert!(s.has_chunk(&id(1)).unwrap());
-    s.add_owner(&b, &id(1)).unwrap();
+    s.put_chunk(&b, &id(1), &[1; 500]).unwrap();
     assert!(s.log_end() - end < 100, "a reference, not a copy");
-    assert_eq!(s.client(&b).unwrap().used_bytes, 500);
+    assert_eq!(s.client(&b).unwrap().unwrap().used_bytes, 500);
     s.drop_all(&a, 3).unwrap();
-    assert!(chunk(&mut s, &id(1)).is_some());
+    assert!(chunk_of(&mut s, &b, &id(1)).is_some());
     s.drop_all(&b, 1).unwrap();
-    assert!(chunk(&mut s, &id(1)).is_none());
+    assert!(chunk_of(&mut s, &b, &id(1)).is_none());
     let _ = s; // the store goes away, as at a power cut
     let (mut s, _) = open(&mut buf);
-    assert_eq!(s.client(&a).unwrap().committed_epoch, 3);
+    assert_eq!(s.client(&a).unwrap().unwrap().committed_epoch, 3);
     assert_eq!(s.chunk_count(), 0);
+}
+
+#[test]
+fn a_forged_upload_gets_a_version_of_its_own_across_reboots() {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    let (attacker, honest) = (key(1), key(2));
+    s.put_chunk(&attacker, &id(1), &[0; 300]).unwrap();
+    s.put_chunk(&honest, &id(1), &[7; 300]).unwrap();
+    for _ in 0..2 {
+        assert_eq!(chunk_of(&mut s, &honest, &id(1)).unwrap(), vec![7; 300]);
+        assert_eq!(chunk_of(&mut s, &attacker, &id(1)).unwrap(), vec![0; 300]);
+        let _ = s; // the store goes away, as at a power cut
+        s = open(&mut buf).0;
+    }
+    assert_eq!(s.chunk_count(), 2);
+}
+
+#[test]
+fn keys_take_a_slot_only_with_the_secret() {
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), cfg(), [9; 32]).unwrap();
+    let end = s.log_end();
+    assert_eq!(s.admit(&key(1), "wrong").unwrap(), None);
+    assert_eq!(s.client(&key(1)).unwrap(), None);
+    assert_eq!(s.put_chunk(&key(1), &id(1), &[1; 20]), Err(StoreError::NotAdmitted));
+    assert_eq!(s.log_end(), end, "a refused key leaves no record");
+    assert!(s.admit(&key(1), SECRET).unwrap().is_some());
+    let no_pairing = StoreConfig { pairing: None, ..cfg() };
+    let _ = s;
+    let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), no_pairing, [9; 32]).unwrap();
+    assert!(s.client(&key(1)).unwrap().is_some(), "admission lasts");
+    assert_eq!(s.admit(&key(2), SECRET).unwrap(), None, "no secret configured: no new clients");
 }
 
 #[test]
@@ -232,18 +289,20 @@ fn quotas_and_full_tables_refuse_a_chunk_without_breaking_the_store() {
         }
     }
     assert_eq!(stored, 64 - 17);
-    // Clients beyond the eighth are an error.
+    // Keys beyond the eighth get no slot, even with the secret.
     for n in 3..9 {
-        s.put_chunk(&key(n), &id(1), &vec![1; 60_000]).unwrap();
+        assert!(s.admit(&key(n), SECRET).unwrap().is_some());
     }
-    assert_eq!(s.put_chunk(&key(9), &id(1), &[0; 20]), Err(StoreError::Full("clients")));
+    assert_eq!(s.admit(&key(9), SECRET).unwrap(), None);
+    assert_eq!(s.put_chunk(&key(9), &id(1), &[0; 20]), Err(StoreError::NotAdmitted));
 }
 
 #[test]
 fn a_full_disk_refuses_the_chunk() {
     let mut buf = vec![0u8; 1 << 16];
-    let cfg = StoreConfig { default_quota: 1 << 30, capacity: 1 << 16 };
+    let cfg = StoreConfig { default_quota: 1 << 30, capacity: 1 << 16, ..cfg() };
     let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), cfg, [1; 32]).unwrap();
+    s.admit(&key(1), SECRET).unwrap();
     assert_eq!(s.put_chunk(&key(1), &id(1), &[1; 40_000]).unwrap(), PutOutcome::Stored);
     assert_eq!(s.put_chunk(&key(1), &id(2), &[1; 40_000]).unwrap(), PutOutcome::QuotaExceeded);
     assert_eq!(s.put_chunk(&key(1), &id(3), &[1; 4_000]).unwrap(), PutOutcome::Stored);
@@ -284,7 +343,7 @@ fn ids_sharing_the_ram_prefix_are_told_apart_on_disk() {
     x[19] = 1;
     y[19] = 2;
     s.put_chunk(&key(1), &ChunkId(x), b"xxxxxxxxxxxxxxxxxxxx").unwrap();
-    assert!(!s.has_chunk(&ChunkId(y)).unwrap());
+    assert!(!s.holds_chunk(&key(1), &ChunkId(y)).unwrap());
     s.put_chunk(&key(1), &ChunkId(y), b"yyyyyyyyyyyyyyyyyyyy").unwrap();
     assert_eq!(chunk(&mut s, &ChunkId(x)).unwrap(), b"xxxxxxxxxxxxxxxxxxxx");
     assert_eq!(chunk(&mut s, &ChunkId(y)).unwrap(), b"yyyyyyyyyyyyyyyyyyyy");
@@ -305,6 +364,46 @@ fn a_staged_set_that_differs_from_the_commit_is_never_prepared() {
     let _ = s; // the store goes away, as at a power cut
     let (mut s, report) = open(&mut buf);
     assert_eq!(report.rolled_forward, 0);
-    let rec = s.client(&a).unwrap();
-    assert_eq!((rec.committed_epoch, rec.staged_epoch), (0, 1));
+    let rec = s.client(&a).unwrap().unwrap();
+    assert_eq!((rec.committed_epoch, rec.staged_epoch), (0, 0), "the differing staging was discarded");
+}
+
+/// The core's store conformance suite, on the log store (power cut at
+/// every restart).
+struct LogHarness {
+    store: Option<LogStore<'static, RamDisk<'static>, 64, 16>>,
+    cfg: StoreConfig,
+}
+
+impl LogHarness {
+    fn new() -> LogHarness {
+        let buf: &'static mut [u8] = std::boxed::Box::leak(vec![0u8; 1 << 22].into_boxed_slice());
+        let cfg = StoreConfig { pairing: None, ..cfg() };
+        let (store, _) = LogStore::open(RamDisk::new(buf), ix(), cfg, [9; 32]).unwrap();
+        LogHarness { store: Some(store), cfg }
+    }
+}
+
+impl pastiche_core::testing::conformance::Harness for LogHarness {
+    type Store = LogStore<'static, RamDisk<'static>, 64, 16>;
+    fn store(&mut self) -> &mut Self::Store {
+        self.store.as_mut().expect("open")
+    }
+    fn invite(&mut self, code: &str, quota: u64) {
+        // The firmware's pairing secret and quota come from its boot
+        // command line: a new invitation is a reboot with new settings.
+        self.cfg.pairing = Some(pastiche_core::seal::Handle::of(code.as_bytes()).0);
+        self.cfg.default_quota = quota;
+        self.restart();
+    }
+    fn restart(&mut self) {
+        let disk = self.store.take().expect("open").into_disk();
+        self.store = Some(LogStore::open(disk, ix(), self.cfg, [9; 32]).unwrap().0);
+    }
+    const ONE_TIME_CODES: bool = false;
+}
+
+#[test]
+fn the_log_store_conforms() {
+    pastiche_core::testing::conformance::run_all(LogHarness::new);
 }

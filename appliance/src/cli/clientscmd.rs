@@ -1,0 +1,131 @@
+//! `pastiche buddy invite` and `pastiche clients list|quota|revoke`: the
+//! owner's side of pairing.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use super::common::Global;
+use crate::buddy::admission::{self, unix_now, Invite};
+use crate::buddy::{BuddyStorage, ClientInfo, DEFAULT_QUOTA};
+use crate::exit;
+use crate::progress::human_bytes;
+use crate::repo::LockMode;
+
+/// Parses `30s`, `15m`, `24h` or `7d` into seconds.
+pub fn parse_duration(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = digits.parse().with_context(|| format!("bad duration {text:?} (try 24h)"))?;
+    let scale = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("bad duration {text:?}: the unit is s, m, h or d"),
+    };
+    n.checked_mul(scale).filter(|&s| s > 0).with_context(|| format!("bad duration {text:?}"))
+}
+
+/// `pastiche buddy invite`: writes a one-time code into the box's data
+/// directory (no lock: works while `pastiche serve` runs) and prints it
+/// alone on the last line.
+pub fn invite(g: &Global, quota: Option<u64>, expires: &str, name: &str) -> Result<u8> {
+    if !g.data.join("box.json").exists() {
+        bail!("no box at {} (pastiche init first)", g.data.display());
+    }
+    let ttl = parse_duration(expires)?;
+    let invite = Invite { quota, expires: unix_now().saturating_add(ttl), name: name.to_string() };
+    let code = admission::create(&g.data, &invite)?;
+    if g.json {
+        g.json_line(&json!({"message_type": "invite", "code": code, "expires": invite.expires, "quota": quota}));
+    } else {
+        println!(
+            "One-time pairing code, valid for {expires}{}. On the other box run: pastiche buddy add HOST:PORT --code CODE",
+            quota.map(|q| format!(", quota {}", human_bytes(q))).unwrap_or_default()
+        );
+        println!("{code}");
+    }
+    Ok(exit::OK)
+}
+
+fn open_storage(g: &Global) -> Result<BuddyStorage> {
+    let repo = g.open(LockMode::Exclusive)?;
+    Ok(BuddyStorage::for_repo(Arc::new(repo), DEFAULT_QUOTA)?)
+}
+
+fn find(storage: &BuddyStorage, key: &str) -> Result<ClientInfo> {
+    let key = key.to_ascii_lowercase();
+    let found: Vec<ClientInfo> =
+        storage.clients()?.into_iter().filter(|c| c.key.to_string().starts_with(&key)).collect();
+    match found.len() {
+        1 => Ok(found.into_iter().next().expect("one")),
+        0 => bail!("no admitted client with key {key}"),
+        _ => bail!("key {key} is ambiguous ({} clients match)", found.len()),
+    }
+}
+
+/// `pastiche clients list`.
+pub fn list(g: &Global) -> Result<u8> {
+    let storage = open_storage(g)?;
+    for c in storage.clients()? {
+        if g.json {
+            g.json_line(&json!({
+                "message_type": "client",
+                "key": c.key.to_string(),
+                "name": c.name,
+                "used_bytes": c.record.used_bytes,
+                "quota_bytes": c.record.quota_bytes,
+                "committed_epoch": c.record.committed_epoch,
+                "admitted": c.admitted,
+                "last_seen": c.last_seen,
+            }));
+        } else {
+            let seen =
+                crate::cli::common::format_time(crate::meta::model::Timestamp { secs: c.last_seen as i64, nanos: 0 });
+            println!(
+                "{}  {:<16} used {:>10} of {:>10}  epoch {}  last seen {seen}",
+                c.key,
+                if c.name.is_empty() { "-" } else { &c.name },
+                human_bytes(c.record.used_bytes),
+                human_bytes(c.record.quota_bytes),
+                c.record.committed_epoch
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `pastiche clients quota KEY BYTES`.
+pub fn quota(g: &Global, key: &str, bytes: u64) -> Result<u8> {
+    let storage = open_storage(g)?;
+    let c = find(&storage, key)?;
+    storage.set_quota(&c.key, Some(bytes))?;
+    println!("client {}: quota {}", c.key, human_bytes(bytes));
+    Ok(exit::OK)
+}
+
+/// `pastiche clients revoke KEY [--drop]`.
+pub fn revoke(g: &Global, key: &str, drop_data: bool) -> Result<u8> {
+    let storage = open_storage(g)?;
+    let c = find(&storage, key)?;
+    storage.revoke(&c.key, drop_data)?;
+    println!("client {} revoked{}", c.key, if drop_data { ", its data dropped" } else { "" });
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h").unwrap(), 86_400);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("2d").unwrap(), 172_800);
+        assert!(parse_duration("0h").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}
