@@ -24,9 +24,9 @@ use zstd::zstd_safe::{self, CParameter};
 /// The zstd level every chunk is compressed with (§2a's default).
 pub const ZSTD_LEVEL: i32 = 3;
 
-/// Chunks at least this long are probed before being compressed.
-const PROBE_FROM: usize = 16 * 1024;
-/// Bytes of the probe: one sample from the middle of the chunk.
+/// Bytes of the probe: one sample from the middle of the chunk. Chunks at
+/// least this long are probed before being compressed; shorter ones (few:
+/// the chunker cuts at 2 KiB at the earliest) are always tried.
 const PROBE_LEN: usize = 4 * 1024;
 
 /// One thread's compressor and its frame buffer.
@@ -80,14 +80,14 @@ impl Sealer {
 
 /// Whether a chunk is almost surely incompressible (already compressed
 /// media, archives, encrypted data), judged from a 4 KiB sample from the
-/// middle of chunks of 16 KiB or more: its bytes are spread nearly evenly
+/// middle of chunks of 4 KiB or more: its bytes are spread nearly evenly
 /// (sum of squared byte counts at most 1.25 times what uniform bytes give,
 /// a Rényi entropy of at least 7.68 bits per byte). Counting costs about
 /// 1% of sealing, where compressing such a chunk only to store it raw costs
 /// about 40% (docs/BENCHMARKS.md). Integer arithmetic, so sealing stays the
 /// same function of the plaintext on every machine.
 pub fn looks_incompressible(plain: &[u8]) -> bool {
-    if plain.len() < PROBE_FROM {
+    if plain.len() < PROBE_LEN {
         return false;
     }
     let start = (plain.len() - PROBE_LEN) / 2;

@@ -2,7 +2,9 @@
 //! corpus files can also be replayed by `cargo test` on a stable toolchain.
 
 mod buddy;
+mod open;
 pub use buddy::buddy_session;
+pub use open::open_chunk;
 
 use pastiche_core::wire::{encode_frame, FrameDecoder, Message, WireError, DECODER_BUFFER_LEN, FRAME_HEADER_LEN};
 
@@ -82,6 +84,24 @@ mod tests {
         let corpus = replay_dir(&root.join("corpus/frame_decoder"));
         let artifacts = replay_dir(&root.join("artifacts/frame_decoder"));
         println!("replayed {seeds} seeds, {corpus} corpus inputs, {artifacts} artifacts");
+    }
+
+    /// Replays the `open_chunk` seeds, corpus and crash artifacts.
+    #[test]
+    fn replay_open_chunk() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for dir in ["seeds", "corpus", "artifacts"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir).join("open_chunk")) else { continue };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    crate::open_chunk(&std::fs::read(&path).unwrap());
+                    n += 1;
+                }
+            }
+        }
+        assert!(n >= 4, "the open_chunk seeds are missing");
     }
 
     fn replay_buddy(dir: &Path) -> usize {

@@ -255,3 +255,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_box_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let kdf = KdfParams { memory_kib: 256, iterations: 1, parallelism: 1 };
+        drop(Repo::init(dir.path(), "nas.example", "pw", kdf).unwrap());
+        assert!(Repo::open(dir.path(), "pw", LockMode::Exclusive).is_ok());
+        let path = dir.path().join(CONFIG_FILE);
+        let mut config: BoxConfig = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        config.version = 1;
+        fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+        let err = Repo::open(dir.path(), "pw", LockMode::Exclusive).err().expect("a version 1 box is refused");
+        let msg = err.to_string();
+        assert!(msg.contains("version 1") && msg.contains("cannot be migrated"), "{msg}");
+    }
+}

@@ -335,9 +335,9 @@ proptest! {
 
 #[test]
 fn the_probe_tells_noise_from_text_zeros_and_code() {
-    assert!(looks_incompressible(&random(6, PROBE_FROM)));
+    assert!(looks_incompressible(&random(6, PROBE_LEN)));
     assert!(looks_incompressible(&random(7, MAX_CHUNK)));
-    assert!(!looks_incompressible(&random(8, PROBE_FROM - 1)), "small chunks are always tried");
+    assert!(!looks_incompressible(&random(8, PROBE_LEN - 1)), "small chunks are always tried");
     assert!(!looks_incompressible(&text(MAX_CHUNK)));
     assert!(!looks_incompressible(&vec![0; MAX_CHUNK]));
     let code = std::fs::read(std::env::current_exe().unwrap()).unwrap();
