@@ -65,6 +65,9 @@ pub enum Domain {
     Commit,
     /// Drop of a whole snapshot or of all the signer's data.
     Drop,
+    /// Binding of a box's Noise static key to its identity (the secure
+    /// channel's handshake payload, `docs/PROTOCOL.md` §1a).
+    ChannelStatic,
 }
 
 impl Domain {
@@ -77,6 +80,7 @@ impl Domain {
             Domain::RootPut => b"pastiche/v1/sig/root\0",
             Domain::Commit => b"pastiche/v1/sig/commit\0",
             Domain::Drop => b"pastiche/v1/sig/drop\0",
+            Domain::ChannelStatic => b"pastiche/v2/sig/channel-static\0",
         }
     }
 }

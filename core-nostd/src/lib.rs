@@ -7,11 +7,13 @@
 //! - [`chunker`]: content-defined chunking (SPEC §1).
 //! - [`seal`]: convergent sealing and opening of chunks (SPEC §2).
 //! - [`identity`]: Ed25519 identities, signatures, nodeIds (SPEC §3).
+//! - [`channel`]: the Noise channel under the wire protocol (`docs/PROTOCOL.md` §1a).
 //! - [`wire`]: frames and messages of the peer protocol (`docs/PROTOCOL.md`).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod channel;
 pub mod chunker;
 pub mod hex;
 pub mod identity;
