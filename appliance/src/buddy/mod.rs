@@ -9,12 +9,17 @@
 //!   [`BuddySession`](pastiche_core::session::BuddySession) per connection.
 
 pub mod serve;
+mod slots;
 pub mod store;
 
+#[cfg(test)]
+mod attacks;
 #[cfg(test)]
 mod tests;
 
 pub use serve::{
-    serve, stderr_log, LogSink, ServeOptions, Server, Stopper, DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_QUOTA,
+    serve, stderr_log, Limits, LogSink, ServeOptions, Server, Stopper, DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_SESSIONS, DEFAULT_PORT,
+    DEFAULT_QUOTA,
 };
 pub use store::{BuddyError, BuddyHandle, BuddyRecovery, BuddyStorage, BUDDY_DB_FILE};

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use pastiche_core::{ChunkId, PublicKey};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -104,7 +104,11 @@ pub struct SyncReport {
 
 /// Connects to a buddy and checks its pinned key (pinning it at first contact).
 pub fn connect(repo: &Repo, entry: &mut BuddyEntry) -> Result<BuddyConn> {
-    let conn = BuddyConn::connect(&entry.addr, &repo.identity, repo.node)?;
+    let pinned = match &entry.key {
+        Some(k) => Some(k.parse().map_err(|e| anyhow!("buddy {}: bad pinned key {k}: {e}", entry.addr))?),
+        None => None,
+    };
+    let conn = BuddyConn::connect_pinned(&entry.addr, &repo.identity, repo.node, pinned)?;
     let seen = conn.buddy_key.to_string();
     match &entry.key {
         Some(k) if *k != seen => bail!(
