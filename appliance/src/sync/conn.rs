@@ -109,7 +109,11 @@ impl SecureStream {
         self.sealed.resize(need, 0);
         let n = self.channel.seal(&self.pending, &mut self.sealed).map_err(|e| anyhow!("sealing: {e}"))?;
         self.pending.clear();
-        self.writer.write_all(&self.sealed[..n]).with_context(|| format!("sending to buddy {}", self.addr))
+        // Out to the socket now: a frame's tail must never wait in a user
+        // buffer while this connection waits for another (a buddy may hold
+        // shared state until the frame is whole).
+        self.writer.write_all(&self.sealed[..n]).with_context(|| format!("sending to buddy {}", self.addr))?;
+        self.writer.flush().with_context(|| format!("sending to buddy {}", self.addr))
     }
 
     /// Seals and writes everything queued.

@@ -51,7 +51,7 @@ pub const TAG_LEN: usize = 16;
 pub const MAX_NOISE_MESSAGE: usize = 65_535;
 /// The smallest record limit a peer may announce: below this the overhead
 /// of records would dominate, and tiny limits are a resource attack.
-pub const MIN_RECORD_LIMIT: usize = 1024;
+pub const MIN_RECORD_LIMIT: usize = 512;
 /// The largest handshake message (the second, 194 bytes, has some room).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 256;
 /// A buffer for one handshake record (header and message).

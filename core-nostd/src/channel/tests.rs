@@ -198,7 +198,7 @@ fn records_over_the_limit_or_too_short_are_refused_at_the_header() {
     assert_eq!(receive(&mut b, &[0x08, 0x01], 2), Err(ChannelError::RecordTooLarge { len: 2049, limit: 2048 }));
     assert_eq!(receive(&mut b, &[0x00, 0x10], 2), Err(ChannelError::RecordTooShort { len: 16 }));
     assert_eq!(receive(&mut b, &[0x00, 0x00], 2), Err(ChannelError::RecordTooShort { len: 0 }));
-    assert_eq!(Handshake::responder(&id(2), [2; 32], 512).unwrap_err(), ChannelError::LimitTooSmall { limit: 512 });
+    assert_eq!(Handshake::responder(&id(2), [2; 32], 511).unwrap_err(), ChannelError::LimitTooSmall { limit: 511 });
 }
 
 #[test]

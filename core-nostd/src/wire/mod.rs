@@ -33,8 +33,9 @@ pub use message::{
 };
 pub use signing::{hello_parts, SignedMessage};
 
-/// The protocol version a [`Hello`] carries.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version a [`Hello`] carries: 2, the frames inside the
+/// secure channel ([`crate::channel`]).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Bytes of a chunkId or metadata object name.
 pub const ID_LEN: usize = 20;
 /// The most ids one [`Offer`] or [`DeleteList`] carries.

@@ -369,12 +369,12 @@ fn decoder_fed_one_byte_at_a_time_or_all_at_once() {
 #[test]
 fn golden_bytes() {
     let hello = Message::Hello(Hello {
-        version: 1,
+        version: 2,
         client_key: PublicKey([0x11; 32]),
         client_node: NodeId([0x22; 16]),
         client_nonce: [0x33; 32],
     });
-    let mut want = vec![0x00, 0x00, 0x00, 0x52, 0x01, 0x01];
+    let mut want = vec![0x00, 0x00, 0x00, 0x52, 0x01, 0x02];
     want.extend([0x11; 32]);
     want.extend([0x22; 16]);
     want.extend([0x33; 32]);
