@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Peak memory of a buddy (`pastiche serve`, with the secure channel) while
-# SESSIONS clients (default 32) sync to it at once: each client box backs up
-# its own MB_EACH MiB (default 16) of random data first, then all the syncs
-# start together. Prints the server's peak RSS (VmHWM) before and after.
+# SESSIONS client boxes (default 16) sync to it at once, each on two
+# connections (chunks and objects: 32 busy sessions): each box backs up its
+# own MB_EACH MiB (default 16) of random data first, then all the syncs start
+# together. Prints the server's peak RSS (VmHWM) before and after. All
+# clients come from 127.0.0.1, which may hold 32 connections.
 #
 #   bench/buddy_rss.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-rss-bench}"
-sessions="${SESSIONS:-32}"
+sessions="${SESSIONS:-16}"
 mb="${MB_EACH:-16}"
 pastiche="$here/target/release/pastiche"
 (cd "$here" && cargo build --release -q -p pastiche-appliance --bin pastiche)
@@ -36,5 +38,5 @@ failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 end=$(date +%s.%N)
 peak=$(awk '/VmHWM/ {print $2}' "/proc/$server/status")
-echo "sessions: $sessions x $mb MiB; syncs failed: $failed; wall: $(echo "$end - $start" | bc) s"
+echo "client boxes: $sessions x $mb MiB, two sessions each; syncs failed: $failed; wall: $(echo "$end - $start" | bc) s"
 echo "buddy peak RSS: idle $((idle / 1024)) MiB, after $sessions concurrent syncs $((peak / 1024)) MiB"

@@ -30,7 +30,7 @@ fn transport(c: &mut Criterion) {
     let mut group = c.benchmark_group("channel/seal+open");
     group.throughput(Throughput::Bytes(data.len() as u64));
     group.sample_size(10);
-    for limit in [65_535usize, 2_046] {
+    for limit in [65_535usize, 1_022] {
         group.bench_function(BenchmarkId::new("records", limit), |b| {
             let (mut client, mut buddy) = handshake(65_535, limit);
             let mut wire = vec![0u8; client.sealed_len(data.len())];

@@ -47,7 +47,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 32;
 /// Connections in their handshake at once, by default.
 pub const DEFAULT_MAX_PENDING: usize = 64;
 /// Connections from one address at once, by default.
-pub const DEFAULT_MAX_PER_ADDRESS: usize = 16;
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 32;
 /// Time from accepting a connection to welcoming its client, by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a record or frame may take from its first byte to its last, by default.
