@@ -83,10 +83,10 @@ fn three_boxes_back_each_other_up_and_restore_from_one_buddy() {
 
 #[test]
 fn forged_and_replayed_deletes_are_refused() {
+    use pastiche::sync::conn::SecureStream;
     use pastiche_core::session::{ClientEvent, ClientSession};
     use pastiche_core::wire::{encode_frame, DeleteList, ErrorCode, IdList, Message, SignedMessage};
     use pastiche_core::{Identity, NodeId, Signature};
-    use std::io::{Read, Write};
 
     let tmp = tempfile::tempdir().unwrap();
     let (_, a_home) = trees(tmp.path(), 2);
@@ -113,24 +113,19 @@ fn forged_and_replayed_deletes_are_refused() {
     // key, then an old epoch, on its own authenticated session.
     let attacker = Identity::from_seed([0xA7; 32]).unwrap();
     let code = invite(&b);
-    let mut stream = std::net::TcpStream::connect(&sb.addr).unwrap();
+    let tcp = std::net::TcpStream::connect(&sb.addr).unwrap();
+    let mut stream = SecureStream::handshake(tcp, &attacker, None).unwrap();
     let mut s = ClientSession::new(attacker.clone(), NodeId::from_name("attacker"), [1; 32], [2; 16])
         .with_pairing_code(&code)
         .unwrap();
     let mut out = vec![0u8; 70_000];
     let mut payload = vec![0u8; 70_000];
-    let read = |stream: &mut std::net::TcpStream, payload: &mut Vec<u8>| -> usize {
-        let mut h = [0u8; 4];
-        stream.read_exact(&mut h).unwrap();
-        let n = u32::from_be_bytes(h) as usize;
-        stream.read_exact(&mut payload[..n]).unwrap();
-        n
-    };
+    let read = |stream: &mut SecureStream, payload: &mut Vec<u8>| -> usize { stream.read_frame(payload).unwrap() };
     let n = s.start(&mut out).unwrap();
-    stream.write_all(&out[..n]).unwrap();
+    stream.send(&out[..n]).unwrap();
     let len = read(&mut stream, &mut payload);
     let ClientEvent::SendProof(n) = s.handle(&payload[..len], &mut out).unwrap() else { panic!("challenge") };
-    stream.write_all(&out[..n]).unwrap();
+    stream.send(&out[..n]).unwrap();
     let len = read(&mut stream, &mut payload);
     assert!(matches!(s.handle(&payload[..len], &mut out).unwrap(), ClientEvent::Welcome(_)));
     let buddy_key = s.buddy_key().unwrap();
@@ -139,7 +134,7 @@ fn forged_and_replayed_deletes_are_refused() {
     let mut m = DeleteList { epoch: 5, ids: list, signature: Signature([0; 64]) };
     m.sign(&Identity::from_seed([0x55; 32]).unwrap(), &buddy_key, [0; 16]);
     let n = encode_frame(&Message::DeleteList(m), &mut out).unwrap();
-    stream.write_all(&out[..n]).unwrap();
+    stream.send(&out[..n]).unwrap();
     let len = read(&mut stream, &mut payload);
     match s.handle(&payload[..len], &mut out).unwrap() {
         ClientEvent::Refused { code, .. } => assert_eq!(code, ErrorCode::BadSignature),

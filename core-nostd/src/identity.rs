@@ -67,6 +67,9 @@ pub enum Domain {
     Drop,
     /// Proof of key possession with a pairing code (a fresh challenge).
     Pair,
+    /// Binding of a box's Noise static key to its identity (the secure
+    /// channel's handshake payload, `docs/PROTOCOL.md` §1a).
+    ChannelStatic,
 }
 
 impl Domain {
@@ -80,6 +83,7 @@ impl Domain {
             Domain::Commit => b"pastiche/v1/sig/commit\0",
             Domain::Drop => b"pastiche/v1/sig/drop\0",
             Domain::Pair => b"pastiche/v1/sig/pair\0",
+            Domain::ChannelStatic => b"pastiche/v2/sig/channel-static\0",
         }
     }
 }

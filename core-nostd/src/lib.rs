@@ -7,6 +7,7 @@
 //! - [`chunker`]: content-defined chunking (SPEC §1).
 //! - [`seal`]: convergent sealing and opening of chunks (SPEC §2).
 //! - [`identity`]: Ed25519 identities, signatures, nodeIds (SPEC §3).
+//! - [`channel`]: the Noise channel under the wire protocol (`docs/PROTOCOL.md` §1a).
 //! - [`wire`]: frames and messages of the peer protocol (`docs/PROTOCOL.md`).
 //! - [`session`]: the sans-IO client and buddy machines, and the buddy's
 //!   epoch and ownership rules (the ledger).
@@ -21,8 +22,8 @@
 #[cfg(any(test, feature = "testing"))]
 extern crate std;
 
-
 pub mod audit;
+pub mod channel;
 pub mod chunker;
 pub mod hex;
 pub mod identity;

@@ -20,12 +20,11 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress};
 use board::{clock::Clock, disk::HostDisk, entropy::Entropy, lan9118::Lan9118, semihosting, stack};
 
 /// Chunks the index holds (32 bytes of RAM each).
-const CHUNKS: usize = 640;
+const CHUNKS: usize = 240;
 /// Metadata objects the index holds (32 bytes each).
-const OBJECTS: usize = 96;
+const OBJECTS: usize = 32;
 /// TCP buffers per socket.
-const TCP_RX: usize = 2 * 1024;
-const TCP_TX: usize = 2 * 1024;
+use net::{TCP_RX, TCP_TX};
 /// The largest reply frame a buddy sends: `Chunk` with a maximum sealed
 /// chunk (header 4, kind 1, id 20, length varint 3). `Object` and `Root`
 /// are smaller; requests, which may be larger, only pass through the decoder.
@@ -40,6 +39,10 @@ pub type Store = LogStore<'static, HostDisk, CHUNKS, OBJECTS>;
 static mut DECODER_BUF: [u8; DECODER_BUFFER_LEN] = [0; DECODER_BUFFER_LEN];
 static mut OUT_BUF: [u8; OUT_LEN] = [0; OUT_LEN];
 static mut SCRATCH: [u8; MAX_SEALED] = [0; MAX_SEALED];
+static mut RECORD: [u8; net::TCP_RX] = [0; net::TCP_RX];
+// Each connection's channel state (about 900 bytes while handshaking): a
+// static, so it is neither on the stack nor copied when the service is built.
+static mut CHANS: [net::Chan; net::TCP_SOCKETS] = [const { net::Chan::None }; net::TCP_SOCKETS];
 static mut INDEX: Index<CHUNKS, OBJECTS> = Index::new();
 static mut TCP_BUFS: [([u8; TCP_RX], [u8; TCP_TX]); net::TCP_SOCKETS] = [([0; TCP_RX], [0; TCP_TX]); net::TCP_SOCKETS];
 static mut UDP_RX: [u8; 256] = [0; 256];
@@ -57,12 +60,14 @@ fn main() -> ! {
     let mut clock = Clock::start(cp.SYST);
 
     // SAFETY: `main` runs once and these statics are borrowed only here.
-    let (cmdline_buf, dec_buf, out, scratch, index, tcp_bufs, sockets_storage, nic_slot) = unsafe {
+    let (cmdline_buf, dec_buf, out, scratch, record, chans, index, tcp_bufs, sockets_storage, nic_slot) = unsafe {
         (
             &mut *addr_of_mut!(CMDLINE),
             &mut *addr_of_mut!(DECODER_BUF),
             &mut *addr_of_mut!(OUT_BUF),
             &mut *addr_of_mut!(SCRATCH),
+            &mut *addr_of_mut!(RECORD),
+            &mut *addr_of_mut!(CHANS),
             &mut *addr_of_mut!(INDEX),
             &mut *addr_of_mut!(TCP_BUFS),
             &mut *addr_of_mut!(SOCKETS),
@@ -140,10 +145,12 @@ fn main() -> ! {
         udp_handle,
         dhcp_handle,
         cfg,
-        key,
+        identity,
         &mut dec_buf[..],
         &mut out[..],
         &mut scratch[..],
+        &mut record[..],
+        chans,
         now,
     );
     defmt::info!("buddy: serving TCP port {=u16}, beacon on UDP 7468", cfg.port);

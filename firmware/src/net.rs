@@ -1,17 +1,34 @@
 //! The network side: smoltcp over the LAN9118, DHCP with a static fallback,
 //! the buddy service on TCP and the LAN beacon on UDP.
 //!
-//! Sessions share one frame decoder and one reply buffer (the RAM
-//! budget's bulk), taking turns at frame boundaries: the service reads from
-//! one connection until a frame is complete, handles it, sends the whole
-//! reply, and only then looks at another connection. Each connection keeps
-//! its own `BuddySession` (a few hundred bytes) and socket buffers. So a
-//! restore that opens one connection per thread is served; a connection
-//! beyond [`TCP_SOCKETS`] finds no listening socket and is refused (RST).
+//! Every connection speaks the secure channel (`pastiche_core::channel`,
+//! `docs/PROTOCOL.md` §1a) first. Records are at most [`RECORD_LIMIT`]
+//! bytes, which the firmware announces in its handshake, so a record always
+//! fits in half its socket's receive buffer: a record is taken out of the socket
+//! only once it is whole, and a peer that stops mid-record costs nothing but
+//! its own socket (until the handshake or idle deadline closes it).
+//!
+//! Sessions share one frame decoder, one record buffer and one reply buffer
+//! (the RAM budget's bulk), taking turns at frame boundaries: the service
+//! decrypts one connection's records until a frame is complete, handles
+//! it, sends the whole reply sealed straight into the socket, and only then
+//! looks at another connection. Until its welcome, a client's records must
+//! carry whole frames (`docs/PROTOCOL.md` §1a), so an unauthenticated peer
+//! never holds the turn past one record; an authenticated one that starts a
+//! frame and goes silent holds it for at most [`FRAME_TIMEOUT_MS`], then is
+//! cut.
+//! Each connection keeps its own `BuddySession` and channel state (about
+//! 1.3 KiB) and socket buffers. So a restore that opens one connection per
+//! thread is served; a connection beyond [`TCP_SOCKETS`] finds no listening
+//! socket and is refused (RST).
 
+use pastiche_core::channel::{
+    record_len, Channel, ChannelError, Handshake, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, RECORD_HEADER_LEN,
+    TAG_LEN,
+};
 use pastiche_core::session::{BuddySession, Buffers, Reply};
-use pastiche_core::wire::FrameDecoder;
-use pastiche_core::PublicKey;
+use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, FrameDecoder, Message};
+use pastiche_core::{Identity, PublicKey};
 use pastiche_firmware::logic::beacon::{Beacon, Role, BEACON_INTERVAL_MS, BEACON_PORT};
 use pastiche_firmware::logic::config::Config;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
@@ -25,6 +42,19 @@ use crate::Store;
 
 /// Sockets listening for the buddy service.
 pub const TCP_SOCKETS: usize = 6;
+/// Each socket's receive buffer.
+pub const TCP_RX: usize = 2 * 1024;
+/// Each socket's send buffer.
+pub const TCP_TX: usize = 2 * 1024;
+/// The largest record message the firmware accepts: half a socket's receive
+/// buffer, so that while a record is partly in, at least half the buffer is
+/// free and the sender's silly-window avoidance still sends the rest (a
+/// whole record must be in before it is taken out).
+pub const RECORD_LIMIT: usize = TCP_RX / 2 - RECORD_HEADER_LEN;
+/// Time from accept to the end of the channel handshake and the hello.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Time a frame may hold the shared decoder from its first byte to its last.
+pub const FRAME_TIMEOUT_MS: u64 = 10_000;
 
 /// The address state.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -35,13 +65,32 @@ enum Addr {
     Up,
 }
 
+/// The channel state of a connection.
+// No allocator to box the handshake into: each connection keeps room for
+// the larger handshake state, which the channel then replaces.
+#[allow(clippy::large_enum_variant)]
+pub enum Chan {
+    /// No connection, or its handshake failed.
+    None,
+    /// Handshake messages being exchanged.
+    Handshake(Handshake),
+    /// Established: records carry the session's frames.
+    Open(Channel),
+}
+
 /// One connection's session.
-struct Conn {
+struct Conn<'a> {
     socket: SocketHandle,
     session: Option<BuddySession>,
+    /// In a static of the image, not on the stack (see `CHANS` there).
+    chan: &'a mut Chan,
     frames: u32,
     /// The session asked to close once its reply is sent.
     close: bool,
+    /// When the connection was accepted (ms), for the handshake deadline.
+    accepted: u64,
+    /// The client was welcomed: the handshake deadline no longer runs.
+    welcomed: bool,
 }
 
 /// The connection that holds the shared decoder and reply buffer.
@@ -52,18 +101,23 @@ struct Turn {
     sent: usize,
     /// Call `resume` once the reply is out (a commit's second phase).
     resume: bool,
+    /// When the frame being decoded started (ms), if one is partly in.
+    frame_since: Option<u64>,
+    /// A frame was handled in this turn.
+    handled: bool,
 }
 
 /// The buddy's network service.
 pub struct Service<'a> {
     pub iface: Interface,
     pub sockets: SocketSet<'a>,
-    conns: [Conn; TCP_SOCKETS],
+    conns: [Conn<'a>; TCP_SOCKETS],
     udp: SocketHandle,
     dhcp: Option<SocketHandle>,
     addr: Addr,
     leased: bool,
     cfg: Config<'a>,
+    identity: Identity,
     key: PublicKey,
     next_beacon: u64,
     turn: Option<Turn>,
@@ -75,6 +129,11 @@ pub struct Service<'a> {
     dec_buf: *mut [u8],
     out: &'a mut [u8],
     scratch: &'a mut [u8],
+    /// The turn's record: its decrypted plaintext not yet decoded is
+    /// `record[rec_at..rec_end]`.
+    record: &'a mut [u8],
+    rec_at: usize,
+    rec_end: usize,
     /// Sessions served since boot.
     pub sessions: u32,
 }
@@ -89,22 +148,30 @@ impl<'a> Service<'a> {
         udp: SocketHandle,
         dhcp: SocketHandle,
         cfg: Config<'a>,
-        key: PublicKey,
+        identity: Identity,
         dec_buf: &'a mut [u8],
         out: &'a mut [u8],
         scratch: &'a mut [u8],
+        record: &'a mut [u8],
+        chans: &'a mut [Chan; TCP_SOCKETS],
         now: u64,
     ) -> Service<'a> {
+        let mut k = 0;
         let mut s = Service {
             iface,
             sockets,
-            conns: tcp.map(|socket| Conn { socket, session: None, frames: 0, close: false }),
+            conns: chans.each_mut().map(|chan| {
+                let socket = tcp[k];
+                k += 1;
+                Conn { socket, session: None, chan, frames: 0, close: false, accepted: 0, welcomed: false }
+            }),
             udp,
             dhcp: Some(dhcp),
             addr: Addr::Dhcp { until: now + cfg.dhcp_timeout_ms },
             leased: false,
             cfg,
-            key,
+            key: identity.public_key(),
+            identity,
             next_beacon: now + 1000,
             turn: None,
             next_conn: 0,
@@ -114,6 +181,9 @@ impl<'a> Service<'a> {
             dec_buf: dec_buf as *mut [u8],
             out,
             scratch,
+            record,
+            rec_at: 0,
+            rec_end: 0,
             sessions: 0,
         };
         s.reset_decoder();
@@ -168,6 +238,7 @@ impl<'a> Service<'a> {
         self.poll_dhcp(now);
         self.beacon(now);
         busy |= self.accept(rng, now);
+        busy |= self.handshakes();
         busy |= self.drive(store, now);
         busy |= self.iface.poll(ts, nic, &mut self.sockets) != smoltcp::iface::PollResult::None;
         busy
@@ -234,6 +305,8 @@ impl<'a> Service<'a> {
                     end_session(c, "connection closed");
                     if holds_turn {
                         self.turn = None;
+                        self.rec_at = 0;
+                        self.rec_end = 0;
                         self.reset_decoder();
                     }
                 }
@@ -243,9 +316,16 @@ impl<'a> Service<'a> {
                 None if sock.state() == tcp::State::Established => {
                     sock.set_ack_delay(None);
                     sock.set_nagle_enabled(false);
+                    let Ok(hs) = Handshake::responder(&self.identity, rng.bytes32(), RECORD_LIMIT) else {
+                        sock.abort();
+                        continue;
+                    };
+                    *c.chan = Chan::Handshake(hs);
                     c.session = Some(BuddySession::new(self.key, rng.bytes32(), now));
                     c.frames = 0;
                     c.close = false;
+                    c.accepted = now;
+                    c.welcomed = false;
                     self.sessions += 1;
                     if let Some(ep) = sock.remote_endpoint() {
                         defmt::info!("tcp: session {=u32} from port {=u16}", self.sessions, ep.port);
@@ -262,6 +342,10 @@ impl<'a> Service<'a> {
                         sock.abort();
                         end_session(c, "idle timeout");
                         did = true;
+                    } else if !c.welcomed && now.saturating_sub(c.accepted) > HANDSHAKE_TIMEOUT_MS {
+                        sock.abort();
+                        end_session(c, "handshake timeout");
+                        did = true;
                     } else if c.close && sock.send_queue() == 0 {
                         sock.close();
                         end_session(c, "closed after error");
@@ -274,37 +358,113 @@ impl<'a> Service<'a> {
         did
     }
 
+    /// Moves the channel handshakes along. A handshake record is taken out
+    /// of its socket only once whole, so a trickling peer holds nothing
+    /// shared; it is cut by the handshake deadline.
+    fn handshakes(&mut self) -> bool {
+        let mut did = false;
+        for c in self.conns.iter_mut() {
+            let Chan::Handshake(hs) = &mut *c.chan else { continue };
+            let sock = self.sockets.get_mut::<tcp::Socket>(c.socket);
+            let mut header = [0u8; RECORD_HEADER_LEN];
+            if sock.peek_slice(&mut header) != Ok(RECORD_HEADER_LEN) {
+                continue;
+            }
+            did = true;
+            let len = match record_len(header, 1, MAX_HANDSHAKE_MESSAGE) {
+                Ok(len) => len,
+                Err(e) => {
+                    channel_failed(c, sock, e);
+                    continue;
+                }
+            };
+            if sock.recv_queue() < RECORD_HEADER_LEN + len {
+                continue;
+            }
+            let mut msg = [0u8; HANDSHAKE_RECORD_LEN];
+            let whole = RECORD_HEADER_LEN + len;
+            if sock.recv_slice(&mut msg[..whole]) != Ok(whole) {
+                channel_failed(c, sock, ChannelError::Truncated);
+                continue;
+            }
+            if let Err(e) = hs.read(&msg[RECORD_HEADER_LEN..whole]) {
+                channel_failed(c, sock, e);
+                continue;
+            }
+            if hs.is_write_turn() {
+                let sent = match hs.write(&mut msg) {
+                    Ok(n) => sock.send_slice(&msg[..n]) == Ok(n),
+                    Err(_) => false,
+                };
+                if !sent {
+                    channel_failed(c, sock, ChannelError::BufferTooSmall);
+                    continue;
+                }
+            }
+            if hs.is_finished() {
+                let done = match core::mem::replace(&mut *c.chan, Chan::None) {
+                    Chan::Handshake(hs) => hs.finish(),
+                    _ => Err(ChannelError::Poisoned),
+                };
+                match done {
+                    Ok(channel) => {
+                        defmt::info!("channel: established with {=[u8]:02x}", channel.peer().0[..8]);
+                        *c.chan = Chan::Open(channel);
+                    }
+                    Err(e) => channel_failed(c, sock, e),
+                }
+            }
+        }
+        did
+    }
+
+    /// Gives the turn up, with whatever the shared buffers held of it.
+    fn drop_turn(&mut self) {
+        self.turn = None;
+        self.rec_at = 0;
+        self.rec_end = 0;
+        self.reset_decoder();
+    }
+
     /// Moves bytes for the connection holding the turn (or picks one with
-    /// input): sends its pending reply, then reads until a frame completes.
+    /// input): sends its pending reply sealed, then decrypts whole records
+    /// and decodes until a frame completes.
     fn drive(&mut self, store: &mut Store, now: u64) -> bool {
         let mut did = false;
         loop {
             let turn = match self.turn.as_mut() {
                 Some(t) => t,
                 None => match self.pick() {
-                    Some(conn) => self.turn.insert(Turn { conn, len: 0, sent: 0, resume: false }),
+                    Some(conn) => self.turn.insert(Turn {
+                        conn,
+                        len: 0,
+                        sent: 0,
+                        resume: false,
+                        frame_since: None,
+                        handled: false,
+                    }),
                     None => return did,
                 },
             };
             let c = &mut self.conns[turn.conn];
             let sock = self.sockets.get_mut::<tcp::Socket>(c.socket);
-            let Some(session) = c.session.as_mut() else {
-                self.turn = None;
+            let (Some(session), Chan::Open(channel)) = (c.session.as_mut(), &mut *c.chan) else {
+                self.drop_turn();
                 continue;
             };
-            // 1. Flush the pending reply.
+            // 1. Flush the pending reply, sealed straight into the socket.
             if turn.sent < turn.len {
-                match sock.send_slice(&self.out[turn.sent..turn.len]) {
+                match seal_into(sock, channel, &self.out[turn.sent..turn.len]) {
                     Ok(n) if n > 0 => {
                         turn.sent += n;
                         did = true;
                         continue;
                     }
                     Ok(_) => return did, // socket buffer full: next turn of the loop
-                    Err(_) => {
+                    Err(()) => {
                         sock.abort();
                         end_session(c, "send failed");
-                        self.turn = None;
+                        self.drop_turn();
                         return true;
                     }
                 }
@@ -313,75 +473,123 @@ impl<'a> Service<'a> {
             if turn.resume {
                 turn.resume = false;
                 let r = session.resume(store, Buffers { out: self.out, scratch: self.scratch });
-                on_reply(turn, c, &r);
+                on_reply(turn, c, &r, self.out);
                 continue;
             }
             // The reply is out and the session is to close: whatever the
-            // decoder holds of this stream is void.
+            // shared buffers hold of this stream is void.
             if c.close {
-                self.turn = None;
-                self.reset_decoder();
+                self.drop_turn();
                 return true;
             }
             let Some(decoder) = self.decoder.as_mut() else { return did };
-            // A finished reply and no partial frame: give the turn up.
-            if turn.len > 0 && decoder.is_idle() {
-                self.turn = None;
+            if turn.frame_since.is_some_and(|t| now.saturating_sub(t) > FRAME_TIMEOUT_MS) {
+                sock.abort();
+                end_session(c, "stalled inside a frame");
+                self.drop_turn();
                 return true;
             }
-            // 3. Read until a frame yields a reply (or the input runs dry).
-            let out = &mut *self.out;
-            let scratch = &mut *self.scratch;
-            let got = sock.recv(|input| {
-                let r = match decoder.feed(input) {
-                    Ok(fed) => fed.frame.map(|p| (fed.consumed, session.handle(p, store, Buffers { out, scratch }, now))),
-                    Err(e) => Some((input.len(), session.on_wire_error(e, Buffers { out, scratch }))),
-                };
-                match r {
-                    Some((consumed, reply)) => (consumed, Some(reply)),
-                    None => (input.len(), None),
-                }
-            });
-            match got {
-                Ok(Some(r)) => {
-                    c.frames += 1;
-                    on_reply(turn, c, &r);
-                    if r.len == 0 && !r.resume {
-                        // No answer (PutChunk, staging): the frame is done;
-                        // let another connection have a go.
-                        if decoder_idle(&self.decoder) {
-                            self.turn = None;
+            // 3. Decode the plaintext already decrypted.
+            if self.rec_at < self.rec_end {
+                let out = &mut *self.out;
+                let scratch = &mut *self.scratch;
+                match decoder.feed(&self.record[self.rec_at..self.rec_end]) {
+                    Ok(fed) => {
+                        self.rec_at += fed.consumed;
+                        match fed.frame {
+                            Some(payload) => {
+                                turn.frame_since = None;
+                                turn.handled = true;
+                                c.frames += 1;
+                                let r = if claims_another_key(payload, channel.peer()) {
+                                    refuse_hello(out)
+                                } else {
+                                    session.handle(payload, store, Buffers { out, scratch }, now)
+                                };
+                                on_reply(turn, c, &r, self.out);
+                            }
+                            None if !c.welcomed && self.rec_at == self.rec_end => {
+                                // Before the welcome every record carries
+                                // whole frames: an unauthenticated peer
+                                // never holds the shared decoder.
+                                defmt::warn!("session: refused: a frame split across records before the welcome");
+                                sock.abort();
+                                end_session(c, "frame split before the welcome");
+                                self.drop_turn();
+                                return true;
+                            }
+                            None if turn.frame_since.is_none() => turn.frame_since = Some(now),
+                            None => {}
                         }
                     }
-                    did = true;
-                }
-                Ok(None) => {
-                    if decoder_idle(&self.decoder) {
-                        self.turn = None; // nothing started: free the turn
+                    Err(e) => {
+                        self.rec_at = self.rec_end;
+                        let r = session.on_wire_error(e, Buffers { out, scratch });
+                        on_reply(turn, c, &r, self.out);
                     }
-                    if sock.recv_queue() == 0 {
-                        return did;
-                    }
-                    did = true;
                 }
-                Err(_) => {
-                    // The peer reset or closed mid-frame: this stream is over.
-                    sock.abort();
-                    end_session(c, "receive failed");
-                    self.turn = None;
-                    self.reset_decoder();
+                did = true;
+                continue;
+            }
+            // A frame handled and none begun: let another connection have a go.
+            if turn.handled && decoder.is_idle() {
+                self.turn = None;
+                continue;
+            }
+            // 4. Take one whole record out of the socket and decrypt it.
+            let mut header = [0u8; RECORD_HEADER_LEN];
+            let len = match sock.peek_slice(&mut header) {
+                Ok(RECORD_HEADER_LEN) => record_len(header, TAG_LEN + 1, RECORD_LIMIT),
+                _ => Err(ChannelError::Truncated),
+            };
+            match len {
+                Ok(len) if sock.recv_queue() >= RECORD_HEADER_LEN + len => {
+                    let whole = RECORD_HEADER_LEN + len;
+                    let opened = match sock.recv_slice(&mut self.record[..whole]) {
+                        Ok(n) if n == whole => channel.open(&mut self.record[RECORD_HEADER_LEN..whole]).map(|p| p.len()),
+                        _ => Err(ChannelError::Truncated),
+                    };
+                    match opened {
+                        Ok(n) => {
+                            self.rec_at = RECORD_HEADER_LEN;
+                            self.rec_end = RECORD_HEADER_LEN + n;
+                            did = true;
+                        }
+                        Err(e) => {
+                            channel_failed(c, sock, e);
+                            self.drop_turn();
+                            return true;
+                        }
+                    }
+                }
+                Err(e @ (ChannelError::RecordTooLarge { .. } | ChannelError::RecordTooShort { .. })) => {
+                    channel_failed(c, sock, e);
+                    self.drop_turn();
                     return true;
+                }
+                _ => {
+                    // No whole record yet: a connection between frames
+                    // gives the turn up; one inside a frame keeps it (until
+                    // its frame deadline).
+                    if decoder.is_idle() {
+                        self.turn = None;
+                    }
+                    return did;
                 }
             }
         }
     }
 
-    /// The next connection (round robin) with a session and input waiting.
+    /// The next connection (round robin) with a channel and input waiting.
     fn pick(&mut self) -> Option<usize> {
         for k in 0..TCP_SOCKETS {
             let i = (self.next_conn + k) % TCP_SOCKETS;
             let c = &self.conns[i];
-            if c.session.is_some() && !c.close && self.sockets.get::<tcp::Socket>(c.socket).can_recv() {
+            if c.session.is_some()
+                && matches!(*c.chan, Chan::Open(_))
+                && !c.close
+                && self.sockets.get::<tcp::Socket>(c.socket).can_recv()
+            {
                 self.next_conn = (i + 1) % TCP_SOCKETS;
                 return Some(i);
             }
@@ -390,11 +598,43 @@ impl<'a> Service<'a> {
     }
 }
 
-fn decoder_idle(d: &Option<FrameDecoder<'_>>) -> bool {
-    d.as_ref().is_none_or(|d| d.is_idle())
+/// Seals as much of `plain` as the socket's contiguous free space takes, as
+/// one record; returns the plaintext bytes taken (0 when the buffer is full).
+fn seal_into(sock: &mut tcp::Socket, channel: &mut Channel, plain: &[u8]) -> Result<usize, ()> {
+    let sent = sock.send(|window| {
+        if window.len() <= RECORD_HEADER_LEN + TAG_LEN {
+            return (0, Ok(0));
+        }
+        let k = plain.len().min(window.len() - RECORD_HEADER_LEN - TAG_LEN).min(channel.max_plaintext());
+        match channel.seal_record(&plain[..k], window) {
+            Ok(n) => (n, Ok(k)),
+            Err(_) => (0, Err(())),
+        }
+    });
+    sent.unwrap_or(Err(()))
 }
 
-fn end_session(c: &mut Conn, why: &'static str) {
+/// Whether a frame is a hello claiming another key than the one the
+/// channel proved: a peer may not run the channel as one box and the
+/// session as another.
+fn claims_another_key(payload: &[u8], peer: PublicKey) -> bool {
+    payload.first() == Some(&1) && matches!(Message::decode(payload), Ok(Message::Hello(h)) if h.client_key != peer)
+}
+
+/// The refusal of such a hello: `Error NotAuthenticated`, then close.
+fn refuse_hello(out: &mut [u8]) -> Reply {
+    let msg = Message::Error(ErrorMsg { code: ErrorCode::NotAuthenticated, message: "hello key differs from the channel's" });
+    Reply { len: encode_frame(&msg, out).unwrap_or(0), close: true, resume: false, refused: None }
+}
+
+/// Ends a connection whose channel failed (bad or unauthentic record).
+fn channel_failed(c: &mut Conn<'_>, sock: &mut tcp::Socket, e: ChannelError) {
+    defmt::warn!("channel: refused: {}", defmt::Display2Format(&e));
+    sock.abort();
+    end_session(c, "channel failed");
+}
+
+fn end_session(c: &mut Conn<'_>, why: &'static str) {
     if c.session.take().is_some() {
         let (used, total) = stack::high_water();
         defmt::info!(
@@ -406,10 +646,25 @@ fn end_session(c: &mut Conn, why: &'static str) {
         );
     }
     c.close = false;
+    *c.chan = Chan::None;
+}
+
+/// Whether a reply holds a `Welcome` (the client is authenticated).
+fn has_welcome(mut frames: &[u8]) -> bool {
+    while let Ok(f) = pastiche_core::wire::Frame::new_checked(frames) {
+        if f.payload().first() == Some(&4) {
+            return true;
+        }
+        frames = frames.get(f.total_len()..).unwrap_or(&[]);
+    }
+    false
 }
 
 /// Records what the session asked for.
-fn on_reply(t: &mut Turn, c: &mut Conn, r: &Reply) {
+fn on_reply(t: &mut Turn, c: &mut Conn<'_>, r: &Reply, out: &[u8]) {
+    if !c.welcomed && has_welcome(out.get(..r.len).unwrap_or(&[])) {
+        c.welcomed = true;
+    }
     t.len = r.len;
     t.sent = 0;
     t.resume |= r.resume;

@@ -2,8 +2,10 @@
 //! corpus files can also be replayed by `cargo test` on a stable toolchain.
 
 mod buddy;
+mod channel;
 mod open;
 pub use buddy::buddy_session;
+pub use channel::channel_responder;
 pub use open::open_chunk;
 
 use pastiche_core::wire::{encode_frame, FrameDecoder, Message, WireError, DECODER_BUFFER_LEN, FRAME_HEADER_LEN};
@@ -72,6 +74,43 @@ mod tests {
             }
         }
         n
+    }
+
+    /// The channel seed (a real client's handshake, hello and flush) is
+    /// current, reaches the transport phase, and every seed, corpus input
+    /// and artifact of `channel_responder` replays without a panic.
+    #[test]
+    fn channel_responder_seed_and_corpus() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let seed = crate::channel::client_seed();
+        let path = root.join("seeds/channel_responder/handshake-hello-flush");
+        if std::env::var_os("PASTICHE_WRITE_SEEDS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &seed).unwrap();
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            seed,
+            "seeds/channel_responder is stale: PASTICHE_WRITE_SEEDS=1 cargo test"
+        );
+        let mut n = 0;
+        for dir in ["seeds", "corpus", "artifacts"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir).join("channel_responder")) else { continue };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    crate::channel_responder(&std::fs::read(&path).unwrap());
+                    n += 1;
+                }
+            }
+        }
+        // Every single-byte alteration of the seed is refused without a panic.
+        for i in 4..seed.len() {
+            let mut bent = seed.clone();
+            bent[i] ^= 0x01;
+            assert_eq!(crate::channel_responder(&bent), 0, "byte {i} altered, yet frames came through");
+        }
+        println!("replayed {n} channel inputs and {} alterations of the seed", seed.len() - 4);
     }
 
     /// Replays the committed seeds, and the corpus and crash artifacts of

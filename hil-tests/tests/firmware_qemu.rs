@@ -59,7 +59,8 @@ fn a_tree_backs_up_to_the_firmware_buddy_and_restores_from_it_alone() {
     let bin = build_pastiche().expect("pastiche builds");
     let tmp = tempfile::tempdir().unwrap();
     let (tree, data, target) = (tmp.path().join("tree"), tmp.path().join("box"), tmp.path().join("out"));
-    make_tree(&tree, 4, 0x5eed);
+    // 3 MiB: the firmware's RAM index holds 240 chunks (firmware/MEMORY.md).
+    make_tree(&tree, 3, 0x5eed);
 
     let port = free_port();
     let qemu = Qemu::boot(&fw, &tmp.path().join("disk.img"), &tmp.path().join("fw.defmt"), port).expect("boots");
@@ -67,7 +68,7 @@ fn a_tree_backs_up_to_the_firmware_buddy_and_restores_from_it_alone() {
     run_ok(pastiche(&bin, &data).args(["buddy", "add", &format!("127.0.0.1:{port}"), "--code", PAIRING_SECRET]));
     let t = Instant::now();
     let out = run_ok_logged(pastiche(&bin, &data).arg("backup").arg(&tree), Some(&qemu));
-    eprintln!("backup + sync of 4 MiB to the firmware buddy: {:?}", t.elapsed());
+    eprintln!("backup + sync of 3 MiB to the firmware buddy: {:?}", t.elapsed());
     let _ = out;
     let t = Instant::now();
     run_ok_logged(
@@ -77,7 +78,7 @@ fn a_tree_backs_up_to_the_firmware_buddy_and_restores_from_it_alone() {
             .args(["--from-buddy", &format!("127.0.0.1:{port}")]),
         Some(&qemu),
     );
-    eprintln!("restore of 4 MiB from the firmware buddy: {:?}", t.elapsed());
+    eprintln!("restore of 3 MiB from the firmware buddy: {:?}", t.elapsed());
     assert_same_tree(&tree, &restored(&target, &tree));
 
     let lines = qemu.lines();
@@ -96,20 +97,21 @@ fn power_cut_mid_transfer_then_sync_completes_and_restore_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let (tree, data, target) = (tmp.path().join("tree"), tmp.path().join("box"), tmp.path().join("out"));
     let disk = tmp.path().join("disk.img");
-    make_tree(&tree, 8, 0xc0ffee);
+    // 3 MiB: the firmware's RAM index holds 240 chunks (firmware/MEMORY.md).
+    make_tree(&tree, 3, 0xc0ffee);
 
     let port = free_port();
     let mut qemu = Qemu::boot(&fw, &disk, &tmp.path().join("boot1.defmt"), port).expect("boots");
     run_ok(pastiche(&bin, &data).args(["init", "--name", "hil-b.example"]));
     run_ok(pastiche(&bin, &data).args(["buddy", "add", &format!("127.0.0.1:{port}"), "--code", PAIRING_SECRET]));
 
-    // Back up, and pull the plug once a couple of MiB have reached the disk.
+    // Back up, and pull the plug once a MiB has reached the disk.
     let mut backup =
         pastiche(&bin, &data).arg("backup").arg(&tree).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
     let cut_at = loop {
         let len = fs::metadata(&disk).map(|m| m.len()).unwrap_or(0);
-        if len > 2 << 20 {
+        if len > 1 << 20 {
             qemu.kill();
             break len;
         }

@@ -19,17 +19,21 @@ pub mod names;
 // Its `libc::signal` handler predates the daemon (which uses signal-hook).
 #[allow(unsafe_code)]
 pub mod serve;
+mod slots;
 pub mod store;
 mod tables;
 
+#[cfg(test)]
+mod attacks;
 #[cfg(test)]
 mod tests;
 
 pub use error::BuddyError;
 pub use handle::BuddyHandle;
 pub use serve::{
-    serve, stderr_log, LogSink, ServeOptions, Server, Stopper, DEFAULT_MAX_SESSIONS, DEFAULT_MIN_FREE, DEFAULT_PORT,
-    DEFAULT_QUOTA,
+    serve, stderr_log, Limits, LogSink, ServeOptions, Server, Stopper, DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_SESSIONS, DEFAULT_MIN_FREE,
+    DEFAULT_PORT, DEFAULT_QUOTA,
 };
 pub use store::{BuddyRecovery, BuddyStorage, ClientInfo};
 pub use tables::BUDDY_DB_FILE;

@@ -1,7 +1,16 @@
 //! `pastiche serve`: the buddy daemon. A TCP listener, one thread per
-//! connection (at most [`ServeOptions::max_sessions`]), each running a
-//! [`BuddySession`] over its own [`BuddyHandle`] of the shared
-//! [`BuddyStorage`].
+//! connection, each running the secure channel ([`pastiche_core::channel`],
+//! `docs/PROTOCOL.md` §1a) and inside it a [`BuddySession`] over its own
+//! [`BuddyHandle`] of the shared [`BuddyStorage`].
+//!
+//! Every peer is a potential attacker, so every connection is bounded: at
+//! most [`Limits::max_per_address`] per source address; at most
+//! [`Limits::max_pending`] still in their handshake (channel and
+//! hello), the oldest evicted when a new one needs room, each given
+//! [`Limits::handshake_timeout`] to be welcomed; at most
+//! [`ServeOptions::max_sessions`] authenticated sessions; every record and
+//! frame must complete within [`Limits::frame_timeout`] of its first
+//! byte; and a session's buffers are fixed (about 0.6 MiB).
 //!
 //! Every event is one line on stderr (or the [`LogSink`] given):
 //! `pastiche serve: <peer> <client key prefix> <what>`: connections,
@@ -10,18 +19,22 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
+use pastiche_core::channel::{
+    Channel, ChannelError, Handshake, RecordReader, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE, RECORD_HEADER_LEN,
+};
 use pastiche_core::seal::MAX_SEALED;
 use pastiche_core::session::{BuddySession, Buffers, Reply};
 use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, Frame, FrameDecoder, Message, DECODER_BUFFER_LEN};
-use pastiche_core::PublicKey;
+use pastiche_core::{Identity, PublicKey};
 use rand::RngCore;
 
+use super::slots::{Caps, Refusal, Slot, Slots};
 use super::store::{BuddyHandle, BuddyStorage};
 use crate::repo::Repo;
 
@@ -33,6 +46,14 @@ pub const DEFAULT_QUOTA: u64 = 64 << 30;
 pub const DEFAULT_MAX_SESSIONS: usize = 32;
 /// Free disk kept for the box's own backups by default: 1 GiB.
 pub const DEFAULT_MIN_FREE: u64 = 1 << 30;
+/// Connections in their handshake at once, by default.
+pub const DEFAULT_MAX_PENDING: usize = 64;
+/// Connections from one address at once, by default.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 32;
+/// Time from accepting a connection to welcoming its client, by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a record or frame may take from its first byte to its last, by default.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Socket reads per call.
 const READ_BUF_LEN: usize = 64 * 1024;
@@ -55,12 +76,38 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Bytes each client may store unless it has a quota of its own.
     pub default_quota: u64,
-    /// Sessions served at once; more connections get `Error Internal
-    /// "busy"` and are closed.
+    /// Authenticated sessions served at once; a client welcomed beyond
+    /// this gets `Error Internal "busy"` instead and is closed.
     pub max_sessions: usize,
     /// Free bytes kept on the box's disk for its own backups: clients'
     /// uploads that would go below are refused (0: no floor).
     pub min_free: u64,
+}
+
+/// The bounds every connection is held to (see the module docs); the
+/// defaults suit a LAN or a home uplink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections still in their handshake at once; a new connection past
+    /// this evicts the oldest of them.
+    pub max_pending: usize,
+    /// Connections from one source address at once; more are closed at once.
+    pub max_per_address: usize,
+    /// Time from accept to welcome (channel handshake and hello).
+    pub handshake_timeout: Duration,
+    /// Time a record or a frame may take from its first byte to its last.
+    pub frame_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_pending: DEFAULT_MAX_PENDING,
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+        }
+    }
 }
 
 impl Default for ServeOptions {
@@ -123,7 +170,9 @@ fn install_signal_handlers() {
 pub struct Server {
     listener: TcpListener,
     storage: BuddyStorage,
+    identity: Option<Identity>,
     opts: ServeOptions,
+    limits: Limits,
     log: LogSink,
     stop: Stopper,
     watch_signals: bool,
@@ -140,7 +189,30 @@ impl Server {
     /// until [`Server::run`]). Logs to stderr unless [`Server::with_log`].
     pub fn bind(storage: BuddyStorage, opts: ServeOptions) -> anyhow::Result<Server> {
         let listener = TcpListener::bind(opts.listen).with_context(|| format!("cannot listen on {}", opts.listen))?;
-        Ok(Server { listener, storage, opts, log: stderr_log(), stop: Stopper::default(), watch_signals: false })
+        let identity = storage.identity().cloned();
+        Ok(Server {
+            listener,
+            storage,
+            identity,
+            opts,
+            limits: Limits::default(),
+            log: stderr_log(),
+            stop: Stopper::default(),
+            watch_signals: false,
+        })
+    }
+
+    /// Holds connections to `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Server {
+        self.limits = limits;
+        self
+    }
+
+    /// The identity proven by the channel, for storage not opened from a
+    /// repository (which brings its own).
+    pub fn with_identity(mut self, identity: Identity) -> Server {
+        self.identity = Some(identity);
+        self
     }
 
     /// Sends log lines to `log` instead of stderr.
@@ -171,6 +243,10 @@ impl Server {
         let me = addr.to_string();
         let log = self.log.clone();
         let say = |who: &str, what: &str| log(&format!("pastiche serve: {me} {who} {what}"));
+        let identity = self.identity.clone().ok_or_else(|| anyhow!("the buddy server needs the box's identity"))?;
+        if identity.public_key() != self.storage.own_key() {
+            anyhow::bail!("the identity given is not the one of the buddy store");
+        }
         let report = self.storage.recover().context("cannot recover the buddy store")?;
         for (client, epoch) in &report.applied {
             say(&key_prefix(client), &format!("recovery: applied prepared epoch {epoch}"));
@@ -182,17 +258,23 @@ impl Server {
         say(
             "-",
             &format!(
-                "listening (default quota {} bytes, at most {} sessions)",
-                self.opts.default_quota, self.opts.max_sessions
+                "listening (default quota {} bytes, at most {} sessions, {} handshaking, {} per address)",
+                self.opts.default_quota, self.opts.max_sessions, self.limits.max_pending, self.limits.max_per_address
             ),
         );
+        let slots = Slots::new(Caps {
+            sessions: self.opts.max_sessions,
+            pending: self.limits.max_pending,
+            per_address: self.limits.max_per_address,
+        });
         let ctx = Arc::new(Ctx {
             storage: self.storage.clone(),
-            buddy_key: self.storage.own_key(),
+            identity,
+            limits: self.limits,
+            max_sessions: self.opts.max_sessions,
             log: self.log.clone(),
             stop: self.stop.clone(),
             started: Instant::now(),
-            active: AtomicUsize::new(0),
         });
         let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
         let mut next_id = 0u64;
@@ -206,23 +288,32 @@ impl Server {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     threads.retain(|t| !t.is_finished());
-                    if ctx.active.load(Ordering::SeqCst) >= self.opts.max_sessions {
-                        refuse_busy(stream);
-                        log(&format!("pastiche serve: {peer} - refused: busy ({} sessions)", self.opts.max_sessions));
-                        continue;
-                    }
-                    ctx.active.fetch_add(1, Ordering::SeqCst);
+                    let slot = match slots.take(peer.ip()) {
+                        Ok((slot, evicted)) => {
+                            if let Some(old) = evicted {
+                                log(&format!(
+                                    "pastiche serve: {old} - evicted: oldest of {} handshakes",
+                                    self.limits.max_pending
+                                ));
+                            }
+                            slot
+                        }
+                        Err(Refusal::PerAddress(n)) => {
+                            drop(stream);
+                            log(&format!(
+                                "pastiche serve: {peer} - refused: {n} connections from this address already"
+                            ));
+                            continue;
+                        }
+                    };
                     let c = ctx.clone();
                     next_id += 1;
                     let spawned = thread::Builder::new()
                         .name(format!("pastiche-serve-{next_id}"))
-                        .spawn(move || connection(stream, peer, c));
+                        .spawn(move || connection(stream, peer, slot, c));
                     match spawned {
                         Ok(t) => threads.push(t),
-                        Err(e) => {
-                            ctx.active.fetch_sub(1, Ordering::SeqCst);
-                            log(&format!("pastiche serve: {peer} - error: cannot start a session thread: {e}"));
-                        }
+                        Err(e) => log(&format!("pastiche serve: {peer} - error: cannot start a session thread: {e}")),
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(ACCEPT_TICK),
@@ -235,7 +326,7 @@ impl Server {
             }
         }
         drop(self.listener);
-        say("-", &format!("stopping: waiting for {} sessions", ctx.active.load(Ordering::SeqCst)));
+        say("-", &format!("stopping: waiting for {} connections", slots.len()));
         for t in threads {
             if t.join().is_err() {
                 say("-", "error: a session thread panicked");
@@ -260,11 +351,12 @@ pub fn serve(repo: Repo, opts: ServeOptions) -> anyhow::Result<()> {
 /// What every session thread shares.
 struct Ctx {
     storage: BuddyStorage,
-    buddy_key: PublicKey,
+    identity: Identity,
+    limits: Limits,
+    max_sessions: usize,
     log: LogSink,
     stop: Stopper,
     started: Instant,
-    active: AtomicUsize,
 }
 
 impl Ctx {
@@ -273,39 +365,24 @@ impl Ctx {
     }
 }
 
-/// Counts a session as active until dropped (even by a panic).
-struct Active<'a>(&'a AtomicUsize);
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 fn key_prefix(key: &PublicKey) -> String {
     hex::encode(&key.0[..8])
 }
 
-/// Tells an excess connection the buddy is busy, then closes it.
-fn refuse_busy(mut stream: TcpStream) {
-    let mut frame = [0u8; 64];
-    let msg = Message::Error(ErrorMsg { code: ErrorCode::Internal, message: "busy" });
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    if let Ok(n) = encode_frame(&msg, &mut frame) {
-        let _ = stream.write_all(&frame[..n]);
-    }
-    let _ = stream.shutdown(Shutdown::Write);
-    // Take what the peer already sent (its hello), so the close is not a reset.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
-    let mut sink = [0u8; 512];
-    let _ = stream.read(&mut sink);
-}
-
 /// One connection's thread.
-fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
-    let _active = Active(&ctx.active);
-    let mut conn = Conn { stream, peer, ctx: &ctx, who: "-".to_string(), quota_refusals: 0 };
+fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ctx>) {
+    let mut conn = Conn {
+        stream,
+        peer,
+        ctx: &ctx,
+        slot,
+        who: "-".to_string(),
+        quota_refusals: 0,
+        accepted: Instant::now(),
+        welcomed: false,
+        record_since: None,
+        frame_since: None,
+    };
     conn.log("connected");
     let why = conn.serve();
     if conn.quota_refusals > 1 {
@@ -319,16 +396,36 @@ struct Conn<'a> {
     stream: TcpStream,
     peer: SocketAddr,
     ctx: &'a Ctx,
-    /// Key prefix of the client (claimed in its hello, then authenticated).
+    slot: Slot,
+    /// Key prefix of the client (proven by the channel, then authenticated).
     who: String,
     quota_refusals: u64,
+    accepted: Instant,
+    /// The client was welcomed (its handshake deadline no longer runs).
+    welcomed: bool,
+    /// When the record being received started, if one is partly in.
+    record_since: Option<Instant>,
+    /// When the frame being received started, if one is partly in.
+    frame_since: Option<Instant>,
 }
 
-/// Buffers of one connection.
+/// Buffers of one connection: fixed, whatever the peer sends.
 struct Bufs {
     read: Vec<u8>,
     out: Vec<u8>,
     scratch: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
+/// The largest record message the appliance accepts.
+const RECORD_LIMIT: usize = MAX_NOISE_MESSAGE;
+
+/// The channel state of a connection.
+enum Phase {
+    Handshake(Box<Handshake>),
+    Open(Box<Channel>),
+    /// Between the two, or after a failure.
+    Failed,
 }
 
 impl Conn<'_> {
@@ -336,17 +433,53 @@ impl Conn<'_> {
         (self.ctx.log)(&format!("pastiche serve: {} {} {what}", self.peer, self.who));
     }
 
-    /// Runs the session; returns why it ended.
+    /// Why the connection must end now, if it must: shutdown, eviction,
+    /// and every deadline.
+    fn expired(&self, session: &BuddySession) -> Option<String> {
+        let now = Instant::now();
+        let opts = &self.ctx.limits;
+        if self.ctx.stop.is_stopped() {
+            Some("server shutting down".into())
+        } else if self.slot.is_evicted() {
+            Some("evicted: the oldest handshake when the pool was full".into())
+        } else if !self.welcomed && now.duration_since(self.accepted) > opts.handshake_timeout {
+            Some(format!("handshake timeout ({} ms)", opts.handshake_timeout.as_millis()))
+        } else if self.record_since.is_some_and(|t| now.duration_since(t) > opts.frame_timeout) {
+            Some(format!("stalled inside a record for over {} ms", opts.frame_timeout.as_millis()))
+        } else if self.frame_since.is_some_and(|t| now.duration_since(t) > opts.frame_timeout) {
+            Some(format!("stalled inside a frame for over {} ms", opts.frame_timeout.as_millis()))
+        } else if self.ctx.now_ms() >= session.deadline() {
+            Some("idle timeout".into())
+        } else {
+            None
+        }
+    }
+
+    /// Runs the channel and the session; returns why it ended.
     fn serve(&mut self) -> String {
         if let Err(e) = self.setup() {
             return format!("socket setup failed: {e}");
         }
         let mut nonce = [0u8; 32];
+        let mut ephemeral = [0u8; 32];
         if let Err(e) = rand::rngs::OsRng.try_fill_bytes(&mut nonce) {
             return format!("no randomness for the challenge: {e}");
         }
-        let mut session = BuddySession::new(self.ctx.buddy_key, nonce, self.ctx.now_ms());
+        if let Err(e) = rand::rngs::OsRng.try_fill_bytes(&mut ephemeral) {
+            return format!("no randomness for the channel: {e}");
+        }
+        let hs = match Handshake::responder(&self.ctx.identity, ephemeral, RECORD_LIMIT) {
+            Ok(hs) => hs,
+            Err(e) => return format!("internal error: {e}"),
+        };
+        let mut phase = Phase::Handshake(Box::new(hs));
+        let mut session = BuddySession::new(self.ctx.storage.own_key(), nonce, self.ctx.now_ms());
         let mut store = self.ctx.storage.session();
+        let mut record_buf = vec![0u8; RECORD_HEADER_LEN + RECORD_LIMIT];
+        let mut records = match RecordReader::new(&mut record_buf, 1, MAX_HANDSHAKE_MESSAGE) {
+            Ok(r) => r,
+            Err(e) => return format!("internal error: {e}"),
+        };
         let mut decode_buf = vec![0u8; DECODER_BUFFER_LEN];
         let mut decoder = match FrameDecoder::new(&mut decode_buf) {
             Ok(d) => d,
@@ -356,50 +489,177 @@ impl Conn<'_> {
             read: vec![0u8; READ_BUF_LEN],
             out: vec![0u8; 2 * DECODER_BUFFER_LEN],
             scratch: vec![0u8; MAX_SEALED],
+            sealed: vec![0u8; 2 * DECODER_BUFFER_LEN + 4 * (RECORD_HEADER_LEN + 16)],
         };
         loop {
-            if self.ctx.stop.is_stopped() {
-                return "server shutting down".into();
+            if let Some(why) = self.expired(&session) {
+                return why;
             }
             let n = match self.stream.read(&mut bufs.read) {
                 Ok(0) => {
-                    return match decoder.finish() {
-                        Ok(()) => "peer closed the connection".into(),
-                        Err(e) => format!("peer closed the connection mid-frame ({e})"),
+                    return match (records.finish(), decoder.finish()) {
+                        (Ok(()), Ok(())) => "peer closed the connection".into(),
+                        (Err(e), _) => format!("peer closed the connection mid-record ({e})"),
+                        (_, Err(e)) => format!("peer closed the connection mid-frame ({e})"),
                     }
                 }
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if self.ctx.now_ms() >= session.deadline() {
-                        return "idle timeout".into();
-                    }
-                    continue;
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                    continue
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return format!("read failed: {e}"),
             };
             let mut at = 0;
             while at < n {
-                let fed = match decoder.feed(&bufs.read[at..n]) {
-                    Ok(fed) => fed,
-                    Err(e) => {
-                        let r = session.on_wire_error(e, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch });
-                        let _ = self.stream.write_all(&bufs.out[..r.len]);
-                        self.log(&format!("refused: {} (bad frame: {e})", ErrorCode::for_wire_error(e)));
-                        self.drain();
-                        return "bad frame".into();
-                    }
+                let read = match records.feed(&bufs.read[at..n]) {
+                    Ok(read) => read,
+                    Err(e) => return self.channel_failed(e),
                 };
-                at += fed.consumed;
-                let Some(payload) = fed.frame else { continue };
-                self.note_hello(payload);
-                let bufs_now = Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch };
-                let r = session.handle(payload, &mut store, bufs_now, self.ctx.now_ms());
-                if let Some(why) = self.answer(r, &mut session, &mut store, &mut bufs) {
+                at += read.consumed;
+                let Some(body) = read.record else {
+                    if self.record_since.is_none() {
+                        self.record_since = Some(Instant::now());
+                    }
+                    continue;
+                };
+                self.record_since = None;
+                let channel = match &mut phase {
+                    Phase::Handshake(hs) => {
+                        match self.handshake_step(hs, body) {
+                            Ok(false) => continue,
+                            Ok(true) => {}
+                            Err(why) => return why,
+                        }
+                        let done = match std::mem::replace(&mut phase, Phase::Failed) {
+                            Phase::Handshake(hs) => hs.finish(),
+                            _ => Err(ChannelError::Poisoned),
+                        };
+                        let channel = match done {
+                            Ok(channel) => channel,
+                            Err(e) => return self.channel_failed(e),
+                        };
+                        if let Err(e) = records.set_transport_limit(channel.recv_limit()) {
+                            return format!("internal error: {e}");
+                        }
+                        self.who = format!("{}~", key_prefix(&channel.peer()));
+                        self.slot.progress(2);
+                        self.log("channel established");
+                        phase = Phase::Open(Box::new(channel));
+                        continue;
+                    }
+                    Phase::Open(channel) => channel,
+                    Phase::Failed => return "internal error: no channel".into(),
+                };
+                let plain = match channel.open(body) {
+                    Ok(plain) => plain,
+                    Err(e) => return self.channel_failed(e),
+                };
+                if let Some(why) = self.on_plaintext(plain, channel, &mut decoder, &mut session, &mut store, &mut bufs)
+                {
                     return why;
                 }
             }
         }
+    }
+
+    /// Takes one handshake message and answers it; returns whether the
+    /// handshake is complete.
+    fn handshake_step(&mut self, hs: &mut Handshake, body: &[u8]) -> Result<bool, String> {
+        hs.read(body).map_err(|e| self.channel_failed(e))?;
+        self.slot.progress(1);
+        if hs.is_write_turn() {
+            let mut msg = [0u8; RECORD_HEADER_LEN + MAX_HANDSHAKE_MESSAGE];
+            let n = hs.write(&mut msg).map_err(|e| format!("internal error: {e}"))?;
+            self.stream.write_all(&msg[..n]).map_err(|e| format!("write failed: {e}"))?;
+        }
+        Ok(hs.is_finished())
+    }
+
+    /// Logs a channel failure; the connection just closes (there is no
+    /// channel to carry an error, or it can no longer be trusted).
+    fn channel_failed(&self, e: ChannelError) -> String {
+        self.log(&format!("refused: channel: {e}"));
+        format!("channel failed: {e}")
+    }
+
+    /// Feeds decrypted bytes to the frame decoder and the session, sending
+    /// each reply sealed; returns why the connection must close, if it must.
+    fn on_plaintext(
+        &mut self,
+        mut plain: &[u8],
+        channel: &mut Channel,
+        decoder: &mut FrameDecoder<'_>,
+        session: &mut BuddySession,
+        store: &mut BuddyHandle,
+        bufs: &mut Bufs,
+    ) -> Option<String> {
+        while !plain.is_empty() {
+            let fed = match decoder.feed(plain) {
+                Ok(fed) => fed,
+                Err(e) => {
+                    let r = session.on_wire_error(e, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch });
+                    let _ = self.send_sealed(channel, bufs, r.len);
+                    self.log(&format!("refused: {} (bad frame: {e})", ErrorCode::for_wire_error(e)));
+                    self.drain();
+                    return Some("bad frame".into());
+                }
+            };
+            plain = &plain[fed.consumed..];
+            let Some(payload) = fed.frame else {
+                if self.frame_since.is_none() {
+                    self.frame_since = Some(Instant::now());
+                }
+                continue;
+            };
+            self.frame_since = None;
+            if let Some(why) = self.check_hello(payload, channel) {
+                let msg = Message::Error(ErrorMsg {
+                    code: ErrorCode::NotAuthenticated,
+                    message: "hello key differs from the channel's",
+                });
+                if let Ok(n) = encode_frame(&msg, &mut bufs.out) {
+                    let _ = self.send_sealed(channel, bufs, n);
+                }
+                self.log(&format!("refused: {why}"));
+                self.drain();
+                return Some(why);
+            }
+            let bufs_now = Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch };
+            let r = session.handle(payload, store, bufs_now, self.ctx.now_ms());
+            if let Some(why) = self.answer(r, channel, session, store, bufs) {
+                return Some(why);
+            }
+        }
+        None
+    }
+
+    /// The hello must claim the key the channel proved: otherwise a peer
+    /// could run the channel as one box and the session as another.
+    fn check_hello(&mut self, payload: &[u8], channel: &Channel) -> Option<String> {
+        if payload.first() != Some(&1) {
+            return None;
+        }
+        match Message::decode(payload) {
+            Ok(Message::Hello(h)) if h.client_key != channel.peer() => Some(format!(
+                "hello claims key {} but the channel proved {}",
+                key_prefix(&h.client_key),
+                key_prefix(&channel.peer())
+            )),
+            _ => None,
+        }
+    }
+
+    /// Seals `bufs.out[..len]` and writes it.
+    fn send_sealed(&mut self, channel: &mut Channel, bufs: &mut Bufs, len: usize) -> Result<(), String> {
+        if len == 0 {
+            return Ok(());
+        }
+        let need = channel.sealed_len(len);
+        if bufs.sealed.len() < need {
+            bufs.sealed.resize(need, 0);
+        }
+        let n = channel.seal(&bufs.out[..len], &mut bufs.sealed).map_err(|e| format!("internal error: {e}"))?;
+        self.stream.write_all(&bufs.sealed[..n]).map_err(|e| format!("write failed: {e}"))
     }
 
     fn setup(&self) -> io::Result<()> {
@@ -409,27 +669,31 @@ impl Conn<'_> {
         self.stream.set_write_timeout(Some(WRITE_TIMEOUT))
     }
 
-    /// Remembers the key a hello claims, so refusals before the proof name it.
-    fn note_hello(&mut self, payload: &[u8]) {
-        if payload.first() == Some(&1) {
-            if let Ok(Message::Hello(h)) = Message::decode(payload) {
-                self.who = format!("{}?", key_prefix(&h.client_key));
-            }
-        }
-    }
-
     /// Sends a reply (and the second phase of a commit), logs what it
     /// means; returns why the connection must close, if it must.
     fn answer(
         &mut self,
         mut r: Reply,
+        channel: &mut Channel,
         session: &mut BuddySession,
         store: &mut BuddyHandle,
         bufs: &mut Bufs,
     ) -> Option<String> {
         loop {
-            if let Err(e) = self.stream.write_all(&bufs.out[..r.len]) {
-                return Some(format!("write failed: {e}"));
+            if !self.welcomed && has_welcome(&bufs.out[..r.len]) {
+                if !self.slot.authenticate() {
+                    let msg = Message::Error(ErrorMsg { code: ErrorCode::Internal, message: "busy" });
+                    if let Ok(n) = encode_frame(&msg, &mut bufs.out) {
+                        let _ = self.send_sealed(channel, bufs, n);
+                    }
+                    self.log(&format!("refused: busy ({} sessions)", self.ctx.max_sessions));
+                    self.drain();
+                    return Some("busy".into());
+                }
+                self.welcomed = true;
+            }
+            if let Err(why) = self.send_sealed(channel, bufs, r.len) {
+                return Some(why);
             }
             self.describe(&bufs.out[..r.len], &r, store);
             if r.close {
@@ -500,4 +764,15 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// Whether a reply holds a `Welcome` (the session is authenticated).
+fn has_welcome(mut frames: &[u8]) -> bool {
+    while let Ok(f) = Frame::new_checked(frames) {
+        if f.payload().first() == Some(&4) {
+            return true;
+        }
+        frames = frames.get(f.total_len()..).unwrap_or(&[]);
+    }
+    false
 }

@@ -201,6 +201,15 @@ impl BuddyStorage {
         self.shared.chunks.get()
     }
 
+    /// The box's identity, when this storage belongs to a repository: the
+    /// buddy server's channel key.
+    pub fn identity(&self) -> Option<&pastiche_core::Identity> {
+        match &self.shared.chunks {
+            ChunkSource::Repo(r) => Some(&r.identity),
+            ChunkSource::Store(_) => None,
+        }
+    }
+
     /// The key of the box this storage belongs to (refused as a client).
     pub fn own_key(&self) -> PublicKey {
         self.shared.own_key

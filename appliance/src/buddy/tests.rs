@@ -1,8 +1,7 @@
 //! The buddy store and daemon end to end: real boxes in temporary
 //! directories, `serve` on 127.0.0.1 (port 0) in a thread, and
-//! `ClientSession`s driven over real `TcpStream`s.
+//! `ClientSession`s driven over the secure channel on real `TcpStream`s.
 
-use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pastiche_core::session::{BuddyStore, ClientEvent, ClientSession};
 use pastiche_core::wire::{
-    encode_frame, DeleteList, ErrorCode, IdList, Message, SignedMessage, Welcome, FRAME_HEADER_LEN, MAX_IDS_PER_MESSAGE,
+    encode_frame, DeleteList, ErrorCode, IdList, Message, SignedMessage, Welcome, MAX_IDS_PER_MESSAGE,
 };
 use pastiche_core::{ChunkId, Identity, NodeId, PublicKey, Signature};
 use tempfile::TempDir;
@@ -22,6 +21,7 @@ use pastiche_core::testing::conformance::Harness;
 use super::*;
 use crate::repo::keys::KdfParams;
 use crate::repo::{LockMode, Repo};
+use crate::sync::conn::SecureStream;
 
 const PASS: &str = "buddy test passphrase";
 
@@ -170,31 +170,33 @@ impl Ev {
     }
 }
 
-/// Reads one frame's payload.
-fn read_payload(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    stream.read_exact(&mut header)?;
-    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
-    stream.read_exact(&mut payload)?;
+/// A secure channel to the server as `id` (its key unpinned).
+fn secure(addr: SocketAddr, id: &Identity) -> SecureStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    SecureStream::handshake(stream, id, None).unwrap()
+}
+
+/// Reads one frame's payload through the channel.
+fn read_payload(link: &mut SecureStream) -> anyhow::Result<Vec<u8>> {
+    let mut payload = vec![0u8; pastiche_core::wire::MAX_FRAME_PAYLOAD];
+    let n = link.read_frame(&mut payload)?;
+    payload.truncate(n);
     Ok(payload)
 }
 
-/// Reads the error frame a refused raw connection gets, then expects the close.
-fn expect_error_then_close(stream: &mut TcpStream) -> (ErrorCode, String) {
-    let payload = read_payload(stream).unwrap();
+/// Reads the error frame a refused connection gets, then expects the close.
+fn expect_error_then_close(link: &mut SecureStream) -> (ErrorCode, String) {
+    let payload = read_payload(link).unwrap();
     let Ok(Message::Error(e)) = Message::decode(&payload) else { panic!("expected an error frame, got {payload:?}") };
-    let mut rest = [0u8; 16];
-    match stream.read(&mut rest) {
-        Ok(0) => {}
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-        other => panic!("expected the connection to close, got {other:?}"),
-    }
+    let mut rest = [0u8; 1];
+    assert!(link.read_exact(&mut rest).is_err(), "expected the connection to close");
     (e.code, e.message.to_string())
 }
 
-/// A client over TCP.
+/// A client over the secure channel.
 struct Client {
-    stream: TcpStream,
+    link: SecureStream,
     session: ClientSession,
     out: Vec<u8>,
     offered: usize,
@@ -206,30 +208,35 @@ impl Client {
     }
 
     fn connect_as(addr: SocketAddr, id: Identity) -> (Client, Welcome) {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        match Client::try_connect(addr, id) {
+            (c, Ev::Welcome(w)) => (c, w),
+            (_, e) => panic!("expected welcome, got {e:?}"),
+        }
+    }
+
+    /// The channel handshake and the hello; the buddy's answer to the proof.
+    fn try_connect(addr: SocketAddr, id: Identity) -> (Client, Ev) {
+        let link = secure(addr, &id);
         let session = ClientSession::new(id, NodeId::from_name("client.test"), [9; 32], [3; 16]);
-        let mut c = Client { stream, session, out: vec![0; 2 * MAX_IDS_PER_MESSAGE * 20 + 70_000], offered: 0 };
+        let mut c = Client { link, session, out: vec![0; 2 * MAX_IDS_PER_MESSAGE * 20 + 70_000], offered: 0 };
         let n = c.session.start(&mut c.out).unwrap();
         c.send(n);
-        let payload = read_payload(&mut c.stream).unwrap();
+        let payload = read_payload(&mut c.link).unwrap();
         let n = match c.session.handle(&payload, &mut c.out).unwrap() {
             ClientEvent::SendProof(n) => n,
             e => panic!("expected a challenge, got {e:?}"),
         };
         c.send(n);
-        match c.recv() {
-            Ev::Welcome(w) => (c, w),
-            e => panic!("expected welcome, got {e:?}"),
-        }
+        let answer = c.recv();
+        (c, answer)
     }
 
     fn send(&mut self, n: usize) {
-        self.stream.write_all(&self.out[..n]).unwrap();
+        self.link.send(&self.out[..n]).unwrap();
     }
 
     fn recv(&mut self) -> Ev {
-        let payload = read_payload(&mut self.stream).unwrap();
+        let payload = read_payload(&mut self.link).unwrap();
         Ev::of(self.session.handle(&payload, &mut self.out).unwrap(), self.offered)
     }
 
@@ -289,12 +296,8 @@ impl Client {
 
     /// Expects the buddy to have closed the connection.
     fn expect_closed(&mut self) {
-        let mut b = [0u8; 16];
-        match self.stream.read(&mut b) {
-            Ok(0) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            other => panic!("expected the connection to be closed, got {other:?}"),
-        }
+        let mut b = [0u8; 1];
+        assert!(self.link.read_exact(&mut b).is_err(), "expected the connection to be closed");
     }
 }
 
@@ -609,15 +612,16 @@ fn bad_frames_close_only_their_own_session() {
     let (mut good, _) = Client::connect(srv.addr, 5);
     good.upload(&chunks(8, 5));
 
+    let raw = |bytes: &[u8]| {
+        let mut s = secure(srv.addr, &identity(40));
+        s.send(bytes).unwrap();
+        s.flush().unwrap();
+        s
+    };
     // A 10 MB length header.
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&(10_000_000u32).to_be_bytes()).unwrap();
-    assert_eq!(expect_error_then_close(&mut s).0, ErrorCode::TooLarge);
+    assert_eq!(expect_error_then_close(&mut raw(&(10_000_000u32).to_be_bytes())).0, ErrorCode::TooLarge);
 
     // Random garbage (its first four bytes read as a huge length).
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut junk = vec![0xde, 0xad, 0xbe, 0xef];
     let mut x = 0x1234_5678u32;
     for _ in 0..4000 {
@@ -626,20 +630,13 @@ fn bad_frames_close_only_their_own_session() {
         x ^= x << 5;
         junk.push(x as u8);
     }
-    s.write_all(&junk).unwrap();
-    assert_eq!(expect_error_then_close(&mut s).0, ErrorCode::TooLarge);
+    assert_eq!(expect_error_then_close(&mut raw(&junk)).0, ErrorCode::TooLarge);
 
     // A well-framed payload of an unknown kind.
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&[0, 0, 0, 5, 200, 1, 2, 3, 4]).unwrap();
-    assert_eq!(expect_error_then_close(&mut s).0, ErrorCode::BadFrame);
+    assert_eq!(expect_error_then_close(&mut raw(&[0, 0, 0, 5, 200, 1, 2, 3, 4])).0, ErrorCode::BadFrame);
 
     // A request before the hello.
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&[0, 0, 0, 1, 13]).unwrap();
-    assert_eq!(expect_error_then_close(&mut s).0, ErrorCode::NotAuthenticated);
+    assert_eq!(expect_error_then_close(&mut raw(&[0, 0, 0, 1, 13])).0, ErrorCode::NotAuthenticated);
 
     // The good session never noticed.
     let more = chunks(9, 5);
@@ -655,22 +652,19 @@ fn bad_frames_close_only_their_own_session() {
 fn excess_connections_are_told_busy() {
     let srv = Running::start(u64::MAX, 1);
     let (first, _) = Client::connect(srv.addr, 5);
-    let mut s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    assert_eq!(expect_error_then_close(&mut s), (ErrorCode::Internal, "busy".to_string()));
+    let (mut second, answer) = Client::try_connect(srv.addr, identity(6));
+    assert_eq!(answer, Ev::Refused(ErrorCode::Internal));
+    second.expect_closed();
     assert!(srv.logs.wait_for(&["refused: busy"]), "{}", srv.logs.dump());
     drop(first);
     // Once the first session has ended, the next is served.
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut s = TcpStream::connect(srv.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&[0, 0, 0, 1, 29]).unwrap(); // GetRoot before the hello
-        let (code, _) = expect_error_then_close(&mut s);
-        if code == ErrorCode::NotAuthenticated {
+        let (_, answer) = Client::try_connect(srv.addr, identity(6));
+        if matches!(answer, Ev::Welcome(_)) {
             break;
         }
-        assert_eq!(code, ErrorCode::Internal);
+        assert_eq!(answer, Ev::Refused(ErrorCode::Internal));
         assert!(Instant::now() < until, "the slot was never freed");
         thread::sleep(Duration::from_millis(50));
     }
@@ -679,10 +673,9 @@ fn excess_connections_are_told_busy() {
 #[test]
 fn the_box_own_key_is_not_a_client() {
     let srv = Running::start(u64::MAX, 8);
-    let stream = TcpStream::connect(srv.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let own = Identity::from_seed(srv.box_seed).unwrap();
     let mut c = Client {
-        stream,
+        link: secure(srv.addr, &own),
         session: ClientSession::new(
             Identity::from_seed(srv.box_seed).unwrap(),
             NodeId::from_name("x"),
@@ -694,7 +687,7 @@ fn the_box_own_key_is_not_a_client() {
     };
     let n = c.session.start(&mut c.out).unwrap();
     c.send(n);
-    let payload = read_payload(&mut c.stream).unwrap();
+    let payload = read_payload(&mut c.link).unwrap();
     let ClientEvent::SendProof(n) = c.session.handle(&payload, &mut c.out).unwrap() else { panic!("no challenge") };
     c.send(n);
     assert_eq!(c.recv(), Ev::Refused(ErrorCode::NotAuthenticated), "the box's own key is never admitted");

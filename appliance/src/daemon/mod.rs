@@ -152,13 +152,12 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     let mut servers: Vec<(crate::buddy::Stopper, JoinHandle<Result<()>>)> = Vec::new();
     let mut listening = Vec::new();
     for addr in &config.serve.listen {
-        let serve_opts =
-            ServeOptions {
-                listen: *addr,
-                default_quota: config.serve.quota,
-                max_sessions: config.serve.max_sessions,
-                min_free: config.serve.min_free,
-            };
+        let serve_opts = ServeOptions {
+            listen: *addr,
+            default_quota: config.serve.quota,
+            max_sessions: config.serve.max_sessions,
+            min_free: config.serve.min_free,
+        };
         let server = Server::bind(storage.clone(), serve_opts)?.with_log(log.clone());
         listening.push(server.local_addr()?.to_string());
         let stopper = server.stopper();

@@ -270,7 +270,7 @@ mod tests {
         let mut config: BoxConfig = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         config.version = 1;
         fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
-        let err = Repo::open(dir.path(), "pw", LockMode::Exclusive).err().expect("a version 1 box is refused");
+        let Err(err) = Repo::open(dir.path(), "pw", LockMode::Exclusive) else { panic!("a version 1 box is refused") };
         let msg = err.to_string();
         assert!(msg.contains("version 1") && msg.contains("cannot be migrated"), "{msg}");
     }

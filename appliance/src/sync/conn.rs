@@ -1,34 +1,178 @@
-//! A blocking TCP connection to one buddy, driving the core's sans-IO
-//! [`ClientSession`].
+//! A blocking TCP connection to one buddy: the secure channel
+//! ([`pastiche_core::channel`]) first, then the core's sans-IO
+//! [`ClientSession`] over it.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use pastiche_core::channel::{
+    record_len, Channel, ChannelError, Handshake, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE,
+    RECORD_HEADER_LEN, TAG_LEN,
+};
 use pastiche_core::session::{ClientEvent, ClientSession, MAX_PIPELINED_GETS};
-use pastiche_core::wire::{ErrorCode, IdList, Welcome, DECODER_BUFFER_LEN, MAX_FRAME_PAYLOAD};
+use pastiche_core::wire::{ErrorCode, IdList, Message, Welcome, DECODER_BUFFER_LEN, MAX_FRAME_PAYLOAD};
 use pastiche_core::{ChunkId, Identity, NodeId, PublicKey};
 use rand::RngCore;
 
 /// How long to wait for a buddy to connect or answer.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// Plaintext gathered before it is sealed into records and written: large
+/// enough that records are full-size.
+const SEAL_BATCH: usize = 256 * 1024;
 
-/// An authenticated session with a buddy.
+/// An authenticated session with a buddy, over the secure channel.
 pub struct BuddyConn {
     /// The address connected to.
     pub addr: SocketAddr,
-    /// The buddy's key, as it announced it.
+    /// The buddy's key, proven by the channel handshake.
     pub buddy_key: PublicKey,
     /// What the buddy said at the hello.
     pub welcome: Welcome,
     /// Time from connect to welcome.
     pub rtt: Duration,
+    /// Time from connect to the end of the channel handshake.
+    pub handshake_time: Duration,
     session: ClientSession,
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    link: SecureStream,
     out: Vec<u8>,
     payload: Vec<u8>,
+}
+
+/// The client's end of the secure channel as a blocking byte pipe:
+/// plaintext in, records out through a buffered writer; records in through
+/// a buffered reader, decrypted in place, plaintext out.
+pub struct SecureStream {
+    addr: SocketAddr,
+    channel: Channel,
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    /// Plaintext waiting to be sealed.
+    pending: Vec<u8>,
+    /// Sealed records waiting to be written.
+    sealed: Vec<u8>,
+    /// The last record read; its plaintext is `record[start..end]`.
+    record: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl SecureStream {
+    /// Runs the channel handshake on a connected `stream` as `identity`,
+    /// refusing a peer that does not prove `pinned` before sending anything
+    /// more. Message 3 is written but not flushed: it leaves with the first
+    /// plaintext.
+    pub fn handshake(mut stream: TcpStream, identity: &Identity, pinned: Option<PublicKey>) -> Result<SecureStream> {
+        let addr = stream.peer_addr()?;
+        let mut writer = BufWriter::with_capacity(1 << 20, stream.try_clone()?);
+        let channel = handshake(&mut stream, &mut writer, identity, pinned, addr)?;
+        Ok(SecureStream {
+            addr,
+            channel,
+            // Large buffered reads: a pipelined restore receives many records per syscall.
+            reader: BufReader::with_capacity(1 << 18, stream),
+            writer,
+            pending: Vec::with_capacity(SEAL_BATCH + DECODER_BUFFER_LEN),
+            sealed: Vec::new(),
+            record: vec![0; RECORD_HEADER_LEN + MAX_NOISE_MESSAGE],
+            start: 0,
+            end: 0,
+        })
+    }
+
+    /// The peer's identity, proven by the handshake.
+    pub fn peer(&self) -> PublicKey {
+        self.channel.peer()
+    }
+
+    /// The socket's write half, bypassing the channel: what an attacker on
+    /// the path could write (tests forge, replay and flip bytes with it).
+    pub fn raw_writer(&mut self) -> &mut BufWriter<TcpStream> {
+        &mut self.writer
+    }
+
+    /// Queues plaintext bytes (sealed once enough gathered, or at flush).
+    pub fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= SEAL_BATCH {
+            self.seal_pending()?;
+        }
+        Ok(())
+    }
+
+    fn seal_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let need = self.channel.sealed_len(self.pending.len());
+        self.sealed.resize(need, 0);
+        let n = self.channel.seal(&self.pending, &mut self.sealed).map_err(|e| anyhow!("sealing: {e}"))?;
+        self.pending.clear();
+        // Out to the socket now: a frame's tail must never wait in a user
+        // buffer while this connection waits for another (a buddy may hold
+        // shared state until the frame is whole).
+        self.writer.write_all(&self.sealed[..n]).with_context(|| format!("sending to buddy {}", self.addr))?;
+        self.writer.flush().with_context(|| format!("sending to buddy {}", self.addr))
+    }
+
+    /// Seals and writes everything queued.
+    pub fn flush(&mut self) -> Result<()> {
+        self.seal_pending()?;
+        self.writer.flush().with_context(|| format!("sending to buddy {}", self.addr))
+    }
+
+    /// Fills `buf` with plaintext, reading and opening records as needed.
+    pub fn read_exact(&mut self, mut buf: &mut [u8]) -> Result<()> {
+        while !buf.is_empty() {
+            if self.start == self.end {
+                self.next_record()?;
+            }
+            let n = buf.len().min(self.end - self.start);
+            buf[..n].copy_from_slice(&self.record[self.start..self.start + n]);
+            self.start += n;
+            buf = &mut buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Flushes what is queued, then reads one frame's payload into
+    /// `payload` (at least [`MAX_FRAME_PAYLOAD`] bytes); returns its length.
+    pub fn read_frame(&mut self, payload: &mut [u8]) -> Result<usize> {
+        self.flush()?;
+        let mut header = [0u8; 4];
+        self.read_exact(&mut header)?;
+        let len = u32::from_be_bytes(header) as usize;
+        if len == 0 || len > MAX_FRAME_PAYLOAD {
+            bail!("buddy {} sent a frame of {len} bytes", self.addr);
+        }
+        self.read_exact(&mut payload[..len])?;
+        Ok(len)
+    }
+
+    fn next_record(&mut self) -> Result<()> {
+        let body = read_record(&mut self.reader, &mut self.record, TAG_LEN + 1, self.channel.recv_limit(), self.addr)?;
+        let plain = self.channel.open(body).map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+        self.start = RECORD_HEADER_LEN;
+        self.end = RECORD_HEADER_LEN + plain.len();
+        Ok(())
+    }
+}
+
+/// Reads one record into `buf` (header first); returns its body.
+fn read_record<'b>(
+    reader: &mut impl Read,
+    buf: &'b mut [u8],
+    min: usize,
+    limit: usize,
+    addr: SocketAddr,
+) -> Result<&'b mut [u8]> {
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    reader.read_exact(&mut header).with_context(|| format!("buddy {addr} closed the connection"))?;
+    let len = record_len(header, min, limit).map_err(|e| anyhow!("buddy {addr}: {e}"))?;
+    let body = &mut buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
+    reader.read_exact(body).with_context(|| format!("buddy {addr} closed the connection inside a record"))?;
+    Ok(body)
 }
 
 /// An answer, owned.
@@ -45,15 +189,57 @@ enum Answer {
     Ok,
 }
 
+/// The channel handshake: the buddy's identity (checked against `pinned`
+/// before we say anything more), then the established channel.
+fn handshake(
+    stream: &mut TcpStream,
+    writer: &mut BufWriter<TcpStream>,
+    identity: &Identity,
+    pinned: Option<PublicKey>,
+    addr: SocketAddr,
+) -> Result<Channel> {
+    let mut ephemeral = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut ephemeral);
+    let mut hs = Handshake::initiator(identity, ephemeral, pinned, MAX_NOISE_MESSAGE)?;
+    let mut msg = [0u8; HANDSHAKE_RECORD_LEN];
+    let n = hs.write(&mut msg)?;
+    writer.write_all(&msg[..n])?;
+    writer.flush()?;
+    let body = read_record(stream, &mut msg, 1, MAX_HANDSHAKE_MESSAGE, addr)?;
+    match hs.read(body) {
+        Ok(()) => {}
+        Err(ChannelError::WrongPeer { got }) => bail!(
+            "buddy {addr} proves key {got}, not the pinned {}: refusing before sending anything \
+             (remove and re-add it if it was rebuilt)",
+            pinned.map(|k| k.to_string()).unwrap_or_default()
+        ),
+        Err(e) => bail!("buddy {addr}: channel handshake failed: {e}"),
+    }
+    // Message 3 goes out with the session's hello, in one write.
+    let n = hs.write(&mut msg)?;
+    writer.write_all(&msg[..n])?;
+    Ok(hs.finish()?)
+}
+
 impl BuddyConn {
-    /// Connects to `addr` and completes the hello as `identity`.
+    /// Connects to `addr` and completes the hello as `identity`, without a
+    /// pinned key (first contact): see [`BuddyConn::connect_pinned`].
     pub fn connect(addr: &str, identity: &Identity, node: NodeId) -> Result<BuddyConn> {
-        BuddyConn::connect_pairing(addr, identity, node, None)
+        BuddyConn::connect_pinned(addr, identity, node, None, None)
     }
 
-    /// [`BuddyConn::connect`], presenting a one-time pairing `code` so that a
-    /// buddy that has not admitted this box yet admits it.
-    pub fn connect_pairing(addr: &str, identity: &Identity, node: NodeId, code: Option<&str>) -> Result<BuddyConn> {
+    /// Connects to `addr`, runs the channel handshake (refusing a buddy
+    /// that does not prove `pinned`, before anything else is sent), then
+    /// completes the hello as `identity` inside the channel, presenting a
+    /// one-time pairing `code` if given, so that a buddy that has not
+    /// admitted this box yet admits it.
+    pub fn connect_pinned(
+        addr: &str,
+        identity: &Identity,
+        node: NodeId,
+        pinned: Option<PublicKey>,
+        code: Option<&str>,
+    ) -> Result<BuddyConn> {
         let started = Instant::now();
         let sock = addr
             .to_socket_addrs()
@@ -65,41 +251,45 @@ impl BuddyConn {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(TIMEOUT))?;
         stream.set_write_timeout(Some(TIMEOUT))?;
+        let link = SecureStream::handshake(stream, identity, pinned)?;
+        let buddy_key = link.peer();
+        let handshake_time = started.elapsed();
         let mut nonce = [0u8; 32];
         let mut entropy = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         rand::rngs::OsRng.fill_bytes(&mut entropy);
         let mut conn = BuddyConn {
             addr: sock,
-            buddy_key: PublicKey([0; 32]),
+            buddy_key,
             welcome: Welcome { quota_bytes: 0, used_bytes: 0, committed_epoch: 0, staged_epoch: 0 },
             rtt: Duration::ZERO,
+            handshake_time,
             session: match code {
                 Some(code) => ClientSession::new(identity.clone(), node, nonce, entropy)
                     .with_pairing_code(code)
                     .map_err(|e| anyhow!("pairing code: {e}"))?,
                 None => ClientSession::new(identity.clone(), node, nonce, entropy),
             },
-            // Large buffered reads: a pipelined restore receives many frames per syscall.
-            reader: BufReader::with_capacity(1 << 18, stream.try_clone()?),
-            writer: BufWriter::with_capacity(1 << 20, stream),
+            link,
             out: vec![0; DECODER_BUFFER_LEN],
             payload: vec![0; MAX_FRAME_PAYLOAD],
         };
         let n = conn.session.start(&mut conn.out)?;
         conn.send(n)?;
-        conn.writer.flush()?;
         loop {
             let len = conn.read_frame()?;
+            // The challenge must name the key the channel proved (and so the
+            // pinned one): otherwise the proof would be signed for another box.
+            if let Ok(Message::Challenge(c)) = Message::decode(&conn.payload[..len]) {
+                if c.buddy_key != buddy_key {
+                    bail!("buddy {addr} challenges as {}, but its channel proved {buddy_key}: refusing", c.buddy_key);
+                }
+            }
             let (session, payload, out) = (&mut conn.session, &conn.payload[..len], &mut conn.out);
             match session.handle(payload, out).map_err(|e| anyhow!("buddy {addr}: {e}"))? {
-                ClientEvent::SendProof(n) => {
-                    conn.send(n)?;
-                    conn.writer.flush()?;
-                }
+                ClientEvent::SendProof(n) => conn.send(n)?,
                 ClientEvent::Welcome(w) => {
                     conn.welcome = w;
-                    conn.buddy_key = conn.session.buddy_key().expect("authenticated");
                     conn.rtt = started.elapsed();
                     return Ok(conn);
                 }
@@ -113,22 +303,12 @@ impl BuddyConn {
     }
 
     fn send(&mut self, n: usize) -> Result<()> {
-        self.writer.write_all(&self.out[..n]).with_context(|| format!("sending to buddy {}", self.addr))
+        self.link.send(&self.out[..n])
     }
 
     /// Reads one frame's payload into `self.payload`; returns its length.
     fn read_frame(&mut self) -> Result<usize> {
-        self.writer.flush()?;
-        let mut header = [0u8; 4];
-        self.reader.read_exact(&mut header).with_context(|| format!("buddy {} closed the connection", self.addr))?;
-        let len = u32::from_be_bytes(header) as usize;
-        if len == 0 || len > MAX_FRAME_PAYLOAD {
-            bail!("buddy {} sent a frame of {len} bytes", self.addr);
-        }
-        self.reader
-            .read_exact(&mut self.payload[..len])
-            .with_context(|| format!("reading from buddy {}", self.addr))?;
-        Ok(len)
+        self.link.read_frame(&mut self.payload)
     }
 
     /// Waits for the answer to the outstanding request. A refused upload

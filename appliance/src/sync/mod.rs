@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use pastiche_core::{ChunkId, PublicKey};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -112,7 +112,11 @@ pub fn connect(repo: &Repo, entry: &mut BuddyEntry) -> Result<BuddyConn> {
 
 /// [`connect`], presenting a one-time pairing code (`buddy add --code`).
 pub fn connect_pairing(repo: &Repo, entry: &mut BuddyEntry, code: Option<&str>) -> Result<BuddyConn> {
-    let conn = BuddyConn::connect_pairing(&entry.addr, &repo.identity, repo.node, code)?;
+    let pinned = match &entry.key {
+        Some(k) => Some(k.parse().map_err(|e| anyhow!("buddy {}: bad pinned key {k}: {e}", entry.addr))?),
+        None => None,
+    };
+    let conn = BuddyConn::connect_pinned(&entry.addr, &repo.identity, repo.node, pinned, code)?;
     let seen = conn.buddy_key.to_string();
     match &entry.key {
         Some(k) if *k != seen => bail!(

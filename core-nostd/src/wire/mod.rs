@@ -33,8 +33,9 @@ pub use message::{
 };
 pub use signing::{hello_parts, pair_parts, SignedMessage};
 
-/// The protocol version a [`Hello`] carries. Version 2 added pairing
-/// ([`Pair`]) and answers offers and reads from the asking client's own
+/// The protocol version a [`Hello`] carries. Version 2: the frames travel
+/// inside the secure channel ([`crate::channel`]), pairing ([`Pair`]) admits
+/// clients, and offers and reads are answered from the asking client's own
 /// chunks only.
 pub const PROTOCOL_VERSION: u16 = 2;
 /// The longest pairing code a [`Pair`] carries, in UTF-8 bytes.
