@@ -8,6 +8,7 @@
 //! - [`seal`]: convergent sealing and opening of chunks (SPEC §2).
 //! - [`identity`]: Ed25519 identities, signatures, nodeIds (SPEC §3).
 //! - [`wire`]: frames and messages of the peer protocol (`docs/PROTOCOL.md`).
+//! - [`overlay`]: Pastry state, routing, join and repair (both overlays).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@
 pub mod chunker;
 pub mod hex;
 pub mod identity;
+pub mod overlay;
 pub mod seal;
 pub mod session;
 pub mod wire;
