@@ -9,11 +9,13 @@
 //! - [`identity`]: Ed25519 identities, signatures, nodeIds (SPEC §3).
 //! - [`wire`]: frames and messages of the peer protocol (`docs/PROTOCOL.md`).
 //! - [`overlay`]: Pastry state, routing, join and repair (both overlays).
+//! - [`discovery`]: fingerprints, the lighthouse sweep, buddy selection.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod chunker;
+pub mod discovery;
 pub mod hex;
 pub mod identity;
 pub mod overlay;

@@ -118,6 +118,18 @@ impl<A: Copy + Eq> LeafSet<A> {
         found
     }
 
+    /// Whether a node with this id, not yet a leaf, would become one.
+    pub fn would_take(&self, id: &NodeId) -> bool {
+        if *id == self.me || self.iter().any(|p| p.id == *id) {
+            return false;
+        }
+        [Side::Clockwise, Side::CounterClockwise].into_iter().any(|side| {
+            let list = self.side(side);
+            list.len() < LEAF_HALF
+                || list.last().is_some_and(|far| ring_gap(side, &self.me, &far.id) > self.gap(side, id))
+        })
+    }
+
     /// Whether `key` lies within the span of the leaf set, so that the
     /// numerically closest node to it is one of the leaves or this node.
     pub fn covers(&self, key: &NodeId) -> bool {
