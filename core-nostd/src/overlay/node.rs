@@ -601,12 +601,14 @@ impl<A: Address> Node<A> {
         let _ = self.recent.push_back((key, now.saturating_add(self.config.remeasure_us)));
     }
 
-    /// Queues a node that measured us for measurement, unless it is known,
-    /// measured lately or queued already.
+    /// Queues a node that measured us (unasked) for measurement, but only if
+    /// it would surely be kept ([`PastryState::wants`]) and was not measured
+    /// lately: two nodes that do not keep each other must not measure each
+    /// other back and forth.
     fn learn(&mut self, id: Option<NodeId>, addr: A, now: u64) {
         if let Some(id) = id {
             let key = short(&id);
-            if self.recent.iter().any(|&(k, until)| k == key && until > now) {
+            if !self.state.wants(&id) || self.recent.iter().any(|&(k, until)| k == key && until > now) {
                 return;
             }
         }

@@ -344,6 +344,18 @@ impl<A: Copy + Eq> PastryState<A> {
         self.leaves.iter().chain(self.neighbours.as_slice()).find(|p| p.id == *id).copied()
     }
 
+    /// Whether a node not held yet would surely be kept, judging by its id
+    /// alone: it would enter the leaf set, its table slot is empty, or the
+    /// neighbourhood set has room. (Whether it beats a held node on distance
+    /// takes a measurement.)
+    pub fn wants(&self, id: &NodeId) -> bool {
+        if *id == self.me {
+            return false;
+        }
+        let slot_empty = RoutingTable::<A>::slot(&self.me, id).is_some_and(|(r, c)| self.table.get(r, c).is_none());
+        self.leaves.would_take(id) || slot_empty || self.neighbours.peers.len() < NEIGHBOURHOOD
+    }
+
     /// Every node held (a node held in several places comes several times).
     pub fn peers(&self) -> impl Iterator<Item = &Peer<A>> {
         self.leaves.iter().chain(self.table.iter()).chain(self.neighbours.as_slice())
