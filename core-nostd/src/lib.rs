@@ -14,6 +14,8 @@
 //! - `testing` (feature `testing`): an in-memory store and the conformance
 //!   suite every buddy store runs.
 //! - [`audit`]: audit proofs, sampling and the sampling plan.
+//! - [`overlay`]: Pastry state, routing, join and repair (both overlays).
+//! - [`discovery`]: fingerprints, the lighthouse sweep, buddy selection.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,8 +27,10 @@ extern crate std;
 pub mod audit;
 pub mod channel;
 pub mod chunker;
+pub mod discovery;
 pub mod hex;
 pub mod identity;
+pub mod overlay;
 pub mod seal;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]

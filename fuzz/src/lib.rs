@@ -4,9 +4,11 @@
 mod buddy;
 mod channel;
 mod open;
+mod overlay;
 pub use buddy::buddy_session;
 pub use channel::channel_responder;
 pub use open::open_chunk;
+pub use overlay::overlay_node;
 
 use pastiche_core::wire::{encode_frame, FrameDecoder, Message, WireError, DECODER_BUFFER_LEN, FRAME_HEADER_LEN};
 
@@ -276,5 +278,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A join answered, pings, a lookup, a probe and a repair request, as
+    /// `overlay_node` records; checked in as seeds/overlay_node/join-and-route.
+    #[test]
+    fn overlay_node_seed_and_corpus() {
+        use pastiche_core::wire::overlay::*;
+        let from = NodeId([0x10; 16]);
+        let origin = NodeRef { id: NodeId([0x33; 16]), addr: PeerAddr::v4([10, 0, 0, 3], 7468) };
+        let peer = NodeRef { id: NodeId([0x44; 16]), addr: PeerAddr::v4([10, 0, 0, 4], 7468) };
+        let mut packed = [0u8; PEER_LEN];
+        let peers = PeerList::pack([peer], &mut packed).unwrap();
+        let fp = [0x55u8; 40];
+        let fingerprint = IdList::new(&fp).unwrap();
+        let bodies = [
+            Body::Ping(Ping { nonce: 1 }),
+            Body::Pong(Pong { nonce: 2 }),
+            Body::Peers(Peers { token: 3, set: PeerSet::Leaves, peers }),
+            Body::GetPeers(GetPeers { token: 4, set: PeerSet::Row(0) }),
+            Body::Join(Join { token: 5, origin, hops: 0 }),
+            Body::Lookup(Lookup { token: 6, key: NodeId([0x99; 16]), origin, hops: 1 }),
+            Body::Probe(Probe { token: 7, key: NodeId([0x98; 16]), origin, hops: 2, fingerprint }),
+            Body::CoverageQuery(CoverageQuery { nonce: 8, fingerprint }),
+            Body::CoverageReport(CoverageReport { nonce: 9, matched: 1, of: 2 }),
+        ];
+        let mut seed = Vec::new();
+        for (i, body) in bodies.into_iter().enumerate() {
+            let mut buf = [0u8; MAX_OVERLAY_PAYLOAD];
+            let n = OverlayMessage { overlay: OverlayId::Network, from, body }.encode(&mut buf).unwrap();
+            seed.push(if i % 3 == 0 { 12 } else { 1 });
+            seed.extend_from_slice(&(n as u16).to_be_bytes());
+            seed.extend_from_slice(&buf[..n]);
+        }
+        crate::overlay_node(&seed);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = root.join("seeds/overlay_node/join-and-route");
+        if std::env::var_os("PASTICHE_WRITE_SEEDS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &seed).unwrap();
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            seed,
+            "seeds/overlay_node is stale: PASTICHE_WRITE_SEEDS=1 cargo test"
+        );
+        let mut n = 0;
+        for dir in ["corpus/overlay_node", "artifacts/overlay_node"] {
+            for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten() {
+                crate::overlay_node(&std::fs::read(entry.unwrap().path()).unwrap());
+                n += 1;
+            }
+        }
+        println!("replayed the overlay seed and {n} corpus inputs and artifacts");
     }
 }

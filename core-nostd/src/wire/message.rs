@@ -595,7 +595,7 @@ fn at_most(field: &'static str, len: usize, max: usize) -> Result<(), WireError>
 }
 
 /// Decodes `body` as exactly one canonical postcard `T`.
-fn decode_body<'a, T: Deserialize<'a> + Serialize>(body: &'a [u8]) -> Result<T, WireError> {
+pub(super) fn decode_body<'a, T: Deserialize<'a> + Serialize>(body: &'a [u8]) -> Result<T, WireError> {
     let (value, rest) = postcard::take_from_bytes::<T>(body)?;
     if !rest.is_empty() {
         return Err(WireError::Malformed);

@@ -20,6 +20,7 @@ use core::fmt;
 pub mod fixed;
 pub mod frame;
 pub mod message;
+pub mod overlay;
 pub mod signing;
 
 #[cfg(test)]

@@ -1,0 +1,369 @@
+//! The node machine over an in-memory network with a virtual clock and
+//! latencies from random coordinates: joins, lookups, failures and repair,
+//! checked against the brute-force model, and hostile input.
+
+extern crate std;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::vec::Vec;
+
+use super::node::{Address, Config, Event, Host, Node};
+use super::ring::{self, from_value};
+use super::state::{Side, LEAF_HALF};
+use super::tests::closest;
+use crate::identity::NodeId;
+use crate::seal::ChunkId;
+use crate::wire::overlay::{
+    Body, Join, Lookup, NodeRef, OverlayId, OverlayMessage, PeerAddr, PeerList, PeerSet, Peers, Pong, MAX_HOPS,
+    MAX_OVERLAY_PAYLOAD,
+};
+
+/// A simulated node's address: its index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ix(u32);
+
+impl Address for Ix {
+    fn to_wire(&self) -> PeerAddr {
+        PeerAddr::v4(self.0.to_be_bytes(), 7468)
+    }
+    fn from_wire(addr: &PeerAddr) -> Option<Self> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&addr.ip[12..]);
+        Some(Ix(u32::from_be_bytes(b)))
+    }
+}
+
+/// What one node's host saw.
+#[derive(Default)]
+struct Outbox {
+    sent: Vec<(Ix, Vec<u8>)>,
+    events: Vec<Event<Ix>>,
+    chunks: BTreeSet<[u8; 20]>,
+    fingerprint: Vec<u8>,
+}
+
+impl Host<Ix> for Outbox {
+    fn send(&mut self, to: Ix, payload: &[u8]) {
+        self.sent.push((to, payload.to_vec()));
+    }
+    fn event(&mut self, event: Event<Ix>) {
+        self.events.push(event);
+    }
+    fn has_chunk(&mut self, id: &ChunkId) -> bool {
+        self.chunks.contains(&id.0)
+    }
+    fn fingerprint(&self) -> &[u8] {
+        &self.fingerprint
+    }
+}
+
+/// A datagram in flight: (arrival, sequence, from, to, payload).
+type Flight = Reverse<(u64, u64, u32, u32, Vec<u8>)>;
+
+struct Net {
+    nodes: Vec<Node<Ix>>,
+    hosts: Vec<Outbox>,
+    alive: Vec<bool>,
+    coords: Vec<(f64, f64)>,
+    queue: BinaryHeap<Flight>,
+    now: u64,
+    seq: u64,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            nodes: Vec::new(),
+            hosts: Vec::new(),
+            alive: Vec::new(),
+            coords: Vec::new(),
+            queue: BinaryHeap::new(),
+            now: 0,
+            seq: 0,
+        }
+    }
+
+    /// One-way latency in microseconds: 0.1 ms plus 1 ms per unit of distance.
+    fn latency(&self, a: usize, b: usize) -> u64 {
+        let (x, y) = (self.coords[a].0 - self.coords[b].0, self.coords[a].1 - self.coords[b].1);
+        100 + ((x * x + y * y).sqrt() * 1000.0) as u64
+    }
+
+    fn add(&mut self, rng: &mut StdRng, overlay: OverlayId) -> usize {
+        let id = from_value(rng.gen());
+        let i = self.nodes.len();
+        let mut config = Config::new(overlay);
+        // The table sweep every 2 minutes instead of 10, to keep the test short.
+        config.table_refresh_us = 120_000_000;
+        self.nodes.push(Node::new(config, id, Ix(i as u32), rng.gen(), self.now));
+        self.hosts.push(Outbox::default());
+        self.alive.push(true);
+        self.coords.push((rng.gen_range(0.0..50.0), rng.gen_range(0.0..50.0)));
+        i
+    }
+
+    fn flush(&mut self, i: usize) {
+        for (to, bytes) in core::mem::take(&mut self.hosts[i].sent) {
+            let at = self.now + self.latency(i, to.0 as usize);
+            self.seq += 1;
+            self.queue.push(Reverse((at, self.seq, i as u32, to.0, bytes)));
+        }
+    }
+
+    /// Delivers messages until none are in flight.
+    fn run(&mut self) {
+        while let Some(Reverse((at, _, from, to, bytes))) = self.queue.pop() {
+            self.now = self.now.max(at);
+            let to = to as usize;
+            if !self.alive[to] {
+                continue;
+            }
+            let now = self.now;
+            self.nodes[to].handle(Ix(from), &bytes, now, &mut self.hosts[to]).unwrap();
+            self.flush(to);
+        }
+    }
+
+    /// Runs every live node's timers (and the messages they cause) until `until`.
+    fn run_until(&mut self, until: u64) {
+        loop {
+            self.run();
+            let next =
+                (0..self.nodes.len()).filter(|&i| self.alive[i]).map(|i| (self.nodes[i].poll_timeout(), i)).min();
+            match next {
+                Some((t, i)) if t <= until => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    self.nodes[i].handle_timeout(now, &mut self.hosts[i]);
+                    self.flush(i);
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    /// Joins node `i` through `via` and runs until the join is over.
+    fn join(&mut self, i: usize, via: usize) {
+        let now = self.now;
+        self.nodes[i].join(Ix(via as u32), now, &mut self.hosts[i]);
+        self.flush(i);
+        for _ in 0..1000 {
+            self.run();
+            if self.nodes[i].is_ready() {
+                return;
+            }
+            let t = self.nodes[i].poll_timeout();
+            self.now = self.now.max(t);
+            let now = self.now;
+            self.nodes[i].handle_timeout(now, &mut self.hosts[i]);
+            self.flush(i);
+        }
+        panic!("node {i} never finished joining");
+    }
+
+    fn live_ids(&self) -> Vec<NodeId> {
+        (0..self.nodes.len()).filter(|&i| self.alive[i]).map(|i| self.nodes[i].id()).collect()
+    }
+
+    /// Sends a lookup from `from` and returns (node delivered at, hops).
+    fn lookup(&mut self, from: usize, key: NodeId, token: u64) -> Option<(usize, u8)> {
+        self.nodes[from].lookup(key, token, &mut self.hosts[from]);
+        self.flush(from);
+        self.run();
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            if let Some(pos) =
+                h.events.iter().position(|e| matches!(e, Event::Delivered { token: t, .. } if *t == token))
+            {
+                let Event::Delivered { hops, .. } = h.events.remove(pos) else { unreachable!() };
+                return Some((i, hops));
+            }
+        }
+        None
+    }
+}
+
+/// The true leaf set of `me` among `live`: the 8 nearest each way.
+fn true_leaves(me: &NodeId, live: &[NodeId], side: Side) -> Vec<NodeId> {
+    let mut others: Vec<NodeId> = live.iter().filter(|id| *id != me).copied().collect();
+    others.sort_by_key(|id| match side {
+        Side::Clockwise => ring::clockwise(me, id),
+        Side::CounterClockwise => ring::clockwise(id, me),
+    });
+    others.truncate(LEAF_HALF);
+    others
+}
+
+fn assert_leaf_sets_exact(net: &Net) {
+    let live = net.live_ids();
+    for i in (0..net.nodes.len()).filter(|&i| net.alive[i]) {
+        let me = net.nodes[i].id();
+        for side in [Side::Clockwise, Side::CounterClockwise] {
+            let have: Vec<NodeId> = net.nodes[i].state().leaves().side(side).iter().map(|p| p.id).collect();
+            assert_eq!(have, true_leaves(&me, &live, side), "leaf set of node {i}, {side:?}");
+        }
+    }
+}
+
+fn build(rng: &mut StdRng, n: usize) -> Net {
+    let mut net = Net::new();
+    let first = net.add(rng, OverlayId::Network);
+    net.nodes[first].start_alone();
+    for _ in 1..n {
+        let i = net.add(rng, OverlayId::Network);
+        let via = rng.gen_range(0..i);
+        net.join(i, via);
+        assert!(net.hosts[i].events.contains(&Event::Joined));
+    }
+    net
+}
+
+fn check_lookups(net: &mut Net, rng: &mut StdRng, count: u64, max_hops: u8) {
+    let live = net.live_ids();
+    let starts: Vec<usize> = (0..net.nodes.len()).filter(|&i| net.alive[i]).collect();
+    for token in 0..count {
+        let key = from_value(rng.gen());
+        let from = starts[rng.gen_range(0..starts.len())];
+        let (at, hops) = net.lookup(from, key, token).expect("lookup delivered");
+        assert_eq!(net.nodes[at].id(), closest(&live, &key), "lookup {token} for {key:?}");
+        assert!(hops <= max_hops, "{hops} hops");
+    }
+}
+
+#[test]
+fn joins_build_exact_leaf_sets_and_lookups_reach_the_closest_node() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut net = build(&mut rng, 300);
+    assert_leaf_sets_exact(&net);
+    // ceil(log16 300) = 3, plus the final leaf-set hop.
+    check_lookups(&mut net, &mut rng, 400, 4);
+    // Table slots hold the nearer of the nodes measured for them.
+    let table_rtt: Vec<u32> = net.nodes.iter().flat_map(|n| n.state().table().row(0).map(|p| p.distance)).collect();
+    let mean = table_rtt.iter().map(|&d| d as u64).sum::<u64>() / table_rtt.len() as u64;
+    assert!(mean < 2 * 100 + 2 * 25_000, "row 0 mean RTT {mean} us is no better than random");
+}
+
+#[test]
+fn failed_nodes_are_detected_and_leaf_sets_repaired() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut net = build(&mut rng, 200);
+    net.run_until(net.now + 60_000_000);
+    // A fifth of the nodes fail at once.
+    let mut killed = 0;
+    for i in 0..net.nodes.len() {
+        if rng.gen_bool(0.2) {
+            net.alive[i] = false;
+            killed += 1;
+        }
+    }
+    assert!(killed > 20);
+    // Leaves are pinged every 30 s, lost after 2 x 3 s; repair answers
+    // follow, and every 30 s each node asks its nearest leaves for theirs.
+    net.run_until(net.now + 180_000_000);
+    assert_leaf_sets_exact(&net);
+    // Table entries are swept every 2-3 minutes here: after that no dead
+    // node is held in the leaf set or the table.
+    net.run_until(net.now + 200_000_000);
+    for i in (0..net.nodes.len()).filter(|&i| net.alive[i]) {
+        let s = net.nodes[i].state();
+        assert!(
+            s.leaves().iter().chain(s.table().iter()).all(|p| net.alive[p.addr.0 as usize]),
+            "node {i} routes via a dead node"
+        );
+    }
+    check_lookups(&mut net, &mut rng, 300, 5);
+}
+
+#[test]
+fn coverage_overlay_neighbourhood_holds_the_best_covering_nodes() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut net = Net::new();
+    // 120 boxes in 6 install families of 40 chunks each; a box holds its
+    // family's chunks and 10 of its own, and its fingerprint is 32 of those.
+    let families = 6;
+    for b in 0..120 {
+        let i = net.add(&mut rng, OverlayId::Coverage);
+        let family = (b % families) as u8;
+        let mut own: Vec<[u8; 20]> =
+            (0..40u8).map(|c| [family, c, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).collect();
+        own.extend((0..10u8).map(|c| {
+            let mut id = [0xee; 20];
+            id[..2].copy_from_slice(&(b as u16).to_be_bytes());
+            id[2] = c;
+            id
+        }));
+        net.hosts[i].chunks = own.iter().copied().collect();
+        for _ in 0..32 {
+            let pick = own.swap_remove(rng.gen_range(0..own.len()));
+            net.hosts[i].fingerprint.extend_from_slice(&pick);
+        }
+        if i == 0 {
+            net.nodes[0].start_alone();
+        } else {
+            let via = rng.gen_range(0..i);
+            net.join(i, via);
+        }
+    }
+    let mut good = 0;
+    for i in 0..net.nodes.len() {
+        let family = i % families;
+        let near = net.nodes[i].state().neighbours().as_slice();
+        // The 19 other boxes of the family cover about 80% of the fingerprint; others 0%.
+        let same = near.iter().take(3).filter(|p| p.addr.0 as usize % families == family).count();
+        good += usize::from(same == 3);
+        assert!(near.iter().all(|p| p.distance <= 1_000_000));
+    }
+    assert!(good >= 110, "only {good} of 120 boxes have 3 same-family candidates first");
+}
+
+#[test]
+fn unsolicited_and_forged_messages_change_nothing() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut net = build(&mut rng, 40);
+    let target = 3;
+    // The attacker's address: a slot in the network that is not a node.
+    let evil = net.add(&mut rng, OverlayId::Network) as u32;
+    net.alive[evil as usize] = false;
+    let before: Vec<NodeId> = net.nodes[target].state().peers().map(|p| p.id).collect();
+    let attacker = NodeId([0xaa; 16]);
+    let enc = |body: Body<'_>| {
+        let mut buf = [0u8; MAX_OVERLAY_PAYLOAD];
+        let n = OverlayMessage { overlay: OverlayId::Network, from: attacker, body }.encode(&mut buf).unwrap();
+        buf[..n].to_vec()
+    };
+    let fake = NodeRef { id: NodeId([0xbb; 16]), addr: Ix(999).to_wire() };
+    let mut packed = [0u8; 34];
+    let peers = PeerList::pack([fake], &mut packed).unwrap();
+    let now = net.now;
+    let host = &mut net.hosts[target];
+    // Peers nobody asked for, a pong for no ping, garbage, and the other overlay.
+    let unsolicited = enc(Body::Peers(Peers { token: 42, set: PeerSet::Leaves, peers }));
+    net.nodes[target].handle(Ix(evil), &unsolicited, now, host).unwrap();
+    net.nodes[target].handle(Ix(evil), &enc(Body::Pong(Pong { nonce: 1 })), now, host).unwrap();
+    assert!(net.nodes[target].handle(Ix(evil), &[0x60, 0x00], now, host).is_err());
+    let mut other = enc(Body::Pong(Pong { nonce: 1 }));
+    other[1] = 1;
+    assert!(net.nodes[target].handle(Ix(evil), &other, now, host).is_err());
+    assert_eq!(net.nodes[target].stats().refused, 4);
+    // A routed message that has used up its hops goes no further.
+    let origin = NodeRef { id: attacker, addr: Ix(evil).to_wire() };
+    let key = from_value(rng.gen());
+    host.sent.clear();
+    let exhausted = enc(Body::Lookup(Lookup { token: 1, key, origin, hops: MAX_HOPS }));
+    net.nodes[target].handle(Ix(evil), &exhausted, now, host).unwrap();
+    assert!(host.sent.iter().all(|(to, _)| to.0 == evil), "an exhausted lookup was forwarded");
+    // A join answers with at most a few bounded Peers messages and one forward.
+    host.sent.clear();
+    let join = enc(Body::Join(Join { token: 9, origin, hops: 0 }));
+    net.nodes[target].handle(Ix(evil), &join, now, host).unwrap();
+    assert!(host.sent.len() <= 3 + 32, "{} messages for one join", host.sent.len());
+    let after: Vec<NodeId> = net.nodes[target].state().peers().map(|p| p.id).collect();
+    assert_eq!(before, after, "state changed without any measurement answered");
+    // The fake peer was never queued for measurement: nothing was sent to it.
+    net.flush(target);
+    net.run();
+    assert!(net.nodes.iter().all(|n| n.state().find(&NodeId([0xbb; 16])).is_none()));
+}

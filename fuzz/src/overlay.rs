@@ -1,0 +1,71 @@
+//! The `overlay_node` target: arbitrary datagrams, from a few addresses and
+//! at advancing times, fed to a joined overlay node of either overlay. Every
+//! payload that decodes must re-encode to itself; the node must never panic,
+//! must keep its leaf set sorted and within capacity, and may answer one
+//! datagram with at most a bounded number of datagrams.
+
+use pastiche_core::identity::NodeId;
+use pastiche_core::overlay::{Address, Config, Event, Host, Node, Side};
+use pastiche_core::seal::ChunkId;
+use pastiche_core::wire::overlay::{OverlayId, OverlayMessage, PeerAddr, MAX_OVERLAY_PAYLOAD};
+
+#[derive(Default)]
+struct Sink {
+    sent: usize,
+    largest: usize,
+}
+
+impl Host<PeerAddr> for Sink {
+    fn send(&mut self, _: PeerAddr, payload: &[u8]) {
+        assert!(payload.len() <= MAX_OVERLAY_PAYLOAD);
+        assert!(OverlayMessage::decode(payload).is_ok(), "the node sent an undecodable payload");
+        self.sent += 1;
+        self.largest = self.largest.max(payload.len());
+    }
+    fn event(&mut self, _: Event<PeerAddr>) {}
+    fn has_chunk(&mut self, id: &ChunkId) -> bool {
+        id.0[0] & 1 == 0
+    }
+    fn fingerprint(&self) -> &[u8] {
+        &[7u8; 40]
+    }
+}
+
+/// Input: records of `[selector u8][len u16 BE][payload]`. The selector's
+/// low 2 bits pick the sender's address, bit 2 asks for a timeout first, and
+/// the time moves on by `selector` x 100 ms every record.
+pub fn overlay_node(data: &[u8]) {
+    let overlay = if data.first().is_some_and(|b| b & 0x80 != 0) { OverlayId::Coverage } else { OverlayId::Network };
+    let me = NodeId([0x42; 16]);
+    let mut node = Node::new(Config::new(overlay), me, PeerAddr::v4([10, 0, 0, 1], 7468), [9; 16], 0);
+    let mut host = Sink::default();
+    node.join(PeerAddr::v4([10, 0, 0, 2], 7468), 0, &mut host);
+    let mut now = 0u64;
+    let mut rest = data;
+    while rest.len() >= 3 {
+        let selector = rest[0];
+        let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
+        let payload = &rest[3..3 + len];
+        rest = &rest[3 + len..];
+        now += u64::from(selector) * 100_000;
+        let from = PeerAddr::v4([10, 0, 0, 2 + (selector & 3)], 7468);
+        if selector & 4 != 0 {
+            node.handle_timeout(now, &mut host);
+        }
+        if let Ok(msg) = OverlayMessage::decode(payload) {
+            let mut buf = [0u8; MAX_OVERLAY_PAYLOAD];
+            let n = msg.encode(&mut buf).expect("a decoded message encodes");
+            assert_eq!(&buf[..n], payload, "re-encoding differs");
+        }
+        let before = host.sent;
+        let _ = node.handle(from, payload, now, &mut host);
+        assert!(host.sent - before <= 40, "one datagram caused {} sends", host.sent - before);
+        assert!(node.poll_timeout() > 0);
+    }
+    node.handle_timeout(now + 3_600_000_000, &mut host);
+    let state = node.state();
+    for side in [Side::Clockwise, Side::CounterClockwise] {
+        assert!(state.leaves().side(side).len() <= 8);
+    }
+    assert!(state.peers().all(|p| p.id != me && PeerAddr::from_wire(&p.addr.to_wire()) == Some(p.addr)));
+}
