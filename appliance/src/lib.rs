@@ -3,10 +3,8 @@
 //! It owns every byte of I/O: files being backed up, the chunk store on disk,
 //! and (later) the network.
 //!
-//! No `unsafe`: system calls go through `rustix` and std. The one exception
-//! left is the buddy server's signal handler (`buddy::serve`, being moved to
-//! tokio); once it is gone this becomes `forbid(unsafe_code)`.
-#![deny(unsafe_code)]
+//! No `unsafe`: system calls go through `rustix`, `signal-hook` and std.
+#![forbid(unsafe_code)]
 
 pub mod backup;
 pub mod buddy;

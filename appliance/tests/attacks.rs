@@ -5,21 +5,22 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
 use common::buddy::*;
 use common::*;
+use pastiche::sync::conn::SecureStream;
 use pastiche_core::session::{ClientEvent, ClientSession};
 use pastiche_core::wire::{ErrorCode, IdList};
 use pastiche_core::{ChunkId, Identity, NodeId};
 use rand::SeedableRng;
 
-/// A hand-driven client session, as an attacker would write one.
+/// A hand-driven client session, as an attacker would write one (over the
+/// secure channel, which any peer can open: admission is the session's).
 struct Raw {
-    stream: TcpStream,
+    stream: SecureStream,
     session: ClientSession,
     out: Vec<u8>,
     payload: Vec<u8>,
@@ -29,8 +30,9 @@ impl Raw {
     /// Connects as `me` (presenting `code` if given): the session, or the
     /// buddy's refusal.
     fn connect(addr: &str, me: &Identity, code: Option<&str>) -> Result<Raw, ErrorCode> {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let stream = SecureStream::handshake(tcp, me, None).unwrap();
         let mut session = ClientSession::new(me.clone(), NodeId::from_name("attacker"), [1; 32], [2; 16]);
         if let Some(code) = code {
             session = session.with_pairing_code(code).unwrap();
@@ -54,15 +56,12 @@ impl Raw {
     }
 
     fn send(&mut self, n: usize) {
-        self.stream.write_all(&self.out[..n]).unwrap();
+        self.stream.send(&self.out[..n]).unwrap();
     }
 
+    /// Flushes what was sent, then reads one frame's payload.
     fn read(&mut self) -> usize {
-        let mut h = [0u8; 4];
-        self.stream.read_exact(&mut h).unwrap();
-        let n = u32::from_be_bytes(h) as usize;
-        self.stream.read_exact(&mut self.payload[..n]).unwrap();
-        n
+        self.stream.read_frame(&mut self.payload).unwrap()
     }
 
     /// Which of `ids` the buddy says it lacks.
@@ -286,7 +285,7 @@ fn a_buddy_that_went_back_is_reported_and_not_trusted() {
     // B's disk as of epoch 1, brought back later (a restored image, or a
     // buddy replaying old state).
     let old_b = tmp.path().join("B-epoch1");
-    copy_tree(&b.data, &old_b);
+    copy_box_data(&b.data, &old_b);
 
     let server = Server::start_at(&b, &addr);
     write_random(&a_home.join("two.bin"), 200_000, &mut rng);
@@ -295,7 +294,7 @@ fn a_buddy_that_went_back_is_reported_and_not_trusted() {
     assert_eq!(a.run(["--json", "buddy", "list"]).ok().json_lines()[0]["epoch"], 2);
 
     std::fs::remove_dir_all(&b.data).unwrap();
-    copy_tree(&old_b, &b.data);
+    copy_box_data(&old_b, &b.data);
     let server = Server::start_at(&b, &addr);
     let r = a.run(["--json", "sync"]).ok();
     assert!(r.stderr.contains("rolled back"), "the client reports it: {}", r.describe());

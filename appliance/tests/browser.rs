@@ -58,7 +58,7 @@ fn the_status_page_in_chromium() {
     a.backup(&src);
     write_random(&src.join("another"), 300_000, &mut rng);
     a.backup(&src);
-    a.run(["buddy", "add", &buddy_addr]).ok();
+    common::buddy::pair(&a, &b, &buddy_addr);
     write_config(&a, &config_for(&src));
     let _daemon = Daemon::start(&a, "a", &["--listen", &free_addr(), "--http", "127.0.0.1:0"]);
     let url = page_url(&a);

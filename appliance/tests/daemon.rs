@@ -37,8 +37,9 @@ fn the_cli_works_while_the_daemon_serves_a_buddy_and_backs_up_on_schedule() {
     );
     let daemon = Daemon::start(&a, "A", &[]);
 
-    // B backs up and ships to A (A serves it) while A's CLI works.
-    b.run(["buddy", "add", &addr]).ok();
+    // B pairs with A (A invites while its daemon runs), then backs up and
+    // ships to A (A serves it) while A's CLI works.
+    buddy::pair(&b, &a, &addr);
     let mut b_backup = b.cmd([OsStr::new("backup"), b_src.as_os_str()]);
     b_backup.stdout(Stdio::piped()).stderr(Stdio::piped());
     let b_child = b_backup.spawn().unwrap();
@@ -160,6 +161,8 @@ fn shipping_left_pending_resumes_after_a_restart() {
     let a = TestBox::init(tmp.path().join("A"));
     let b = TestBox::init(tmp.path().join("B"));
     let b_addr = free_addr();
+    // A pairs with B (B answers just for that), then B is down.
+    buddy::pair_offline(&a, &b, &b_addr);
     configure(
         &a,
         &format!("buddies = [\"{b_addr}\"]\n[backup]\npaths = [{}]\nschedule = \"every 1h\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&src)),
@@ -172,7 +175,7 @@ fn shipping_left_pending_resumes_after_a_restart() {
     assert!(s["next_run"]["ship"].is_string(), "a retry is scheduled: {s:#}");
     // The buddy list is the daemon's; changing it waits for the daemon to stop.
     let r = a.run(["buddy", "list"]).ok();
-    assert!(r.stdout.contains(&b_addr) && r.stdout.contains("not yet pinned"), "{}", r.describe());
+    assert!(r.stdout.contains(&b_addr) && !r.stdout.contains("not yet pinned"), "{}", r.describe());
     let r = a.run(["buddy", "add", "127.0.0.1:1"]).code_is(11);
     assert!(r.stderr.contains("stop it to add or remove a buddy"), "{}", r.describe());
     let (code, _) = daemon.terminate();

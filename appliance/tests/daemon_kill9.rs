@@ -63,10 +63,16 @@ fn kill9_during_scheduled_backups() {
         &a,
         &format!("[backup]\npaths = [{}]\nschedule = \"every 1s\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&src)),
     );
-    // One whole scheduled backup, to measure how long one takes.
+    // One whole scheduled backup of the tree, then one of a round's churn
+    // alone, to measure how long a round's backup takes (the first one,
+    // of the whole tree, takes several times longer).
+    let d = Daemon::start(&a, "A", &["--threads", "1"]);
+    Daemon::wait_status(&a, 60, "a scheduled backup", |s| s["last_result"]["backup"]["ok"] == true);
+    d.kill9();
     churn(&src, 0, &mut rng);
     let d = Daemon::start(&a, "A", &["--threads", "1"]);
     let s = Daemon::wait_status(&a, 60, "a scheduled backup", |s| s["last_result"]["backup"].is_object());
+    assert_eq!(s["last_result"]["backup"]["ok"], true, "{s:#}");
     let typical = Duration::from_secs_f64(s["last_result"]["backup"]["seconds"].as_f64().unwrap().max(0.05));
     d.kill9();
     let mut inside = 0;
@@ -97,7 +103,7 @@ fn kill9_of_a_buddy_daemon_during_commits() {
     let a = TestBox::init(tmp.path().join("A"));
     let b = TestBox::init(tmp.path().join("B"));
     let addr = free_addr();
-    a.run(["buddy", "add", &addr]).ok();
+    buddy::pair_offline(&a, &b, &addr);
     let sync = |a: &TestBox| {
         let mut c = a.cmd(["sync"]);
         c.stdout(Stdio::null()).stderr(Stdio::null());

@@ -69,7 +69,7 @@ fn api_and_metrics_match_the_cli_and_alerts_follow_the_buddy() {
     a.backup(&src);
     tree(&src, 2, 5);
     a.backup(&src);
-    a.run(["buddy", "add", &buddy_addr]).ok();
+    common::buddy::pair(&a, &b, &buddy_addr);
     write_config(&a, &config_for(&src));
     let mut daemon = Daemon::start(&a, "a", &["--listen", &free_addr(), "--http", "127.0.0.1:0"]);
     let url = page_url(&a);

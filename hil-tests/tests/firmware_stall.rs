@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hil_tests::{assert_same_tree, build_pastiche, free_port, make_tree, require_qemu, Firmware, Qemu};
+use hil_tests::{assert_same_tree, build_pastiche, free_port, make_tree, require_qemu, Firmware, Qemu, PAIRING_SECRET};
 use pastiche_core::channel::{Handshake, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, RECORD_HEADER_LEN};
 use pastiche_core::Identity;
 
@@ -87,7 +87,7 @@ fn stalled_connections_do_not_block_another_clients_sync() {
 
     // The honest client backs up and syncs meanwhile.
     run_ok(pastiche(&bin, &data).args(["init", "--name", "hil-stall.example"]), &qemu);
-    run_ok(pastiche(&bin, &data).args(["buddy", "add", &format!("127.0.0.1:{port}")]), &qemu);
+    run_ok(pastiche(&bin, &data).args(["buddy", "add", &format!("127.0.0.1:{port}"), "--code", PAIRING_SECRET]), &qemu);
     run_ok(pastiche(&bin, &data).arg("backup").arg(&tree), &qemu);
 
     // The half frame was refused at once: it never held the shared decoder.

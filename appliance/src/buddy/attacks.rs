@@ -120,7 +120,7 @@ struct Buddy {
     stopper: Stopper,
     thread: Option<thread::JoinHandle<anyhow::Result<()>>>,
     logs: Logs,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Buddy {
@@ -136,11 +136,27 @@ impl Buddy {
         let addr = server.local_addr().unwrap();
         let stopper = server.stopper();
         let thread = Some(thread::spawn(move || server.run()));
-        Buddy { addr, key, storage, stopper, thread, logs, _dir: dir }
+        Buddy { addr, key, storage, stopper, thread, logs, dir }
     }
 
     fn entry(&self) -> BuddyEntry {
         BuddyEntry { addr: self.addr.to_string(), key: Some(self.key.to_string()), epoch: 0, snapshot: None }
+    }
+
+    /// A one-time pairing code, as `pastiche buddy invite` writes it.
+    fn invite(&self) -> String {
+        let invite =
+            admission::Invite { quota: None, expires: admission::unix_now() + 600, name: "attack.test".into() };
+        admission::create(self.dir.path(), &invite).unwrap()
+    }
+
+    /// Pairs `client` with this buddy (`pastiche buddy add --code`), so
+    /// that it is served as an admitted client.
+    fn pair(&self, client: &TestBox) {
+        let code = self.invite();
+        let mut entry = BuddyEntry { key: None, ..self.entry() };
+        drop(sync::connect_pairing(&client.repo, &mut entry, Some(&code)).unwrap());
+        assert_eq!(entry.key, Some(self.key.to_string()), "pairing pins the buddy's key");
     }
 }
 
@@ -191,6 +207,7 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 fn tricklers_from_many_addresses_do_not_lock_out_an_honest_sync() {
     let buddy = Buddy::start(short_limits(), 32);
     let client = TestBox::new("honest.client", 1);
+    buddy.pair(&client);
     let stop = Arc::new(AtomicBool::new(false));
     let cut = Arc::new(AtomicUsize::new(0));
     let attackers: Vec<_> = (0..40u8)
@@ -215,13 +232,20 @@ fn tricklers_from_many_addresses_do_not_lock_out_an_honest_sync() {
     thread::sleep(Duration::from_millis(1500));
     let mut entry = buddy.entry();
     let report = sync::sync_one(&client.repo, &mut entry, &quiet("sync"));
+    // The sync may well finish before the first deadline passes: the attack
+    // goes on until the tricklers have been cut by the buddy, not by leaving.
+    let cut_by_deadline = |logs: &Logs| logs.count("handshake timeout") + logs.count("evicted");
+    let until = Instant::now() + Duration::from_secs(15);
+    while cut_by_deadline(&buddy.logs) < 40 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, Ordering::SeqCst);
     for a in attackers {
         a.join().unwrap();
     }
     let report = report.unwrap_or_else(|e| panic!("the honest sync failed under attack: {e:#}\n{}", buddy.logs.dump()));
     assert!(report.chunks_sent > 0);
-    assert!(buddy.logs.count("handshake timeout") + buddy.logs.count("evicted") >= 40, "{}", buddy.logs.dump());
+    assert!(cut_by_deadline(&buddy.logs) >= 40, "{}", buddy.logs.dump());
     assert!(cut.load(Ordering::SeqCst) >= 40);
     client.restore_from(&entry);
 }
@@ -236,7 +260,10 @@ fn connections_stalled_mid_frame_or_mid_record_time_out() {
         let tcp = TcpStream::connect(buddy.addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut link = SecureStream::handshake(tcp, id, Some(buddy.key)).unwrap();
-        let mut session = ClientSession::new(id.clone(), NodeId::from_name("staller"), [1; 32], [2; 16]);
+        // Admitted with a code of its own: the stall comes after the welcome.
+        let mut session = ClientSession::new(id.clone(), NodeId::from_name("staller"), [1; 32], [2; 16])
+            .with_pairing_code(&buddy.invite())
+            .unwrap();
         let mut out = vec![0u8; 4096];
         let mut payload = vec![0u8; pastiche_core::wire::MAX_FRAME_PAYLOAD];
         let n = session.start(&mut out).unwrap();
@@ -260,6 +287,7 @@ fn connections_stalled_mid_frame_or_mid_record_time_out() {
     mid_record.raw_writer().flush().unwrap();
     // An honest client is served meanwhile.
     let client = TestBox::new("honest.client", 2);
+    buddy.pair(&client);
     let mut entry = buddy.entry();
     sync::sync_one(&client.repo, &mut entry, &quiet("sync")).unwrap();
     assert!(buddy.logs.wait_for("stalled inside a frame", 1, Duration::from_secs(10)), "{}", buddy.logs.dump());
@@ -293,6 +321,7 @@ fn connections_per_address_are_capped() {
 fn an_impersonating_buddy_is_refused_before_any_data_moves() {
     let real = Buddy::start(Limits::default(), 8);
     let client = TestBox::new("honest.client", 3);
+    real.pair(&client);
     let mut entry = real.entry();
     sync::sync_one(&client.repo, &mut entry, &quiet("sync")).unwrap();
     let pinned = entry.clone();
@@ -408,6 +437,7 @@ fn tampered_records_end_the_session_and_nothing_is_recorded_as_shipped() {
     ];
     for (i, (to_client, nth, how)) in cases.into_iter().enumerate() {
         let client = TestBox::new("honest.client", 10 + i as u8);
+        buddy.pair(&client);
         let proxy = tampering_proxy(buddy.addr, to_client, nth, how);
         let mut entry = BuddyEntry { addr: proxy.to_string(), ..buddy.entry() };
         let r = sync::sync_one(&client.repo, &mut entry, &quiet("sync"));

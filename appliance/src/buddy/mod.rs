@@ -16,8 +16,6 @@ pub mod admission;
 mod error;
 mod handle;
 pub mod names;
-// Its `libc::signal` handler predates the daemon (which uses signal-hook).
-#[allow(unsafe_code)]
 pub mod serve;
 mod slots;
 pub mod store;

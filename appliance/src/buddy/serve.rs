@@ -20,7 +20,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -149,21 +149,13 @@ impl Stopper {
 }
 
 /// Set by SIGTERM and SIGINT once [`serve`] installed its handlers.
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
+static SIGNALLED: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
-extern "C" fn on_signal(_: libc::c_int) {
-    SIGNALLED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    let handler = on_signal as extern "C" fn(libc::c_int);
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe.
-        unsafe {
-            libc::signal(sig, handler as libc::sighandler_t);
-        }
+fn install_signal_handlers() -> anyhow::Result<()> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, SIGNALLED.clone()).context("cannot install the signal handlers")?;
     }
+    Ok(())
 }
 
 /// A bound, not yet running, buddy daemon.
@@ -344,7 +336,7 @@ pub fn serve(repo: Repo, opts: ServeOptions) -> anyhow::Result<()> {
     storage.set_min_free(opts.min_free);
     let mut server = Server::bind(storage, opts)?;
     server.watch_signals = true;
-    install_signal_handlers();
+    install_signal_handlers()?;
     server.run()
 }
 

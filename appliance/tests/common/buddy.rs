@@ -15,6 +15,14 @@ pub fn pair(a: &TestBox, b: &TestBox, addr: &str) {
     a.run(["buddy", "add", addr, "--code", &code]).ok();
 }
 
+/// [`pair`] with a buddy `b` that is not running: `b` serves at `addr`
+/// just long enough for `a` to pair with it (`buddy add` must reach it).
+pub fn pair_offline(a: &TestBox, b: &TestBox, addr: &str) {
+    let server = Server::start_at(b, addr);
+    pair(a, b, addr);
+    server.kill();
+}
+
 /// A one-time pairing code from `pastiche buddy invite` on `b`.
 pub fn invite(b: &TestBox) -> String {
     let out = b.run(["buddy", "invite"]).ok();

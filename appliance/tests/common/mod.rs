@@ -374,6 +374,25 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Copies a box's data directory as a disk image would bring it back:
+/// like [`copy_tree`], but leaving out sockets (a daemon's `control.sock`
+/// left behind by a killed `serve`), which have no content to copy and which
+/// the next daemon binds afresh.
+pub fn copy_box_data(from: &Path, to: &Path) {
+    let m = fs::symlink_metadata(from).expect("lstat");
+    if m.is_dir() {
+        fs::create_dir_all(to).expect("mkdir");
+        for e in fs::read_dir(from).expect("list") {
+            let e = e.expect("entry");
+            copy_box_data(&e.path(), &to.join(e.file_name()));
+        }
+    } else if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
+        // Nothing to copy.
+    } else {
+        copy_tree(from, to);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Describing and comparing trees
 

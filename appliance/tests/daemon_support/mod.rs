@@ -72,10 +72,20 @@ impl Daemon {
         panic!("the daemon {name} never opened its control socket");
     }
 
-    /// `status --json` of the daemon of `b`.
+    /// `status --json` of the daemon of `b`. Its exit code is the health
+    /// verdict's (0 ok, 1 warning, 2 critical), checked against the report.
     pub fn status(b: &TestBox) -> Value {
-        let r = b.run(["--json", "status"]).ok();
-        serde_json::from_str(r.stdout.trim()).expect("status is one JSON object")
+        let r = b.run(["--json", "status"]);
+        let s: Value = serde_json::from_str(r.stdout.trim())
+            .unwrap_or_else(|e| panic!("status is not one JSON object ({e})\n{}", r.describe()));
+        let expected = match s["health"]["verdict"].as_str() {
+            Some("ok") => 0,
+            Some("warning") => 1,
+            Some("critical") => 2,
+            v => panic!("status has no health verdict ({v:?})\n{}", r.describe()),
+        };
+        r.code_is(expected);
+        s
     }
 
     /// Waits until the status satisfies `cond`.
