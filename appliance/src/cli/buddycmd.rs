@@ -1,12 +1,11 @@
-//! `pastiche buddy add|list|remove` and `pastiche sync`.
+//! `pastiche buddy add|list|remove`.
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 
 use super::common::Global;
 use crate::exit;
 use crate::progress::human_bytes;
-use crate::repo::{LockMode, Repo};
+use crate::repo::LockMode;
 use crate::sync::{self, load_buddies, save_buddies, BuddyEntry};
 
 /// `pastiche buddy add HOST:PORT [--code CODE]`: pairs with the buddy (it
@@ -69,60 +68,5 @@ pub fn remove(g: &Global, addr: String, drop_data: bool) -> Result<u8> {
     }
     save_buddies(&repo.dir, &buddies)?;
     println!("removed buddy {addr}");
-    Ok(exit::OK)
-}
-
-/// Ships the current state to every buddy; returns whether all succeeded.
-pub fn sync_all(g: &Global, repo: &Repo) -> Result<bool> {
-    let mut buddies = load_buddies(&repo.dir)?;
-    let mut all_ok = true;
-    for i in 0..buddies.len() {
-        let progress = g.progress("sync");
-        let result = sync::sync_one(repo, &mut buddies[i], &progress);
-        progress.finish();
-        match result {
-            Ok(r) => {
-                if g.json {
-                    g.json_line(&json!({"message_type": "sync", "report": r}));
-                } else if !g.quiet {
-                    println!(
-                        "synced to {}: epoch {}, {} of {} offered chunks sent ({}), {} objects, {} references released, {:.2}s",
-                        r.addr,
-                        r.epoch,
-                        r.chunks_sent,
-                        r.chunks_offered,
-                        human_bytes(r.bytes_sent),
-                        r.objects_sent,
-                        r.deletes,
-                        r.seconds
-                    );
-                }
-            }
-            Err(e) => {
-                all_ok = false;
-                eprintln!("pastiche: sync to {} failed: {e:#}", buddies[i].addr);
-            }
-        }
-        // Pinned keys and epochs are kept even if another buddy failed.
-        save_buddies(&repo.dir, &buddies)?;
-    }
-    Ok(all_ok)
-}
-
-/// `pastiche sync`.
-pub fn sync(g: &Global) -> Result<u8> {
-    let repo = g.open(LockMode::Exclusive)?;
-    if load_buddies(&repo.dir)?.is_empty() {
-        bail!("no buddies configured (pastiche buddy add HOST:PORT)");
-    }
-    Ok(if sync_all(g, &repo)? { exit::OK } else { exit::FAILED })
-}
-
-/// `pastiche serve`: the box becomes a buddy for others until stopped. It
-/// holds the box exclusively (other commands on this box wait until it stops).
-pub fn serve(g: &Global, listen: std::net::SocketAddr, quota: u64, max_sessions: usize, min_free: u64) -> Result<u8> {
-    let repo = g.open(LockMode::Exclusive)?;
-    eprintln!("pastiche serve: box {} ({}) listening on {listen}", repo.config.name, repo.config.public_key);
-    crate::buddy::serve(repo, crate::buddy::ServeOptions { listen, default_quota: quota, max_sessions, min_free })?;
     Ok(exit::OK)
 }
