@@ -65,6 +65,18 @@ mod tests {
     use pastiche_core::wire::*;
     use std::path::Path;
 
+    /// Asserts that the committed seed `seeds/TARGET/NAME` is `seed` (the
+    /// generator's current output), rewriting it first under
+    /// `PASTICHE_WRITE_SEEDS=1`.
+    fn check_seed(target: &str, name: &str, seed: &[u8]) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds").join(target).join(name);
+        if std::env::var_os("PASTICHE_WRITE_SEEDS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, seed).unwrap();
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), seed, "seeds/{target} is stale: PASTICHE_WRITE_SEEDS=1 cargo test");
+    }
+
     fn replay_dir(dir: &Path) -> usize {
         let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
         let mut n = 0;
@@ -85,16 +97,7 @@ mod tests {
     fn channel_responder_seed_and_corpus() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let seed = crate::channel::client_seed();
-        let path = root.join("seeds/channel_responder/handshake-hello-flush");
-        if std::env::var_os("PASTICHE_WRITE_SEEDS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &seed).unwrap();
-        }
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            seed,
-            "seeds/channel_responder is stale: PASTICHE_WRITE_SEEDS=1 cargo test"
-        );
+        check_seed("channel_responder", "handshake-hello-flush", &seed);
         let mut n = 0;
         for dir in ["seeds", "corpus", "artifacts"] {
             let Ok(entries) = std::fs::read_dir(root.join(dir).join("channel_responder")) else { continue };
@@ -195,16 +198,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let seed = buddy_seed();
         crate::buddy_session(&seed);
-        let path = root.join("seeds/buddy_session/upload-restore-drop");
-        if std::env::var_os("PASTICHE_WRITE_SEEDS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &seed).unwrap();
-        }
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            seed,
-            "seeds/buddy_session is stale: PASTICHE_WRITE_SEEDS=1 cargo test"
-        );
+        check_seed("buddy_session", "upload-restore-drop", &seed);
         let corpus = replay_buddy(&root.join("corpus/buddy_session"));
         let artifacts = replay_buddy(&root.join("artifacts/buddy_session"));
         println!("replayed the buddy seed, {corpus} corpus inputs, {artifacts} artifacts");
@@ -313,16 +307,7 @@ mod tests {
         }
         crate::overlay_node(&seed);
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let path = root.join("seeds/overlay_node/join-and-route");
-        if std::env::var_os("PASTICHE_WRITE_SEEDS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &seed).unwrap();
-        }
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            seed,
-            "seeds/overlay_node is stale: PASTICHE_WRITE_SEEDS=1 cargo test"
-        );
+        check_seed("overlay_node", "join-and-route", &seed);
         let mut n = 0;
         for dir in ["corpus/overlay_node", "artifacts/overlay_node"] {
             for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten() {
