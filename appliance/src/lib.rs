@@ -21,6 +21,7 @@ pub mod http;
 pub mod meta;
 pub mod progress;
 pub mod prune;
+pub mod recovery;
 pub mod redb_guard;
 pub mod repo;
 pub mod restore;

@@ -105,6 +105,17 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         from_buddy: Option<String>,
     },
+    /// Rebuild a lost box in an empty data directory from its passphrase
+    /// and name: fetch its root from its buddies, then its metadata.
+    Recover {
+        /// The machine's fully-qualified name, as given at init.
+        #[arg(long)]
+        name: String,
+        /// A buddy (or other holder) of the box to ask first; the buddies
+        /// its root names are asked next (repeatable).
+        #[arg(long, value_name = "HOST:PORT")]
+        via: Vec<String>,
+    },
     /// Manage the buddies this box backs up to.
     Buddy {
         #[command(subcommand)]
@@ -291,6 +302,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
     };
     let request = match args.command {
         Command::Init { name } => return boxcmd::init(&g, name),
+        Command::Recover { name, via } => return cli::recovercmd::recover(&g, name, via),
         Command::Backup { paths, exclude, one_file_system } => {
             Request::Backup { paths, excludes: exclude, one_file_system }
         }

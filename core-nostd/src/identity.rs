@@ -70,6 +70,9 @@ pub enum Domain {
     /// Binding of a box's Noise static key to its identity (the secure
     /// channel's handshake payload, `docs/PROTOCOL.md` §1a).
     ChannelStatic,
+    /// A box's root record as its buddies keep it for disaster recovery
+    /// (`docs/METADATA.md`, "The root on the buddies"): binds the root epoch.
+    RootRecord,
 }
 
 impl Domain {
@@ -84,6 +87,7 @@ impl Domain {
             Domain::Drop => b"pastiche/v1/sig/drop\0",
             Domain::Pair => b"pastiche/v1/sig/pair\0",
             Domain::ChannelStatic => b"pastiche/v2/sig/channel-static\0",
+            Domain::RootRecord => b"pastiche/v2/sig/root-record\0",
         }
     }
 }

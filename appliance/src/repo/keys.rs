@@ -8,8 +8,14 @@
 use anyhow::{anyhow, Result};
 use argon2::{Algorithm, Argon2, Params, Version};
 use hmac::{Hmac, Mac};
+use pastiche_core::Identity;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
+
+/// The subkey label of the box's Ed25519 seed.
+pub const IDENTITY_LABEL: &str = "identity";
+/// The subkey label of the root record kept on the buddies.
+pub const ROOT_RECORD_LABEL: &str = "root-record";
 
 /// Argon2id cost parameters, recorded in the box's config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +84,13 @@ impl RootKey {
         out[..20].copy_from_slice(&block(1));
         out[20..].copy_from_slice(&block(2)[..12]);
         out
+    }
+
+    /// The box's signing identity: its Ed25519 seed is `subkey("identity")`,
+    /// so passphrase and name give a rebuilt box its identity back before
+    /// it has fetched anything, and it can prove it to its buddies.
+    pub fn identity(&self) -> Result<Identity> {
+        Identity::from_seed(self.subkey(IDENTITY_LABEL)).map_err(|e| anyhow!("cannot derive the identity: {e}"))
     }
 
     /// A public value that tells whether a passphrase is right without

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use pastiche_core::{Identity, NodeId};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{ExitError, NO_BOX, WRONG_PASSPHRASE};
@@ -101,9 +100,8 @@ impl Repo {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let lock = lock::acquire(dir, LockMode::Exclusive)?;
         let root_key = RootKey::derive(passphrase.as_bytes(), name, kdf)?;
-        let mut seed = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut seed);
-        let identity = Identity::from_seed(seed).map_err(|e| anyhow::anyhow!("cannot create an identity: {e}"))?;
+        let identity = root_key.identity()?;
+        let seed = identity.seed();
         let node = NodeId::from_name(name);
         let config = BoxConfig {
             version: FORMAT_VERSION,
@@ -127,7 +125,7 @@ impl Repo {
         repo.write_metadata(&[], &[], &root, None)?;
         // The config goes last: a box without it is not a box, so a crash
         // during init leaves nothing half-made that `open` would accept.
-        write_atomically(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&repo.config)?.as_bytes())?;
+        repo.write_config()?;
         Ok(repo)
     }
 
@@ -167,6 +165,67 @@ impl Repo {
             bail!("the root object's identity does not match box.json: the box is damaged");
         }
         Ok(Repo { dir: dir.to_path_buf(), identity, config, node, store, meta, root_key, _lock: lock })
+    }
+
+    /// The key of the root record the buddies keep for disaster recovery
+    /// (docs/METADATA.md, "The root on the buddies").
+    pub fn root_record_key(&self) -> ObjectKey {
+        ObjectKey(self.root_key.subkey(keys::ROOT_RECORD_LABEL))
+    }
+
+    /// Creates a box in the blank directory `dir` from a root object
+    /// recovered from its buddies (`pastiche recover`): the same name,
+    /// identity and snapshots, an empty chunk store, and only the root
+    /// object in its metadata (the caller fetches the rest). The root must
+    /// open with the passphrase and carry the identity the passphrase derives.
+    pub fn create_recovered(
+        dir: &Path,
+        name: &str,
+        passphrase: &str,
+        kdf: KdfParams,
+        sealed_root: &[u8],
+    ) -> Result<Repo> {
+        if dir.join(CONFIG_FILE).exists() {
+            bail!("a box already exists in {}: recover into an empty data directory", dir.display());
+        }
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let lock = lock::acquire(dir, LockMode::Exclusive)?;
+        let root_key = RootKey::derive(passphrase.as_bytes(), name, kdf)?;
+        let identity = root_key.identity()?;
+        let node = NodeId::from_name(name);
+        let r = root_ref(&node, &root_key);
+        let (_, _, plain) = open_object(&r.key, sealed_root).context("the recovered root object does not open")?;
+        let root: RootObject = decode(&plain, "recovered root object")?;
+        if root.name != name {
+            bail!("the recovered root object is for {:?}, not {name:?}", root.name);
+        }
+        if root.identity_seed != identity.seed() {
+            bail!("the recovered root object carries another identity than this passphrase and name derive");
+        }
+        let config = BoxConfig {
+            version: FORMAT_VERSION,
+            name: name.to_string(),
+            node_id: node.to_string(),
+            public_key: identity.public_key().to_string(),
+            kdf,
+            key_check: root_key.check_value(),
+        };
+        let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
+        let meta_path = dir.join("meta.redb");
+        // A recovery cut short leaves a metadata database but no box.json:
+        // start it over.
+        if meta_path.exists() {
+            fs::remove_file(&meta_path).with_context(|| format!("cannot remove {}", meta_path.display()))?;
+        }
+        let meta = MetaDb::create(&meta_path)?;
+        meta.apply(&[(r.name, sealed_root.to_vec())], &[])?;
+        Ok(Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, root_key, _lock: lock })
+    }
+
+    /// Writes `box.json`, which makes the directory a box: the last step of
+    /// a recovery, once its metadata is whole.
+    pub fn write_config(&self) -> Result<()> {
+        write_atomically(&self.dir.join(CONFIG_FILE), serde_json::to_string_pretty(&self.config)?.as_bytes())
     }
 
     /// Where the root object is and its passphrase-derived key.

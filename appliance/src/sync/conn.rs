@@ -294,7 +294,10 @@ impl BuddyConn {
                     return Ok(conn);
                 }
                 ClientEvent::Refused { code: ErrorCode::NotAuthenticated, message } => {
-                    bail!("buddy {addr} refused this box: {message}")
+                    let refused = BuddyRefused { code: ErrorCode::NotAuthenticated, message: message.to_string() };
+                    return Err(
+                        anyhow::Error::new(refused).context(format!("buddy {addr} refused this box: {message}"))
+                    );
                 }
                 ClientEvent::Refused { code, message } => bail!("buddy {addr} refused the hello: {code:?}: {message}"),
                 other => bail!("buddy {addr} answered the hello with {other:?}"),

@@ -1,6 +1,7 @@
 //! Where a restore gets sealed chunks: the local store, a buddy, or the
 //! local store with a buddy behind it for what the box no longer has.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
@@ -50,12 +51,18 @@ pub struct FromBuddy<'a> {
     repo: &'a Repo,
     entry: BuddyEntry,
     pool: Mutex<Vec<BuddyConn>>,
+    answered: AtomicBool,
 }
 
 impl<'a> FromBuddy<'a> {
     /// A source reading from `entry`.
     pub fn new(repo: &'a Repo, entry: BuddyEntry) -> FromBuddy<'a> {
-        FromBuddy { repo, entry, pool: Mutex::new(Vec::new()) }
+        FromBuddy { repo, entry, pool: Mutex::new(Vec::new()), answered: AtomicBool::new(false) }
+    }
+
+    /// Whether a connection to it ever completed its hello.
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
     }
 }
 
@@ -68,6 +75,7 @@ impl FromBuddy<'_> {
             Some(c) => c,
             None => connect(self.repo, &mut self.entry.clone())?,
         };
+        self.answered.store(true, Ordering::Relaxed);
         let r = f(&mut conn)?;
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
         Ok(r)
@@ -92,11 +100,89 @@ impl ChunkSource for FromBuddy<'_> {
     }
 }
 
-/// The local store first; the nearest reachable buddy (found at the first
-/// miss) for chunks the box no longer has or that are damaged here.
+/// Chunks from several buddies at once: each request starts at the next
+/// buddy in turn, so parallel restore threads pull from all of them, and
+/// what one buddy lacks or cannot serve is taken from the others. A buddy
+/// that cannot be reached is not tried again.
+pub struct FromBuddies<'a> {
+    buddies: Vec<FromBuddy<'a>>,
+    unreachable: Vec<AtomicBool>,
+    turn: AtomicUsize,
+}
+
+impl<'a> FromBuddies<'a> {
+    /// A source over `entries` (pinned keys are checked at each connection).
+    pub fn new(repo: &'a Repo, entries: Vec<BuddyEntry>) -> FromBuddies<'a> {
+        let unreachable = entries.iter().map(|_| AtomicBool::new(false)).collect();
+        let buddies = entries.into_iter().map(|e| FromBuddy::new(repo, e)).collect();
+        FromBuddies { buddies, unreachable, turn: AtomicUsize::new(0) }
+    }
+
+    /// The buddies to try for one request, the next in turn first.
+    fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        let n = self.buddies.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(move |k| (start + k) % n).filter(|&i| !self.unreachable[i].load(Ordering::Relaxed))
+    }
+
+    /// Notes a failure of buddy `i`; one that never answered is left out from now on.
+    fn failed(&self, i: usize, e: &anyhow::Error, errors: &mut Vec<String>) {
+        if !self.buddies[i].has_answered() {
+            self.unreachable[i].store(true, Ordering::Relaxed);
+        }
+        errors.push(format!("{}: {e:#}", self.buddies[i].entry.addr));
+    }
+
+    fn none_left(errors: Vec<String>) -> anyhow::Error {
+        if errors.is_empty() {
+            anyhow!("no buddy is reachable")
+        } else {
+            anyhow!("no buddy could serve it: {}", errors.join("; "))
+        }
+    }
+}
+
+impl ChunkSource for FromBuddies<'_> {
+    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
+        let mut errors = Vec::new();
+        for i in self.order() {
+            match self.buddies[i].fetch(id, out) {
+                Ok(()) => return Ok(()),
+                Err(e) => self.failed(i, &e, &mut errors),
+            }
+        }
+        Err(Self::none_left(errors).context(format!("chunk {id}")))
+    }
+
+    fn open_many(&self, handles: &[Handle], plain: &mut [u8], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let mut errors = Vec::new();
+        // Chunks handed on so far: a buddy that fails midway is relieved
+        // by the next from there. A failure of `each` (the writer) is final.
+        let mut done = 0;
+        let mut writer_failed = false;
+        for i in self.order() {
+            let start = done;
+            let result = self.buddies[i].open_many(&handles[start..], plain, &mut |p: &[u8]| {
+                each(p).inspect_err(|_| writer_failed = true)?;
+                done += 1;
+                Ok(())
+            });
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if writer_failed => return Err(e),
+                Err(e) => self.failed(i, &e, &mut errors),
+            }
+        }
+        Err(Self::none_left(errors))
+    }
+}
+
+/// The local store first; the box's buddies (all of them, in turn) for
+/// chunks the box does not have (after a disaster recovery: all of them)
+/// or that are damaged here.
 pub struct LocalThenBuddy<'a> {
     local: Local<'a>,
-    buddy: std::sync::OnceLock<Option<FromBuddy<'a>>>,
+    buddy: std::sync::OnceLock<Option<FromBuddies<'a>>>,
 }
 
 impl<'a> LocalThenBuddy<'a> {
@@ -105,13 +191,12 @@ impl<'a> LocalThenBuddy<'a> {
         LocalThenBuddy { local: Local(repo), buddy: std::sync::OnceLock::new() }
     }
 
-    fn buddy(&self) -> Option<&FromBuddy<'a>> {
+    fn buddy(&self) -> Option<&FromBuddies<'a>> {
         self.buddy
             .get_or_init(|| {
                 let repo = self.local.0;
-                let mut buddies = super::load_buddies(&repo.dir).ok()?;
-                let entry = super::nearest(repo, &mut buddies, None).ok()?;
-                Some(FromBuddy::new(repo, entry))
+                let buddies = super::load_buddies(&repo.dir).ok()?;
+                (!buddies.is_empty()).then(|| FromBuddies::new(repo, buddies))
             })
             .as_ref()
     }
@@ -128,7 +213,7 @@ impl ChunkSource for LocalThenBuddy<'_> {
         }
     }
 
-    /// A chunk missing or damaged here is taken from the buddy.
+    /// A chunk missing or damaged here is taken from the buddies.
     fn open(&self, handle: &Handle, sealed: &mut Vec<u8>, plain: &mut [u8]) -> Result<usize> {
         match self.local.open(handle, sealed, plain) {
             Ok(n) => Ok(n),
@@ -137,5 +222,27 @@ impl ChunkSource for LocalThenBuddy<'_> {
                 None => Err(e),
             },
         }
+    }
+
+    /// Runs of chunks the store lacks go to the buddies as pipelined requests.
+    fn open_many(&self, handles: &[Handle], plain: &mut [u8], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let ids: Vec<ChunkId> = handles.iter().map(|h| h.chunk_id()).collect();
+        let here = self.local.0.store.contains_many(&ids)?;
+        let mut sealed = Vec::new();
+        let mut i = 0;
+        while i < handles.len() {
+            let run = i + here[i..].iter().take_while(|&&h| h == here[i]).count();
+            match self.buddy() {
+                Some(b) if !here[i] => b.open_many(&handles[i..run], plain, each)?,
+                _ => {
+                    for h in &handles[i..run] {
+                        let n = self.open(h, &mut sealed, plain)?;
+                        each(&plain[..n])?;
+                    }
+                }
+            }
+            i = run;
+        }
+        Ok(())
     }
 }

@@ -228,11 +228,9 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
         }
         report.deletes = deletes.len() as u64;
 
-        let root_name = repo.root_ref().name;
-        let root_bytes = repo.meta.get(&root_name)?.context("the root object is missing")?;
-        if root_bytes.len() > pastiche_core::wire::MAX_OBJECT_DATA {
-            bail!("the root object ({} bytes) is too large to ship; forget old snapshots", root_bytes.len());
-        }
+        // The root goes out as a signed root record naming the buddies, so
+        // that passphrase and name alone recover the box (crate::recovery).
+        let root_bytes = crate::recovery::record_for_sync(repo, entry, &buddy, epoch)?;
         // The objects went out on a second connection while the chunks were
         // shipped; the buddy holds that staging durably after its Flush.
         let staged = match staged_objects {

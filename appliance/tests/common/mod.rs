@@ -151,11 +151,19 @@ impl TestBox {
         TestBox { data, wrapper: Vec::new() }
     }
 
-    /// Creates a box in `data`.
+    /// Creates a box in `data`, named after the directory: a box's identity
+    /// derives from its passphrase and name, so boxes of one test need
+    /// names of their own.
     pub fn init(data: PathBuf) -> TestBox {
         let b = TestBox::at(data);
-        b.run(["init", "--name", "test.example.org"]).ok();
+        b.run(["init", "--name", &TestBox::name_for(&b.data)]).ok();
         b
+    }
+
+    /// The name [`TestBox::init`] gives the box in `data`.
+    pub fn name_for(data: &Path) -> String {
+        let dir = data.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        format!("{dir}.test.example.org")
     }
 
     /// The command for `args`, with the test passphrase.

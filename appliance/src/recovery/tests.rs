@@ -1,0 +1,287 @@
+//! Disaster recovery against real buddy servers on loopback, including
+//! buddies that lie: one serves a forged root record, one an old one.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+
+use pastiche_core::session::{BuddyStore, StagedCounts};
+use pastiche_core::PublicKey;
+use tempfile::TempDir;
+
+use super::*;
+use crate::backup::{self, BackupOptions};
+use crate::buddy::{admission, BuddyStorage, ServeOptions, Server, Stopper, DEFAULT_QUOTA};
+use crate::progress::{Mode, Progress};
+use crate::repo::{LockMode, Repo};
+use crate::restore::{self, RestoreOptions};
+use crate::sync::{self, fetch::LocalThenBuddy};
+
+const PASS: &str = "recovery test passphrase";
+const NAME: &str = "lost.example.org";
+
+fn cheap() -> KdfParams {
+    KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 }
+}
+
+fn quiet() -> Progress {
+    Progress::start(Mode::Quiet, "test")
+}
+
+/// An appliance buddy served on loopback in a thread.
+struct Buddy {
+    addr: SocketAddr,
+    storage: BuddyStorage,
+    stopper: Stopper,
+    thread: Option<thread::JoinHandle<anyhow::Result<()>>>,
+    dir: TempDir,
+}
+
+impl Buddy {
+    fn start(name: &str) -> Buddy {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(dir.path(), name, PASS, cheap()).unwrap();
+        let storage = BuddyStorage::for_repo(Arc::new(repo), DEFAULT_QUOTA).unwrap();
+        let opts = ServeOptions { listen: "127.0.0.1:0".parse().unwrap(), ..ServeOptions::default() };
+        let server = Server::bind(storage.clone(), opts).unwrap();
+        let addr = server.local_addr().unwrap();
+        let stopper = server.stopper();
+        let thread = Some(thread::spawn(move || server.run()));
+        Buddy { addr, storage, stopper, thread, dir }
+    }
+
+    /// Pairs `repo` with this buddy and adds it to its buddy list.
+    fn pair(&self, repo: &Repo) {
+        let invite = admission::Invite { quota: None, expires: admission::unix_now() + 600, name: "client".into() };
+        let code = admission::create(self.dir.path(), &invite).unwrap();
+        let mut entry = BuddyEntry { addr: self.addr.to_string(), key: None, epoch: 0, snapshot: None };
+        drop(sync::connect_pairing(repo, &mut entry, Some(&code)).unwrap());
+        let mut buddies = load_buddies(&repo.dir).unwrap();
+        buddies.push(entry);
+        save_buddies(&repo.dir, &buddies).unwrap();
+    }
+
+    /// What the buddy holds as `client`'s root: (wire epoch, bytes).
+    fn root_of(&self, client: &PublicKey) -> (u64, Vec<u8>) {
+        let mut h = self.storage.session();
+        h.client(client).unwrap();
+        let mut buf = vec![0u8; MAX_OBJECT_DATA];
+        let (epoch, n) = h.get_root(client, &mut buf).unwrap().expect("a root");
+        (epoch, buf[..n].to_vec())
+    }
+
+    /// The buddy itself (it is malicious) replaces `client`'s root with
+    /// `bytes` in a new committed epoch of its own store.
+    fn replace_root(&self, client: &PublicKey, bytes: &[u8]) {
+        let (epoch, _) = self.root_of(client);
+        let mut h = self.storage.session();
+        h.client(client).unwrap();
+        let e = epoch + 1;
+        h.stage_root(client, e, bytes).unwrap();
+        let counts = StagedCounts { objects: 0, deletes: 0, root: true };
+        assert_eq!(h.prepare(client, e, counts).unwrap(), counts);
+        h.apply(client, e).unwrap();
+    }
+}
+
+impl Drop for Buddy {
+    fn drop(&mut self) {
+        self.stopper.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A box backed up to two buddies, then lost.
+struct Lost {
+    tmp: TempDir,
+    source: PathBuf,
+    key: PublicKey,
+    a: Buddy,
+    b: Buddy,
+    /// A's record from the first sync, before the second snapshot.
+    a_first_record: Vec<u8>,
+}
+
+fn write_tree(dir: &Path, seed: u32, files: usize) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    for i in 0..files {
+        let bytes: Vec<u8> = (0..(30_000 + i * 50_000))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        std::fs::write(dir.join(format!("sub/file{seed}-{i}.bin")), bytes).unwrap();
+    }
+}
+
+/// Two snapshots; A holds both, B only the first unless `b_gets_both`.
+fn lose_a_box(b_gets_both: bool) -> Lost {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("home");
+    write_tree(&source, 1, 4);
+    let (a, b) = (Buddy::start("a.buddy.test"), Buddy::start("b.buddy.test"));
+    let (key, a_first_record);
+    {
+        let repo = Repo::init(&tmp.path().join("box"), NAME, PASS, cheap()).unwrap();
+        key = repo.identity.public_key();
+        a.pair(&repo);
+        b.pair(&repo);
+        let opts = BackupOptions { paths: vec![source.clone()], excludes: vec![], one_file_system: false, threads: 2 };
+        backup::run(&repo, &opts, &quiet()).unwrap();
+        let report = crate::engine::ship::ship_all(&repo, |_| quiet()).unwrap();
+        assert!(report.all_ok(), "{report:?}");
+        a_first_record = a.root_of(&key).1;
+        write_tree(&source, 2, 2);
+        backup::run(&repo, &opts, &quiet()).unwrap();
+        let mut buddies = load_buddies(&repo.dir).unwrap();
+        let last = if b_gets_both { 2 } else { 1 };
+        for entry in &mut buddies[..last] {
+            sync::sync_one(&repo, entry, &quiet()).unwrap();
+        }
+        save_buddies(&repo.dir, &buddies).unwrap();
+    }
+    std::fs::remove_dir_all(tmp.path().join("box")).unwrap();
+    Lost { tmp, source, key, a, b, a_first_record }
+}
+
+fn options(dir: &Path, via: &[SocketAddr]) -> RecoverOptions {
+    RecoverOptions {
+        dir: dir.to_path_buf(),
+        name: NAME.into(),
+        passphrase: PASS.into(),
+        kdf: cheap(),
+        via: via.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+fn holder<'r>(report: &'r RecoverReport, addr: &SocketAddr) -> &'r HolderReport {
+    report.holders.iter().find(|h| h.addr == addr.to_string()).expect("holder asked")
+}
+
+/// Restores the latest snapshot of the recovered box from its buddies and
+/// compares it with the source.
+fn assert_restores_exactly(dir: &Path, source: &Path) {
+    let repo = Repo::open(dir, PASS, LockMode::Exclusive).unwrap();
+    let root = repo.load_root().unwrap();
+    let target = dir.parent().unwrap().join("restored");
+    let opts = RestoreOptions { target: target.clone(), include: vec![], threads: 2 };
+    let snap = root.snapshots.last().unwrap();
+    let summary = restore::run(&repo, snap, &opts, &LocalThenBuddy::new(&repo), &quiet()).unwrap();
+    assert_eq!(summary.errors, 0);
+    let restored = target.join(source.strip_prefix("/").unwrap());
+    let mut names: Vec<_> = std::fs::read_dir(source.join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names.len(), 6);
+    for n in names {
+        let a = std::fs::read(source.join("sub").join(&n)).unwrap();
+        let b = std::fs::read(restored.join("sub").join(&n)).unwrap_or_default();
+        assert!(a == b, "{n:?} differs after recovery and restore");
+    }
+}
+
+#[test]
+fn recovery_from_the_older_buddy_finds_the_newer_one_and_restores_exactly() {
+    let lost = lose_a_box(false);
+    let dir = lost.tmp.path().join("rebuilt");
+    let report = recover(&options(&dir, &[lost.b.addr]), &NoDiscovery).unwrap();
+    assert_eq!(report.public_key, lost.key.to_string(), "the same identity");
+    assert_eq!(report.snapshots, 2, "the newest root, from A, which only B's root named");
+    let (a, b) = (holder(&report, &lost.a.addr), holder(&report, &lost.b.addr));
+    assert_eq!((a.outcome, b.outcome), ("newest", "older"), "{report:?}");
+    assert!(b.epoch.unwrap() < a.epoch.unwrap());
+    assert!(b.detail.contains("older root"), "{}", b.detail);
+    let buddies = load_buddies(&dir).unwrap();
+    assert_eq!(buddies.len(), 2);
+    assert!(buddies.iter().all(|e| e.key.is_some()), "pinned keys come back from the root");
+    assert_restores_exactly(&dir, &lost.source);
+
+    // The recovered box goes on: its next sync to A ships no chunk again,
+    // and B catches up.
+    let repo = Repo::open(&dir, PASS, LockMode::Exclusive).unwrap();
+    let mut buddies = load_buddies(&dir).unwrap();
+    let a_entry = buddies.iter_mut().find(|e| e.addr == lost.a.addr.to_string()).unwrap();
+    let to_a = sync::sync_one(&repo, a_entry, &quiet()).unwrap();
+    assert_eq!((to_a.chunks_sent, to_a.went_back), (0, false), "{to_a:?}");
+    assert_eq!(to_a.objects_sent, 0, "metadata fetched from A is known to be there");
+    assert!(report.epoch < epoch::last(repo.meta.database()).unwrap(), "new records are newer");
+}
+
+#[test]
+fn a_forged_root_is_refused_and_the_genuine_one_taken() {
+    let lost = lose_a_box(false);
+    // B's owner forges a record under our header, claiming a far newer epoch.
+    let forger = Identity::from_seed([0x66; 32]).unwrap();
+    let node = NodeId::from_name(NAME);
+    let body = RootBody { epoch: 1_000, name: NAME.into(), buddies: vec![], root: vec![0; 64] };
+    let mut forged = record::seal(&forger, &node, &ObjectKey([1; 32]), &body);
+    forged[12..44].copy_from_slice(lost.key.as_bytes());
+    lost.b.replace_root(&lost.key, &forged);
+
+    let dir = lost.tmp.path().join("rebuilt");
+    let report = recover(&options(&dir, &[lost.b.addr, lost.a.addr]), &NoDiscovery).unwrap();
+    let b = holder(&report, &lost.b.addr);
+    assert_eq!(b.outcome, "forged", "{report:?}");
+    assert!(b.detail.contains("epoch 1000") && b.detail.contains("signature"), "{}", b.detail);
+    assert_eq!(holder(&report, &lost.a.addr).outcome, "newest");
+    assert_eq!(report.snapshots, 2);
+    assert_restores_exactly(&dir, &lost.source);
+
+    // With the forger alone, nothing is recovered and nothing is written.
+    let alone = lost.tmp.path().join("alone");
+    let err = recover(&options(&alone, &[lost.b.addr]), &NoDiscovery).unwrap_err();
+    assert!(format!("{err:#}").contains("every root record served was refused"), "{err:#}");
+    assert!(!alone.join(crate::repo::CONFIG_FILE).exists());
+}
+
+#[test]
+fn a_rolled_back_root_is_reported_and_the_newest_taken() {
+    let lost = lose_a_box(true);
+    // A rolls back: it serves its first record again, under a new wire epoch.
+    lost.a.replace_root(&lost.key, &lost.a_first_record);
+    let dir = lost.tmp.path().join("rebuilt");
+    let report = recover(&options(&dir, &[lost.a.addr]), &NoDiscovery).unwrap();
+    let (a, b) = (holder(&report, &lost.a.addr), holder(&report, &lost.b.addr));
+    assert_eq!((a.outcome, b.outcome), ("older", "newest"), "{report:?}");
+    assert!(a.detail.contains("older root") && a.detail.contains("rolled back"), "{}", a.detail);
+    assert_eq!(report.snapshots, 2, "the rollback did not win");
+    assert_restores_exactly(&dir, &lost.source);
+
+    // The old record relabelled with a newer epoch fails its signature.
+    let mut relabelled = lost.a_first_record.clone();
+    relabelled[4..12].copy_from_slice(&999u64.to_be_bytes());
+    lost.a.replace_root(&lost.key, &relabelled);
+    let again = lost.tmp.path().join("again");
+    let report = recover(&options(&again, &[lost.a.addr, lost.b.addr]), &NoDiscovery).unwrap();
+    assert_eq!(holder(&report, &lost.a.addr).outcome, "forged", "{report:?}");
+    assert_eq!(holder(&report, &lost.b.addr).outcome, "newest");
+    assert_eq!(report.snapshots, 2);
+}
+
+#[test]
+fn a_wrong_passphrase_or_name_is_told_apart_from_no_root() {
+    let lost = lose_a_box(false);
+    let dir = lost.tmp.path().join("rebuilt");
+    let mut wrong = options(&dir, &[lost.a.addr, lost.b.addr]);
+    wrong.passphrase = "not the passphrase".into();
+    let err = recover(&wrong, &NoDiscovery).unwrap_err();
+    assert_eq!(crate::exit::code_of(&err), WRONG_PASSPHRASE, "{err:#}");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("passphrase or the name is wrong"), "{msg}");
+    assert!(msg.contains(&lost.a.addr.to_string()) && msg.contains(&lost.b.addr.to_string()), "{msg}");
+    let mut wrong_name = options(&dir, &[lost.a.addr]);
+    wrong_name.name = "LOST.example.org".into();
+    assert_eq!(crate::exit::code_of(&recover(&wrong_name, &NoDiscovery).unwrap_err()), WRONG_PASSPHRASE);
+    // Nothing listening there: no root found, and the holder asked is named.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let err = recover(&options(&dir, &[nobody]), &NoDiscovery).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no root found") && msg.contains(&nobody.to_string()), "{msg}");
+    assert!(!dir.join(crate::repo::CONFIG_FILE).exists(), "nothing written");
+}
