@@ -89,8 +89,12 @@ impl Firmware {
     }
 }
 
-/// Builds the `pastiche` binary (`cargo build --release -p pastiche-appliance`).
+/// Builds the `pastiche` binary (`cargo build --release -p pastiche-appliance`),
+/// unless `PASTICHE_TEST_BIN` names one already built.
 pub fn build_pastiche() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("PASTICHE_TEST_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let root = repo_root();
     let status = cargo()

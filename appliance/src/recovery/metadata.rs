@@ -22,7 +22,7 @@ use crate::sync::split::{parse_first, part_name};
 use crate::sync::{connect, state, BuddyEntry};
 
 /// Connections per holder while fetching.
-const THREADS: usize = 3;
+const THREADS: usize = 2;
 /// The largest object accepted (a directory of about a million entries).
 const MAX_OBJECT: usize = 256 << 20;
 
