@@ -127,7 +127,9 @@ impl Buddy {
     fn start(limits: Limits, max_sessions: usize) -> Buddy {
         let dir = tempfile::tempdir().unwrap();
         let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
-        let repo = Repo::init(dir.path(), "buddy.attack", PASS, kdf).unwrap();
+        // A name of its own: the identity derives from passphrase and name.
+        let name = format!("buddy-{:08x}.attack", rand::random::<u32>());
+        let repo = Repo::init(dir.path(), &name, PASS, kdf).unwrap();
         let key = repo.identity.public_key();
         let storage = BuddyStorage::for_repo(Arc::new(repo), DEFAULT_QUOTA).unwrap();
         let logs = Logs::default();

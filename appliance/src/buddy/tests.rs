@@ -26,7 +26,9 @@ use crate::sync::conn::SecureStream;
 const PASS: &str = "buddy test passphrase";
 
 fn new_box(dir: &Path) -> Repo {
-    Repo::init(dir, "buddy.test", PASS, KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 }).unwrap()
+    // A name of its own: the identity derives from passphrase and name.
+    let name = format!("buddy-{:08x}.test", rand::random::<u32>());
+    Repo::init(dir, &name, PASS, KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 }).unwrap()
 }
 
 fn reopen(dir: &Path, quota: u64) -> BuddyStorage {
