@@ -200,6 +200,29 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_from_a_holder_are_refused_without_panicking() {
+        let me = Identity::from_seed([1; 32]).unwrap();
+        let node = NodeId::from_name("nas.example");
+        let key = ObjectKey([9; 32]);
+        let genuine = seal(&me, &node, &key, &body(5));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..2_000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Random lengths around the header, random bytes; every tenth
+            // keeps the genuine header so the later checks run too.
+            let len = (x % 400) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8 ^ i as u8).collect();
+            if round % 10 == 0 && len > HEADER {
+                bytes[..HEADER].copy_from_slice(&genuine[..HEADER]);
+            }
+            assert!(open(&bytes, &me.public_key(), &node, &key, 0).is_err());
+            let _ = claimed_epoch(&bytes);
+        }
+    }
+
+    #[test]
     fn a_body_that_disagrees_with_its_signed_epoch_is_refused() {
         let me = Identity::from_seed([1; 32]).unwrap();
         let node = NodeId::from_name("nas.example");
