@@ -11,31 +11,28 @@ use crate::wire::{AuditProofsWriter, AuditRequest, WireError};
 
 use super::store::BuddyStore;
 
-/// Why no answer was written.
-pub(super) enum AuditFailure<E> {
-    /// The store failed reading a chunk.
-    Store(E),
-    /// The output buffer is below the documented size.
-    Buffer,
-}
+/// Why no answer was written: the output buffer is below the documented size.
+pub(super) struct BufferTooSmall;
 
 /// Writes the `AuditProofs` frame answering `req` from `client`'s own
-/// chunks into `out`; returns its length.
+/// chunks into `out`; returns its length. A chunk the store fails to read
+/// (damaged on disk, say) is answered "not held": the buddy cannot prove
+/// it, and the client then ships it again; the session goes on.
 pub(super) fn answer<S: BuddyStore>(
     store: &mut S,
     client: &PublicKey,
     req: &AuditRequest<'_>,
     out: &mut [u8],
     scratch: &mut [u8],
-) -> Result<usize, AuditFailure<S::Error>> {
-    let mut writer = AuditProofsWriter::new(out, req.ids.len()).map_err(|_: WireError| AuditFailure::Buffer)?;
+) -> Result<usize, BufferTooSmall> {
+    let mut writer = AuditProofsWriter::new(out, req.ids.len()).map_err(|_: WireError| BufferTooSmall)?;
     let limit = MAX_SEALED.min(scratch.len());
     let scratch = &mut scratch[..limit];
     for (i, id) in req.ids.iter().enumerate() {
         let id = ChunkId(id);
         // `get_chunk` serves only the client's own reference, so a chunk
         // stored for someone else proves nothing for this client.
-        if let Some(n) = store.get_chunk(client, &id, scratch).map_err(AuditFailure::Store)? {
+        if let Ok(Some(n)) = store.get_chunk(client, &id, scratch) {
             writer.set(i, &ProofDigest::of(&req.nonce, &id, &scratch[..n]));
         }
     }

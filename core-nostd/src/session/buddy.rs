@@ -297,8 +297,7 @@ impl BuddySession {
             },
             Message::AuditRequest(req) => match super::audit::answer(store, &client, &req, out, scratch) {
                 Ok(len) => Reply { len, ..Reply::default() },
-                Err(super::audit::AuditFailure::Store(_)) => return Err(StoreFailed),
-                Err(super::audit::AuditFailure::Buffer) => {
+                Err(super::audit::BufferTooSmall) => {
                     self.state = State::Closed;
                     Reply { close: true, ..Reply::default() }
                 }
