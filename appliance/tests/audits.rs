@@ -120,3 +120,56 @@ fn a_buddy_that_silently_loses_chunks_is_caught_and_the_loss_reshipped() {
     a.run(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &sb.addr]).ok();
     assert_tree_matches(&expected, &restored_path(&target, &home), "restore from the repaired buddy");
 }
+
+/// Flips one byte every `step` bytes of each pack in `packs` (the pack files
+/// a client's sync wrote on the buddy), behind the running buddy's back.
+fn damage(b: &TestBox, packs: &[String], step: u64) {
+    use std::os::unix::fs::FileExt;
+    for name in packs {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(b.data.join("store/packs").join(name)).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut at = step / 2;
+        while at < len {
+            let mut byte = [0u8; 1];
+            f.read_exact_at(&mut byte, at).unwrap();
+            f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+            at += step;
+        }
+    }
+}
+
+#[test]
+fn a_buddy_whose_bytes_are_damaged_is_caught_and_the_damage_reshipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tree(tmp.path());
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let sb = Server::start(&b);
+    pair(&a, &b, &sb.addr);
+    let before = b.packs();
+    a.run(["backup", home.to_str().unwrap()]).ok();
+    let new_packs: Vec<String> = b.packs().into_keys().filter(|p| !before.contains_key(p)).collect();
+    assert!(!new_packs.is_empty(), "the sync wrote packs on B");
+
+    // Rot in B's packs: some of A's chunks no longer read back.
+    damage(&b, &new_packs, 200_000);
+    let r = a.run(["--json", "audit", "--samples", "100000"]).code_is(1);
+    let caught = audit_report(&r);
+    assert_eq!(caught["addr"], sb.addr.as_str());
+    assert_eq!(caught["passed"], false);
+    let bad = caught["missing"].as_u64().unwrap() + caught["corrupt"].as_u64().unwrap();
+    assert!(bad >= 3, "damaged chunks found: {caught}");
+    assert_eq!(caught["lost"].as_u64(), Some(bad), "{caught}");
+    assert_eq!(caught["reshipped"].as_u64(), Some(bad), "the damaged chunks were sent again: {caught}");
+
+    // The buddy now serves good copies: a full audit passes and the box
+    // restores exactly from B alone.
+    let r = a.run(["--json", "audit", "--samples", "100000"]).ok();
+    assert_eq!(audit_report(&r)["passed"], true, "{}", r.describe());
+    let expected = manifest(&home);
+    std::fs::remove_dir_all(a.data.join("store/packs")).unwrap();
+    std::fs::create_dir_all(a.data.join("store/packs")).unwrap();
+    let target = tmp.path().join("restored");
+    a.run(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &sb.addr]).ok();
+    assert_tree_matches(&expected, &restored_path(&target, &home), "restore from the repaired buddy");
+}
