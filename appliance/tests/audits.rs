@@ -108,9 +108,16 @@ fn a_buddy_that_silently_loses_chunks_is_caught_and_the_loss_reshipped() {
     let records: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.data.join("audits.json")).unwrap()).unwrap();
     assert_eq!(records[&sb.addr]["suspect"], true, "{records}");
+    let listed = a.run(["--json", "buddy", "list"]).ok().json_lines();
+    assert_eq!(listed[0]["audit"]["suspect"], true, "buddy list shows the failed audit: {listed:?}");
+    let r = a.run(["buddy", "list"]).ok();
+    assert!(r.stdout.contains("SUSPECT"), "{}", r.describe());
     // The human form names the buddy too.
     let r = a.run(["audit", "--no-repair", "--samples", "100000"]).ok();
     assert!(r.stdout.contains(&format!("audit of {}: passed", sb.addr)), "{}", r.describe());
+    let listed = a.run(["--json", "buddy", "list"]).ok().json_lines();
+    assert_eq!(listed[0]["audit"]["suspect"], false, "a passed audit clears the suspicion: {listed:?}");
+    assert_eq!(listed[0]["audit"]["failures"], 1, "{listed:?}");
 
     // A's own copy is gone: the snapshot comes back from B alone, exactly.
     let expected = manifest(&home);

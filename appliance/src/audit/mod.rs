@@ -7,9 +7,12 @@
 //! - [`repair`]: after a failure, the full re-check and the re-shipping.
 //! - [`record`]: the results kept in `DATA/audits.json`, shown by the CLI,
 //!   the status page and `/metrics`.
+//! - [`schedule`]: the daemon's own audits, per the
+//!   [`AuditPlan`](pastiche_core::audit::AuditPlan).
 
 pub mod record;
 pub mod repair;
 pub mod run;
+pub mod schedule;
 
 pub use run::{audit_all, audit_buddy, AuditOptions, AuditReport, BuddyAudit};

@@ -67,3 +67,15 @@ pub fn record(dir: &Path, audit: &BuddyAudit) -> Result<()> {
     r.error = audit.error.clone();
     write_atomically(&dir.join(AUDITS_FILE), serde_json::to_string_pretty(&all)?.as_bytes())
 }
+
+/// A few words for `pastiche buddy list`.
+pub fn summary(record: Option<&AuditRecord>) -> String {
+    match record {
+        None => "never audited".into(),
+        Some(r) if r.suspect => format!(
+            "SUSPECT: last audit failed ({} missing, {} corrupt; {} failures in a row)",
+            r.missing, r.corrupt, r.failures_in_a_row
+        ),
+        Some(r) => format!("audit passed ({} proven)", r.proven),
+    }
+}
