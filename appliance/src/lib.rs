@@ -6,6 +6,7 @@
 //! No `unsafe`: system calls go through `rustix`, `signal-hook` and std.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod backup;
 pub mod buddy;
 pub mod check;

@@ -194,6 +194,22 @@ enum Command {
         #[arg(long, value_name = "N%")]
         read_data_subset: Option<String>,
     },
+    /// Audit buddies now: challenge a random sample of what each holds for
+    /// this box, fetch a few chunks whole; a buddy that lost or damaged data
+    /// is marked suspect and what it lost is shipped again. Exits 1 when a
+    /// buddy fails.
+    Audit {
+        /// Only this buddy.
+        #[arg(long, value_name = "HOST:PORT")]
+        buddy: Option<String>,
+        /// Chunks to challenge per buddy [default: one day's worth of the
+        /// audit plan, 90 with the defaults].
+        #[arg(long, value_name = "N")]
+        samples: Option<u32>,
+        /// Report only: do not re-ship what a failing buddy lost.
+        #[arg(long)]
+        no_repair: bool,
+    },
     /// Sizes and counts.
     Stats,
     /// Print the chunks of files: OFFSET LENGTH HANDLE CHUNKID per line.
@@ -366,6 +382,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         }
         Command::Prune => Request::Prune,
         Command::Check { read_data, read_data_subset } => Request::Check { read_data, read_data_subset },
+        Command::Audit { buddy, samples, no_repair } => Request::Audit { buddy, samples, repair: !no_repair },
         Command::Stats => Request::Stats,
         Command::Chunk { files } => {
             let ok = cli::chunk::run(&files, &mut io::BufWriter::new(io::stdout().lock()))?;

@@ -1,11 +1,15 @@
 //! The `buddy_session` target: a buddy session, already past the hello with
 //! a known client, fed arbitrary frames. Frames that decode as signed
 //! requests are re-signed by the client when the input asks, so fuzzing
-//! reaches the store and commit paths, not only signature checks.
+//! reaches the store and commit paths, not only signature checks. Every
+//! audit is checked against the store: a proof for exactly the bytes the
+//! client stored, "not held" otherwise (never another owner's bytes).
 
+use pastiche_core::audit::ProofDigest;
 use pastiche_core::identity::{Identity, NodeId, PublicKey};
+use pastiche_core::seal::ChunkId;
 use pastiche_core::seal::MAX_SEALED;
-use pastiche_core::session::{BuddySession, Buffers};
+use pastiche_core::session::{BuddySession, BuddyStore, Buffers};
 use pastiche_core::testing::MemStore;
 use pastiche_core::wire::{
     encode_frame, Challenge, Frame, Hello, Message, Proof, SignedMessage, DECODER_BUFFER_LEN, PROTOCOL_VERSION,
@@ -32,6 +36,11 @@ pub fn buddy_session(data: &[u8]) {
     // the fuzzer exercises the same epoch and ownership rules as every store.
     let mut store = MemStore::new();
     store.enroll(me.public_key(), 1 << 20);
+    // Another owner's chunk, which no audit of ours may prove.
+    let other = Identity::from_seed([6; 32]).expect("fixed seed").public_key();
+    store.enroll(other, 1 << 20);
+    store.put_chunk(&other, &ChunkId([0x11; 20]), &[0xee; 300]).expect("in memory");
+    store.flush().expect("in memory");
     let mut committed = 0;
     let mut session = BuddySession::new(buddy_key, [7; 32], 0);
     let mut out = vec![0u8; 2 * DECODER_BUFFER_LEN];
@@ -69,12 +78,19 @@ pub fn buddy_session(data: &[u8]) {
         }
         now += 1;
         let mut r = session.handle(&payload, &mut store, Buffers { out: &mut out, scratch: &mut scratch }, now);
+        let audit = match Message::decode(&payload) {
+            Ok(Message::AuditRequest(req)) => Some(req),
+            _ => None,
+        };
         loop {
             // Every reply is a well-formed sequence of frames.
             let mut replies = &out[..r.len];
             while !replies.is_empty() {
                 let f = Frame::new_checked(replies).expect("the buddy writes whole frames");
-                Message::decode(f.payload()).expect("the buddy writes valid messages");
+                let reply = Message::decode(f.payload()).expect("the buddy writes valid messages");
+                if let (Some(req), Message::AuditProofs(proofs)) = (audit, reply) {
+                    check_audit(&store, &me.public_key(), &req, &proofs);
+                }
                 replies = &replies[f.total_len()..];
             }
             if !r.resume {
@@ -86,5 +102,20 @@ pub fn buddy_session(data: &[u8]) {
         let now_committed = store.clients[&me.public_key()].epochs.committed;
         assert!(now_committed >= committed, "the committed epoch went backwards");
         committed = now_committed;
+    }
+}
+
+/// An audit's answer proves exactly the bytes the client references.
+fn check_audit(
+    store: &MemStore,
+    me: &PublicKey,
+    req: &pastiche_core::wire::AuditRequest<'_>,
+    proofs: &pastiche_core::wire::AuditProofs<'_>,
+) {
+    assert_eq!(proofs.len(), req.ids.len(), "one answer per id asked");
+    for (i, id) in req.ids.iter().enumerate() {
+        let id = ChunkId(id);
+        let want = store.version_of(me, &id).map(|bytes| ProofDigest::of(&req.nonce, &id, bytes));
+        assert_eq!(proofs.answer(i), want, "audit answer {i} for {id}");
     }
 }

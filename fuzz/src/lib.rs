@@ -204,6 +204,66 @@ mod tests {
         println!("replayed the buddy seed, {corpus} corpus inputs, {artifacts} artifacts");
     }
 
+    /// Uploads, an audit of held, foreign and missing chunks, a delete and
+    /// the same audit again, as `buddy_session` records; checked in as
+    /// seeds/buddy_session/upload-audit.
+    fn buddy_audit_seed() -> Vec<u8> {
+        use pastiche_core::audit::AuditNonce;
+        let sealed = [9u8; 300];
+        let mut ids = [0x22u8; 60];
+        ids[20..40].fill(0x11); // another owner's chunk
+        ids[40..].fill(0x33); // never stored
+        let asked = IdList::new(&ids).unwrap();
+        let mine = IdList::new(&ids[..20]).unwrap();
+        let sig = Signature([0; 64]);
+        let msgs = [
+            Message::PutChunk(PutChunk { id: ChunkId([0x22; 20]), sealed: &sealed }),
+            Message::Flush,
+            Message::AuditRequest(AuditRequest { nonce: AuditNonce([1; 32]), ids: asked }),
+            Message::DeleteList(DeleteList { epoch: 1, ids: mine, signature: sig }),
+            Message::PutRoot(PutRoot { epoch: 1, data: b"root", signature: sig }),
+            Message::Commit(Commit { epoch: 1, objects: 0, deletes: 1, signature: sig }),
+            Message::AuditRequest(AuditRequest { nonce: AuditNonce([2; 32]), ids: asked }),
+        ];
+        let mut out = Vec::new();
+        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
+        for m in msgs {
+            let n = encode_frame(&m, &mut frame).unwrap();
+            out.push(1);
+            out.extend_from_slice(&((n - 4) as u16).to_be_bytes());
+            out.extend_from_slice(&frame[4..n]);
+        }
+        out
+    }
+
+    #[test]
+    fn buddy_session_audit_seed() {
+        let seed = buddy_audit_seed();
+        crate::buddy_session(&seed);
+        check_seed("buddy_session", "upload-audit", &seed);
+    }
+
+    /// The audit kinds as `frame_decoder` seeds (apart from the all-kinds
+    /// seed, which other kinds' changes rewrite).
+    #[test]
+    fn audit_frame_seeds_are_current() {
+        use pastiche_core::audit::AuditNonce;
+        let ids = [0x42u8; 60];
+        let proofs = [0x24u8; 64];
+        let messages = [
+            Message::AuditRequest(AuditRequest { nonce: AuditNonce([3; 32]), ids: IdList::new(&ids).unwrap() }),
+            Message::AuditProofs(AuditProofs { held: &[0b11], proofs: &proofs }),
+        ];
+        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
+        for msg in &messages {
+            let n = encode_frame(msg, &mut frame).unwrap();
+            let mut one = vec![255, 255, 255, 255];
+            one.extend_from_slice(&frame[..n]);
+            frame_decoder(&one);
+            check_seed("frame_decoder", &format!("{:02}-{:?}", msg.kind() as u8, msg.kind()).to_lowercase(), &one);
+        }
+    }
+
     /// Seed inputs: control bytes, then a stream of valid frames of every
     /// shape. `PASTICHE_WRITE_SEEDS=1 cargo test` rewrites seeds/.
     #[test]

@@ -225,11 +225,14 @@ impl BuddyHandle {
                         }
                         continue;
                     }
-                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    // A damaged copy of the box's own is no reason to refuse
+                    // the client's bytes: they go under a stored name.
+                    Ok(()) | Err(StoreError::NotFound(_) | StoreError::Damaged { .. }) => {}
                     Err(source) => return Err(BuddyError::Chunks { context: "comparing a chunk", source }),
                 }
             }
-            let stored = stored_name(id, data);
+            let stored = super::names::usable_name(chunks, stored_name(id, data), &mut self.read_buf)
+                .chunks("checking a stored copy")?;
             if chunks.refcount(client, &stored).chunks("reading a reference")? == 0 {
                 named.push((stored, data.as_slice()));
             }

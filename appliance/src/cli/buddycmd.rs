@@ -35,16 +35,21 @@ pub fn add(g: &Global, addr: String, code: Option<String>) -> Result<u8> {
 /// `pastiche buddy list`.
 pub fn list(g: &Global) -> Result<u8> {
     let repo = g.open(LockMode::Shared)?;
+    let audits = crate::audit::record::load(&repo.dir)?;
     for b in load_buddies(&repo.dir)? {
+        let audit = audits.get(&b.addr);
         if g.json {
-            g.json_line(&b);
+            let mut line = serde_json::to_value(&b)?;
+            line["audit"] = serde_json::to_value(audit)?;
+            g.json_line(&line);
         } else {
             println!(
-                "{:<24} key {}  epoch {}  snapshot {}",
+                "{:<24} key {}  epoch {}  snapshot {}  {}",
                 b.addr,
                 b.key.as_deref().map_or("(not yet pinned)", |k| &k[..16]),
                 b.epoch,
-                b.snapshot.as_deref().map_or("-", |s| &s[..8])
+                b.snapshot.as_deref().map_or("-", |s| &s[..8]),
+                crate::audit::record::summary(audit)
             );
         }
     }

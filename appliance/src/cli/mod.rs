@@ -1,5 +1,6 @@
 //! Command implementations, one module per command family.
 
+pub mod auditcmd;
 pub mod boxcmd;
 pub mod buddycmd;
 pub mod chunk;

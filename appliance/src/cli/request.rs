@@ -74,13 +74,26 @@ pub enum Request {
     Stats,
     /// `sync`.
     Sync,
+    /// `audit [--buddy ADDR]`.
+    Audit {
+        /// Only this buddy.
+        buddy: Option<String>,
+        /// Chunks challenged per buddy (default: the audit plan's).
+        samples: Option<u32>,
+        /// Re-ship what a failing buddy lost.
+        repair: bool,
+    },
 }
 
 impl Request {
     /// How a process running it alone must lock the box.
     pub fn lock_mode(&self) -> LockMode {
         match self {
-            Request::Backup { .. } | Request::Forget { .. } | Request::Prune | Request::Sync => LockMode::Exclusive,
+            Request::Backup { .. }
+            | Request::Forget { .. }
+            | Request::Prune
+            | Request::Sync
+            | Request::Audit { .. } => LockMode::Exclusive,
             _ => LockMode::Shared,
         }
     }
@@ -118,6 +131,7 @@ pub fn execute(g: &Global, b: &SharedBox, req: Request) -> Result<u8> {
         }
         Request::Stats => boxcmd::stats(g, b),
         Request::Sync => boxcmd::sync(g, b),
+        Request::Audit { buddy, samples, repair } => super::auditcmd::audit(g, b, buddy.as_deref(), samples, repair),
     }
 }
 

@@ -195,6 +195,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         threads: opts.threads,
     };
     let scheduler_thread = thread::Builder::new().name("pastiche-scheduler".into()).spawn(move || scheduler.run())?;
+    crate::audit::schedule::spawn(shared.clone(), board.clone(), pastiche_core::audit::AuditPlan::default())?;
     board.event(format!(
         "daemon of {} started: buddies served on {}, control socket {}, backups {}, prune {}",
         repo.config.name,

@@ -106,6 +106,24 @@ pub fn render(o: &Overview) -> String {
             m.sample("pastiche_buddy_held_bytes", &[("buddy", &b.addr)], n as f64);
         }
     }
+    m.family("pastiche_buddy_audit_suspect", "gauge", "1 if the buddy's last audit failed (lost or damaged data).");
+    for b in &o.buddies {
+        if let Some(a) = &b.audit {
+            m.sample("pastiche_buddy_audit_suspect", &[("buddy", &b.addr)], if a.suspect { 1.0 } else { 0.0 });
+        }
+    }
+    m.family("pastiche_buddy_audit_failures_total", "counter", "Failed audits of the buddy.");
+    for b in &o.buddies {
+        if let Some(a) = &b.audit {
+            m.sample("pastiche_buddy_audit_failures_total", &[("buddy", &b.addr)], a.failures as f64);
+        }
+    }
+    m.family("pastiche_buddy_last_audit_timestamp_seconds", "gauge", "When the buddy was last audited (Unix seconds).");
+    for b in &o.buddies {
+        if let Some(a) = &b.audit {
+            m.sample("pastiche_buddy_last_audit_timestamp_seconds", &[("buddy", &b.addr)], a.last_audit as f64);
+        }
+    }
     m.family("pastiche_client_used_bytes", "gauge", "Bytes a client box stores here.");
     for c in &o.clients {
         m.sample("pastiche_client_used_bytes", &[("client", &c.key)], c.used_bytes as f64);

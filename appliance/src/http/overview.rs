@@ -77,6 +77,9 @@ pub struct BuddyView {
     pub snapshot: Option<String>,
     /// What the contact ledger knows.
     pub contact: BuddyContact,
+    /// Its audits (`pastiche audit`), if it was ever audited.
+    #[serde(default)]
+    pub audit: Option<crate::audit::record::AuditRecord>,
 }
 
 /// Everything on the status page.
@@ -143,6 +146,7 @@ impl Sources {
         let root = repo.load_root()?;
         let st = stats(&repo)?;
         let ledger = peers::load_ledger(&repo.dir).unwrap_or_default();
+        let audits = crate::audit::record::load(&repo.dir).unwrap_or_default();
         let latest = root.snapshots.last();
         let disk = disk_space(&repo.dir);
         let box_info = BoxInfo {
@@ -161,6 +165,7 @@ impl Sources {
             .into_iter()
             .map(|b| {
                 let contact = ledger.buddies.get(&b.addr).cloned().unwrap_or_default();
+                let audit = audits.get(&b.addr).cloned();
                 let state = if contact.reachable == Some(false) {
                     "unreachable"
                 } else if contact.consecutive_failures > 0 {
@@ -181,6 +186,7 @@ impl Sources {
                     state: state.to_string(),
                     epoch: b.epoch,
                     snapshot: b.snapshot,
+                    audit,
                     contact,
                 }
             })

@@ -483,6 +483,30 @@ impl BuddyConn {
         }
     }
 
+    /// Challenges the buddy to prove, under `nonce`, that it holds `ids` (at
+    /// most [`MAX_AUDIT_IDS`](pastiche_core::audit::MAX_AUDIT_IDS)) for us:
+    /// one answer per id, `None` where it says it does not.
+    pub fn audit(
+        &mut self,
+        nonce: pastiche_core::audit::AuditNonce,
+        ids: &[ChunkId],
+    ) -> Result<Vec<Option<pastiche_core::audit::ProofDigest>>> {
+        let mut packed = vec![0u8; ids.len() * 20];
+        let list = IdList::pack(ids.iter().map(|i| i.0), &mut packed)?;
+        let n = self.session.audit(nonce, list, &mut self.out)?;
+        self.send(n)?;
+        let len = self.read_frame()?;
+        let event = self
+            .session
+            .handle(&self.payload[..len], &mut self.out)
+            .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+        match event {
+            ClientEvent::AuditProofs(p) => Ok((0..p.len()).map(|i| p.answer(i)).collect()),
+            ClientEvent::Refused { code, message } => Err(BuddyRefused { code, message: message.to_string() }.into()),
+            other => bail!("buddy {} answered an audit with {other:?}", self.addr),
+        }
+    }
+
     /// Removes everything of ours from the buddy.
     pub fn drop_all(&mut self, epoch: u64) -> Result<()> {
         let n = self.session.drop_all(epoch, &mut self.out)?;

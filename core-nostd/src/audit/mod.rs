@@ -1,6 +1,6 @@
 //! Audits: how a client checks, cheaply and at random, that a buddy still
 //! holds what it was given (the seed's probabilistic audits; wire kinds
-//! 64..=95).
+//! 64 and 65, [`crate::wire::AuditRequest`] and [`crate::wire::AuditProofs`]).
 //!
 //! - [`proof`]: the answer to one challenged chunk, a SHA-256 over a fresh
 //!   nonce and the stored sealed bytes, which the client recomputes from its
@@ -28,5 +28,8 @@ pub use proof::{AuditNonce, ProofDigest, ProofHasher, PROOF_LEN};
 pub use sample::Sampler;
 pub use verdict::{Finding, Verdict};
 
-/// The most chunkIds one audit challenge carries.
-pub const MAX_AUDIT_IDS: usize = 256;
+/// The most chunkIds one audit challenge carries. It bounds a buddy's work
+/// per request (at most 64 sealed chunks read and hashed, about 4 MiB) and
+/// the answer (2,060 bytes of payload); a client wanting more sends more
+/// requests.
+pub const MAX_AUDIT_IDS: usize = 64;

@@ -136,7 +136,7 @@ fn failures(buddy: &LossyBuddy, k: usize, audits: u32) -> u32 {
         let mut seed = [0u8; 32];
         seed[..4].copy_from_slice(&a.to_be_bytes());
         seed[31] = 0xa5;
-        let mut picks = [0u64; MAX_AUDIT_IDS];
+        let mut picks = [0u64; 128];
         let n = Sampler::new(seed).distinct(10_000, &mut picks[..k]);
         let nonce = AuditNonce(seed);
         let mut verdict = Verdict::default();

@@ -295,6 +295,13 @@ impl BuddySession {
                     self.reply(out, &Message::Dropped)
                 }
             },
+            Message::AuditRequest(req) => match super::audit::answer(store, &client, &req, out, scratch) {
+                Ok(len) => Reply { len, ..Reply::default() },
+                Err(super::audit::BufferTooSmall) => {
+                    self.state = State::Closed;
+                    Reply { close: true, ..Reply::default() }
+                }
+            },
             _ => self.refuse(out, refusal(ErrorCode::UnexpectedMessage, "not a request a buddy serves"), true),
         };
         Ok(reply)

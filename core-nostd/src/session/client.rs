@@ -3,12 +3,13 @@
 //! [`ClientSession::handle`], which checks it against what was asked and
 //! turns it into a [`ClientEvent`].
 
+use crate::audit::AuditNonce;
 use crate::identity::{Identity, NodeId, PublicKey};
 use crate::seal::ChunkId;
 use crate::wire::{
-    encode_frame, Abort, Challenge, Commit, DeleteList, DropAll, ErrorCode, GetChunk, GetObject, Hello, IdList,
-    Message, Need, Offer, Pair, Proof, PutChunk, PutObject, PutRoot, SignedMessage, Welcome, WireError, ID_LEN,
-    MAX_PAIRING_CODE, PROTOCOL_VERSION,
+    encode_frame, Abort, AuditProofs, AuditRequest, Challenge, Commit, DeleteList, DropAll, ErrorCode, GetChunk,
+    GetObject, Hello, IdList, Message, Need, Offer, Pair, Proof, PutChunk, PutObject, PutRoot, SignedMessage, Welcome,
+    WireError, ID_LEN, MAX_PAIRING_CODE, PROTOCOL_VERSION,
 };
 
 /// What a received frame meant.
@@ -51,6 +52,8 @@ pub enum ClientEvent<'a> {
     Dropped,
     /// A request without a specific answer succeeded.
     Ok,
+    /// The answer to an audit, checked to answer exactly the ids asked.
+    AuditProofs(AuditProofs<'a>),
     /// The buddy refused a request.
     Refused {
         /// Why, as a code.
@@ -114,6 +117,9 @@ enum Expect {
     Root,
     Dropped,
     Ok,
+    AuditProofs {
+        asked: usize,
+    },
 }
 
 /// `GetChunk` requests that may be outstanding at once on one session.
@@ -238,6 +244,7 @@ impl ClientSession {
             (Expect::Root, Message::Root(r)) => ClientEvent::Root { epoch: r.epoch, data: r.data },
             (Expect::Dropped, Message::Dropped) => ClientEvent::Dropped,
             (Expect::Ok, Message::Ok) => ClientEvent::Ok,
+            (Expect::AuditProofs { asked }, Message::AuditProofs(p)) if p.len() == asked => ClientEvent::AuditProofs(p),
             _ => return Err(SessionError::Protocol("an answer that was not asked for")),
         };
         // What is still owed: the second phase of a commit, or the rest of
@@ -351,6 +358,14 @@ impl ClientSession {
     /// Asks for our root object.
     pub fn get_root(&mut self, out: &mut [u8]) -> Result<usize, SessionError> {
         self.send(&Message::GetRoot, Expect::Root, out)
+    }
+
+    /// Challenges the buddy to prove, under a fresh `nonce`, that it holds
+    /// `ids` (at most [`MAX_AUDIT_IDS`](crate::audit::MAX_AUDIT_IDS)) for us.
+    /// Answered by [`ClientEvent::AuditProofs`].
+    pub fn audit(&mut self, nonce: AuditNonce, ids: IdList<'_>, out: &mut [u8]) -> Result<usize, SessionError> {
+        let asked = ids.len();
+        self.send(&Message::AuditRequest(AuditRequest { nonce, ids }), Expect::AuditProofs { asked }, out)
     }
 
     /// Removes everything of ours from the buddy (signed).

@@ -4,6 +4,7 @@
 //! them over TCP, the firmware over smoltcp, and tests over an in-memory pipe
 //! with a virtual clock.
 
+mod audit;
 mod buddy;
 mod client;
 mod ledger;

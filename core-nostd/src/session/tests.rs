@@ -344,3 +344,23 @@ fn pipelined_gets_are_answered_in_order() {
     let n = link.client.flush(&mut link.out).unwrap();
     assert_eq!(link.request(n).unwrap(), vec![Ev::Flushed(0)]);
 }
+
+/// The client takes an audit answer only when it answers exactly the ids
+/// asked, and only while an audit is outstanding.
+#[test]
+fn a_client_refuses_audit_answers_it_did_not_ask_for() {
+    use crate::audit::AuditNonce;
+    use crate::wire::{encode_frame, AuditProofs, Message};
+    let mut store = store(1 << 20);
+    let (mut link, _) = Link::open(&mut store, &me(), None).unwrap();
+    let proofs = [0u8; 64];
+    let two = Message::AuditProofs(AuditProofs { held: &[0], proofs: &proofs });
+    let mut frame = vec![0u8; DECODER_BUFFER_LEN];
+    let n = encode_frame(&two, &mut frame).unwrap();
+    let mut out = vec![0u8; DECODER_BUFFER_LEN];
+    assert!(link.client.handle(&frame[4..n], &mut out).is_err(), "unasked proofs were taken");
+    let ids = [1u8; 60];
+    link.client.audit(AuditNonce([1; 32]), IdList::new(&ids).unwrap(), &mut link.out).unwrap();
+    let m = encode_frame(&two, &mut frame).unwrap();
+    assert!(link.client.handle(&frame[4..m], &mut out).is_err(), "two answers taken for three ids");
+}

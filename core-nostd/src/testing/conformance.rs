@@ -7,6 +7,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::link::{Ev, Link};
+use crate::audit::{AuditNonce, ProofDigest, MAX_AUDIT_IDS};
 use crate::identity::Identity;
 use crate::seal::ChunkId;
 use crate::session::BuddyStore;
@@ -41,6 +42,7 @@ pub fn run_all<H: Harness>(mut fresh: impl FnMut() -> H) {
     the_quota_refuses_uploads(&mut fresh());
     staged_metadata_counts_against_the_quota(&mut fresh());
     deletes_release_only_the_signers_reference(&mut fresh());
+    audits_prove_only_the_clients_own_bytes(&mut fresh());
 }
 
 /// Test identities.
@@ -281,6 +283,51 @@ pub fn deletes_release_only_the_signers_reference<H: Harness>(h: &mut H) {
     assert_eq!(stage_and_commit(h, &a, 1, 1, 1, &[id], true), vec![Ev::Staged(1), Ev::Committed(1)]);
     assert_eq!(get(h, &a, id), Ev::Refused(ErrorCode::NotFound));
     assert_eq!(get(h, &b, id), Ev::Chunk(data));
+}
+
+/// Audits `ids` as `me` under `nonce`: the buddy's answers.
+pub fn audit<H: Harness>(h: &mut H, me: &Identity, nonce: AuditNonce, ids: &[ChunkId]) -> Vec<Option<ProofDigest>> {
+    let (mut link, _) = Link::open(h.store(), me, None).expect("not cut");
+    let mut packed = vec![0u8; ids.len() * 20];
+    let list = IdList::pack(ids.iter().map(|id| id.0), &mut packed).expect("fits");
+    let n = link.client.audit(nonce, list, &mut link.out).expect("audit encodes");
+    match link.request(n).expect("not cut").remove(0) {
+        Ev::Proofs(p) => p,
+        e => panic!("expected proofs, got {e:?}"),
+    }
+}
+
+/// Audits prove the bytes the asking client stored, under this nonce only:
+/// another owner's chunk, a forged upload under the client's id, a chunk
+/// never stored and a released one are "not held"; a proof does not carry
+/// over to another nonce; held chunks stay proven across a restart.
+pub fn audits_prove_only_the_clients_own_bytes<H: Harness>(h: &mut H) {
+    let (a, b, attacker) = (key(15), key(16), key(17));
+    pair(h, &a);
+    pair(h, &b);
+    pair(h, &attacker);
+    let (mine, theirs, forged_id, never, released) =
+        (ChunkId([0x91; 20]), ChunkId([0x92; 20]), ChunkId([0x93; 20]), ChunkId([0x94; 20]), ChunkId([0x95; 20]));
+    let real = sealed(91, 700);
+    put_and_flush(h, &a, &[(mine, real.clone()), (released, sealed(95, 50))]);
+    put_and_flush(h, &b, &[(theirs, sealed(92, 300))]);
+    put_and_flush(h, &attacker, &[(forged_id, vec![0; 300])]);
+    assert_eq!(stage_and_commit(h, &a, 1, 1, 1, &[released], true), vec![Ev::Staged(1), Ev::Committed(1)]);
+    let nonce = AuditNonce([0x5e; 32]);
+    let asked = [mine, theirs, forged_id, never, released];
+    let want = vec![Some(ProofDigest::of(&nonce, &mine, &real)), None, None, None, None];
+    assert_eq!(audit(h, &a, nonce, &asked), want);
+    let other = AuditNonce([0x5f; 32]);
+    assert_ne!(audit(h, &a, other, &[mine]), vec![want[0]], "a proof carried over to another nonce");
+    h.restart();
+    assert_eq!(audit(h, &a, nonce, &asked), want, "after a restart");
+    // The attacker's own forged bytes prove as its own, and only to it.
+    assert_eq!(audit(h, &attacker, nonce, &[forged_id]), vec![Some(ProofDigest::of(&nonce, &forged_id, &[0; 300]))]);
+    // A full challenge is answered in one frame.
+    let many: Vec<ChunkId> = (0..MAX_AUDIT_IDS).map(|i| if i % 2 == 0 { mine } else { never }).collect();
+    let answers = audit(h, &a, nonce, &many);
+    assert_eq!(answers.len(), MAX_AUDIT_IDS);
+    assert!(answers.iter().enumerate().all(|(i, p)| p.is_some() == (i % 2 == 0)));
 }
 
 /// The conformance suite on [`MemStore`](super::MemStore).

@@ -4,6 +4,7 @@
 use std::vec;
 use std::vec::Vec;
 
+use crate::audit::ProofDigest;
 use crate::identity::{Identity, NodeId, PublicKey};
 use crate::seal::MAX_SEALED as SCRATCH_LEN;
 use crate::session::{BuddySession, BuddyStore, Buffers, ClientEvent, ClientSession};
@@ -32,6 +33,8 @@ pub enum Ev {
     Root(u64, Vec<u8>),
     /// A refusal.
     Refused(ErrorCode),
+    /// An audit's answers, one per id asked (`None`: not held).
+    Proofs(Vec<Option<ProofDigest>>),
     /// Anything else.
     Other,
 }
@@ -47,6 +50,7 @@ impl From<ClientEvent<'_>> for Ev {
             ClientEvent::Object { data, .. } => Ev::Object(data.to_vec()),
             ClientEvent::Root { epoch, data } => Ev::Root(epoch, data.to_vec()),
             ClientEvent::Refused { code, .. } => Ev::Refused(code),
+            ClientEvent::AuditProofs(p) => Ev::Proofs((0..p.len()).map(|i| p.answer(i)).collect()),
             _ => Ev::Other,
         }
     }

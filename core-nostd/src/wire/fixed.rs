@@ -10,6 +10,7 @@ use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::{WireError, ID_LEN, MAX_IDS_PER_MESSAGE};
+use crate::audit::AuditNonce;
 use crate::identity::{NodeId, PublicKey, Signature};
 use crate::seal::ChunkId;
 
@@ -78,7 +79,7 @@ macro_rules! fixed_newtype {
         }
     )*};
 }
-fixed_newtype!(PublicKey, Signature, NodeId, ChunkId);
+fixed_newtype!(PublicKey, Signature, NodeId, ChunkId, AuditNonce);
 
 /// Serde adapter: encodes any [`FixedBytes`] field as a [`Fixed`] array.
 pub(crate) mod as_fixed {

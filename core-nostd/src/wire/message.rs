@@ -11,6 +11,7 @@ use core::fmt;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::audit::{AuditProofs, AuditRequest};
 use super::fixed::{as_fixed, IdList};
 use super::{WireError, ID_LEN, MAX_ERROR_MESSAGE, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, MAX_PAIRING_CODE, NONCE_LEN};
 use crate::identity::{NodeId, PublicKey, Signature};
@@ -411,7 +412,7 @@ macro_rules! kinds {
         ;
         $( $(#[$udoc:meta])* $uname:ident = $uval:literal, )*
     ) => {
-        /// The first byte of every payload. Values 64..=95 are reserved for
+        /// The first byte of every payload. Values 66..=79 are reserved for
         /// audits and 96..=127 for the overlay; they and every other value
         /// not listed decode as [`WireError::UnknownKind`].
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -541,6 +542,10 @@ kinds! {
     DropAll = 31 (DropAll),
     /// 61, either side: a failure; the session ends unless it is `NotFound`.
     Error = 61 (ErrorMsg<'a>),
+    /// 64, client to buddy: prove you hold these chunks of mine, under a nonce.
+    AuditRequest = 64 (AuditRequest<'a>),
+    /// 65, buddy to client: one proof per challenged chunk, or "not held".
+    AuditProofs = 65 (AuditProofs<'a>),
     ;
     /// 13, client to buddy: make every chunk put so far durable.
     Flush = 13,
@@ -553,10 +558,10 @@ kinds! {
 }
 
 impl Kind {
-    /// Whether `byte` is in a range reserved for a later version: 64..=95
+    /// Whether `byte` is in a range reserved for a later version: 66..=95
     /// (audits) and 96..=127 (overlay: routing, fingerprints, LAN pairing).
     pub fn is_reserved(byte: u8) -> bool {
-        (64..=127).contains(&byte)
+        (66..=127).contains(&byte)
     }
 }
 
@@ -581,6 +586,8 @@ impl Message<'_> {
             Message::Error(m) => at_most("message", m.message.len(), MAX_ERROR_MESSAGE),
             Message::Pair(m) if m.code.is_empty() => Err(WireError::BadLength { field: "code", len: 0 }),
             Message::Pair(m) => at_most("code", m.code.len(), MAX_PAIRING_CODE),
+            Message::AuditRequest(m) => m.check(),
+            Message::AuditProofs(m) => m.check(),
             _ => Ok(()),
         }
     }

@@ -17,6 +17,7 @@
 
 use core::fmt;
 
+pub mod audit;
 pub mod fixed;
 pub mod frame;
 pub mod message;
@@ -26,6 +27,7 @@ pub mod signing;
 #[cfg(test)]
 mod tests;
 
+pub use audit::{AuditProofs, AuditProofsWriter, AuditRequest};
 pub use fixed::{Fixed, IdList, Ids};
 pub use frame::{encode_frame, Fed, Frame, FrameDecoder, DECODER_BUFFER_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 pub use message::{

@@ -60,8 +60,21 @@ fn samples<'a>(big: &'a [u8], ids: &'a [u8]) -> Vec<Message<'a>> {
         Message::Dropped,
         Message::Ok,
         Message::Error(ErrorMsg { code: ErrorCode::QuotaExceeded, message: "quota exceeded: 10 GiB" }),
+        Message::AuditRequest(AuditRequest { nonce: crate::audit::AuditNonce([17; 32]), ids: list }),
+        Message::AuditProofs(AuditProofs { held: &[0b110], proofs: &AUDIT_PROOFS }),
     ]
 }
+
+/// Three proofs, the first not held.
+const AUDIT_PROOFS: [u8; 96] = {
+    let mut p = [0u8; 96];
+    let mut i = 32;
+    while i < 96 {
+        p[i] = i as u8;
+        i += 1;
+    }
+    p
+};
 
 use crate::seal::MIN_SEALED;
 
@@ -86,7 +99,7 @@ fn every_kind_round_trips_byte_identically() {
     let samples = samples(&big, &IDS);
     let mut kinds: Vec<u8> = samples.iter().map(|m| m.kind() as u8).collect();
     kinds.dedup();
-    assert_eq!(kinds.len(), 26, "one sample per kind");
+    assert_eq!(kinds.len(), 28, "one sample per kind");
     for msg in &samples {
         let frame = frame_of(msg);
         assert!(frame.len() <= DECODER_BUFFER_LEN);
@@ -195,7 +208,7 @@ fn unknown_and_reserved_kinds_are_refused() {
             None => assert_eq!(Message::decode(&[byte]), Err(WireError::UnknownKind(byte))),
         }
     }
-    assert!(Kind::is_reserved(64) && Kind::is_reserved(95) && Kind::is_reserved(96) && Kind::is_reserved(127));
+    assert!(Kind::is_reserved(66) && Kind::is_reserved(95) && Kind::is_reserved(96) && Kind::is_reserved(127));
     assert_eq!(Message::decode(&[]), Err(WireError::EmptyFrame));
 }
 

@@ -1,0 +1,61 @@
+//! The daemon's own audits: every [`AuditPlan::interval_secs`] it audits
+//! each buddy with the plan's share of challenges, fetching whole chunks at
+//! the plan's monthly budget, and repairs what a failing buddy lost. One
+//! thread, asleep between audits; it ends when the daemon stops.
+
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use pastiche_core::audit::AuditPlan;
+
+use super::run::{audit_all, AuditOptions};
+use crate::daemon::status::StatusBoard;
+use crate::repo::SharedBox;
+
+/// Mean sealed chunk size assumed for the fetch budget (SPEC §1: about
+/// 16 KiB past the 2 KiB minimum).
+const MEAN_CHUNK_BYTES: u64 = 18 << 10;
+
+/// Starts the auditing thread of a daemon.
+pub fn spawn(shared: Arc<SharedBox>, board: Arc<StatusBoard>, plan: AuditPlan) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("pastiche-audit".into()).spawn(move || run(&shared, &board, &plan))
+}
+
+fn run(shared: &SharedBox, board: &StatusBoard, plan: &AuditPlan) {
+    let interval = Duration::from_secs(plan.interval_secs());
+    let mut next = Instant::now() + interval;
+    let mut n = 0u64;
+    loop {
+        while Instant::now() < next {
+            if board.report().stopping {
+                return;
+            }
+            thread::sleep(Duration::from_secs(1).min(next.saturating_duration_since(Instant::now())));
+        }
+        next = Instant::now() + interval;
+        let repo = shared.write();
+        let stored = crate::engine::stats::stats(&repo).map(|s| s.stored_bytes).unwrap_or(0);
+        let opts = AuditOptions {
+            samples: plan.challenges_per_audit(u64::MAX),
+            fetches: plan.fetches_per_audit(stored, MEAN_CHUNK_BYTES).for_audit(n) as u32,
+            repair: true,
+        };
+        n += 1;
+        match audit_all(&repo, None, &opts) {
+            Ok(report) => {
+                for b in report.buddies.iter().filter(|b| b.failed()) {
+                    board.event(format!(
+                        "audit of {}: FAILED ({} missing, {} corrupt{}); buddy marked suspect{}",
+                        b.addr,
+                        b.missing,
+                        b.corrupt,
+                        b.error.as_deref().map(|e| format!("; {e}")).unwrap_or_default(),
+                        b.reshipped.map(|r| format!(", {r} chunks shipped again")).unwrap_or_default()
+                    ));
+                }
+            }
+            Err(e) => board.event(format!("audits failed: {e:#}")),
+        }
+    }
+}
