@@ -19,6 +19,7 @@ pub mod fsmeta;
 pub mod health;
 pub mod http;
 pub mod meta;
+pub mod overlay;
 pub mod progress;
 pub mod prune;
 pub mod redb_guard;

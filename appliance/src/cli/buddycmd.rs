@@ -37,14 +37,15 @@ pub fn list(g: &Global) -> Result<u8> {
     let repo = g.open(LockMode::Shared)?;
     for b in load_buddies(&repo.dir)? {
         if g.json {
-            g.json_line(&b);
+            g.json_line(&super::lancmd::with_found(g, &b.addr, &b));
         } else {
             println!(
-                "{:<24} key {}  epoch {}  snapshot {}",
+                "{:<24} key {}  epoch {}  snapshot {}  {}",
                 b.addr,
                 b.key.as_deref().map_or("(not yet pinned)", |k| &k[..16]),
                 b.epoch,
-                b.snapshot.as_deref().map_or("-", |s| &s[..8])
+                b.snapshot.as_deref().map_or("-", |s| &s[..8]),
+                super::lancmd::found_text(g, &b.addr)
             );
         }
     }

@@ -8,6 +8,7 @@ pub mod common;
 pub mod config;
 pub mod debug;
 pub mod demo;
+pub mod lancmd;
 pub mod request;
 
 use std::sync::Arc;
