@@ -329,11 +329,12 @@ impl Service {
         let now = self.us();
         match self.lan.offer(to_peer(from), data, now) {
             Ok(Heard::New | Heard::Changed) => {
-                tracing::info!("LAN neighbour {from}");
+                tracing::debug!("LAN neighbour {from}");
                 self.files_dirty = true;
-                let known = self.net.state().peers().any(|p| p.addr == to_peer(from));
-                let recently = self.last_join.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
-                if !known && !recently {
+                // Only a box alone joins through a neighbour: one that is in
+                // an overlay already is found by newcomers, and a forged
+                // beacon must not send it seeking a box that does not exist.
+                if self.alone() && !self.joined_lately() {
                     self.join_through(to_peer(from));
                 }
             }
@@ -342,7 +343,36 @@ impl Service {
         }
     }
 
+    /// Whether the network overlay holds no other node.
+    fn alone(&self) -> bool {
+        self.net.state().peers().next().is_none()
+    }
+
+    fn joined_lately(&self) -> bool {
+        self.last_join.is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+    }
+
+    /// A join that found nobody (its bootstrap never answered) leaves the
+    /// node idle: start alone again, and join through a neighbour heard
+    /// more than once, which a one-off forged beacon is not.
+    fn retry_join(&mut self) {
+        let stale = self.last_join.is_some_and(|t| t.elapsed() >= Duration::from_secs(30));
+        if !self.net.is_ready() && stale {
+            self.net.start_alone();
+        }
+        if !self.cov.is_ready() && stale {
+            self.cov.start_alone();
+        }
+        if self.alone() && !self.joined_lately() {
+            let via = self.lan.iter().filter(|n| n.sightings >= 2).map(|n| n.addr).next();
+            if let Some(via) = via {
+                self.join_through(via);
+            }
+        }
+    }
+
     fn join_through(&mut self, via: PeerAddr) {
+        tracing::info!("joining the overlays via {}", to_socket(&via));
         self.last_join = Some(Instant::now());
         let now = self.us();
         let cov_ok = !self.fingerprint.is_empty();
@@ -529,6 +559,7 @@ impl Service {
                 }
             }
         }
+        self.retry_join();
         self.owner_decisions();
         if Instant::now() >= self.next_fingerprint {
             self.next_fingerprint = Instant::now() + FINGERPRINT_CHECK;
