@@ -20,6 +20,7 @@ pub mod fsmeta;
 pub mod health;
 pub mod http;
 pub mod meta;
+pub mod overlay;
 pub mod progress;
 pub mod prune;
 pub mod recovery;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use pastiche::cli::common::{is_closed_pipe, Global, Local};
 use pastiche::cli::request::Request;
-use pastiche::cli::{self, boxcmd, buddycmd, clientscmd};
+use pastiche::cli::{self, boxcmd, buddycmd, clientscmd, lancmd};
 use pastiche::daemon::{self, DaemonOptions};
 use pastiche::exit;
 use pastiche::repo::default_data_dir;
@@ -254,8 +254,21 @@ enum BuddyCommand {
         #[arg(long, default_value = "")]
         name: String,
     },
-    /// List buddies and what they hold.
+    /// List buddies and what they hold (and how the daemon found them).
     List,
+    /// Pairing requests received from boxes on the LAN or the overlays, with
+    /// the confirmation code to compare on both boxes, and those sent.
+    Requests,
+    /// Accept a pairing request (`buddy requests` shows its ID).
+    Accept {
+        /// The request's ID.
+        id: String,
+    },
+    /// Refuse a pairing request.
+    Refuse {
+        /// The request's ID.
+        id: String,
+    },
     /// Remove a buddy.
     Remove {
         /// The buddy's address.
@@ -332,13 +345,20 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Buddy { command: BuddyCommand::Invite { quota, expires, name } } => {
             return clientscmd::invite(&g, quota, &expires, &name)
         }
+        // Pairing requests are files in DATA/lan: they work while the daemon runs.
+        Command::Buddy { command: BuddyCommand::Requests } => return lancmd::requests(&g),
+        Command::Buddy { command: BuddyCommand::Accept { id } } => return lancmd::accept(&g, &id),
+        Command::Buddy { command: BuddyCommand::Refuse { id } } => return lancmd::refuse(&g, &id),
         Command::Buddy { command } => {
             if let Some(code) = cli::config::buddy_with_daemon(&g, matches!(command, BuddyCommand::List))? {
                 return Ok(code);
             }
             return match command {
                 BuddyCommand::Add { addr, code } => buddycmd::add(&g, addr, code),
-                BuddyCommand::Invite { .. } => unreachable!("handled above"),
+                BuddyCommand::Invite { .. }
+                | BuddyCommand::Requests
+                | BuddyCommand::Accept { .. }
+                | BuddyCommand::Refuse { .. } => unreachable!("handled above"),
                 BuddyCommand::List => buddycmd::list(&g),
                 BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
             };

@@ -3,10 +3,12 @@
 
 mod buddy;
 mod channel;
+mod lan;
 mod open;
 mod overlay;
 pub use buddy::buddy_session;
 pub use channel::channel_responder;
+pub use lan::lan_datagram;
 pub use open::open_chunk;
 pub use overlay::overlay_node;
 
@@ -376,5 +378,60 @@ mod tests {
             }
         }
         println!("replayed the overlay seed and {n} corpus inputs and artifacts");
+    }
+
+    /// Beacons (one of this box, one new, one again, one changed), a
+    /// pairing request and answer, and noise, as `lan_datagram` records;
+    /// checked in as seeds/lan_datagram/beacons-and-pairing.
+    #[test]
+    fn lan_datagram_seed_and_corpus() {
+        use pastiche_core::wire::beacon::{Beacon, Role};
+        use pastiche_core::wire::pairing::*;
+        let beacon = |key: u8| Beacon { role: Role::Appliance, tcp_port: 7467, buddy_key: [key; 32] }.encode();
+        let mut records: Vec<(u8, Vec<u8>)> = vec![
+            (1, beacon(0x42).to_vec()),
+            (2, beacon(1).to_vec()),
+            (250, beacon(1).to_vec()),
+            (3, beacon(2).to_vec()),
+        ];
+        let req = PairingMessage::Request(PairRequest {
+            token: 9,
+            client_key: Fixed([1; 32]),
+            buddy_key: Fixed([0; 32]),
+            code_digest: Fixed([3; 32]),
+            tcp_port: 7467,
+            name: "seed",
+            proof: Some(Fixed([4; 32])),
+        });
+        let answer = PairingMessage::Answer(PairAnswer {
+            token: 9,
+            buddy_key: Fixed([2; 32]),
+            tcp_port: 7467,
+            status: PairStatus::Pending,
+            proof: None,
+        });
+        for msg in [req, answer] {
+            let mut buf = [0u8; MAX_PAIRING_PAYLOAD];
+            let n = msg.encode(&mut buf).unwrap();
+            records.push((4, buf[..n].to_vec()));
+        }
+        records.push((5, b"PSTB\x02".to_vec()));
+        let mut seed = Vec::new();
+        for (selector, payload) in records {
+            seed.push(selector);
+            seed.push(payload.len() as u8);
+            seed.extend_from_slice(&payload);
+        }
+        crate::lan_datagram(&seed);
+        check_seed("lan_datagram", "beacons-and-pairing", &seed);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for dir in ["corpus/lan_datagram", "artifacts/lan_datagram"] {
+            for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten() {
+                crate::lan_datagram(&std::fs::read(entry.unwrap().path()).unwrap());
+                n += 1;
+            }
+        }
+        println!("replayed the LAN seed and {n} corpus inputs and artifacts");
     }
 }

@@ -95,6 +95,25 @@ pub fn create_code(dir: &Path, code: &str, invite: &Invite) -> Result<()> {
         .map_err(|e| BuddyError::Invites { context: "writing", source: std::io::Error::other(e.to_string()) })
 }
 
+/// Files an invitation under the digest of a code this box never sees
+/// (`pastiche_core::wire::pairing::code_digest` of its canonical
+/// characters): how an accepted LAN pairing request admits the box that
+/// drew the code, which then presents it like a typed one.
+pub fn create_for_digest(dir: &Path, digest: &[u8; 32], invite: &Invite) -> Result<()> {
+    let path = dir.join(INVITES_DIR).join(hex::encode(digest));
+    std::fs::create_dir_all(dir.join(INVITES_DIR)).map_err(io("creating the directory"))?;
+    let body = serde_json::to_vec(invite).expect("serializable");
+    crate::repo::write_atomically(&path, &body)
+        .map_err(|e| BuddyError::Invites { context: "writing", source: std::io::Error::other(e.to_string()) })
+}
+
+/// A fresh code as [`create`] draws them, canonical (no dash), and not
+/// filed anywhere: the asking side of a LAN pairing keeps it to itself.
+pub fn draw_code() -> String {
+    let mut rng = rand::rngs::OsRng;
+    (0..CODE_LEN).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
 /// Spends `code` if it is a valid, unexpired invitation of the box at
 /// `dir`, at `now` (Unix seconds). `None`: unknown, already used or expired.
 pub fn redeem(dir: &Path, code: &str, now: u64) -> Result<Option<Invite>> {
@@ -116,6 +135,17 @@ pub fn redeem(dir: &Path, code: &str, now: u64) -> Result<Option<Invite>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_filed_admits_its_code_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = draw_code();
+        let invite = Invite { quota: None, expires: 1000, name: "lan".into() };
+        let digest = pastiche_core::wire::pairing::code_digest(&normalize(&code).unwrap());
+        create_for_digest(dir.path(), &digest, &invite).unwrap();
+        assert_eq!(redeem(dir.path(), &code, 999).unwrap(), Some(invite));
+        assert_eq!(redeem(dir.path(), &code, 999).unwrap(), None, "used twice");
+    }
 
     #[test]
     fn codes_are_one_time_and_expire() {

@@ -39,16 +39,17 @@ pub fn list(g: &Global) -> Result<u8> {
     for b in load_buddies(&repo.dir)? {
         let audit = audits.get(&b.addr);
         if g.json {
-            let mut line = serde_json::to_value(&b)?;
+            let mut line = super::lancmd::with_found(g, &b.addr, &b);
             line["audit"] = serde_json::to_value(audit)?;
             g.json_line(&line);
         } else {
             println!(
-                "{:<24} key {}  epoch {}  snapshot {}  {}",
+                "{:<24} key {}  epoch {}  snapshot {}  {}  {}",
                 b.addr,
                 b.key.as_deref().map_or("(not yet pinned)", |k| &k[..16]),
                 b.epoch,
                 b.snapshot.as_deref().map_or("-", |s| &s[..8]),
+                super::lancmd::found_text(g, &b.addr),
                 crate::audit::record::summary(audit)
             );
         }

@@ -136,14 +136,15 @@ pub fn buddy_with_daemon(g: &Global, list: bool) -> Result<Option<u8>> {
     }
     for b in client::status(stream)?.buddies {
         if g.json {
-            g.json(&b)?;
+            g.json(&super::lancmd::with_found(g, &b.addr, &b))?;
         } else {
             g.line(format!(
-                "{:<24} key {}  epoch {}  snapshot {}",
+                "{:<24} key {}  epoch {}  snapshot {}  {}",
                 b.addr,
                 b.key.as_deref().map_or("(not yet pinned)", |k| &k[..16]),
                 b.epoch,
-                b.snapshot.as_deref().map_or("-", |s| &s[..8])
+                b.snapshot.as_deref().map_or("-", |s| &s[..8]),
+                super::lancmd::found_text(g, &b.addr)
             ))?;
         }
     }

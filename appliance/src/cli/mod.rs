@@ -9,6 +9,7 @@ pub mod common;
 pub mod config;
 pub mod debug;
 pub mod demo;
+pub mod lancmd;
 pub mod recovercmd;
 pub mod request;
 

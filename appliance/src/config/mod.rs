@@ -40,6 +40,7 @@
 //! A missing file means the defaults (serve on port 7467, no scheduled
 //! job). A bad file is refused whole, with the line and the reason.
 
+pub mod overlay;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// When to warn.
     pub alerts: AlertsConfig,
+    /// The LAN beacon, the overlays, discovery and pairing.
+    pub overlay: overlay::OverlayConfig,
 }
 
 /// The status page's default address.
@@ -202,6 +205,7 @@ impl Default for Config {
             },
             http: HttpConfig { listen: DEFAULT_HTTP_LISTEN.parse().ok(), session_minutes: 60 },
             alerts: AlertsConfig::default(),
+            overlay: overlay::OverlayConfig::default(),
         }
     }
 }
@@ -243,6 +247,8 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     alerts: RawAlerts,
+    #[serde(default)]
+    overlay: overlay::RawOverlay,
 }
 
 #[derive(Deserialize, Default)]
@@ -460,6 +466,7 @@ impl Config {
             }
             c.alerts.probe_seconds = p.into_inner();
         }
+        c.overlay = raw.overlay.parse(&fail)?;
         Ok(c)
     }
 

@@ -126,6 +126,36 @@ fn add_configured_buddies(shared: &SharedBox, config: &Config, board: &StatusBoa
     Ok(())
 }
 
+/// Starts the LAN beacon, the overlays and pairing ([`crate::overlay`])
+/// unless `[overlay] enabled = false`; a socket that cannot be bound is
+/// reported and the daemon goes on without them.
+fn start_overlay(
+    config: &Config,
+    shared: &Arc<SharedBox>,
+    queue: &Arc<JobQueue>,
+    board: &Arc<StatusBoard>,
+    listening: &[String],
+) -> Option<crate::overlay::OverlayHandle> {
+    if !config.overlay.enabled {
+        return None;
+    }
+    let tcp_port = listening.first().and_then(|a| a.parse::<SocketAddr>().ok()).map_or(0, |a| a.port());
+    let parts = crate::overlay::Parts {
+        config: config.overlay.clone(),
+        shared: shared.clone(),
+        queue: queue.clone(),
+        board: board.clone(),
+        tcp_port,
+    };
+    match crate::overlay::start(parts) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            board.event(format!("no LAN discovery or overlay: {e:#}"));
+            None
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(opts: DaemonOptions) -> Result<u8> {
     init_logging();
@@ -196,6 +226,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     };
     let scheduler_thread = thread::Builder::new().name("pastiche-scheduler".into()).spawn(move || scheduler.run())?;
     crate::audit::schedule::spawn(shared.clone(), board.clone(), pastiche_core::audit::AuditPlan::default())?;
+    let overlay = start_overlay(&config, &shared, &queue, &board, &listening);
     board.event(format!(
         "daemon of {} started: buddies served on {}, control socket {}, backups {}, prune {}",
         repo.config.name,
@@ -232,6 +263,9 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     // Clients still running a command are cut off; the socket goes away so
     // the next command runs in-process.
     status_page.stop();
+    if let Some(o) = overlay {
+        o.stop();
+    }
     control_stop.store(true, Ordering::SeqCst);
     control::wake(&socket);
     wait(&|| control_thread.is_finished());

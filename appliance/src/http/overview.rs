@@ -105,7 +105,8 @@ pub struct Overview {
     pub buddies: Vec<BuddyView>,
     /// Boxes that store their data here.
     pub clients: Vec<ClientUsage>,
-    /// Pairing requests waiting for an answer (none until pairing exists).
+    /// Pairing requests waiting for the owner's answer (`pastiche buddy
+    /// accept ID`), each as `ID NAME from ADDR, confirmation 123 456`.
     pub pairing_requests: Vec<String>,
     /// When this overview was made (RFC 3339).
     pub made: String,
@@ -233,7 +234,7 @@ impl Sources {
             stats: st,
             buddies,
             clients,
-            pairing_requests: Vec::new(),
+            pairing_requests: crate::overlay::files::pending_summaries(&repo.dir),
             made: now.timestamp().to_string(),
         })
     }

@@ -258,10 +258,16 @@ pub fn status(o: &Overview, csrf: &str) -> String {
     }
     h.push_str("</tbody></table></section>");
 
-    // Pairing requests come with pairing; until then there is nothing to answer.
+    // Requests from boxes on the LAN or the overlays, answered with `pastiche buddy accept ID`.
     h.push_str("<section id=\"pairing\"><h2>Pairing requests</h2>");
     if o.pairing_requests.is_empty() {
         h.push_str("<p>No pairing requests.</p>");
+    } else {
+        h.push_str("<ul>");
+        for r in &o.pairing_requests {
+            let _ = write!(h, "<li>{}</li>", esc(r));
+        }
+        h.push_str("</ul><p>Compare the confirmation code with the asking box's, then run <code>pastiche buddy accept ID</code>.</p>");
     }
     h.push_str("</section>");
 

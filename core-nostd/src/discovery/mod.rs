@@ -17,6 +17,8 @@
 //!
 //! No allocation, no I/O; randomness is passed in.
 
+pub mod lan;
+
 use heapless::Vec;
 
 use crate::identity::NodeId;

@@ -18,10 +18,12 @@
 use core::fmt;
 
 pub mod audit;
+pub mod beacon;
 pub mod fixed;
 pub mod frame;
 pub mod message;
 pub mod overlay;
+pub mod pairing;
 pub mod signing;
 
 #[cfg(test)]
