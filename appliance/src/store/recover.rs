@@ -70,7 +70,7 @@ impl ChunkStore {
         fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(format!("creating {}", packs_dir.display()), e))?;
         let index = dir.join(INDEX_FILE);
         let existed = fs::metadata(&index).is_ok_and(|m| m.len() > 0);
-        let db = open_db(&index, &config)?;
+        let mut db = open_db(&index, &config)?;
         let files = list_packs(&packs_dir)?;
 
         // Initialise or validate the format, refusing to orphan existing packs.
@@ -114,6 +114,10 @@ impl ChunkStore {
         };
 
         let (mut writer, mut recovery) = recover(&dir, &db, &config, files)?;
+        // The redb file holds only small tables and the delta now; giving
+        // back the pages earlier deltas and commits left free keeps it at a
+        // few bytes per chunk (nothing else has the database open yet).
+        db.compact().map_err(|e| StoreError::index("compacting the index", e))?;
         recovery.migrated_chunks = migrated;
         let (run, delta_len) = {
             let txn = db.begin_read().ctx("reading the index")?;
