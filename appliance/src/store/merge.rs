@@ -44,7 +44,7 @@ impl ChunkStore {
     pub(crate) fn merge_run(&self, _state: &mut WriterState, drop_garbage: bool) -> Result<u64> {
         let base = self.current_run();
         let (delta, garbage) = {
-            let txn = self.db.begin_read().ctx("starting a read")?;
+            let txn = self.db().begin_read().ctx("starting a read")?;
             let delta = sorted_delta(&txn.open_table(DELTA).ctx("opening chunk changes")?)?;
             let garbage = get_meta(&txn.open_table(META).ctx("opening meta")?, META_GARBAGE)?.unwrap_or(0);
             (delta, garbage)
@@ -59,7 +59,7 @@ impl ChunkStore {
             // Readers take their view (snapshot and run) under this lock, so
             // none sees the new generation with the old file or the reverse.
             let mut slot = self.run.write().unwrap_or_else(|e| e.into_inner());
-            let txn = begin_write(&self.db, "switching the chunk index")?;
+            let txn = begin_write(&self.db(), "switching the chunk index")?;
             // Deleting the table frees its pages in one go; readers expect
             // it to exist, so it is created again, empty.
             txn.delete_table(DELTA).ctx("emptying chunk changes")?;
@@ -89,6 +89,7 @@ impl ChunkStore {
         if base.info.gen > 0 {
             let _ = fs::remove_file(run_path(&self.dir, base.info.gen));
         }
+        self.compact_index_file();
         Ok(dropped)
     }
 }

@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use redb::Database;
 
@@ -105,7 +105,9 @@ impl StoreConfig {
 pub struct ChunkStore {
     dir: PathBuf,
     config: StoreConfig,
-    db: Database,
+    /// The redb database. Shared by every transaction; taken exclusively
+    /// only to compact the file (`ChunkStore::compact_index_file`).
+    db: RwLock<Database>,
     /// The single pack writer. Held for a whole batch (append, fsync,
     /// commit) so pack order and commit order agree.
     writer: Mutex<WriterState>,
@@ -146,6 +148,25 @@ impl ChunkStore {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The redb database, for starting a transaction (transactions do not
+    /// borrow it, so the guard is held only while one starts).
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives the redb file's free pages back to the file system, if no
+    /// transaction is open right now (otherwise it does nothing). After a
+    /// merge the delta's pages are free: without this the file keeps the
+    /// high-water mark of every delta, several times the run. Merges call
+    /// it; call it too at the end of a job that held snapshots (a backup's
+    /// reference lookups) while it merged.
+    pub fn compact_index_file(&self) {
+        if let Ok(mut db) = self.db.try_write() {
+            // Fails harmlessly while a reader holds a snapshot.
+            let _ = db.compact();
+        }
+    }
+
     /// The current run.
     fn current_run(&self) -> Arc<Run> {
         self.run.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -154,7 +175,7 @@ impl ChunkStore {
     /// A snapshot of the index with the run it points at.
     pub(crate) fn view(&self) -> Result<IndexView> {
         let slot = self.run.read().unwrap_or_else(|e| e.into_inner());
-        let txn = self.db.begin_read().map_err(|e| StoreError::index("starting a read", e))?;
+        let txn = self.db().begin_read().map_err(|e| StoreError::index("starting a read", e))?;
         Ok(IndexView { txn, run: slot.clone() })
     }
 

@@ -131,7 +131,7 @@ impl ChunkStore {
         let store = ChunkStore {
             dir,
             config,
-            db,
+            db: RwLock::new(db),
             writer: Mutex::new(WriterState { active: None, next_pack: 0 }),
             files: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),

@@ -203,7 +203,7 @@ impl ChunkStore {
         what: &'static str,
         f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>,
     ) -> Result<(R, u64)> {
-        let txn = begin_write(&self.db, what)?;
+        let txn = begin_write(&self.db(), what)?;
         let r = {
             let mut t = WriteTables::open(&txn, self.current_run())?;
             let r = f(&mut t)?;

@@ -278,7 +278,7 @@ impl ChunkStore {
             return Ok(PutSummary::default());
         }
         let mut state = self.lock_writer();
-        let txn = begin_write(&self.db, "starting a write")?;
+        let txn = begin_write(&self.db(), "starting a write")?;
         let mut t = WriteTables::open(&txn, self.current_run())?;
         let mut app = Appender::new(self, &mut state);
         let mut placed: HashMap<ChunkId, ChunkEntry> = HashMap::new();
