@@ -57,11 +57,17 @@ measure restic_first restic -q --repo "$work/restic" backup "$src"
 measure borg_first borg create "$work/borg::first" "$src"
 
 size() { du -sb "$1" | cut -f1; }
+# The chunk index: the redb file and the dense chunk run (docs/STORE.md).
+index_size() { du -cb "$work/pastiche/store/index.redb" "$work/pastiche/store/"chunks-*.run 2>/dev/null | tail -1 | cut -f1; }
 # Records the store size of every tool after a step.
 sizes() {
     for tool in pastiche restic borg; do echo "$tool $1 $(size "$work/$tool")" >> "$work/sizes"; done
 }
 sizes first
+index_first=$(index_size)
+packs_first=$(size "$work/pastiche/store/packs")
+meta_first=$(size "$work/pastiche/meta.redb")
+chunks_first=$("$pastiche" --data "$work/pastiche" --json stats | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["chunks"])')
 
 # Small edits: 16 bytes inserted in the middle of ~200 files, 10 deleted, 5 added.
 python3 - "$src" <<'PY'
@@ -108,8 +114,9 @@ mv "$moved" "$src"
 
 echo
 echo "source: $(du -sh "$src" | cut -f1) ($(du -sb "$src" | cut -f1) bytes), $(find "$src" -type f | wc -l) files; machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"
-echo "pastiche store after the first backup: $(du -sb "$work/pastiche/store/packs" | cut -f1) bytes of packs," \
-    "$(size "$work/pastiche/store/index.redb") of index, $(size "$work/pastiche/meta.redb") of metadata (at the end)"
+echo "pastiche store after the first backup: $packs_first bytes of packs, $index_first of chunk index" \
+    "($chunks_first chunks: $((index_first / chunks_first)) bytes per chunk), $meta_first of metadata;" \
+    "at the end: $(index_size) of chunk index, $(size "$work/pastiche/meta.redb") of metadata"
 echo
 echo "| store size, MB | pastiche | restic | borg | pastiche / restic |"
 echo "|---|---|---|---|---|"

@@ -161,6 +161,9 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
     root.snapshots.push(snapshot.clone());
     root.next_snapshot_seq = seq + 1;
     repo.commit_metadata(&puts, &[], &root, read).context("cannot commit the snapshot")?;
+    // No chunk reads are in flight now: the index file can give back the
+    // pages the backup's merges freed.
+    repo.store.compact_index_file();
     Ok(BackupResult { snapshot, warnings: tree.warnings })
 }
 

@@ -353,7 +353,7 @@ pub fn stats(g: &Global, b: &SharedBox) -> Result<u8> {
         g.json(&json!({"snapshots": s.snapshots, "latest_snapshot_bytes": s.latest_snapshot_bytes,
             "all_snapshots_bytes": s.all_snapshots_bytes, "chunks": s.chunks, "garbage_chunks": s.garbage_chunks,
             "packs": s.packs, "stored_bytes": s.stored_bytes, "live_bytes": s.live_bytes,
-            "garbage_bytes": s.garbage_bytes}))?;
+            "garbage_bytes": s.garbage_bytes, "index_bytes": s.index_bytes}))?;
     } else {
         g.line(format!("snapshots:              {}", s.snapshots))?;
         g.line(format!("latest snapshot size:   {}", human_bytes(s.latest_snapshot_bytes)))?;
@@ -364,6 +364,11 @@ pub fn stats(g: &Global, b: &SharedBox) -> Result<u8> {
             "stored on disk:         {} (live {})",
             human_bytes(s.stored_bytes),
             human_bytes(s.live_bytes)
+        ))?;
+        g.line(format!(
+            "chunk index on disk:    {} ({} bytes per chunk)",
+            human_bytes(s.index_bytes),
+            s.index_bytes.checked_div(s.chunks).unwrap_or(0)
         ))?;
         g.line(format!("all snapshots / stored: {:.2}x", s.ratio()))?;
     }

@@ -26,6 +26,9 @@ pub struct StatsReport {
     pub live_bytes: u64,
     /// Bytes of garbage chunks.
     pub garbage_bytes: u64,
+    /// Disk bytes of the chunk index (redb file and chunk run).
+    #[serde(default)]
+    pub index_bytes: u64,
 }
 
 impl StatsReport {
@@ -53,5 +56,6 @@ pub fn stats(repo: &Repo) -> Result<StatsReport> {
         stored_bytes: store.stored_bytes,
         live_bytes: store.live_bytes,
         garbage_bytes: store.garbage_bytes,
+        index_bytes: store.index_bytes,
     })
 }

@@ -4,15 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use redb::ReadableTable;
-
 use pastiche_core::{ChunkId, PublicKey};
 
-use super::error::{Damage, IndexContext, Result};
-use super::index::{
-    all_packs, all_usage, for_each_chunk, get_chunk, get_meta, ChunkEntry, CHUNKS, META, META_GARBAGE, META_NEXT_PACK,
-    PACKS, REFS, USAGE,
-};
+use super::error::{Damage, Result};
+use super::index::{ChunkEntry, IndexView, META_CHUNKS, META_GARBAGE, META_NEXT_PACK};
 use super::pack::{check_pack_header, MAX_SEALED, MIN_SEALED, PACKS_DIR, PACK_HEADER_LEN};
 use super::recover::list_packs;
 use super::ChunkStore;
@@ -116,7 +111,7 @@ impl ChunkStore {
         // Snapshot, file listing and pack headers under the gate, so no
         // compaction deletes a pack in between.
         let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        let txn = self.db.begin_read().ctx("starting a read")?;
+        let view = self.view()?;
         let mut files = list_packs(&self.dir.join(PACKS_DIR))?;
         let mut report = CheckReport {
             mode,
@@ -129,8 +124,8 @@ impl ChunkStore {
         };
 
         // Pack files against the packs table.
-        let packs: HashMap<u32, _> = all_packs(&txn.open_table(PACKS).ctx("opening packs")?)?.into_iter().collect();
-        let next_pack = get_meta(&txn.open_table(META).ctx("opening meta")?, META_NEXT_PACK)?.unwrap_or(0);
+        let packs: HashMap<u32, _> = view.packs()?.into_iter().collect();
+        let next_pack = view.meta(META_NEXT_PACK)?.unwrap_or(0);
         let mut sorted: Vec<_> = packs.iter().map(|(&k, &v)| (k, v)).collect();
         sorted.sort_by_key(|&(k, _)| k);
         let mut unusable = HashSet::new();
@@ -159,14 +154,27 @@ impl ChunkStore {
         drop(gate);
 
         // Every index entry: placement, and reading when asked.
-        let chunks = txn.open_table(CHUNKS).ctx("opening chunks")?;
+        let keys = view.owner_keys()?;
         let mut live: HashMap<u32, u64> = HashMap::new();
         let mut garbage = 0u64;
-        let mut owner_sum = 0u64;
+        let mut usage: HashMap<PublicKey, (u64, u64)> = HashMap::new();
         let mut to_read: Vec<(ChunkId, ChunkEntry)> = Vec::new();
-        for_each_chunk(&chunks, |id, e| {
+        view.for_each_group(|id, g| {
+            let e = ChunkEntry::of(&g);
             report.chunks += 1;
-            owner_sum += u64::from(e.owners);
+            for &(number, n) in &g.refs {
+                match keys.get(&number) {
+                    _ if n == 0 => {
+                        report.inconsistencies.push(format!("chunk {id} has a zero count for owner {number}"))
+                    }
+                    Some(owner) => {
+                        let u = usage.entry(*owner).or_default();
+                        u.0 += u64::from(e.len);
+                        u.1 += 1;
+                    }
+                    None => report.inconsistencies.push(format!("chunk {id} names unknown owner number {number}")),
+                }
+            }
             if e.owners == 0 {
                 garbage += 1;
             } else {
@@ -185,7 +193,21 @@ impl ChunkStore {
         self.read_batch(&mut to_read, &mut report);
 
         // Counters against what the entries say.
-        let recorded_garbage = get_meta(&txn.open_table(META).ctx("opening meta")?, META_GARBAGE)?.unwrap_or(0);
+        let recorded_garbage = view.meta(META_GARBAGE)?.unwrap_or(0);
+        let recorded_chunks = view.meta(META_CHUNKS)?.unwrap_or(0);
+        if recorded_chunks != report.chunks {
+            report
+                .inconsistencies
+                .push(format!("chunk counter says {recorded_chunks} chunks, the index has {}", report.chunks));
+        }
+        let crc = view.run.body_crc()?;
+        if crc != view.run.info.crc {
+            let path = view.run.path.as_ref().map_or_else(String::new, |p| p.display().to_string());
+            report.inconsistencies.push(format!(
+                "chunk index file {path} has checksum {crc:08x}, the index recorded {:08x}",
+                view.run.info.crc
+            ));
+        }
         if recorded_garbage != garbage {
             report
                 .inconsistencies
@@ -199,7 +221,7 @@ impl ChunkStore {
                     .push(format!("pack {id:08x} records {} live bytes, its live chunks take {actual}", p.live));
             }
         }
-        check_refs(&txn, &chunks, owner_sum, &mut report)?;
+        check_usage(&view, usage, &mut report)?;
         Ok(report)
     }
 
@@ -245,40 +267,9 @@ fn as_damage(err: super::StoreError) -> Damage {
     }
 }
 
-/// Every reference points at an indexed chunk, the owner counts add up,
-/// and per-owner usage matches the references.
-fn check_refs(
-    txn: &redb::ReadTransaction,
-    chunks: &redb::ReadOnlyTable<[u8; 20], (u32, u64, u32, u32, u32)>,
-    owner_sum: u64,
-    report: &mut CheckReport,
-) -> Result<()> {
-    let refs = txn.open_table(REFS).ctx("opening references")?;
-    let mut usage: HashMap<PublicKey, (u64, u64)> = HashMap::new();
-    let mut ref_rows = 0u64;
-    for row in refs.iter().ctx("listing references")? {
-        let (k, v) = row.ctx("listing references")?;
-        let (owner, id) = k.value();
-        let (owner, id) = (PublicKey(owner), ChunkId(id));
-        ref_rows += 1;
-        if v.value() == 0 {
-            report.inconsistencies.push(format!("owner {owner} holds a zero count on chunk {id}"));
-        }
-        match get_chunk(chunks, &id)? {
-            Some(e) => {
-                let u = usage.entry(owner).or_default();
-                u.0 += u64::from(e.len);
-                u.1 += 1;
-            }
-            None => report.inconsistencies.push(format!("owner {owner} references chunk {id}, which is not indexed")),
-        }
-    }
-    if ref_rows != owner_sum {
-        report
-            .inconsistencies
-            .push(format!("chunk owner counts add up to {owner_sum}, but there are {ref_rows} references"));
-    }
-    for (owner, u) in all_usage(&txn.open_table(USAGE).ctx("opening usage")?)? {
+/// Per-owner usage matches the references the chunks list.
+fn check_usage(view: &IndexView, mut usage: HashMap<PublicKey, (u64, u64)>, report: &mut CheckReport) -> Result<()> {
+    for (owner, u) in view.usage()? {
         let actual = usage.remove(&owner).unwrap_or_default();
         if (u.bytes, u.chunks) != actual {
             report.inconsistencies.push(format!(

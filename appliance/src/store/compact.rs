@@ -14,7 +14,7 @@ use std::io;
 use pastiche_core::ChunkId;
 
 use super::error::{IndexContext, Result, StoreError};
-use super::index::{all_packs, for_each_chunk, ChunkEntry, CHUNKS, PACKS};
+use super::index::ChunkEntry;
 use super::pack::{pack_path, sync_dir, PACKS_DIR, PACK_HEADER_LEN};
 use super::write::{Appender, WriterState};
 use super::ChunkStore;
@@ -52,7 +52,7 @@ impl ChunkStore {
         let mut failure = None;
         let deleted = {
             let mut state = self.lock_writer();
-            summary.garbage_removed = self.write_txn("dropping garbage", |t| t.remove_garbage())?;
+            summary.garbage_removed = self.merge_run(&mut state, true)?;
             let before = self.committed_total()?;
             let victims = self.pick_victims(&mut state, threshold)?;
             let mut deleted = Vec::new();
@@ -100,16 +100,14 @@ impl ChunkStore {
     }
 
     fn committed_total(&self) -> Result<u64> {
-        let txn = self.db.begin_read().ctx("starting a read")?;
-        let packs = all_packs(&txn.open_table(PACKS).ctx("opening packs")?)?;
-        Ok(packs.iter().map(|(_, p)| p.committed).sum())
+        Ok(self.view()?.packs()?.iter().map(|(_, p)| p.committed).sum())
     }
 
     /// The packs to rewrite with their (all live) entries, in pack order.
     fn pick_victims(&self, state: &mut WriterState, threshold: f64) -> Result<Vec<(u32, Entries)>> {
-        let txn = self.db.begin_read().ctx("starting a read")?;
+        let view = self.view()?;
         let mut victims: HashMap<u32, Entries> = HashMap::new();
-        for (id, p) in all_packs(&txn.open_table(PACKS).ctx("opening packs")?)? {
+        for (id, p) in view.packs()? {
             let records = p.committed.saturating_sub(PACK_HEADER_LEN);
             let ratio = if records == 0 { 0.0 } else { p.live as f64 / records as f64 };
             if ratio < threshold {
@@ -123,9 +121,9 @@ impl ChunkStore {
         }
         // Garbage was just removed and writers are excluded, so every entry
         // left in a victim is live.
-        for_each_chunk(&txn.open_table(CHUNKS).ctx("opening chunks")?, |id, e| {
-            if let Some(v) = victims.get_mut(&e.pack) {
-                v.push((id, e));
+        view.for_each_group(|id, g| {
+            if let Some(v) = victims.get_mut(&g.loc.pack) {
+                v.push((id, ChunkEntry::of(&g)));
             }
             Ok(())
         })?;
@@ -177,7 +175,7 @@ impl ChunkStore {
                     let mut dst = t.pack(np)?.unwrap_or_default();
                     dst.live = dst.live.saturating_add_signed(rec);
                     t.put_pack(np, dst)?;
-                    t.put_chunk(&id, &ChunkEntry { pack: np, offset: off, ..old })?;
+                    t.move_chunk(&id, &ChunkEntry { pack: np, offset: off, ..old })?;
                 }
                 Ok(())
             })?;

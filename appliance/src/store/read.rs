@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use pastiche_core::ChunkId;
 
-use super::error::{Damage, IndexContext, Result, StoreError};
-use super::index::{get_chunk, ChunkEntry, CHUNKS};
+use super::error::{Damage, Result, StoreError};
+use super::index::ChunkEntry;
 use super::pack::{pack_path, read_record, RecordHeader};
 use super::ChunkStore;
 
@@ -27,9 +27,9 @@ impl ChunkStore {
     /// [`ChunkStore::contains`] for many chunks in one read transaction;
     /// the answers are in the order of `ids`.
     pub fn contains_many(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        let txn = self.db.begin_read().ctx("starting a read")?;
-        let chunks = txn.open_table(CHUNKS).ctx("opening chunks")?;
-        ids.iter().map(|id| Ok(chunks.get(&id.0).ctx("reading chunk entry")?.is_some())).collect()
+        let view = self.view()?;
+        let delta = view.delta()?;
+        ids.iter().map(|id| Ok(super::index::find_group(&delta, &view.run, id)?.is_some())).collect()
     }
 
     /// Reads a chunk, checking its record header and CRC-32.
@@ -50,9 +50,7 @@ impl ChunkStore {
     }
 
     pub(crate) fn lookup(&self, id: &ChunkId) -> Result<Option<ChunkEntry>> {
-        let txn = self.db.begin_read().ctx("starting a read")?;
-        let chunks = txn.open_table(CHUNKS).ctx("opening chunks")?;
-        get_chunk(&chunks, id)
+        Ok(self.view()?.group(id)?.as_ref().map(ChunkEntry::of))
     }
 
     /// Reads and checks the record `entry` points to.

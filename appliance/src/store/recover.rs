@@ -11,13 +11,17 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use redb::{Database, DatabaseError};
+use redb::{Database, DatabaseError, ReadableTable, WriteTransaction};
 
 use super::error::{IndexContext, Result, StoreError};
-use super::index::{all_packs, begin_write, WriteTables, FORMAT_VERSION, META_FORMAT, META_GARBAGE, META_NEXT_PACK};
+use super::index::{
+    all_packs, begin_write, run_info, WriteTables, FORMAT_REDB_ROWS, FORMAT_VERSION, META_CHUNKS, META_FORMAT,
+    META_GARBAGE, META_NEXT_PACK, V2_CHUNKS, V2_REFS,
+};
 use super::pack::{check_pack_header, pack_path, parse_pack_name, sync_dir, PACKS_DIR};
+use super::run::{parse_run_name, run_path, Group, Location, Run};
 use super::write::{ActivePack, WriterState};
 use super::{ChunkStore, StoreConfig};
 
@@ -37,6 +41,11 @@ pub struct RecoveryReport {
     /// Packs whose file is shorter than its committed length, or whose
     /// header is wrong: (pack, what is wrong). Never appended to.
     pub damaged_packs: Vec<(u32, String)>,
+    /// Chunk index files of a generation the index does not name (left by
+    /// a merge interrupted before or after its commit), deleted.
+    pub stale_runs_removed: Vec<u64>,
+    /// Chunks moved from a format 2 index into the dense index at this open.
+    pub migrated_chunks: u64,
 }
 
 impl RecoveryReport {
@@ -61,14 +70,15 @@ impl ChunkStore {
         fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(format!("creating {}", packs_dir.display()), e))?;
         let index = dir.join(INDEX_FILE);
         let existed = fs::metadata(&index).is_ok_and(|m| m.len() > 0);
-        let db = open_db(&index, &config)?;
+        let mut db = open_db(&index, &config)?;
         let files = list_packs(&packs_dir)?;
 
         // Initialise or validate the format, refusing to orphan existing packs.
         let init = (|| {
             let txn = begin_write(&db, "initialising")?;
+            let mut migrated = None;
             {
-                let mut t = WriteTables::open(&txn)?;
+                let mut t = WriteTables::open(&txn, Arc::new(Run::empty()))?;
                 match t.meta(META_FORMAT)? {
                     None if !files.is_empty() => {
                         return Err(StoreError::IndexMissing { dir: dir.clone(), index: index.clone() })
@@ -77,39 +87,118 @@ impl ChunkStore {
                         t.set_meta(META_FORMAT, FORMAT_VERSION)?;
                         t.set_meta(META_NEXT_PACK, 0)?;
                         t.set_meta(META_GARBAGE, 0)?;
+                        t.set_meta(META_CHUNKS, 0)?;
                     }
                     Some(FORMAT_VERSION) => {}
+                    Some(FORMAT_REDB_ROWS) => migrated = Some(migrate_v2(&txn, &mut t)?),
                     Some(found) => return Err(StoreError::UnsupportedFormat { found, supported: FORMAT_VERSION }),
                 }
             }
-            txn.commit().ctx("initialising")
-        })();
-        if let Err(e) = init {
-            drop(db);
-            if !existed {
-                // Do not leave behind an empty index we created ourselves.
-                let _ = fs::remove_file(&index);
+            if migrated.is_some() {
+                txn.delete_table(V2_CHUNKS).ctx("migrating the index")?;
+                txn.delete_table(V2_REFS).ctx("migrating the index")?;
             }
-            return Err(e);
-        }
+            txn.commit().ctx("initialising")?;
+            Ok(migrated.unwrap_or(0))
+        })();
+        let migrated = match init {
+            Ok(m) => m,
+            Err(e) => {
+                drop(db);
+                if !existed {
+                    // Do not leave behind an empty index we created ourselves.
+                    let _ = fs::remove_file(&index);
+                }
+                return Err(e);
+            }
+        };
 
-        let (writer, recovery) = recover(&dir, &db, &config, files)?;
-        Ok(ChunkStore {
+        let (mut writer, mut recovery) = recover(&dir, &db, &config, files)?;
+        // The redb file holds only small tables and the delta now; giving
+        // back the pages earlier deltas and commits left free keeps it at a
+        // few bytes per chunk (nothing else has the database open yet).
+        db.compact().map_err(|e| StoreError::index("compacting the index", e))?;
+        recovery.migrated_chunks = migrated;
+        let (run, delta_len) = {
+            let txn = db.begin_read().ctx("reading the index")?;
+            let info = run_info(&txn.open_table(super::index::META).ctx("opening meta")?)?;
+            let delta_len =
+                redb::ReadableTableMetadata::len(&txn.open_table(super::index::DELTA).ctx("opening chunk changes")?)
+                    .ctx("counting chunk changes")?;
+            recovery.stale_runs_removed = remove_stale_runs(&dir, info.gen)?;
+            (Run::open(&dir, info)?, delta_len)
+        };
+        let store = ChunkStore {
             dir,
             config,
-            db,
-            writer: Mutex::new(writer),
+            db: RwLock::new(db),
+            writer: Mutex::new(WriterState { active: None, next_pack: 0 }),
             files: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),
+            run: RwLock::new(Arc::new(run)),
             recovery,
             fail_writes: AtomicBool::new(false),
-        })
+        };
+        store.maybe_merge(&mut writer, delta_len);
+        *store.writer.lock().unwrap_or_else(|e| e.into_inner()) = writer;
+        Ok(store)
     }
 
     /// What recovery did when this store was opened.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
     }
+}
+
+/// Moves a format 2 index (every chunk and reference a redb row) into the
+/// delta table of format 3, in the open's transaction; the caller drops the
+/// old tables. The first merge then writes the dense run. Returns the
+/// number of chunks moved.
+fn migrate_v2(txn: &WriteTransaction, t: &mut WriteTables<'_>) -> Result<u64> {
+    const C: &str = "migrating the index";
+    let mut groups: HashMap<[u8; 20], Group> = HashMap::new();
+    for row in txn.open_table(V2_CHUNKS).ctx(C)?.iter().ctx(C)? {
+        let (k, v) = row.ctx(C)?;
+        let (pack, offset, len, crc, _owners) = v.value();
+        let offset = u32::try_from(offset)
+            .map_err(|_| StoreError::Config(format!("record offset {offset} does not fit the format 3 index")))?;
+        groups.insert(k.value(), Group { loc: Location { pack, offset, len, crc }, refs: Vec::new() });
+    }
+    for row in txn.open_table(V2_REFS).ctx(C)?.iter().ctx(C)? {
+        let (k, v) = row.ctx(C)?;
+        let (owner, id) = k.value();
+        let number = t.owner_number(&pastiche_core::PublicKey(owner), true)?.expect("created");
+        if let Some(g) = groups.get_mut(&id) {
+            g.set_count(number, v.value());
+        }
+    }
+    for (id, g) in &groups {
+        t.put_group(&pastiche_core::ChunkId(*id), g)?;
+    }
+    t.set_meta(META_CHUNKS, groups.len() as u64)?;
+    t.set_meta(META_FORMAT, FORMAT_VERSION)?;
+    Ok(groups.len() as u64)
+}
+
+/// Deletes run files of any generation but `current`; returns theirs.
+fn remove_stale_runs(dir: &Path, current: u64) -> Result<Vec<u64>> {
+    let ctx = |e| StoreError::io(format!("listing {}", dir.display()), e);
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir).map_err(ctx)? {
+        let entry = entry.map_err(ctx)?;
+        let Some(gen) = entry.file_name().to_str().and_then(parse_run_name) else {
+            continue;
+        };
+        if gen != current {
+            remove_orphan(&run_path(dir, gen))?;
+            removed.push(gen);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir).map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
+    }
+    removed.sort_unstable();
+    Ok(removed)
 }
 
 fn open_db(index: &Path, config: &StoreConfig) -> Result<Database> {

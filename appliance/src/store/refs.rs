@@ -7,12 +7,10 @@
 
 use std::collections::HashSet;
 
-use redb::{ReadOnlyTable, ReadableTable};
-
 use pastiche_core::{ChunkId, PublicKey};
 
 use super::error::{IndexContext, Result};
-use super::index::{all_usage, begin_write, RefKey, Released, WriteTables, REFS, USAGE};
+use super::index::{begin_write, for_each_group, IndexView, Released, WriteTables};
 use super::ChunkStore;
 
 /// Lookups a [`RefLookup`] answers from one snapshot before taking a new
@@ -29,7 +27,8 @@ pub(super) const LOOKUPS_PER_SNAPSHOT: u32 = 4096;
 pub struct RefLookup<'a> {
     store: &'a ChunkStore,
     owner: PublicKey,
-    snapshot: Option<ReadOnlyTable<RefKey, u32>>,
+    /// The snapshot, and the owner's number in it (None: no references).
+    snapshot: Option<(IndexView, Option<u32>)>,
     lookups: u32,
 }
 
@@ -39,16 +38,20 @@ impl RefLookup<'_> {
         if self.lookups == LOOKUPS_PER_SNAPSHOT {
             self.snapshot = None;
         }
-        let refs = match &mut self.snapshot {
-            Some(refs) => refs,
+        let (view, number) = match &mut self.snapshot {
+            Some(s) => s,
             empty => {
                 self.lookups = 0;
-                let txn = self.store.db.begin_read().ctx("starting a read")?;
-                empty.insert(txn.open_table(REFS).ctx("opening references")?)
+                let view = self.store.view()?;
+                let number = view.owner_number(&self.owner)?;
+                empty.insert((view, number))
             }
         };
         self.lookups += 1;
-        Ok(refs.get((self.owner.0, id.0)).ctx("reading reference")?.map_or(0, |g| g.value()))
+        let Some(number) = *number else {
+            return Ok(0);
+        };
+        Ok(view.group(id)?.map_or(0, |g| g.count(number)))
     }
 }
 
@@ -83,8 +86,8 @@ impl ChunkStore {
     /// commit. Ids not stored are listed in `missing` and otherwise ignored:
     /// the caller must send those chunks with [`ChunkStore::put_batch`].
     pub fn add_refs(&self, owner: &PublicKey, ids: &[ChunkId]) -> Result<RefSummary> {
-        let _w = self.lock_writer();
-        self.write_txn("adding references", |t| {
+        let mut w = self.lock_writer();
+        self.write_txn_merging(&mut w, "adding references", |t| {
             let mut s = RefSummary::default();
             for id in ids {
                 if t.add_ref(owner, id, 1)? {
@@ -102,8 +105,8 @@ impl ChunkStore {
     /// no owner is garbage. Ids the owner does not reference are listed in
     /// `missing`.
     pub fn release(&self, owner: &PublicKey, ids: &[ChunkId]) -> Result<RefSummary> {
-        let _w = self.lock_writer();
-        self.write_txn("releasing references", |t| {
+        let mut w = self.lock_writer();
+        self.write_txn_merging(&mut w, "releasing references", |t| {
             let mut s = RefSummary::default();
             for id in ids {
                 let r = t.release_ref(owner, id, Some(1))?;
@@ -121,16 +124,18 @@ impl ChunkStore {
     /// their counts. Live ids the owner does not reference are listed in
     /// `missing` (data a snapshot needs but the store lacks for this owner).
     pub fn retain_only(&self, owner: &PublicKey, live: &HashSet<ChunkId>) -> Result<RefSummary> {
-        let _w = self.lock_writer();
-        self.write_txn("pruning references", |t| {
+        let mut w = self.lock_writer();
+        self.write_txn_merging(&mut w, "pruning references", |t| {
             let mut dead = Vec::new();
-            let range = t.refs.range((owner.0, [0u8; 20])..=(owner.0, [0xffu8; 20])).ctx("listing references")?;
-            for row in range {
-                let (k, _) = row.ctx("listing references")?;
-                let id = ChunkId(k.value().1);
-                if !live.contains(&id) {
-                    dead.push(id);
-                }
+            if let Some(number) = t.owner_number(owner, false)? {
+                // One pass over every chunk: the run is sorted by chunkId,
+                // not by owner.
+                for_each_group(&t.delta, &t.run, |id, g| {
+                    if g.count(number) > 0 && !live.contains(&id) {
+                        dead.push(id);
+                    }
+                    Ok(())
+                })?;
             }
             let mut s = RefSummary::default();
             for id in &dead {
@@ -156,19 +161,16 @@ impl ChunkStore {
         RefLookup { store: self, owner, snapshot: None, lookups: 0 }
     }
 
-    /// The owners of a chunk with their reference counts (empty for garbage
-    /// or unknown chunks). Costs one lookup per owner of the whole store,
-    /// which is a handful on a box and tens on a buddy.
+    /// The owners of a chunk with their reference counts, in key order
+    /// (empty for garbage or unknown chunks).
     pub fn owners(&self, id: &ChunkId) -> Result<Vec<(PublicKey, u32)>> {
-        let txn = self.db.begin_read().ctx("starting a read")?;
-        let refs = txn.open_table(REFS).ctx("opening references")?;
-        let usage = txn.open_table(USAGE).ctx("opening usage")?;
-        let mut out = Vec::new();
-        for (owner, _) in all_usage(&usage)? {
-            if let Some(n) = refs.get((owner.0, id.0)).ctx("reading reference")? {
-                out.push((owner, n.value()));
-            }
-        }
+        let view = self.view()?;
+        let Some(g) = view.group(id)? else {
+            return Ok(Vec::new());
+        };
+        let keys = view.owner_keys()?;
+        let mut out: Vec<_> = g.refs.iter().filter_map(|&(o, n)| keys.get(&o).map(|k| (*k, n))).collect();
+        out.sort_by_key(|(k, _)| k.0);
         Ok(out)
     }
 
@@ -180,10 +182,32 @@ impl ChunkStore {
         what: &'static str,
         f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>,
     ) -> Result<R> {
-        let txn = begin_write(&self.db, what)?;
+        self.write_txn_len(what, f).map(|(r, _)| r)
+    }
+
+    /// [`ChunkStore::write_txn`], then a merge of the delta table if it has
+    /// grown past its share.
+    pub(crate) fn write_txn_merging<R>(
+        &self,
+        state: &mut super::write::WriterState,
+        what: &'static str,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let (r, delta_len) = self.write_txn_len(what, f)?;
+        self.maybe_merge(state, delta_len);
+        Ok(r)
+    }
+
+    fn write_txn_len<R>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>,
+    ) -> Result<(R, u64)> {
+        let txn = begin_write(&self.db(), what)?;
         let r = {
-            let mut t = WriteTables::open(&txn)?;
-            f(&mut t)?
+            let mut t = WriteTables::open(&txn, self.current_run())?;
+            let r = f(&mut t)?;
+            (r, t.delta_len()?)
         };
         txn.commit().ctx(what)?;
         Ok(r)

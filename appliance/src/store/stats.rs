@@ -1,12 +1,10 @@
 //! Store-wide figures, all from counters the index keeps up to date (no
 //! scan of the chunks).
 
-use redb::ReadableTableMetadata;
-
 use pastiche_core::PublicKey;
 
-use super::error::{IndexContext, Result};
-use super::index::{all_packs, all_usage, get_meta, CHUNKS, META, META_GARBAGE, PACKS, USAGE};
+use super::error::Result;
+use super::index::{META_CHUNKS, META_GARBAGE};
 use super::pack::PACK_HEADER_LEN;
 use super::ChunkStore;
 
@@ -41,17 +39,21 @@ pub struct StoreStats {
     pub garbage_bytes: u64,
     /// Usage per owner, in key order.
     pub owners: Vec<OwnerUsage>,
+    /// Disk bytes of the index (the redb database and the chunk run).
+    pub index_bytes: u64,
+    /// RAM the chunk run keeps for lookups (its fan-out table).
+    pub index_ram_bytes: u64,
 }
 
 impl ChunkStore {
     /// Counts chunks, bytes, packs, garbage and per-owner usage.
     pub fn stats(&self) -> Result<StoreStats> {
-        let txn = self.db.begin_read().ctx("starting a read")?;
-        let chunks = txn.open_table(CHUNKS).ctx("opening chunks")?.len().ctx("counting chunks")?;
-        let packs = all_packs(&txn.open_table(PACKS).ctx("opening packs")?)?;
-        let meta = txn.open_table(META).ctx("opening meta")?;
-        let garbage_chunks = get_meta(&meta, META_GARBAGE)?.unwrap_or(0);
-        let owners = all_usage(&txn.open_table(USAGE).ctx("opening usage")?)?
+        let view = self.view()?;
+        let chunks = view.meta(META_CHUNKS)?.unwrap_or(0);
+        let packs = view.packs()?;
+        let garbage_chunks = view.meta(META_GARBAGE)?.unwrap_or(0);
+        let owners = view
+            .usage()?
             .into_iter()
             .map(|(owner, u)| OwnerUsage { owner, bytes: u.bytes, chunks: u.chunks })
             .collect();
@@ -66,6 +68,14 @@ impl ChunkStore {
             live_bytes,
             garbage_bytes,
             owners,
+            index_bytes: self.index_bytes(&view.run),
+            index_ram_bytes: view.run.ram_bytes() as u64,
         })
+    }
+
+    /// Disk bytes of the index: the redb file and the current run.
+    fn index_bytes(&self, run: &super::run::Run) -> u64 {
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        size(&self.dir.join(super::INDEX_FILE)) + run.path.as_deref().map_or(0, size)
     }
 }

@@ -278,8 +278,8 @@ impl ChunkStore {
             return Ok(PutSummary::default());
         }
         let mut state = self.lock_writer();
-        let txn = begin_write(&self.db, "starting a write")?;
-        let mut t = WriteTables::open(&txn)?;
+        let txn = begin_write(&self.db(), "starting a write")?;
+        let mut t = WriteTables::open(&txn, self.current_run())?;
         let mut app = Appender::new(self, &mut state);
         let mut placed: HashMap<ChunkId, ChunkEntry> = HashMap::new();
         let mut sum = PutSummary::default();
@@ -303,9 +303,11 @@ impl ChunkStore {
         for (id, _) in items {
             t.add_ref(owner, id, 1)?;
         }
+        let delta_len = t.delta_len()?;
         drop(t);
         txn.commit().ctx("committing a batch")?;
         app.finish();
+        self.maybe_merge(&mut state, delta_len);
         Ok(sum)
     }
 

@@ -224,6 +224,69 @@ fn a_version_1_store_is_refused_with_a_clear_error() {
     txn.commit().unwrap();
     drop(db);
     let err = ChunkStore::open_with(dir.path(), small_config()).unwrap_err();
-    assert!(matches!(err, StoreError::UnsupportedFormat { found: 1, supported: 2 }), "{err}");
+    assert!(matches!(err, StoreError::UnsupportedFormat { found: 1, supported: 3 }), "{err}");
     assert!(err.to_string().contains("cannot be migrated"), "{err}");
+}
+
+/// Writes what a format 2 build left: every chunk and reference a redb
+/// row, no run file.
+fn write_v2_store(dir: &std::path::Path, items: &[(ChunkId, Vec<u8>)], owners: &[PublicKey]) {
+    use crate::store::index::{V2_CHUNKS, V2_REFS};
+    // Packs and packs/usage/meta tables as format 3 writes them, then the
+    // chunk entries moved back into format 2's tables.
+    let store = open_small(dir);
+    for o in owners {
+        put(&store, o, items);
+    }
+    let entries: Vec<_> = items.iter().map(|(id, _)| (*id, store.lookup(id).unwrap().unwrap())).collect();
+    drop(store);
+    for f in std::fs::read_dir(dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "run") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let db = redb::Database::open(dir.join(crate::store::INDEX_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(crate::store::index::META).unwrap();
+        meta.insert(crate::store::index::META_FORMAT, 2).unwrap();
+        for k in
+            [crate::store::index::META_RUN_GEN, crate::store::index::META_RUN_ROWS, crate::store::index::META_RUN_CRC]
+        {
+            meta.remove(k).unwrap();
+        }
+        let mut chunks = txn.open_table(V2_CHUNKS).unwrap();
+        let mut refs = txn.open_table(V2_REFS).unwrap();
+        for (id, e) in &entries {
+            chunks.insert(&id.0, (e.pack, e.offset, e.len, e.crc, owners.len() as u32)).unwrap();
+            for o in owners {
+                refs.insert((o.0, id.0), 1).unwrap();
+            }
+        }
+    }
+    for t in ["chunk_delta", "owner_numbers", "owner_keys"] {
+        txn.delete_table(redb::TableDefinition::<&str, u64>::new(t)).ok();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_format_2_store_is_migrated_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let items = chunks(0, 30, 1500);
+    write_v2_store(dir.path(), &items, &[owner(1), owner(2)]);
+    let store = open_small(dir.path());
+    assert_eq!(store.recovery().migrated_chunks, 30);
+    assert_all_readable(&store, &items);
+    assert_eq!(store.owners(&items[7].0).unwrap(), vec![(owner(1), 1), (owner(2), 1)]);
+    let report = store.check(crate::store::CheckMode::ReadAll).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    // It keeps working as a format 3 store, and reopens as one.
+    put(&store, &owner(1), &chunks(100, 5, 1500));
+    drop(store);
+    let store = open_small(dir.path());
+    assert_eq!(store.recovery().migrated_chunks, 0);
+    assert_eq!(store.stats().unwrap().chunks, 35);
+    assert!(store.check(crate::store::CheckMode::ReadAll).unwrap().is_ok());
 }

@@ -5,6 +5,7 @@ mod check;
 mod compact;
 mod crash;
 mod refs;
+mod run;
 
 use pastiche_core::{ChunkId, Handle, PublicKey};
 
@@ -36,9 +37,10 @@ pub(super) fn chunks(first: u64, n: u64, len: usize) -> Vec<(ChunkId, Vec<u8>)> 
     (first..first + n).map(|s| chunk(s, len + (s as usize * 37) % 500)).collect()
 }
 
-/// Small packs and batches so rotation and batching show up in tiny tests.
+/// Small packs, batches and deltas so rotation, batching and merges of the
+/// chunk run show up in tiny tests.
 pub(super) fn small_config() -> StoreConfig {
-    StoreConfig { pack_limit: 64 << 10, batch_bytes: 32 << 10, cache_bytes: 4 << 20 }
+    StoreConfig { pack_limit: 64 << 10, batch_bytes: 32 << 10, cache_bytes: 4 << 20, merge_min: 3 }
 }
 
 pub(super) fn open_small(dir: &std::path::Path) -> ChunkStore {
