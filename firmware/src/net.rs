@@ -53,6 +53,12 @@ pub const TCP_TX: usize = 2 * 1024;
 pub const RECORD_LIMIT: usize = TCP_RX / 2 - RECORD_HEADER_LEN;
 /// Time from accept to the end of the channel handshake and the hello.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Frames up to this many payload bytes are copied out of the decoder before
+/// they are handled, and the decoder's buffer becomes the store's scratch
+/// for the reply (a `Chunk` read for `GetChunk`): so no third 64 KiB buffer.
+/// Requests that read from the store (`GetChunk`, `GetObject`, `GetRoot`)
+/// are far smaller; larger frames (uploads) get no scratch.
+pub const SMALL_REQUEST: usize = 256;
 /// Time a frame may hold the shared decoder from its first byte to its last.
 pub const FRAME_TIMEOUT_MS: u64 = 10_000;
 
@@ -123,12 +129,9 @@ pub struct Service<'a> {
     turn: Option<Turn>,
     /// Round-robin start for picking the next connection to read.
     next_conn: usize,
+    /// Also the store's scratch for small requests (see [`SMALL_REQUEST`]).
     decoder: Option<FrameDecoder<'a>>,
-    /// The decoder's buffer, to lend a fresh decoder after a stream broke
-    /// mid-frame (the old decoder is dropped first; see [`relend`]).
-    dec_buf: *mut [u8],
     out: &'a mut [u8],
-    scratch: &'a mut [u8],
     /// The turn's record: its decrypted plaintext not yet decoded is
     /// `record[rec_at..rec_end]`.
     record: &'a mut [u8],
@@ -151,7 +154,6 @@ impl<'a> Service<'a> {
         identity: Identity,
         dec_buf: &'a mut [u8],
         out: &'a mut [u8],
-        scratch: &'a mut [u8],
         record: &'a mut [u8],
         chans: &'a mut [Chan; TCP_SOCKETS],
         now: u64,
@@ -177,16 +179,13 @@ impl<'a> Service<'a> {
             next_conn: 0,
             // One decoder for every connection: it is only switched between
             // connections when idle (no partial frame), so it needs no reset.
-            decoder: None,
-            dec_buf: dec_buf as *mut [u8],
+            decoder: FrameDecoder::new(dec_buf).ok(),
             out,
-            scratch,
             record,
             rec_at: 0,
             rec_end: 0,
             sessions: 0,
         };
-        s.reset_decoder();
         if !cfg.dhcp {
             s.go_static();
         }
@@ -194,11 +193,12 @@ impl<'a> Service<'a> {
         s
     }
 
-    /// A fresh decoder over the shared buffer: after a stream ended inside
-    /// a frame, or its framing was lost.
+    /// Starts the shared decoder over: after a stream ended inside a
+    /// frame, or its framing was lost.
     fn reset_decoder(&mut self) {
-        self.decoder = None;
-        self.decoder = FrameDecoder::new(relend(self.dec_buf)).ok();
+        if let Some(d) = self.decoder.as_mut() {
+            d.reset();
+        }
     }
 
     fn go_static(&mut self) {
@@ -472,7 +472,9 @@ impl<'a> Service<'a> {
             // 2. The reply is out: the commit's second phase.
             if turn.resume {
                 turn.resume = false;
-                let r = session.resume(store, Buffers { out: self.out, scratch: self.scratch });
+                // Between frames: the decoder's buffer is free.
+                let scratch = self.decoder.as_mut().and_then(|d| d.idle_buffer()).unwrap_or(&mut []);
+                let r = session.resume(store, Buffers { out: self.out, scratch });
                 on_reply(turn, c, &r, self.out);
                 continue;
             }
@@ -492,7 +494,7 @@ impl<'a> Service<'a> {
             // 3. Decode the plaintext already decrypted.
             if self.rec_at < self.rec_end {
                 let out = &mut *self.out;
-                let scratch = &mut *self.scratch;
+                let mut small = [0u8; SMALL_REQUEST];
                 match decoder.feed(&self.record[self.rec_at..self.rec_end]) {
                     Ok(fed) => {
                         self.rec_at += fed.consumed;
@@ -503,8 +505,18 @@ impl<'a> Service<'a> {
                                 c.frames += 1;
                                 let r = if claims_another_key(payload, channel.peer()) {
                                     refuse_hello(out)
+                                } else if payload.len() <= SMALL_REQUEST {
+                                    // A request that reads from the store:
+                                    // copied out, so the decoder's buffer
+                                    // is the scratch the reply is read into.
+                                    let n = payload.len();
+                                    small[..n].copy_from_slice(payload);
+                                    let scratch = decoder.idle_buffer().unwrap_or(&mut []);
+                                    session.handle(&small[..n], store, Buffers { out, scratch }, now)
                                 } else {
-                                    session.handle(payload, store, Buffers { out, scratch }, now)
+                                    // Larger frames carry data in; no
+                                    // request that reads out is this large.
+                                    session.handle(payload, store, Buffers { out, scratch: &mut [] }, now)
                                 };
                                 on_reply(turn, c, &r, self.out);
                             }
@@ -524,7 +536,7 @@ impl<'a> Service<'a> {
                     }
                     Err(e) => {
                         self.rec_at = self.rec_end;
-                        let r = session.on_wire_error(e, Buffers { out, scratch });
+                        let r = session.on_wire_error(e, Buffers { out, scratch: &mut [] });
                         on_reply(turn, c, &r, self.out);
                     }
                 }
@@ -672,12 +684,4 @@ fn on_reply(t: &mut Turn, c: &mut Conn<'_>, r: &Reply, out: &[u8]) {
     if let Some(why) = r.refused {
         defmt::warn!("session: refused ({=u16}): {=str}", why.code as u16, why.reason);
     }
-}
-
-/// Lends the decoder buffer again, to a fresh decoder.
-fn relend<'a>(p: *mut [u8]) -> &'a mut [u8] {
-    // SAFETY: `p` comes from the `&'a mut [u8]` given to `Service::new`; the
-    // only borrow ever made from it is the decoder's, and the previous
-    // decoder was dropped (set to `None`) before this is called.
-    unsafe { &mut *p }
 }

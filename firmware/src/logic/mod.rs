@@ -13,6 +13,7 @@ pub mod crc;
 pub mod ramdisk;
 pub mod record;
 pub mod store;
+pub mod table;
 
 #[cfg(test)]
 mod tests;
