@@ -40,7 +40,7 @@ pub type Store = LogStore<'static, HostDisk, CHUNKS, OBJECTS>;
 // Each is borrowed once, in `main`, before anything else runs.
 static mut DECODER_BUF: [u8; DECODER_BUFFER_LEN] = [0; DECODER_BUFFER_LEN];
 static mut OUT_BUF: [u8; OUT_LEN] = [0; OUT_LEN];
-static mut RECORD: [u8; net::TCP_RX] = [0; net::TCP_RX];
+static mut RECORD: [u8; net::RECORD_BUF] = [0; net::RECORD_BUF];
 // Each connection's channel state (about 900 bytes while handshaking): a
 // static, so it is neither on the stack nor copied when the service is built.
 static mut CHANS: [net::Chan; net::TCP_SOCKETS] = [const { net::Chan::None }; net::TCP_SOCKETS];

@@ -31,6 +31,7 @@ use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, FrameDecoder, Messa
 use pastiche_core::{Identity, PublicKey};
 use pastiche_firmware::logic::beacon::{Beacon, Role, BEACON_INTERVAL_MS, BEACON_PORT};
 use pastiche_firmware::logic::config::Config;
+use pastiche_firmware::logic::frames::{claims_another_key, has_welcome};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant;
@@ -42,7 +43,9 @@ use crate::Store;
 
 /// Sockets listening for the buddy service.
 pub const TCP_SOCKETS: usize = 6;
-/// Each socket's receive buffer.
+/// Each socket's receive buffer. (6 KiB, to let a lossy link's sender
+/// fast-retransmit, was tried and measured slower over the 5% loss link:
+/// see `docs/BENCHMARKS.md`.)
 pub const TCP_RX: usize = 2 * 1024;
 /// Each socket's send buffer.
 pub const TCP_TX: usize = 2 * 1024;
@@ -51,6 +54,8 @@ pub const TCP_TX: usize = 2 * 1024;
 /// free and the sender's silly-window avoidance still sends the rest (a
 /// whole record must be in before it is taken out).
 pub const RECORD_LIMIT: usize = TCP_RX / 2 - RECORD_HEADER_LEN;
+/// Bytes of the shared buffer a whole record is taken into.
+pub const RECORD_BUF: usize = RECORD_HEADER_LEN + RECORD_LIMIT;
 /// Time from accept to the end of the channel handshake and the hello.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Frames up to this many payload bytes are copied out of the decoder before
@@ -626,13 +631,6 @@ fn seal_into(sock: &mut tcp::Socket, channel: &mut Channel, plain: &[u8]) -> Res
     sent.unwrap_or(Err(()))
 }
 
-/// Whether a frame is a hello claiming another key than the one the
-/// channel proved: a peer may not run the channel as one box and the
-/// session as another.
-fn claims_another_key(payload: &[u8], peer: PublicKey) -> bool {
-    payload.first() == Some(&1) && matches!(Message::decode(payload), Ok(Message::Hello(h)) if h.client_key != peer)
-}
-
 /// The refusal of such a hello: `Error NotAuthenticated`, then close.
 fn refuse_hello(out: &mut [u8]) -> Reply {
     let msg = Message::Error(ErrorMsg { code: ErrorCode::NotAuthenticated, message: "hello key differs from the channel's" });
@@ -659,17 +657,6 @@ fn end_session(c: &mut Conn<'_>, why: &'static str) {
     }
     c.close = false;
     *c.chan = Chan::None;
-}
-
-/// Whether a reply holds a `Welcome` (the client is authenticated).
-fn has_welcome(mut frames: &[u8]) -> bool {
-    while let Ok(f) = pastiche_core::wire::Frame::new_checked(frames) {
-        if f.payload().first() == Some(&4) {
-            return true;
-        }
-        frames = frames.get(f.total_len()..).unwrap_or(&[]);
-    }
-    false
 }
 
 /// Records what the session asked for.
