@@ -44,8 +44,8 @@ use crate::Store;
 /// Sockets listening for the buddy service.
 pub const TCP_SOCKETS: usize = 6;
 /// Each socket's receive buffer. (6 KiB, to let a lossy link's sender
-/// fast-retransmit, was tried and measured slower over the 5% loss link:
-/// see `docs/BENCHMARKS.md`.)
+/// fast-retransmit, was tried: over the 5% loss link a frame then took
+/// longer than [`FRAME_TIMEOUT_MS`]; see `docs/BENCHMARKS.md`.)
 pub const TCP_RX: usize = 2 * 1024;
 /// Each socket's send buffer.
 pub const TCP_TX: usize = 2 * 1024;
