@@ -19,10 +19,12 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress};
 
 use board::{clock::Clock, disk::HostDisk, entropy::Entropy, lan9118::Lan9118, semihosting, stack};
 
-/// Chunks the index holds (32 bytes of RAM each).
-const CHUNKS: usize = 240;
-/// Metadata objects the index holds (32 bytes each).
-const OBJECTS: usize = 32;
+/// Chunk versions the on-disk chunk table holds (32 bytes of disk each, no
+/// RAM): 8 MiB of disk, a quarter full at 65,536 chunks (1 GiB of 16 KiB
+/// chunks), so probe sequences stay short.
+const CHUNKS: usize = 1 << 18;
+/// Metadata objects the on-disk object table holds (32 bytes of disk each).
+const OBJECTS: usize = 1 << 14;
 /// TCP buffers per socket.
 use net::{TCP_RX, TCP_TX};
 /// The largest reply frame a buddy sends: `Chunk` with a maximum sealed
@@ -38,8 +40,7 @@ pub type Store = LogStore<'static, HostDisk, CHUNKS, OBJECTS>;
 // Each is borrowed once, in `main`, before anything else runs.
 static mut DECODER_BUF: [u8; DECODER_BUFFER_LEN] = [0; DECODER_BUFFER_LEN];
 static mut OUT_BUF: [u8; OUT_LEN] = [0; OUT_LEN];
-static mut SCRATCH: [u8; MAX_SEALED] = [0; MAX_SEALED];
-static mut RECORD: [u8; net::TCP_RX] = [0; net::TCP_RX];
+static mut RECORD: [u8; net::RECORD_BUF] = [0; net::RECORD_BUF];
 // Each connection's channel state (about 900 bytes while handshaking): a
 // static, so it is neither on the stack nor copied when the service is built.
 static mut CHANS: [net::Chan; net::TCP_SOCKETS] = [const { net::Chan::None }; net::TCP_SOCKETS];
@@ -60,12 +61,11 @@ fn main() -> ! {
     let mut clock = Clock::start(cp.SYST);
 
     // SAFETY: `main` runs once and these statics are borrowed only here.
-    let (cmdline_buf, dec_buf, out, scratch, record, chans, index, tcp_bufs, sockets_storage, nic_slot) = unsafe {
+    let (cmdline_buf, dec_buf, out, record, chans, index, tcp_bufs, sockets_storage, nic_slot) = unsafe {
         (
             &mut *addr_of_mut!(CMDLINE),
             &mut *addr_of_mut!(DECODER_BUF),
             &mut *addr_of_mut!(OUT_BUF),
-            &mut *addr_of_mut!(SCRATCH),
             &mut *addr_of_mut!(RECORD),
             &mut *addr_of_mut!(CHANS),
             &mut *addr_of_mut!(INDEX),
@@ -148,7 +148,6 @@ fn main() -> ! {
         identity,
         &mut dec_buf[..],
         &mut out[..],
-        &mut scratch[..],
         &mut record[..],
         chans,
         now,

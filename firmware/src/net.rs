@@ -31,6 +31,7 @@ use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, FrameDecoder, Messa
 use pastiche_core::{Identity, PublicKey};
 use pastiche_firmware::logic::beacon::{Beacon, Role, BEACON_INTERVAL_MS, BEACON_PORT};
 use pastiche_firmware::logic::config::Config;
+use pastiche_firmware::logic::frames::{claims_another_key, has_welcome};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant;
@@ -42,7 +43,9 @@ use crate::Store;
 
 /// Sockets listening for the buddy service.
 pub const TCP_SOCKETS: usize = 6;
-/// Each socket's receive buffer.
+/// Each socket's receive buffer. (6 KiB, to let a lossy link's sender
+/// fast-retransmit, was tried: over the 5% loss link a frame then took
+/// longer than [`FRAME_TIMEOUT_MS`]; see `docs/BENCHMARKS.md`.)
 pub const TCP_RX: usize = 2 * 1024;
 /// Each socket's send buffer.
 pub const TCP_TX: usize = 2 * 1024;
@@ -51,8 +54,16 @@ pub const TCP_TX: usize = 2 * 1024;
 /// free and the sender's silly-window avoidance still sends the rest (a
 /// whole record must be in before it is taken out).
 pub const RECORD_LIMIT: usize = TCP_RX / 2 - RECORD_HEADER_LEN;
+/// Bytes of the shared buffer a whole record is taken into.
+pub const RECORD_BUF: usize = RECORD_HEADER_LEN + RECORD_LIMIT;
 /// Time from accept to the end of the channel handshake and the hello.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Frames up to this many payload bytes are copied out of the decoder before
+/// they are handled, and the decoder's buffer becomes the store's scratch
+/// for the reply (a `Chunk` read for `GetChunk`): so no third 64 KiB buffer.
+/// Requests that read from the store (`GetChunk`, `GetObject`, `GetRoot`)
+/// are far smaller; larger frames (uploads) get no scratch.
+pub const SMALL_REQUEST: usize = 256;
 /// Time a frame may hold the shared decoder from its first byte to its last.
 pub const FRAME_TIMEOUT_MS: u64 = 10_000;
 
@@ -123,12 +134,9 @@ pub struct Service<'a> {
     turn: Option<Turn>,
     /// Round-robin start for picking the next connection to read.
     next_conn: usize,
+    /// Also the store's scratch for small requests (see [`SMALL_REQUEST`]).
     decoder: Option<FrameDecoder<'a>>,
-    /// The decoder's buffer, to lend a fresh decoder after a stream broke
-    /// mid-frame (the old decoder is dropped first; see [`relend`]).
-    dec_buf: *mut [u8],
     out: &'a mut [u8],
-    scratch: &'a mut [u8],
     /// The turn's record: its decrypted plaintext not yet decoded is
     /// `record[rec_at..rec_end]`.
     record: &'a mut [u8],
@@ -151,7 +159,6 @@ impl<'a> Service<'a> {
         identity: Identity,
         dec_buf: &'a mut [u8],
         out: &'a mut [u8],
-        scratch: &'a mut [u8],
         record: &'a mut [u8],
         chans: &'a mut [Chan; TCP_SOCKETS],
         now: u64,
@@ -177,16 +184,13 @@ impl<'a> Service<'a> {
             next_conn: 0,
             // One decoder for every connection: it is only switched between
             // connections when idle (no partial frame), so it needs no reset.
-            decoder: None,
-            dec_buf: dec_buf as *mut [u8],
+            decoder: FrameDecoder::new(dec_buf).ok(),
             out,
-            scratch,
             record,
             rec_at: 0,
             rec_end: 0,
             sessions: 0,
         };
-        s.reset_decoder();
         if !cfg.dhcp {
             s.go_static();
         }
@@ -194,11 +198,12 @@ impl<'a> Service<'a> {
         s
     }
 
-    /// A fresh decoder over the shared buffer: after a stream ended inside
-    /// a frame, or its framing was lost.
+    /// Starts the shared decoder over: after a stream ended inside a
+    /// frame, or its framing was lost.
     fn reset_decoder(&mut self) {
-        self.decoder = None;
-        self.decoder = FrameDecoder::new(relend(self.dec_buf)).ok();
+        if let Some(d) = self.decoder.as_mut() {
+            d.reset();
+        }
     }
 
     fn go_static(&mut self) {
@@ -472,7 +477,9 @@ impl<'a> Service<'a> {
             // 2. The reply is out: the commit's second phase.
             if turn.resume {
                 turn.resume = false;
-                let r = session.resume(store, Buffers { out: self.out, scratch: self.scratch });
+                // Between frames: the decoder's buffer is free.
+                let scratch = self.decoder.as_mut().and_then(|d| d.idle_buffer()).unwrap_or(&mut []);
+                let r = session.resume(store, Buffers { out: self.out, scratch });
                 on_reply(turn, c, &r, self.out);
                 continue;
             }
@@ -492,7 +499,7 @@ impl<'a> Service<'a> {
             // 3. Decode the plaintext already decrypted.
             if self.rec_at < self.rec_end {
                 let out = &mut *self.out;
-                let scratch = &mut *self.scratch;
+                let mut small = [0u8; SMALL_REQUEST];
                 match decoder.feed(&self.record[self.rec_at..self.rec_end]) {
                     Ok(fed) => {
                         self.rec_at += fed.consumed;
@@ -503,8 +510,18 @@ impl<'a> Service<'a> {
                                 c.frames += 1;
                                 let r = if claims_another_key(payload, channel.peer()) {
                                     refuse_hello(out)
+                                } else if payload.len() <= SMALL_REQUEST {
+                                    // A request that reads from the store:
+                                    // copied out, so the decoder's buffer
+                                    // is the scratch the reply is read into.
+                                    let n = payload.len();
+                                    small[..n].copy_from_slice(payload);
+                                    let scratch = decoder.idle_buffer().unwrap_or(&mut []);
+                                    session.handle(&small[..n], store, Buffers { out, scratch }, now)
                                 } else {
-                                    session.handle(payload, store, Buffers { out, scratch }, now)
+                                    // Larger frames carry data in; no
+                                    // request that reads out is this large.
+                                    session.handle(payload, store, Buffers { out, scratch: &mut [] }, now)
                                 };
                                 on_reply(turn, c, &r, self.out);
                             }
@@ -524,7 +541,7 @@ impl<'a> Service<'a> {
                     }
                     Err(e) => {
                         self.rec_at = self.rec_end;
-                        let r = session.on_wire_error(e, Buffers { out, scratch });
+                        let r = session.on_wire_error(e, Buffers { out, scratch: &mut [] });
                         on_reply(turn, c, &r, self.out);
                     }
                 }
@@ -614,13 +631,6 @@ fn seal_into(sock: &mut tcp::Socket, channel: &mut Channel, plain: &[u8]) -> Res
     sent.unwrap_or(Err(()))
 }
 
-/// Whether a frame is a hello claiming another key than the one the
-/// channel proved: a peer may not run the channel as one box and the
-/// session as another.
-fn claims_another_key(payload: &[u8], peer: PublicKey) -> bool {
-    payload.first() == Some(&1) && matches!(Message::decode(payload), Ok(Message::Hello(h)) if h.client_key != peer)
-}
-
 /// The refusal of such a hello: `Error NotAuthenticated`, then close.
 fn refuse_hello(out: &mut [u8]) -> Reply {
     let msg = Message::Error(ErrorMsg { code: ErrorCode::NotAuthenticated, message: "hello key differs from the channel's" });
@@ -649,17 +659,6 @@ fn end_session(c: &mut Conn<'_>, why: &'static str) {
     *c.chan = Chan::None;
 }
 
-/// Whether a reply holds a `Welcome` (the client is authenticated).
-fn has_welcome(mut frames: &[u8]) -> bool {
-    while let Ok(f) = pastiche_core::wire::Frame::new_checked(frames) {
-        if f.payload().first() == Some(&4) {
-            return true;
-        }
-        frames = frames.get(f.total_len()..).unwrap_or(&[]);
-    }
-    false
-}
-
 /// Records what the session asked for.
 fn on_reply(t: &mut Turn, c: &mut Conn<'_>, r: &Reply, out: &[u8]) {
     if !c.welcomed && has_welcome(out.get(..r.len).unwrap_or(&[])) {
@@ -672,12 +671,4 @@ fn on_reply(t: &mut Turn, c: &mut Conn<'_>, r: &Reply, out: &[u8]) {
     if let Some(why) = r.refused {
         defmt::warn!("session: refused ({=u16}): {=str}", why.code as u16, why.reason);
     }
-}
-
-/// Lends the decoder buffer again, to a fresh decoder.
-fn relend<'a>(p: *mut [u8]) -> &'a mut [u8] {
-    // SAFETY: `p` comes from the `&'a mut [u8]` given to `Service::new`; the
-    // only borrow ever made from it is the decoder's, and the previous
-    // decoder was dropped (set to `None`) before this is called.
-    unsafe { &mut *p }
 }

@@ -131,8 +131,14 @@ impl Qemu {
     /// Boots `fw` with `disk` as its disk, forwarding `127.0.0.1:port` to
     /// the buddy's port 7467, and waits until it serves.
     pub fn boot(fw: &Firmware, disk: &Path, log: &Path, port: u16) -> Result<Qemu> {
+        Qemu::boot_with(fw, disk, log, port, "quota_mib=512")
+    }
+
+    /// [`boot`](Self::boot) with other settings (`key=value` words of the
+    /// firmware's command line, e.g. `quota_mib=1024`).
+    pub fn boot_with(fw: &Firmware, disk: &Path, log: &Path, port: u16, settings: &str) -> Result<Qemu> {
         let qemu = qemu().context("qemu-system-arm not found")?;
-        let append = format!("disk={} log={} quota_mib=512 pair={PAIRING_SECRET}", disk.display(), log.display());
+        let append = format!("disk={} log={} {settings} pair={PAIRING_SECRET}", disk.display(), log.display());
         let child = Command::new(qemu)
             .args(["-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"])
             .args(["-semihosting-config", "enable=on,target=native"])

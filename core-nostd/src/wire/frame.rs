@@ -195,6 +195,27 @@ impl<'b> FrameDecoder<'b> {
         Ok(())
     }
 
+    /// Forgets any partial frame and a lost framing: the decoder starts
+    /// over, as new, for another stream.
+    pub fn reset(&mut self) {
+        self.have = 0;
+        self.want = FRAME_HEADER_LEN;
+        self.ready = false;
+        self.poisoned = None;
+    }
+
+    /// Lends the decoder's buffer while it holds no partial frame (the
+    /// frame last handed out is forgotten), so a small device can use the
+    /// one large buffer for other work between frames; `None` mid-frame or
+    /// once poisoned.
+    pub fn idle_buffer(&mut self) -> Option<&mut [u8]> {
+        if !self.is_idle() {
+            return None;
+        }
+        self.reset();
+        Some(&mut *self.buf)
+    }
+
     /// Whether no partial frame is buffered (the stream may end here).
     pub fn is_idle(&self) -> bool {
         self.poisoned.is_none() && (self.ready || self.have == 0)

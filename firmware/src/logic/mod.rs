@@ -6,13 +6,17 @@
 //! - [`ramdisk`]: a RAM block device (also what the tests run the store on).
 //! - [`beacon`]: the LAN beacon's bytes (`docs/PROTOCOL.md`, "LAN beacon").
 //! - [`config`]: the boot command line (`key=value` words).
+//! - [`frames`]: what the network service checks in frames it passes on.
+//! - [`table`]: the on-disk hash tables the store indexes chunks and objects in.
 
 pub mod beacon;
 pub mod config;
 pub mod crc;
+pub mod frames;
 pub mod ramdisk;
 pub mod record;
 pub mod store;
+pub mod table;
 
 #[cfg(test)]
 mod tests;

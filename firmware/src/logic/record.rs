@@ -2,8 +2,9 @@
 //! log of records (documented in `firmware/README.md`, "On-disk format").
 //!
 //! ```text
-//! superblock (64 bytes at offset 0):
-//!   magic "PSTFWLG1" | identity seed [32] | crc32 of the 40 bytes before (LE) | zero padding
+//! superblock (64 bytes at offset 0, in a page of its own):
+//!   magic "PSTFWLG2" | identity seed [32] | log start u64 LE | crc32 of the 48 bytes before (LE) | zero padding
+//! index tables (see `table.rs`), then, from the log start:
 //! record:
 //!   len u32 LE (payload bytes) | gen u32 LE | kind u8 | payload [len] | crc32 LE over all before it
 //! ```
@@ -18,10 +19,10 @@
 //! Payloads start with the client slot (a byte naming a [`Kind::Client`]
 //! record) and, for staging records, the epoch (u64 LE).
 
-/// Bytes reserved for the superblock.
+/// Bytes of the superblock (it has the first table page to itself).
 pub const SUPERBLOCK_LEN: u64 = 64;
 /// The superblock's magic.
-pub const MAGIC: [u8; 8] = *b"PSTFWLG1";
+pub const MAGIC: [u8; 8] = *b"PSTFWLG2";
 /// Bytes of a record header: `len`, `gen`, `kind`.
 pub const HEADER_LEN: usize = 9;
 /// Bytes of a record trailer: the CRC.

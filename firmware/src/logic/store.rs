@@ -2,16 +2,25 @@
 //! device with `embedded-io` `Read + Write + Seek`.
 //!
 //! Every change is one appended record ([`record`](super::record)) with a
-//! CRC; the RAM index (fixed capacity, `heapless`) is what replaying the log
-//! yields, and it is rebuilt by scanning the log at boot. Live changes go
-//! through the very same replay function after their record is written, so
-//! the index after a reboot is the index before it.
+//! CRC. The chunk and object indexes are hash tables on the disk itself
+//! ([`table`](super::table)), between the superblock and the log, so the
+//! store's capacity is set by the disk: RAM holds a few cached table pages
+//! and one small state per client. The tables are what replaying the log
+//! yields: they are zeroed and rebuilt by scanning the log at every boot.
+//! Live changes go through the very same replay function after their
+//! record is written, so the index after a reboot is the index before it.
 //!
 //! Crash safety: a record torn by a power cut fails its CRC, and the scan
-//! cuts the log there (later writes overwrite it). A client whose epoch was
-//! prepared (a `Prepare` record) but not applied is applied at boot, so a
-//! `Staged` reply is a promise kept across a crash. Freed chunks are only
-//! dropped from the index: the space is not reclaimed (no compaction yet).
+//! cuts the log there (later writes overwrite it). A table page torn by a
+//! power cut does not matter: the tables are never read across a reboot. A
+//! client whose epoch was prepared (a `Prepare` record) but not applied is
+//! applied at boot, so a `Staged` reply is a promise kept across a crash.
+//! Freed chunks are only dropped from the index: the space is not
+//! reclaimed (no compaction yet).
+//!
+//! Disk layout: superblock (`record::SUPERBLOCK_LEN` bytes, in the first
+//! page), chunk table, object table, log (from `log_start`, written in the
+//! superblock at format time).
 
 use embedded_io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use heapless::Vec;
@@ -25,12 +34,15 @@ use pastiche_core::PublicKey;
 
 use super::crc::{crc32, Crc32};
 use super::record::{Fixed, Header, Kind, HEADER_LEN, MAGIC, MAX_PAYLOAD, SUPERBLOCK_LEN, TRAILER_LEN};
+use super::table::{Entry, Io, PageCache, Table, PAGE_LEN};
 
 /// Clients a store serves: one owner bit each in a `u8`.
 pub const MAX_CLIENTS: usize = 8;
 /// Distinct deleted ids a client may stage that this store does not hold
 /// (they still count in the commit's `deletes`).
 const MAX_UNKNOWN_DELETES: usize = 8;
+/// Bytes of the buffer the boot scan and byte comparisons read through.
+const IO_LEN: usize = 2048;
 
 /// Why the store failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,45 +67,30 @@ impl<E: embedded_io::Error> From<E> for StoreError {
     }
 }
 
-/// A stored chunk in the index.
+/// A stored chunk: a chunk-table entry read as such (the owner bits are
+/// the entry's `a`, the staged-removal bits its `b`).
 #[derive(Clone, Copy, Debug)]
 struct ChunkEntry {
-    /// The first bytes of the chunkId; the whole id is in the chunk's record
-    /// on disk (just before the data) and is checked there on a match. This
-    /// keeps an entry at 20 bytes instead of 32.
-    prefix: [u8; PREFIX],
     /// Disk offset of the sealed bytes.
-    data: u32,
+    data: u64,
     len: u32,
-    /// Owner bits, one per client slot.
-    owners: u8,
-    /// Slots that staged the removal of their reference.
-    staged_del: u8,
 }
 
-/// Bytes of a chunkId kept in RAM.
-const PREFIX: usize = 8;
-
-fn prefix(id: &[u8; 20]) -> [u8; PREFIX] {
-    let mut p = [0u8; PREFIX];
-    p.copy_from_slice(&id[..PREFIX]);
-    p
+impl ChunkEntry {
+    fn of(e: &Entry) -> ChunkEntry {
+        ChunkEntry { data: e.off, len: e.len }
+    }
 }
 
-/// A metadata object, committed or staged.
-#[derive(Clone, Copy, Debug)]
-struct ObjectEntry {
-    name: [u8; 20],
-    data: u32,
-    len: u32,
-    slot: u8,
-    staged: bool,
+/// An object-table entry: `a` is the client slot, `b` is 1 while staged.
+fn object_is(o: &Entry, slot: usize, staged: bool) -> bool {
+    o.a as usize == slot && (o.b != 0) == staged
 }
 
 /// A data extent on disk: offset and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Extent {
-    off: u32,
+    off: u64,
     len: u32,
 }
 
@@ -112,6 +109,14 @@ struct ClientState {
     root: Option<(u64, Extent)>,
     staged_root: Option<Extent>,
     unknown_deletes: Vec<[u8; 20], MAX_UNKNOWN_DELETES>,
+    /// Bytes of the chunks the slot owns (so quotas need no table sweep).
+    chunk_bytes: u64,
+    /// Bytes of the slot's objects, committed and staged.
+    object_bytes: u64,
+    /// Staged objects (a sweep of the object table is skipped at 0).
+    staged_objects: u32,
+    /// Chunks with the slot's staged-removal bit (likewise for the chunk table).
+    staged_deletes: u32,
 }
 
 /// How a boot went.
@@ -143,20 +148,32 @@ pub struct StoreConfig {
     pub capacity: u64,
 }
 
-/// The RAM index: fixed capacity, `CHUNKS` chunks (32 bytes each) and
-/// `OBJECTS` metadata objects (32 bytes each), plus [`MAX_CLIENTS`] clients.
-/// Built with a `const fn` so the firmware keeps it in a `static` (.bss)
-/// rather than moving it through the stack.
+/// The store's RAM: the cached pages of the on-disk index tables, an I/O
+/// buffer, and one state per client. `CHUNKS` and `OBJECTS` are the slots
+/// of the chunk and object tables *on disk* (32 bytes of disk each, no
+/// RAM): the store holds at most that many chunk versions and metadata
+/// objects. Built with a `const fn` so the firmware keeps it in a `static`
+/// (.bss) rather than moving it through the stack.
 pub struct Index<const CHUNKS: usize, const OBJECTS: usize> {
-    chunks: Vec<ChunkEntry, CHUNKS>,
-    objects: Vec<ObjectEntry, OBJECTS>,
+    cache: PageCache,
+    io: [u8; IO_LEN],
     clients: Vec<ClientState, MAX_CLIENTS>,
+    /// Chunk versions in the chunk table.
+    chunks: u32,
+    /// Objects (committed and staged) in the object table.
+    objects: u32,
 }
 
 impl<const CHUNKS: usize, const OBJECTS: usize> Index<CHUNKS, OBJECTS> {
     /// An empty index.
     pub const fn new() -> Self {
-        Index { chunks: Vec::new(), objects: Vec::new(), clients: Vec::new() }
+        Index { cache: PageCache::new(), io: [0; IO_LEN], clients: Vec::new(), chunks: 0, objects: 0 }
+    }
+
+    /// Disk bytes from the start of the device to the first log record:
+    /// the superblock's page and both tables.
+    pub const fn log_start() -> u64 {
+        PAGE_LEN as u64 + Table::bytes(CHUNKS as u32) + Table::bytes(OBJECTS as u32)
     }
 }
 
@@ -171,34 +188,60 @@ pub struct LogStore<'i, D, const CHUNKS: usize, const OBJECTS: usize> {
     disk: D,
     cfg: StoreConfig,
     seed: [u8; 32],
+    /// Where the log starts (after the tables).
+    start: u64,
     /// Where the next record goes.
     end: u64,
     /// This boot's generation.
     gen: u32,
     ix: &'i mut Index<CHUNKS, OBJECTS>,
+    chunk_table: Table,
+    object_table: Table,
     new_since_flush: u32,
 }
 
 impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogStore<'i, D, CHUNKS, OBJECTS> {
     /// Opens the store on `disk`: reads the superblock (formatting the disk
     /// with `fresh_seed` as the buddy's identity seed if there is none),
-    /// replays the log, and applies any prepared epoch.
-    /// The index is cleared first.
+    /// rebuilds the index tables by replaying the log, and applies any
+    /// prepared epoch. The index is cleared first.
     pub fn open(
         disk: D,
         ix: &'i mut Index<CHUNKS, OBJECTS>,
         cfg: StoreConfig,
         fresh_seed: [u8; 32],
     ) -> Result<(Self, BootReport), StoreError> {
-        ix.chunks.clear();
-        ix.objects.clear();
+        ix.cache.forget();
         ix.clients.clear();
-        let mut s = LogStore { disk, cfg, seed: fresh_seed, end: SUPERBLOCK_LEN, gen: 1, ix, new_since_flush: 0 };
+        ix.chunks = 0;
+        ix.objects = 0;
+        let start = Index::<CHUNKS, OBJECTS>::log_start();
+        let no_table = Table { start: 0, slots: 1, hash_key: [0; 16] };
+        let mut s = LogStore {
+            disk,
+            cfg,
+            seed: fresh_seed,
+            start,
+            end: start,
+            gen: 1,
+            ix,
+            chunk_table: no_table,
+            object_table: no_table,
+            new_since_flush: 0,
+        };
         let mut report = BootReport::default();
-        if !s.read_superblock()? {
-            s.write_superblock()?;
-            report.formatted = true;
+        match s.read_superblock()? {
+            Some(log_start) if log_start >= start => s.start = log_start,
+            // Formatted for smaller tables than this image's: they would
+            // overlap the log.
+            Some(_) => return Err(StoreError::Full("index region of this disk")),
+            None => {
+                s.write_superblock()?;
+                report.formatted = true;
+            }
         }
+        s.layout_tables();
+        s.clear_tables()?;
         s.scan(&mut report)?;
         // What the ledger does at start-up: prepared epochs roll forward
         // (the client was told `Staged`), unprepared staging is discarded.
@@ -222,9 +265,9 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         self.seed
     }
 
-    /// Chunks in the index.
+    /// Chunk versions in the index.
     pub fn chunk_count(&self) -> usize {
-        self.ix.chunks.len()
+        self.ix.chunks as usize
     }
 
     /// Bytes of log written.
@@ -232,46 +275,88 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         self.end
     }
 
-    /// Gives the block device back.
-    pub fn into_disk(self) -> D {
+    /// The block device, for tests that cut its power.
+    #[cfg(test)]
+    pub(crate) fn disk_mut(&mut self) -> &mut D {
+        &mut self.disk
+    }
+
+    /// Gives the block device back (with the index pages written out).
+    pub fn into_disk(mut self) -> D {
+        // Best effort: the tables are rebuilt at the next open anyway.
+        let _ = self.ix.cache.write_back(&mut self.disk);
         self.disk
     }
 
-    fn read_superblock(&mut self) -> Result<bool, StoreError> {
-        let mut sb = [0u8; 44];
+    /// Places the tables after the superblock's page, hashing with a key
+    /// derived from the seed (secret to clients, stable for this disk).
+    fn layout_tables(&mut self) {
+        let mut m = [0u8; 40];
+        m[..32].copy_from_slice(&self.seed);
+        m[32..].copy_from_slice(b"tablekey");
+        let d = pastiche_core::seal::Handle::of(&m).0;
+        let mut hash_key = [0u8; 16];
+        hash_key.copy_from_slice(&d[..16]);
+        let chunks_at = PAGE_LEN as u64;
+        self.chunk_table = Table { start: chunks_at, slots: CHUNKS as u32, hash_key };
+        let objects_at = chunks_at + Table::bytes(CHUNKS as u32);
+        self.object_table = Table { start: objects_at, slots: OBJECTS as u32, hash_key };
+    }
+
+    /// Zeroes both tables on disk (they are rebuilt from the log).
+    fn clear_tables(&mut self) -> Result<(), StoreError> {
+        let zeros = self.ix.cache.as_scratch();
+        self.chunk_table.clear(&mut self.disk, zeros)?;
+        self.object_table.clear(&mut self.disk, zeros)?;
+        self.ix.cache.forget();
+        Ok(())
+    }
+
+    fn io(&mut self) -> Io<'_, D> {
+        Io { disk: &mut self.disk, cache: &mut self.ix.cache }
+    }
+
+    /// The superblock's log start, if the disk has a valid superblock.
+    fn read_superblock(&mut self) -> Result<Option<u64>, StoreError> {
+        let mut sb = [0u8; 52];
         self.disk.seek(SeekFrom::Start(0))?;
         if read_full(&mut self.disk, &mut sb)? < sb.len() {
-            return Ok(false);
+            return Ok(None);
         }
-        let crc = u32::from_le_bytes([sb[40], sb[41], sb[42], sb[43]]);
-        if sb[..8] != MAGIC || crc32(&sb[..40]) != crc {
-            return Ok(false);
+        let crc = u32::from_le_bytes([sb[48], sb[49], sb[50], sb[51]]);
+        if sb[..8] != MAGIC || crc32(&sb[..48]) != crc {
+            return Ok(None);
         }
         self.seed.copy_from_slice(&sb[8..40]);
-        Ok(true)
+        let mut at = [0u8; 8];
+        at.copy_from_slice(&sb[40..48]);
+        Ok(Some(u64::from_le_bytes(at)))
     }
 
     fn write_superblock(&mut self) -> Result<(), StoreError> {
         let mut sb = [0u8; SUPERBLOCK_LEN as usize];
         sb[..8].copy_from_slice(&MAGIC);
         sb[8..40].copy_from_slice(&self.seed);
-        let crc = crc32(&sb[..40]);
-        sb[40..44].copy_from_slice(&crc.to_le_bytes());
+        sb[40..48].copy_from_slice(&self.start.to_le_bytes());
+        let crc = crc32(&sb[..48]);
+        sb[48..52].copy_from_slice(&crc.to_le_bytes());
+        // A torn first record must not look like a log: the device may hold
+        // an older, unrelated log there. Its generation and CRC would not
+        // save us if it is a whole valid record, so zero the first header
+        // before the superblock makes the layout valid.
+        self.disk.seek(SeekFrom::Start(self.start))?;
+        self.disk.write_all(&[0u8; HEADER_LEN])?;
+        self.disk.flush()?;
         self.disk.seek(SeekFrom::Start(0))?;
         self.disk.write_all(&sb)?;
-        // A torn first record must not look like a log: the device may hold
-        // an older, unrelated log after the superblock. Its generation and
-        // CRC would not save us if it is a whole valid record, so zero the
-        // first header.
-        self.disk.write_all(&[0u8; HEADER_LEN])?;
         self.disk.flush()?;
         Ok(())
     }
 
-    /// Replays records from the superblock on, stopping at the first that is
-    /// torn, corrupt, or older than the one before it.
+    /// Replays records from the log's start on, stopping at the first that
+    /// is torn, corrupt, or older than the one before it.
     fn scan(&mut self, report: &mut BootReport) -> Result<(), StoreError> {
-        let mut off = SUPERBLOCK_LEN;
+        let mut off = self.start;
         let mut last_gen = 0u32;
         let dev_len = self.disk.seek(SeekFrom::End(0))?;
         loop {
@@ -282,7 +367,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             last_gen = h.gen;
             let data_off = off + HEADER_LEN as u64 + kind.fixed_len() as u64;
             let data_len = h.len - kind.fixed_len() as u32;
-            self.replay(kind, fixed, Extent { off: data_off as u32, len: data_len })?;
+            self.replay(kind, fixed, Extent { off: data_off, len: data_len })?;
             report.records += 1;
             off += h.record_len();
         }
@@ -322,21 +407,31 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         }
         let mut crc = Crc32::new();
         crc.update(&hb);
-        let mut fixed = [0u8; 64];
         let flen = kind.fixed_len();
-        self.disk.read_exact(&mut fixed[..flen]).map_err(read_err)?;
-        crc.update(&fixed[..flen]);
-        let mut rest = h.len as usize - flen;
-        let mut buf = [0u8; 256];
+        // Payload and CRC in as few reads as the I/O buffer allows.
+        let mut rest = h.len as usize + TRAILER_LEN;
+        let mut fixed = [0u8; 64];
+        let mut at = 0usize;
+        let mut trailer = [0u8; TRAILER_LEN];
         while rest > 0 {
-            let n = rest.min(buf.len());
-            self.disk.read_exact(&mut buf[..n]).map_err(read_err)?;
-            crc.update(&buf[..n]);
+            let n = rest.min(IO_LEN);
+            let buf = &mut self.ix.io[..n];
+            self.disk.read_exact(buf).map_err(read_err)?;
+            for (k, &b) in buf.iter().enumerate() {
+                let p = at + k;
+                if p < flen {
+                    fixed[p] = b;
+                }
+                if p >= h.len as usize {
+                    trailer[p - h.len as usize] = b;
+                }
+            }
+            let payload_here = (h.len as usize).saturating_sub(at).min(n);
+            crc.update(&buf[..payload_here]);
+            at += n;
             rest -= n;
         }
-        let mut tb = [0u8; TRAILER_LEN];
-        self.disk.read_exact(&mut tb).map_err(read_err)?;
-        if crc.finish() != u32::from_le_bytes(tb) {
+        if crc.finish() != u32::from_le_bytes(trailer) {
             return Ok(None);
         }
         Ok(Some((h, kind, Fixed::parse(kind, &fixed[..flen]))))
@@ -351,19 +446,21 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         if self.end + h.record_len() > self.cfg.capacity {
             return Err(StoreError::Full("disk"));
         }
-        let hb = h.to_bytes();
+        // Header and fixed part in one write, then the data, then the CRC.
+        let mut head = [0u8; HEADER_LEN + 64];
+        head[..HEADER_LEN].copy_from_slice(&h.to_bytes());
+        head[HEADER_LEN..HEADER_LEN + flen].copy_from_slice(&fb[..flen]);
+        let head = &head[..HEADER_LEN + flen];
         let mut crc = Crc32::new();
-        crc.update(&hb);
-        crc.update(&fb[..flen]);
+        crc.update(head);
         crc.update(data);
         self.disk.seek(SeekFrom::Start(self.end))?;
-        self.disk.write_all(&hb)?;
-        self.disk.write_all(&fb[..flen])?;
+        self.disk.write_all(head)?;
         self.disk.write_all(data)?;
         self.disk.write_all(&crc.finish().to_le_bytes())?;
         let data_off = self.end + (HEADER_LEN + flen) as u64;
         self.end += h.record_len();
-        self.replay(kind, fixed, Extent { off: data_off as u32, len: data.len() as u32 })
+        self.replay(kind, fixed, Extent { off: data_off, len: data.len() as u32 })
     }
 
     /// Applies one record to the index: the only place the index changes.
@@ -381,6 +478,10 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                 root: None,
                 staged_root: None,
                 unknown_deletes: Vec::new(),
+                chunk_bytes: 0,
+                object_bytes: 0,
+                staged_objects: 0,
+                staged_deletes: 0,
             };
             return self.ix.clients.push(c).map_err(|_| StoreError::Full("clients"));
         }
@@ -393,39 +494,69 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             // Each Chunk record is a version of its own: the same id may be
             // stored with different bytes for different owners.
             Kind::Chunk => {
-                let e =
-                    ChunkEntry { prefix: prefix(&f.name), data: data.off, len: data.len, owners: bit, staged_del: 0 };
-                self.ix.chunks.push(e).map_err(|_| StoreError::Full("chunk index"))?;
+                let e = Entry { key: f.name, off: data.off, len: data.len, a: bit, b: 0 };
+                let table = self.chunk_table;
+                if !table.insert(&mut self.io(), e)? {
+                    return Err(StoreError::Full("chunk index"));
+                }
+                self.ix.chunks += 1;
+                self.ix.clients[slot].chunk_bytes += data.len as u64;
             }
             // A Ref references the first version of its id (only ever
             // logged for byte-identical bytes of that first version).
             Kind::Ref => {
-                if let Some(i) = self.find_chunk(&f.name)? {
-                    self.ix.chunks[i].owners |= bit;
+                if let Some((i, mut e)) = self.find_chunk(&f.name)? {
+                    if e.a & bit == 0 {
+                        e.a |= bit;
+                        let table = self.chunk_table;
+                        table.set(&mut self.io(), i, Some(e))?;
+                        self.ix.clients[slot].chunk_bytes += e.len as u64;
+                    }
                 }
             }
             Kind::Object => {
-                self.begin_staging(slot, f.epoch);
-                let e = ObjectEntry { name: f.name, data: data.off, len: data.len, slot: f.slot, staged: true };
-                match self.ix.objects.iter().position(|o| o.staged && o.slot == f.slot && o.name == f.name) {
-                    Some(i) => self.ix.objects[i] = e,
-                    None => self.ix.objects.push(e).map_err(|_| StoreError::Full("object index"))?,
+                self.begin_staging(slot, f.epoch)?;
+                let e = Entry { key: f.name, off: data.off, len: data.len, a: f.slot, b: 1 };
+                let table = self.object_table;
+                let c = &mut self.ix.clients[slot];
+                match table.find(&mut Io { disk: &mut self.disk, cache: &mut self.ix.cache }, &f.name, |o| {
+                    o.a == f.slot && o.b != 0
+                })? {
+                    Some((i, old)) => {
+                        c.object_bytes = c.object_bytes - old.len as u64 + data.len as u64;
+                        table.set(&mut Io { disk: &mut self.disk, cache: &mut self.ix.cache }, i, Some(e))?;
+                    }
+                    None => {
+                        if !table.insert(&mut Io { disk: &mut self.disk, cache: &mut self.ix.cache }, e)? {
+                            return Err(StoreError::Full("object index"));
+                        }
+                        c.object_bytes += data.len as u64;
+                        c.staged_objects += 1;
+                        self.ix.objects += 1;
+                    }
                 }
             }
             Kind::Root => {
-                self.begin_staging(slot, f.epoch);
+                self.begin_staging(slot, f.epoch)?;
                 self.ix.clients[slot].staged_root = Some(data);
             }
             Kind::Deletes => {
-                self.begin_staging(slot, f.epoch);
-                let mut at = data.off as u64;
+                self.begin_staging(slot, f.epoch)?;
+                let mut at = data.off;
                 for _ in 0..data.len / 20 {
                     let mut id = [0u8; 20];
                     self.disk.seek(SeekFrom::Start(at))?;
                     self.disk.read_exact(&mut id).map_err(read_err)?;
                     at += 20;
                     match self.find_owned(&id, slot)? {
-                        Some(i) => self.ix.chunks[i].staged_del |= bit,
+                        Some((i, mut e)) => {
+                            if e.b & bit == 0 {
+                                e.b |= bit;
+                                let table = self.chunk_table;
+                                table.set(&mut self.io(), i, Some(e))?;
+                                self.ix.clients[slot].staged_deletes += 1;
+                            }
+                        }
                         None => {
                             let u = &mut self.ix.clients[slot].unknown_deletes;
                             if !u.contains(&id) {
@@ -436,79 +567,113 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                 }
             }
             Kind::Prepare => {
-                self.begin_staging(slot, f.epoch);
+                self.begin_staging(slot, f.epoch)?;
                 self.ix.clients[slot].prepared = true;
             }
-            Kind::Apply => self.apply_staged(slot, f.epoch),
+            Kind::Apply => self.apply_staged(slot, f.epoch)?,
             Kind::Abort => {
                 if self.ix.clients[slot].staged_epoch == f.epoch {
-                    self.clear_staging(slot);
+                    self.clear_staging(slot)?;
                 }
             }
             Kind::Drop => {
-                self.clear_staging(slot);
-                self.ix.objects.retain(|o| o.slot != f.slot);
-                for c in self.ix.chunks.iter_mut() {
-                    c.owners &= !bit;
-                }
-                self.ix.chunks.retain(|c| c.owners != 0);
+                self.clear_staging(slot)?;
+                self.sweep_objects(|o| if o.a == f.slot { Sweep::Remove } else { Sweep::Keep })?;
+                self.sweep_chunks(slot, |e| {
+                    e.a &= !bit;
+                    e.b &= !bit;
+                })?;
                 let c = &mut self.ix.clients[slot];
                 c.root = None;
                 c.committed = f.epoch;
+                c.object_bytes = 0;
+                c.chunk_bytes = 0;
             }
         }
         Ok(())
     }
 
     /// Staging for a new epoch discards what an unfinished earlier one left.
-    fn begin_staging(&mut self, slot: usize, epoch: u64) {
+    fn begin_staging(&mut self, slot: usize, epoch: u64) -> Result<(), StoreError> {
         if self.ix.clients[slot].staged_epoch != epoch {
-            self.clear_staging(slot);
+            self.clear_staging(slot)?;
             self.ix.clients[slot].staged_epoch = epoch;
         }
+        Ok(())
     }
 
-    fn clear_staging(&mut self, slot: usize) {
+    fn clear_staging(&mut self, slot: usize) -> Result<(), StoreError> {
         let bit = 1u8 << slot;
-        self.ix.objects.retain(|o| !(o.staged && o.slot as usize == slot));
-        for c in self.ix.chunks.iter_mut() {
-            c.staged_del &= !bit;
+        if self.ix.clients[slot].staged_objects > 0 {
+            let mut freed = 0u64;
+            self.sweep_objects(|o| {
+                if object_is(o, slot, true) {
+                    freed += o.len as u64;
+                    Sweep::Remove
+                } else {
+                    Sweep::Keep
+                }
+            })?;
+            self.ix.clients[slot].object_bytes -= freed;
+        }
+        if self.ix.clients[slot].staged_deletes > 0 {
+            self.sweep_chunks(slot, |e| e.b &= !bit)?;
         }
         let c = &mut self.ix.clients[slot];
         c.staged_epoch = 0;
         c.prepared = false;
         c.staged_root = None;
         c.unknown_deletes.clear();
+        c.staged_objects = 0;
+        c.staged_deletes = 0;
+        Ok(())
     }
 
-    fn apply_staged(&mut self, slot: usize, epoch: u64) {
+    fn apply_staged(&mut self, slot: usize, epoch: u64) -> Result<(), StoreError> {
         if self.ix.clients[slot].staged_epoch != epoch {
-            return;
+            return Ok(());
         }
         let bit = 1u8 << slot;
-        // Staged objects replace committed ones of the same name.
-        let mut i = 0;
-        while i < self.ix.objects.len() {
-            let o = self.ix.objects[i];
-            let replaced = !o.staged
-                && o.slot as usize == slot
-                && self.ix.objects.iter().any(|s| s.staged && s.slot == o.slot && s.name == o.name);
-            if replaced {
-                self.ix.objects.swap_remove(i);
-            } else {
-                i += 1;
+        if self.ix.clients[slot].staged_objects > 0 {
+            // Staged objects replace committed ones of the same name: first
+            // the replaced ones go, then the staged ones are committed.
+            let table = self.object_table;
+            let mut i = 0;
+            let mut freed = 0u64;
+            while i < table.slots {
+                let replaced = match table.get(&mut self.io(), i)? {
+                    Some(o) if object_is(&o, slot, false) => {
+                        table.find(&mut self.io(), &o.key, |s| object_is(s, slot, true))?.is_some().then_some(o)
+                    }
+                    _ => None,
+                };
+                match replaced {
+                    Some(o) => {
+                        freed += o.len as u64;
+                        table.remove(&mut self.io(), i)?;
+                        self.ix.objects -= 1;
+                    }
+                    None => i += 1,
+                }
             }
+            self.ix.clients[slot].object_bytes -= freed;
+            self.sweep_objects(|o| {
+                if object_is(o, slot, true) {
+                    o.b = 0;
+                    Sweep::Update
+                } else {
+                    Sweep::Keep
+                }
+            })?;
         }
-        for o in self.ix.objects.iter_mut().filter(|o| o.slot as usize == slot) {
-            o.staged = false;
+        if self.ix.clients[slot].staged_deletes > 0 {
+            self.sweep_chunks(slot, |e| {
+                if e.b & bit != 0 {
+                    e.a &= !bit;
+                    e.b &= !bit;
+                }
+            })?;
         }
-        for c in self.ix.chunks.iter_mut() {
-            if c.staged_del & bit != 0 {
-                c.owners &= !bit;
-                c.staged_del &= !bit;
-            }
-        }
-        self.ix.chunks.retain(|c| c.owners != 0);
         let c = &mut self.ix.clients[slot];
         if let Some(root) = c.staged_root.take() {
             c.root = Some((epoch, root));
@@ -517,57 +682,93 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         c.staged_epoch = 0;
         c.prepared = false;
         c.unknown_deletes.clear();
+        c.staged_objects = 0;
+        c.staged_deletes = 0;
+        Ok(())
     }
 
-    /// The index entry of a chunk: a prefix match, confirmed against the
-    /// full id in its record.
-    fn find_chunk(&mut self, id: &[u8; 20]) -> Result<Option<usize>, StoreError> {
-        let p = prefix(id);
-        for i in 0..self.ix.chunks.len() {
-            let c = self.ix.chunks[i];
-            if c.prefix != p {
+    /// Runs `change` on every chunk entry the slot owns or staged the
+    /// removal of; entries left without owners are removed. Keeps the
+    /// slot's byte count. `change` must be idempotent: an entry that a
+    /// removal shifts across the table's end is seen twice.
+    fn sweep_chunks(&mut self, slot: usize, mut change: impl FnMut(&mut Entry)) -> Result<(), StoreError> {
+        let bit = 1u8 << slot;
+        let table = self.chunk_table;
+        let mut i = 0;
+        while i < table.slots {
+            let Some(mut e) = table.get(&mut self.io(), i)? else {
+                i += 1;
+                continue;
+            };
+            if (e.a | e.b) & bit == 0 {
+                i += 1;
                 continue;
             }
-            let mut full = [0u8; 20];
-            self.disk.seek(SeekFrom::Start(c.data as u64 - 20))?;
-            self.disk.read_exact(&mut full).map_err(read_err)?;
-            if &full == id {
-                return Ok(Some(i));
+            let before = e;
+            change(&mut e);
+            if before.a & bit != 0 && e.a & bit == 0 {
+                self.ix.clients[slot].chunk_bytes -= e.len as u64;
+            }
+            if e.a == 0 {
+                table.remove(&mut self.io(), i)?;
+                self.ix.chunks -= 1;
+                continue; // another entry may have moved into slot i
+            }
+            if e != before {
+                table.set(&mut self.io(), i, Some(e))?;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Runs `what` on every object entry: keep, update or remove it.
+    fn sweep_objects(&mut self, mut what: impl FnMut(&mut Entry) -> Sweep) -> Result<(), StoreError> {
+        let table = self.object_table;
+        let mut i = 0;
+        while i < table.slots {
+            let Some(mut e) = table.get(&mut self.io(), i)? else {
+                i += 1;
+                continue;
+            };
+            match what(&mut e) {
+                Sweep::Keep => i += 1,
+                Sweep::Update => {
+                    table.set(&mut self.io(), i, Some(e))?;
+                    i += 1;
+                }
+                Sweep::Remove => {
+                    table.remove(&mut self.io(), i)?;
+                    self.ix.objects -= 1;
+                }
             }
         }
-        Ok(None)
+        Ok(())
+    }
+
+    /// The first live version of a chunk id, in the order versions were
+    /// stored.
+    fn find_chunk(&mut self, id: &[u8; 20]) -> Result<Option<(u32, Entry)>, StoreError> {
+        let table = self.chunk_table;
+        table.find(&mut self.io(), id, |_| true)
     }
 
     /// The version of `id` the slot holds a reference to.
-    fn find_owned(&mut self, id: &[u8; 20], slot: usize) -> Result<Option<usize>, StoreError> {
-        let p = prefix(id);
-        for i in 0..self.ix.chunks.len() {
-            let c = self.ix.chunks[i];
-            if c.prefix == p && c.owners & (1 << slot) != 0 && self.full_id_is(c, id)? {
-                return Ok(Some(i));
-            }
-        }
-        Ok(None)
+    fn find_owned(&mut self, id: &[u8; 20], slot: usize) -> Result<Option<(u32, Entry)>, StoreError> {
+        let table = self.chunk_table;
+        table.find(&mut self.io(), id, |e| e.a & (1 << slot) != 0)
     }
 
-    fn full_id_is(&mut self, c: ChunkEntry, id: &[u8; 20]) -> Result<bool, StoreError> {
-        let mut full = [0u8; 20];
-        self.disk.seek(SeekFrom::Start(c.data as u64 - 20))?;
-        self.disk.read_exact(&mut full).map_err(read_err)?;
-        Ok(&full == id)
-    }
-
-    /// Whether the stored bytes of entry `i` are exactly `sealed`.
-    fn same_bytes(&mut self, i: usize, sealed: &[u8]) -> Result<bool, StoreError> {
-        let c = self.ix.chunks[i];
+    /// Whether the stored bytes of a chunk are exactly `sealed`.
+    fn same_bytes(&mut self, c: ChunkEntry, sealed: &[u8]) -> Result<bool, StoreError> {
         if c.len as usize != sealed.len() {
             return Ok(false);
         }
-        let mut buf = [0u8; 256];
-        self.disk.seek(SeekFrom::Start(c.data as u64))?;
-        for piece in sealed.chunks(buf.len()) {
-            self.disk.read_exact(&mut buf[..piece.len()]).map_err(read_err)?;
-            if &buf[..piece.len()] != piece {
+        self.disk.seek(SeekFrom::Start(c.data))?;
+        for piece in sealed.chunks(IO_LEN) {
+            let buf = &mut self.ix.io[..piece.len()];
+            self.disk.read_exact(buf).map_err(read_err)?;
+            if buf != piece {
                 return Ok(false);
             }
         }
@@ -618,29 +819,41 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         if c.staged_epoch != epoch {
             return StagedCounts::default();
         }
-        let bit = 1u8 << slot;
-        let objects = self.ix.objects.iter().filter(|o| o.staged && o.slot as usize == slot).count() as u32;
-        let deletes = self.ix.chunks.iter().filter(|c| c.staged_del & bit != 0).count() + c.unknown_deletes.len();
-        StagedCounts { objects, deletes: deletes as u32, root: c.staged_root.is_some() }
+        let deletes = c.staged_deletes as usize + c.unknown_deletes.len();
+        StagedCounts { objects: c.staged_objects, deletes: deletes as u32, root: c.staged_root.is_some() }
     }
 
     /// Bytes charged to the slot: its chunks, its objects (committed and
     /// staged) and its roots.
     fn used(&self, slot: usize) -> u64 {
-        let bit = 1u8 << slot;
-        let chunks: u64 = self.ix.chunks.iter().filter(|c| c.owners & bit != 0).map(|c| c.len as u64).sum();
-        let objects: u64 = self.ix.objects.iter().filter(|o| o.slot as usize == slot).map(|o| o.len as u64).sum();
         let c = &self.ix.clients[slot];
         let roots = c.root.map_or(0, |(_, e)| e.len as u64) + c.staged_root.map_or(0, |e| e.len as u64);
-        chunks + objects + roots
+        c.chunk_bytes + c.object_bytes + roots
+    }
+
+    /// Whether one more object for (slot, name) would find no room in the
+    /// object table (a staged object of that name is replaced in place).
+    fn object_table_full(&mut self, slot: usize, name: &[u8; 20]) -> Result<bool, StoreError> {
+        if (self.ix.objects as usize) < OBJECTS {
+            return Ok(false);
+        }
+        let table = self.object_table;
+        Ok(table.find(&mut self.io(), name, |o| object_is(o, slot, true))?.is_none())
     }
 
     fn read_extent(&mut self, e: Extent, out: &mut [u8]) -> Result<usize, StoreError> {
         let out = out.get_mut(..e.len as usize).ok_or(StoreError::BufferTooSmall)?;
-        self.disk.seek(SeekFrom::Start(e.off as u64))?;
+        self.disk.seek(SeekFrom::Start(e.off))?;
         self.disk.read_exact(out).map_err(read_err)?;
         Ok(e.len as usize)
     }
+}
+
+/// What a sweep does with an entry.
+enum Sweep {
+    Keep,
+    Update,
+    Remove,
 }
 
 impl Fixed {
@@ -709,13 +922,13 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
         // first version of the id, which is what a Ref names at replay.
         let first = self.find_chunk(&id.0)?;
         let share = match first {
-            Some(i) => self.same_bytes(i, sealed)?,
+            Some((_, e)) => self.same_bytes(ChunkEntry::of(&e), sealed)?,
             None => false,
         };
         let f = Fixed::with_name(slot as u8, 0, id.0);
         let r = if share {
             self.log(Kind::Ref, f, &[])
-        } else if self.ix.chunks.is_full() {
+        } else if self.ix.chunks as usize >= CHUNKS {
             return Ok(PutOutcome::QuotaExceeded);
         } else {
             self.log(Kind::Chunk, f, sealed)
@@ -745,8 +958,8 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
         let Some(slot) = self.slot_of(client) else { return Ok(None) };
         match self.find_owned(&id.0, slot)? {
             None => Ok(None),
-            Some(i) => {
-                let c = self.ix.chunks[i];
+            Some((_, e)) => {
+                let c = ChunkEntry::of(&e);
                 self.read_extent(Extent { off: c.data, len: c.len }, out).map(Some)
             }
         }
@@ -760,7 +973,7 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
         data: &[u8],
     ) -> Result<PutOutcome, StoreError> {
         let slot = self.staging_slot(client, epoch)?;
-        if self.used(slot) + data.len() as u64 > self.cfg.default_quota {
+        if self.used(slot) + data.len() as u64 > self.cfg.default_quota || self.object_table_full(slot, name)? {
             return Ok(PutOutcome::QuotaExceeded);
         }
         self.log(Kind::Object, Fixed::with_name(slot as u8, epoch, *name), data).map(|()| PutOutcome::Stored)
@@ -819,10 +1032,11 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
 
     fn get_object(&mut self, client: &PublicKey, name: &[u8; 20], out: &mut [u8]) -> Result<Option<usize>, StoreError> {
         let Some(slot) = self.slot_of(client) else { return Ok(None) };
-        let found = self.ix.objects.iter().find(|o| !o.staged && o.slot as usize == slot && &o.name == name).copied();
+        let table = self.object_table;
+        let found = table.find(&mut self.io(), name, |o| object_is(o, slot, false))?;
         match found {
             None => Ok(None),
-            Some(o) => self.read_extent(Extent { off: o.data, len: o.len }, out).map(Some),
+            Some((_, o)) => self.read_extent(Extent { off: o.off, len: o.len }, out).map(Some),
         }
     }
 
