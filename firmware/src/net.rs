@@ -61,9 +61,10 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Frames up to this many payload bytes are copied out of the decoder before
 /// they are handled, and the decoder's buffer becomes the store's scratch
 /// for the reply (a `Chunk` read for `GetChunk`): so no third 64 KiB buffer.
-/// Requests that read from the store (`GetChunk`, `GetObject`, `GetRoot`)
-/// are far smaller; larger frames (uploads) get no scratch.
-pub const SMALL_REQUEST: usize = 256;
+/// Requests that read from the store (`GetChunk`, `GetObject`, `GetRoot`,
+/// and `AuditRequest`, the largest of them) fit; larger frames (uploads)
+/// get no scratch.
+pub const SMALL_REQUEST: usize = pastiche_core::wire::audit::MAX_AUDIT_REQUEST;
 /// Time a frame may hold the shared decoder from its first byte to its last.
 pub const FRAME_TIMEOUT_MS: u64 = 10_000;
 

@@ -13,6 +13,12 @@ use super::fixed::{as_fixed, IdList};
 use super::{WireError, FRAME_HEADER_LEN};
 use crate::audit::{AuditNonce, ProofDigest, MAX_AUDIT_IDS, PROOF_LEN};
 
+/// The largest encoded [`AuditRequest`] payload: kind, nonce, the ids'
+/// length prefix (at most 3 bytes) and [`MAX_AUDIT_IDS`] ids of 20 bytes. A
+/// buddy that copies small requests out of its receive buffer (the
+/// firmware) sizes that copy by this.
+pub const MAX_AUDIT_REQUEST: usize = 1 + 32 + 3 + MAX_AUDIT_IDS * 20;
+
 /// Client to buddy: prove, under `nonce`, that you hold these chunks of mine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRequest<'a> {
