@@ -119,33 +119,3 @@ fn render(g: &Global, r: &StatusReport) -> Result<()> {
     }
     Ok(())
 }
-
-/// `buddy list` while a daemon holds the box: the daemon's buddy list (as
-/// `buddy list` prints it). `buddy add` and `remove` need the daemon
-/// stopped (or the `buddies` key of the configuration). `None` when no
-/// daemon runs: the command runs in-process.
-pub fn buddy_with_daemon(g: &Global, list: bool) -> Result<Option<u8>> {
-    let Some(stream) = client::connect(&g.data)? else { return Ok(None) };
-    if !list {
-        return Err(ExitError::new(
-            exit::LOCKED,
-            "a daemon holds this box: stop it to add or remove a buddy, or list buddies in the `buddies` key of \
-             its configuration (docs/CONFIG.md)",
-        )
-        .into());
-    }
-    for b in client::status(stream)?.buddies {
-        if g.json {
-            g.json(&b)?;
-        } else {
-            g.line(format!(
-                "{:<24} key {}  epoch {}  snapshot {}",
-                b.addr,
-                b.key.as_deref().map_or("(not yet pinned)", |k| &k[..16]),
-                b.epoch,
-                b.snapshot.as_deref().map_or("-", |s| &s[..8])
-            ))?;
-        }
-    }
-    Ok(Some(exit::OK))
-}

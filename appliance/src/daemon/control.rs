@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 use super::jobs::JobQueue;
 use super::protocol::{ClientMessage, DaemonMessage, MAX_REQUEST_BYTES, SOCKET_FILE};
 use super::status::{JobKind, StatusBoard};
+use crate::buddy::BuddyStorage;
 use crate::cli::common::{Global, Output};
 use crate::cli::request::{self, Request};
 use crate::exit;
@@ -42,6 +43,9 @@ pub struct ControlContext {
     pub queue: Arc<JobQueue>,
     /// Default worker threads of a command.
     pub threads: usize,
+    /// The buddy storage the daemon serves from (the `clients` commands
+    /// work on it).
+    pub storage: BuddyStorage,
 }
 
 /// A bound control socket.
@@ -181,9 +185,15 @@ fn serve_client(stream: UnixStream, ctx: &ControlContext) -> Result<()> {
                 threads: threads.unwrap_or(ctx.threads).max(1),
                 out: out.clone(),
             };
-            tracing::info!("control: {}", serde_json::to_string(&request).unwrap_or_default());
+            tracing::info!("control: {}", request.for_log());
             let ships = matches!(request, Request::Backup { .. } | Request::Sync);
-            let result = request::execute(&g, &ctx.shared, request);
+            let buddies_change = matches!(request, Request::BuddyAdd { .. } | Request::BuddyRemove { .. });
+            let result = request::execute(&g, &ctx.shared, Some(&ctx.storage), request);
+            if buddies_change {
+                if let Ok(buddies) = crate::sync::load_buddies(&ctx.shared.repo().dir) {
+                    ctx.board.update(|r| r.buddies = buddies);
+                }
+            }
             // A backup or sync that could not reach every buddy leaves the
             // rest to the scheduler, which retries with backoff.
             if ships && crate::engine::ship::pending(&ctx.shared.read()).is_ok_and(|p| !p.is_empty()) {

@@ -175,6 +175,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         board: board.clone(),
         queue: queue.clone(),
         threads: opts.threads,
+        storage: storage.clone(),
     });
     let control_thread = {
         let stop = control_stop.clone();
