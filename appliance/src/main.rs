@@ -146,6 +146,8 @@ enum Command {
         /// Configuration file [default: DATA/pastiche.toml, if it exists].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
     },
     /// Is the data safe, and what the daemon is doing; exits 0 ok, 1
     /// warning, 2 critical (the monitoring-plugin convention).
@@ -202,6 +204,13 @@ enum Command {
         #[command(subcommand)]
         command: DebugCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Make the running daemon read its configuration file again and apply
+    /// it (as SIGHUP does); an invalid file is refused and the old one kept.
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -329,7 +338,8 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 http,
             });
         }
-        Command::Config { config } => return cli::config::show(&g, config),
+        Command::Config { action: Some(ConfigAction::Reload), .. } => return cli::config::reload(&g),
+        Command::Config { config, action: None } => return cli::config::show(&g, config),
         Command::Status { token: true } => return cli::config::token(&g),
         Command::Status { token: false } => return cli::config::status(&g),
         Command::Diff { first, second } => Request::Diff { first, second },

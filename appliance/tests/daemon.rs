@@ -314,3 +314,55 @@ fn buddy_and_clients_commands_run_in_the_daemons_that_hold_both_boxes() {
     let (code, _) = b_daemon.terminate();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn config_reload_applies_a_valid_file_at_once_and_keeps_the_old_one_on_a_bad_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+    tree(&first, 4, 8);
+    tree(&second, 4, 9);
+    let a = TestBox::init(tmp.path().join("A"));
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"never\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&first)),
+    );
+    let daemon = Daemon::start(&a, "A", &[]);
+    assert!(Daemon::status(&a)["next_run"]["backup"].is_null(), "no backup is scheduled yet");
+
+    // `config reload`: the new schedule and paths apply without a restart.
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"every 1s\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&second)),
+    );
+    let r = a.run(["config", "reload"]).ok();
+    assert!(r.stdout.contains("backup schedule every 1s (was never)"), "{}", r.describe());
+    assert!(r.stdout.contains(second.to_str().unwrap()), "{}", r.describe());
+    Daemon::wait_status(&a, 60, "a backup on the reloaded schedule", |s| s["last_result"]["backup"]["ok"] == true);
+    let snaps = a.snapshots();
+    assert!(snaps.iter().all(|s| s["paths"][0] == second.to_str().unwrap()), "the new paths are backed up: {snaps:?}");
+
+    // An invalid file is refused with its line and reason, in the command's
+    // output and the daemon's log; the schedule in use stays.
+    configure(&a, "[backup]\nschedule = \"daily 25:61\"\n");
+    let r = a.run(["config", "reload"]).code_is(1);
+    assert!(r.stderr.contains("line 2: bad time") && r.stderr.contains("previous one stays"), "{}", r.describe());
+    assert!(daemon.logged("line 2: bad time"), "the refusal is in the log");
+    assert!(Daemon::status(&a)["next_run"]["backup"].is_string(), "the old schedule is kept");
+
+    // SIGHUP does the same; a change of the listen address waits for a restart.
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"never\"\n[serve]\nlisten = [\"127.0.0.1:1\"]\n", q(&second)),
+    );
+    signal(daemon.child.id(), "HUP");
+    Daemon::wait_status(&a, 30, "the SIGHUP reload", |s| s["next_run"]["backup"].is_null());
+    wait_for(10, "the reload in the log", || {
+        daemon.logged("serve.listen changed in the file: applied at the next start")
+    });
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+
+    // Without a daemon there is nothing to reload.
+    let r = a.run(["config", "reload"]).code_is(1);
+    assert!(r.stderr.contains("no daemon runs"), "{}", r.describe());
+}

@@ -30,6 +30,24 @@ pub fn show(g: &Global, config: Option<PathBuf>) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// `pastiche config reload`: the daemon of the box reads its configuration
+/// file again and applies it (as SIGHUP does); prints what changed. An
+/// invalid file is refused with its line and the reason, and the daemon
+/// keeps the configuration it had.
+pub fn reload(g: &Global) -> Result<u8> {
+    let Some(stream) = client::connect(&g.data)? else {
+        return Err(ExitError::new(
+            exit::FAILED,
+            format!(
+                "no daemon runs for the box in {}: nothing to reload (a daemon reads the file when it starts)",
+                g.data.display()
+            ),
+        )
+        .into());
+    };
+    client::run(g, stream, &crate::daemon::protocol::ClientMessage::Reload)
+}
+
 /// `pastiche status`: is the data safe (the health summary of
 /// [`crate::health`], as the status page shows it) and what the daemon of
 /// the box is doing. Exits 0 ok, 1 warning, 2 critical; no daemon is

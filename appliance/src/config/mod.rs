@@ -40,6 +40,7 @@
 //! A missing file means the defaults (serve on port 7467, no scheduled
 //! job). A bad file is refused whole, with the line and the reason.
 
+pub mod live;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,7 @@ use toml::Spanned;
 
 use crate::buddy::{DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_QUOTA};
 use crate::retention::KeepPolicy;
+pub use live::LiveConfig;
 pub use schedule::Schedule;
 
 /// The configuration file's name in the data directory.

@@ -46,6 +46,8 @@ pub struct ControlContext {
     /// The buddy storage the daemon serves from (the `clients` commands
     /// work on it).
     pub storage: BuddyStorage,
+    /// Reloads the configuration.
+    pub reloader: Arc<super::reload::Reloader>,
 }
 
 /// A bound control socket.
@@ -175,6 +177,19 @@ fn serve_client(stream: UnixStream, ctx: &ControlContext) -> Result<()> {
             let queued = ctx.queue.request(job);
             let error = (!queued).then(|| format!("a {} is already waiting to run", job.name()));
             send(&mut stream, &DaemonMessage::Done { exit: if queued { exit::OK } else { exit::FAILED }, error })?;
+        }
+        ClientMessage::Reload => {
+            tracing::info!("control: reload the configuration");
+            let done = match ctx.reloader.reload() {
+                Ok(lines) => {
+                    for line in lines {
+                        send(&mut stream, &DaemonMessage::Stdout(line))?;
+                    }
+                    DaemonMessage::Done { exit: exit::OK, error: None }
+                }
+                Err(why) => DaemonMessage::Done { exit: exit::FAILED, error: Some(why) },
+            };
+            send(&mut stream, &done)?;
         }
         ClientMessage::Run { request, json, quiet, threads } => {
             let out = Arc::new(SocketOutput { stream: Mutex::new(stream.try_clone()?) });
