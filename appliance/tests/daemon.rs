@@ -354,7 +354,7 @@ fn config_reload_applies_a_valid_file_at_once_and_keeps_the_old_one_on_a_bad_fil
         &a,
         &format!("[backup]\npaths = [{}]\nschedule = \"never\"\n[serve]\nlisten = [\"127.0.0.1:1\"]\n", q(&second)),
     );
-    signal(daemon.child.id(), "HUP");
+    common::daemon::signal(daemon.child.id(), "HUP");
     Daemon::wait_status(&a, 30, "the SIGHUP reload", |s| s["next_run"]["backup"].is_null());
     wait_for(10, "the reload in the log", || {
         daemon.logged("serve.listen changed in the file: applied at the next start")

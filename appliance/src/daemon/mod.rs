@@ -182,6 +182,15 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         board: board.clone(),
         queue: queue.clone(),
     });
+    // The first health verdict is made before the control socket opens, so
+    // `pastiche status` never finds a daemon without one.
+    let status_page = crate::http::start(crate::http::Parts {
+        config: live.clone(),
+        shared: shared.clone(),
+        board: board.clone(),
+        queue: queue.clone(),
+        storage: Some(storage.clone()),
+    })?;
     let control = ControlServer::bind(&opts.data)?;
     let socket = control.path().to_path_buf();
     let control_stop = Arc::new(AtomicBool::new(false));
@@ -197,13 +206,6 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         let stop = control_stop.clone();
         thread::Builder::new().name("pastiche-control".into()).spawn(move || control.run(ctx, stop))?
     };
-    let status_page = crate::http::start(crate::http::Parts {
-        config: live.clone(),
-        shared: shared.clone(),
-        board: board.clone(),
-        queue: queue.clone(),
-        storage: Some(storage.clone()),
-    })?;
     let scheduler = Scheduler {
         config: live.clone(),
         shared: shared.clone(),
