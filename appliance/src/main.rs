@@ -14,7 +14,7 @@ use std::sync::Arc;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use pastiche::cli::common::{is_closed_pipe, Global, Local};
 use pastiche::cli::request::Request;
-use pastiche::cli::{self, boxcmd, buddycmd, clientscmd, lancmd};
+use pastiche::cli::{self, boxcmd, clientscmd, lancmd};
 use pastiche::daemon::{self, DaemonOptions};
 use pastiche::exit;
 use pastiche::repo::default_data_dir;
@@ -157,6 +157,8 @@ enum Command {
         /// Configuration file [default: DATA/pastiche.toml, if it exists].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
     },
     /// Is the data safe, and what the daemon is doing; exits 0 ok, 1
     /// warning, 2 critical (the monitoring-plugin convention).
@@ -229,6 +231,13 @@ enum Command {
         #[command(subcommand)]
         command: DebugCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Make the running daemon read its configuration file again and apply
+    /// it (as SIGHUP does); an invalid file is refused and the old one kept.
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -340,37 +349,27 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Restore { snapshot, target, include, from_buddy } => {
             Request::Restore { snapshot, target, include, from_buddy }
         }
-        // An invitation is a file in DATA/invites: it needs no lock on the
-        // box, so it works while the daemon runs.
+        // An invitation is a file in DATA/invites: without a daemon it
+        // needs no lock on the box, nor the passphrase.
         Command::Buddy { command: BuddyCommand::Invite { quota, expires, name } } => {
-            return clientscmd::invite(&g, quota, &expires, &name)
+            let req = Request::BuddyInvite { quota, expires, name };
+            return match cli::on_daemon(&g, req)? {
+                Ok(code) => Ok(code),
+                Err(Request::BuddyInvite { quota, expires, name }) => clientscmd::invite(&g, quota, &expires, &name),
+                Err(_) => unreachable!("on_daemon hands back the request it was given"),
+            };
         }
         // Pairing requests are files in DATA/lan: they work while the daemon runs.
         Command::Buddy { command: BuddyCommand::Requests } => return lancmd::requests(&g),
         Command::Buddy { command: BuddyCommand::Accept { id } } => return lancmd::accept(&g, &id),
         Command::Buddy { command: BuddyCommand::Refuse { id } } => return lancmd::refuse(&g, &id),
-        Command::Buddy { command } => {
-            if let Some(code) = cli::config::buddy_with_daemon(&g, matches!(command, BuddyCommand::List))? {
-                return Ok(code);
-            }
-            return match command {
-                BuddyCommand::Add { addr, code } => buddycmd::add(&g, addr, code),
-                BuddyCommand::Invite { .. }
-                | BuddyCommand::Requests
-                | BuddyCommand::Accept { .. }
-                | BuddyCommand::Refuse { .. } => unreachable!("handled above"),
-                BuddyCommand::List => buddycmd::list(&g),
-                BuddyCommand::Remove { addr, drop } => buddycmd::remove(&g, addr, drop),
-            };
-        }
+        Command::Buddy { command: BuddyCommand::Add { addr, code } } => Request::BuddyAdd { addr, code },
+        Command::Buddy { command: BuddyCommand::List } => Request::BuddyList,
+        Command::Buddy { command: BuddyCommand::Remove { addr, drop } } => Request::BuddyRemove { addr, drop },
         Command::Sync => Request::Sync,
-        Command::Clients { command } => {
-            return match command {
-                ClientsCommand::List => clientscmd::list(&g),
-                ClientsCommand::Quota { key, bytes } => clientscmd::quota(&g, &key, bytes),
-                ClientsCommand::Revoke { key, drop } => clientscmd::revoke(&g, &key, drop),
-            }
-        }
+        Command::Clients { command: ClientsCommand::List } => Request::ClientsList,
+        Command::Clients { command: ClientsCommand::Quota { key, bytes } } => Request::ClientsQuota { key, bytes },
+        Command::Clients { command: ClientsCommand::Revoke { key, drop } } => Request::ClientsRevoke { key, drop },
         Command::Daemon { config, listen, quota, max_sessions, min_free, http } => {
             let threads = g.threads;
             return daemon::run(DaemonOptions {
@@ -384,7 +383,8 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 http,
             });
         }
-        Command::Config { config } => return cli::config::show(&g, config),
+        Command::Config { action: Some(ConfigAction::Reload), .. } => return cli::config::reload(&g),
+        Command::Config { config, action: None } => return cli::config::show(&g, config),
         Command::Status { token: true } => return cli::config::token(&g),
         Command::Status { token: false } => return cli::config::status(&g),
         Command::Diff { first, second } => Request::Diff { first, second },

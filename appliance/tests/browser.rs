@@ -13,7 +13,6 @@ mod status_common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use rand::SeedableRng;
@@ -62,7 +61,7 @@ fn the_status_page_in_chromium() {
     write_config(&a, &config_for(&src));
     let _daemon = Daemon::start(&a, "a", &["--listen", &free_addr(), "--http", "127.0.0.1:0"]);
     let url = page_url(&a);
-    wait_until(Duration::from_secs(60), "the buddy current and A healthy", || {
+    wait_for(60, "the buddy current and A healthy", || {
         let b = get(&format!("{url}/api/buddies"), &[]).json();
         b[0]["state"] == "current" && status_text(&a).0 == Some(0)
     });

@@ -173,11 +173,13 @@ fn shipping_left_pending_resumes_after_a_restart() {
     let s = Daemon::wait_status(&a, 60, "a failed shipping", |s| s["last_result"]["ship"]["ok"] == false);
     assert_eq!(s["shipping_pending"][0], b_addr.as_str(), "{s:#}");
     assert!(s["next_run"]["ship"].is_string(), "a retry is scheduled: {s:#}");
-    // The buddy list is the daemon's; changing it waits for the daemon to stop.
+    // The buddy list is the daemon's; adding a buddy that does not answer
+    // fails there and adds nothing.
     let r = a.run(["buddy", "list"]).ok();
     assert!(r.stdout.contains(&b_addr) && !r.stdout.contains("not yet pinned"), "{}", r.describe());
-    let r = a.run(["buddy", "add", "127.0.0.1:1"]).code_is(11);
-    assert!(r.stderr.contains("stop it to add or remove a buddy"), "{}", r.describe());
+    let r = a.run(["buddy", "add", "127.0.0.1:1"]).code_is(1);
+    assert!(r.stderr.contains("nothing was added"), "{}", r.describe());
+    assert!(!a.run(["buddy", "list"]).ok().stdout.contains("127.0.0.1:1"));
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
 
@@ -256,4 +258,111 @@ fn the_control_socket_is_private_and_bounded() {
     let s = Daemon::status(&a);
     assert_eq!(s["stopping"], false);
     a.run(["snapshots"]).ok();
+}
+
+/// The admitted clients of `b`, as `clients list --json` prints them.
+fn clients(b: &TestBox) -> Vec<serde_json::Value> {
+    b.run(["--json", "clients", "list"]).ok().json_lines()
+}
+
+#[test]
+fn buddy_and_clients_commands_run_in_the_daemons_that_hold_both_boxes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src, 8, 7);
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let b_addr = free_addr();
+    let a_daemon = Daemon::start(&a, "A", &["--listen", "127.0.0.1:0"]);
+    let b_daemon = Daemon::start(&b, "B", &["--listen", &b_addr]);
+    // Each daemon holds its box: a command that opened the box itself would
+    // exit 11 (locked). These all succeed, so they ran in the daemons.
+    let code = buddy::invite(&b);
+    a.run(["buddy", "add", &b_addr, "--code", &code]).ok();
+    assert!(a_daemon.logged("buddy_add") && !a_daemon.logged(&code), "the code stays out of the log");
+    assert!(b_daemon.logged("buddy_invite"));
+    let listed = a.run(["--json", "buddy", "list"]).ok().json_lines();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["addr"], b_addr.as_str());
+    assert!(listed[0]["key"].is_string(), "the buddy's key is pinned: {listed:?}");
+    let s = Daemon::status(&a);
+    assert_eq!(s["buddies"][0]["addr"], b_addr.as_str(), "the status shows the new buddy at once: {s:#}");
+
+    a.run([OsStr::new("backup"), src.as_os_str()]).ok();
+    let c = clients(&b);
+    assert_eq!(c.len(), 1, "{c:?}");
+    let a_key = c[0]["key"].as_str().unwrap().to_string();
+    let box_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.data.join("box.json")).unwrap()).unwrap();
+    assert_eq!(box_json["public_key"].as_str(), Some(a_key.as_str()), "the client is A");
+    assert!(c[0]["used_bytes"].as_u64().unwrap() > 0, "A's backup was shipped to B: {c:?}");
+
+    b.run(["clients", "quota", &a_key[..12], "123456789"]).ok();
+    assert_eq!(clients(&b)[0]["quota_bytes"], 123_456_789);
+    let r = b.run(["clients", "quota", "ffffffffffff", "1"]).code_is(1);
+    assert!(r.stderr.contains("no admitted client"), "{}", r.describe());
+
+    b.run(["clients", "revoke", &a_key]).ok();
+    assert!(clients(&b).is_empty());
+    let r = a.run(["sync"]);
+    assert_ne!(r.code, Some(0), "a revoked client is refused: {}", r.describe());
+
+    a.run(["buddy", "remove", &b_addr]).ok();
+    assert!(a.run(["--json", "buddy", "list"]).ok().json_lines().is_empty());
+    let (code, _) = a_daemon.terminate();
+    assert_eq!(code, Some(0));
+    let (code, _) = b_daemon.terminate();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn config_reload_applies_a_valid_file_at_once_and_keeps_the_old_one_on_a_bad_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+    tree(&first, 4, 8);
+    tree(&second, 4, 9);
+    let a = TestBox::init(tmp.path().join("A"));
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"never\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&first)),
+    );
+    let daemon = Daemon::start(&a, "A", &[]);
+    assert!(Daemon::status(&a)["next_run"]["backup"].is_null(), "no backup is scheduled yet");
+
+    // `config reload`: the new schedule and paths apply without a restart.
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"every 1s\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&second)),
+    );
+    let r = a.run(["config", "reload"]).ok();
+    assert!(r.stdout.contains("backup schedule every 1s (was never)"), "{}", r.describe());
+    assert!(r.stdout.contains(second.to_str().unwrap()), "{}", r.describe());
+    Daemon::wait_status(&a, 60, "a backup on the reloaded schedule", |s| s["last_result"]["backup"]["ok"] == true);
+    let snaps = a.snapshots();
+    assert!(snaps.iter().all(|s| s["paths"][0] == second.to_str().unwrap()), "the new paths are backed up: {snaps:?}");
+
+    // An invalid file is refused with its line and reason, in the command's
+    // output and the daemon's log; the schedule in use stays.
+    configure(&a, "[backup]\nschedule = \"daily 25:61\"\n");
+    let r = a.run(["config", "reload"]).code_is(1);
+    assert!(r.stderr.contains("line 2: bad time") && r.stderr.contains("previous one stays"), "{}", r.describe());
+    assert!(daemon.logged("line 2: bad time"), "the refusal is in the log");
+    assert!(Daemon::status(&a)["next_run"]["backup"].is_string(), "the old schedule is kept");
+
+    // SIGHUP does the same; a change of the listen address waits for a restart.
+    configure(
+        &a,
+        &format!("[backup]\npaths = [{}]\nschedule = \"never\"\n[serve]\nlisten = [\"127.0.0.1:1\"]\n", q(&second)),
+    );
+    common::daemon::signal(daemon.child.id(), "HUP");
+    Daemon::wait_status(&a, 30, "the SIGHUP reload", |s| s["next_run"]["backup"].is_null());
+    wait_for(10, "the reload in the log", || {
+        daemon.logged("serve.listen changed in the file: applied at the next start")
+    });
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+
+    // Without a daemon there is nothing to reload.
+    let r = a.run(["config", "reload"]).code_is(1);
+    assert!(r.stderr.contains("no daemon runs"), "{}", r.describe());
 }

@@ -13,7 +13,6 @@ mod status_common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use rand::SeedableRng;
@@ -75,11 +74,11 @@ fn api_and_metrics_match_the_cli_and_alerts_follow_the_buddy() {
     let url = page_url(&a);
 
     // The pending shipping runs at start; then everything is current.
-    wait_until(Duration::from_secs(60), "A shipped to B and B answering", || {
+    wait_for(60, "A shipped to B and B answering", || {
         let b = get(&format!("{url}/api/buddies"), &[]).json();
         b[0]["state"] == "current" && b[0]["contact"]["bytes_held"].as_u64().is_some_and(|n| n > 0)
     });
-    wait_until(Duration::from_secs(30), "A healthy", || status_text(&a).0 == Some(0));
+    wait_for(30, "A healthy", || status_text(&a).0 == Some(0));
     let (_, text) = status_text(&a);
     assert!(text.starts_with("PASTICHE OK"), "{text}");
 
@@ -115,7 +114,7 @@ fn api_and_metrics_match_the_cli_and_alerts_follow_the_buddy() {
         clients.as_array().unwrap().iter().find(|c| c["key"] == a_key && c["last_seen"].is_i64()).cloned()
     };
     // B's overview is rebuilt every two seconds.
-    wait_until(Duration::from_secs(30), "A listed as a client of B", || a_on_b().is_some());
+    wait_for(30, "A listed as a client of B", || a_on_b().is_some());
     let a_on_b = a_on_b().unwrap();
     assert!(a_on_b["used_bytes"].as_u64().unwrap() > 0);
     let b_metrics = scrape(&get(&format!("{b_url}/metrics"), &[]).body);
@@ -155,7 +154,7 @@ fn api_and_metrics_match_the_cli_and_alerts_follow_the_buddy() {
     let queued = post_form(&backup, &[("Authorization", &bearer)], &[]);
     assert_eq!(queued.code, 202, "{}", queued.body);
     assert_eq!(queued.json()["queued"], "backup");
-    wait_until(Duration::from_secs(60), "the backup asked for over the API", || {
+    wait_for(60, "the backup asked for over the API", || {
         get(&format!("{url}/api/snapshots"), &[]).json().as_array().unwrap().len() == 3
     });
     // The form action with the page's token works too (a sync), and answers with a redirect to the page.
@@ -183,9 +182,9 @@ fn api_and_metrics_match_the_cli_and_alerts_follow_the_buddy() {
     assert_eq!(get(&format!("{url}/api/overview"), &[("Host", "evil.example")]).code, 401);
 
     // Stop the buddy: the alert shows everywhere.
-    wait_until(Duration::from_secs(60), "A healthy again after the sync", || status_text(&a).0 == Some(0));
+    wait_for(60, "A healthy again after the sync", || status_text(&a).0 == Some(0));
     buddy.kill();
-    wait_until(Duration::from_secs(30), "the warning exit code", || status_text(&a).0 == Some(1));
+    wait_for(30, "the warning exit code", || status_text(&a).0 == Some(1));
     let (_, text) = status_text(&a);
     assert!(text.starts_with("PASTICHE WARNING") && text.contains(&buddy_addr), "{text}");
     let health = get(&format!("{url}/api/health"), &[]).json();

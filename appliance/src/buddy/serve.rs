@@ -1,7 +1,10 @@
-//! `pastiche serve`: the buddy daemon. A TCP listener, one thread per
-//! connection, each running the secure channel ([`pastiche_core::channel`],
-//! `docs/PROTOCOL.md` §1a) and inside it a [`BuddySession`] over its own
-//! [`BuddyHandle`] of the shared [`BuddyStorage`].
+//! `pastiche serve`: the buddy daemon. A TCP listener on tokio, one task
+//! per connection, each running the secure channel
+//! ([`pastiche_core::channel`], `docs/PROTOCOL.md` §1a) and inside it the
+//! core's sans-IO [`BuddySession`] over its own [`BuddyHandle`] of the
+//! shared [`BuddyStorage`]. The session's storage calls block (redb, pack
+//! files): they run in [`tokio::task::block_in_place`], so the worker hands
+//! its other tasks to another worker meanwhile.
 //!
 //! Every peer is a potential attacker, so every connection is bounded: at
 //! most [`Limits::max_per_address`] per source address; at most
@@ -12,16 +15,14 @@
 //! frame must complete within [`Limits::frame_timeout`] of its first
 //! byte; and a session's buffers are fixed (about 0.6 MiB).
 //!
-//! Every event is one line on stderr (or the [`LogSink`] given):
+//! Every event is one line through `tracing` (or the [`LogSink`] given):
 //! `pastiche serve: <peer> <client key prefix> <what>`: connections,
 //! authentications, commits, drops, refusals with their reason (the audit
 //! log of forged or replayed requests), errors and closes.
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::thread;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -33,6 +34,9 @@ use pastiche_core::session::{BuddySession, Buffers, Reply};
 use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, Frame, FrameDecoder, Message, DECODER_BUFFER_LEN};
 use pastiche_core::{Identity, PublicKey};
 use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use super::slots::{Caps, Refusal, Slot, Slots};
 use super::store::{BuddyHandle, BuddyStorage};
@@ -57,10 +61,11 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Socket reads per call.
 const READ_BUF_LEN: usize = 64 * 1024;
-/// How often a session wakes to check its idle deadline and shutdown.
-const TICK: Duration = Duration::from_millis(250);
-/// How often the accept loop checks for shutdown when idle.
-const ACCEPT_TICK: Duration = Duration::from_millis(100);
+/// How often a connection still in its handshake looks whether a newer one
+/// evicted it (sessions past it wake only for their deadlines and a stop).
+const EVICTION_TICK: Duration = Duration::from_millis(250);
+/// Pause after a failed accept (out of descriptors, say).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// A peer that does not take our replies for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a fatal error, input read and discarded (at most this much, for at
@@ -124,50 +129,65 @@ impl Default for ServeOptions {
 /// Where log lines go (each call is one whole line, without newline).
 pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// A [`LogSink`] writing to stderr.
+/// The default [`LogSink`]: each line is a `tracing` event at level info.
 pub fn stderr_log() -> LogSink {
-    Arc::new(|line: &str| eprintln!("{line}"))
+    Arc::new(|line: &str| tracing::info!("{line}"))
 }
 
 /// Asks a running [`Server`] to stop: it stops accepting, lets each session
 /// finish the request in hand, and returns from [`Server::run`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Stopper {
-    flag: Arc<AtomicBool>,
+    flag: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Stopper {
+    fn default() -> Stopper {
+        Stopper { flag: Arc::new(watch::Sender::new(false)) }
+    }
 }
 
 impl Stopper {
-    /// Requests the stop.
+    /// Requests the stop (from any thread).
     pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+        self.flag.send_replace(true);
     }
 
     /// Whether a stop was requested.
     pub fn is_stopped(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        *self.flag.borrow()
+    }
+
+    /// Resolves once a stop is requested.
+    async fn stopped(&self) {
+        let mut rx = self.flag.subscribe();
+        // The sender lives in `self`: `wait_for` ends only on a stop.
+        let _ = rx.wait_for(|stopped| *stopped).await;
     }
 }
 
-/// Set by SIGTERM and SIGINT once [`serve`] installed its handlers.
-static SIGNALLED: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
-
-fn install_signal_handlers() -> anyhow::Result<()> {
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, SIGNALLED.clone()).context("cannot install the signal handlers")?;
-    }
+/// Stops `stopper` on SIGTERM or SIGINT (a thread sleeping on signal-hook's
+/// self-pipe: nothing polls).
+fn stop_on_signals(stopper: Stopper) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("cannot install the signal handlers")?;
+    std::thread::Builder::new().name("pastiche-signals".into()).spawn(move || {
+        if signals.forever().next().is_some() {
+            stopper.stop();
+        }
+    })?;
     Ok(())
 }
 
 /// A bound, not yet running, buddy daemon.
 pub struct Server {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     storage: BuddyStorage,
     identity: Option<Identity>,
     opts: ServeOptions,
     limits: Limits,
     log: LogSink,
     stop: Stopper,
-    watch_signals: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -178,9 +198,11 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Binds `opts.listen` for `storage` (connections wait in the backlog
-    /// until [`Server::run`]). Logs to stderr unless [`Server::with_log`].
+    /// until [`Server::run`]). Logs through `tracing` unless
+    /// [`Server::with_log`].
     pub fn bind(storage: BuddyStorage, opts: ServeOptions) -> anyhow::Result<Server> {
-        let listener = TcpListener::bind(opts.listen).with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let listener =
+            std::net::TcpListener::bind(opts.listen).with_context(|| format!("cannot listen on {}", opts.listen))?;
         let identity = storage.identity().cloned();
         Ok(Server {
             listener,
@@ -190,7 +212,6 @@ impl Server {
             limits: Limits::default(),
             log: stderr_log(),
             stop: Stopper::default(),
-            watch_signals: false,
         })
     }
 
@@ -207,7 +228,7 @@ impl Server {
         self
     }
 
-    /// Sends log lines to `log` instead of stderr.
+    /// Sends log lines to `log` instead of `tracing`.
     pub fn with_log(mut self, log: LogSink) -> Server {
         self.log = log;
         self
@@ -229,8 +250,22 @@ impl Server {
     }
 
     /// Recovers the storage (rolls prepared epochs forward), then serves
-    /// until stopped. Returns once every session has ended.
+    /// on a tokio runtime of its own until stopped. Returns once every
+    /// session has ended.
     pub fn run(self) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("pastiche-buddy")
+            .enable_io()
+            .enable_time()
+            .build()
+            .context("cannot start the buddy server's runtime")?;
+        runtime.block_on(self.run_async())
+    }
+
+    /// [`Server::run`] on the caller's runtime, which must be
+    /// multi-threaded (the sessions' storage calls use
+    /// [`tokio::task::block_in_place`]).
+    pub async fn run_async(self) -> anyhow::Result<()> {
         let addr = self.listener.local_addr().context("cannot read the listening address")?;
         let me = addr.to_string();
         let log = self.log.clone();
@@ -239,7 +274,8 @@ impl Server {
         if identity.public_key() != self.storage.own_key() {
             anyhow::bail!("the identity given is not the one of the buddy store");
         }
-        let report = self.storage.recover().context("cannot recover the buddy store")?;
+        let storage = self.storage.clone();
+        let report = tokio::task::block_in_place(|| storage.recover()).context("cannot recover the buddy store")?;
         for (client, epoch) in &report.applied {
             say(&key_prefix(client), &format!("recovery: applied prepared epoch {epoch}"));
         }
@@ -247,6 +283,7 @@ impl Server {
             say(&key_prefix(client), &format!("recovery: discarded unprepared staging of epoch {epoch}"));
         }
         self.listener.set_nonblocking(true).context("cannot make the listener non-blocking")?;
+        let listener = TcpListener::from_std(self.listener).context("cannot register the listener")?;
         say(
             "-",
             &format!(
@@ -268,18 +305,21 @@ impl Server {
             stop: self.stop.clone(),
             started: Instant::now(),
         });
-        let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
-        let mut next_id = 0u64;
+        let mut sessions = tokio::task::JoinSet::new();
         loop {
-            if self.watch_signals && SIGNALLED.load(Ordering::SeqCst) {
-                self.stop.stop();
-            }
-            if self.stop.is_stopped() {
-                break;
-            }
-            match self.listener.accept() {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = self.stop.stopped() => break,
+                // Reap finished sessions as they end.
+                Some(done) = sessions.join_next(), if !sessions.is_empty() => {
+                    if done.is_err() {
+                        say("-", "error: a session task panicked");
+                    }
+                    continue;
+                }
+            };
+            match accepted {
                 Ok((stream, peer)) => {
-                    threads.retain(|t| !t.is_finished());
                     let slot = match slots.take(peer.ip()) {
                         Ok((slot, evicted)) => {
                             if let Some(old) = evicted {
@@ -298,30 +338,21 @@ impl Server {
                             continue;
                         }
                     };
-                    let c = ctx.clone();
-                    next_id += 1;
-                    let spawned = thread::Builder::new()
-                        .name(format!("pastiche-serve-{next_id}"))
-                        .spawn(move || connection(stream, peer, slot, c));
-                    match spawned {
-                        Ok(t) => threads.push(t),
-                        Err(e) => log(&format!("pastiche serve: {peer} - error: cannot start a session thread: {e}")),
-                    }
+                    sessions.spawn(connection(stream, peer, slot, ctx.clone()));
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(ACCEPT_TICK),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Out of descriptors, say: keep serving those connected.
                     say("-", &format!("error: accept failed: {e}"));
-                    thread::sleep(ACCEPT_TICK);
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             }
         }
-        drop(self.listener);
+        drop(listener);
         say("-", &format!("stopping: waiting for {} connections", slots.len()));
-        for t in threads {
-            if t.join().is_err() {
-                say("-", "error: a session thread panicked");
+        while let Some(done) = sessions.join_next().await {
+            if done.is_err() {
+                say("-", "error: a session task panicked");
             }
         }
         say("-", "stopped");
@@ -334,13 +365,12 @@ impl Server {
 pub fn serve(repo: Repo, opts: ServeOptions) -> anyhow::Result<()> {
     let storage = BuddyStorage::for_repo(Arc::new(repo), opts.default_quota)?;
     storage.set_min_free(opts.min_free);
-    let mut server = Server::bind(storage, opts)?;
-    server.watch_signals = true;
-    install_signal_handlers()?;
+    let server = Server::bind(storage, opts)?;
+    stop_on_signals(server.stopper())?;
     server.run()
 }
 
-/// What every session thread shares.
+/// What every session task shares.
 struct Ctx {
     storage: BuddyStorage,
     identity: Identity,
@@ -361,12 +391,12 @@ fn key_prefix(key: &PublicKey) -> String {
     hex::encode(&key.0[..8])
 }
 
-/// One connection's thread.
-fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ctx>) {
+/// One connection's task.
+async fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ctx>) {
     let mut conn = Conn {
         stream,
         peer,
-        ctx: &ctx,
+        ctx,
         slot,
         who: "-".to_string(),
         quota_refusals: 0,
@@ -376,7 +406,7 @@ fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ctx>) {
         frame_since: None,
     };
     conn.log("connected");
-    let why = conn.serve();
+    let why = conn.serve().await;
     if conn.quota_refusals > 1 {
         let n = conn.quota_refusals;
         conn.log(&format!("refused {n} chunks in all over quota"));
@@ -384,10 +414,10 @@ fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ctx>) {
     conn.log(&format!("closed: {why}"));
 }
 
-struct Conn<'a> {
+struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
-    ctx: &'a Ctx,
+    ctx: Arc<Ctx>,
     slot: Slot,
     /// Key prefix of the client (proven by the channel, then authenticated).
     who: String,
@@ -420,7 +450,7 @@ enum Phase {
     Failed,
 }
 
-impl Conn<'_> {
+impl Conn {
     fn log(&self, what: &str) {
         (self.ctx.log)(&format!("pastiche serve: {} {} {what}", self.peer, self.who));
     }
@@ -447,9 +477,25 @@ impl Conn<'_> {
         }
     }
 
+    /// When [`Conn::expired`] must look again: the nearest deadline (just
+    /// past it), or the eviction tick while the handshake runs.
+    fn next_check(&self, session: &BuddySession) -> Instant {
+        let past = Duration::from_millis(1);
+        let opts = &self.ctx.limits;
+        let idle = Duration::from_millis(session.deadline().saturating_sub(self.ctx.now_ms()));
+        let mut at = Instant::now() + idle.min(Duration::from_secs(3600));
+        if !self.welcomed {
+            at = at.min(self.accepted + opts.handshake_timeout + past).min(Instant::now() + EVICTION_TICK);
+        }
+        for since in [self.record_since, self.frame_since].into_iter().flatten() {
+            at = at.min(since + opts.frame_timeout + past);
+        }
+        at
+    }
+
     /// Runs the channel and the session; returns why it ended.
-    fn serve(&mut self) -> String {
-        if let Err(e) = self.setup() {
+    async fn serve(&mut self) -> String {
+        if let Err(e) = self.stream.set_nodelay(true) {
             return format!("socket setup failed: {e}");
         }
         let mut nonce = [0u8; 32];
@@ -483,23 +529,27 @@ impl Conn<'_> {
             scratch: vec![0u8; MAX_SEALED],
             sealed: vec![0u8; 2 * DECODER_BUFFER_LEN + 4 * (RECORD_HEADER_LEN + 16)],
         };
+        let stop = self.ctx.stop.clone();
         loop {
             if let Some(why) = self.expired(&session) {
                 return why;
             }
-            let n = match self.stream.read(&mut bufs.read) {
-                Ok(0) => {
-                    return match (records.finish(), decoder.finish()) {
-                        (Ok(()), Ok(())) => "peer closed the connection".into(),
-                        (Err(e), _) => format!("peer closed the connection mid-record ({e})"),
-                        (_, Err(e)) => format!("peer closed the connection mid-frame ({e})"),
+            let wake = tokio::time::Instant::from_std(self.next_check(&session));
+            let n = tokio::select! {
+                r = self.stream.read(&mut bufs.read) => match r {
+                    Ok(0) => {
+                        return match (records.finish(), decoder.finish()) {
+                            (Ok(()), Ok(())) => "peer closed the connection".into(),
+                            (Err(e), _) => format!("peer closed the connection mid-record ({e})"),
+                            (_, Err(e)) => format!("peer closed the connection mid-frame ({e})"),
+                        }
                     }
-                }
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
-                    continue
-                }
-                Err(e) => return format!("read failed: {e}"),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return format!("read failed: {e}"),
+                },
+                () = tokio::time::sleep_until(wake) => continue,
+                () = stop.stopped() => continue,
             };
             let mut at = 0;
             while at < n {
@@ -517,7 +567,7 @@ impl Conn<'_> {
                 self.record_since = None;
                 let channel = match &mut phase {
                     Phase::Handshake(hs) => {
-                        match self.handshake_step(hs, body) {
+                        match self.handshake_step(hs, body).await {
                             Ok(false) => continue,
                             Ok(true) => {}
                             Err(why) => return why,
@@ -546,7 +596,8 @@ impl Conn<'_> {
                     Ok(plain) => plain,
                     Err(e) => return self.channel_failed(e),
                 };
-                if let Some(why) = self.on_plaintext(plain, channel, &mut decoder, &mut session, &mut store, &mut bufs)
+                if let Some(why) =
+                    self.on_plaintext(plain, channel, &mut decoder, &mut session, &mut store, &mut bufs).await
                 {
                     return why;
                 }
@@ -554,15 +605,25 @@ impl Conn<'_> {
         }
     }
 
+    /// Writes `bytes`, giving up on a peer that does not take them within
+    /// [`WRITE_TIMEOUT`].
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err(format!("write failed: the peer took nothing for {} s", WRITE_TIMEOUT.as_secs())),
+        }
+    }
+
     /// Takes one handshake message and answers it; returns whether the
     /// handshake is complete.
-    fn handshake_step(&mut self, hs: &mut Handshake, body: &[u8]) -> Result<bool, String> {
+    async fn handshake_step(&mut self, hs: &mut Handshake, body: &[u8]) -> Result<bool, String> {
         hs.read(body).map_err(|e| self.channel_failed(e))?;
         self.slot.progress(1);
         if hs.is_write_turn() {
             let mut msg = [0u8; RECORD_HEADER_LEN + MAX_HANDSHAKE_MESSAGE];
             let n = hs.write(&mut msg).map_err(|e| format!("internal error: {e}"))?;
-            self.stream.write_all(&msg[..n]).map_err(|e| format!("write failed: {e}"))?;
+            self.write(&msg[..n]).await?;
         }
         Ok(hs.is_finished())
     }
@@ -576,7 +637,7 @@ impl Conn<'_> {
 
     /// Feeds decrypted bytes to the frame decoder and the session, sending
     /// each reply sealed; returns why the connection must close, if it must.
-    fn on_plaintext(
+    async fn on_plaintext(
         &mut self,
         mut plain: &[u8],
         channel: &mut Channel,
@@ -590,9 +651,9 @@ impl Conn<'_> {
                 Ok(fed) => fed,
                 Err(e) => {
                     let r = session.on_wire_error(e, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch });
-                    let _ = self.send_sealed(channel, bufs, r.len);
+                    let _ = self.send_sealed(channel, bufs, r.len).await;
                     self.log(&format!("refused: {} (bad frame: {e})", ErrorCode::for_wire_error(e)));
-                    self.drain();
+                    self.drain().await;
                     return Some("bad frame".into());
                 }
             };
@@ -610,15 +671,17 @@ impl Conn<'_> {
                     message: "hello key differs from the channel's",
                 });
                 if let Ok(n) = encode_frame(&msg, &mut bufs.out) {
-                    let _ = self.send_sealed(channel, bufs, n);
+                    let _ = self.send_sealed(channel, bufs, n).await;
                 }
                 self.log(&format!("refused: {why}"));
-                self.drain();
+                self.drain().await;
                 return Some(why);
             }
-            let bufs_now = Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch };
-            let r = session.handle(payload, store, bufs_now, self.ctx.now_ms());
-            if let Some(why) = self.answer(r, channel, session, store, bufs) {
+            let now = self.ctx.now_ms();
+            let r = tokio::task::block_in_place(|| {
+                session.handle(payload, store, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch }, now)
+            });
+            if let Some(why) = self.answer(r, channel, session, store, bufs).await {
                 return Some(why);
             }
         }
@@ -642,7 +705,7 @@ impl Conn<'_> {
     }
 
     /// Seals `bufs.out[..len]` and writes it.
-    fn send_sealed(&mut self, channel: &mut Channel, bufs: &mut Bufs, len: usize) -> Result<(), String> {
+    async fn send_sealed(&mut self, channel: &mut Channel, bufs: &mut Bufs, len: usize) -> Result<(), String> {
         if len == 0 {
             return Ok(());
         }
@@ -651,19 +714,12 @@ impl Conn<'_> {
             bufs.sealed.resize(need, 0);
         }
         let n = channel.seal(&bufs.out[..len], &mut bufs.sealed).map_err(|e| format!("internal error: {e}"))?;
-        self.stream.write_all(&bufs.sealed[..n]).map_err(|e| format!("write failed: {e}"))
-    }
-
-    fn setup(&self) -> io::Result<()> {
-        self.stream.set_nonblocking(false)?;
-        self.stream.set_nodelay(true)?;
-        self.stream.set_read_timeout(Some(TICK))?;
-        self.stream.set_write_timeout(Some(WRITE_TIMEOUT))
+        self.write(&bufs.sealed[..n]).await
     }
 
     /// Sends a reply (and the second phase of a commit), logs what it
     /// means; returns why the connection must close, if it must.
-    fn answer(
+    async fn answer(
         &mut self,
         mut r: Reply,
         channel: &mut Channel,
@@ -676,20 +732,20 @@ impl Conn<'_> {
                 if !self.slot.authenticate() {
                     let msg = Message::Error(ErrorMsg { code: ErrorCode::Internal, message: "busy" });
                     if let Ok(n) = encode_frame(&msg, &mut bufs.out) {
-                        let _ = self.send_sealed(channel, bufs, n);
+                        let _ = self.send_sealed(channel, bufs, n).await;
                     }
                     self.log(&format!("refused: busy ({} sessions)", self.ctx.max_sessions));
-                    self.drain();
+                    self.drain().await;
                     return Some("busy".into());
                 }
                 self.welcomed = true;
             }
-            if let Err(why) = self.send_sealed(channel, bufs, r.len) {
+            if let Err(why) = self.send_sealed(channel, bufs, r.len).await {
                 return Some(why);
             }
             self.describe(&bufs.out[..r.len], &r, store);
             if r.close {
-                self.drain();
+                self.drain().await;
                 return Some(match r.refused {
                     Some(why) => format!("after refusing: {} ({})", why.code, why.reason),
                     None => "session closed".into(),
@@ -698,7 +754,9 @@ impl Conn<'_> {
             if !r.resume {
                 return None;
             }
-            r = session.resume(store, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch });
+            r = tokio::task::block_in_place(|| {
+                session.resume(store, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch })
+            });
         }
     }
 
@@ -741,18 +799,16 @@ impl Conn<'_> {
 
     /// Before closing after an error: stop sending, and read (and drop) what
     /// the peer still sends for a moment, so our error is not lost to a reset.
-    fn drain(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let until = Instant::now() + DRAIN_TIME;
-        let _ = self.stream.set_read_timeout(Some(Duration::from_millis(100)));
+    async fn drain(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let until = tokio::time::Instant::now() + DRAIN_TIME;
         let mut sink = [0u8; 4096];
         let mut total = 0;
-        while total < DRAIN_LIMIT && Instant::now() < until {
-            match self.stream.read(&mut sink) {
-                Ok(0) => break,
-                Ok(n) => total += n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-                Err(_) => break,
+        while total < DRAIN_LIMIT {
+            match tokio::time::timeout_at(until, self.stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+                _ => break,
             }
         }
     }

@@ -1,78 +1,86 @@
-//! `pastiche buddy add|list|remove`.
+//! `pastiche buddy add|list|remove`. They run on an open [`SharedBox`]: in
+//! the daemon when one holds the box (through its control socket), else in
+//! this process.
 
 use anyhow::{bail, Context, Result};
 
 use super::common::Global;
 use crate::exit;
 use crate::progress::human_bytes;
-use crate::repo::LockMode;
+use crate::repo::SharedBox;
 use crate::sync::{self, load_buddies, save_buddies, BuddyEntry};
 
 /// `pastiche buddy add HOST:PORT [--code CODE]`: pairs with the buddy (it
 /// must answer now, and admit this box: with the code its owner printed by
 /// `pastiche buddy invite`, or because it admitted this box before), pins
 /// its key and records it.
-pub fn add(g: &Global, addr: String, code: Option<String>) -> Result<u8> {
-    let repo = g.open(LockMode::Exclusive)?;
-    let mut buddies = load_buddies(&repo.dir)?;
-    if buddies.iter().any(|b| b.addr == addr) {
+pub fn add(g: &Global, b: &SharedBox, addr: String, code: Option<String>) -> Result<u8> {
+    if load_buddies(&b.repo().dir)?.iter().any(|e| e.addr == addr) {
         bail!("{addr} is already a buddy");
     }
+    // Pairing only talks to the buddy: no lock on the box meanwhile, so a
+    // backup or a sync in the daemon is not held up by a slow buddy.
     let mut entry = BuddyEntry { addr: addr.clone(), key: None, epoch: 0, snapshot: None };
-    let c = sync::connect_pairing(&repo, &mut entry, code.as_deref())
+    let c = sync::connect_pairing(b.repo(), &mut entry, code.as_deref())
         .with_context(|| format!("cannot pair with {addr}: nothing was added"))?;
-    buddies.push(entry.clone());
+    let repo = b.write();
+    let mut buddies = load_buddies(&repo.dir)?;
+    if buddies.iter().any(|e| e.addr == addr) {
+        bail!("{addr} is already a buddy");
+    }
+    buddies.push(entry);
     save_buddies(&repo.dir, &buddies)?;
-    println!(
+    g.line(format!(
         "paired with buddy {addr}: key {}, quota {}, {} used",
         c.buddy_key,
         human_bytes(c.welcome.quota_bytes),
         human_bytes(c.welcome.used_bytes)
-    );
+    ))?;
     Ok(exit::OK)
 }
 
 /// `pastiche buddy list`.
-pub fn list(g: &Global) -> Result<u8> {
-    let repo = g.open(LockMode::Shared)?;
-    let audits = crate::audit::record::load(&repo.dir)?;
-    for b in load_buddies(&repo.dir)? {
-        let audit = audits.get(&b.addr);
+pub fn list(g: &Global, b: &SharedBox) -> Result<u8> {
+    let dir = b.read().dir.clone();
+    let audits = crate::audit::record::load(&dir)?;
+    for e in load_buddies(&dir)? {
+        let audit = audits.get(&e.addr);
         if g.json {
-            let mut line = super::lancmd::with_found(g, &b.addr, &b);
+            let mut line = super::lancmd::with_found(g, &e.addr, &e);
             line["audit"] = serde_json::to_value(audit)?;
-            g.json_line(&line);
+            g.json(&line)?;
         } else {
-            println!(
+            g.line(format!(
                 "{:<24} key {}  epoch {}  snapshot {}  {}  {}",
-                b.addr,
-                b.key.as_deref().map_or("(not yet pinned)", |k| &k[..16]),
-                b.epoch,
-                b.snapshot.as_deref().map_or("-", |s| &s[..8]),
-                super::lancmd::found_text(g, &b.addr),
+                e.addr,
+                e.key.as_deref().map_or("(not yet pinned)", |k| &k[..16]),
+                e.epoch,
+                e.snapshot.as_deref().map_or("-", |s| &s[..8]),
+                super::lancmd::found_text(g, &e.addr),
                 crate::audit::record::summary(audit)
-            );
+            ))?;
         }
     }
     Ok(exit::OK)
 }
 
 /// `pastiche buddy remove HOST:PORT [--drop]`.
-pub fn remove(g: &Global, addr: String, drop_data: bool) -> Result<u8> {
-    let repo = g.open(LockMode::Exclusive)?;
+pub fn remove(g: &Global, b: &SharedBox, addr: String, drop_data: bool) -> Result<u8> {
+    // The writer lock: no shipping to this buddy while it goes.
+    let repo = b.write();
     let mut buddies = load_buddies(&repo.dir)?;
-    let Some(pos) = buddies.iter().position(|b| b.addr == addr) else { bail!("{addr} is not a buddy") };
+    let Some(pos) = buddies.iter().position(|e| e.addr == addr) else { bail!("{addr} is not a buddy") };
     let mut entry = buddies.remove(pos);
     if drop_data {
         let mut conn = sync::connect(&repo, &mut entry)?;
         let epoch = conn.welcome.committed_epoch + 1;
         conn.drop_all(epoch)?;
-        println!("asked {addr} to drop all our data");
+        g.line(format!("asked {addr} to drop all our data"))?;
     }
     if let Some(key) = sync::pinned_key(&entry) {
         sync::state::forget_buddy(repo.meta.database(), &key)?;
     }
     save_buddies(&repo.dir, &buddies)?;
-    println!("removed buddy {addr}");
+    g.line(format!("removed buddy {addr}"))?;
     Ok(exit::OK)
 }

@@ -1,17 +1,15 @@
 //! `pastiche buddy invite` and `pastiche clients list|quota|revoke`: the
-//! owner's side of pairing.
-
-use std::sync::Arc;
+//! owner's side of pairing. While a daemon holds the box they run in it
+//! (through its control socket), on the buddy storage it serves from.
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::common::Global;
 use crate::buddy::admission::{self, unix_now, Invite};
-use crate::buddy::{BuddyStorage, ClientInfo, DEFAULT_QUOTA};
+use crate::buddy::{BuddyStorage, ClientInfo};
 use crate::exit;
 use crate::progress::human_bytes;
-use crate::repo::LockMode;
 
 /// Parses `30s`, `15m`, `24h` or `7d` into seconds.
 pub fn parse_duration(text: &str) -> Result<u64> {
@@ -29,8 +27,8 @@ pub fn parse_duration(text: &str) -> Result<u64> {
 }
 
 /// `pastiche buddy invite`: writes a one-time code into the box's data
-/// directory (no lock: works while `pastiche serve` runs) and prints it
-/// alone on the last line.
+/// directory (no lock on the box: without a daemon it needs no passphrase)
+/// and prints it alone on the last line.
 pub fn invite(g: &Global, quota: Option<u64>, expires: &str, name: &str) -> Result<u8> {
     if !g.data.join("box.json").exists() {
         bail!("no box at {} (pastiche init first)", g.data.display());
@@ -41,18 +39,13 @@ pub fn invite(g: &Global, quota: Option<u64>, expires: &str, name: &str) -> Resu
     if g.json {
         g.json_line(&json!({"message_type": "invite", "code": code, "expires": invite.expires, "quota": quota}));
     } else {
-        println!(
+        g.line(format!(
             "One-time pairing code, valid for {expires}{}. On the other box run: pastiche buddy add HOST:PORT --code CODE",
             quota.map(|q| format!(", quota {}", human_bytes(q))).unwrap_or_default()
-        );
-        println!("{code}");
+        ))?;
+        g.line(code)?;
     }
     Ok(exit::OK)
-}
-
-fn open_storage(g: &Global) -> Result<BuddyStorage> {
-    let repo = g.open(LockMode::Exclusive)?;
-    Ok(BuddyStorage::for_repo(Arc::new(repo), DEFAULT_QUOTA)?)
 }
 
 fn find(storage: &BuddyStorage, key: &str) -> Result<ClientInfo> {
@@ -67,11 +60,10 @@ fn find(storage: &BuddyStorage, key: &str) -> Result<ClientInfo> {
 }
 
 /// `pastiche clients list`.
-pub fn list(g: &Global) -> Result<u8> {
-    let storage = open_storage(g)?;
+pub fn list(g: &Global, storage: &BuddyStorage) -> Result<u8> {
     for c in storage.clients()? {
         if g.json {
-            g.json_line(&json!({
+            g.json(&json!({
                 "message_type": "client",
                 "key": c.key.to_string(),
                 "name": c.name,
@@ -80,38 +72,36 @@ pub fn list(g: &Global) -> Result<u8> {
                 "committed_epoch": c.record.committed_epoch,
                 "admitted": c.admitted,
                 "last_seen": c.last_seen,
-            }));
+            }))?;
         } else {
             let seen =
                 crate::cli::common::format_time(crate::meta::model::Timestamp { secs: c.last_seen as i64, nanos: 0 });
-            println!(
+            g.line(format!(
                 "{}  {:<16} used {:>10} of {:>10}  epoch {}  last seen {seen}",
                 c.key,
                 if c.name.is_empty() { "-" } else { &c.name },
                 human_bytes(c.record.used_bytes),
                 human_bytes(c.record.quota_bytes),
                 c.record.committed_epoch
-            );
+            ))?;
         }
     }
     Ok(exit::OK)
 }
 
 /// `pastiche clients quota KEY BYTES`.
-pub fn quota(g: &Global, key: &str, bytes: u64) -> Result<u8> {
-    let storage = open_storage(g)?;
-    let c = find(&storage, key)?;
+pub fn quota(g: &Global, storage: &BuddyStorage, key: &str, bytes: u64) -> Result<u8> {
+    let c = find(storage, key)?;
     storage.set_quota(&c.key, Some(bytes))?;
-    println!("client {}: quota {}", c.key, human_bytes(bytes));
+    g.line(format!("client {}: quota {}", c.key, human_bytes(bytes)))?;
     Ok(exit::OK)
 }
 
 /// `pastiche clients revoke KEY [--drop]`.
-pub fn revoke(g: &Global, key: &str, drop_data: bool) -> Result<u8> {
-    let storage = open_storage(g)?;
-    let c = find(&storage, key)?;
+pub fn revoke(g: &Global, storage: &BuddyStorage, key: &str, drop_data: bool) -> Result<u8> {
+    let c = find(storage, key)?;
     storage.revoke(&c.key, drop_data)?;
-    println!("client {} revoked{}", c.key, if drop_data { ", its data dropped" } else { "" });
+    g.line(format!("client {} revoked{}", c.key, if drop_data { ", its data dropped" } else { "" }))?;
     Ok(exit::OK)
 }
 

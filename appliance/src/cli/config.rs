@@ -30,6 +30,24 @@ pub fn show(g: &Global, config: Option<PathBuf>) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// `pastiche config reload`: the daemon of the box reads its configuration
+/// file again and applies it (as SIGHUP does); prints what changed. An
+/// invalid file is refused with its line and the reason, and the daemon
+/// keeps the configuration it had.
+pub fn reload(g: &Global) -> Result<u8> {
+    let Some(stream) = client::connect(&g.data)? else {
+        return Err(ExitError::new(
+            exit::FAILED,
+            format!(
+                "no daemon runs for the box in {}: nothing to reload (a daemon reads the file when it starts)",
+                g.data.display()
+            ),
+        )
+        .into());
+    };
+    client::run(g, stream, &crate::daemon::protocol::ClientMessage::Reload)
+}
+
 /// `pastiche status`: is the data safe (the health summary of
 /// [`crate::health`], as the status page shows it) and what the daemon of
 /// the box is doing. Exits 0 ok, 1 warning, 2 critical; no daemon is
@@ -118,35 +136,4 @@ fn render(g: &Global, r: &StatusReport) -> Result<()> {
         g.line(format!("event      {} {}", e.time, e.text))?;
     }
     Ok(())
-}
-
-/// `buddy list` while a daemon holds the box: the daemon's buddy list (as
-/// `buddy list` prints it). `buddy add` and `remove` need the daemon
-/// stopped (or the `buddies` key of the configuration). `None` when no
-/// daemon runs: the command runs in-process.
-pub fn buddy_with_daemon(g: &Global, list: bool) -> Result<Option<u8>> {
-    let Some(stream) = client::connect(&g.data)? else { return Ok(None) };
-    if !list {
-        return Err(ExitError::new(
-            exit::LOCKED,
-            "a daemon holds this box: stop it to add or remove a buddy, or list buddies in the `buddies` key of \
-             its configuration (docs/CONFIG.md)",
-        )
-        .into());
-    }
-    for b in client::status(stream)?.buddies {
-        if g.json {
-            g.json(&super::lancmd::with_found(g, &b.addr, &b))?;
-        } else {
-            g.line(format!(
-                "{:<24} key {}  epoch {}  snapshot {}  {}",
-                b.addr,
-                b.key.as_deref().map_or("(not yet pinned)", |k| &k[..16]),
-                b.epoch,
-                b.snapshot.as_deref().map_or("-", |s| &s[..8]),
-                super::lancmd::found_text(g, &b.addr)
-            ))?;
-        }
-    }
-    Ok(Some(exit::OK))
 }

@@ -20,16 +20,25 @@ use anyhow::Result;
 /// Runs a box command: on the daemon if one holds the box (over its
 /// control socket), else in this process with the lock the command needs.
 pub fn run_request(g: &common::Global, req: request::Request) -> Result<u8> {
-    if let Some(stream) = crate::daemon::client::connect(&g.data)? {
-        let msg = crate::daemon::protocol::ClientMessage::Run {
-            request: req,
-            json: g.json,
-            quiet: g.quiet,
-            threads: Some(g.threads),
-        };
-        return crate::daemon::client::run(g, stream, &msg);
+    match on_daemon(g, req)? {
+        Ok(code) => Ok(code),
+        Err(req) => {
+            let repo = g.open(req.lock_mode())?;
+            let shared = crate::repo::SharedBox::new(Arc::new(repo));
+            request::execute(g, &shared, None, req)
+        }
     }
-    let repo = g.open(req.lock_mode())?;
-    let shared = crate::repo::SharedBox::new(Arc::new(repo));
-    request::execute(g, &shared, req)
+}
+
+/// Runs `req` on the daemon holding the box, if one does, and gives its
+/// exit code; `Err(req)` hands the request back when no daemon runs.
+pub fn on_daemon(g: &common::Global, req: request::Request) -> Result<Result<u8, request::Request>> {
+    let Some(stream) = crate::daemon::client::connect(&g.data)? else { return Ok(Err(req)) };
+    let msg = crate::daemon::protocol::ClientMessage::Run {
+        request: req,
+        json: g.json,
+        quiet: g.quiet,
+        threads: Some(g.threads),
+    };
+    crate::daemon::client::run(g, stream, &msg).map(Ok)
 }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::boxcmd;
 use super::common::Global;
+use super::{boxcmd, buddycmd, clientscmd};
+use crate::buddy::{BuddyStorage, DEFAULT_QUOTA};
 use crate::engine;
 use crate::repo::{LockMode, SharedBox};
 use crate::retention::KeepPolicy;
@@ -83,6 +84,47 @@ pub enum Request {
         /// Re-ship what a failing buddy lost.
         repair: bool,
     },
+    /// `buddy add HOST:PORT [--code CODE]`.
+    BuddyAdd {
+        /// The buddy's address.
+        addr: String,
+        /// The one-time pairing code.
+        code: Option<String>,
+    },
+    /// `buddy remove HOST:PORT [--drop]`.
+    BuddyRemove {
+        /// The buddy's address.
+        addr: String,
+        /// Ask the buddy to drop our data.
+        drop: bool,
+    },
+    /// `buddy list`.
+    BuddyList,
+    /// `buddy invite`.
+    BuddyInvite {
+        /// Bytes the invited box may store here.
+        quota: Option<u64>,
+        /// How long the code stays valid (`24h`).
+        expires: String,
+        /// The invited box's name.
+        name: String,
+    },
+    /// `clients list`.
+    ClientsList,
+    /// `clients quota KEY BYTES`.
+    ClientsQuota {
+        /// The client's key or a unique prefix.
+        key: String,
+        /// Bytes it may store.
+        bytes: u64,
+    },
+    /// `clients revoke KEY [--drop]`.
+    ClientsRevoke {
+        /// The client's key or a unique prefix.
+        key: String,
+        /// Also delete what it stored.
+        drop: bool,
+    },
 }
 
 impl Request {
@@ -93,9 +135,25 @@ impl Request {
             | Request::Forget { .. }
             | Request::Prune
             | Request::Sync
-            | Request::Audit { .. } => LockMode::Exclusive,
+            | Request::Audit { .. }
+            | Request::BuddyAdd { .. }
+            | Request::BuddyRemove { .. }
+            // The buddy store is one process's at a time.
+            | Request::ClientsList
+            | Request::ClientsQuota { .. }
+            | Request::ClientsRevoke { .. } => LockMode::Exclusive,
             _ => LockMode::Shared,
         }
+    }
+
+    /// The request as the daemon's log shows it: secrets (a pairing code)
+    /// left out.
+    pub fn for_log(&self) -> String {
+        let mut shown = self.clone();
+        if let Request::BuddyAdd { code: Some(code), .. } = &mut shown {
+            *code = "(hidden)".into();
+        }
+        serde_json::to_string(&shown).unwrap_or_default()
     }
 
     /// Makes the paths in it absolute against this process's working
@@ -115,7 +173,15 @@ impl Request {
 }
 
 /// Runs `req` on `b`, printing through `g`; returns the exit code.
-pub fn execute(g: &Global, b: &SharedBox, req: Request) -> Result<u8> {
+/// `buddies` is the buddy storage of a daemon serving the box (it is open
+/// once per process); without it, the `clients` commands open their own.
+pub fn execute(g: &Global, b: &SharedBox, buddies: Option<&BuddyStorage>, req: Request) -> Result<u8> {
+    let storage = || -> Result<BuddyStorage> {
+        match buddies {
+            Some(s) => Ok(s.clone()),
+            None => Ok(BuddyStorage::for_repo(b.repo().clone(), DEFAULT_QUOTA)?),
+        }
+    };
     match req {
         Request::Backup { paths, excludes, one_file_system } => boxcmd::backup(g, b, paths, excludes, one_file_system),
         Request::Snapshots => boxcmd::snapshots(g, b),
@@ -132,6 +198,13 @@ pub fn execute(g: &Global, b: &SharedBox, req: Request) -> Result<u8> {
         Request::Stats => boxcmd::stats(g, b),
         Request::Sync => boxcmd::sync(g, b),
         Request::Audit { buddy, samples, repair } => super::auditcmd::audit(g, b, buddy.as_deref(), samples, repair),
+        Request::BuddyAdd { addr, code } => buddycmd::add(g, b, addr, code),
+        Request::BuddyRemove { addr, drop } => buddycmd::remove(g, b, addr, drop),
+        Request::BuddyList => buddycmd::list(g, b),
+        Request::BuddyInvite { quota, expires, name } => clientscmd::invite(g, quota, &expires, &name),
+        Request::ClientsList => clientscmd::list(g, &storage()?),
+        Request::ClientsQuota { key, bytes } => clientscmd::quota(g, &storage()?, &key, bytes),
+        Request::ClientsRevoke { key, drop } => clientscmd::revoke(g, &storage()?, &key, drop),
     }
 }
 
@@ -150,11 +223,20 @@ mod tests {
                 dry_run: false,
             },
             Request::Check { read_data: true, read_data_subset: None },
+            Request::BuddyAdd { addr: "nas2:7467".into(), code: Some("abcd-efgh".into()) },
+            Request::ClientsRevoke { key: "3f2a".into(), drop: true },
         ];
         for r in reqs {
             let text = serde_json::to_string(&r).unwrap();
             assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r, "{text}");
         }
         assert!(serde_json::from_str::<Request>(r#"{"command":"format_disk"}"#).is_err());
+    }
+
+    #[test]
+    fn pairing_codes_stay_out_of_the_log() {
+        let r = Request::BuddyAdd { addr: "nas2:7467".into(), code: Some("abcd-efgh".into()) };
+        let shown = r.for_log();
+        assert!(shown.contains("nas2:7467") && !shown.contains("abcd-efgh"), "{shown}");
     }
 }

@@ -41,6 +41,7 @@
 //! job). A bad file is refused whole, with the line and the reason.
 
 pub mod overlay;
+pub mod live;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,7 @@ use toml::Spanned;
 
 use crate::buddy::{DEFAULT_MAX_SESSIONS, DEFAULT_PORT, DEFAULT_QUOTA};
 use crate::retention::KeepPolicy;
+pub use live::LiveConfig;
 pub use schedule::Schedule;
 
 /// The configuration file's name in the data directory.

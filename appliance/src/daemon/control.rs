@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 use super::jobs::JobQueue;
 use super::protocol::{ClientMessage, DaemonMessage, MAX_REQUEST_BYTES, SOCKET_FILE};
 use super::status::{JobKind, StatusBoard};
+use crate::buddy::BuddyStorage;
 use crate::cli::common::{Global, Output};
 use crate::cli::request::{self, Request};
 use crate::exit;
@@ -42,6 +43,11 @@ pub struct ControlContext {
     pub queue: Arc<JobQueue>,
     /// Default worker threads of a command.
     pub threads: usize,
+    /// The buddy storage the daemon serves from (the `clients` commands
+    /// work on it).
+    pub storage: BuddyStorage,
+    /// Reloads the configuration.
+    pub reloader: Arc<super::reload::Reloader>,
 }
 
 /// A bound control socket.
@@ -172,6 +178,19 @@ fn serve_client(stream: UnixStream, ctx: &ControlContext) -> Result<()> {
             let error = (!queued).then(|| format!("a {} is already waiting to run", job.name()));
             send(&mut stream, &DaemonMessage::Done { exit: if queued { exit::OK } else { exit::FAILED }, error })?;
         }
+        ClientMessage::Reload => {
+            tracing::info!("control: reload the configuration");
+            let done = match ctx.reloader.reload() {
+                Ok(lines) => {
+                    for line in lines {
+                        send(&mut stream, &DaemonMessage::Stdout(line))?;
+                    }
+                    DaemonMessage::Done { exit: exit::OK, error: None }
+                }
+                Err(why) => DaemonMessage::Done { exit: exit::FAILED, error: Some(why) },
+            };
+            send(&mut stream, &done)?;
+        }
         ClientMessage::Run { request, json, quiet, threads } => {
             let out = Arc::new(SocketOutput { stream: Mutex::new(stream.try_clone()?) });
             let g = Global {
@@ -181,9 +200,15 @@ fn serve_client(stream: UnixStream, ctx: &ControlContext) -> Result<()> {
                 threads: threads.unwrap_or(ctx.threads).max(1),
                 out: out.clone(),
             };
-            tracing::info!("control: {}", serde_json::to_string(&request).unwrap_or_default());
+            tracing::info!("control: {}", request.for_log());
             let ships = matches!(request, Request::Backup { .. } | Request::Sync);
-            let result = request::execute(&g, &ctx.shared, request);
+            let buddies_change = matches!(request, Request::BuddyAdd { .. } | Request::BuddyRemove { .. });
+            let result = request::execute(&g, &ctx.shared, Some(&ctx.storage), request);
+            if buddies_change {
+                if let Ok(buddies) = crate::sync::load_buddies(&ctx.shared.repo().dir) {
+                    ctx.board.update(|r| r.buddies = buddies);
+                }
+            }
             // A backup or sync that could not reach every buddy leaves the
             // rest to the scheduler, which retries with backoff.
             if ships && crate::engine::ship::pending(&ctx.shared.read()).is_ok_and(|p| !p.is_empty()) {

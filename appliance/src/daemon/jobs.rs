@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use jiff::ZonedDateTime;
 
 use super::status::{JobKind, StatusBoard};
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::engine::{self, ship, snapshots, BackupOptions};
 use crate::progress::{human_bytes, Mode, Progress};
 use crate::repo::SharedBox;
@@ -38,6 +38,8 @@ pub struct JobQueue {
 struct QueueInner {
     queued: VecDeque<JobKind>,
     stopping: bool,
+    /// The schedule changed: the worker looks at it again now.
+    nudged: bool,
 }
 
 /// What waiting on the queue gave.
@@ -76,6 +78,12 @@ impl JobQueue {
         self.wake.notify_all();
     }
 
+    /// Wakes the worker to look at the schedule again (it was reloaded).
+    pub fn nudge(&self) {
+        self.lock().nudged = true;
+        self.wake.notify_all();
+    }
+
     /// Whether a stop was asked for.
     pub fn is_stopping(&self) -> bool {
         self.lock().stopping
@@ -91,6 +99,9 @@ impl JobQueue {
             if let Some(kind) = q.queued.pop_front() {
                 return Next::Job(kind);
             }
+            if std::mem::take(&mut q.nudged) {
+                return Next::Timeout;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Next::Timeout;
@@ -102,8 +113,9 @@ impl JobQueue {
 
 /// Runs the scheduled jobs of one box.
 pub struct Scheduler {
-    /// The configuration.
-    pub config: Config,
+    /// The configuration (read again at every turn: a reload applies at
+    /// once).
+    pub config: Arc<LiveConfig>,
     /// The box.
     pub shared: Arc<SharedBox>,
     /// Where progress and results are shown.
@@ -156,9 +168,10 @@ impl Scheduler {
             Err(e) => self.board.event(format!("cannot tell what shipping is pending: {e:#}")),
         }
         loop {
+            let config = self.config.get();
             let now = ZonedDateTime::now();
-            let next_backup = self.config.backup.schedule.next_run(&last_backup, &now);
-            let next_prune = self.config.prune.schedule.next_run(&last_prune, &now);
+            let next_backup = config.backup.schedule.next_run(&last_backup, &now);
+            let next_prune = config.prune.schedule.next_run(&last_prune, &now);
             if next_backup.as_ref().is_some_and(|t| *t <= now) {
                 self.queue.request(JobKind::Backup);
                 last_backup = now.clone();
@@ -172,8 +185,8 @@ impl Scheduler {
                 self.queue.request(JobKind::Ship);
             }
             let mut sleep = MAX_SLEEP;
-            let next_backup = self.config.backup.schedule.next_run(&last_backup, &now);
-            let next_prune = self.config.prune.schedule.next_run(&last_prune, &now);
+            let next_backup = config.backup.schedule.next_run(&last_backup, &now);
+            let next_prune = config.prune.schedule.next_run(&last_prune, &now);
             self.board.update(|r| {
                 r.next_run.clear();
                 for (kind, at) in [(JobKind::Backup, &next_backup), (JobKind::Prune, &next_prune)] {
@@ -252,7 +265,8 @@ impl Scheduler {
     }
 
     fn backup(&self, progress: &Progress) -> anyhow::Result<(bool, String)> {
-        let b = &self.config.backup;
+        let config = self.config.get();
+        let b = &config.backup;
         let opts = BackupOptions {
             paths: b.paths.clone(),
             excludes: b.exclude.clone(),
@@ -292,8 +306,9 @@ impl Scheduler {
 
     fn prune(&self) -> anyhow::Result<(bool, String)> {
         let mut msg = String::new();
-        if !self.config.keep.is_empty() {
-            let forgot = snapshots::forget(&self.shared.write(), &self.config.keep, false)?;
+        let keep = self.config.get().keep.clone();
+        if !keep.is_empty() {
+            let forgot = snapshots::forget(&self.shared.write(), &keep, false)?;
             msg = format!("forgot {} snapshots; ", forgot.removed);
         }
         let s = engine::prune::run(&self.shared.reclaim())?;
@@ -321,6 +336,8 @@ mod tests {
         assert_eq!(q.next(Duration::ZERO), Next::Job(JobKind::Backup));
         assert_eq!(q.next(Duration::ZERO), Next::Job(JobKind::Ship));
         assert_eq!(q.next(Duration::from_millis(10)), Next::Timeout);
+        q.nudge();
+        assert_eq!(q.next(Duration::from_secs(60)), Next::Timeout, "a nudge wakes the worker at once");
         q.stop();
         assert_eq!(q.next(Duration::from_secs(60)), Next::Stop);
         assert!(!q.request(JobKind::Prune));

@@ -12,6 +12,9 @@
 //! - shows what it does ([`status`]), to `pastiche status` now and to an
 //!   HTTP page later.
 //!
+//! SIGHUP (or `pastiche config reload`) reads the configuration again
+//! ([`reload`]).
+//!
 //! SIGTERM or SIGINT: stop accepting, let the job in hand finish for up to
 //! [`STOP_GRACE`], then exit. Everything a job committed is durable (the
 //! chunk store and metadata commit with fsync), so a job cut short loses
@@ -22,6 +25,7 @@ pub mod client;
 pub mod control;
 pub mod jobs;
 pub mod protocol;
+pub mod reload;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -34,13 +38,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::buddy::{BuddyStorage, LogSink, ServeOptions, Server};
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::exit;
 use crate::repo::password::read_passphrase;
 use crate::repo::{LockMode, Repo, SharedBox};
 use crate::sync::{load_buddies, save_buddies, BuddyEntry};
 use control::{ControlContext, ControlServer};
 use jobs::{JobQueue, Scheduler};
+use reload::Reloader;
 use status::StatusBoard;
 
 /// How long a stop waits for the job in hand before exiting anyway.
@@ -109,7 +114,7 @@ pub fn init_logging() {
 }
 
 /// Adds the configured buddies missing from the buddy list.
-fn add_configured_buddies(shared: &SharedBox, config: &Config, board: &StatusBoard) -> Result<()> {
+pub(crate) fn add_configured_buddies(shared: &SharedBox, config: &Config, board: &StatusBoard) -> Result<()> {
     let repo = shared.write();
     let mut buddies = load_buddies(&repo.dir)?;
     let mut added = Vec::new();
@@ -162,8 +167,9 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     let config = load_config(&opts)?;
     // The handlers only write to a self-pipe: the main thread sleeps in
     // `forever()` until a signal comes, and an idle daemon never wakes.
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .context("cannot install the signal handlers")?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install the signal handlers")?;
     let pass = read_passphrase(false)?;
     let repo = Arc::new(Repo::open(&opts.data, &pass, LockMode::Exclusive)?);
     let shared = Arc::new(SharedBox::new(repo.clone()));
@@ -197,6 +203,24 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     board.update(|r| r.listening = listening.clone());
 
     let queue = Arc::new(JobQueue::default());
+    let live = Arc::new(LiveConfig::new(config.clone()));
+    let reloader = Arc::new(Reloader {
+        opts: opts.clone(),
+        live: live.clone(),
+        shared: shared.clone(),
+        storage: storage.clone(),
+        board: board.clone(),
+        queue: queue.clone(),
+    });
+    // The first health verdict is made before the control socket opens, so
+    // `pastiche status` never finds a daemon without one.
+    let status_page = crate::http::start(crate::http::Parts {
+        config: live.clone(),
+        shared: shared.clone(),
+        board: board.clone(),
+        queue: queue.clone(),
+        storage: Some(storage.clone()),
+    })?;
     let control = ControlServer::bind(&opts.data)?;
     let socket = control.path().to_path_buf();
     let control_stop = Arc::new(AtomicBool::new(false));
@@ -205,20 +229,15 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         board: board.clone(),
         queue: queue.clone(),
         threads: opts.threads,
+        storage: storage.clone(),
+        reloader: reloader.clone(),
     });
     let control_thread = {
         let stop = control_stop.clone();
         thread::Builder::new().name("pastiche-control".into()).spawn(move || control.run(ctx, stop))?
     };
-    let status_page = crate::http::start(crate::http::Parts {
-        config: config.clone(),
-        shared: shared.clone(),
-        board: board.clone(),
-        queue: queue.clone(),
-        storage: Some(storage.clone()),
-    })?;
     let scheduler = Scheduler {
-        config: config.clone(),
+        config: live.clone(),
         shared: shared.clone(),
         board: board.clone(),
         queue: queue.clone(),
@@ -236,8 +255,14 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         config.prune.schedule
     ));
 
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = reloader.reload();
+            continue;
+        }
         tracing::info!("signal {sig}");
+        break;
     }
     board.event("stopping");
     board.update(|r| r.stopping = true);

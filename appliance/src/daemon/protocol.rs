@@ -13,6 +13,9 @@
 //! < {"status":{"name":"nas1.lan",...}}
 //! > {"op":"trigger","job":"backup"}
 //! < {"done":{"exit":0,"error":null}}
+//! > {"op":"reload"}
+//! < {"stdout":"backup schedule every 1h (was daily 02:30)"}
+//! < {"done":{"exit":0,"error":null}}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,8 @@ pub enum ClientMessage {
         /// Which.
         job: JobKind,
     },
+    /// Read the configuration file again and apply it.
+    Reload,
 }
 
 /// What the daemon answers.

@@ -40,7 +40,7 @@ use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
 
 use crate::buddy::BuddyStorage;
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::daemon::jobs::JobQueue;
 use crate::daemon::status::{JobKind, StatusBoard};
 use crate::repo::keys::RootKey;
@@ -57,8 +57,9 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// What the status page serves from.
 pub struct Parts {
-    /// The effective configuration.
-    pub config: Config,
+    /// The effective configuration (the page's address and logins are
+    /// taken at start; the rest is read live).
+    pub config: Arc<LiveConfig>,
     /// The box.
     pub shared: Arc<SharedBox>,
     /// The daemon's status.
@@ -118,7 +119,8 @@ pub fn start(parts: Parts) -> Result<StatusPage> {
             .spawn(move || overview::monitor(sources, cache, stop))?
     };
     let mut page = StatusPage { stop, monitor: Some(monitor), server: None, addr: None };
-    let Some(listen) = parts.config.http.listen else { return Ok(page) };
+    let config = parts.config.get();
+    let Some(listen) = config.http.listen else { return Ok(page) };
     let listener = match std::net::TcpListener::bind(listen) {
         Ok(l) => l,
         Err(e) => {
@@ -134,7 +136,7 @@ pub fn start(parts: Parts) -> Result<StatusPage> {
         cache,
         board: parts.board.clone(),
         queue: parts.queue,
-        gate: Arc::new(Gate::new(token, Duration::from_secs(parts.config.http.session_minutes * 60))),
+        gate: Arc::new(Gate::new(token, Duration::from_secs(config.http.session_minutes * 60))),
         passphrase: Arc::new((repo.config.name.clone(), repo.config.kdf, repo.config.key_check.clone())),
         shutdown: rx.clone(),
     };

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::peers::{self, BuddyContact, ClientUsage};
 use crate::buddy::BuddyStorage;
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::daemon::status::{JobKind, StatusBoard, StatusReport};
 use crate::engine::stats::{stats, StatsReport};
 use crate::health::{self, BuddyFacts, Facts, Health};
@@ -130,8 +130,8 @@ pub struct Sources {
     pub shared: Arc<SharedBox>,
     /// The daemon's status.
     pub board: Arc<StatusBoard>,
-    /// The configuration.
-    pub config: Config,
+    /// The configuration, as reloaded.
+    pub config: Arc<LiveConfig>,
     /// The buddy store (clients stored here).
     pub storage: Option<BuddyStorage>,
     /// Unix seconds the daemon started.
@@ -197,7 +197,8 @@ impl Sources {
             None => Vec::new(),
         };
         let status = self.board.report();
-        let interval = health::schedule_interval(&self.config.backup.schedule, &now);
+        let config = self.config.get();
+        let interval = health::schedule_interval(&config.backup.schedule, &now);
         let last_snapshot = latest.map(|s| s.time.secs);
         let facts = Facts {
             now: unix,
@@ -218,13 +219,13 @@ impl Sources {
                 .collect(),
             disk_free: box_info.disk_free,
         };
-        let health = health::assess(&facts, &self.config.alerts.thresholds());
+        let health = health::assess(&facts, &config.alerts.thresholds());
         Ok(Overview {
             health,
             box_info,
             schedule: ScheduleView {
-                backup: self.config.backup.schedule.to_string(),
-                prune: self.config.prune.schedule.to_string(),
+                backup: config.backup.schedule.to_string(),
+                prune: config.prune.schedule.to_string(),
                 backup_interval_seconds: interval.map(|d| d.as_secs()),
                 next_backup: status.next_run.get(&JobKind::Backup).cloned(),
             },
@@ -246,11 +247,11 @@ pub type Cache = Arc<RwLock<Option<Overview>>>;
 /// Runs until `stop`: rebuilds the overview, probes buddies, and puts the
 /// health on the board.
 pub fn monitor(src: Sources, cache: Cache, stop: Arc<AtomicBool>) {
-    let probe_every = Duration::from_secs(src.config.alerts.probe_seconds);
     let mut last_probe: Option<Instant> = None;
     let mut last_built = Instant::now() - REFRESH;
     let mut finished_seen = String::new();
     while !stop.load(Ordering::SeqCst) {
+        let probe_every = Duration::from_secs(src.config.get().alerts.probe_seconds);
         if last_probe.is_none_or(|t| t.elapsed() >= probe_every) {
             if let Err(e) = peers::probe(src.shared.repo()) {
                 tracing::warn!("cannot probe the buddies: {e:#}");

@@ -1,105 +1,15 @@
-//! Helpers of the status page tests: a real `pastiche daemon` in a child
-//! process, waiting on conditions, and plain HTTP requests.
+//! Helpers of the status page tests (the daemon itself is
+//! [`crate::common::daemon::Daemon`]): its status and plain HTTP requests.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::common::buddy::free_addr;
+pub use crate::common::daemon::{wait_for, Daemon};
 use crate::common::{Run, TestBox};
-
-/// A free loopback address (bound, then released).
-pub fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// Polls `f` until it is true; fails the test with `what` after `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
-/// A running `pastiche daemon`; killed on drop.
-pub struct Daemon {
-    child: Child,
-    /// Its log lines so far.
-    pub log: Arc<Mutex<Vec<String>>>,
-    name: String,
-}
-
-impl Daemon {
-    /// Starts `daemon ARGS` on box `b` and waits until it answers `status`.
-    pub fn start(b: &TestBox, name: &str, args: &[&str]) -> Daemon {
-        let mut cmd = b.cmd(["daemon"]);
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start pastiche daemon");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        {
-            let (log, name) = (log.clone(), name.to_string());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("[{name}] {line}");
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut d = Daemon { child, log, name: name.to_string() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("daemon {} exited with {status}:\n{}", d.name, d.log.lock().unwrap().join("\n"));
-            }
-            if b.data.join("control.sock").exists() && status_json(b).is_some() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("daemon {} did not answer status", d.name);
-    }
-
-    /// Kills it at once (SIGKILL).
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Stops it with SIGTERM and waits.
-    pub fn stop(&mut self) {
-        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.kill();
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// `status --json` of box `b` (`None` if no daemon answers).
 pub fn status_json(b: &TestBox) -> Option<Value> {
@@ -117,7 +27,7 @@ pub fn status_text(b: &TestBox) -> (Option<i32>, String) {
 pub fn page_url(b: &TestBox) -> String {
     // The control socket answers a moment before the page listens.
     let mut url = None;
-    wait_until(Duration::from_secs(30), "the daemon's status page", || {
+    wait_for(30, "the daemon's status page", || {
         url = status_json(b).and_then(|s| s["http"].as_str().map(|u| u.trim_end_matches('/').to_string()));
         url.is_some()
     });
