@@ -7,11 +7,15 @@
 mod buddy;
 mod client;
 mod ledger;
+mod staging;
 mod store;
 
 pub use buddy::{BuddySession, Buffers, Refusal, Reply, IDLE_TIMEOUT_MS};
 pub use client::{ClientEvent, ClientSession, SessionError, MAX_PIPELINED_GETS};
-pub use ledger::{AbortStep, ApplyStep, ChunkMatch, Epochs, LedgerRefusal, PrepareStep, Reads, Recovery, StageStep};
+pub use ledger::{
+    mismatch, AbortStep, ApplyStep, ChunkMatch, Epochs, LedgerRefusal, PrepareStep, Reads, Recovery, StageStep,
+};
+pub use staging::{DataDigest, StagingDigest};
 pub use store::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
 
 #[cfg(test)]

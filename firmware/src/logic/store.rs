@@ -17,8 +17,8 @@ use embedded_io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use heapless::Vec;
 use pastiche_core::seal::ChunkId;
 use pastiche_core::session::{
-    AbortStep, ApplyStep, BuddyStore, ClientRecord, Epochs, LedgerRefusal, PrepareStep, PutOutcome, Recovery,
-    StagedCounts,
+    AbortStep, ApplyStep, BuddyStore, ClientRecord, DataDigest, Epochs, LedgerRefusal, PrepareStep, PutOutcome,
+    Recovery, StagedCounts, StagingDigest,
 };
 use pastiche_core::wire::IdList;
 use pastiche_core::PublicKey;
@@ -612,16 +612,82 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         Ok(Some(slot))
     }
 
-    /// What the slot has staged for `epoch` (nothing if it stages another).
-    fn staged_counts(&self, slot: usize, epoch: u64) -> StagedCounts {
+    /// What the slot has staged for `epoch` (nothing if it stages another),
+    /// with its digest.
+    fn staged_counts(&mut self, slot: usize, epoch: u64) -> Result<StagedCounts, StoreError> {
         let c = &self.ix.clients[slot];
         if c.staged_epoch != epoch {
-            return StagedCounts::default();
+            return Ok(StagedCounts::default());
         }
         let bit = 1u8 << slot;
         let objects = self.ix.objects.iter().filter(|o| o.staged && o.slot as usize == slot).count() as u32;
         let deletes = self.ix.chunks.iter().filter(|c| c.staged_del & bit != 0).count() + c.unknown_deletes.len();
-        StagedCounts { objects, deletes: deletes as u32, root: c.staged_root.is_some() }
+        let root = c.staged_root.is_some();
+        let digest = self.staging_digest(slot)?;
+        Ok(StagedCounts { objects, deletes: deletes as u32, root, digest })
+    }
+
+    /// The [`StagingDigest`] of the slot's staging, in its canonical order.
+    /// The index is small and unsorted, so each next name or id is picked by
+    /// a scan (no allocation); data is hashed from disk.
+    fn staging_digest(&mut self, slot: usize) -> Result<[u8; 32], StoreError> {
+        let mut d = StagingDigest::new();
+        let mut last: Option<[u8; 20]> = None;
+        loop {
+            let above = |name: &[u8; 20]| last.is_none_or(|l| *name > l);
+            let staged = self.ix.objects.iter().filter(|o| o.staged && o.slot as usize == slot && above(&o.name));
+            let Some(o) = staged.min_by_key(|o| o.name).copied() else { break };
+            d.object_digest(&o.name, &self.extent_digest(Extent { off: o.data, len: o.len })?);
+            last = Some(o.name);
+        }
+        let bit = 1u8 << slot;
+        let mut last: Option<[u8; 20]> = None;
+        loop {
+            let between =
+                |id: &[u8; 20], next: Option<[u8; 20]>| last.is_none_or(|l| *id > l) && next.is_none_or(|n| *id < n);
+            let mut next: Option<[u8; 20]> = None;
+            for id in self.ix.clients[slot].unknown_deletes.iter() {
+                if between(id, next) {
+                    next = Some(*id);
+                }
+            }
+            for i in 0..self.ix.chunks.len() {
+                let c = self.ix.chunks[i];
+                // The prefix in RAM rules most entries out without a read.
+                let (lo, hi) = (last.map_or([0; PREFIX], |l| prefix(&l)), next.map_or([0xff; PREFIX], |n| prefix(&n)));
+                if c.staged_del & bit == 0 || c.prefix < lo || c.prefix > hi {
+                    continue;
+                }
+                let mut id = [0u8; 20];
+                self.disk.seek(SeekFrom::Start(c.data as u64 - 20))?;
+                self.disk.read_exact(&mut id).map_err(read_err)?;
+                if between(&id, next) {
+                    next = Some(id);
+                }
+            }
+            let Some(id) = next else { break };
+            d.delete(&id);
+            last = Some(id);
+        }
+        if let Some(root) = self.ix.clients[slot].staged_root {
+            d.root_digest(&self.extent_digest(root)?);
+        }
+        Ok(d.finish())
+    }
+
+    /// The SHA-256 of an extent's bytes on disk.
+    fn extent_digest(&mut self, e: Extent) -> Result<[u8; 32], StoreError> {
+        let mut h = DataDigest::new();
+        let mut buf = [0u8; 256];
+        let mut rest = e.len as usize;
+        self.disk.seek(SeekFrom::Start(e.off as u64))?;
+        while rest > 0 {
+            let n = rest.min(buf.len());
+            self.disk.read_exact(&mut buf[..n]).map_err(read_err)?;
+            h.update(&buf[..n]);
+            rest -= n;
+        }
+        Ok(h.finish())
     }
 
     /// Bytes charged to the slot: its chunks, its objects (committed and
@@ -781,7 +847,7 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
 
     fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, StoreError> {
         let slot = self.admitted(client)?;
-        let counts = self.staged_counts(slot, epoch);
+        let counts = self.staged_counts(slot, epoch)?;
         // Only a staged set that matches the signed commit is prepared: a
         // `Prepare` record is a promise to apply at boot, so a mismatched
         // set must never get one; it is discarded.
