@@ -302,9 +302,28 @@ fn a_buddy_that_went_back_is_reported_and_not_trusted() {
     assert_eq!(report["went_back"], true);
     assert_eq!(report["epoch"], 3, "epochs go on from the client's own floor");
     assert!(report["chunks_sent"].as_u64().unwrap() > 0, "what it claimed to hold was offered again");
+    // The event stays visible in `buddy list`, with our floor for B.
+    let listed = &a.run(["--json", "buddy", "list"]).ok().json_lines()[0];
+    assert_eq!(listed["floor"]["went_back"]["reported"], 1, "{listed}");
+    assert_eq!(listed["floor"]["went_back"]["floor"], 2, "{listed}");
+    assert_eq!(listed["floor"]["committed"], 3, "{listed}");
     let target = tmp.path().join("restore");
     a.run(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &server.addr]).ok();
     assert_tree_matches(&manifest(&a_home), &restored_path(&target, &a_home), "A's restore from B after the rollback");
+    server.kill();
+
+    // Rolled back to epoch 1 once more: epochs 2 and 3, whose signatures B
+    // saw, are never signed again (B cannot mix them with new ones, and the
+    // new commit makes them `Replayed`): the next epoch is 4.
+    std::fs::remove_dir_all(&b.data).unwrap();
+    copy_box_data(&old_b, &b.data);
+    let _server = Server::start_at(&b, &addr);
+    let r = a.run(["--json", "sync"]).ok();
+    let report = &r.json_lines()[0]["report"];
+    assert_eq!((report["went_back"].as_bool(), report["epoch"].as_u64()), (Some(true), Some(4)), "{}", r.describe());
+    let listed = &a.run(["--json", "buddy", "list"]).ok().json_lines()[0];
+    assert_eq!(listed["floor"]["went_back"]["floor"], 3, "the last event is kept: {listed}");
+    assert_eq!(listed["floor"]["signed"], 4, "{listed}");
 }
 
 #[test]

@@ -169,19 +169,30 @@ mod tests {
         let ids = [0x11u8; 40];
         let list = IdList::new(&ids).unwrap();
         let sig = Signature([0; 64]);
+        // The digests the commits sign, so the seed reaches applied epochs.
+        let digest = |objects: &[([u8; 20], &[u8])], deletes: &[[u8; 20]], root: &[u8]| {
+            let staging = pastiche_core::testing::MemStaging {
+                objects: objects.iter().map(|(n, d)| (*n, d.to_vec())).collect(),
+                deletes: deletes.iter().copied().collect(),
+                root: Some(root.to_vec()),
+            };
+            staging.digest()
+        };
+        let first = digest(&[([3; 20], b"object")], &[], b"root");
+        let second = digest(&[], &[[0x11; 20]], b"root2");
         let msgs = [
             Message::Offer(Offer { ids: list }),
             Message::PutChunk(PutChunk { id: ChunkId([0x11; 20]), sealed: &sealed }),
             Message::Flush,
             Message::PutObject(PutObject { epoch: 1, name: [3; 20], data: b"object", signature: sig }),
             Message::PutRoot(PutRoot { epoch: 1, data: b"root", signature: sig }),
-            Message::Commit(Commit { epoch: 1, objects: 1, deletes: 0, signature: sig }),
+            Message::Commit(Commit { epoch: 1, objects: 1, deletes: 0, staged: first, signature: sig }),
             Message::GetRoot,
             Message::GetObject(GetObject { name: [3; 20] }),
             Message::GetChunk(GetChunk { id: ChunkId([0x11; 20]) }),
             Message::DeleteList(DeleteList { epoch: 2, ids: list, signature: sig }),
             Message::PutRoot(PutRoot { epoch: 2, data: b"root2", signature: sig }),
-            Message::Commit(Commit { epoch: 2, objects: 0, deletes: 2, signature: sig }),
+            Message::Commit(Commit { epoch: 2, objects: 0, deletes: 1, staged: second, signature: sig }),
             Message::DropAll(DropAll { epoch: 3, signature: sig }),
         ];
         let mut out = Vec::new();
@@ -293,7 +304,7 @@ mod tests {
             Message::PutObject(PutObject { epoch: 9, name: [9; 20], data: b"object", signature: sig }),
             Message::DeleteList(DeleteList { epoch: 10, ids: list, signature: sig }),
             Message::PutRoot(PutRoot { epoch: 11, data: b"root", signature: sig }),
-            Message::Commit(Commit { epoch: 12, objects: 1, deletes: 3, signature: sig }),
+            Message::Commit(Commit { epoch: 12, objects: 1, deletes: 3, staged: [0x3c; 32], signature: sig }),
             Message::Staged(Staged { epoch: 12 }),
             Message::Committed(Committed { epoch: 12 }),
             Message::Abort(Abort { epoch: 13 }),

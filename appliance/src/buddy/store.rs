@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pastiche_core::session::{
-    AbortStep, ApplyStep, ClientRecord, LedgerRefusal, PrepareStep, Recovery, StageStep, StagedCounts,
+    AbortStep, ApplyStep, ClientRecord, DataDigest, LedgerRefusal, PrepareStep, Recovery, StageStep, StagedCounts,
 };
 use pastiche_core::{ChunkId, PublicKey};
 use redb::{Database, ReadableTable};
@@ -503,10 +503,17 @@ impl Shared {
                 }
             }
             let counts = if rec.staged == epoch {
+                let root = roots.get(&client.0).db(C)?.map(|g| DataDigest::of(g.value()));
                 StagedCounts {
                     objects: count_range(&objects, client, C)?,
                     deletes: count_range(&deletes, client, C)?,
-                    root: roots.get(&client.0).db(C)?.is_some(),
+                    root: root.is_some(),
+                    // Only a commit compares the digest: it costs a pass
+                    // over the staged data.
+                    digest: match prepare {
+                        Some(_) => staging_digest(&objects, &deletes, root, client, C)?,
+                        None => [0; 32],
+                    },
                 }
             } else {
                 StagedCounts::default()

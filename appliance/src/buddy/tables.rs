@@ -1,6 +1,6 @@
 //! The tables of `buddy.redb` and the small helpers every write uses.
 
-use pastiche_core::session::Epochs;
+use pastiche_core::session::{Epochs, StagingDigest};
 use pastiche_core::PublicKey;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -109,6 +109,29 @@ pub(super) fn count_range<V: redb::Value + 'static>(
         n = n.saturating_add(1);
     }
     Ok(n)
+}
+
+/// The [`StagingDigest`] of the client's staged set: objects and deletes in
+/// key order (the tables' own order), then the root (its data's digest).
+pub(super) fn staging_digest(
+    objects: &impl ReadableTable<ObjKey, &'static [u8]>,
+    deletes: &impl ReadableTable<ObjKey, ()>,
+    root: Option<[u8; 32]>,
+    client: &PublicKey,
+    what: &'static str,
+) -> Result<[u8; 32]> {
+    let mut d = StagingDigest::new();
+    for row in objects.range(obj_range(client)).db(what)? {
+        let (k, v) = row.db(what)?;
+        d.object(&k.value().1, v.value());
+    }
+    for row in deletes.range(obj_range(client)).db(what)? {
+        d.delete(&row.db(what)?.0.value().1);
+    }
+    if let Some(root) = root {
+        d.root_digest(&root);
+    }
+    Ok(d.finish())
 }
 
 /// Starts a write the way every buddy write must: fsync'd at commit, with

@@ -288,7 +288,15 @@ impl Client {
         }
         let n = self.session.put_root(epoch, root, &mut self.out).unwrap();
         self.send(n);
-        let n = self.session.commit(epoch, objects.len() as u32, deletes.len() as u32, &mut self.out).unwrap();
+        let staged = pastiche_core::testing::MemStaging {
+            objects: objects.iter().cloned().collect(),
+            deletes: deletes.iter().copied().collect(),
+            root: Some(root.to_vec()),
+        };
+        let n = self
+            .session
+            .commit(epoch, objects.len() as u32, deletes.len() as u32, staged.digest(), &mut self.out)
+            .unwrap();
         let first = self.request(n);
         if !matches!(first, Ev::Staged(_)) {
             return vec![first];
@@ -478,6 +486,25 @@ fn replayed_epochs_are_refused() {
     assert_eq!(c.request(n), Ev::Root(2, b"two".to_vec()));
 }
 
+/// What a commit of these objects, deletes and root announces.
+fn staged_counts(
+    objects: &[([u8; 20], &[u8])],
+    deletes: &[[u8; 20]],
+    root: &[u8],
+) -> pastiche_core::session::StagedCounts {
+    let staging = pastiche_core::testing::MemStaging {
+        objects: objects.iter().map(|(n, d)| (*n, d.to_vec())).collect(),
+        deletes: deletes.iter().copied().collect(),
+        root: Some(root.to_vec()),
+    };
+    pastiche_core::session::StagedCounts {
+        objects: staging.objects.len() as u32,
+        deletes: staging.deletes.len() as u32,
+        root: true,
+        digest: staging.digest(),
+    }
+}
+
 #[test]
 fn recover_applies_a_prepared_epoch_and_discards_unprepared_staging() {
     let dir = tempfile::tempdir().unwrap();
@@ -495,10 +522,8 @@ fn recover_applies_a_prepared_epoch_and_discards_unprepared_staging() {
         assert_eq!(h.flush().unwrap(), 5);
         h.stage_object(&me, 1, &[1; 20], b"object A").unwrap();
         h.stage_root(&me, 1, b"root 1").unwrap();
-        assert_eq!(
-            h.prepare(&me, 1, pastiche_core::session::StagedCounts { objects: 1, deletes: 0, root: true }).unwrap(),
-            pastiche_core::session::StagedCounts { objects: 1, deletes: 0, root: true }
-        );
+        let want = staged_counts(&[([1; 20], b"object A")], &[], b"root 1");
+        assert_eq!(h.prepare(&me, 1, want).unwrap(), want);
         h.apply(&me, 1).unwrap();
 
         // Epoch 2 is prepared (Staged would be sent), then the buddy dies.
@@ -507,10 +532,8 @@ fn recover_applies_a_prepared_epoch_and_discards_unprepared_staging() {
         let mut packed = [0u8; 20];
         h.stage_deletes(&me, 2, IdList::pack([cs[0].0 .0], &mut packed).unwrap()).unwrap();
         h.stage_root(&me, 2, b"root 2").unwrap();
-        assert_eq!(
-            h.prepare(&me, 2, pastiche_core::session::StagedCounts { objects: 2, deletes: 1, root: true }).unwrap(),
-            pastiche_core::session::StagedCounts { objects: 2, deletes: 1, root: true }
-        );
+        let want = staged_counts(&[([2; 20], b"object B"), ([1; 20], b"object A v2")], &[cs[0].0 .0], b"root 2");
+        assert_eq!(h.prepare(&me, 2, want).unwrap(), want);
     }
 
     let storage = reopen(dir.path(), u64::MAX);
@@ -553,7 +576,8 @@ fn recover_applies_a_prepared_epoch_and_discards_unprepared_staging() {
         let mut packed = [0u8; 20];
         h.stage_deletes(&me, 3, IdList::pack([cs[1].0 .0], &mut packed).unwrap()).unwrap();
         h.stage_root(&me, 3, b"root 3").unwrap();
-        h.prepare(&me, 3, pastiche_core::session::StagedCounts { objects: 0, deletes: 1, root: true }).unwrap();
+        let want = staged_counts(&[], &[cs[1].0 .0], b"root 3");
+        assert_eq!(h.prepare(&me, 3, want).unwrap(), want);
         storage.chunks().release(&me, &[stored_name(&cs[1].0, &cs[1].1)]).unwrap();
     }
     drop(storage);

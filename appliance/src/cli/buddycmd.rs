@@ -8,6 +8,7 @@ use super::common::Global;
 use crate::exit;
 use crate::progress::human_bytes;
 use crate::repo::SharedBox;
+use crate::sync::floor::Floor;
 use crate::sync::{self, load_buddies, save_buddies, BuddyEntry};
 
 /// `pastiche buddy add HOST:PORT [--code CODE]`: pairs with the buddy (it
@@ -39,14 +40,27 @@ pub fn add(g: &Global, b: &SharedBox, addr: String, code: Option<String>) -> Res
     Ok(exit::OK)
 }
 
+/// One line of `pastiche buddy list --json`: the configured entry and our
+/// own epoch floor for it, with the last time it went back, if ever.
+#[derive(serde::Serialize)]
+struct Listing<'a> {
+    #[serde(flatten)]
+    entry: &'a BuddyEntry,
+    floor: Floor,
+}
+
 /// `pastiche buddy list`.
 pub fn list(g: &Global, b: &SharedBox) -> Result<u8> {
-    let dir = b.read().dir.clone();
-    let audits = crate::audit::record::load(&dir)?;
-    for e in load_buddies(&dir)? {
+    let repo = b.read();
+    let audits = crate::audit::record::load(&repo.dir)?;
+    for e in load_buddies(&repo.dir)? {
         let audit = audits.get(&e.addr);
+        let floor = match sync::pinned_key(&e) {
+            Some(key) => sync::floor::load(repo.meta.database(), &key)?,
+            None => Floor::default(),
+        };
         if g.json {
-            let mut line = super::lancmd::with_found(g, &e.addr, &e);
+            let mut line = super::lancmd::with_found(g, &e.addr, Listing { entry: &e, floor });
             line["audit"] = serde_json::to_value(audit)?;
             g.json(&line)?;
         } else {
@@ -59,6 +73,12 @@ pub fn list(g: &Global, b: &SharedBox) -> Result<u8> {
                 super::lancmd::found_text(g, &e.addr),
                 crate::audit::record::summary(audit)
             ))?;
+            if let Some(w) = floor.went_back {
+                g.line(format!(
+                    "  WARNING: went back: reported epoch {} below the {} it had committed for us (Unix time {}); everything was shipped again",
+                    w.reported, w.floor, w.at
+                ))?;
+            }
         }
     }
     Ok(exit::OK)
@@ -73,8 +93,12 @@ pub fn remove(g: &Global, b: &SharedBox, addr: String, drop_data: bool) -> Resul
     let mut entry = buddies.remove(pos);
     if drop_data {
         let mut conn = sync::connect(&repo, &mut entry)?;
-        let epoch = conn.welcome.committed_epoch + 1;
+        // Above every epoch we ever signed there, whatever the buddy says.
+        let db = repo.meta.database();
+        let epoch = sync::floor::load(db, &conn.buddy_key)?.next_epoch(&conn.welcome)?;
+        sync::floor::record_signing(db, &conn.buddy_key, epoch)?;
         conn.drop_all(epoch)?;
+        sync::floor::record_committed(db, &conn.buddy_key, epoch)?;
         g.line(format!("asked {addr} to drop all our data"))?;
     }
     if let Some(key) = sync::pinned_key(&entry) {

@@ -452,9 +452,10 @@ impl BuddyConn {
         self.send(n)
     }
 
-    /// Commits `epoch` in two phases; returns once it is applied.
-    pub fn commit(&mut self, epoch: u64, objects: u32, deletes: u32) -> Result<()> {
-        let n = self.session.commit(epoch, objects, deletes, &mut self.out)?;
+    /// Commits `epoch` in two phases (`staged`: the staging digest the
+    /// commit signs); returns once it is applied.
+    pub fn commit(&mut self, epoch: u64, objects: u32, deletes: u32, staged: [u8; 32]) -> Result<()> {
+        let n = self.session.commit(epoch, objects, deletes, staged, &mut self.out)?;
         self.send(n)?;
         match self.answer(None, &mut 0)? {
             Answer::Staged => {}

@@ -11,14 +11,16 @@
 
 pub mod conn;
 pub mod fetch;
+pub mod floor;
 pub mod split;
 pub mod state;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use pastiche_core::session::{DataDigest, StagingDigest};
 use pastiche_core::{ChunkId, PublicKey};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -135,20 +137,23 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     let mut conn = connect(repo, entry)?;
     let buddy = conn.buddy_key;
     let db = repo.meta.database();
-    // Our own floor: the last epoch this buddy committed for us. A buddy
-    // reporting less lost or rolled back our data: nothing it claims to
-    // hold is trusted (everything is offered again), and epochs go on from
-    // our floor, so no signature we made for an older epoch becomes valid
-    // there again.
-    let went_back = conn.welcome.committed_epoch < entry.epoch;
+    // Our own floor ([`floor`]): a buddy reporting less than it once
+    // committed for us lost or rolled back our data: it is reported, nothing
+    // it claims to hold is trusted (everything is offered again), and the
+    // epoch goes on from our floor, above every epoch we ever signed there.
+    let mut ours = floor::load(db, &buddy)?;
+    ours.committed = ours.committed.max(entry.epoch); // buddies.json of older versions
+    let went_back = ours.went_back(&conn.welcome);
     if went_back {
         eprintln!(
             "pastiche: buddy {} reports epoch {} but committed epoch {} for us: it lost or rolled back our data; shipping everything again",
-            entry.addr, conn.welcome.committed_epoch, entry.epoch
+            entry.addr, conn.welcome.committed_epoch, ours.committed
         );
+        floor::record_went_back(db, &buddy, conn.welcome.committed_epoch, ours.committed)?;
         state::forget_buddy(db, &buddy)?;
     }
-    let epoch = conn.welcome.committed_epoch.max(entry.epoch) + 1;
+    let epoch = ours.next_epoch(&conn.welcome)?;
+    floor::record_signing(db, &buddy, epoch)?;
     let mut report = SyncReport { addr: entry.addr.clone(), epoch, went_back, ..SyncReport::default() };
 
     let marks = prune::mark(repo)?;
@@ -236,7 +241,12 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
         let staged = match staged_objects {
             Ok(staged) => {
                 conn.put_root(epoch, &root_bytes)?;
-                match conn.commit(epoch, staged.names.len() as u32, deletes.len() as u32) {
+                match conn.commit(
+                    epoch,
+                    staged.parts.len() as u32,
+                    deletes.len() as u32,
+                    staged.digest(&deletes, &root_bytes),
+                ) {
                     Ok(()) => Some(staged),
                     Err(e) if e.downcast_ref::<conn::BuddyRefused>().is_some() => None,
                     Err(e) => return Err(e),
@@ -255,13 +265,19 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
                 }
                 let staged = stage_objects(repo, &mut conn, &buddy, epoch)?;
                 conn.put_root(epoch, &root_bytes)?;
-                conn.commit(epoch, staged.names.len() as u32, deletes.len() as u32)?;
+                conn.commit(
+                    epoch,
+                    staged.parts.len() as u32,
+                    deletes.len() as u32,
+                    staged.digest(&deletes, &root_bytes),
+                )?;
                 staged
             }
         };
-        report.objects_sent = staged.names.len() as u64;
+        report.objects_sent = staged.parts.len() as u64;
         let shipped_digests = staged.digests;
         state::record_commit(db, &buddy, &shipped_digests, &deletes)?;
+        floor::record_committed(db, &buddy, epoch)?;
         entry.epoch = epoch;
         entry.snapshot = repo.load_root()?.snapshots.last().map(|s| s.id_hex());
         report.seconds = started.elapsed().as_secs_f64();
@@ -269,18 +285,37 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     })
 }
 
-/// Objects staged for an epoch: every name sent (parts included) and the
-/// digest of each whole object, recorded once the epoch commits.
+/// Objects staged for an epoch: every name sent (parts included) with the
+/// SHA-256 of its data, for the commit's staging digest, and the digest of
+/// each whole object, recorded once the epoch commits.
 struct StagedObjects {
-    names: HashSet<[u8; 20]>,
+    parts: BTreeMap<[u8; 20], [u8; 32]>,
     digests: Vec<([u8; 20], [u8; 20])>,
+}
+
+impl StagedObjects {
+    /// The [`StagingDigest`] the commit signs: these objects, the released
+    /// chunkIds and the root, in the protocol's canonical order. Parts of
+    /// another attempt at the epoch still staged on the buddy do not match.
+    fn digest(&self, deletes: &[ChunkId], root: &[u8]) -> [u8; 32] {
+        let mut d = StagingDigest::new();
+        for (name, data) in &self.parts {
+            d.object_digest(name, data);
+        }
+        let deletes: BTreeSet<&ChunkId> = deletes.iter().collect();
+        for id in deletes {
+            d.delete(&id.0);
+        }
+        d.root(root);
+        d.finish()
+    }
 }
 
 /// Stages every object that changed since the last sync to this buddy.
 fn stage_objects(repo: &Repo, conn: &mut BuddyConn, buddy: &PublicKey, epoch: u64) -> Result<StagedObjects> {
     let already = state::shipped_objects(repo.meta.database(), buddy)?;
     let root_name = repo.root_ref().name;
-    let mut staged = StagedObjects { names: HashSet::new(), digests: Vec::new() };
+    let mut staged = StagedObjects { parts: BTreeMap::new(), digests: Vec::new() };
     for name in repo.meta.names()? {
         if name == root_name {
             continue;
@@ -292,7 +327,7 @@ fn stage_objects(repo: &Repo, conn: &mut BuddyConn, buddy: &PublicKey, epoch: u6
         }
         for (part, data) in split::split(&name.0, &bytes)? {
             conn.put_object(epoch, part, &data)?;
-            staged.names.insert(part);
+            staged.parts.insert(part, DataDigest::of(&data));
         }
         staged.digests.push((name.0, digest));
     }

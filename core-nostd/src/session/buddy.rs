@@ -9,7 +9,7 @@ use crate::wire::{
     SignedMessage, Staged, Welcome, WireError, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, PROTOCOL_VERSION,
 };
 
-use super::ledger::Reads;
+use super::ledger::{mismatch, Reads};
 use super::store::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
 
 /// Why a key without a record is refused at the hello.
@@ -248,18 +248,16 @@ impl BuddySession {
             Message::Commit(m) => match self.check_signed(&m, client, committed, m.epoch) {
                 Some(r) => self.refuse(out, r, true),
                 None => {
-                    let expected = StagedCounts { objects: m.objects, deletes: m.deletes, root: true };
+                    let expected =
+                        StagedCounts { objects: m.objects, deletes: m.deletes, root: true, digest: m.staged };
                     let counts = store.prepare(&client, m.epoch, expected).map_err(|_| StoreFailed)?;
-                    if counts != expected {
-                        // Something sent for the epoch was lost; it was not
-                        // prepared, so dropping it is safe. The client sends
-                        // everything for the epoch again.
+                    if let Some(why) = mismatch(counts, expected) {
+                        // Something sent for the epoch was lost, or what is
+                        // staged is not what the client signed (parts of
+                        // another attempt); it was not prepared, so dropping
+                        // it is safe. The client stages a fresh attempt.
                         store.abort(&client, m.epoch).map_err(|_| StoreFailed)?;
-                        return Ok(self.refuse(
-                            out,
-                            refusal(ErrorCode::UnexpectedMessage, "staged set differs from commit"),
-                            true,
-                        ));
+                        return Ok(self.refuse(out, refusal(ErrorCode::UnexpectedMessage, why), true));
                     }
                     self.state = State::Applying { client, epoch: m.epoch };
                     let mut r = self.reply(out, &Message::Staged(Staged { epoch: m.epoch }));

@@ -338,9 +338,18 @@ impl ClientSession {
     }
 
     /// Commits `epoch`: `objects` distinct objects and `deletes` distinct ids
-    /// were staged (signed). Answered by `Staged`, then `Committed`.
-    pub fn commit(&mut self, epoch: u64, objects: u32, deletes: u32, out: &mut [u8]) -> Result<usize, SessionError> {
-        let mut m = Commit { epoch, objects, deletes, signature: crate::identity::Signature([0; 64]) };
+    /// were staged, and the staged set digests to `staged`
+    /// ([`StagingDigest`](super::StagingDigest)) (signed). Answered by
+    /// `Staged`, then `Committed`.
+    pub fn commit(
+        &mut self,
+        epoch: u64,
+        objects: u32,
+        deletes: u32,
+        staged: [u8; 32],
+        out: &mut [u8],
+    ) -> Result<usize, SessionError> {
+        let mut m = Commit { epoch, objects, deletes, staged, signature: crate::identity::Signature([0; 64]) };
         self.sign(&mut m)?;
         self.send(&Message::Commit(m), Expect::Staged, out)
     }

@@ -11,8 +11,10 @@
 //!   prepared epoch is a promise and accepts nothing more, and no other
 //!   epoch may be staged until it is applied.
 //! - **Prepare** ([`Epochs::prepare`]): only when the staged set equals what
-//!   the signed commit announces; otherwise the staging is discarded and
-//!   never marked for roll-forward.
+//!   the signed commit announces, its counts and its digest
+//!   ([`StagingDigest`](super::StagingDigest)), so parts of two attempts at
+//!   one epoch never commit mixed; otherwise the staging is discarded and
+//!   never marked for roll-forward ([`mismatch`] says why).
 //! - **Apply** ([`Epochs::apply`]): only a prepared epoch; applying the
 //!   epoch already committed again is a no-op (recovery may repeat it).
 //! - **Abort** ([`Epochs::abort`]): discards an unprepared staged epoch; a
@@ -168,7 +170,8 @@ impl Epochs {
         }
     }
 
-    /// The record after a [`PrepareStep`].
+    /// The record after a [`PrepareStep`]. (See [`mismatch`] for why a
+    /// staged set was discarded.)
     pub fn after_prepare(&self, step: PrepareStep) -> Epochs {
         match step {
             PrepareStep::Prepare => Epochs { prepared: true, ..*self },
@@ -227,6 +230,23 @@ impl Epochs {
     }
 }
 
+/// Why a commit announcing `expected` does not match `staged` (what the
+/// store holds for its epoch), for the refusal sent to the client; `None`
+/// when they match.
+pub fn mismatch(staged: StagedCounts, expected: StagedCounts) -> Option<&'static str> {
+    if staged == expected && staged.root {
+        None
+    } else if staged.digest == [0; 32] {
+        Some("nothing staged for this epoch (another epoch is staged, or the staging was lost)")
+    } else if !staged.root {
+        Some("no root staged for this epoch")
+    } else if (staged.objects, staged.deletes) != (expected.objects, expected.deletes) {
+        Some("staged set differs from the commit's counts (a staging message was lost or refused)")
+    } else {
+        Some("staged set differs from the commit's digest (parts of another attempt at this epoch?)")
+    }
+}
+
 /// What a stored chunk of the same id is, to an upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkMatch {
@@ -260,7 +280,7 @@ impl Reads {
 mod tests {
     use super::*;
 
-    const ROOTED: StagedCounts = StagedCounts { objects: 2, deletes: 1, root: true };
+    const ROOTED: StagedCounts = StagedCounts { objects: 2, deletes: 1, root: true, digest: [7; 32] };
 
     #[test]
     fn staging_only_goes_forward() {
@@ -295,6 +315,11 @@ mod tests {
         assert_eq!(e.prepare(4, lost_one, ROOTED), Ok(PrepareStep::Discard));
         let no_root = StagedCounts { root: false, ..ROOTED };
         assert_eq!(e.prepare(4, no_root, no_root), Ok(PrepareStep::Discard));
+        let other_attempt = StagedCounts { digest: [8; 32], ..ROOTED };
+        assert_eq!(e.prepare(4, other_attempt, ROOTED), Ok(PrepareStep::Discard), "same counts, other bytes");
+        assert!(mismatch(other_attempt, ROOTED).expect("differs").contains("digest"));
+        assert!(mismatch(lost_one, ROOTED).expect("differs").contains("counts"));
+        assert_eq!(mismatch(ROOTED, ROOTED), None);
         assert_eq!(e.prepare(5, ROOTED, ROOTED), Ok(PrepareStep::Discard), "another epoch is staged");
         assert_eq!(e.after_prepare(PrepareStep::Discard).recover(), Recovery::Clean);
         assert_eq!(e.recover(), Recovery::Discard(4));

@@ -4,15 +4,21 @@
 //! them over TCP, the firmware over smoltcp, and tests over an in-memory pipe
 //! with a virtual clock.
 
+mod admission;
 mod audit;
 mod buddy;
 mod client;
 mod ledger;
+mod staging;
 mod store;
 
+pub use admission::{AfterAttempt, Gate, PairingGuard, FREE_WRONG_PER_SOURCE, MAX_BACKOFF_MS, WRONG_CODES_BEFORE_BURN};
 pub use buddy::{BuddySession, Buffers, Refusal, Reply, IDLE_TIMEOUT_MS};
 pub use client::{ClientEvent, ClientSession, SessionError, MAX_PIPELINED_GETS};
-pub use ledger::{AbortStep, ApplyStep, ChunkMatch, Epochs, LedgerRefusal, PrepareStep, Reads, Recovery, StageStep};
+pub use ledger::{
+    mismatch, AbortStep, ApplyStep, ChunkMatch, Epochs, LedgerRefusal, PrepareStep, Reads, Recovery, StageStep,
+};
+pub use staging::{DataDigest, StagingDigest};
 pub use store::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ pub enum PutOutcome {
     QuotaExceeded,
 }
 
-/// What is staged for an epoch, counted by the store.
+/// What is staged for an epoch, counted and digested by the store (or
+/// announced by a signed commit).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StagedCounts {
     /// Distinct metadata objects staged.
@@ -40,6 +41,9 @@ pub struct StagedCounts {
     pub deletes: u32,
     /// Whether a root object is staged.
     pub root: bool,
+    /// The [`StagingDigest`](super::StagingDigest) of the staged set (all
+    /// zeros when nothing of the epoch is staged: no set digests to that).
+    pub digest: [u8; 32],
 }
 
 /// Storage for a buddy. Every method may fail with the store's own error
@@ -91,7 +95,9 @@ pub trait BuddyStore {
     /// quota like an object).
     fn stage_root(&mut self, client: &PublicKey, epoch: u64, data: &[u8]) -> Result<PutOutcome, Self::Error>;
     /// Phase one of a commit: makes the staged epoch durable and returns
-    /// what is staged. Only when that equals `expected` (what the client's
+    /// what is staged, its digest included (fed to a
+    /// [`StagingDigest`](super::StagingDigest) in its canonical order). Only
+    /// when that equals `expected` (what the client's
     /// signed commit announces) does it also record, in the same durable
     /// step, the intent to apply: after that a restart applies the epoch even
     /// if [`apply`](BuddyStore::apply) never runs. A staged set that differs

@@ -35,6 +35,18 @@ struct Snap {
     root: Vec<u8>,
 }
 
+impl Snap {
+    /// The digest its commit signs.
+    fn digest(&self) -> [u8; 32] {
+        let staging = crate::testing::MemStaging {
+            objects: self.objects.iter().cloned().collect(),
+            deletes: self.deletes.iter().copied().collect(),
+            root: Some(self.root.clone()),
+        };
+        staging.digest()
+    }
+}
+
 fn snap(seed: u8, n: usize) -> Snap {
     let chunks = (0..n)
         .map(|i| {
@@ -92,7 +104,8 @@ fn sync_with(
     }
     let n = link.client.put_root(epoch, &s.root, &mut link.out).unwrap();
     assert!(link.request(n)?.is_empty());
-    let n = link.client.commit(epoch, s.objects.len() as u32, s.deletes.len() as u32, &mut link.out).unwrap();
+    let n =
+        link.client.commit(epoch, s.objects.len() as u32, s.deletes.len() as u32, s.digest(), &mut link.out).unwrap();
     if !apply {
         assert_eq!(link.request(n)?, vec![Ev::Staged(epoch)]);
         return Err(Cut);

@@ -7,6 +7,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::link::{Ev, Link};
+use super::MemStaging;
 use crate::audit::{AuditNonce, ProofDigest, MAX_AUDIT_IDS};
 use crate::identity::Identity;
 use crate::seal::ChunkId;
@@ -38,6 +39,7 @@ pub fn run_all<H: Harness>(mut fresh: impl FnMut() -> H) {
     a_forged_upload_never_stands_in_for_honest_bytes(&mut fresh());
     a_staged_epoch_is_applied_whole_after_a_crash(&mut fresh());
     a_commit_that_differs_from_the_staging_is_never_applied(&mut fresh());
+    parts_of_two_attempts_at_an_epoch_never_mix(&mut fresh());
     replayed_epochs_are_refused(&mut fresh());
     the_quota_refuses_uploads(&mut fresh());
     staged_metadata_counts_against_the_quota(&mut fresh());
@@ -109,19 +111,24 @@ fn stage_and_commit<H: Harness>(
 ) -> Vec<Ev> {
     let (mut link, _) = Link::open(h.store(), me, None).expect("not cut");
     link.apply_after_staged = apply;
+    let mut staged = MemStaging::default();
     for i in 0..objects {
         let n = link.client.put_object(epoch, [i; 20], &sealed(i, 100), &mut link.out).expect("encodes");
         assert_eq!(link.request(n).expect("not cut"), vec![]);
+        staged.objects.insert([i; 20], sealed(i, 100));
     }
     if !deletes.is_empty() {
         let mut packed = vec![0u8; deletes.len() * 20];
         let list = IdList::pack(deletes.iter().map(|id| id.0), &mut packed).expect("fits");
         let n = link.client.delete_list(epoch, list, &mut link.out).expect("encodes");
         assert_eq!(link.request(n).expect("not cut"), vec![]);
+        staged.deletes.extend(deletes.iter().map(|id| id.0));
     }
     let n = link.client.put_root(epoch, &sealed(epoch as u8, 64), &mut link.out).expect("encodes");
     assert_eq!(link.request(n).expect("not cut"), vec![]);
-    let n = link.client.commit(epoch, announced, deletes.len() as u32, &mut link.out).expect("encodes");
+    staged.root = Some(sealed(epoch as u8, 64));
+    let digest = staged.digest();
+    let n = link.client.commit(epoch, announced, deletes.len() as u32, digest, &mut link.out).expect("encodes");
     link.request(n).expect("not cut")
 }
 
@@ -228,6 +235,61 @@ pub fn a_commit_that_differs_from_the_staging_is_never_applied<H: Harness>(h: &m
     assert_eq!(root(h, &a), Ev::Refused(ErrorCode::NotFound));
 }
 
+/// Freshness: the signed parts of two attempts at one epoch cannot be
+/// committed mixed. A first attempt stages objects A and B and is cut off;
+/// in a second attempt at the same epoch, B's new version is replaced by
+/// the first attempt's signed B (a replay of its frame). The counts match,
+/// but the commit signs the second attempt's digest: refused, nothing of
+/// either attempt applied, even after a restart; a clean attempt commits.
+pub fn parts_of_two_attempts_at_an_epoch_never_mix<H: Harness>(h: &mut H) {
+    let a = key(15);
+    pair(h, &a);
+    let (first_a, first_b, second_a, second_b) = (sealed(1, 90), sealed(2, 90), sealed(3, 90), sealed(4, 90));
+    // First attempt: A and B staged and flushed, then the connection drops.
+    let old_b_frame = {
+        let (mut link, _) = Link::open(h.store(), &a, None).expect("not cut");
+        let n = link.client.put_object(1, [0xa; 20], &first_a, &mut link.out).expect("encodes");
+        assert_eq!(link.request(n).expect("not cut"), vec![]);
+        let n = link.client.put_object(1, [0xb; 20], &first_b, &mut link.out).expect("encodes");
+        let frame = link.out[..n].to_vec();
+        assert_eq!(link.request(n).expect("not cut"), vec![]);
+        let n = link.client.flush(&mut link.out).expect("encodes");
+        link.request(n).expect("not cut");
+        frame
+    };
+    // Second attempt: new A, the first attempt's signed B, a root; the
+    // commit announces the second attempt (A, B and root as it meant them).
+    let (mut link, welcome) = Link::open(h.store(), &a, None).expect("not cut");
+    assert_eq!(welcome.staged_epoch, 1, "the first attempt's staging is still there");
+    let n = link.client.put_object(1, [0xa; 20], &second_a, &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![]);
+    link.out[..old_b_frame.len()].copy_from_slice(&old_b_frame);
+    assert_eq!(link.request(old_b_frame.len()).expect("not cut"), vec![], "a validly signed part of epoch 1");
+    let n = link.client.put_root(1, &sealed(5, 64), &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![]);
+    let mut meant = MemStaging::default();
+    meant.objects.insert([0xa; 20], second_a.clone());
+    meant.objects.insert([0xb; 20], second_b.clone());
+    meant.root = Some(sealed(5, 64));
+    let n = link.client.commit(1, 2, 0, meant.digest(), &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![Ev::Refused(ErrorCode::UnexpectedMessage)]);
+    h.restart();
+    assert_eq!(h.store().client(&a.public_key()).ok().flatten().map(|r| r.committed_epoch), Some(0));
+    assert_eq!(root(h, &a), Ev::Refused(ErrorCode::NotFound), "a mixed epoch was applied");
+    // A clean third attempt (a fresh epoch) commits exactly what it signed.
+    let (mut link, _) = Link::open(h.store(), &a, None).expect("not cut");
+    for (name, data) in [([0xa; 20], &second_a), ([0xb; 20], &second_b)] {
+        let n = link.client.put_object(2, name, data, &mut link.out).expect("encodes");
+        assert_eq!(link.request(n).expect("not cut"), vec![]);
+    }
+    let n = link.client.put_root(2, &sealed(5, 64), &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![]);
+    let n = link.client.commit(2, 2, 0, meant.digest(), &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![Ev::Staged(2), Ev::Committed(2)]);
+    let n = link.client.get_object([0xb; 20], &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![Ev::Object(second_b)]);
+}
+
 /// Staging at or below the committed epoch is refused `Replayed`.
 pub fn replayed_epochs_are_refused<H: Harness>(h: &mut H) {
     let a = key(10);
@@ -265,7 +327,11 @@ pub fn staged_metadata_counts_against_the_quota<H: Harness>(h: &mut H) {
     assert_eq!(link.request(n).expect("not cut"), vec![Ev::Refused(ErrorCode::QuotaExceeded)]);
     let n = link.client.put_root(1, &sealed(3, 200), &mut link.out).expect("encodes");
     assert_eq!(link.request(n).expect("not cut"), vec![Ev::Refused(ErrorCode::QuotaExceeded)]);
-    let n = link.client.commit(1, 2, 0, &mut link.out).expect("encodes");
+    let mut intended = MemStaging::default();
+    intended.objects.insert([1; 20], sealed(1, 300));
+    intended.objects.insert([2; 20], sealed(2, 300));
+    intended.root = Some(sealed(3, 200));
+    let n = link.client.commit(1, 2, 0, intended.digest(), &mut link.out).expect("encodes");
     assert_eq!(link.request(n).expect("not cut"), vec![Ev::Refused(ErrorCode::UnexpectedMessage)]);
     assert_eq!(root(h, &a), Ev::Refused(ErrorCode::NotFound));
 }

@@ -9,6 +9,7 @@ use crate::identity::PublicKey;
 use crate::seal::ChunkId;
 use crate::session::{
     AbortStep, ApplyStep, BuddyStore, ClientRecord, Epochs, PrepareStep, PutOutcome, Recovery, StageStep, StagedCounts,
+    StagingDigest,
 };
 use crate::wire::IdList;
 
@@ -21,6 +22,24 @@ pub struct MemStaging {
     pub deletes: BTreeSet<[u8; 20]>,
     /// Staged root.
     pub root: Option<Vec<u8>>,
+}
+
+impl MemStaging {
+    /// The [`StagingDigest`](crate::session::StagingDigest) of this staged
+    /// set (what a client signs in its commit, and what a buddy checks).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut d = StagingDigest::new();
+        for (name, data) in &self.objects {
+            d.object(name, data);
+        }
+        for id in &self.deletes {
+            d.delete(id);
+        }
+        if let Some(root) = &self.root {
+            d.root(root);
+        }
+        d.finish()
+    }
 }
 
 /// An admitted client.
@@ -249,6 +268,7 @@ impl BuddyStore for MemStore {
                 objects: c.staging.objects.len() as u32,
                 deletes: c.staging.deletes.len() as u32,
                 root: c.staging.root.is_some(),
+                digest: c.staging.digest(),
             }
         } else {
             StagedCounts::default()

@@ -235,8 +235,10 @@ pub struct PutRoot<'a> {
 }
 
 /// Client to buddy: commit `epoch`, which holds exactly `objects` staged
-/// object names and `deletes` staged chunkIds. Signed
-/// ([`Domain::Commit`](crate::Domain::Commit)).
+/// object names and `deletes` staged chunkIds, whose staged set digests to
+/// `staged` ([`StagingDigest`](crate::session::StagingDigest)). Signed
+/// ([`Domain::Commit`](crate::Domain::Commit)), so the signature covers
+/// every byte of the epoch: parts of two attempts of one epoch never mix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
     /// The epoch to commit.
@@ -245,6 +247,9 @@ pub struct Commit {
     pub objects: u32,
     /// Distinct chunkIds in the epoch's delete lists.
     pub deletes: u32,
+    /// The digest of everything staged for the epoch (objects, deletes, root).
+    #[serde(with = "as_fixed")]
+    pub staged: [u8; 32],
     /// The client's signature.
     #[serde(with = "as_fixed")]
     pub signature: Signature,

@@ -41,8 +41,9 @@ pub use signing::{hello_parts, pair_parts, SignedMessage};
 /// The protocol version a [`Hello`] carries. Version 2: the frames travel
 /// inside the secure channel ([`crate::channel`]), pairing ([`Pair`]) admits
 /// clients, and offers and reads are answered from the asking client's own
-/// chunks only.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// chunks only. Version 3: a [`Commit`] signs the digest of everything
+/// staged for its epoch.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The longest pairing code a [`Pair`] carries, in UTF-8 bytes.
 pub const MAX_PAIRING_CODE: usize = 32;
 /// Bytes of a chunkId or metadata object name.

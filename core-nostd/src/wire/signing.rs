@@ -117,11 +117,17 @@ impl SignedMessage for PutRoot<'_> {
     signature_field!();
 }
 
-/// `[buddy_key, epoch (8 bytes BE), objects (4 bytes BE), deletes (4 bytes BE)]`.
+/// `[buddy_key, epoch (8 bytes BE), objects (4 bytes BE), deletes (4 bytes BE), staged (32)]`.
 impl SignedMessage for Commit {
     const DOMAIN: Domain = Domain::Commit;
     fn with_signed_parts<R>(&self, buddy_key: &PublicKey, f: impl FnOnce(&[&[u8]]) -> R) -> R {
-        f(&[buddy_key.as_bytes(), &self.epoch.to_be_bytes(), &self.objects.to_be_bytes(), &self.deletes.to_be_bytes()])
+        f(&[
+            buddy_key.as_bytes(),
+            &self.epoch.to_be_bytes(),
+            &self.objects.to_be_bytes(),
+            &self.deletes.to_be_bytes(),
+            &self.staged,
+        ])
     }
     signature_field!();
 }

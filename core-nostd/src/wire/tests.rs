@@ -48,7 +48,7 @@ fn samples<'a>(big: &'a [u8], ids: &'a [u8]) -> Vec<Message<'a>> {
         Message::PutObject(PutObject { epoch: u64::MAX, name: [9; 20], data: &big[..MAX_OBJECT_DATA], signature: SIG }),
         Message::DeleteList(DeleteList { epoch: 10, ids: list, signature: SIG }),
         Message::PutRoot(PutRoot { epoch: 11, data: b"root", signature: SIG }),
-        Message::Commit(Commit { epoch: 12, objects: 1, deletes: 3, signature: SIG }),
+        Message::Commit(Commit { epoch: 12, objects: 1, deletes: 3, staged: [0x5a; 32], signature: SIG }),
         Message::Staged(Staged { epoch: 12 }),
         Message::Committed(Committed { epoch: 12 }),
         Message::Abort(Abort { epoch: 13 }),
@@ -391,7 +391,7 @@ fn golden_bytes() {
         client_node: NodeId([0x22; 16]),
         client_nonce: [0x33; 32],
     });
-    let mut want = vec![0x00, 0x00, 0x00, 0x52, 0x01, 0x02];
+    let mut want = vec![0x00, 0x00, 0x00, 0x52, 0x01, 0x03];
     want.extend([0x11; 32]);
     want.extend([0x22; 16]);
     want.extend([0x33; 32]);
@@ -412,8 +412,15 @@ fn golden_bytes() {
         [0x00, 0x00, 0x00, 0x0b, 0x04, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0xac, 0x02, 0x07, 0x00]
     );
 
-    let commit = Message::Commit(Commit { epoch: 128, objects: 2, deletes: 0, signature: Signature([0x77; 64]) });
-    let mut want = vec![0x00, 0x00, 0x00, 0x45, 0x17, 0x80, 0x01, 0x02, 0x00];
+    let commit = Message::Commit(Commit {
+        epoch: 128,
+        objects: 2,
+        deletes: 0,
+        staged: [0x55; 32],
+        signature: Signature([0x77; 64]),
+    });
+    let mut want = vec![0x00, 0x00, 0x00, 0x65, 0x17, 0x80, 0x01, 0x02, 0x00];
+    want.extend([0x55; 32]);
     want.extend([0x77; 64]);
     assert_eq!(frame_of(&commit), want);
 
@@ -500,15 +507,17 @@ fn signed_kinds_sign_and_verify() {
     check_signed(DeleteList { epoch: 5, ids: list, signature: zero }, |m| m.ids = IdList::new(&IDS[..40]).unwrap());
     check_signed(DeleteList { epoch: 5, ids: list, signature: zero }, |m| m.epoch = 4);
     check_signed(PutRoot { epoch: 5, data: b"root", signature: zero }, |m| m.data = b"toor");
-    check_signed(Commit { epoch: 5, objects: 1, deletes: 2, signature: zero }, |m| m.objects = 2);
-    check_signed(Commit { epoch: 5, objects: 1, deletes: 2, signature: zero }, |m| m.deletes = 1);
+    let commit = Commit { epoch: 5, objects: 1, deletes: 2, staged: [3; 32], signature: zero };
+    check_signed(commit, |m| m.objects = 2);
+    check_signed(commit, |m| m.deletes = 1);
+    check_signed(commit, |m| m.staged[31] ^= 1);
     check_signed(DropAll { epoch: 5, signature: zero }, |m| m.epoch = 6);
 
     // The parts are exactly as docs/PROTOCOL.md lists them.
     let buddy = PublicKey([9; 32]);
-    let c = Commit { epoch: 0x0102, objects: 3, deletes: 4, signature: zero };
+    let c = Commit { epoch: 0x0102, objects: 3, deletes: 4, staged: [8; 32], signature: zero };
     c.with_signed_parts(&buddy, |parts| {
-        assert_eq!(parts, [&[9u8; 32][..], &[0, 0, 0, 0, 0, 0, 1, 2], &[0, 0, 0, 3], &[0, 0, 0, 4]]);
+        assert_eq!(parts, [&[9u8; 32][..], &[0, 0, 0, 0, 0, 0, 1, 2], &[0, 0, 0, 3], &[0, 0, 0, 4], &[8; 32]]);
     });
     let p = PutObject { epoch: 1, name: [2; 20], data: b"d", signature: zero };
     p.with_signed_parts(&buddy, |parts| {

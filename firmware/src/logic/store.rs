@@ -26,8 +26,8 @@ use embedded_io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use heapless::Vec;
 use pastiche_core::seal::ChunkId;
 use pastiche_core::session::{
-    AbortStep, ApplyStep, BuddyStore, ClientRecord, Epochs, LedgerRefusal, PrepareStep, PutOutcome, Recovery,
-    StagedCounts,
+    AbortStep, ApplyStep, BuddyStore, ClientRecord, DataDigest, Epochs, LedgerRefusal, PrepareStep, PutOutcome,
+    Recovery, StagedCounts, StagingDigest,
 };
 use pastiche_core::wire::IdList;
 use pastiche_core::PublicKey;
@@ -41,6 +41,9 @@ pub const MAX_CLIENTS: usize = 8;
 /// Distinct deleted ids a client may stage that this store does not hold
 /// (they still count in the commit's `deletes`).
 const MAX_UNKNOWN_DELETES: usize = 8;
+/// Keys per table sweep when the staging digest walks a table in key order
+/// (a batch is this many entries on the stack).
+const DIGEST_BATCH: usize = 64;
 /// Bytes of the buffer the boot scan and byte comparisons read through.
 const IO_LEN: usize = 2048;
 
@@ -813,14 +816,106 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         Ok(Some(slot))
     }
 
-    /// What the slot has staged for `epoch` (nothing if it stages another).
-    fn staged_counts(&self, slot: usize, epoch: u64) -> StagedCounts {
+    /// What the slot has staged for `epoch` (nothing if it stages another),
+    /// with its digest.
+    fn staged_counts(&mut self, slot: usize, epoch: u64) -> Result<StagedCounts, StoreError> {
         let c = &self.ix.clients[slot];
         if c.staged_epoch != epoch {
-            return StagedCounts::default();
+            return Ok(StagedCounts::default());
         }
         let deletes = c.staged_deletes as usize + c.unknown_deletes.len();
-        StagedCounts { objects: c.staged_objects, deletes: deletes as u32, root: c.staged_root.is_some() }
+        let (objects, root) = (c.staged_objects, c.staged_root.is_some());
+        let digest = self.staging_digest(slot)?;
+        Ok(StagedCounts { objects, deletes: deletes as u32, root, digest })
+    }
+
+    /// The [`StagingDigest`] of the slot's staging, in its canonical order
+    /// (objects by name, deleted ids ascending, the root). The tables are in
+    /// hash order, so each batch of the next smallest keys costs one sweep
+    /// of a table (no allocation); data is hashed from disk.
+    fn staging_digest(&mut self, slot: usize) -> Result<[u8; 32], StoreError> {
+        let mut d = StagingDigest::new();
+        let mut batch: Vec<Entry, DIGEST_BATCH> = Vec::new();
+        let mut above = None;
+        loop {
+            self.next_batch(self.object_table, above, |o| object_is(o, slot, true), None, &mut batch)?;
+            let Some(last) = batch.last() else { break };
+            above = Some(last.key);
+            for o in batch.iter() {
+                d.object_digest(&o.key, &self.extent_digest(Extent { off: o.off, len: o.len })?);
+            }
+        }
+        let bit = 1u8 << slot;
+        let mut above = None;
+        loop {
+            self.next_batch(self.chunk_table, above, |e| e.b & bit != 0, Some(slot), &mut batch)?;
+            let Some(last) = batch.last() else { break };
+            above = Some(last.key);
+            for e in batch.iter() {
+                d.delete(&e.key);
+            }
+        }
+        if let Some(root) = self.ix.clients[slot].staged_root {
+            d.root_digest(&self.extent_digest(root)?);
+        }
+        Ok(d.finish())
+    }
+
+    /// Fills `batch` with the smallest distinct keys above `above` among the
+    /// entries of `table` that `pick` takes (and the slot's deletes of ids
+    /// it does not hold, with `unknown_of`), in ascending order.
+    fn next_batch(
+        &mut self,
+        table: Table,
+        above: Option<[u8; 20]>,
+        pick: impl Fn(&Entry) -> bool,
+        unknown_of: Option<usize>,
+        batch: &mut Vec<Entry, DIGEST_BATCH>,
+    ) -> Result<(), StoreError> {
+        batch.clear();
+        let consider = |e: Entry, batch: &mut Vec<Entry, DIGEST_BATCH>| {
+            if above.is_some_and(|a| e.key <= a) {
+                return;
+            }
+            if let Err(at) = batch.binary_search_by(|b| b.key.cmp(&e.key)) {
+                if batch.is_full() {
+                    if at == batch.len() {
+                        return;
+                    }
+                    batch.pop();
+                }
+                // Room was made just above.
+                let _ = batch.insert(at, e);
+            }
+        };
+        for i in 0..table.slots {
+            if let Some(e) = table.get(&mut self.io(), i)? {
+                if pick(&e) {
+                    consider(e, batch);
+                }
+            }
+        }
+        if let Some(slot) = unknown_of {
+            for key in self.ix.clients[slot].unknown_deletes.iter() {
+                consider(Entry { key: *key, off: 0, len: 0, a: 0, b: 0 }, batch);
+            }
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 of an extent's bytes on disk.
+    fn extent_digest(&mut self, e: Extent) -> Result<[u8; 32], StoreError> {
+        let mut h = DataDigest::new();
+        let mut buf = [0u8; 256];
+        let mut rest = e.len as usize;
+        self.disk.seek(SeekFrom::Start(e.off))?;
+        while rest > 0 {
+            let n = rest.min(buf.len());
+            self.disk.read_exact(&mut buf[..n]).map_err(read_err)?;
+            h.update(&buf[..n]);
+            rest -= n;
+        }
+        Ok(h.finish())
     }
 
     /// Bytes charged to the slot: its chunks, its objects (committed and
@@ -994,7 +1089,7 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
 
     fn prepare(&mut self, client: &PublicKey, epoch: u64, expected: StagedCounts) -> Result<StagedCounts, StoreError> {
         let slot = self.admitted(client)?;
-        let counts = self.staged_counts(slot, epoch);
+        let counts = self.staged_counts(slot, epoch)?;
         // Only a staged set that matches the signed commit is prepared: a
         // `Prepare` record is a promise to apply at boot, so a mismatched
         // set must never get one; it is discarded.

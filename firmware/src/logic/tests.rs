@@ -38,6 +38,54 @@ fn key(n: u8) -> PublicKey {
 fn id(n: u8) -> ChunkId {
     ChunkId([n; 20])
 }
+/// What a commit of these objects, deletes and root announces (its digest
+/// computed by the core's reference, the in-memory staging).
+fn counts(objects: &[([u8; 20], &[u8])], deletes: &[[u8; 20]], root: &[u8]) -> StagedCounts {
+    let staging = pastiche_core::testing::MemStaging {
+        objects: objects.iter().map(|(n, d)| (*n, d.to_vec())).collect(),
+        deletes: deletes.iter().copied().collect(),
+        root: Some(root.to_vec()),
+    };
+    StagedCounts {
+        objects: staging.objects.len() as u32,
+        deletes: staging.deletes.len() as u32,
+        root: true,
+        digest: staging.digest(),
+    }
+}
+
+/// The staging digest follows the canonical order whatever the order of
+/// the log and index: objects staged out of order (one replaced), deletes
+/// of held chunks whose ids share their first 8 bytes, in any order, and of
+/// ids the store does not hold.
+#[test]
+fn the_staging_digest_is_in_canonical_order() {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    let a = key(1);
+    let held = |tail: u8, head: u8| {
+        let mut id = [head; 20];
+        id[19] = tail;
+        id
+    };
+    let ids = [held(9, 5), held(1, 5), held(4, 2), held(7, 0xee)];
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(s.put_chunk(&a, &ChunkId(*id), &[i as u8; 50]).unwrap(), PutOutcome::Stored);
+    }
+    s.flush().unwrap();
+    for (name, data) in [(9u8, &b"nine"[..]), (3, b"three"), (5, b"five"), (3, b"three again")] {
+        s.stage_object(&a, 1, &[name; 20], data).unwrap();
+    }
+    let unknown = [[0x77; 20], [0x01; 20]];
+    let mut packed = vec![0u8; 6 * 20];
+    let list = [ids[2], unknown[0], ids[0], ids[3], unknown[1], ids[1]];
+    s.stage_deletes(&a, 1, IdList::pack(list, &mut packed).unwrap()).unwrap();
+    s.stage_root(&a, 1, b"the root").unwrap();
+    let objects: [([u8; 20], &[u8]); 3] = [([9; 20], b"nine"), ([3; 20], b"three again"), ([5; 20], b"five")];
+    let want = counts(&objects, &list, b"the root");
+    assert_eq!(s.prepare(&a, 1, want).unwrap(), want, "the log store digests like the reference");
+}
+
 /// Opens the store on `buf`; keys 1 and 2 are admitted (with the secret).
 fn open(buf: &mut [u8]) -> (Store<'_>, super::store::BootReport) {
     let (mut s, report) = Store::open(RamDisk::new(buf), ix(), cfg(), [9; 32]).unwrap();
@@ -71,7 +119,7 @@ fn commit_epoch_1(s: &mut Store<'_>) {
     assert_eq!(s.flush().unwrap(), 2);
     s.stage_object(&a, 1, &[7; 20], b"object one").unwrap();
     s.stage_root(&a, 1, b"root one").unwrap();
-    let want = StagedCounts { objects: 1, deletes: 0, root: true };
+    let want = counts(&[([7; 20], b"object one")], &[], b"root one");
     assert_eq!(s.prepare(&a, 1, want).unwrap(), want);
     s.apply(&a, 1).unwrap();
 }
@@ -164,7 +212,7 @@ fn a_prepared_epoch_is_applied_at_boot() {
     s.stage_object(&a, 2, &[8; 20], b"another").unwrap();
     s.stage_deletes(&a, 2, IdList::new(&[1; 20]).unwrap()).unwrap();
     s.stage_root(&a, 2, b"root two").unwrap();
-    let want = StagedCounts { objects: 2, deletes: 1, root: true };
+    let want = counts(&[([7; 20], b"object two"), ([8; 20], b"another")], &[[1; 20]], b"root two");
     assert_eq!(s.prepare(&a, 2, want).unwrap(), want);
     // Crash before apply.
     let _ = s; // the store goes away, as at a power cut
@@ -197,7 +245,7 @@ fn unprepared_staging_is_discarded_at_boot_and_a_prepared_epoch_kept() {
     s.stage_object(&a, 5, &[1; 20], b"x").unwrap();
     s.stage_object(&a, 6, &[2; 20], b"y").unwrap();
     s.stage_root(&a, 6, b"r").unwrap();
-    let want = StagedCounts { objects: 1, deletes: 0, root: true };
+    let want = counts(&[([2; 20], b"y")], &[], b"r");
     assert_eq!(s.prepare(&a, 6, want).unwrap(), want);
     // A prepared epoch is a promise: an abort keeps it, more staging is refused.
     s.abort(&a, 6).unwrap();
@@ -356,8 +404,8 @@ fn a_staged_set_that_differs_from_the_commit_is_never_prepared() {
     s.stage_object(&a, 1, &[1; 20], b"x").unwrap();
     s.stage_root(&a, 1, b"r").unwrap();
     // The client signed for two objects; one was lost on the way.
-    let want = StagedCounts { objects: 2, deletes: 0, root: true };
-    assert_eq!(s.prepare(&a, 1, want).unwrap(), StagedCounts { objects: 1, deletes: 0, root: true });
+    let want = StagedCounts { objects: 2, ..counts(&[([1; 20], b"x")], &[], b"r") };
+    assert_eq!(s.prepare(&a, 1, want).unwrap(), counts(&[([1; 20], b"x")], &[], b"r"));
     // Power fails before the session's abort: nothing is rolled forward.
     let _ = s; // the store goes away, as at a power cut
     let (mut s, report) = open(&mut buf);
