@@ -17,9 +17,10 @@
 //! - **Join.** Seed discovery first: from the bootstrap node, ask the best
 //!   node measured so far for its leaf and neighbourhood sets, measure them,
 //!   and move on while a better node turns up. Then a `Join` is routed from
-//!   that nearby node towards this node's id; every node on the route sends
-//!   its routing-table row (the first also its lower rows and neighbourhood
-//!   set, the last its leaf set).
+//!   that nearby node towards this node's id; the node at hop `h` sends its
+//!   routing-table rows `h` up to the number of digits it shares with the
+//!   joiner (so a hop that gains two digits leaves no row out), the first
+//!   also its neighbourhood set, the last its leaf set.
 //! - **Routing.** `Lookup` and discovery `Probe` messages follow
 //!   [`PastryState::next_hop`]; every node a probe passes reports its
 //!   coverage of the probe's fingerprint to the origin.
@@ -29,7 +30,10 @@
 //!   [`Config::probe_tries`] pings is removed, and the hole is refilled by
 //!   asking a neighbouring leaf, another node of the same table row or
 //!   another neighbour for its own. A slow maintenance round asks a table
-//!   entry for its row, so tables fill in as the network grows.
+//!   entry for its row; and as the network grows around a node (every
+//!   [`LEAVES_PER_REFILL`] new leaves, and once when a join ends) it asks
+//!   for its lowest row with an empty slot, so tables built when the network
+//!   was small fill in with the nodes that joined since.
 //!
 //! Every capacity is fixed: at most [`MAX_PENDING`] unanswered pings,
 //! [`MAX_CANDIDATES`] nodes waiting to be measured, [`MAX_ASKED`] open
@@ -58,13 +62,15 @@ pub const MAX_PENDING: usize = 48;
 /// delays failure detection.
 pub const MAX_MEASURING: usize = 16;
 /// Nodes learned and waiting to be measured; more are dropped.
-pub const MAX_CANDIDATES: usize = 64;
+pub const MAX_CANDIDATES: usize = 256;
 /// Open `GetPeers` requests.
 pub const MAX_ASKED: usize = 8;
 /// Discovery probes whose reports are still accepted.
 pub const MAX_PROBES: usize = 16;
 /// Nodes measured lately, not measured again while remembered.
 pub const MAX_RECENT: usize = 128;
+/// New leaves between two growth-driven table refills.
+pub const LEAVES_PER_REFILL: u8 = 4;
 
 /// An address type the node can put in messages: the real one is
 /// [`PeerAddr`]; a simulator may use a compact index.
@@ -266,6 +272,8 @@ pub struct Node<A> {
     next_maintenance: u64,
     sweep_cursor: usize,
     maintenance_row: usize,
+    /// Nodes that entered the leaf set since the last refill.
+    new_leaves: u8,
     stats: Stats,
 }
 
@@ -294,6 +302,7 @@ impl<A: Address> Node<A> {
             next_maintenance: now.saturating_add(config.maintenance_us),
             sweep_cursor: 0,
             maintenance_row: 0,
+            new_leaves: 0,
             stats: Stats::default(),
         }
     }
@@ -475,7 +484,7 @@ impl<A: Address> Node<A> {
         match p.purpose {
             Purpose::Measure | Purpose::Keepalive => {
                 self.remember(sender, now);
-                self.accept(Peer { id: sender, addr: from, distance })
+                self.accept(Peer { id: sender, addr: from, distance }, now, host)
             }
             Purpose::Report { token, matched, of } => {
                 host.event(Event::Coverage { token, id: sender, addr: from, matched, of, rtt_us: Some(rtt) })
@@ -536,7 +545,7 @@ impl<A: Address> Node<A> {
             return;
         }
         let row = ring::shared_prefix(&self.me, &joiner).min(ROWS - 1);
-        let first = if j.hops == 0 { 0 } else { row };
+        let first = (j.hops as usize).min(row);
         for r in first..=row {
             self.send_peers(host, to, j.token, PeerSet::Row(r as u8));
         }
@@ -580,11 +589,26 @@ impl<A: Address> Node<A> {
     }
 
     /// A node measured: into the state, and the best so far while seeking.
-    fn accept(&mut self, peer: Peer<A>) {
+    /// Every [`LEAVES_PER_REFILL`] nodes that newly enter the leaf set of a
+    /// joined node, the table is refilled where it is thinnest
+    /// ([`Node::refill`]): the network has grown around this node, so its
+    /// table (built when the network was smaller) has holes that nodes
+    /// exist for now. This ties table maintenance to growth rather than
+    /// only to the clock.
+    fn accept<H: Host<A>>(&mut self, peer: Peer<A>, now: u64, host: &mut H) {
+        let was_leaf = self.state.leaves().iter().any(|p| p.id == peer.id);
         self.state.insert(peer);
         if let Phase::Seeking { best, .. } = &mut self.phase {
             if best.is_none_or(|b| peer.distance < b.distance) {
                 *best = Some(peer);
+            }
+        }
+        let new_leaf = !was_leaf && self.state.leaves().iter().any(|p| p.id == peer.id);
+        if new_leaf && self.is_ready() {
+            self.new_leaves += 1;
+            if self.new_leaves >= LEAVES_PER_REFILL {
+                self.new_leaves = 0;
+                self.refill(now, host);
             }
         }
     }
@@ -846,6 +870,26 @@ impl<A: Address> Node<A> {
         }
     }
 
+    /// Asks for the lowest table row with an empty slot (not counting this
+    /// node's own column), from a random known node sharing at least that
+    /// many digits with this one (its row is then valid here too).
+    fn refill<H: Host<A>>(&mut self, now: u64, host: &mut H) {
+        let me = self.me;
+        let table = self.state.table();
+        let holed = |r: usize| (0..COLUMNS).any(|c| c != me.digit(r) as usize && table.get(r, c).is_none());
+        let Some(row) = (0..ROWS).find(|&r| holed(r)) else { return };
+        let valid = |p: &&Peer<A>| ring::shared_prefix(&me, &p.id) >= row;
+        let count = self.state.peers().filter(valid).count();
+        if count == 0 {
+            return;
+        }
+        let pick = (self.fresh() % count as u64) as usize;
+        let helper = self.state.peers().filter(valid).nth(pick).map(|p| p.addr);
+        if let Some(addr) = helper {
+            self.ask(addr, PeerSet::Row(row as u8), now, host);
+        }
+    }
+
     /// Asks a random node of the next non-empty table row for that row.
     fn maintain<H: Host<A>>(&mut self, now: u64, host: &mut H) {
         for _ in 0..ROWS {
@@ -897,6 +941,8 @@ impl<A: Address> Node<A> {
                 if now >= deadline || (leaves && quiet && settling) {
                     self.phase = Phase::Ready;
                     host.event(Event::Joined);
+                    // The route's rows may have had holes of their own.
+                    self.refill(now, host);
                 } else if leaves && quiet {
                     // The last node's leaf set may lack one node each way
                     // (it already held this node): ask the outermost leaves.
