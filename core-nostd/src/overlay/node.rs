@@ -23,7 +23,11 @@
 //!   also its neighbourhood set, the last its leaf set.
 //! - **Routing.** `Lookup` and discovery `Probe` messages follow
 //!   [`PastryState::next_hop`]; every node a probe passes reports its
-//!   coverage of the probe's fingerprint to the origin.
+//!   coverage of the probe's fingerprint to the origin. Each hop of a
+//!   lookup is acknowledged (`RouteAck`): a next hop silent for
+//!   [`Config::reply_timeout_us`] is taken for failed and the lookup is
+//!   routed again around it, so a lookup survives failed nodes on its route
+//!   (delivery is at least once: a lost acknowledgement can duplicate it).
 //! - **Keepalive and repair.** Leaves are pinged every
 //!   [`Config::leaf_keepalive_us`], the table and neighbourhood set swept
 //!   over [`Config::table_refresh_us`]; a node silent for
@@ -51,7 +55,8 @@ use crate::identity::NodeId;
 use crate::seal::ChunkId;
 use crate::wire::overlay::{
     Body, CoverageQuery, CoverageReport, GetPeers, Join, Lookup, NodeRef, OverlayId, OverlayMessage, PeerAddr,
-    PeerList, PeerSet, Peers, Ping, Pong, Probe, MAX_FINGERPRINT, MAX_HOPS, MAX_OVERLAY_PAYLOAD, MAX_PEERS, PEER_LEN,
+    PeerList, PeerSet, Peers, Ping, Pong, Probe, RouteAck, MAX_FINGERPRINT, MAX_HOPS, MAX_OVERLAY_PAYLOAD, MAX_PEERS,
+    PEER_LEN,
 };
 use crate::wire::{IdList, WireError, ID_LEN};
 
@@ -69,6 +74,8 @@ pub const MAX_ASKED: usize = 8;
 pub const MAX_PROBES: usize = 16;
 /// Nodes measured lately, not measured again while remembered.
 pub const MAX_RECENT: usize = 128;
+/// Lookups sent on and awaiting their next hop's acknowledgement.
+pub const MAX_FORWARDS: usize = 64;
 /// New leaves between two growth-driven table refills.
 pub const LEAVES_PER_REFILL: u8 = 4;
 
@@ -204,6 +211,8 @@ pub struct Stats {
     pub refused: u64,
     /// Nodes declared failed.
     pub failures: u64,
+    /// Lookups routed again because their next hop never acknowledged them.
+    pub rerouted: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +233,17 @@ struct Pending<A> {
     sent: u64,
     tries: u8,
     purpose: Purpose,
+}
+
+/// A lookup sent on and not yet acknowledged by its next hop.
+#[derive(Clone, Copy, Debug)]
+struct Forwarded<A> {
+    /// As sent.
+    lookup: Lookup,
+    to: A,
+    to_id: NodeId,
+    /// `None` until the node next learns the time.
+    deadline: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -263,6 +283,7 @@ pub struct Node<A> {
     candidates: Deque<Candidate<A>, MAX_CANDIDATES>,
     asked: Vec<Asked<A>, MAX_ASKED>,
     probes: Vec<(u64, u64), MAX_PROBES>,
+    forwards: Vec<Forwarded<A>, MAX_FORWARDS>,
     /// (first 8 bytes of a nodeId, until when) of nodes measured lately.
     recent: Deque<(u64, u64), MAX_RECENT>,
     secret: [u8; 16],
@@ -294,6 +315,7 @@ impl<A: Address> Node<A> {
             candidates: Deque::new(),
             asked: Vec::new(),
             probes: Vec::new(),
+            forwards: Vec::new(),
             recent: Deque::new(),
             secret,
             counter: 0,
@@ -346,7 +368,7 @@ impl<A: Address> Node<A> {
     /// [`Event::Delivered`] at the node it ends at.
     pub fn lookup<H: Host<A>>(&mut self, key: NodeId, token: u64, host: &mut H) {
         let origin = self.node_ref();
-        self.route_lookup(Lookup { token, key, origin, hops: 0 }, true, host);
+        self.route_lookup(Lookup { token, key, origin, hops: 0 }, true, None, host);
     }
 
     /// Sends a discovery probe towards `key` with this box's fingerprint;
@@ -386,6 +408,9 @@ impl<A: Address> Node<A> {
         for a in &self.asked {
             next = next.min(a.deadline);
         }
+        for d in self.forwards.iter().filter_map(|f| f.deadline) {
+            next = next.min(d);
+        }
         match self.phase {
             Phase::Seeking { deadline, .. } | Phase::Joining { deadline, .. } => next.min(deadline),
             _ => next,
@@ -402,6 +427,7 @@ impl<A: Address> Node<A> {
         }
         self.stats.received += 1;
         self.dispatch(from, msg, now, host);
+        self.stamp_forwards(now);
         self.pump(now, host);
         self.advance(now, host);
         Ok(())
@@ -411,6 +437,7 @@ impl<A: Address> Node<A> {
     /// and the join's deadlines. Call it at [`Node::poll_timeout`].
     pub fn handle_timeout<H: Host<A>>(&mut self, now: u64, host: &mut H) {
         self.expire(now, host);
+        self.reroute(now, host);
         if now >= self.next_tick {
             self.next_tick = now.saturating_add(self.config.tick_us);
             if self.is_ready() {
@@ -445,7 +472,11 @@ impl<A: Address> Node<A> {
             Body::GetPeers(GetPeers { token, set }) => self.send_peers(host, from, token, set),
             Body::Peers(p) => self.peers_received(from, sender, p, now),
             Body::Join(j) => self.join_passing(j, host),
-            Body::Lookup(l) => self.route_lookup(l, false, host),
+            Body::Lookup(l) => {
+                self.send(host, from, Body::RouteAck(RouteAck { token: l.token }));
+                self.route_lookup(l, false, Some(now), host);
+            }
+            Body::RouteAck(a) => self.route_acked(from, a.token),
             Body::Probe(p) => self.probe_passing(p, host),
         }
     }
@@ -560,16 +591,65 @@ impl<A: Address> Node<A> {
         }
     }
 
-    fn route_lookup<H: Host<A>>(&mut self, l: Lookup, local: bool, host: &mut H) {
+    /// A lookup to route on: from this node (`local`, not yet timed when
+    /// `now` is `None`) or received from the hop before.
+    fn route_lookup<H: Host<A>>(&mut self, l: Lookup, local: bool, now: Option<u64>, host: &mut H) {
         let hops = if local { 0 } else { l.hops.saturating_add(1) };
+        self.forward_lookup(Lookup { hops, ..l }, now, host);
+    }
+
+    /// Sends a lookup (`hops` counting this node) to the next hop and waits
+    /// for its [`RouteAck`], or delivers it here.
+    fn forward_lookup<H: Host<A>>(&mut self, l: Lookup, now: Option<u64>, host: &mut H) {
         match self.state.next_hop(&l.key, None) {
-            NextHop::Forward(p) if hops <= MAX_HOPS => {
-                self.send(host, p.addr, Body::Lookup(Lookup { hops, ..l }));
+            NextHop::Forward(p) if l.hops <= MAX_HOPS => {
+                self.send(host, p.addr, Body::Lookup(l));
+                let deadline = now.map(|now| now.saturating_add(self.config.reply_timeout_us));
+                // When full, this one goes unwatched: it may still arrive.
+                let _ = self.forwards.push(Forwarded { lookup: l, to: p.addr, to_id: p.id, deadline });
             }
             NextHop::Forward(_) => {}
             NextHop::Deliver => {
-                host.event(Event::Delivered { key: l.key, token: l.token, origin: l.origin.id, hops });
+                host.event(Event::Delivered { key: l.key, token: l.token, origin: l.origin.id, hops: l.hops });
             }
+        }
+    }
+
+    /// The next hop of a lookup acknowledged it.
+    fn route_acked(&mut self, from: A, token: u64) {
+        match self.forwards.iter().position(|f| f.lookup.token == token && f.to == from) {
+            Some(i) => {
+                self.forwards.swap_remove(i);
+            }
+            None => self.stats.refused += 1,
+        }
+    }
+
+    /// Times the lookups sent before the node knew the time.
+    fn stamp_forwards(&mut self, now: u64) {
+        let timeout = self.config.reply_timeout_us;
+        for f in self.forwards.iter_mut().filter(|f| f.deadline.is_none()) {
+            f.deadline = Some(now.saturating_add(timeout));
+        }
+    }
+
+    /// Lookups whose next hop never acknowledged them: that node is taken
+    /// for failed (removed, its place repaired) and the lookup is routed
+    /// again from here, around it. Lookups sent before the node knew the
+    /// time are timed from `now`.
+    fn reroute<H: Host<A>>(&mut self, now: u64, host: &mut H) {
+        self.stamp_forwards(now);
+        let mut i = 0;
+        while i < self.forwards.len() {
+            let f = self.forwards[i];
+            if f.deadline.is_some_and(|d| d > now) {
+                i += 1;
+                continue;
+            }
+            self.forwards.swap_remove(i);
+            self.stats.rerouted += 1;
+            self.fail(f.to_id, now, host);
+            self.forward_lookup(f.lookup, Some(now), host);
         }
     }
 
