@@ -347,7 +347,8 @@ mod tests {
         }
     }
 
-    /// A join answered, pings, a lookup, a probe and a repair request, as
+    /// A join answered, pings, a lookup and its acknowledgement, a probe and
+    /// a repair request, as
     /// `overlay_node` records; checked in as seeds/overlay_node/join-and-route.
     #[test]
     fn overlay_node_seed_and_corpus() {
@@ -366,6 +367,7 @@ mod tests {
             Body::GetPeers(GetPeers { token: 4, set: PeerSet::Row(0) }),
             Body::Join(Join { token: 5, origin, hops: 0 }),
             Body::Lookup(Lookup { token: 6, key: NodeId([0x99; 16]), origin, hops: 1 }),
+            Body::RouteAck(RouteAck { token: 6 }),
             Body::Probe(Probe { token: 7, key: NodeId([0x98; 16]), origin, hops: 2, fingerprint }),
             Body::CoverageQuery(CoverageQuery { nonce: 8, fingerprint }),
             Body::CoverageReport(CoverageReport { nonce: 9, matched: 1, of: 2 }),

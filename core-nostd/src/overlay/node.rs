@@ -17,19 +17,27 @@
 //! - **Join.** Seed discovery first: from the bootstrap node, ask the best
 //!   node measured so far for its leaf and neighbourhood sets, measure them,
 //!   and move on while a better node turns up. Then a `Join` is routed from
-//!   that nearby node towards this node's id; every node on the route sends
-//!   its routing-table row (the first also its lower rows and neighbourhood
-//!   set, the last its leaf set).
+//!   that nearby node towards this node's id; the node at hop `h` sends its
+//!   routing-table rows `h` up to the number of digits it shares with the
+//!   joiner (so a hop that gains two digits leaves no row out), the first
+//!   also its neighbourhood set, the last its leaf set.
 //! - **Routing.** `Lookup` and discovery `Probe` messages follow
 //!   [`PastryState::next_hop`]; every node a probe passes reports its
-//!   coverage of the probe's fingerprint to the origin.
+//!   coverage of the probe's fingerprint to the origin. Each hop of a
+//!   lookup is acknowledged (`RouteAck`): a next hop silent for
+//!   [`Config::reply_timeout_us`] is taken for failed and the lookup is
+//!   routed again around it, so a lookup survives failed nodes on its route
+//!   (delivery is at least once: a lost acknowledgement can duplicate it).
 //! - **Keepalive and repair.** Leaves are pinged every
 //!   [`Config::leaf_keepalive_us`], the table and neighbourhood set swept
 //!   over [`Config::table_refresh_us`]; a node silent for
 //!   [`Config::probe_tries`] pings is removed, and the hole is refilled by
 //!   asking a neighbouring leaf, another node of the same table row or
 //!   another neighbour for its own. A slow maintenance round asks a table
-//!   entry for its row, so tables fill in as the network grows.
+//!   entry for its row; and as the network grows around a node (every
+//!   [`LEAVES_PER_REFILL`] new leaves, and once when a join ends) it asks
+//!   for its lowest row with an empty slot, so tables built when the network
+//!   was small fill in with the nodes that joined since.
 //!
 //! Every capacity is fixed: at most [`MAX_PENDING`] unanswered pings,
 //! [`MAX_CANDIDATES`] nodes waiting to be measured, [`MAX_ASKED`] open
@@ -47,7 +55,8 @@ use crate::identity::NodeId;
 use crate::seal::ChunkId;
 use crate::wire::overlay::{
     Body, CoverageQuery, CoverageReport, GetPeers, Join, Lookup, NodeRef, OverlayId, OverlayMessage, PeerAddr,
-    PeerList, PeerSet, Peers, Ping, Pong, Probe, MAX_FINGERPRINT, MAX_HOPS, MAX_OVERLAY_PAYLOAD, MAX_PEERS, PEER_LEN,
+    PeerList, PeerSet, Peers, Ping, Pong, Probe, RouteAck, MAX_FINGERPRINT, MAX_HOPS, MAX_OVERLAY_PAYLOAD, MAX_PEERS,
+    PEER_LEN,
 };
 use crate::wire::{IdList, WireError, ID_LEN};
 
@@ -58,13 +67,17 @@ pub const MAX_PENDING: usize = 48;
 /// delays failure detection.
 pub const MAX_MEASURING: usize = 16;
 /// Nodes learned and waiting to be measured; more are dropped.
-pub const MAX_CANDIDATES: usize = 64;
+pub const MAX_CANDIDATES: usize = 256;
 /// Open `GetPeers` requests.
 pub const MAX_ASKED: usize = 8;
 /// Discovery probes whose reports are still accepted.
 pub const MAX_PROBES: usize = 16;
 /// Nodes measured lately, not measured again while remembered.
 pub const MAX_RECENT: usize = 128;
+/// Lookups sent on and awaiting their next hop's acknowledgement.
+pub const MAX_FORWARDS: usize = 64;
+/// New leaves between two growth-driven table refills.
+pub const LEAVES_PER_REFILL: u8 = 4;
 
 /// An address type the node can put in messages: the real one is
 /// [`PeerAddr`]; a simulator may use a compact index.
@@ -198,6 +211,8 @@ pub struct Stats {
     pub refused: u64,
     /// Nodes declared failed.
     pub failures: u64,
+    /// Lookups routed again because their next hop never acknowledged them.
+    pub rerouted: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +233,17 @@ struct Pending<A> {
     sent: u64,
     tries: u8,
     purpose: Purpose,
+}
+
+/// A lookup sent on and not yet acknowledged by its next hop.
+#[derive(Clone, Copy, Debug)]
+struct Forwarded<A> {
+    /// As sent.
+    lookup: Lookup,
+    to: A,
+    to_id: NodeId,
+    /// `None` until the node next learns the time.
+    deadline: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -257,6 +283,7 @@ pub struct Node<A> {
     candidates: Deque<Candidate<A>, MAX_CANDIDATES>,
     asked: Vec<Asked<A>, MAX_ASKED>,
     probes: Vec<(u64, u64), MAX_PROBES>,
+    forwards: Vec<Forwarded<A>, MAX_FORWARDS>,
     /// (first 8 bytes of a nodeId, until when) of nodes measured lately.
     recent: Deque<(u64, u64), MAX_RECENT>,
     secret: [u8; 16],
@@ -266,6 +293,8 @@ pub struct Node<A> {
     next_maintenance: u64,
     sweep_cursor: usize,
     maintenance_row: usize,
+    /// Nodes that entered the leaf set since the last refill.
+    new_leaves: u8,
     stats: Stats,
 }
 
@@ -286,6 +315,7 @@ impl<A: Address> Node<A> {
             candidates: Deque::new(),
             asked: Vec::new(),
             probes: Vec::new(),
+            forwards: Vec::new(),
             recent: Deque::new(),
             secret,
             counter: 0,
@@ -294,6 +324,7 @@ impl<A: Address> Node<A> {
             next_maintenance: now.saturating_add(config.maintenance_us),
             sweep_cursor: 0,
             maintenance_row: 0,
+            new_leaves: 0,
             stats: Stats::default(),
         }
     }
@@ -337,7 +368,7 @@ impl<A: Address> Node<A> {
     /// [`Event::Delivered`] at the node it ends at.
     pub fn lookup<H: Host<A>>(&mut self, key: NodeId, token: u64, host: &mut H) {
         let origin = self.node_ref();
-        self.route_lookup(Lookup { token, key, origin, hops: 0 }, true, host);
+        self.route_lookup(Lookup { token, key, origin, hops: 0 }, true, None, host);
     }
 
     /// Sends a discovery probe towards `key` with this box's fingerprint;
@@ -377,6 +408,9 @@ impl<A: Address> Node<A> {
         for a in &self.asked {
             next = next.min(a.deadline);
         }
+        for d in self.forwards.iter().filter_map(|f| f.deadline) {
+            next = next.min(d);
+        }
         match self.phase {
             Phase::Seeking { deadline, .. } | Phase::Joining { deadline, .. } => next.min(deadline),
             _ => next,
@@ -393,6 +427,7 @@ impl<A: Address> Node<A> {
         }
         self.stats.received += 1;
         self.dispatch(from, msg, now, host);
+        self.stamp_forwards(now);
         self.pump(now, host);
         self.advance(now, host);
         Ok(())
@@ -402,6 +437,7 @@ impl<A: Address> Node<A> {
     /// and the join's deadlines. Call it at [`Node::poll_timeout`].
     pub fn handle_timeout<H: Host<A>>(&mut self, now: u64, host: &mut H) {
         self.expire(now, host);
+        self.reroute(now, host);
         if now >= self.next_tick {
             self.next_tick = now.saturating_add(self.config.tick_us);
             if self.is_ready() {
@@ -436,7 +472,11 @@ impl<A: Address> Node<A> {
             Body::GetPeers(GetPeers { token, set }) => self.send_peers(host, from, token, set),
             Body::Peers(p) => self.peers_received(from, sender, p, now),
             Body::Join(j) => self.join_passing(j, host),
-            Body::Lookup(l) => self.route_lookup(l, false, host),
+            Body::Lookup(l) => {
+                self.send(host, from, Body::RouteAck(RouteAck { token: l.token }));
+                self.route_lookup(l, false, Some(now), host);
+            }
+            Body::RouteAck(a) => self.route_acked(from, a.token),
             Body::Probe(p) => self.probe_passing(p, host),
         }
     }
@@ -475,7 +515,7 @@ impl<A: Address> Node<A> {
         match p.purpose {
             Purpose::Measure | Purpose::Keepalive => {
                 self.remember(sender, now);
-                self.accept(Peer { id: sender, addr: from, distance })
+                self.accept(Peer { id: sender, addr: from, distance }, now, host)
             }
             Purpose::Report { token, matched, of } => {
                 host.event(Event::Coverage { token, id: sender, addr: from, matched, of, rtt_us: Some(rtt) })
@@ -536,7 +576,7 @@ impl<A: Address> Node<A> {
             return;
         }
         let row = ring::shared_prefix(&self.me, &joiner).min(ROWS - 1);
-        let first = if j.hops == 0 { 0 } else { row };
+        let first = (j.hops as usize).min(row);
         for r in first..=row {
             self.send_peers(host, to, j.token, PeerSet::Row(r as u8));
         }
@@ -551,16 +591,65 @@ impl<A: Address> Node<A> {
         }
     }
 
-    fn route_lookup<H: Host<A>>(&mut self, l: Lookup, local: bool, host: &mut H) {
+    /// A lookup to route on: from this node (`local`, not yet timed when
+    /// `now` is `None`) or received from the hop before.
+    fn route_lookup<H: Host<A>>(&mut self, l: Lookup, local: bool, now: Option<u64>, host: &mut H) {
         let hops = if local { 0 } else { l.hops.saturating_add(1) };
+        self.forward_lookup(Lookup { hops, ..l }, now, host);
+    }
+
+    /// Sends a lookup (`hops` counting this node) to the next hop and waits
+    /// for its [`RouteAck`], or delivers it here.
+    fn forward_lookup<H: Host<A>>(&mut self, l: Lookup, now: Option<u64>, host: &mut H) {
         match self.state.next_hop(&l.key, None) {
-            NextHop::Forward(p) if hops <= MAX_HOPS => {
-                self.send(host, p.addr, Body::Lookup(Lookup { hops, ..l }));
+            NextHop::Forward(p) if l.hops <= MAX_HOPS => {
+                self.send(host, p.addr, Body::Lookup(l));
+                let deadline = now.map(|now| now.saturating_add(self.config.reply_timeout_us));
+                // When full, this one goes unwatched: it may still arrive.
+                let _ = self.forwards.push(Forwarded { lookup: l, to: p.addr, to_id: p.id, deadline });
             }
             NextHop::Forward(_) => {}
             NextHop::Deliver => {
-                host.event(Event::Delivered { key: l.key, token: l.token, origin: l.origin.id, hops });
+                host.event(Event::Delivered { key: l.key, token: l.token, origin: l.origin.id, hops: l.hops });
             }
+        }
+    }
+
+    /// The next hop of a lookup acknowledged it.
+    fn route_acked(&mut self, from: A, token: u64) {
+        match self.forwards.iter().position(|f| f.lookup.token == token && f.to == from) {
+            Some(i) => {
+                self.forwards.swap_remove(i);
+            }
+            None => self.stats.refused += 1,
+        }
+    }
+
+    /// Times the lookups sent before the node knew the time.
+    fn stamp_forwards(&mut self, now: u64) {
+        let timeout = self.config.reply_timeout_us;
+        for f in self.forwards.iter_mut().filter(|f| f.deadline.is_none()) {
+            f.deadline = Some(now.saturating_add(timeout));
+        }
+    }
+
+    /// Lookups whose next hop never acknowledged them: that node is taken
+    /// for failed (removed, its place repaired) and the lookup is routed
+    /// again from here, around it. Lookups sent before the node knew the
+    /// time are timed from `now`.
+    fn reroute<H: Host<A>>(&mut self, now: u64, host: &mut H) {
+        self.stamp_forwards(now);
+        let mut i = 0;
+        while i < self.forwards.len() {
+            let f = self.forwards[i];
+            if f.deadline.is_some_and(|d| d > now) {
+                i += 1;
+                continue;
+            }
+            self.forwards.swap_remove(i);
+            self.stats.rerouted += 1;
+            self.fail(f.to_id, now, host);
+            self.forward_lookup(f.lookup, Some(now), host);
         }
     }
 
@@ -580,11 +669,26 @@ impl<A: Address> Node<A> {
     }
 
     /// A node measured: into the state, and the best so far while seeking.
-    fn accept(&mut self, peer: Peer<A>) {
+    /// Every [`LEAVES_PER_REFILL`] nodes that newly enter the leaf set of a
+    /// joined node, the table is refilled where it is thinnest
+    /// ([`Node::refill`]): the network has grown around this node, so its
+    /// table (built when the network was smaller) has holes that nodes
+    /// exist for now. This ties table maintenance to growth rather than
+    /// only to the clock.
+    fn accept<H: Host<A>>(&mut self, peer: Peer<A>, now: u64, host: &mut H) {
+        let was_leaf = self.state.leaves().iter().any(|p| p.id == peer.id);
         self.state.insert(peer);
         if let Phase::Seeking { best, .. } = &mut self.phase {
             if best.is_none_or(|b| peer.distance < b.distance) {
                 *best = Some(peer);
+            }
+        }
+        let new_leaf = !was_leaf && self.state.leaves().iter().any(|p| p.id == peer.id);
+        if new_leaf && self.is_ready() {
+            self.new_leaves += 1;
+            if self.new_leaves >= LEAVES_PER_REFILL {
+                self.new_leaves = 0;
+                self.refill(now, host);
             }
         }
     }
@@ -846,6 +950,26 @@ impl<A: Address> Node<A> {
         }
     }
 
+    /// Asks for the lowest table row with an empty slot (not counting this
+    /// node's own column), from a random known node sharing at least that
+    /// many digits with this one (its row is then valid here too).
+    fn refill<H: Host<A>>(&mut self, now: u64, host: &mut H) {
+        let me = self.me;
+        let table = self.state.table();
+        let holed = |r: usize| (0..COLUMNS).any(|c| c != me.digit(r) as usize && table.get(r, c).is_none());
+        let Some(row) = (0..ROWS).find(|&r| holed(r)) else { return };
+        let valid = |p: &&Peer<A>| ring::shared_prefix(&me, &p.id) >= row;
+        let count = self.state.peers().filter(valid).count();
+        if count == 0 {
+            return;
+        }
+        let pick = (self.fresh() % count as u64) as usize;
+        let helper = self.state.peers().filter(valid).nth(pick).map(|p| p.addr);
+        if let Some(addr) = helper {
+            self.ask(addr, PeerSet::Row(row as u8), now, host);
+        }
+    }
+
     /// Asks a random node of the next non-empty table row for that row.
     fn maintain<H: Host<A>>(&mut self, now: u64, host: &mut H) {
         for _ in 0..ROWS {
@@ -897,6 +1021,8 @@ impl<A: Address> Node<A> {
                 if now >= deadline || (leaves && quiet && settling) {
                     self.phase = Phase::Ready;
                     host.event(Event::Joined);
+                    // The route's rows may have had holes of their own.
+                    self.refill(now, host);
                 } else if leaves && quiet {
                     // The last node's leaf set may lack one node each way
                     // (it already held this node): ask the outermost leaves.

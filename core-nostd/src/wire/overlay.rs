@@ -2,7 +2,8 @@
 //! coverage probes for buddy discovery (`docs/PROTOCOL.md`, "Overlay
 //! messages").
 //!
-//! They use kinds 96..=104 of the range 96..=127 reserved for the overlay,
+//! They use kinds 96..=104 and 112 of the range 96..=127 reserved for the
+//! overlay,
 //! and are decoded by their own entry point, [`OverlayMessage::decode`]:
 //! [`Message::decode`](super::Message::decode) keeps refusing these kinds, so
 //! a buddy session never sees an overlay message. A receiver tells the two
@@ -320,6 +321,14 @@ pub struct Probe<'a> {
     pub fingerprint: IdList<'a>,
 }
 
+/// 112: the next hop took a routed [`Lookup`]: the hop before it stops
+/// waiting (and does not route around it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteAck {
+    /// The lookup's token.
+    pub token: u64,
+}
+
 /// The kinds of overlay message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -342,6 +351,8 @@ pub enum OverlayKind {
     Lookup = 103,
     /// 104, [`Probe`].
     Probe = 104,
+    /// 112, [`RouteAck`].
+    RouteAck = 112,
 }
 
 /// The body of an overlay message.
@@ -357,6 +368,7 @@ pub enum Body<'a> {
     Join(Join),
     Lookup(Lookup),
     Probe(Probe<'a>),
+    RouteAck(RouteAck),
 }
 
 /// One overlay message, borrowing from its payload.
@@ -383,6 +395,7 @@ impl Body<'_> {
             Body::Join(_) => OverlayKind::Join,
             Body::Lookup(_) => OverlayKind::Lookup,
             Body::Probe(_) => OverlayKind::Probe,
+            Body::RouteAck(_) => OverlayKind::RouteAck,
         }
     }
 
@@ -402,7 +415,7 @@ impl Body<'_> {
             Body::Peers(m) => m.peers.check(),
             Body::Join(m) => check_hops(m.hops),
             Body::Lookup(m) => check_hops(m.hops),
-            Body::Ping(_) | Body::Pong(_) | Body::GetPeers(_) => Ok(()),
+            Body::Ping(_) | Body::Pong(_) | Body::GetPeers(_) | Body::RouteAck(_) => Ok(()),
         }
     }
 }
@@ -452,6 +465,7 @@ impl<'a> OverlayMessage<'a> {
             102 => Body::Join(decode_body(body)?),
             103 => Body::Lookup(decode_body(body)?),
             104 => Body::Probe(decode_body(body)?),
+            112 => Body::RouteAck(decode_body(body)?),
             other => return Err(WireError::UnknownKind(other)),
         };
         body.check()?;
@@ -477,6 +491,7 @@ impl<'a> OverlayMessage<'a> {
             Body::Join(m) => postcard::to_slice(m, body)?.len(),
             Body::Lookup(m) => postcard::to_slice(m, body)?.len(),
             Body::Probe(m) => postcard::to_slice(m, body)?.len(),
+            Body::RouteAck(m) => postcard::to_slice(m, body)?.len(),
         };
         Ok(HEADER_LEN + len)
     }
@@ -559,6 +574,12 @@ mod tests {
         want.extend([0x02, 0x14]);
         want.extend([0x55; 20]);
         assert_eq!(round_trip(probe), want);
+
+        let ack = OverlayMessage { overlay: OverlayId::Network, from, body: Body::RouteAck(RouteAck { token: 300 }) };
+        let mut want = std::vec![0x70, 0x00];
+        want.extend([0x11; 16]);
+        want.extend([0xac, 0x02]);
+        assert_eq!(round_trip(ack), want);
     }
 
     #[test]
@@ -581,6 +602,7 @@ mod tests {
             Body::Join(Join { token: u64::MAX, origin: origin(), hops: MAX_HOPS }),
             Body::Lookup(Lookup { token: u64::MAX, key: from, origin: origin(), hops: 0 }),
             Body::Probe(Probe { token: u64::MAX, key: from, origin: origin(), hops: MAX_HOPS, fingerprint }),
+            Body::RouteAck(RouteAck { token: u64::MAX }),
         ];
         for body in bodies {
             let bytes = round_trip(OverlayMessage { overlay: OverlayId::Coverage, from, body });
@@ -610,6 +632,8 @@ mod tests {
         assert!(with(&[0x05], 96).is_ok());
         assert_eq!(with(&[0x85, 0x00], 96), Err(WireError::Malformed), "overlong varint");
         assert_eq!(with(&[0x05], 105), Err(WireError::UnknownKind(105)), "unassigned overlay kind");
+        assert!(with(&[0x05], 112).is_ok());
+        assert_eq!(with(&[0x05], 113), Err(WireError::UnknownKind(113)), "unassigned overlay kind");
         assert_eq!(with(&[0x05], 60), Err(WireError::UnknownKind(60)), "not an overlay kind");
         let mut bad_overlay = hdr.clone();
         bad_overlay[1] = 2;
