@@ -6,6 +6,7 @@
 
 use anyhow::Result;
 use pastiche_core::audit::Finding;
+use pastiche_core::session::StagingDigest;
 use pastiche_core::wire::MAX_IDS_PER_MESSAGE;
 use pastiche_core::ChunkId;
 
@@ -13,7 +14,7 @@ use super::run::challenge;
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::sync::conn::BuddyRefused;
-use crate::sync::{self, state, BuddyEntry};
+use crate::sync::{self, floor, state, BuddyEntry};
 
 /// Re-checks everything shipped to `entry` and ships again what it lost;
 /// returns (chunks found lost or damaged, chunks sent again).
@@ -40,12 +41,21 @@ pub fn repair(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Resul
     let mut root = Vec::new();
     match conn.get_root(&mut root) {
         Ok(_) => {
-            let epoch = conn.welcome.committed_epoch.max(entry.epoch) + 1;
+            // Above every epoch ever signed there, whatever the buddy says.
+            let epoch = floor::load(db, &buddy)?.next_epoch(&conn.welcome)?.max(entry.epoch + 1);
+            floor::record_signing(db, &buddy, epoch)?;
             for batch in lost.chunks(MAX_IDS_PER_MESSAGE) {
                 conn.delete_list(epoch, batch)?;
             }
             conn.put_root(epoch, &root)?;
-            conn.commit(epoch, 0, lost.len() as u32)?;
+            // `lost` is sorted and distinct, the digest's order for deletes.
+            let mut staged = StagingDigest::new();
+            for id in &lost {
+                staged.delete(&id.0);
+            }
+            staged.root(&root);
+            conn.commit(epoch, 0, lost.len() as u32, staged.finish())?;
+            floor::record_committed(db, &buddy, epoch)?;
             entry.epoch = epoch;
         }
         // Nothing committed there yet: there is nothing to release either.

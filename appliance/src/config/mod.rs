@@ -40,8 +40,8 @@
 //! A missing file means the defaults (serve on port 7467, no scheduled
 //! job). A bad file is refused whole, with the line and the reason.
 
-pub mod overlay;
 pub mod live;
+pub mod overlay;
 pub mod schedule;
 
 use std::collections::BTreeMap;

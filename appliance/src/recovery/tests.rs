@@ -79,7 +79,9 @@ impl Buddy {
         h.client(client).unwrap();
         let e = epoch + 1;
         h.stage_root(client, e, bytes).unwrap();
-        let counts = StagedCounts { objects: 0, deletes: 0, root: true };
+        let mut staged = pastiche_core::session::StagingDigest::new();
+        staged.root(bytes);
+        let counts = StagedCounts { objects: 0, deletes: 0, root: true, digest: staged.finish() };
         assert_eq!(h.prepare(client, e, counts).unwrap(), counts);
         h.apply(client, e).unwrap();
     }
