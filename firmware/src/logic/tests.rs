@@ -511,7 +511,13 @@ fn the_on_disk_index_matches_a_model_through_deletes_and_reboots() {
                 let staged = s.stage_object(&k, e, &[c as u8; 20], &[round as u8; 9]).unwrap();
                 assert_eq!(staged, PutOutcome::Stored, "the object replaces the last epoch's");
                 s.stage_root(&k, e, b"root").unwrap();
-                let want = StagedCounts { objects: 1, deletes: gone.len() as u32, root: true };
+                let mut digest = pastiche_core::session::StagingDigest::new();
+                digest.object(&[c as u8; 20], &[round as u8; 9]);
+                for &n in &gone {
+                    digest.delete(&[n; 20]);
+                }
+                digest.root(b"root");
+                let want = StagedCounts { objects: 1, deletes: gone.len() as u32, root: true, digest: digest.finish() };
                 assert_eq!(s.prepare(&k, e, want).unwrap(), want, "round {round}");
                 s.apply(&k, e).unwrap();
                 for n in gone {
