@@ -229,13 +229,20 @@ mod tests {
         let asked = IdList::new(&ids).unwrap();
         let mine = IdList::new(&ids[..20]).unwrap();
         let sig = Signature([0; 64]);
+        // The digest the commit signs, so the seed reaches the applied epoch.
+        let staged = pastiche_core::testing::MemStaging {
+            objects: Default::default(),
+            deletes: [[0x22u8; 20]].into_iter().collect(),
+            root: Some(b"root".to_vec()),
+        }
+        .digest();
         let msgs = [
             Message::PutChunk(PutChunk { id: ChunkId([0x22; 20]), sealed: &sealed }),
             Message::Flush,
             Message::AuditRequest(AuditRequest { nonce: AuditNonce([1; 32]), ids: asked }),
             Message::DeleteList(DeleteList { epoch: 1, ids: mine, signature: sig }),
             Message::PutRoot(PutRoot { epoch: 1, data: b"root", signature: sig }),
-            Message::Commit(Commit { epoch: 1, objects: 0, deletes: 1, signature: sig }),
+            Message::Commit(Commit { epoch: 1, objects: 0, deletes: 1, staged, signature: sig }),
             Message::AuditRequest(AuditRequest { nonce: AuditNonce([2; 32]), ids: asked }),
         ];
         let mut out = Vec::new();
