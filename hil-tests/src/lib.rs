@@ -22,7 +22,7 @@
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -270,4 +270,27 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         assert_eq!(pa, pb);
         assert!(da == db, "{} differs after restore", pa.display());
     }
+}
+
+/// `pastiche --data DATA --threads 2 --quiet` with the tests' passphrase and
+/// a small KDF, as the QEMU tests run the appliance beside the firmware.
+pub fn pastiche(bin: &Path, data: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.env("PASTICHE_PASSWORD", "hil-test").env("PASTICHE_KDF_MIB", "8").arg("--data").arg(data);
+    c.args(["--threads", "2", "--quiet"]);
+    c
+}
+
+/// Runs `c`; a failure fails the test with its output and the firmware's log.
+pub fn run_ok(c: &mut Command, qemu: &Qemu) -> Output {
+    let out = c.output().expect("run pastiche");
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}):\nstdout: {}\nstderr: {}\nfirmware log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        qemu.lines().join("\n")
+    );
+    out
 }

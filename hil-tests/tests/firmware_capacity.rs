@@ -14,30 +14,12 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Instant;
 
-use hil_tests::{assert_same_tree, build_pastiche, free_port, make_tree, require_qemu, Firmware, Qemu, PAIRING_SECRET};
-
-fn pastiche(bin: &Path, data: &Path) -> Command {
-    let mut c = Command::new(bin);
-    c.env("PASTICHE_PASSWORD", "hil-test").env("PASTICHE_KDF_MIB", "8").arg("--data").arg(data);
-    c.args(["--threads", "2", "--quiet"]);
-    c
-}
-
-fn run_ok(c: &mut Command, qemu: &Qemu) -> Output {
-    let out = c.output().expect("run pastiche");
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}):\nstdout: {}\nstderr: {}\nfirmware log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        qemu.lines().join("\n"),
-    );
-    out
-}
+use hil_tests::{
+    assert_same_tree, build_pastiche, free_port, make_tree, pastiche, require_qemu, run_ok, Firmware, Qemu,
+    PAIRING_SECRET,
+};
 
 fn restored(target: &Path, tree: &Path) -> PathBuf {
     target.join(tree.strip_prefix("/").unwrap())

@@ -9,33 +9,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hil_tests::{assert_same_tree, build_pastiche, free_port, make_tree, require_qemu, Firmware, Qemu, PAIRING_SECRET};
+use hil_tests::{
+    assert_same_tree, build_pastiche, free_port, make_tree, pastiche, require_qemu, run_ok, Firmware, Qemu,
+    PAIRING_SECRET,
+};
 use pastiche_core::channel::{Handshake, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, RECORD_HEADER_LEN};
 use pastiche_core::Identity;
-
-fn pastiche(bin: &Path, data: &Path) -> Command {
-    let mut c = Command::new(bin);
-    c.env("PASTICHE_PASSWORD", "hil-test").env("PASTICHE_KDF_MIB", "8").arg("--data").arg(data);
-    c.args(["--threads", "2", "--quiet"]);
-    c
-}
-
-fn run_ok(c: &mut Command, qemu: &Qemu) -> Output {
-    let out = c.output().expect("run pastiche");
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}):\nstdout: {}\nstderr: {}\nfirmware log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        qemu.lines().join("\n")
-    );
-    out
-}
 
 /// A channel to the buddy as a stranger; returns the stream and the
 /// established channel.

@@ -17,33 +17,13 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use hil_tests::{build_pastiche, free_port, require_qemu, Firmware, Qemu, PAIRING_SECRET};
+use hil_tests::{build_pastiche, free_port, pastiche, require_qemu, run_ok, Firmware, Qemu, PAIRING_SECRET};
 use serde_json::Value;
 
 const NAME: &str = "recover-me.example.org";
-
-fn pastiche(bin: &Path, data: &Path) -> Command {
-    let mut c = Command::new(bin);
-    c.env("PASTICHE_PASSWORD", "hil-recovery").env("PASTICHE_KDF_MIB", "8").arg("--data").arg(data);
-    c.args(["--threads", "2", "--quiet"]);
-    c
-}
-
-fn run(c: &mut Command, qemu: &Qemu) -> Output {
-    let out = c.output().expect("run pastiche");
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}):\nstdout: {}\nstderr: {}\nfirmware log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        qemu.lines().join("\n")
-    );
-    out
-}
 
 fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
@@ -130,16 +110,16 @@ fn a_wiped_box_comes_back_from_passphrase_name_and_one_buddy() {
     let mut qemu = Qemu::boot(&fw, &disk, &tmp.path().join("boot1.defmt"), fw_port).expect("boots");
     let appliance_data = tmp.path().join("appliance");
     let appliance_addr = format!("127.0.0.1:{}", free_port());
-    run(pastiche(&bin, &appliance_data).args(["init", "--name", "buddy.example.org"]), &qemu);
+    run_ok(pastiche(&bin, &appliance_data).args(["init", "--name", "buddy.example.org"]), &qemu);
     let _serve = Serve::start(&bin, &appliance_data, &appliance_addr);
-    let invite = run(pastiche(&bin, &appliance_data).args(["buddy", "invite"]), &qemu);
+    let invite = run_ok(pastiche(&bin, &appliance_data).args(["buddy", "invite"]), &qemu);
     let code = String::from_utf8_lossy(&invite.stdout).lines().last().unwrap().trim().to_string();
 
     // The box: two buddies, a first backup to both.
-    run(pastiche(&bin, &data).args(["init", "--name", NAME]), &qemu);
-    run(pastiche(&bin, &data).args(["buddy", "add", &appliance_addr, "--code", &code]), &qemu);
-    run(pastiche(&bin, &data).args(["buddy", "add", &fw_addr, "--code", PAIRING_SECRET]), &qemu);
-    let first = run(pastiche(&bin, &data).arg("--json").arg("backup").arg(&tree), &qemu);
+    run_ok(pastiche(&bin, &data).args(["init", "--name", NAME]), &qemu);
+    run_ok(pastiche(&bin, &data).args(["buddy", "add", &appliance_addr, "--code", &code]), &qemu);
+    run_ok(pastiche(&bin, &data).args(["buddy", "add", &fw_addr, "--code", PAIRING_SECRET]), &qemu);
+    let first = run_ok(pastiche(&bin, &data).arg("--json").arg("backup").arg(&tree), &qemu);
     let first = json_lines(&first);
     assert_eq!(sync_report(&first, &fw_addr)["epoch"], 1);
     let public_key = serde_json::from_str::<Value>(&fs::read_to_string(data.join("box.json")).unwrap()).unwrap()
@@ -149,7 +129,7 @@ fn a_wiped_box_comes_back_from_passphrase_name_and_one_buddy() {
     // The firmware buddy is down for the second backup: it keeps the older root.
     qemu.kill();
     fs::write(tree.join("docs/added-while-fw-down.bin"), pseudo_random(40_000, 7)).unwrap();
-    let second = run(pastiche(&bin, &data).arg("--json").arg("backup").arg(&tree), &qemu);
+    let second = run_ok(pastiche(&bin, &data).arg("--json").arg("backup").arg(&tree), &qemu);
     assert_eq!(sync_report(&json_lines(&second), &appliance_addr)["epoch"], 2);
     drop(qemu);
     let qemu = Qemu::boot(&fw, &disk, &tmp.path().join("boot2.defmt"), fw_port).expect("reboots");
@@ -161,7 +141,7 @@ fn a_wiped_box_comes_back_from_passphrase_name_and_one_buddy() {
 
     // Recovery from the passphrase, the name and the firmware buddy alone.
     let t = Instant::now();
-    let out = run(pastiche(&bin, &data).args(["--json", "recover", "--name", NAME, "--via", &fw_addr]), &qemu);
+    let out = run_ok(pastiche(&bin, &data).args(["--json", "recover", "--name", NAME, "--via", &fw_addr]), &qemu);
     eprintln!("recover: {:?}", t.elapsed());
     let lines = json_lines(&out);
     let report = &lines.last().unwrap()["report"];
@@ -174,13 +154,13 @@ fn a_wiped_box_comes_back_from_passphrase_name_and_one_buddy() {
     assert_eq!(outcome(&appliance_addr), "newest", "found from the firmware's root: {report}");
     // Without --json the older holder is named on stderr.
     let text =
-        run(pastiche(&bin, &tmp.path().join("again")).args(["recover", "--name", NAME, "--via", &fw_addr]), &qemu);
+        run_ok(pastiche(&bin, &tmp.path().join("again")).args(["recover", "--name", NAME, "--via", &fw_addr]), &qemu);
     let stderr = String::from_utf8_lossy(&text.stderr);
     assert!(stderr.contains(&fw_addr) && stderr.contains("older root"), "{stderr}");
 
     // The restore pulls everything from the buddies and is exact.
     let t = Instant::now();
-    run(pastiche(&bin, &data).args(["restore", "latest", "--target"]).arg(&target), &qemu);
+    run_ok(pastiche(&bin, &data).args(["restore", "latest", "--target"]).arg(&target), &qemu);
     eprintln!("restore of 2 MiB from the two buddies: {:?}", t.elapsed());
     let restored = target.join(tree.strip_prefix("/").unwrap());
     assert_eq!(describe(&restored), expected, "the restore differs from the lost source");
@@ -190,7 +170,7 @@ fn a_wiped_box_comes_back_from_passphrase_name_and_one_buddy() {
     // the firmware also gets what it missed while down.
     fs::rename(&restored, &tree).unwrap();
     fs::write(tree.join("new-after-recovery.txt"), pseudo_random(1_500, 9)).unwrap();
-    let next = json_lines(&run(pastiche(&bin, &data).arg("--json").arg("backup").arg(&tree), &qemu));
+    let next = json_lines(&run_ok(pastiche(&bin, &data).arg("--json").arg("backup").arg(&tree), &qemu));
     let to_appliance = sync_report(&next, &appliance_addr);
     assert_eq!(to_appliance["chunks_sent"], 1, "only the new chunk: {to_appliance}");
     assert_eq!(to_appliance["went_back"], false);

@@ -836,23 +836,33 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
     fn staging_digest(&mut self, slot: usize) -> Result<[u8; 32], StoreError> {
         let mut d = StagingDigest::new();
         let mut batch: Vec<Entry, DIGEST_BATCH> = Vec::new();
+        // The counts say when a table holds nothing staged: most commits
+        // then sweep no table at all.
+        let (objects, deletes) = {
+            let c = &self.ix.clients[slot];
+            (c.staged_objects > 0, c.staged_deletes > 0 || !c.unknown_deletes.is_empty())
+        };
         let mut above = None;
-        loop {
-            self.next_batch(self.object_table, above, |o| object_is(o, slot, true), None, &mut batch)?;
-            let Some(last) = batch.last() else { break };
-            above = Some(last.key);
-            for o in batch.iter() {
-                d.object_digest(&o.key, &self.extent_digest(Extent { off: o.off, len: o.len })?);
+        if objects {
+            loop {
+                self.next_batch(self.object_table, above, |o| object_is(o, slot, true), None, &mut batch)?;
+                let Some(last) = batch.last() else { break };
+                above = Some(last.key);
+                for o in batch.iter() {
+                    d.object_digest(&o.key, &self.extent_digest(Extent { off: o.off, len: o.len })?);
+                }
             }
         }
         let bit = 1u8 << slot;
         let mut above = None;
-        loop {
-            self.next_batch(self.chunk_table, above, |e| e.b & bit != 0, Some(slot), &mut batch)?;
-            let Some(last) = batch.last() else { break };
-            above = Some(last.key);
-            for e in batch.iter() {
-                d.delete(&e.key);
+        if deletes {
+            loop {
+                self.next_batch(self.chunk_table, above, |e| e.b & bit != 0, Some(slot), &mut batch)?;
+                let Some(last) = batch.last() else { break };
+                above = Some(last.key);
+                for e in batch.iter() {
+                    d.delete(&e.key);
+                }
             }
         }
         if let Some(root) = self.ix.clients[slot].staged_root {
