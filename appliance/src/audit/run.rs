@@ -162,6 +162,20 @@ fn fetch_and_check(
     })
 }
 
+/// Keeps the worse of two findings for one chunk (corrupt over missing
+/// over proven).
+fn note_finding(findings: &mut HashMap<ChunkId, Finding>, id: ChunkId, finding: Finding) {
+    let rank = |f: &Finding| match f {
+        Finding::Proven => 0,
+        Finding::Missing => 1,
+        Finding::Corrupt => 2,
+    };
+    let slot = findings.entry(id).or_insert(finding);
+    if rank(&finding) > rank(slot) {
+        *slot = finding;
+    }
+}
+
 /// Audits one buddy: `opts.samples` challenged chunks and `opts.fetches`
 /// fetched whole, drawn uniformly from what was shipped there. Chunks
 /// without a local copy are fetched and opened instead of challenged.
@@ -176,11 +190,13 @@ pub fn audit_buddy(repo: &Repo, entry: &mut BuddyEntry, opts: &AuditOptions) -> 
     let mut picks = vec![0u64; (opts.samples as usize).min(shipped.len())];
     let k = sampler.distinct(shipped.len() as u64, &mut picks);
     let sample: Vec<ChunkId> = picks[..k].iter().map(|&i| shipped[i as usize]).collect();
-    let mut verdict = Verdict::default();
+    // One finding per chunk, the worst seen: a chunk both challenged and
+    // fetched whole counts once.
+    let mut findings: HashMap<ChunkId, Finding> = HashMap::with_capacity(sample.len());
     let mut to_open = Vec::new();
     for (id, finding) in sample.iter().zip(challenge(repo, &mut conn, &sample)?) {
         match finding {
-            Some(f) => verdict.record(f),
+            Some(f) => note_finding(&mut findings, *id, f),
             None => to_open.push(*id),
         }
     }
@@ -195,11 +211,13 @@ pub fn audit_buddy(repo: &Repo, entry: &mut BuddyEntry, opts: &AuditOptions) -> 
             let local = local_copy(repo, id);
             report.fetched += 1;
             match fetch_and_check(&mut conn, id, local.as_deref(), handles.get(id))? {
-                Some(f) => verdict.record(f),
+                Some(f) => note_finding(&mut findings, *id, f),
                 None => report.unjudged += 1,
             }
         }
     }
+    let mut verdict = Verdict::default();
+    findings.into_values().for_each(|f| verdict.record(f));
     report.proven = verdict.proven;
     report.missing = verdict.missing;
     report.corrupt = verdict.corrupt;
