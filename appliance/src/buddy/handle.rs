@@ -330,6 +330,13 @@ impl BuddyHandle {
         match self.shared.chunks().get_into(&stored, &mut self.read_buf) {
             Ok(()) => {}
             Err(StoreError::NotFound(_)) => return Ok(None),
+            // Rot on this disk: the copy cannot be served or proven, so it
+            // is "not held" and the client ships it again. Refusing would
+            // end the session (and an audit) over one bad chunk.
+            Err(e @ StoreError::Damaged { .. }) => {
+                tracing::warn!("{e}: answered as not held");
+                return Ok(None);
+            }
             Err(source) => return Err(BuddyError::Chunks { context: "reading a chunk", source }),
         }
         copy_out(&self.read_buf, out, "chunk").map(Some)
