@@ -151,6 +151,11 @@ enum Command {
         /// Serve the status page on this address, or `off` (replaces `[http] listen`).
         #[arg(long, env = "PASTICHE_HTTP", value_name = "ADDR|off")]
         http: Option<String>,
+        /// Run the overlay and LAN discovery on this UDP address, or `off`
+        /// for a box that must not announce itself (replaces `[overlay]
+        /// listen` and `enabled`).
+        #[arg(long, env = "PASTICHE_OVERLAY", value_name = "ADDR|off")]
+        overlay: Option<String>,
     },
     /// Show the effective daemon configuration; refuse an invalid file.
     Config {
@@ -370,7 +375,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Command::Clients { command: ClientsCommand::List } => Request::ClientsList,
         Command::Clients { command: ClientsCommand::Quota { key, bytes } } => Request::ClientsQuota { key, bytes },
         Command::Clients { command: ClientsCommand::Revoke { key, drop } } => Request::ClientsRevoke { key, drop },
-        Command::Daemon { config, listen, quota, max_sessions, min_free, http } => {
+        Command::Daemon { config, listen, quota, max_sessions, min_free, http, overlay } => {
             let threads = g.threads;
             return daemon::run(DaemonOptions {
                 data: g.data,
@@ -381,6 +386,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 min_free,
                 threads,
                 http,
+                overlay,
             });
         }
         Command::Config { action: Some(ConfigAction::Reload), .. } => return cli::config::reload(&g),

@@ -70,6 +70,8 @@ pub struct DaemonOptions {
     pub threads: usize,
     /// `--http ADDR|off`: replaces `[http] listen`.
     pub http: Option<String>,
+    /// `--overlay ADDR|off`: replaces `[overlay] listen` and `enabled`.
+    pub overlay: Option<String>,
 }
 
 /// Reads the configuration the daemon would use.
@@ -96,6 +98,14 @@ pub fn load_config(opts: &DaemonOptions) -> Result<Config> {
             "off" => None,
             a => Some(a.parse().map_err(|_| anyhow::anyhow!("--http {a}: not IP:PORT or off"))?),
         };
+    }
+    match opts.overlay.as_deref() {
+        None => {}
+        Some("off") => config.overlay.enabled = false,
+        Some(a) => {
+            config.overlay.enabled = true;
+            config.overlay.listen = a.parse().map_err(|_| anyhow::anyhow!("--overlay {a}: not IP:PORT or off"))?;
+        }
     }
     Ok(config)
 }

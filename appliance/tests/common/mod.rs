@@ -47,6 +47,9 @@ fn test_env(c: &mut Command, data: &Path, password: &str) {
         .env("PASTICHE_KDF_MIB", "8")
         .env_remove("PASTICHE_DATA")
         .env_remove("PASTICHE_PASSWORD_FILE")
+        // Tests send nothing onto the host's network: no LAN beacons from
+        // test daemons (the overlay is tested in network namespaces).
+        .env("PASTICHE_OVERLAY", "off")
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null());
 }
