@@ -103,10 +103,11 @@ fn main() -> ! {
         Err(e) => halt_with(defmt::intern!("store failed to open"), defmt::Debug2Format(&e)),
     };
     defmt::info!(
-        "store: formatted={=bool} records={=u32} log_end={=u64} cut={=bool} rolled_forward={=u32} chunks={=usize}",
+        "store: formatted={=bool} records={=u32} log_end={=u64} log_used={=u64} cut={=bool} rolled_forward={=u32} chunks={=usize}",
         report.formatted,
         report.records,
         report.log_end,
+        store.log_used(),
         report.cut,
         report.rolled_forward,
         store.chunk_count()
@@ -155,17 +156,25 @@ fn main() -> ! {
     defmt::info!("buddy: serving TCP port {=u16}, beacon on UDP 7468", cfg.port);
 
     let mut next_report = 10_000u64;
+    let mut compacted_at = 0u64;
     loop {
         let now = clock.now_ms();
         let busy = svc.poll(nic, &mut store, &mut rng, now);
+        // Compaction takes its turn once a millisecond, a bounded amount of
+        // copying each time, so sessions keep being served while it runs.
+        if now != compacted_at {
+            compacted_at = now;
+            compaction_step(&mut store, &cfg);
+        }
         if now >= next_report {
             next_report = now + 10_000;
             let (used, total) = stack::high_water();
             defmt::info!(
-                "status: sessions={=u32} chunks={=usize} log={=u64} rx={=u32} tx={=u32} drop={=u32} stack_hw={=usize}/{=usize}",
+                "status: sessions={=u32} chunks={=usize} log={=u64} log_used={=u64} rx={=u32} tx={=u32} drop={=u32} stack_hw={=usize}/{=usize}",
                 svc.sessions,
                 store.chunk_count(),
                 store.log_end(),
+                store.log_used(),
                 nic.rx_frames,
                 nic.tx_frames,
                 nic.rx_dropped,
@@ -179,6 +188,21 @@ fn main() -> ! {
             // and keeps QEMU from spinning a host core.
             cortex_m::asm::wfi();
         }
+    }
+}
+
+/// One compaction step (starting one if the log needs it), logged.
+fn compaction_step(store: &mut Store, cfg: &Config) {
+    use pastiche_firmware::logic::store::Compacted;
+    match store.maintain(cfg.compact_kib << 10, cfg.compact) {
+        Ok(None | Some(Compacted::Progress)) => {}
+        Ok(Some(Compacted::Started { used, live })) => {
+            defmt::info!("compaction: started used={=u64} live={=u64}", used, live)
+        }
+        Ok(Some(Compacted::Done { before, after })) => {
+            defmt::info!("compaction: done before={=u64} after={=u64}", before, after)
+        }
+        Err(e) => defmt::warn!("compaction: {}", defmt::Debug2Format(&e)),
     }
 }
 
