@@ -118,6 +118,8 @@ fn main() -> ! {
 
     let mut next_report = 10_000u64;
     let mut compacted_at = 0u64;
+    // The longest a compaction step held the loop (ms), for the log.
+    let mut longest_step = 0u64;
     loop {
         let now = clock.now_ms();
         let busy = svc.poll(nic, &mut store, &mut rng, now);
@@ -125,7 +127,9 @@ fn main() -> ! {
         // copying each time, so sessions keep being served while it runs.
         if now != compacted_at {
             compacted_at = now;
-            compaction_step(&mut store, &cfg);
+            let t = clock.now_ms();
+            compaction_step(&mut store, &cfg, &mut longest_step);
+            longest_step = longest_step.max(clock.now_ms() - t);
         }
         if now >= next_report {
             next_report = now + 10_000;
@@ -153,7 +157,7 @@ fn main() -> ! {
 }
 
 /// One compaction step (starting one if the log needs it), logged.
-fn compaction_step(store: &mut Store, cfg: &Config) {
+fn compaction_step(store: &mut Store, cfg: &Config, longest_step: &mut u64) {
     use pastiche_firmware::logic::store::Compacted;
     match store.maintain(cfg.compact_kib << 10, cfg.compact) {
         Ok(None | Some(Compacted::Progress)) => {}
@@ -161,7 +165,8 @@ fn compaction_step(store: &mut Store, cfg: &Config) {
             defmt::info!("compaction: started used={=u64} live={=u64}", used, live)
         }
         Ok(Some(Compacted::Done { before, after })) => {
-            defmt::info!("compaction: done before={=u64} after={=u64}", before, after)
+            defmt::info!("compaction: done before={=u64} after={=u64} longest_step_ms={=u64}", before, after, *longest_step);
+            *longest_step = 0;
         }
         Err(e) => defmt::warn!("compaction: {}", defmt::Debug2Format(&e)),
     }

@@ -57,7 +57,14 @@ fn restore_exactly(bin: &Path, data: &Path, tree: &Path, target: &Path, qemu: &Q
 /// Boots `disk` paced and lets the compaction (if the log still needs one)
 /// run to its end; then `check` runs. Returns the ring bytes the log takes
 /// in the end.
-fn boot_and_compact(fw: &Firmware, disk: &Path, log: &Path, port: u16, check: &dyn Fn(&Qemu)) -> u64 {
+fn boot_and_compact(
+    fw: &Firmware,
+    disk: &Path,
+    log: &Path,
+    port: u16,
+    check: &dyn Fn(&Qemu),
+    report_stack: bool,
+) -> u64 {
     let mut qemu = Qemu::start_with(fw, disk, log, port, PACED).expect("boots");
     // The first compaction step comes with the main loop's first
     // millisecond, long before DHCP answers.
@@ -68,6 +75,19 @@ fn boot_and_compact(fw: &Firmware, disk: &Path, log: &Path, port: u16, check: &d
         used = logged(&qemu, "compaction: done", "after=").unwrap();
     }
     check(&qemu);
+    if report_stack {
+        // The stack high-water mark, with a compaction and a restore in it.
+        let before = qemu.lines().len();
+        let t = Instant::now();
+        let status = loop {
+            if let Some(l) = qemu.lines().into_iter().skip(before).find(|l| l.contains("status: ")) {
+                break l;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "no status line");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        eprintln!("firmware after a compaction and a restore: {status}");
+    }
     let lines = qemu.lines();
     assert!(!lines.iter().any(|l| l.contains("panic") || l.contains("halted")), "{}", lines.join("\n"));
     used
@@ -118,7 +138,7 @@ fn compaction_cut_at_random_points_loses_nothing_and_reclaims_the_space() {
     eprintln!("an uncut compaction (paced at 4 KiB/ms) took {full:?}: log {before} -> {compacted} bytes");
     // The dropped box had 6 MiB of chunks.
     assert!(compacted + (5 << 20) < before, "compaction left {compacted} of {before} bytes");
-    assert_eq!(boot_and_compact(&fw, &disk, &tmp.path().join("full2.defmt"), port, &restores), compacted);
+    assert_eq!(boot_and_compact(&fw, &disk, &tmp.path().join("full2.defmt"), port, &restores, true), compacted);
 
     let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     eprintln!("cut points from seed {seed}");
@@ -144,7 +164,7 @@ fn compaction_cut_at_random_points_loses_nothing_and_reclaims_the_space() {
         eprintln!("cut {attempts}: power cut {delay:?} after the compaction started: {how}");
         drop(qemu);
         let log = tmp.path().join(format!("after{attempts}.defmt"));
-        let used = boot_and_compact(&fw, &disk, &log, port, &restores);
+        let used = boot_and_compact(&fw, &disk, &log, port, &restores, false);
         assert!(used + (5 << 20) < before, "cut {attempts}: the log takes {used} of {before} bytes");
     }
 }
