@@ -646,7 +646,8 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         let flen = fixed.write(kind, &mut fb);
         let n = (HEADER_LEN + TRAILER_LEN + flen + data.len()) as u64;
         let (at, skip) = self.place(s.pos, stop, n).ok_or(StoreError::Full("disk"))?;
-        if skip > 0 {
+        // A wrap (even one that skips nothing, from the ring's very end).
+        if at != s.pos {
             if skip >= GAP {
                 self.write_raw(s.pos, s.gen, Kind::Wrap, &[], Data::Bytes(&[]))?;
             }
