@@ -1,23 +1,23 @@
 // The image proper, included by main.rs for the bare-metal target only.
 
+// `unsafe` lives in the board code only (README, "Board code vs logic").
+#[allow(unsafe_code)]
 mod board;
 mod net;
 
 use core::panic::PanicInfo;
-use core::ptr::addr_of_mut;
 
-use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_rt::entry;
 use pastiche_core::seal::MAX_SEALED;
-use pastiche_core::wire::DECODER_BUFFER_LEN;
 use pastiche_core::Identity;
 use pastiche_firmware::logic::config::Config;
-use pastiche_firmware::logic::store::{Index, LogStore, StoreConfig};
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
+use pastiche_firmware::logic::store::{LogStore, StoreConfig};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress};
 
-use board::{clock::Clock, disk::HostDisk, entropy::Entropy, lan9118::Lan9118, semihosting, stack};
+use board::{clock::Clock, disk::HostDisk, entropy::Entropy, semihosting, stack};
 
 /// Chunk versions the on-disk chunk table holds (32 bytes of disk each, no
 /// RAM): 8 MiB of disk, a quarter full at 65,536 chunks (1 GiB of 16 KiB
@@ -25,8 +25,6 @@ use board::{clock::Clock, disk::HostDisk, entropy::Entropy, lan9118::Lan9118, se
 const CHUNKS: usize = 1 << 18;
 /// Metadata objects the on-disk object table holds (32 bytes of disk each).
 const OBJECTS: usize = 1 << 14;
-/// TCP buffers per socket.
-use net::{TCP_RX, TCP_TX};
 /// The largest reply frame a buddy sends: `Chunk` with a maximum sealed
 /// chunk (header 4, kind 1, id 20, length varint 3). `Object` and `Root`
 /// are smaller; requests, which may be larger, only pass through the decoder.
@@ -35,45 +33,15 @@ const OUT_LEN: usize = 4 + 1 + 20 + 3 + MAX_SEALED;
 /// The store as the firmware runs it.
 pub type Store = LogStore<'static, HostDisk, CHUNKS, OBJECTS>;
 
-// The large buffers live in .bss, not on the stack, so their cost shows in
-// `size` and the stack high-water mark measures only real call depth.
-// Each is borrowed once, in `main`, before anything else runs.
-static mut DECODER_BUF: [u8; DECODER_BUFFER_LEN] = [0; DECODER_BUFFER_LEN];
-static mut OUT_BUF: [u8; OUT_LEN] = [0; OUT_LEN];
-static mut RECORD: [u8; net::RECORD_BUF] = [0; net::RECORD_BUF];
-// Each connection's channel state (about 900 bytes while handshaking): a
-// static, so it is neither on the stack nor copied when the service is built.
-static mut CHANS: [net::Chan; net::TCP_SOCKETS] = [const { net::Chan::None }; net::TCP_SOCKETS];
-static mut INDEX: Index<CHUNKS, OBJECTS> = Index::new();
-static mut TCP_BUFS: [([u8; TCP_RX], [u8; TCP_TX]); net::TCP_SOCKETS] = [([0; TCP_RX], [0; TCP_TX]); net::TCP_SOCKETS];
-static mut UDP_RX: [u8; 256] = [0; 256];
-static mut UDP_TX: [u8; 256] = [0; 256];
-static mut UDP_RX_META: [udp::PacketMetadata; 2] = [udp::PacketMetadata::EMPTY; 2];
-static mut UDP_TX_META: [udp::PacketMetadata; 2] = [udp::PacketMetadata::EMPTY; 2];
-static mut SOCKETS: [SocketStorage<'static>; net::TCP_SOCKETS + 2] = [SocketStorage::EMPTY; net::TCP_SOCKETS + 2];
-static mut CMDLINE: [u8; 256] = [0; 256];
-static mut NIC: Option<Lan9118> = None;
-
 #[entry]
 fn main() -> ! {
     stack::paint();
     let cp = cortex_m::Peripherals::take().expect("peripherals taken once");
     let mut clock = Clock::start(cp.SYST);
 
-    // SAFETY: `main` runs once and these statics are borrowed only here.
-    let (cmdline_buf, dec_buf, out, record, chans, index, tcp_bufs, sockets_storage, nic_slot) = unsafe {
-        (
-            &mut *addr_of_mut!(CMDLINE),
-            &mut *addr_of_mut!(DECODER_BUF),
-            &mut *addr_of_mut!(OUT_BUF),
-            &mut *addr_of_mut!(RECORD),
-            &mut *addr_of_mut!(CHANS),
-            &mut *addr_of_mut!(INDEX),
-            &mut *addr_of_mut!(TCP_BUFS),
-            &mut *addr_of_mut!(SOCKETS),
-            &mut *addr_of_mut!(NIC),
-        )
-    };
+    let bufs = board::statics::take();
+    let (cmdline_buf, dec_buf, out, record, chans, index, tcp_bufs, sockets_storage) =
+        (bufs.cmdline, bufs.decoder, bufs.out, bufs.record, bufs.chans, bufs.index, bufs.tcp, bufs.sockets);
     let (cfg, bad) = Config::parse(semihosting::cmdline(cmdline_buf));
     board::log::init(cfg.log);
     defmt::info!("pastiche-firmware {=str} booting", env!("CARGO_PKG_VERSION"));
@@ -81,9 +49,8 @@ fn main() -> ! {
         defmt::warn!("config: ignored {=str}", w);
     }
 
-    // SAFETY: 0x4020_0000 is the AN386's LAN9118 and this is its only driver.
-    let nic = match unsafe { Lan9118::new(board::lan9118::BASE, None) } {
-        Ok(n) => nic_slot.insert(n),
+    let nic = match bufs.nic.start() {
+        Ok(n) => n,
         Err(e) => halt_with(defmt::intern!("LAN9118 init failed"), e),
     };
     let mac = nic.mac();
@@ -103,10 +70,11 @@ fn main() -> ! {
         Err(e) => halt_with(defmt::intern!("store failed to open"), defmt::Debug2Format(&e)),
     };
     defmt::info!(
-        "store: formatted={=bool} records={=u32} log_end={=u64} cut={=bool} rolled_forward={=u32} chunks={=usize}",
+        "store: formatted={=bool} records={=u32} log_end={=u64} log_used={=u64} cut={=bool} rolled_forward={=u32} chunks={=usize}",
         report.formatted,
         report.records,
         report.log_end,
+        store.log_used(),
         report.cut,
         report.rolled_forward,
         store.chunk_count()
@@ -128,13 +96,7 @@ fn main() -> ! {
         *slot = Some(sockets.add(sock));
     }
     let tcp_handles = tcp_handles.map(|h| h.expect("added above"));
-    // SAFETY: borrowed once, here.
-    let udp_sock = unsafe {
-        udp::Socket::new(
-            udp::PacketBuffer::new(&mut (&mut *addr_of_mut!(UDP_RX_META))[..], &mut (&mut *addr_of_mut!(UDP_RX))[..]),
-            udp::PacketBuffer::new(&mut (&mut *addr_of_mut!(UDP_TX_META))[..], &mut (&mut *addr_of_mut!(UDP_TX))[..]),
-        )
-    };
+    let udp_sock = udp::Socket::new(bufs.udp_rx, bufs.udp_tx);
     let udp_handle = sockets.add(udp_sock);
     let dhcp_handle = sockets.add(dhcpv4::Socket::new());
     let now = clock.now_ms();
@@ -155,17 +117,29 @@ fn main() -> ! {
     defmt::info!("buddy: serving TCP port {=u16}, beacon on UDP 7468", cfg.port);
 
     let mut next_report = 10_000u64;
+    let mut compacted_at = 0u64;
+    // The longest a compaction step held the loop (ms), for the log.
+    let mut longest_step = 0u64;
     loop {
         let now = clock.now_ms();
         let busy = svc.poll(nic, &mut store, &mut rng, now);
+        // Compaction takes its turn once a millisecond, a bounded amount of
+        // copying each time, so sessions keep being served while it runs.
+        if now != compacted_at {
+            compacted_at = now;
+            let t = clock.now_ms();
+            compaction_step(&mut store, &cfg, &mut longest_step);
+            longest_step = longest_step.max(clock.now_ms() - t);
+        }
         if now >= next_report {
             next_report = now + 10_000;
             let (used, total) = stack::high_water();
             defmt::info!(
-                "status: sessions={=u32} chunks={=usize} log={=u64} rx={=u32} tx={=u32} drop={=u32} stack_hw={=usize}/{=usize}",
+                "status: sessions={=u32} chunks={=usize} log={=u64} log_used={=u64} rx={=u32} tx={=u32} drop={=u32} stack_hw={=usize}/{=usize}",
                 svc.sessions,
                 store.chunk_count(),
                 store.log_end(),
+                store.log_used(),
                 nic.rx_frames,
                 nic.tx_frames,
                 nic.rx_dropped,
@@ -179,6 +153,22 @@ fn main() -> ! {
             // and keeps QEMU from spinning a host core.
             cortex_m::asm::wfi();
         }
+    }
+}
+
+/// One compaction step (starting one if the log needs it), logged.
+fn compaction_step(store: &mut Store, cfg: &Config, longest_step: &mut u64) {
+    use pastiche_firmware::logic::store::Compacted;
+    match store.maintain(cfg.compact_kib << 10, cfg.compact) {
+        Ok(None | Some(Compacted::Progress)) => {}
+        Ok(Some(Compacted::Started { used, live })) => {
+            defmt::info!("compaction: started used={=u64} live={=u64}", used, live)
+        }
+        Ok(Some(Compacted::Done { before, after })) => {
+            defmt::info!("compaction: done before={=u64} after={=u64} longest_step_ms={=u64}", before, after, *longest_step);
+            *longest_step = 0;
+        }
+        Err(e) => defmt::warn!("compaction: {}", defmt::Debug2Format(&e)),
     }
 }
 
@@ -200,14 +190,6 @@ fn halt_with<T: defmt::Format>(why: defmt::Str, detail: T) -> ! {
 fn panic(info: &PanicInfo) -> ! {
     defmt::error!("panic: {}", defmt::Display2Format(info));
     cortex_m::interrupt::disable();
-    loop {
-        cortex_m::asm::wfi();
-    }
-}
-
-#[exception]
-unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
-    defmt::error!("hard fault at pc={=u32:#x}", ef.pc());
     loop {
         cortex_m::asm::wfi();
     }

@@ -8,6 +8,7 @@
 //! configuration) is the host-tested `pastiche_firmware` library.
 #![no_std]
 #![no_main]
+#![deny(unsafe_code)]
 
 // Cargo reads `.cargo/config.toml` from the current directory only, so
 // `cargo build --manifest-path firmware/Cargo.toml` from elsewhere targets

@@ -137,6 +137,16 @@ impl Qemu {
     /// [`boot`](Self::boot) with other settings (`key=value` words of the
     /// firmware's command line, e.g. `quota_mib=1024`).
     pub fn boot_with(fw: &Firmware, disk: &Path, log: &Path, port: u16, settings: &str) -> Result<Qemu> {
+        let mut q = Qemu::start_with(fw, disk, log, port, settings)?;
+        q.wait_for("buddy: serving", Duration::from_secs(30))?;
+        // The address comes from DHCP (QEMU's slirp answers) within a second.
+        q.wait_for("net: ", Duration::from_secs(30))?;
+        Ok(q)
+    }
+
+    /// Starts QEMU as [`boot_with`](Self::boot_with) does, without waiting
+    /// for anything (to catch what the firmware does right after booting).
+    pub fn start_with(fw: &Firmware, disk: &Path, log: &Path, port: u16, settings: &str) -> Result<Qemu> {
         let qemu = qemu().context("qemu-system-arm not found")?;
         let append = format!("disk={} log={} {settings} pair={PAIRING_SECRET}", disk.display(), log.display());
         let child = Command::new(qemu)
@@ -152,11 +162,7 @@ impl Qemu {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting qemu-system-arm")?;
-        let mut q = Qemu { child, log: log.to_path_buf(), port, elf: fw.elf.clone() };
-        q.wait_for("buddy: serving", Duration::from_secs(30))?;
-        // The address comes from DHCP (QEMU's slirp answers) within a second.
-        q.wait_for("net: ", Duration::from_secs(30))?;
-        Ok(q)
+        Ok(Qemu { child, log: log.to_path_buf(), port, elf: fw.elf.clone() })
     }
 
     /// The log so far, decoded, one line per message.

@@ -9,11 +9,15 @@
 //! - [`entropy`]: the per-boot random source.
 //! - [`log`]: the defmt global logger (to a semihosting file).
 //! - [`stack`]: stack painting and the high-water mark.
+//! - [`statics`]: the image's large buffers and its NIC, each handed out once.
+//! - [`faults`]: the HardFault handler.
 
 pub mod clock;
 pub mod disk;
 pub mod entropy;
+pub mod faults;
 pub mod lan9118;
 pub mod log;
 pub mod semihosting;
 pub mod stack;
+pub mod statics;

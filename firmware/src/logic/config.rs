@@ -40,6 +40,11 @@ pub struct Config<'a> {
     pub disk_capacity: u64,
     /// Ethernet address.
     pub mac: [u8; 6],
+    /// Compact the log when it holds much garbage (`compact=on|off`).
+    pub compact: bool,
+    /// KiB a compaction copies per millisecond at most (`compact_kib=`),
+    /// so that it never holds sessions up for long.
+    pub compact_kib: u64,
 }
 
 impl Default for Config<'_> {
@@ -57,6 +62,8 @@ impl Default for Config<'_> {
             pair: None,
             disk_capacity: 2 << 30,
             mac: [0x02, 0x50, 0x53, 0x54, 0x00, 0x01],
+            compact: true,
+            compact_kib: 256,
         }
     }
 }
@@ -99,6 +106,13 @@ impl<'a> Config<'a> {
                 Some(("quota_mib", v)) => v.parse::<u64>().map(|q| c.quota = q << 20).is_ok(),
                 Some(("disk_mib", v)) => v.parse::<u64>().map(|q| c.disk_capacity = q << 20).is_ok(),
                 Some(("mac", v)) => parse_mac(v).map(|m| c.mac = m).is_some(),
+                Some(("compact", v)) if v == "on" || v == "off" => {
+                    c.compact = v == "on";
+                    true
+                }
+                Some(("compact_kib", v)) => {
+                    v.parse::<u64>().ok().filter(|&k| k > 0).map(|k| c.compact_kib = k).is_some()
+                }
                 // The first word is the image's own path (SYS_GET_CMDLINE includes it).
                 _ => !word.contains('='),
             };

@@ -11,12 +11,29 @@ pub struct RamDisk<'a> {
     pos: usize,
     /// Writes allowed before the disk "loses power" (tests): `None` is unlimited.
     write_budget: Option<usize>,
+    /// Write calls allowed before the disk "loses power" in the middle of
+    /// the next one (tests): `None` is unlimited.
+    write_calls: Option<usize>,
+    /// Write calls so far.
+    writes: usize,
 }
 
 impl<'a> RamDisk<'a> {
     /// A disk over `buf`, positioned at 0.
     pub fn new(buf: &'a mut [u8]) -> RamDisk<'a> {
-        RamDisk { buf, pos: 0, write_budget: None }
+        RamDisk { buf, pos: 0, write_budget: None, write_calls: None, writes: 0 }
+    }
+
+    /// After `calls` more write calls, the next one writes only its first
+    /// half and every later write fails: a power cut at a chosen write
+    /// (for crash tests).
+    pub fn cut_power_after_writes(&mut self, calls: usize) {
+        self.write_calls = Some(calls);
+    }
+
+    /// Write calls so far (to count the writes of an operation).
+    pub fn writes(&self) -> usize {
+        self.writes
     }
 
     /// After `bytes` more bytes are written, every write fails: a power cut
@@ -49,6 +66,17 @@ impl Write for RamDisk<'_> {
     fn write(&mut self, data: &[u8]) -> Result<usize, ErrorKind> {
         let room = self.buf.len().saturating_sub(self.pos);
         let mut n = data.len().min(room);
+        self.writes += 1;
+        match self.write_calls.as_mut() {
+            Some(0) => {
+                // The cut: half of this write lands, nothing after it.
+                n = n.div_ceil(2).min(n);
+                self.write_budget = Some(n);
+                self.write_calls = None;
+            }
+            Some(calls) => *calls -= 1,
+            None => {}
+        }
         if let Some(budget) = self.write_budget.as_mut() {
             n = n.min(*budget);
             *budget -= n;

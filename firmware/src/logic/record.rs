@@ -2,12 +2,25 @@
 //! log of records (documented in `firmware/README.md`, "On-disk format").
 //!
 //! ```text
-//! superblock (64 bytes at offset 0, in a page of its own):
-//!   magic "PSTFWLG2" | identity seed [32] | log start u64 LE | crc32 of the 48 bytes before (LE) | zero padding
-//! index tables (see `table.rs`), then, from the log start:
+//! superblock: two copies of 128 bytes at offsets 0 and 128 (in a page of
+//! their own); the valid one with the higher sequence number is current,
+//! so switching the log to a compacted copy is one atomic write of the
+//! other copy:
+//!   magic "PSTFWLG3" | identity seed [32] | head u64 | ring end u64 | seq u32 | gen floor u32
+//!   | crc32 of the 64 bytes before (LE) | zero padding
+//! index tables (see `table.rs`) and their frozen copies (compaction),
+//! then the log region, used as a ring from the head to the ring end:
 //! record:
-//!   len u32 LE (payload bytes) | gen u32 LE | kind u8 | payload [len] | crc32 LE over all before it
+//!   len u32 LE (payload bytes) | gen u32 LE | kind u8 | payload [len] | crc32 LE
 //! ```
+//!
+//! The CRC is keyed: it runs over a 16-byte secret derived from the seed,
+//! then the header and payload. A record is never split at the ring's end:
+//! a `Wrap` record (or fewer than [`HEADER_LEN`] + [`TRAILER_LEN`] bytes
+//! left) says the log goes on at the region's start. The key matters for
+//! the ring: after the log's tail lie the bytes of an earlier lap, which
+//! may be a client's chunk data crafted to look like records; without the
+//! secret it cannot carry a valid CRC.
 //!
 //! `gen` is the boot generation that wrote the record. A scan accepts a
 //! record only if its CRC matches and its generation is not below the
@@ -19,10 +32,12 @@
 //! Payloads start with the client slot (a byte naming a [`Kind::Client`]
 //! record) and, for staging records, the epoch (u64 LE).
 
-/// Bytes of the superblock (it has the first table page to itself).
-pub const SUPERBLOCK_LEN: u64 = 64;
+/// Bytes of one superblock copy (two copies share the first table page).
+pub const SUPERBLOCK_LEN: u64 = 128;
+/// Bytes of a superblock copy covered by its CRC (the CRC follows them).
+pub const SUPERBLOCK_BODY: usize = 64;
 /// The superblock's magic.
-pub const MAGIC: [u8; 8] = *b"PSTFWLG2";
+pub const MAGIC: [u8; 8] = *b"PSTFWLG3";
 /// Bytes of a record header: `len`, `gen`, `kind`.
 pub const HEADER_LEN: usize = 9;
 /// Bytes of a record trailer: the CRC.
@@ -56,6 +71,18 @@ pub enum Kind {
     Abort = 9,
     /// `slot, epoch`: everything of the client is dropped.
     Drop = 10,
+    /// No payload: the log goes on at the start of the log region.
+    Wrap = 11,
+    /// `slot, epoch`: the client's committed epoch (compacted logs).
+    Committed = 12,
+    /// `slot, epoch, data`: the client's committed root (compacted logs).
+    LiveRoot = 13,
+    /// `owners u8, staged removals u8, id [20], sealed bytes`: a chunk
+    /// version with all its owner bits at once (compacted logs).
+    LiveChunk = 14,
+    /// `slot, staged u8, name [20], data`: an object, committed or staged
+    /// (compacted logs).
+    LiveObject = 15,
 }
 
 impl Kind {
@@ -72,6 +99,11 @@ impl Kind {
             8 => Kind::Apply,
             9 => Kind::Abort,
             10 => Kind::Drop,
+            11 => Kind::Wrap,
+            12 => Kind::Committed,
+            13 => Kind::LiveRoot,
+            14 => Kind::LiveChunk,
+            15 => Kind::LiveObject,
             _ => return None,
         })
     }
@@ -83,7 +115,16 @@ impl Kind {
             Kind::Client => 1 + 32,
             Kind::Chunk | Kind::Ref => 1 + 20,
             Kind::Object => 1 + 8 + 20,
-            Kind::Root | Kind::Deletes | Kind::Prepare | Kind::Apply | Kind::Abort | Kind::Drop => 1 + 8,
+            Kind::Root
+            | Kind::Deletes
+            | Kind::Prepare
+            | Kind::Apply
+            | Kind::Abort
+            | Kind::Drop
+            | Kind::Committed
+            | Kind::LiveRoot => 1 + 8,
+            Kind::Wrap => 0,
+            Kind::LiveChunk | Kind::LiveObject => 1 + 1 + 20,
         }
     }
 
@@ -91,7 +132,9 @@ impl Kind {
     pub fn len_ok(self, len: usize) -> bool {
         let fixed = self.fixed_len();
         match self {
-            Kind::Chunk | Kind::Object | Kind::Root => len >= fixed,
+            Kind::Chunk | Kind::Object | Kind::Root | Kind::LiveRoot | Kind::LiveChunk | Kind::LiveObject => {
+                len >= fixed
+            }
             Kind::Deletes => len >= fixed && (len - fixed).is_multiple_of(20),
             _ => len == fixed,
         }
@@ -137,8 +180,11 @@ impl Header {
 /// The fixed fields of a payload, parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fixed {
-    /// Client slot.
+    /// Client slot (the owner bits for [`Kind::LiveChunk`]).
     pub slot: u8,
+    /// The second byte of [`Kind::LiveChunk`] (staged-removal bits) and
+    /// [`Kind::LiveObject`] (1: staged); 0 for other kinds.
+    pub flags: u8,
     /// Epoch (0 for kinds without one).
     pub epoch: u64,
     /// Chunk id or object name (zeros for kinds without one).
@@ -150,8 +196,13 @@ pub struct Fixed {
 impl Fixed {
     /// Parses the fixed part `b` (exactly [`Kind::fixed_len`] bytes) of a `kind` payload.
     pub fn parse(kind: Kind, b: &[u8]) -> Fixed {
-        let mut f = Fixed { slot: b[0], epoch: 0, name: [0; 20], key: [0; 32] };
+        let mut f = Fixed { slot: b.first().copied().unwrap_or(0), flags: 0, epoch: 0, name: [0; 20], key: [0; 32] };
         match kind {
+            Kind::Wrap => {}
+            Kind::LiveChunk | Kind::LiveObject => {
+                f.flags = b[1];
+                f.name.copy_from_slice(&b[2..22]);
+            }
             Kind::Client => f.key.copy_from_slice(&b[1..33]),
             Kind::Chunk | Kind::Ref => f.name.copy_from_slice(&b[1..21]),
             Kind::Object => {
@@ -167,6 +218,11 @@ impl Fixed {
     pub fn write(&self, kind: Kind, out: &mut [u8; 64]) -> usize {
         out[0] = self.slot;
         match kind {
+            Kind::Wrap => {}
+            Kind::LiveChunk | Kind::LiveObject => {
+                out[1] = self.flags;
+                out[2..22].copy_from_slice(&self.name);
+            }
             Kind::Client => out[1..33].copy_from_slice(&self.key),
             Kind::Chunk | Kind::Ref => out[1..21].copy_from_slice(&self.name),
             Kind::Object => {

@@ -15,12 +15,13 @@
 //! power cut does not matter: the tables are never read across a reboot. A
 //! client whose epoch was prepared (a `Prepare` record) but not applied is
 //! applied at boot, so a `Staged` reply is a promise kept across a crash.
-//! Freed chunks are only dropped from the index: the space is not
-//! reclaimed (no compaction yet).
+//! The space of freed chunks and superseded records is reclaimed by
+//! compaction ([`compact`]): the live state is copied into a fresh part of
+//! the ring and one superblock write switches the log over.
 //!
-//! Disk layout: superblock (`record::SUPERBLOCK_LEN` bytes, in the first
-//! page), chunk table, object table, log (from `log_start`, written in the
-//! superblock at format time).
+//! Disk layout: two superblock copies (in the first page), chunk table,
+//! object table, their frozen copies (compaction reads them), then the log
+//! region, a ring from the superblock's head to its ring end.
 
 use embedded_io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use heapless::Vec;
@@ -33,8 +34,14 @@ use pastiche_core::wire::IdList;
 use pastiche_core::PublicKey;
 
 use super::crc::{crc32, Crc32};
-use super::record::{Fixed, Header, Kind, HEADER_LEN, MAGIC, MAX_PAYLOAD, SUPERBLOCK_LEN, TRAILER_LEN};
+use super::record::{
+    Fixed, Header, Kind, HEADER_LEN, MAGIC, MAX_PAYLOAD, SUPERBLOCK_BODY, SUPERBLOCK_LEN, TRAILER_LEN,
+};
 use super::table::{Entry, Io, PageCache, Table, PAGE_LEN};
+
+mod compact;
+pub use compact::Compacted;
+use compact::Compaction;
 
 /// Clients a store serves: one owner bit each in a `u8`.
 pub const MAX_CLIENTS: usize = 8;
@@ -46,6 +53,10 @@ const MAX_UNKNOWN_DELETES: usize = 8;
 const DIGEST_BATCH: usize = 64;
 /// Bytes of the buffer the boot scan and byte comparisons read through.
 const IO_LEN: usize = 2048;
+/// The smallest record: a header and a CRC. Fewer bytes left before the
+/// ring's end mean the log goes on at the region's start; streams keep this
+/// much room short of what they must not reach.
+const GAP: u64 = (HEADER_LEN + TRAILER_LEN) as u64;
 
 /// Why the store failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +174,8 @@ pub struct Index<const CHUNKS: usize, const OBJECTS: usize> {
     clients: Vec<ClientState, MAX_CLIENTS>,
     /// Chunk versions in the chunk table.
     chunks: u32,
+    /// Bytes of their sealed data.
+    chunk_data: u64,
     /// Objects (committed and staged) in the object table.
     objects: u32,
 }
@@ -170,13 +183,18 @@ pub struct Index<const CHUNKS: usize, const OBJECTS: usize> {
 impl<const CHUNKS: usize, const OBJECTS: usize> Index<CHUNKS, OBJECTS> {
     /// An empty index.
     pub const fn new() -> Self {
-        Index { cache: PageCache::new(), io: [0; IO_LEN], clients: Vec::new(), chunks: 0, objects: 0 }
+        Index { cache: PageCache::new(), io: [0; IO_LEN], clients: Vec::new(), chunks: 0, chunk_data: 0, objects: 0 }
     }
 
-    /// Disk bytes from the start of the device to the first log record:
-    /// the superblock's page and both tables.
+    /// Disk bytes of both tables.
+    const fn tables_bytes() -> u64 {
+        Table::bytes(CHUNKS as u32) + Table::bytes(OBJECTS as u32)
+    }
+
+    /// Disk bytes from the start of the device to the log region: the
+    /// superblock's page, both tables and their frozen copies.
     pub const fn log_start() -> u64 {
-        PAGE_LEN as u64 + Table::bytes(CHUNKS as u32) + Table::bytes(OBJECTS as u32)
+        PAGE_LEN as u64 + 2 * Self::tables_bytes()
     }
 }
 
@@ -191,16 +209,70 @@ pub struct LogStore<'i, D, const CHUNKS: usize, const OBJECTS: usize> {
     disk: D,
     cfg: StoreConfig,
     seed: [u8; 32],
-    /// Where the log starts (after the tables).
-    start: u64,
+    /// Where the log region (the ring) starts: after the tables.
+    region: u64,
+    /// Where the ring ends (fixed at format time).
+    ring_end: u64,
+    /// Where the log's first record is (the superblock's head).
+    head: u64,
     /// Where the next record goes.
     end: u64,
-    /// This boot's generation.
+    /// Ring bytes from the head to `end` (wrap skips included).
+    used: u64,
+    /// The generation records are written with now.
     gen: u32,
+    /// The next unused generation.
+    next_gen: u32,
+    /// The current superblock copy's sequence number.
+    sb_seq: u32,
+    /// The keyed CRC's state after the key.
+    crc0: Crc32,
     ix: &'i mut Index<CHUNKS, OBJECTS>,
     chunk_table: Table,
     object_table: Table,
     new_since_flush: u32,
+    /// The compaction under way, if any.
+    compaction: Option<Compaction>,
+}
+
+/// A superblock copy, read.
+#[derive(Clone, Copy, Debug)]
+struct Superblock {
+    head: u64,
+    ring_end: u64,
+    seq: u32,
+    gen_floor: u32,
+}
+
+/// A stream of records being written: the log, or a compacted copy.
+#[derive(Clone, Copy, Debug)]
+struct Stream {
+    /// Where its next record goes.
+    pos: u64,
+    /// Ring bytes it takes.
+    used: u64,
+    /// The generation its records get.
+    gen: u32,
+    /// Whether a wrap takes a fresh generation (the log does, so that the
+    /// bytes of its previous lap are older than anything after a wrap).
+    bump: bool,
+}
+
+/// Where the bytes of a record's data come from.
+#[derive(Clone, Copy)]
+enum Data<'a> {
+    Bytes(&'a [u8]),
+    /// Copied from elsewhere on the disk (compaction).
+    Extent(Extent),
+}
+
+impl Data<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Data::Bytes(b) => b.len(),
+            Data::Extent(e) => e.len as usize,
+        }
+    }
 }
 
 impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogStore<'i, D, CHUNKS, OBJECTS> {
@@ -217,32 +289,46 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         ix.cache.forget();
         ix.clients.clear();
         ix.chunks = 0;
+        ix.chunk_data = 0;
         ix.objects = 0;
-        let start = Index::<CHUNKS, OBJECTS>::log_start();
+        let region = Index::<CHUNKS, OBJECTS>::log_start();
         let no_table = Table { start: 0, slots: 1, hash_key: [0; 16] };
         let mut s = LogStore {
             disk,
             cfg,
             seed: fresh_seed,
-            start,
-            end: start,
+            region,
+            ring_end: cfg.capacity,
+            head: region,
+            end: region,
+            used: 0,
             gen: 1,
+            next_gen: 1,
+            sb_seq: 0,
+            crc0: Crc32::new(),
             ix,
             chunk_table: no_table,
             object_table: no_table,
             new_since_flush: 0,
+            compaction: None,
         };
         let mut report = BootReport::default();
         match s.read_superblock()? {
-            Some(log_start) if log_start >= start => s.start = log_start,
+            Some(sb) if sb.head >= region && sb.head < sb.ring_end => {
+                s.head = sb.head;
+                s.ring_end = sb.ring_end;
+                s.sb_seq = sb.seq;
+                s.next_gen = sb.gen_floor;
+            }
             // Formatted for smaller tables than this image's: they would
             // overlap the log.
             Some(_) => return Err(StoreError::Full("index region of this disk")),
             None => {
-                s.write_superblock()?;
+                s.format()?;
                 report.formatted = true;
             }
         }
+        s.crc0 = keyed_crc(&s.seed);
         s.layout_tables();
         s.clear_tables()?;
         s.scan(&mut report)?;
@@ -273,9 +359,14 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         self.ix.chunks as usize
     }
 
-    /// Bytes of log written.
+    /// Where the next record goes (a disk offset).
     pub fn log_end(&self) -> u64 {
         self.end
+    }
+
+    /// Bytes of the log region the log takes, garbage included.
+    pub fn log_used(&self) -> u64 {
+        self.used
     }
 
     /// The block device, for tests that cut its power.
@@ -319,63 +410,128 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         Io { disk: &mut self.disk, cache: &mut self.ix.cache }
     }
 
-    /// The superblock's log start, if the disk has a valid superblock.
-    fn read_superblock(&mut self) -> Result<Option<u64>, StoreError> {
-        let mut sb = [0u8; 52];
-        self.disk.seek(SeekFrom::Start(0))?;
-        if read_full(&mut self.disk, &mut sb)? < sb.len() {
-            return Ok(None);
+    /// The current superblock copy (the valid one with the higher
+    /// sequence number), if the disk has one; takes the seed from it.
+    fn read_superblock(&mut self) -> Result<Option<Superblock>, StoreError> {
+        let mut best: Option<(Superblock, [u8; 32])> = None;
+        for copy in 0..2u64 {
+            let mut sb = [0u8; SUPERBLOCK_BODY + 4];
+            self.disk.seek(SeekFrom::Start(copy * SUPERBLOCK_LEN))?;
+            if read_full(&mut self.disk, &mut sb)? < sb.len() {
+                continue;
+            }
+            let crc = u32::from_le_bytes([sb[64], sb[65], sb[66], sb[67]]);
+            if sb[..8] != MAGIC || crc32(&sb[..SUPERBLOCK_BODY]) != crc {
+                continue;
+            }
+            let word = |at: usize| {
+                u64::from_le_bytes([
+                    sb[at],
+                    sb[at + 1],
+                    sb[at + 2],
+                    sb[at + 3],
+                    sb[at + 4],
+                    sb[at + 5],
+                    sb[at + 6],
+                    sb[at + 7],
+                ])
+            };
+            let half = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
+            let found = Superblock { head: word(40), ring_end: word(48), seq: half(56), gen_floor: half(60) };
+            let mut seed = [0u8; 32];
+            seed.copy_from_slice(&sb[8..40]);
+            if best.is_none_or(|(b, _)| found.seq > b.seq) {
+                best = Some((found, seed));
+            }
         }
-        let crc = u32::from_le_bytes([sb[48], sb[49], sb[50], sb[51]]);
-        if sb[..8] != MAGIC || crc32(&sb[..48]) != crc {
-            return Ok(None);
-        }
-        self.seed.copy_from_slice(&sb[8..40]);
-        let mut at = [0u8; 8];
-        at.copy_from_slice(&sb[40..48]);
-        Ok(Some(u64::from_le_bytes(at)))
+        Ok(best.map(|(sb, seed)| {
+            self.seed = seed;
+            sb
+        }))
     }
 
-    fn write_superblock(&mut self) -> Result<(), StoreError> {
+    /// Writes the superblock copy that is not current: the log starts at
+    /// `head` and no record below generation `gen_floor` was ever written
+    /// where it could be read after the log's tail. One write: a cut
+    /// leaves the other copy current.
+    fn write_superblock(&mut self, head: u64, gen_floor: u32) -> Result<(), StoreError> {
+        let seq = self.sb_seq.wrapping_add(1);
         let mut sb = [0u8; SUPERBLOCK_LEN as usize];
         sb[..8].copy_from_slice(&MAGIC);
         sb[8..40].copy_from_slice(&self.seed);
-        sb[40..48].copy_from_slice(&self.start.to_le_bytes());
-        let crc = crc32(&sb[..48]);
-        sb[48..52].copy_from_slice(&crc.to_le_bytes());
+        sb[40..48].copy_from_slice(&head.to_le_bytes());
+        sb[48..56].copy_from_slice(&self.ring_end.to_le_bytes());
+        sb[56..60].copy_from_slice(&seq.to_le_bytes());
+        sb[60..64].copy_from_slice(&gen_floor.to_le_bytes());
+        let crc = crc32(&sb[..SUPERBLOCK_BODY]);
+        sb[64..68].copy_from_slice(&crc.to_le_bytes());
+        self.disk.flush()?;
+        self.disk.seek(SeekFrom::Start((seq % 2) as u64 * SUPERBLOCK_LEN))?;
+        self.disk.write_all(&sb)?;
+        self.disk.flush()?;
+        self.sb_seq = seq;
+        Ok(())
+    }
+
+    /// Formats the disk: an empty log at the region's start.
+    fn format(&mut self) -> Result<(), StoreError> {
         // A torn first record must not look like a log: the device may hold
         // an older, unrelated log there. Its generation and CRC would not
         // save us if it is a whole valid record, so zero the first header
         // before the superblock makes the layout valid.
-        self.disk.seek(SeekFrom::Start(self.start))?;
+        self.disk.seek(SeekFrom::Start(self.region))?;
         self.disk.write_all(&[0u8; HEADER_LEN])?;
         self.disk.flush()?;
-        self.disk.seek(SeekFrom::Start(0))?;
-        self.disk.write_all(&sb)?;
-        self.disk.flush()?;
-        Ok(())
+        self.next_gen = 1;
+        self.write_superblock(self.region, 1)
     }
 
     /// Replays records from the log's start on, stopping at the first that
     /// is torn, corrupt, or older than the one before it.
     fn scan(&mut self, report: &mut BootReport) -> Result<(), StoreError> {
-        let mut off = self.start;
+        let mut off = self.head;
+        let mut used = 0u64;
         let mut last_gen = 0u32;
+        let ring = self.ring_end - self.region;
         let dev_len = self.disk.seek(SeekFrom::End(0))?;
         loop {
+            // Too little room for a record before the ring's end: the log
+            // goes on at the region's start (if it does not reach the head).
+            if self.ring_end - off < GAP {
+                let skip = self.ring_end - off;
+                if used + skip + GAP > ring {
+                    break;
+                }
+                used += skip;
+                off = self.region;
+            }
             let Some((h, kind, fixed)) = self.check_record(off, dev_len, last_gen)? else {
                 report.cut = off < dev_len && !self.rest_is_zero(off, dev_len)?;
                 break;
             };
+            // A log never comes round to its own head.
+            if used + h.record_len() + GAP > ring {
+                break;
+            }
             last_gen = h.gen;
+            report.records += 1;
+            if kind == Kind::Wrap {
+                used += self.ring_end - off;
+                off = self.region;
+                continue;
+            }
             let data_off = off + HEADER_LEN as u64 + kind.fixed_len() as u64;
             let data_len = h.len - kind.fixed_len() as u32;
             self.replay(kind, fixed, Extent { off: data_off, len: data_len })?;
-            report.records += 1;
             off += h.record_len();
+            used += h.record_len();
         }
         self.end = off;
-        self.gen = last_gen.wrapping_add(1).max(1);
+        self.used = used;
+        // Above every generation on the disk: the log's last, and the
+        // superblock's floor (which covers an unfinished compaction's).
+        self.gen = last_gen.wrapping_add(1).max(self.next_gen).max(1);
+        self.next_gen = self.gen + 1;
         Ok(())
     }
 
@@ -408,7 +564,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         if h.len > MAX_PAYLOAD || !kind.len_ok(h.len as usize) || h.gen < last_gen || off + h.record_len() > dev_len {
             return Ok(None);
         }
-        let mut crc = Crc32::new();
+        let mut crc = self.crc0;
         crc.update(&hb);
         let flen = kind.fixed_len();
         // Payload and CRC in as few reads as the I/O buffer allows.
@@ -442,28 +598,104 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
 
     /// Appends one record and replays it into the index.
     fn log(&mut self, kind: Kind, fixed: Fixed, data: &[u8]) -> Result<(), StoreError> {
+        let n = (HEADER_LEN + TRAILER_LEN + kind.fixed_len() + data.len()) as u64;
+        // A compaction under way keeps the log short of its copy; when the
+        // log needs that room, the compaction is finished first.
+        if self.compaction.is_some() && self.place(self.end, self.log_stop(), n).is_none() {
+            self.finish_compaction()?;
+        }
+        let mut s = Stream { pos: self.end, used: self.used, gen: self.gen, bump: true };
+        let data_off = self.write_record(&mut s, self.log_stop(), kind, fixed, Data::Bytes(data))?;
+        self.end = s.pos;
+        self.used = s.used;
+        self.gen = s.gen;
+        self.replay(kind, fixed, Extent { off: data_off, len: data.len() as u32 })
+    }
+
+    /// What the log must not reach: its head, or while a compaction runs,
+    /// the start of the compacted copy.
+    fn log_stop(&self) -> u64 {
+        self.compaction.as_ref().map_or(self.head, |c| c.head)
+    }
+
+    /// Where a record of `n` bytes goes for a stream at `pos` that must
+    /// stay short of `stop`, and the bytes skipped to get there (a wrap to
+    /// the region's start); `None` if there is no room.
+    fn place(&self, pos: u64, stop: u64, n: u64) -> Option<(u64, u64)> {
+        let ring = self.ring_end - self.region;
+        let ahead = if stop > pos { stop - pos } else { ring - (pos - stop) };
+        if pos + n <= self.ring_end {
+            (n + GAP <= ahead).then_some((pos, 0))
+        } else {
+            let skip = self.ring_end - pos;
+            (skip + n + GAP <= ahead).then_some((self.region, skip))
+        }
+    }
+
+    /// Writes one record at the end of stream `s` (which must stay short
+    /// of `stop`), wrapping at the ring's end; returns its data's offset.
+    fn write_record(
+        &mut self,
+        s: &mut Stream,
+        stop: u64,
+        kind: Kind,
+        fixed: Fixed,
+        data: Data<'_>,
+    ) -> Result<u64, StoreError> {
         let mut fb = [0u8; 64];
         let flen = fixed.write(kind, &mut fb);
-        let len = (flen + data.len()) as u32;
-        let h = Header { len, gen: self.gen, kind: kind as u8 };
-        if self.end + h.record_len() > self.cfg.capacity {
-            return Err(StoreError::Full("disk"));
+        let n = (HEADER_LEN + TRAILER_LEN + flen + data.len()) as u64;
+        let (at, skip) = self.place(s.pos, stop, n).ok_or(StoreError::Full("disk"))?;
+        // A wrap (even one that skips nothing, from the ring's very end).
+        if at != s.pos {
+            if skip >= GAP {
+                self.write_raw(s.pos, s.gen, Kind::Wrap, &[], Data::Bytes(&[]))?;
+            }
+            if s.bump {
+                s.gen = self.next_gen;
+                self.next_gen += 1;
+            }
         }
-        // Header and fixed part in one write, then the data, then the CRC.
+        self.write_raw(at, s.gen, kind, &fb[..flen], data)?;
+        s.pos = at + n;
+        s.used += skip + n;
+        Ok(at + (HEADER_LEN + flen) as u64)
+    }
+
+    /// Writes a record at `at`: header and fixed part in one write, then
+    /// the data, then the keyed CRC.
+    fn write_raw(&mut self, at: u64, gen: u32, kind: Kind, fixed: &[u8], data: Data<'_>) -> Result<(), StoreError> {
+        let flen = fixed.len();
+        let h = Header { len: (flen + data.len()) as u32, gen, kind: kind as u8 };
         let mut head = [0u8; HEADER_LEN + 64];
         head[..HEADER_LEN].copy_from_slice(&h.to_bytes());
-        head[HEADER_LEN..HEADER_LEN + flen].copy_from_slice(&fb[..flen]);
+        head[HEADER_LEN..HEADER_LEN + flen].copy_from_slice(fixed);
         let head = &head[..HEADER_LEN + flen];
-        let mut crc = Crc32::new();
+        let mut crc = self.crc0;
         crc.update(head);
-        crc.update(data);
-        self.disk.seek(SeekFrom::Start(self.end))?;
+        self.disk.seek(SeekFrom::Start(at))?;
         self.disk.write_all(head)?;
-        self.disk.write_all(data)?;
+        match data {
+            Data::Bytes(b) => {
+                crc.update(b);
+                self.disk.write_all(b)?;
+            }
+            Data::Extent(e) => {
+                let to = at + head.len() as u64;
+                let mut done = 0u64;
+                while done < e.len as u64 {
+                    let n = (e.len as u64 - done).min(IO_LEN as u64) as usize;
+                    self.disk.seek(SeekFrom::Start(e.off + done))?;
+                    self.disk.read_exact(&mut self.ix.io[..n]).map_err(read_err)?;
+                    crc.update(&self.ix.io[..n]);
+                    self.disk.seek(SeekFrom::Start(to + done))?;
+                    self.disk.write_all(&self.ix.io[..n])?;
+                    done += n as u64;
+                }
+            }
+        }
         self.disk.write_all(&crc.finish().to_le_bytes())?;
-        let data_off = self.end + (HEADER_LEN + flen) as u64;
-        self.end += h.record_len();
-        self.replay(kind, fixed, Extent { off: data_off, len: data.len() as u32 })
+        Ok(())
     }
 
     /// Applies one record to the index: the only place the index changes.
@@ -488,12 +720,29 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             };
             return self.ix.clients.push(c).map_err(|_| StoreError::Full("clients"));
         }
+        if kind == Kind::LiveChunk {
+            return self.replay_live_chunk(f, data);
+        }
         if slot >= self.ix.clients.len() {
             return Ok(()); // a record for an unknown slot: ignore
         }
         let bit = 1u8 << slot;
         match kind {
-            Kind::Client => {}
+            Kind::Client | Kind::Wrap | Kind::LiveChunk => {}
+            Kind::Committed => self.ix.clients[slot].committed = f.epoch,
+            Kind::LiveRoot => self.ix.clients[slot].root = Some((f.epoch, data)),
+            Kind::LiveObject => {
+                let staged = f.flags != 0;
+                let e = Entry { key: f.name, off: data.off, len: data.len, a: f.slot, b: staged as u8 };
+                let table = self.object_table;
+                if !table.insert(&mut self.io(), e)? {
+                    return Err(StoreError::Full("object index"));
+                }
+                self.ix.objects += 1;
+                let c = &mut self.ix.clients[slot];
+                c.object_bytes += data.len as u64;
+                c.staged_objects += staged as u32;
+            }
             // Each Chunk record is a version of its own: the same id may be
             // stored with different bytes for different owners.
             Kind::Chunk => {
@@ -503,6 +752,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                     return Err(StoreError::Full("chunk index"));
                 }
                 self.ix.chunks += 1;
+                self.ix.chunk_data += data.len as u64;
                 self.ix.clients[slot].chunk_bytes += data.len as u64;
             }
             // A Ref references the first version of its id (only ever
@@ -591,6 +841,31 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                 c.committed = f.epoch;
                 c.object_bytes = 0;
                 c.chunk_bytes = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// A chunk version of a compacted log, with all its owner and
+    /// staged-removal bits (those of unknown slots are ignored).
+    fn replay_live_chunk(&mut self, f: Fixed, data: Extent) -> Result<(), StoreError> {
+        let known = ((1u16 << self.ix.clients.len()) - 1) as u8;
+        let (a, b) = (f.slot & known, f.flags & known);
+        if a == 0 {
+            return Ok(());
+        }
+        let table = self.chunk_table;
+        if !table.insert(&mut self.io(), Entry { key: f.name, off: data.off, len: data.len, a, b })? {
+            return Err(StoreError::Full("chunk index"));
+        }
+        self.ix.chunks += 1;
+        self.ix.chunk_data += data.len as u64;
+        for (slot, c) in self.ix.clients.iter_mut().enumerate() {
+            if a & (1 << slot) != 0 {
+                c.chunk_bytes += data.len as u64;
+            }
+            if b & (1 << slot) != 0 {
+                c.staged_deletes += 1;
             }
         }
         Ok(())
@@ -715,6 +990,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             if e.a == 0 {
                 table.remove(&mut self.io(), i)?;
                 self.ix.chunks -= 1;
+                self.ix.chunk_data -= e.len as u64;
                 continue; // another entry may have moved into slot i
             }
             if e != before {
@@ -810,7 +1086,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             return Ok(None);
         }
         let slot = self.ix.clients.len();
-        let f = Fixed { slot: slot as u8, epoch: 0, name: [0; 20], key: key.0 };
+        let f = Fixed { slot: slot as u8, flags: 0, epoch: 0, name: [0; 20], key: key.0 };
         self.log(Kind::Client, f, &[])?;
         self.disk.flush()?;
         Ok(Some(slot))
@@ -963,11 +1239,22 @@ enum Sweep {
 
 impl Fixed {
     fn with_epoch(slot: u8, epoch: u64) -> Fixed {
-        Fixed { slot, epoch, name: [0; 20], key: [0; 32] }
+        Fixed { slot, flags: 0, epoch, name: [0; 20], key: [0; 32] }
     }
     fn with_name(slot: u8, epoch: u64, name: [u8; 20]) -> Fixed {
-        Fixed { slot, epoch, name, key: [0; 32] }
+        Fixed { slot, flags: 0, epoch, name, key: [0; 32] }
     }
+}
+
+/// The record CRC's state after its key: a secret derived from the seed,
+/// so that no client can make its chunk bytes pass for a record.
+fn keyed_crc(seed: &[u8; 32]) -> Crc32 {
+    let mut m = [0u8; 40];
+    m[..32].copy_from_slice(seed);
+    m[32..].copy_from_slice(b"crc key\0");
+    let mut crc = Crc32::new();
+    crc.update(&pastiche_core::seal::Handle::of(&m).0[..16]);
+    crc
 }
 
 fn read_err<E: embedded_io::Error>(e: embedded_io::ReadExactError<E>) -> StoreError {
@@ -1033,7 +1320,8 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
         let f = Fixed::with_name(slot as u8, 0, id.0);
         let r = if share {
             self.log(Kind::Ref, f, &[])
-        } else if self.ix.chunks as usize >= CHUNKS {
+        } else if self.ix.chunks as usize + 1 >= CHUNKS {
+            // One slot stays empty: compaction walks the table from it.
             return Ok(PutOutcome::QuotaExceeded);
         } else {
             self.log(Kind::Chunk, f, sealed)
