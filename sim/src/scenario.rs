@@ -81,19 +81,41 @@ pub struct Report {
     pub common_found_k_share: f64,
     /// Share of rare boxes whose sweep found them.
     pub rare_sweep_found_k_share: f64,
-    /// Share of rare boxes with k buddies at or above the threshold after the
-    /// coverage-overlay fallback (far away not required there).
+    /// Share of rare boxes with k buddies at or above the threshold, one of
+    /// them far away, after the coverage-overlay fallback.
     pub rare_found_k_share: f64,
     /// Share of common boxes with k buddies after the fallback.
     pub common_found_k_share_after_fallback: f64,
+    /// Share of all boxes whose final selection holds a buddy far away
+    /// (round trip at least 20 ms: another network).
+    pub far_buddy_share: f64,
+    /// The same among boxes that hold at least one buddy.
+    pub far_buddy_share_of_selections: f64,
+    /// Share of rare boxes whose final selection holds a far buddy.
+    pub rare_far_buddy_share: f64,
     /// Mean probes a sweep sent.
     pub probes_mean: f64,
     /// Boxes that joined the coverage overlay.
     pub coverage_overlay_members: usize,
     /// Boxes failed at once.
     pub failed: usize,
-    /// Share of lookups delivered right after the failure (before repair).
+    /// Share of the lookups sent in the first minute after the failure,
+    /// every node's timers running (acknowledgements, rerouting, repair),
+    /// that were delivered.
     pub delivered_share_after_failure: f64,
+    /// Share of them delivered at the numerically closest live box.
+    pub closest_share_after_failure: f64,
+    /// Mean hops of those delivered.
+    pub hops_mean_after_failure: f64,
+    /// That minus the mean hops before the failure.
+    pub extra_hops_after_failure: f64,
+    /// Lookups routed again around a silent next hop, per lookup sent.
+    pub reroutes_per_lookup: f64,
+    /// Mean milliseconds from sending to delivery (a reroute waits for the
+    /// 3 s acknowledgement timeout).
+    pub delivery_ms_mean_after_failure: f64,
+    /// 99th percentile of that.
+    pub delivery_ms_p99_after_failure: f64,
     /// Share delivered at the closest live node after the watch window.
     pub closest_share_after_repair: f64,
     /// Mean hops after repair.
@@ -179,6 +201,7 @@ pub fn run(cfg: &SimConfig) -> Report {
     // 3. The lighthouse sweep from every box.
     let goal = Goal { k: cfg.k, min_coverage_ppm: (cfg.threshold * 1e6) as u32, far_rtt_us: 20_000 };
     let mut found = vec![false; n];
+    let mut chosen_of: Vec<Vec<Candidate<Ix>>> = vec![Vec::new(); n];
     let mut sweeps: Vec<Vec<Candidate<Ix>>> = vec![Vec::new(); n];
     let mut probes_total = 0usize;
     for i in 0..n {
@@ -204,6 +227,7 @@ pub fn run(cfg: &SimConfig) -> Report {
         }
         probes_total += sweep.probes_sent();
         found[i] = sweep.satisfied();
+        chosen_of[i] = sweep.select().to_vec();
         sweeps[i] = sweep.candidates().to_vec();
     }
     report.probes_mean = probes_total as f64 / n as f64;
@@ -232,13 +256,18 @@ pub fn run(cfg: &SimConfig) -> Report {
     for &i in &short {
         let node = eng.coverage[i].as_deref().expect("member");
         let mut all: Vec<Candidate<Ix>> = sweeps[i].clone();
-        all.extend(discovery::candidates_from_neighbours(node.state().neighbours().as_slice()).map(|mut c| {
+        all.extend(discovery::candidates_from_coverage(node).map(|mut c| {
             c.addr = Ix(c.addr.0 & !COVERAGE_BIT);
             c
         }));
         let chosen = discovery::select(&all, &goal);
-        found_after[i] = chosen.len() >= goal.k;
+        found_after[i] = discovery::meets(&chosen, &goal);
+        chosen_of[i] = chosen.to_vec();
     }
+    let has_far: Vec<bool> = chosen_of.iter().map(|c| c.iter().any(|b| discovery::is_far(b, &goal))).collect();
+    let with_buddies = chosen_of.iter().filter(|c| !c.is_empty()).count();
+    report.far_buddy_share = has_far.iter().filter(|&&f| f).count() as f64 / n as f64;
+    report.far_buddy_share_of_selections = has_far.iter().filter(|&&f| f).count() as f64 / with_buddies.max(1) as f64;
     let share = |rare: bool, f: &[bool]| {
         let idx: Vec<usize> = (0..n).filter(|&i| eng.installs[i].is_rare() == rare).collect();
         (idx.len(), idx.iter().filter(|&&i| f[i]).count() as f64 / idx.len().max(1) as f64)
@@ -247,6 +276,7 @@ pub fn run(cfg: &SimConfig) -> Report {
     (report.rare_boxes, report.rare_sweep_found_k_share) = share(true, &found);
     report.rare_found_k_share = share(true, &found_after).1;
     report.common_found_k_share_after_fallback = share(false, &found_after).1;
+    report.rare_far_buddy_share = share(true, &has_far).1;
 
     eprintln!("coverage overlay done at {:.1}s", start.elapsed().as_secs_f64());
     // 5. A tenth of the boxes fail at once; keepalives and repair run.
@@ -259,13 +289,25 @@ pub fn run(cfg: &SimConfig) -> Report {
     }
     report.failed = failed;
     let probe = cfg.lookups.min(5_000);
-    let delivered_before = lookups_delivered(&mut eng, &mut rng, probe);
-    report.delivered_share_after_failure = delivered_before;
     eng.start_timers();
     let sent_before = eng.messages;
+    let rerouted_before: u64 = eng.nodes.iter().map(|node| node.stats().rerouted).sum();
     let window = cfg.fail_window_min * 60_000_000;
     let until = eng.now + window;
-    eng.run_until(until);
+    let during = lookups_with_timers(&mut eng, &mut rng, probe, until);
+    let rerouted: u64 = eng.nodes.iter().map(|node| node.stats().rerouted).sum::<u64>() - rerouted_before;
+    report.delivered_share_after_failure = during.delivered as f64 / probe.max(1) as f64;
+    report.closest_share_after_failure = during.at_closest as f64 / probe.max(1) as f64;
+    report.hops_mean_after_failure = mean(&during.hops);
+    report.extra_hops_after_failure = report.hops_mean_after_failure - report.hops_mean;
+    report.reroutes_per_lookup = rerouted as f64 / probe.max(1) as f64;
+    report.delivery_ms_mean_after_failure =
+        during.latency_ms.iter().sum::<f64>() / during.latency_ms.len().max(1) as f64;
+    report.delivery_ms_p99_after_failure = {
+        let mut l = during.latency_ms.clone();
+        l.sort_by(f64::total_cmp);
+        l.get(((l.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0)
+    };
     let live = n - failed;
     report.messages_per_node_per_hour =
         (eng.messages - sent_before) as f64 / live as f64 / (cfg.fail_window_min as f64 / 60.0);
@@ -275,6 +317,66 @@ pub fn run(cfg: &SimConfig) -> Report {
     report.hops_mean_after_repair = mean(&hops);
     report.wall_seconds = start.elapsed().as_secs_f64();
     report
+}
+
+/// Lookups sent while every node's timers run.
+struct TimedLookups {
+    /// Lookups delivered (the first delivery of each).
+    delivered: usize,
+    /// Of those, delivered at the numerically closest live box.
+    at_closest: usize,
+    /// Hops of each delivered lookup.
+    hops: Vec<u32>,
+    /// Milliseconds from sending to the first delivery.
+    latency_ms: Vec<f64>,
+}
+
+/// Sends `count` lookups from random live boxes to random keys at random
+/// times over the first minute, with every node's keepalive, repair and
+/// acknowledgement timers running (so a silent next hop is routed around
+/// as the real machines do), and runs the network until `until`.
+fn lookups_with_timers(eng: &mut Engine, rng: &mut StdRng, count: usize, until: u64) -> TimedLookups {
+    const TOKENS: u64 = 1 << 40;
+    let sorted = live_sorted(eng);
+    let live: Vec<usize> = sorted.iter().map(|&(_, i)| i).collect();
+    let start = eng.now;
+    let mut plan: Vec<(u64, NodeId, usize)> = (0..count)
+        .map(|_| {
+            (start + rng.gen_range(0..60_000_000), ring::from_value(rng.gen()), live[rng.gen_range(0..live.len())])
+        })
+        .collect();
+    plan.sort_by_key(|p| p.0);
+    let mut sent_at = vec![0u64; count];
+    let mut keys = vec![NodeId([0; 16]); count];
+    let mut out = TimedLookups { delivered: 0, at_closest: 0, hops: Vec::new(), latency_ms: Vec::new() };
+    let mut seen = vec![false; count];
+    let mut collect = |eng: &mut Engine, out: &mut TimedLookups, sent_at: &[u64], keys: &[NodeId]| {
+        for (at, e) in eng.out.events.drain(..) {
+            let Event::Delivered { token, hops, .. } = e else { continue };
+            let Some(j) = token.checked_sub(TOKENS).map(|j| j as usize).filter(|&j| j < count) else { continue };
+            if std::mem::replace(&mut seen[j], true) {
+                continue; // delivered again: a lost acknowledgement
+            }
+            out.delivered += 1;
+            out.at_closest += usize::from(at.index() == closest(&sorted, &keys[j]));
+            out.hops.push(u32::from(hops));
+            out.latency_ms.push(eng.now.saturating_sub(sent_at[j]) as f64 / 1000.0);
+        }
+    };
+    for (j, &(when, key, from)) in plan.iter().enumerate() {
+        eng.run_until(when);
+        collect(eng, &mut out, &sent_at, &keys);
+        sent_at[j] = eng.now;
+        keys[j] = key;
+        eng.with_node(Ix(from as u32), |node, host, _| node.lookup(key, TOKENS + j as u64, &mut HostRef(host)));
+    }
+    let mut t = eng.now;
+    while t < until {
+        t = (t + 1_000_000).min(until);
+        eng.run_until(t);
+        collect(eng, &mut out, &sent_at, &keys);
+    }
+    out
 }
 
 /// The numerically closest live box to `key`, from the sorted live ids.
@@ -318,11 +420,6 @@ fn lookups(eng: &mut Engine, rng: &mut StdRng, count: usize) -> (Vec<u32>, f64) 
     }
     let share = right as f64 / hops.len().max(1) as f64;
     (hops, share)
-}
-
-fn lookups_delivered(eng: &mut Engine, rng: &mut StdRng, count: usize) -> f64 {
-    let (hops, _) = lookups(eng, rng, count);
-    hops.len() as f64 / count.max(1) as f64
 }
 
 fn mean(v: &[u32]) -> f64 {

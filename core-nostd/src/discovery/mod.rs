@@ -24,6 +24,7 @@ use heapless::Vec;
 use crate::identity::NodeId;
 use crate::overlay::ring;
 use crate::overlay::state::Peer;
+use crate::overlay::{Address, Node};
 use crate::seal::ChunkId;
 use crate::wire::overlay::MAX_FINGERPRINT;
 use crate::wire::ID_LEN;
@@ -140,18 +141,40 @@ pub fn coverage_ppm(matched: u16, of: u16) -> u32 {
 /// Picks up to `goal.k` buddies among `candidates` with enough coverage: the
 /// best-covering far one first (geographic diversity), then the rest by
 /// coverage in 10% steps and, within a step, by round-trip time (nearby
-/// buddies restore faster and load the network less).
+/// buddies restore faster and load the network less). Candidates whose
+/// round-trip time is unknown never count as far: give them one (the
+/// coverage overlay's are timed, see [`candidates_from_coverage`]).
 pub fn select<A: Copy>(candidates: &[Candidate<A>], goal: &Goal) -> Vec<Candidate<A>, MAX_BUDDIES> {
-    let k = goal.k.min(MAX_BUDDIES);
+    select_more(&[], candidates, goal)
+}
+
+/// Whether a candidate is far away by the goal's measure.
+pub fn is_far<A>(c: &Candidate<A>, goal: &Goal) -> bool {
+    c.rtt_us.is_some_and(|r| r >= goal.far_rtt_us)
+}
+
+/// Tops up the buddies a box already `kept` to `goal.k`: the new picks, by
+/// the rules of [`select`], where the far slot is taken first whenever none
+/// of the kept buddies is far (a box that replaces its far buddy gets a far
+/// one back, not a fourth near one). Kept buddies are never picked again.
+pub fn select_more<A: Copy>(
+    kept: &[Candidate<A>],
+    candidates: &[Candidate<A>],
+    goal: &Goal,
+) -> Vec<Candidate<A>, MAX_BUDDIES> {
+    let k = goal.k.min(MAX_BUDDIES).saturating_sub(kept.len());
     let mut chosen: Vec<Candidate<A>, MAX_BUDDIES> = Vec::new();
+    let taken = |c: &Candidate<A>, chosen: &[Candidate<A>]| chosen.iter().chain(kept).any(|x| x.id == c.id);
     let eligible = || candidates.iter().filter(|c| c.coverage_ppm >= goal.min_coverage_ppm);
-    let far = eligible().filter(|c| c.rtt_us.is_some_and(|r| r >= goal.far_rtt_us)).max_by_key(|c| c.coverage_ppm);
-    if let Some(f) = far.filter(|_| k > 0) {
-        let _ = chosen.push(*f);
+    if !kept.iter().any(|c| is_far(c, goal)) {
+        let far = eligible().filter(|c| is_far(c, goal) && !taken(c, &[])).max_by_key(|c| c.coverage_ppm);
+        if let Some(f) = far.filter(|_| k > 0) {
+            let _ = chosen.push(*f);
+        }
     }
     let rank = |c: &Candidate<A>| (u32::MAX - c.coverage_ppm / 100_000, c.rtt_us.unwrap_or(u32::MAX));
     while chosen.len() < k {
-        let next = eligible().filter(|c| !chosen.iter().any(|x| x.id == c.id)).min_by_key(|c| rank(c));
+        let next = eligible().filter(|c| !taken(c, &chosen)).min_by_key(|c| rank(c));
         match next {
             Some(c) => {
                 let _ = chosen.push(*c);
@@ -165,7 +188,7 @@ pub fn select<A: Copy>(candidates: &[Candidate<A>], goal: &Goal) -> Vec<Candidat
 /// Whether a selection meets the goal: `k` buddies, at least one far
 /// (when `k` > 1).
 pub fn meets(selection: &[Candidate<impl Copy>], goal: &Goal) -> bool {
-    let far = selection.iter().any(|c| c.rtt_us.is_some_and(|r| r >= goal.far_rtt_us));
+    let far = selection.iter().any(|c| is_far(c, goal));
     selection.len() >= goal.k && (far || goal.k <= 1)
 }
 
@@ -234,7 +257,17 @@ impl<A: Copy> Sweep<A> {
     }
 }
 
-/// Candidates from the coverage overlay's neighbourhood set: its distance is
+/// Candidates from a coverage-overlay node: its neighbourhood set (distance
+/// is the uncovered share of this box's fingerprint, so coverage is what is
+/// left), each with the round-trip time timed on its measurements, so that
+/// [`select`] can keep one of them far away.
+pub fn candidates_from_coverage<A: Address>(node: &Node<A>) -> impl Iterator<Item = Candidate<A>> + '_ {
+    candidates_from_neighbours(node.state().neighbours().as_slice())
+        .map(move |c| Candidate { rtt_us: node.rtt_us(&c.id), ..c })
+}
+
+/// Candidates from the coverage overlay's neighbourhood set, round-trip
+/// times unknown (prefer [`candidates_from_coverage`]): its distance is
 /// the uncovered share of this box's fingerprint, so coverage is what is left.
 pub fn candidates_from_neighbours<A: Copy>(neighbours: &[Peer<A>]) -> impl Iterator<Item = Candidate<A>> + '_ {
     neighbours.iter().map(|p| Candidate {
@@ -300,6 +333,34 @@ mod tests {
         // Without any far candidate the goal is not met.
         let near_only: std::vec::Vec<_> = found.iter().copied().filter(|c| c.rtt_us < Some(20_000)).collect();
         assert!(!meets(&select(&near_only, &goal), &goal));
+    }
+
+    #[test]
+    fn topping_up_takes_the_far_slot_when_no_kept_buddy_is_far() {
+        let goal = Goal { k: 3, min_coverage_ppm: 400_000, far_rtt_us: 20_000 };
+        let found = [
+            cand(1, 950_000, 500),    // near, best
+            cand(2, 600_000, 60_000), // far, fair
+            cand(3, 940_000, 400),    // near, excellent
+            cand(4, 500_000, 30_000), // far, fair
+        ];
+        // Two near buddies kept: the one slot left goes to the best far one.
+        let kept = [cand(7, 900_000, 300), cand(8, 900_000, 200)];
+        let more = select_more(&kept, &found, &goal);
+        assert_eq!(more.iter().map(|c| c.addr).collect::<std::vec::Vec<_>>(), [2]);
+        // A far buddy kept: the slot goes to coverage, then nearness.
+        let kept = [cand(7, 900_000, 300), cand(9, 900_000, 70_000)];
+        let more = select_more(&kept, &found, &goal);
+        assert_eq!(more.iter().map(|c| c.addr).collect::<std::vec::Vec<_>>(), [3]);
+        // Kept buddies are not picked again, and nothing is picked past k.
+        let kept = [cand(2, 600_000, 60_000)];
+        let more = select_more(&kept, &found, &goal);
+        assert_eq!(more.iter().map(|c| c.addr).collect::<std::vec::Vec<_>>(), [3, 1]);
+        assert!(select_more(&[cand(7, 1, 1), cand(8, 1, 1), cand(9, 1, 1)], &found, &goal).is_empty());
+        // A candidate whose round-trip time is unknown is never taken for far.
+        let untimed = [Candidate { rtt_us: None, ..cand(5, 990_000, 0) }, cand(6, 980_000, 100)];
+        let chosen = select(&untimed, &Goal { k: 2, ..goal });
+        assert!(!meets(&chosen, &Goal { k: 2, ..goal }));
     }
 
     #[test]

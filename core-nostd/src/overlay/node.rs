@@ -78,6 +78,17 @@ pub const MAX_RECENT: usize = 128;
 pub const MAX_FORWARDS: usize = 64;
 /// New leaves between two growth-driven table refills.
 pub const LEAVES_PER_REFILL: u8 = 4;
+/// Coverage overlay: a node entering this many best neighbours is asked
+/// for its own neighbourhood set, once.
+pub const GOSSIP_TOP: usize = 4;
+/// Nodes remembered as asked for their neighbourhood set that way.
+pub const MAX_GOSSIPED: usize = 32;
+/// Such asks a node may make after its join; one more is allowed every
+/// maintenance period. Each costs up to [`NEIGHBOURHOOD`] measurements, and
+/// every node measured may measure this one back and find it better than
+/// its own best: without a budget, one join could set off asks across the
+/// whole overlay.
+pub const GOSSIP_BUDGET: u8 = 8;
 
 /// An address type the node can put in messages: the real one is
 /// [`PeerAddr`]; a simulator may use a compact index.
@@ -169,6 +180,14 @@ pub struct Config {
     pub probe_tries: u8,
     /// Seed discovery gives up improving after this many steps.
     pub max_seek_steps: u8,
+    /// Seed discovery steps in all when it may also explore: whenever
+    /// climbing stops improving, a step measures random members (a table
+    /// row or the leaf set of a random known node), and climbing resumes
+    /// from a better node found so. The coverage overlay needs them: its
+    /// metric has local optima (a box of the parent system covers a rare
+    /// install's fingerprint better than most, yet its neighbours are of
+    /// the parent system too), which only a broader sample gets past.
+    pub explore_steps: u8,
     /// A join not finished in this time is finished with what it has.
     pub join_timeout_us: u64,
     /// Coverage reports of a probe are accepted this long.
@@ -181,7 +200,8 @@ pub struct Config {
 
 impl Config {
     /// Defaults for an overlay: leaves every 30 s, the table every 10 min,
-    /// a row refreshed every 20 min, 3 s reply timeout, 2 tries.
+    /// a row refreshed every 20 min, 3 s reply timeout, 2 tries; the
+    /// coverage overlay's seed discovery explores 24 steps.
     pub fn new(overlay: OverlayId) -> Config {
         const S: u64 = 1_000_000;
         Config {
@@ -193,6 +213,10 @@ impl Config {
             reply_timeout_us: 3 * S,
             probe_tries: 2,
             max_seek_steps: 8,
+            explore_steps: match overlay {
+                OverlayId::Network => 0,
+                OverlayId::Coverage => 24,
+            },
             join_timeout_us: 60 * S,
             probe_window_us: 20 * S,
             remeasure_us: 600 * S,
@@ -295,6 +319,15 @@ pub struct Node<A> {
     maintenance_row: usize,
     /// Nodes that entered the leaf set since the last refill.
     new_leaves: u8,
+    /// Round-trip times of the neighbourhood set's nodes, measured along
+    /// with their coverage (the coverage overlay's distance is not a
+    /// time, and buddy selection needs both to keep one buddy far away).
+    neighbour_rtts: Vec<(NodeId, u32), NEIGHBOURHOOD>,
+    /// Coverage overlay: (first 8 bytes of) the nodes asked for their
+    /// neighbourhood set on entering the best [`GOSSIP_TOP`].
+    gossiped: Deque<u64, MAX_GOSSIPED>,
+    /// Gossip asks left ([`GOSSIP_BUDGET`]).
+    gossip_budget: u8,
     stats: Stats,
 }
 
@@ -325,6 +358,9 @@ impl<A: Address> Node<A> {
             sweep_cursor: 0,
             maintenance_row: 0,
             new_leaves: 0,
+            neighbour_rtts: Vec::new(),
+            gossiped: Deque::new(),
+            gossip_budget: GOSSIP_BUDGET,
             stats: Stats::default(),
         }
     }
@@ -342,6 +378,17 @@ impl<A: Address> Node<A> {
     /// Whether the join has finished (or the node started alone).
     pub fn is_ready(&self) -> bool {
         matches!(self.phase, Phase::Ready)
+    }
+
+    /// The last measured round-trip time to a node of the state, in
+    /// microseconds: its distance in the network overlay; in the coverage
+    /// overlay, timed on the coverage measurements and keepalives of the
+    /// neighbourhood set's nodes (`None` for other nodes).
+    pub fn rtt_us(&self, id: &NodeId) -> Option<u32> {
+        match self.config.overlay {
+            OverlayId::Network => self.state.find(id).map(|p| p.distance),
+            OverlayId::Coverage => self.neighbour_rtts.iter().find(|(n, _)| n == id).map(|&(_, rtt)| rtt),
+        }
     }
 
     /// What the node has done so far.
@@ -460,7 +507,16 @@ impl<A: Address> Node<A> {
                 let matched = q.fingerprint.iter().filter(|id| host.has_chunk(&ChunkId(*id))).count() as u16;
                 let of = q.fingerprint.len() as u16;
                 self.send(host, from, Body::CoverageReport(CoverageReport { nonce: q.nonce, matched, of }));
-                self.learn(Some(sender), from, now);
+                // Coverage is not symmetric: whether the querier covers this
+                // box's fingerprint well only a measurement tells, so an
+                // unknown querier is measured back (once per remeasure period).
+                // This is how boxes that joined early find the similar boxes
+                // that joined after them.
+                if self.config.overlay == OverlayId::Coverage && self.state.find(&sender).is_none() {
+                    self.learn_unconditionally(sender, from, now);
+                } else {
+                    self.learn(Some(sender), from, now);
+                }
             }
             Body::CoverageReport(r) => {
                 if self.probes.iter().any(|&(t, d)| t == r.nonce && d > now) {
@@ -515,7 +571,8 @@ impl<A: Address> Node<A> {
         match p.purpose {
             Purpose::Measure | Purpose::Keepalive => {
                 self.remember(sender, now);
-                self.accept(Peer { id: sender, addr: from, distance }, now, host)
+                self.accept(Peer { id: sender, addr: from, distance }, now, host);
+                self.note_rtt(sender, rtt);
             }
             Purpose::Report { token, matched, of } => {
                 host.event(Event::Coverage { token, id: sender, addr: from, matched, of, rtt_us: Some(rtt) })
@@ -683,12 +740,55 @@ impl<A: Address> Node<A> {
                 *best = Some(peer);
             }
         }
+        self.gossip(peer, now, host);
         let new_leaf = !was_leaf && self.state.leaves().iter().any(|p| p.id == peer.id);
         if new_leaf && self.is_ready() {
             self.new_leaves += 1;
             if self.new_leaves >= LEAVES_PER_REFILL {
                 self.new_leaves = 0;
                 self.refill(now, host);
+            }
+        }
+    }
+
+    /// Coverage overlay, once joining: a node that enters the best
+    /// [`GOSSIP_TOP`] neighbours is asked for its neighbourhood set (once):
+    /// the nodes covering a similar box's data well tend to cover this
+    /// box's too, so the set keeps improving as similar boxes join.
+    /// (While seeking, the climb does the same with the best node.)
+    fn gossip<H: Host<A>>(&mut self, peer: Peer<A>, now: u64, host: &mut H) {
+        if self.config.overlay != OverlayId::Coverage || matches!(self.phase, Phase::Seeking { .. } | Phase::Idle) {
+            return;
+        }
+        let top = self.state.neighbours().as_slice().iter().take(GOSSIP_TOP).any(|p| p.id == peer.id);
+        let key = short(&peer.id);
+        if !top || self.gossip_budget == 0 || self.gossiped.iter().any(|&k| k == key) {
+            return;
+        }
+        self.gossip_budget -= 1;
+        if self.gossiped.is_full() {
+            self.gossiped.pop_front();
+        }
+        let _ = self.gossiped.push_back(key);
+        self.ask(peer.addr, PeerSet::Neighbours, now, host);
+    }
+
+    /// Keeps the round-trip time of a neighbourhood-set node (coverage
+    /// overlay), forgetting those of nodes that left the set.
+    fn note_rtt(&mut self, id: NodeId, rtt: u32) {
+        if self.config.overlay != OverlayId::Coverage {
+            return;
+        }
+        let neighbours = self.state.neighbours().as_slice();
+        self.neighbour_rtts.retain(|(n, _)| neighbours.iter().any(|p| p.id == *n));
+        if !neighbours.iter().any(|p| p.id == id) {
+            return;
+        }
+        match self.neighbour_rtts.iter_mut().find(|(n, _)| *n == id) {
+            Some(slot) => slot.1 = rtt,
+            // Cannot be full: every entry is a distinct node of the set.
+            None => {
+                let _ = self.neighbour_rtts.push((id, rtt));
             }
         }
     }
@@ -717,6 +817,14 @@ impl<A: Address> Node<A> {
             }
         }
         self.consider(id, addr, false);
+    }
+
+    /// Queues a node for measurement unless it was measured lately.
+    fn learn_unconditionally(&mut self, id: NodeId, addr: A, now: u64) {
+        let key = short(&id);
+        if !self.recent.iter().any(|&(k, until)| k == key && until > now) {
+            self.consider(Some(id), addr, false);
+        }
     }
 
     /// Queues a node named in an answer we asked for, unless it is known or
@@ -972,6 +1080,7 @@ impl<A: Address> Node<A> {
 
     /// Asks a random node of the next non-empty table row for that row.
     fn maintain<H: Host<A>>(&mut self, now: u64, host: &mut H) {
+        self.gossip_budget = self.gossip_budget.saturating_add(1).min(GOSSIP_BUDGET);
         for _ in 0..ROWS {
             let row = self.maintenance_row;
             self.maintenance_row = (row + 1) % ROWS;
@@ -997,7 +1106,10 @@ impl<A: Address> Node<A> {
         match self.phase {
             Phase::Seeking { best, asked_of, steps, deadline } if quiet || now >= deadline => {
                 match best {
-                    Some(b) if Some(b.id) != asked_of && steps < self.config.max_seek_steps => {
+                    Some(b)
+                        if Some(b.id) != asked_of
+                            && steps < self.config.max_seek_steps.max(self.config.explore_steps) =>
+                    {
                         self.phase = Phase::Seeking {
                             best,
                             asked_of: Some(b.id),
@@ -1006,6 +1118,10 @@ impl<A: Address> Node<A> {
                         };
                         self.ask(b.addr, PeerSet::Leaves, now, host);
                         self.ask(b.addr, PeerSet::Neighbours, now, host);
+                    }
+                    Some(_) if steps < self.config.explore_steps => {
+                        self.phase = Phase::Seeking { best, asked_of, steps: steps + 1, deadline: self.after(now, 4) };
+                        self.explore(steps, now, host);
                     }
                     Some(b) => self.start_route(b.addr, now, host),
                     None => {
@@ -1032,6 +1148,23 @@ impl<A: Address> Node<A> {
             }
             _ => {}
         }
+    }
+
+    /// One exploration step of seed discovery: a random known node is
+    /// asked for its leaf set or one of its two first table rows, nodes
+    /// spread over the id space, hence unrelated to what was measured.
+    fn explore<H: Host<A>>(&mut self, step: u8, now: u64, host: &mut H) {
+        let count = self.state.peers().count();
+        if count == 0 {
+            return;
+        }
+        let pick = (self.fresh() % count as u64) as usize;
+        let Some(addr) = self.state.peers().nth(pick).map(|p| p.addr) else { return };
+        let set = match step % 3 {
+            0 => PeerSet::Leaves,
+            r => PeerSet::Row(r - 1),
+        };
+        self.ask(addr, set, now, host);
     }
 
     fn start_route<H: Host<A>>(&mut self, via: A, now: u64, host: &mut H) {

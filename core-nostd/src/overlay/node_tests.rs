@@ -326,8 +326,32 @@ fn coverage_overlay_neighbourhood_holds_the_best_covering_nodes() {
         let same = near.iter().take(3).filter(|p| p.addr.0 as usize % families == family).count();
         good += usize::from(same == 3);
         assert!(near.iter().all(|p| p.distance <= 1_000_000));
+        // Each candidate carries the round-trip time its measurements took:
+        // twice the one-way latency, give or take the time a reply waited.
+        for c in crate::discovery::candidates_from_coverage(&net.nodes[i]) {
+            let rtt = u64::from(c.rtt_us.expect("a coverage neighbour is timed"));
+            let expected = 2 * net.latency(i, c.addr.0 as usize);
+            assert!(rtt >= expected && rtt <= expected + 1_000, "rtt {rtt} us, latency {expected} x 2");
+        }
     }
     assert!(good >= 110, "only {good} of 120 boxes have 3 same-family candidates first");
+    // So the selection from the coverage overlay alone keeps one buddy far
+    // away when a well-covering far one exists (25 ms round trip here).
+    let goal = crate::discovery::Goal { k: 3, min_coverage_ppm: 500_000, far_rtt_us: 25_000 };
+    let mut with_far = 0;
+    let mut could = 0;
+    for i in 0..net.nodes.len() {
+        let found: Vec<_> = crate::discovery::candidates_from_coverage(&net.nodes[i]).collect();
+        let chosen = crate::discovery::select(&found, &goal);
+        let far_exists =
+            found.iter().any(|c| c.coverage_ppm >= goal.min_coverage_ppm && crate::discovery::is_far(c, &goal));
+        could += usize::from(far_exists);
+        let has_far = chosen.iter().any(|c| crate::discovery::is_far(c, &goal));
+        assert_eq!(has_far, far_exists, "box {i}");
+        with_far += usize::from(has_far);
+    }
+    assert!(could > 60, "only {could} of 120 boxes have a far, well-covering neighbour");
+    assert_eq!(with_far, could);
 }
 
 #[test]
