@@ -213,6 +213,55 @@ fn recovery_from_the_older_buddy_finds_the_newer_one_and_restores_exactly() {
     assert_eq!((to_a.chunks_sent, to_a.went_back), (0, false), "{to_a:?}");
     assert_eq!(to_a.objects_sent, 0, "metadata fetched from A is known to be there");
     assert!(report.epoch < epoch::last(repo.meta.database()).unwrap(), "new records are newer");
+
+    // B missed the second snapshot, whose chunks this box no longer has:
+    // they are pulled from A, checked and shipped, and only they (the
+    // second snapshot added 110,000 bytes of files; the first, which B
+    // holds, 420,000).
+    let b_entry = buddies.iter_mut().find(|e| e.addr == lost.b.addr.to_string()).unwrap();
+    let to_b = sync::sync_one(&repo, b_entry, &quiet()).unwrap();
+    assert!(to_b.chunks_sent > 0 && to_b.bytes_sent > 100_000 && to_b.bytes_sent < 200_000, "{to_b:?}");
+    let again = sync::sync_one(&repo, b_entry, &quiet()).unwrap();
+    assert_eq!((again.chunks_sent, again.objects_sent), (0, 0), "{again:?}");
+    save_buddies(&dir, &buddies).unwrap();
+    drop(repo);
+
+    // B alone now restores the newest snapshot.
+    let target = lost.tmp.path().join("from-b-alone");
+    drop(lost.a);
+    let repo = Repo::open(&dir, PASS, LockMode::Exclusive).unwrap();
+    let snap = repo.load_root().unwrap().snapshots.last().unwrap().clone();
+    let opts = RestoreOptions { target: target.clone(), include: vec![], threads: 2 };
+    let summary = restore::run(&repo, &snap, &opts, &LocalThenBuddy::new(&repo), &quiet()).unwrap();
+    assert_eq!((summary.files, summary.errors), (6, 0), "{summary:?}");
+}
+
+#[test]
+fn a_chunk_no_buddy_holds_fails_the_sync_and_is_not_recorded_as_shipped() {
+    let lost = lose_a_box(false);
+    let dir = lost.tmp.path().join("rebuilt");
+    recover(&options(&dir, &[lost.a.addr]), &NoDiscovery).unwrap();
+    let repo = Repo::open(&dir, PASS, LockMode::Exclusive).unwrap();
+    let mut buddies = load_buddies(&dir).unwrap();
+    // A, the only holder of the second snapshot's chunks, is gone.
+    let a_addr = lost.a.addr.to_string();
+    drop(lost.a);
+    let b_entry = buddies.iter_mut().find(|e| e.addr != a_addr).unwrap();
+    let b_key = sync::pinned_key(b_entry).unwrap();
+    let err = sync::sync_one(&repo, b_entry, &quiet()).unwrap_err();
+    assert!(format!("{err:#}").contains("no other buddy could serve it"), "{err:#}");
+    // Nothing of the second snapshot is recorded as shipped to B.
+    let shipped = sync::state::shipped_chunks(repo.meta.database(), &b_key).unwrap();
+    let root = repo.load_root().unwrap();
+    let first_only = crate::meta::walk::entries(&repo, &root.snapshots[1]).unwrap();
+    for e in first_only.iter().filter(|e| e.path.to_string_lossy().contains("file2-")) {
+        if let crate::meta::model::Content::File { handles, .. } = &e.version.content {
+            for h in handles {
+                let id = pastiche_core::Handle(*h).chunk_id();
+                assert!(!shipped.contains(&id), "{} recorded as shipped to B", e.path.display());
+            }
+        }
+    }
 }
 
 #[test]
