@@ -336,3 +336,76 @@ fn a_wrong_passphrase_or_name_is_told_apart_from_no_root() {
     assert!(msg.contains("no root found") && msg.contains(&nobody.to_string()), "{msg}");
     assert!(!dir.join(crate::repo::CONFIG_FILE).exists(), "nothing written");
 }
+
+/// Sends the beacon of each `(tcp address, key)` to `to` every 100 ms, as
+/// daemons do on the LAN, until dropped.
+struct Beacons {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Beacons {
+    fn start(to: SocketAddr, boxes: Vec<(SocketAddr, PublicKey)>) -> Beacons {
+        use pastiche_core::wire::beacon::{Beacon, Role};
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                for (addr, key) in &boxes {
+                    let b = Beacon { role: Role::Appliance, tcp_port: addr.port(), buddy_key: key.0 };
+                    let _ = socket.send_to(&b.encode(), to);
+                }
+                // Noise on the port: not beacons.
+                let _ = socket.send_to(b"PSTB-not-a-beacon", to);
+                thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        Beacons { stop }
+    }
+}
+
+impl Drop for Beacons {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn free_udp_port() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn without_via_the_holders_heard_on_the_lan_are_asked() {
+    let lost = lose_a_box(false);
+    // B and a box that never paired with the lost one beacon on the LAN.
+    let stranger = Buddy::start("stranger.buddy.test");
+    let listen = free_udp_port();
+    let key_of = |b: &Buddy| b.storage.own_key();
+    let beacons = Beacons::start(listen, vec![(lost.b.addr, key_of(&lost.b)), (stranger.addr, key_of(&stranger))]);
+    let lan = lan::LanBeacons::new(listen, std::time::Duration::from_millis(1_500));
+    let dir = lost.tmp.path().join("rebuilt");
+    let report = recover(&options(&dir, &[]), &lan).unwrap();
+    drop(beacons);
+    assert_eq!(report.snapshots, 2, "A, named by B's record, served the newest: {report:?}");
+    let asked: Vec<&str> = report.holders.iter().map(|h| h.outcome).collect();
+    assert_eq!(holder(&report, &lost.b.addr).outcome, "older", "{asked:?}");
+    assert_eq!(holder(&report, &lost.a.addr).outcome, "newest", "{asked:?}");
+    assert_eq!(holder(&report, &stranger.addr).outcome, "refused", "{asked:?}");
+    assert!(report.discovery.as_deref().unwrap().contains("heard 2 boxes"), "{:?}", report.discovery);
+    assert_restores_exactly(&dir, &lost.source);
+
+    // Only the stranger on the LAN: the error names it and what was heard.
+    let beacons = Beacons::start(listen, vec![(stranger.addr, key_of(&stranger))]);
+    let alone = lost.tmp.path().join("alone");
+    let err = recover(&options(&alone, &[]), &lan::LanBeacons::new(listen, std::time::Duration::from_millis(800)))
+        .unwrap_err();
+    drop(beacons);
+    let msg = format!("{err:#}");
+    assert!(msg.contains("heard 1 box") && msg.contains(&stranger.addr.to_string()), "{msg}");
+    // Nobody on the LAN: nothing to ask, and the error says where it listened.
+    let err = recover(&options(&alone, &[]), &lan::LanBeacons::new(listen, std::time::Duration::from_millis(300)))
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("heard 0 boxes") && msg.contains("--via"), "{msg}");
+    assert!(!alone.join(crate::repo::CONFIG_FILE).exists(), "nothing written");
+}
