@@ -12,28 +12,19 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-recover-bench}"
 runs="${RUNS:-3}"
 src="${1:-/usr/lib/python3}"
-if [ -z "${PASTICHE:-}" ]; then
-    (cd "$here" && cargo build --release -q -p pastiche-appliance --bin pastiche)
-    PASTICHE="$here/target/release/pastiche"
-fi
-pastiche="$PASTICHE"
+. "$here/bench/lib.sh"
+bench_pastiche
 rm -rf "$work"; mkdir -p "$work"
 export PASTICHE_PASSWORD=bench RESTIC_PASSWORD=bench PASTICHE_KDF_MIB=64
-find "$src" -type f -exec cat {} + > /dev/null 2>&1 || true
+warm "$src"
 bytes=$(du -sb "$src" | cut -f1)
 
-secs() { sync; /usr/bin/time -f "%e" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }; cat "$work/t"; }
-min() { printf '%s\n' "$@" | sort -g | head -1; }
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 buddy() {  # buddy NAME PORT: init, serve, pair the box with it
     "$pastiche" --data "$work/$1" --quiet init --name "$1.bench" >/dev/null
-    "$pastiche" --data "$work/$1" serve --listen "127.0.0.1:$2" --http off >/dev/null 2>>"$work/serve.log" &
-    pids+=($!); sleep 1
-    code=$("$pastiche" --data "$work/$1" buddy invite | tail -n 1)
-    "$pastiche" --data "$work/box" --quiet buddy add "127.0.0.1:$2" --code "$code" >/dev/null
+    serve_buddy "$work/$1" "$2"
+    pair_buddy "$work/box" "$work/$1" "$2"
 }
-p1=$((20000 + RANDOM % 20000)); p2=$((p1 + 1))
+p1=$(random_port); p2=$((p1 + 1))
 "$pastiche" --data "$work/box" --quiet init --name box.bench >/dev/null
 buddy b1 "$p1"; buddy b2 "$p2"
 "$pastiche" --data "$work/box" --quiet backup "$src" >/dev/null
@@ -48,7 +39,8 @@ for i in $(seq "$runs"); do
     twos+=("$(secs "$pastiche" --data "$work/box" --quiet restore latest --target "$work/r2")")
     restics+=("$(secs restic -q --repo "$work/restic" restore latest --target "$work/r3")")
 done
-diff -r --no-dereference "$src" "$work/r2$src" >/dev/null || { echo "restore from the buddies differs"; exit 1; }
+same_tree "$src" "$work/r1" "the restore from one buddy"
+same_tree "$src" "$work/r2" "the restore from the buddies"
 
 echo "source: $src, $(du -sh "$src" | cut -f1), $(find "$src" -type f | wc -l) files; best of $runs runs; $(nproc) cores"
 echo "recovers: ${recovers[*]} s; restores from one buddy: ${ones[*]} s; from two: ${twos[*]} s; restic: ${restics[*]} s"

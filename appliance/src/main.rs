@@ -115,6 +115,16 @@ enum Command {
         /// its root names are asked next (repeatable).
         #[arg(long, value_name = "HOST:PORT")]
         via: Vec<String>,
+        /// Also find holders on the LAN by their beacons (the default
+        /// without --via).
+        #[arg(long)]
+        lan: bool,
+        /// Where to listen for LAN beacons.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7468")]
+        lan_listen: std::net::SocketAddr,
+        /// Seconds to listen for LAN beacons (they come every 5 s).
+        #[arg(long, value_name = "SECONDS", default_value_t = 6.0)]
+        lan_wait: f64,
     },
     /// Manage the buddies this box backs up to.
     Buddy {
@@ -345,7 +355,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
     };
     let request = match args.command {
         Command::Init { name } => return boxcmd::init(&g, name),
-        Command::Recover { name, via } => return cli::recovercmd::recover(&g, name, via),
+        Command::Recover { name, via, lan, lan_listen, lan_wait } => {
+            let lan = (lan || via.is_empty()).then_some((lan_listen, lan_wait));
+            return cli::recovercmd::recover(&g, name, via, lan);
+        }
         Command::Backup { paths, exclude, one_file_system } => {
             Request::Backup { paths, excludes: exclude, one_file_system }
         }

@@ -194,9 +194,6 @@ pub fn ls(g: &Global, b: &SharedBox, snap: &str, under: Option<PathBuf>) -> Resu
     Ok(exit::OK)
 }
 
-/// Restore threads (and connections) when every chunk comes from a buddy.
-const BUDDY_RESTORE_THREADS: usize = 4;
-
 /// `pastiche restore`.
 pub fn restore(
     g: &Global,
@@ -209,15 +206,13 @@ pub fn restore(
     let repo = b.read();
     let root = repo.load_root()?;
     let snap = snapshots::find(&root, snap)?.clone();
-    let mut opts = RestoreOptions { target, include, threads: g.threads };
+    let opts = RestoreOptions { target, include, threads: g.threads };
     let source: Box<dyn crate::sync::fetch::ChunkSource> = match from_buddy {
         Some(addr) => {
-            // Each thread keeps one request in flight on its own connection:
-            // more threads hide the round trips.
-            opts.threads = opts.threads.max(BUDDY_RESTORE_THREADS);
+            // Files share the puller's pipelined connections to that buddy.
             let mut buddies = crate::sync::load_buddies(&repo.dir)?;
             let entry = crate::sync::nearest(&repo, &mut buddies, Some(&addr))?;
-            Box::new(crate::sync::fetch::FromBuddy::new(&repo, entry))
+            Box::new(crate::sync::pull::Puller::new(&repo.identity, repo.node, &[entry]))
         }
         None => Box::new(crate::sync::fetch::LocalThenBuddy::new(&repo)),
     };

@@ -1,6 +1,9 @@
 //! `pastiche recover --name FQDN [--via HOST:PORT]...`: a wiped box back
 //! from its passphrase and name ([`crate::recovery`]).
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use anyhow::Result;
 use serde_json::json;
 
@@ -8,12 +11,14 @@ use super::boxcmd::ENV_KDF_MIB;
 use super::common::Global;
 use crate::exit;
 use crate::progress::human_bytes;
+use crate::recovery::lan::LanBeacons;
 use crate::recovery::{self, NoDiscovery, RecoverOptions};
 use crate::repo::keys::KdfParams;
 use crate::repo::password::read_passphrase;
 
-/// `pastiche recover`.
-pub fn recover(g: &Global, name: String, via: Vec<String>) -> Result<u8> {
+/// `pastiche recover`; `lan`: where and for how many seconds to listen
+/// for LAN beacons, if at all.
+pub fn recover(g: &Global, name: String, via: Vec<String>, lan: Option<(SocketAddr, f64)>) -> Result<u8> {
     let passphrase = read_passphrase(false)?;
     let mut kdf = KdfParams::default();
     if let Ok(mib) = std::env::var(ENV_KDF_MIB) {
@@ -21,7 +26,18 @@ pub fn recover(g: &Global, name: String, via: Vec<String>) -> Result<u8> {
             mib.parse::<u32>().map_err(|_| anyhow::anyhow!("{ENV_KDF_MIB} must be a number of MiB"))? * 1024;
     }
     let opts = RecoverOptions { dir: g.data.clone(), name, passphrase, kdf, via };
-    let report = recovery::recover(&opts, &NoDiscovery)?;
+    let report = match lan {
+        Some((listen, wait)) => {
+            if !(0.0..=600.0).contains(&wait) {
+                anyhow::bail!("--lan-wait must be between 0 and 600 seconds");
+            }
+            if !g.quiet && !g.json {
+                g.line(format!("listening for LAN beacons on UDP {listen} for {wait:.0} s..."))?;
+            }
+            recovery::recover(&opts, &LanBeacons::new(listen, Duration::from_secs_f64(wait)))?
+        }
+        None => recovery::recover(&opts, &NoDiscovery)?,
+    };
     if g.json {
         for h in &report.holders {
             g.json(&json!({"message_type": "holder", "holder": h}))?;
@@ -47,6 +63,9 @@ pub fn recover(g: &Global, name: String, via: Vec<String>) -> Result<u8> {
             human_bytes(report.object_bytes),
             report.seconds
         ))?;
+        if let Some(d) = &report.discovery {
+            g.line(d.clone())?;
+        }
         g.line(format!("buddies: {}", report.buddies.join(", ")))?;
         g.line("The data stays on the buddies: `pastiche restore latest --target DIR` brings it back.")?;
     }

@@ -2,11 +2,12 @@
 //!
 //! Every sync hands each buddy a [root record](record): the sealed root
 //! object, the box's buddies and a root epoch, signed by the box. A wiped
-//! box runs `pastiche recover --name FQDN --via HOST:PORT`: the passphrase
+//! box runs `pastiche recover --name FQDN [--via HOST:PORT]`: the passphrase
 //! and name give back the root key and the identity (its seed is a subkey
 //! of the root key), so it can prove itself to its buddies as before. It
 //! asks every holder it knows of for its record (first `--via` and what
-//! [`FindHolders`] finds, then the buddies each record names), takes the
+//! [`FindHolders`] finds: the boxes heard on the LAN, [`lan`]; then the
+//! buddies each record names), takes the
 //! newest validly signed epoch, refuses forgeries and reports holders that
 //! served an older one, then rebuilds the box from that record: the root
 //! object, every metadata object fetched from the holders of the newest
@@ -14,6 +15,7 @@
 //! epoch. Chunks stay on the buddies until a restore pulls them.
 
 pub mod epoch;
+pub mod lan;
 pub mod metadata;
 pub mod record;
 
@@ -60,13 +62,18 @@ pub fn record_for_sync(repo: &Repo, entry: &BuddyEntry, buddy: &PublicKey, wire_
 
 /// Where else to look for holders of a box's root record, besides `--via`.
 ///
-/// The hook for LAN discovery (issue 12: the beacon, or an overlay lookup
-/// of the nodeId): it returns `HOST:PORT` of boxes that may hold the root
-/// of `node`. Whatever it returns is asked like a `--via` holder and must
-/// prove nothing in advance: a record is trusted only for its signature.
+/// LAN discovery ([`lan::LanBeacons`]) returns `HOST:PORT` of boxes that
+/// may hold the root of `node`. Whatever it returns is asked like a `--via`
+/// holder and must prove nothing in advance: a record is trusted only for
+/// its signature.
 pub trait FindHolders {
     /// Addresses that may hold the root record of `node`.
     fn find(&self, node: &NodeId) -> Vec<String>;
+
+    /// What the search did, for the report and the errors (after `find`).
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// No discovery: only `--via` and the buddies the records name.
@@ -129,6 +136,8 @@ pub struct RecoverReport {
     pub buddies: Vec<String>,
     /// Every holder asked, in the order asked.
     pub holders: Vec<HolderReport>,
+    /// What the search for holders beyond `--via` did (the LAN), if any.
+    pub discovery: Option<String>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -171,7 +180,7 @@ pub fn recover(opts: &RecoverOptions, discovery: &dyn FindHolders) -> Result<Rec
     };
     let (mut holders, found) = ask_holders(&keys, opts, discovery);
     let Some(newest_epoch) = found.iter().map(|f| f.body.epoch).max() else {
-        return Err(nothing_found(&holders, opts));
+        return Err(nothing_found(&holders, opts, discovery.describe()));
     };
     for h in holders.iter_mut() {
         if let Some(e) = h.epoch {
@@ -230,6 +239,7 @@ pub fn recover(opts: &RecoverOptions, discovery: &dyn FindHolders) -> Result<Rec
         object_bytes: fetched.bytes,
         buddies: entries.iter().map(|b| b.addr.clone()).collect(),
         holders,
+        discovery: discovery.describe(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -310,14 +320,16 @@ fn refusal(e: &anyhow::Error) -> Option<ErrorCode> {
 }
 
 /// The error when no valid record was found, telling the user what to do.
-fn nothing_found(holders: &[HolderReport], opts: &RecoverOptions) -> anyhow::Error {
+fn nothing_found(holders: &[HolderReport], opts: &RecoverOptions, discovery: Option<String>) -> anyhow::Error {
+    let searched = discovery.map(|d| format!("{d}; ")).unwrap_or_default();
     if holders.is_empty() {
         return anyhow!(
-            "no holder to ask: give the address of one of the box's buddies with --via HOST:PORT (nothing was written)"
+            "no holder to ask ({searched}none given): give the address of one of the box's buddies with --via \
+             HOST:PORT (nothing was written)"
         );
     }
     let list = holders.iter().map(|h| format!("{} ({}: {})", h.addr, h.outcome, h.detail)).collect::<Vec<_>>();
-    let list = list.join("; ");
+    let list = format!("{searched}{}", list.join("; "));
     if holders.iter().all(|h| h.outcome == "refused") {
         return ExitError::new(
             WRONG_PASSPHRASE,

@@ -213,6 +213,55 @@ fn recovery_from_the_older_buddy_finds_the_newer_one_and_restores_exactly() {
     assert_eq!((to_a.chunks_sent, to_a.went_back), (0, false), "{to_a:?}");
     assert_eq!(to_a.objects_sent, 0, "metadata fetched from A is known to be there");
     assert!(report.epoch < epoch::last(repo.meta.database()).unwrap(), "new records are newer");
+
+    // B missed the second snapshot, whose chunks this box no longer has:
+    // they are pulled from A, checked and shipped, and only they (the
+    // second snapshot added 110,000 bytes of files; the first, which B
+    // holds, 420,000).
+    let b_entry = buddies.iter_mut().find(|e| e.addr == lost.b.addr.to_string()).unwrap();
+    let to_b = sync::sync_one(&repo, b_entry, &quiet()).unwrap();
+    assert!(to_b.chunks_sent > 0 && to_b.bytes_sent > 100_000 && to_b.bytes_sent < 200_000, "{to_b:?}");
+    let again = sync::sync_one(&repo, b_entry, &quiet()).unwrap();
+    assert_eq!((again.chunks_sent, again.objects_sent), (0, 0), "{again:?}");
+    save_buddies(&dir, &buddies).unwrap();
+    drop(repo);
+
+    // B alone now restores the newest snapshot.
+    let target = lost.tmp.path().join("from-b-alone");
+    drop(lost.a);
+    let repo = Repo::open(&dir, PASS, LockMode::Exclusive).unwrap();
+    let snap = repo.load_root().unwrap().snapshots.last().unwrap().clone();
+    let opts = RestoreOptions { target: target.clone(), include: vec![], threads: 2 };
+    let summary = restore::run(&repo, &snap, &opts, &LocalThenBuddy::new(&repo), &quiet()).unwrap();
+    assert_eq!((summary.files, summary.errors), (6, 0), "{summary:?}");
+}
+
+#[test]
+fn a_chunk_no_buddy_holds_fails_the_sync_and_is_not_recorded_as_shipped() {
+    let lost = lose_a_box(false);
+    let dir = lost.tmp.path().join("rebuilt");
+    recover(&options(&dir, &[lost.a.addr]), &NoDiscovery).unwrap();
+    let repo = Repo::open(&dir, PASS, LockMode::Exclusive).unwrap();
+    let mut buddies = load_buddies(&dir).unwrap();
+    // A, the only holder of the second snapshot's chunks, is gone.
+    let a_addr = lost.a.addr.to_string();
+    drop(lost.a);
+    let b_entry = buddies.iter_mut().find(|e| e.addr != a_addr).unwrap();
+    let b_key = sync::pinned_key(b_entry).unwrap();
+    let err = sync::sync_one(&repo, b_entry, &quiet()).unwrap_err();
+    assert!(format!("{err:#}").contains("no other buddy could serve it"), "{err:#}");
+    // Nothing of the second snapshot is recorded as shipped to B.
+    let shipped = sync::state::shipped_chunks(repo.meta.database(), &b_key).unwrap();
+    let root = repo.load_root().unwrap();
+    let first_only = crate::meta::walk::entries(&repo, &root.snapshots[1]).unwrap();
+    for e in first_only.iter().filter(|e| e.path.to_string_lossy().contains("file2-")) {
+        if let crate::meta::model::Content::File { handles, .. } = &e.version.content {
+            for h in handles {
+                let id = pastiche_core::Handle(*h).chunk_id();
+                assert!(!shipped.contains(&id), "{} recorded as shipped to B", e.path.display());
+            }
+        }
+    }
 }
 
 #[test]
@@ -286,4 +335,77 @@ fn a_wrong_passphrase_or_name_is_told_apart_from_no_root() {
     let msg = format!("{err:#}");
     assert!(msg.contains("no root found") && msg.contains(&nobody.to_string()), "{msg}");
     assert!(!dir.join(crate::repo::CONFIG_FILE).exists(), "nothing written");
+}
+
+/// Sends the beacon of each `(tcp address, key)` to `to` every 100 ms, as
+/// daemons do on the LAN, until dropped.
+struct Beacons {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Beacons {
+    fn start(to: SocketAddr, boxes: Vec<(SocketAddr, PublicKey)>) -> Beacons {
+        use pastiche_core::wire::beacon::{Beacon, Role};
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                for (addr, key) in &boxes {
+                    let b = Beacon { role: Role::Appliance, tcp_port: addr.port(), buddy_key: key.0 };
+                    let _ = socket.send_to(&b.encode(), to);
+                }
+                // Noise on the port: not beacons.
+                let _ = socket.send_to(b"PSTB-not-a-beacon", to);
+                thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        Beacons { stop }
+    }
+}
+
+impl Drop for Beacons {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn free_udp_port() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn without_via_the_holders_heard_on_the_lan_are_asked() {
+    let lost = lose_a_box(false);
+    // B and a box that never paired with the lost one beacon on the LAN.
+    let stranger = Buddy::start("stranger.buddy.test");
+    let listen = free_udp_port();
+    let key_of = |b: &Buddy| b.storage.own_key();
+    let beacons = Beacons::start(listen, vec![(lost.b.addr, key_of(&lost.b)), (stranger.addr, key_of(&stranger))]);
+    let lan = lan::LanBeacons::new(listen, std::time::Duration::from_millis(1_500));
+    let dir = lost.tmp.path().join("rebuilt");
+    let report = recover(&options(&dir, &[]), &lan).unwrap();
+    drop(beacons);
+    assert_eq!(report.snapshots, 2, "A, named by B's record, served the newest: {report:?}");
+    let asked: Vec<&str> = report.holders.iter().map(|h| h.outcome).collect();
+    assert_eq!(holder(&report, &lost.b.addr).outcome, "older", "{asked:?}");
+    assert_eq!(holder(&report, &lost.a.addr).outcome, "newest", "{asked:?}");
+    assert_eq!(holder(&report, &stranger.addr).outcome, "refused", "{asked:?}");
+    assert!(report.discovery.as_deref().unwrap().contains("heard 2 boxes"), "{:?}", report.discovery);
+    assert_restores_exactly(&dir, &lost.source);
+
+    // Only the stranger on the LAN: the error names it and what was heard.
+    let beacons = Beacons::start(listen, vec![(stranger.addr, key_of(&stranger))]);
+    let alone = lost.tmp.path().join("alone");
+    let err = recover(&options(&alone, &[]), &lan::LanBeacons::new(listen, std::time::Duration::from_millis(800)))
+        .unwrap_err();
+    drop(beacons);
+    let msg = format!("{err:#}");
+    assert!(msg.contains("heard 1 box") && msg.contains(&stranger.addr.to_string()), "{msg}");
+    // Nobody on the LAN: nothing to ask, and the error says where it listened.
+    let err = recover(&options(&alone, &[]), &lan::LanBeacons::new(listen, std::time::Duration::from_millis(300)))
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("heard 0 boxes") && msg.contains("--via"), "{msg}");
+    assert!(!alone.join(crate::repo::CONFIG_FILE).exists(), "nothing written");
 }

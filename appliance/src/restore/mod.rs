@@ -98,8 +98,16 @@ pub fn run(
     progress.set_totals(files.len() as u64, total);
     let errors = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
+    let sample: Vec<Handle> = files
+        .iter()
+        .filter_map(|e| match &e.version.content {
+            Content::File { handles, .. } => handles.first().map(|h| Handle(*h)),
+            _ => None,
+        })
+        .take(WRITERS_SAMPLE)
+        .collect();
     std::thread::scope(|scope| {
-        for _ in 0..opts.threads.max(1) {
+        for _ in 0..source.writers(opts.threads, &sample).max(1) {
             scope.spawn(|| {
                 let mut plain = vec![0u8; MAX_CHUNK];
                 while let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
@@ -176,6 +184,9 @@ fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8]
     fsmeta::apply(dest, &e.version.attrs, false).context("cannot set attributes")?;
     Ok(())
 }
+
+/// Files whose first chunk tells the source where this restore's chunks are.
+const WRITERS_SAMPLE: usize = 64;
 
 /// Bytes gathered before one write.
 const WRITE_BUFFER: usize = 1 << 20;

@@ -432,6 +432,40 @@ impl BuddyConn {
         Ok(())
     }
 
+    /// [`BuddyConn::get_chunks`] that goes on past a chunk the buddy does
+    /// not hold: `each(i, None)` for it (the session stays usable), and
+    /// any other refusal ends the call.
+    pub fn get_chunks_or_missing(
+        &mut self,
+        ids: &[ChunkId],
+        mut each: impl FnMut(usize, Option<&[u8]>) -> Result<()>,
+    ) -> Result<()> {
+        let mut sent = 0;
+        let mut got = 0;
+        while got < ids.len() {
+            while sent < ids.len() && self.session.gets_in_flight() < MAX_PIPELINED_GETS {
+                let n = self.session.get_chunk(ids[sent], &mut self.out)?;
+                self.send(n)?;
+                sent += 1;
+            }
+            let len = self.read_frame()?;
+            let event = self
+                .session
+                .handle(&self.payload[..len], &mut self.out)
+                .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+            match event {
+                ClientEvent::Chunk { sealed, .. } => each(got, Some(sealed))?,
+                ClientEvent::Refused { code: ErrorCode::NotFound, .. } => each(got, None)?,
+                ClientEvent::Refused { code, message } => {
+                    return Err(BuddyRefused { code, message: format!("chunk {}: {message}", ids[got]) }.into())
+                }
+                other => bail!("buddy {} sent {other:?} unasked", self.addr),
+            }
+            got += 1;
+        }
+        Ok(())
+    }
+
     /// Stages an object for `epoch`.
     pub fn put_object(&mut self, epoch: u64, name: [u8; 20], data: &[u8]) -> Result<()> {
         let n = self.session.put_object(epoch, name, data, &mut self.out)?;

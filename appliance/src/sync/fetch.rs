@@ -1,13 +1,14 @@
 //! Where a restore gets sealed chunks: the local store, a buddy, or the
 //! local store with a buddy behind it for what the box no longer has.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use pastiche_core::{ChunkId, Handle};
 
 use super::conn::BuddyConn;
+use super::pull::Puller;
 use super::{connect, BuddyEntry};
 use crate::repo::Repo;
 use crate::sealing::open_into;
@@ -34,6 +35,13 @@ pub trait ChunkSource: Sync {
             each(&plain[..n])?;
         }
         Ok(())
+    }
+
+    /// How many files a restore should write at once, given the `asked`
+    /// number and the first chunk of some of the files: sources whose
+    /// chunks come over the network want more, to keep their connections busy.
+    fn writers(&self, asked: usize, _sample: &[Handle]) -> usize {
+        asked
     }
 }
 
@@ -100,89 +108,12 @@ impl ChunkSource for FromBuddy<'_> {
     }
 }
 
-/// Chunks from several buddies at once: each request starts at the next
-/// buddy in turn, so parallel restore threads pull from all of them, and
-/// what one buddy lacks or cannot serve is taken from the others. A buddy
-/// that cannot be reached is not tried again.
-pub struct FromBuddies<'a> {
-    buddies: Vec<FromBuddy<'a>>,
-    unreachable: Vec<AtomicBool>,
-    turn: AtomicUsize,
-}
-
-impl<'a> FromBuddies<'a> {
-    /// A source over `entries` (pinned keys are checked at each connection).
-    pub fn new(repo: &'a Repo, entries: Vec<BuddyEntry>) -> FromBuddies<'a> {
-        let unreachable = entries.iter().map(|_| AtomicBool::new(false)).collect();
-        let buddies = entries.into_iter().map(|e| FromBuddy::new(repo, e)).collect();
-        FromBuddies { buddies, unreachable, turn: AtomicUsize::new(0) }
-    }
-
-    /// The buddies to try for one request, the next in turn first.
-    fn order(&self) -> impl Iterator<Item = usize> + '_ {
-        let n = self.buddies.len();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(move |k| (start + k) % n).filter(|&i| !self.unreachable[i].load(Ordering::Relaxed))
-    }
-
-    /// Notes a failure of buddy `i`; one that never answered is left out from now on.
-    fn failed(&self, i: usize, e: &anyhow::Error, errors: &mut Vec<String>) {
-        if !self.buddies[i].has_answered() {
-            self.unreachable[i].store(true, Ordering::Relaxed);
-        }
-        errors.push(format!("{}: {e:#}", self.buddies[i].entry.addr));
-    }
-
-    fn none_left(errors: Vec<String>) -> anyhow::Error {
-        if errors.is_empty() {
-            anyhow!("no buddy is reachable")
-        } else {
-            anyhow!("no buddy could serve it: {}", errors.join("; "))
-        }
-    }
-}
-
-impl ChunkSource for FromBuddies<'_> {
-    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
-        let mut errors = Vec::new();
-        for i in self.order() {
-            match self.buddies[i].fetch(id, out) {
-                Ok(()) => return Ok(()),
-                Err(e) => self.failed(i, &e, &mut errors),
-            }
-        }
-        Err(Self::none_left(errors).context(format!("chunk {id}")))
-    }
-
-    fn open_many(&self, handles: &[Handle], plain: &mut [u8], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let mut errors = Vec::new();
-        // Chunks handed on so far: a buddy that fails midway is relieved
-        // by the next from there. A failure of `each` (the writer) is final.
-        let mut done = 0;
-        let mut writer_failed = false;
-        for i in self.order() {
-            let start = done;
-            let result = self.buddies[i].open_many(&handles[start..], plain, &mut |p: &[u8]| {
-                each(p).inspect_err(|_| writer_failed = true)?;
-                done += 1;
-                Ok(())
-            });
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if writer_failed => return Err(e),
-                Err(e) => self.failed(i, &e, &mut errors),
-            }
-        }
-        Err(Self::none_left(errors))
-    }
-}
-
-/// The local store first; the box's buddies (all of them, in turn) for
-/// chunks the box does not have (after a disaster recovery: all of them)
-/// or that are damaged here.
+/// The local store first; the box's buddies, all at once
+/// ([`Puller`]), for chunks the box does not have (after a disaster
+/// recovery: all of them) or that are damaged here.
 pub struct LocalThenBuddy<'a> {
     local: Local<'a>,
-    buddy: std::sync::OnceLock<Option<FromBuddies<'a>>>,
+    buddy: std::sync::OnceLock<Option<Puller>>,
 }
 
 impl<'a> LocalThenBuddy<'a> {
@@ -191,12 +122,12 @@ impl<'a> LocalThenBuddy<'a> {
         LocalThenBuddy { local: Local(repo), buddy: std::sync::OnceLock::new() }
     }
 
-    fn buddy(&self) -> Option<&FromBuddies<'a>> {
+    fn buddy(&self) -> Option<&Puller> {
         self.buddy
             .get_or_init(|| {
                 let repo = self.local.0;
                 let buddies = super::load_buddies(&repo.dir).ok()?;
-                (!buddies.is_empty()).then(|| FromBuddies::new(repo, buddies))
+                (!buddies.is_empty()).then(|| Puller::new(&repo.identity, repo.node, &buddies))
             })
             .as_ref()
     }
@@ -221,6 +152,16 @@ impl ChunkSource for LocalThenBuddy<'_> {
                 Some(b) => b.open(handle, sealed, plain).map_err(|be| be.context(format!("locally: {e:#}"))),
                 None => Err(e),
             },
+        }
+    }
+
+    /// More writers when the store lacks chunks of this restore.
+    fn writers(&self, asked: usize, sample: &[Handle]) -> usize {
+        let ids: Vec<ChunkId> = sample.iter().map(|h| h.chunk_id()).collect();
+        let lacks = self.local.0.store.contains_many(&ids).map_or(true, |here| here.contains(&false));
+        match lacks.then(|| self.buddy()).flatten() {
+            Some(b) => b.writers(asked, sample),
+            None => asked,
         }
     }
 

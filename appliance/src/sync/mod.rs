@@ -12,6 +12,8 @@
 pub mod conn;
 pub mod fetch;
 pub mod floor;
+pub mod pull;
+pub mod relay;
 pub mod split;
 pub mod state;
 
@@ -176,6 +178,7 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
         let mut quota_refusals = 0;
         let mut unflushed: Vec<ChunkId> = Vec::new();
         let mut unflushed_bytes = 0u64;
+        let relay = relay::Relay::new(repo, entry);
         for batch in to_offer.chunks(OFFER_BATCH) {
             let lacks = conn.offer(batch)?;
             let needed: Vec<ChunkId> = batch.iter().zip(&lacks).filter(|(_, &l)| l).map(|(id, _)| *id).collect();
@@ -184,13 +187,29 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
             let sent = std::thread::scope(|scope| -> Result<u64> {
                 let (tx, rx) = crossbeam_channel::bounded::<Result<(ChunkId, Vec<u8>)>>(256);
                 let needed = &needed;
+                let relay = &relay;
                 scope.spawn(move || {
-                    for id in needed {
+                    // What this box lacks (it was recovered) comes from the other buddies.
+                    let here = match repo.store.contains_many(needed) {
+                        Ok(here) => here,
+                        Err(e) => return drop(tx.send(Err(e.into()))),
+                    };
+                    for (id, _) in needed.iter().zip(&here).filter(|(_, &here)| here) {
                         let mut sealed = Vec::new();
                         let r = repo.store.get_into(id, &mut sealed).map(|()| (*id, sealed));
                         let failed = r.is_err();
                         if tx.send(r.with_context(|| format!("reading chunk {id} to ship"))).is_err() || failed {
-                            break;
+                            return;
+                        }
+                    }
+                    let absent: Vec<ChunkId> =
+                        needed.iter().zip(&here).filter(|(_, &here)| !here).map(|(id, _)| *id).collect();
+                    if !absent.is_empty() {
+                        let pulled = relay.pull(&absent, |id, sealed| {
+                            tx.send(Ok((id, sealed))).map_err(|_| anyhow!("the shipping stopped"))
+                        });
+                        if let Err(e) = pulled {
+                            let _ = tx.send(Err(e));
                         }
                     }
                 });

@@ -1,0 +1,456 @@
+//! Pulling chunks from several buddies at once.
+//!
+//! A [`Puller`] keeps a few connections to every buddy, each driven by a
+//! worker thread that takes the next batch of wanted chunks from one shared
+//! queue and fetches it pipelined
+//! ([`BuddyConn::get_chunks_or_missing`]). A connection takes more work as
+//! soon as it is done, so the fastest buddy serves the most chunks, and the
+//! requests of every caller (every file a restore writes) share the
+//! batches, so small files do not cost a round trip each. A chunk that a
+//! buddy does not hold, or serves damaged (its tag or handle does not
+//! check), goes back to the queue for the buddies that have not tried it;
+//! the chunks of a buddy that dies midway are taken up by the others.
+//! Callers ask for runs of handles and get each chunk, checked and opened,
+//! in order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Result};
+use pastiche_core::{ChunkId, Handle, Identity, NodeId, PublicKey, MAX_CHUNK};
+
+use super::conn::BuddyConn;
+use super::fetch::ChunkSource;
+use super::{pinned_key, BuddyEntry};
+use crate::sealing::open_into;
+
+/// Connections (and worker threads) per buddy.
+pub const CONNECTIONS_PER_BUDDY: usize = 2;
+/// Chunks one connection takes from the queue at a time.
+const BATCH: usize = 64;
+/// Chunks one caller has asked for ahead of what it consumed (bounds memory).
+const WINDOW: usize = 64;
+/// Failed connections in a row after which a worker gives up its buddy.
+const MAX_FAILURES: u32 = 2;
+/// At most this many buddies (their tries are a bit mask).
+const MAX_BUDDIES: usize = 64;
+
+/// A chunk pulled from a buddy, checked.
+pub struct Pulled {
+    /// The sealed chunk as the buddy served it.
+    pub sealed: Vec<u8>,
+    /// Its plaintext (empty when it was pulled without a handle).
+    pub plain: Vec<u8>,
+    /// The buddy that served it (index in the puller's list).
+    pub from: usize,
+}
+
+/// One wanted chunk.
+struct Job {
+    id: ChunkId,
+    /// Checked against when given; without it the sealed bytes are taken as served.
+    handle: Option<Handle>,
+    /// Bit `b`: buddy `b` tried and could not serve it.
+    tried: u64,
+    errors: Vec<String>,
+}
+
+/// A job a worker took: (job id, (chunkId, handle)).
+type Taken = (u64, (ChunkId, Option<Handle>));
+
+enum Outcome {
+    Done(Pulled),
+    Failed(String),
+}
+
+struct State {
+    queue: VecDeque<u64>,
+    jobs: HashMap<u64, Job>,
+    outcomes: HashMap<u64, Outcome>,
+    next_id: u64,
+    /// Live workers per buddy: a buddy with none is gone.
+    workers_left: Vec<usize>,
+    /// Chunks served per buddy.
+    served: Vec<u64>,
+    closing: bool,
+}
+
+impl State {
+    /// Whether some live buddy has not tried `job`.
+    fn can_serve(&self, job: &Job) -> bool {
+        self.workers_left.iter().enumerate().any(|(b, &left)| left > 0 && job.tried & (1 << b) == 0)
+    }
+
+    /// Fails `id` (its errors say why) if no live buddy is left to try it.
+    fn fail_if_stranded(&mut self, id: u64) -> bool {
+        let stranded = self.jobs.get(&id).is_some_and(|j| !self.can_serve(j));
+        if stranded {
+            let job = self.jobs.remove(&id).expect("checked");
+            let why = if job.errors.is_empty() { "no buddy is reachable".to_string() } else { job.errors.join("; ") };
+            self.outcomes.insert(id, Outcome::Failed(format!("chunk {}: no buddy could serve it: {why}", job.id)));
+        }
+        stranded
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Workers wait here for jobs.
+    work: Condvar,
+    /// Callers wait here for outcomes.
+    done: Condvar,
+    addrs: Vec<String>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Chunks from several buddies at once (see the module's documentation).
+pub struct Puller {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Puller {
+    /// Starts [`CONNECTIONS_PER_BUDDY`] workers per buddy of `entries`
+    /// (at most 64), connecting as `identity` when there is work; pinned
+    /// keys are checked at every connection.
+    pub fn new(identity: &Identity, node: NodeId, entries: &[BuddyEntry]) -> Puller {
+        let entries = &entries[..entries.len().min(MAX_BUDDIES)];
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                jobs: HashMap::new(),
+                outcomes: HashMap::new(),
+                next_id: 0,
+                workers_left: vec![CONNECTIONS_PER_BUDDY; entries.len()],
+                served: vec![0; entries.len()],
+                closing: false,
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            addrs: entries.iter().map(|e| e.addr.clone()).collect(),
+        });
+        let mut workers = Vec::new();
+        for (b, entry) in entries.iter().enumerate() {
+            for _ in 0..CONNECTIONS_PER_BUDDY {
+                let worker = Worker {
+                    shared: shared.clone(),
+                    buddy: b,
+                    addr: entry.addr.clone(),
+                    pinned: pinned_key(entry),
+                    identity: identity.clone(),
+                    node,
+                };
+                workers.push(std::thread::spawn(move || worker.run()));
+            }
+        }
+        Puller { shared, workers }
+    }
+
+    /// The buddies' addresses with the chunks each served so far.
+    pub fn served(&self) -> Vec<(String, u64)> {
+        let state = self.shared.lock();
+        self.shared.addrs.iter().cloned().zip(state.served.iter().copied()).collect()
+    }
+
+    /// Pulls the chunks of `handles` (checked against them, opened) and
+    /// hands each to `each` in order.
+    pub fn pull(&self, handles: &[Handle], each: impl FnMut(usize, Pulled) -> Result<()>) -> Result<()> {
+        let wanted: Vec<(ChunkId, Option<Handle>)> = handles.iter().map(|h| (h.chunk_id(), Some(*h))).collect();
+        self.pull_jobs(&wanted, each)
+    }
+
+    /// Pulls sealed chunks by id alone (nothing to check them against).
+    pub fn pull_sealed(&self, ids: &[ChunkId], each: impl FnMut(usize, Pulled) -> Result<()>) -> Result<()> {
+        let wanted: Vec<(ChunkId, Option<Handle>)> = ids.iter().map(|id| (*id, None)).collect();
+        self.pull_jobs(&wanted, each)
+    }
+
+    fn pull_jobs(
+        &self,
+        wanted: &[(ChunkId, Option<Handle>)],
+        mut each: impl FnMut(usize, Pulled) -> Result<()>,
+    ) -> Result<()> {
+        let mut ids: VecDeque<u64> = VecDeque::new();
+        let mut submitted = 0;
+        let mut consumed = 0;
+        let result = (|| -> Result<()> {
+            while consumed < wanted.len() {
+                if submitted < wanted.len() && submitted - consumed < WINDOW {
+                    let end = wanted.len().min(consumed + WINDOW);
+                    ids.extend(self.submit(&wanted[submitted..end]));
+                    submitted = end;
+                }
+                let id = *ids.front().expect("submitted ahead");
+                let pulled = self.wait(id)?;
+                ids.pop_front();
+                each(consumed, pulled)?;
+                consumed += 1;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.cancel(&ids);
+        }
+        result
+    }
+
+    /// Queues `wanted`; returns their job ids.
+    fn submit(&self, wanted: &[(ChunkId, Option<Handle>)]) -> Vec<u64> {
+        let mut state = self.shared.lock();
+        let mut ids = Vec::with_capacity(wanted.len());
+        for &(id, handle) in wanted {
+            let job_id = state.next_id;
+            state.next_id += 1;
+            state.jobs.insert(job_id, Job { id, handle, tried: 0, errors: Vec::new() });
+            if !state.fail_if_stranded(job_id) {
+                state.queue.push_back(job_id);
+            }
+            ids.push(job_id);
+        }
+        drop(state);
+        self.shared.work.notify_all();
+        ids
+    }
+
+    /// Waits for the outcome of job `id`.
+    fn wait(&self, id: u64) -> Result<Pulled> {
+        let mut state = self.shared.lock();
+        loop {
+            match state.outcomes.remove(&id) {
+                Some(Outcome::Done(p)) => return Ok(p),
+                Some(Outcome::Failed(why)) => return Err(anyhow!(why)),
+                None => state = self.shared.done.wait(state).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    /// Forgets jobs no longer wanted (a worker holding one drops its answer).
+    fn cancel(&self, ids: &VecDeque<u64>) {
+        let mut state = self.shared.lock();
+        for id in ids {
+            state.jobs.remove(id);
+            state.outcomes.remove(id);
+        }
+        let State { queue, jobs, .. } = &mut *state;
+        queue.retain(|id| jobs.contains_key(id));
+    }
+}
+
+impl Drop for Puller {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.work.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl ChunkSource for Puller {
+    fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
+        self.pull_sealed(std::slice::from_ref(id), |_, p| {
+            *out = p.sealed;
+            Ok(())
+        })
+    }
+
+    fn open(&self, handle: &Handle, sealed: &mut Vec<u8>, plain: &mut [u8]) -> Result<usize> {
+        let mut n = 0;
+        self.pull(std::slice::from_ref(handle), |_, p| {
+            plain[..p.plain.len()].copy_from_slice(&p.plain);
+            n = p.plain.len();
+            *sealed = p.sealed;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    fn open_many(
+        &self,
+        handles: &[Handle],
+        _plain: &mut [u8],
+        each: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.pull(handles, |_, p| each(&p.plain))
+    }
+
+    fn writers(&self, asked: usize, _sample: &[Handle]) -> usize {
+        asked.max(PULL_WRITERS)
+    }
+}
+
+/// Files written at once when chunks come from buddies: enough callers
+/// that the connections' batches stay full of small files.
+pub const PULL_WRITERS: usize = 16;
+
+/// One connection to one buddy.
+struct Worker {
+    shared: Arc<Shared>,
+    buddy: usize,
+    addr: String,
+    pinned: Option<PublicKey>,
+    identity: Identity,
+    node: NodeId,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut conn: Option<BuddyConn> = None;
+        let mut failures = 0;
+        while let Some(batch) = self.take() {
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match BuddyConn::connect_pinned(&self.addr, &self.identity, self.node, self.pinned, None) {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        failures += 1;
+                        self.put_back(&batch, 0);
+                        if failures >= MAX_FAILURES {
+                            return self.give_up(&e);
+                        }
+                        continue;
+                    }
+                },
+            };
+            let ids: Vec<ChunkId> = batch.iter().map(|(_, j)| j.0).collect();
+            let mut answered = 0;
+            let result = c.get_chunks_or_missing(&ids, |i, sealed| {
+                answered = i + 1;
+                self.answer(batch[i].0, batch[i].1, sealed);
+                Ok(())
+            });
+            match result {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    conn = None;
+                    failures += 1;
+                    self.put_back(&batch, answered);
+                    if failures >= MAX_FAILURES {
+                        return self.give_up(&e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next batch of jobs this buddy has not tried; `None` when closing.
+    fn take(&self) -> Option<Vec<Taken>> {
+        let mut state = self.shared.lock();
+        loop {
+            if state.closing {
+                return None;
+            }
+            let mut batch = Vec::new();
+            let mut kept = VecDeque::new();
+            while let Some(id) = state.queue.pop_front() {
+                match state.jobs.get(&id) {
+                    Some(j) if batch.len() < BATCH && j.tried & (1 << self.buddy) == 0 => {
+                        batch.push((id, (j.id, j.handle)))
+                    }
+                    Some(_) => kept.push_back(id),
+                    None => {}
+                }
+                if batch.len() == BATCH {
+                    break;
+                }
+            }
+            kept.append(&mut state.queue);
+            state.queue = kept;
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            state = self.shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Checks and records one answer: a miss or a damaged chunk goes back
+    /// to the queue for the other buddies.
+    fn answer(&self, job_id: u64, (id, handle): (ChunkId, Option<Handle>), sealed: Option<&[u8]>) {
+        // Err((why, whether the buddy served it damaged)).
+        let checked = match (sealed, handle) {
+            (None, _) => Err((format!("{}: does not hold it", self.addr), false)),
+            (Some(s), None) => Ok(Pulled { sealed: s.to_vec(), plain: Vec::new(), from: self.buddy }),
+            (Some(s), Some(h)) => {
+                let mut plain = vec![0u8; MAX_CHUNK];
+                match open_into(s, &h, &mut plain) {
+                    Ok(n) => {
+                        plain.truncate(n);
+                        plain.shrink_to_fit();
+                        Ok(Pulled { sealed: s.to_vec(), plain, from: self.buddy })
+                    }
+                    Err(e) => Err((format!("{}: served it damaged ({e})", self.addr), true)),
+                }
+            }
+        };
+        let mut state = self.shared.lock();
+        match checked {
+            Ok(pulled) => {
+                if state.jobs.remove(&job_id).is_some() {
+                    state.served[self.buddy] += 1;
+                    state.outcomes.insert(job_id, Outcome::Done(pulled));
+                    drop(state);
+                    self.shared.done.notify_all();
+                }
+            }
+            Err((why, damaged)) => {
+                let Some(job) = state.jobs.get_mut(&job_id) else { return };
+                if damaged {
+                    eprintln!("pastiche: chunk {id}: buddy {why}; taking it from another buddy");
+                }
+                job.tried |= 1 << self.buddy;
+                job.errors.push(why);
+                if state.fail_if_stranded(job_id) {
+                    drop(state);
+                    self.shared.done.notify_all();
+                } else {
+                    state.queue.push_front(job_id);
+                    drop(state);
+                    self.shared.work.notify_all();
+                }
+            }
+        }
+    }
+
+    /// Returns the unanswered jobs of a batch to the queue, untried.
+    fn put_back(&self, batch: &[Taken], answered: usize) {
+        let mut state = self.shared.lock();
+        for (id, _) in batch[answered..].iter().rev() {
+            if state.jobs.contains_key(id) {
+                state.queue.push_front(*id);
+            }
+        }
+        drop(state);
+        self.shared.work.notify_all();
+    }
+
+    /// This connection is gone; the last one of a buddy fails the jobs no
+    /// other buddy can serve.
+    fn give_up(&self, e: &anyhow::Error) {
+        eprintln!("pastiche: buddy {} stopped answering ({e:#}); its chunks are taken from the others", self.addr);
+        let mut state = self.shared.lock();
+        state.workers_left[self.buddy] -= 1;
+        if state.workers_left[self.buddy] == 0 {
+            let gone = format!("{}: unreachable ({e:#})", self.addr);
+            let queued: Vec<u64> = state.queue.iter().copied().collect();
+            for id in queued {
+                if let Some(j) = state.jobs.get_mut(&id) {
+                    if j.tried & (1 << self.buddy) == 0 {
+                        j.errors.push(gone.clone());
+                    }
+                }
+                state.fail_if_stranded(id);
+            }
+            let State { queue, jobs, .. } = &mut *state;
+            queue.retain(|id| jobs.contains_key(id));
+        }
+        drop(state);
+        self.shared.done.notify_all();
+        self.shared.work.notify_all();
+    }
+}

@@ -1,0 +1,136 @@
+//! Restore from several buddies at once, with one of them killed halfway.
+//!
+//! Box A backs up to B and C (real `pastiche serve` processes on loopback),
+//! is wiped and recovered from its passphrase and name. Its restore then
+//! pulls every chunk from both buddies at once; B is reached through a
+//! proxy that cuts every connection once B has sent a quarter of the data
+//! and refuses new ones (B dies mid-restore, as far as A can tell). The
+//! restore completes from C, exactly: content, modes, mtimes, symlinks and
+//! hard links.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::buddy::*;
+use common::*;
+use rand::{Rng, SeedableRng};
+
+/// A TCP proxy to a buddy that dies once the buddy has sent `cut_after`
+/// bytes: every connection is cut and new ones are refused.
+struct DyingProxy {
+    addr: String,
+    cut: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+}
+
+impl DyingProxy {
+    fn start(target: String, cut_after: u64) -> DyingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (c, s) = (cut.clone(), sent.clone());
+        std::thread::spawn(move || {
+            // The listener is dropped (new connections refused) once cut.
+            while !c.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let buddy = TcpStream::connect(&target).unwrap();
+                open.lock().unwrap().extend([client.try_clone().unwrap(), buddy.try_clone().unwrap()]);
+                let (mut from_client, mut to_buddy) = (client.try_clone().unwrap(), buddy.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_buddy);
+                    let _ = to_buddy.shutdown(Shutdown::Write);
+                });
+                let (mut from_buddy, mut to_client) = (buddy, client);
+                let (c, s, open) = (c.clone(), s.clone(), open.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from_buddy.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if c.load(Ordering::SeqCst) || to_client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        if s.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= cut_after {
+                            c.store(true, Ordering::SeqCst);
+                            for stream in open.lock().unwrap().iter() {
+                                let _ = stream.shutdown(Shutdown::Both);
+                            }
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        DyingProxy { addr, cut, sent }
+    }
+}
+
+/// Files of many sizes, with modes, a symlink, a hard link and distinct mtimes.
+fn source_tree(root: &Path) -> u64 {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let mut total = 0;
+    for i in 0..40 {
+        let len = if i % 4 == 0 { rng.gen_range(200_000..500_000) } else { rng.gen_range(100..40_000) };
+        write_random(&root.join(format!("d{}/f{i}.bin", i % 5)), len, &mut rng);
+        total += len as u64;
+    }
+    chmod(&root.join("d1/f1.bin"), 0o640);
+    chmod(&root.join("d2/f2.bin"), 0o755);
+    std::os::unix::fs::symlink("../d0/f0.bin", root.join("d3/link-to-f0")).unwrap();
+    std::fs::hard_link(root.join("d4/f4.bin"), root.join("d4/f4-hardlink.bin")).unwrap();
+    stamp_distinct_mtimes(root, 1_600_000_000);
+    total
+}
+
+#[test]
+fn a_restore_with_one_buddy_killed_halfway_completes_from_the_other_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let total = source_tree(&home);
+    let expected = manifest(&home);
+    let a = TestBox::init(tmp.path().join("A"));
+    let (b, c) = (TestBox::init(tmp.path().join("B")), TestBox::init(tmp.path().join("C")));
+    let (sb, sc) = (Server::start(&b), Server::start(&c));
+    pair(&a, &b, &sb.addr);
+    pair(&a, &c, &sc.addr);
+    let r = a.run(["backup", home.to_str().unwrap()]).ok();
+    assert_eq!(r.stdout.matches("synced to").count(), 2, "{}", r.describe());
+
+    // A is lost, then recovered from its passphrase and name through B.
+    std::fs::remove_dir_all(&a.data).unwrap();
+    let name = TestBox::name_for(&a.data);
+    a.run(["recover", "--name", &name, "--via", &sb.addr]).ok();
+
+    // B is reached through a proxy that dies a quarter of the way through.
+    let proxy = DyingProxy::start(sb.addr.clone(), total / 4);
+    let list = a.data.join("buddies.json");
+    let text = std::fs::read_to_string(&list).unwrap();
+    assert!(text.contains(&sb.addr) && text.contains(&sc.addr), "{text}");
+    std::fs::write(&list, text.replace(&sb.addr, &proxy.addr)).unwrap();
+
+    let target = tmp.path().join("restored");
+    let r = a.restore("latest", &target);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(proxy.cut.load(Ordering::SeqCst), "B was cut halfway ({} bytes sent)", proxy.sent.load(Ordering::SeqCst));
+    assert!(r.stderr.contains("stopped answering"), "{}", r.describe());
+    assert_tree_matches(&expected, &restored_path(&target, &home), "restore with B killed halfway");
+}

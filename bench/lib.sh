@@ -1,0 +1,49 @@
+# Helpers shared by the buddy benchmarks (sourced, not run): timing, the
+# binary, buddies served on loopback, and checking a restored tree.
+#
+# Before sourcing: `here` (the repository) and `work` (a scratch directory).
+
+# The binary: $PASTICHE when set, else a release build of this tree.
+bench_pastiche() {
+    if [ -z "${PASTICHE:-}" ]; then
+        (cd "$here" && cargo build --release -q -p pastiche-appliance --bin pastiche)
+        PASTICHE="$here/target/release/pastiche"
+    fi
+    pastiche="$PASTICHE"
+}
+
+# Reads every file of a tree once, so the first run does not pay for the disk.
+warm() { find "$1" -type f -exec cat {} + > /dev/null 2>&1 || true; }
+
+# Seconds a command takes (stdout dropped; its stderr shown if it fails).
+secs() { sync; /usr/bin/time -f "%e" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }; cat "$work/t"; }
+
+# The smallest of its arguments.
+min() { printf '%s\n' "$@" | sort -g | head -1; }
+
+# A free-looking loopback port base.
+random_port() { echo $((20000 + RANDOM % 20000)); }
+
+# Servers started by `serve_buddy`, killed on exit.
+bench_pids=()
+trap 'kill "${bench_pids[@]}" 2>/dev/null || true' EXIT
+
+# serve_buddy DATA PORT: `pastiche serve` for the box in DATA on loopback;
+# its pid is in $served.
+serve_buddy() {
+    "$pastiche" --data "$1" serve --listen "127.0.0.1:$2" --http off >/dev/null 2>>"$work/serve.log" &
+    served=$!
+    bench_pids+=("$served")
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0; sleep 0.1; done
+    echo "pastiche serve on port $2 did not start"; cat "$work/serve.log"; exit 1
+}
+
+# pair_buddy BOX BUDDY PORT: BUDDY invites, BOX adds it with the code.
+pair_buddy() {
+    local code
+    code=$("$pastiche" --data "$2" buddy invite | tail -n 1)
+    "$pastiche" --data "$1" --quiet buddy add "127.0.0.1:$3" --code "$code" >/dev/null
+}
+
+# same_tree SOURCE RESTORED_ROOT WHAT: the restore recreated SOURCE under RESTORED_ROOT.
+same_tree() { diff -r --no-dereference "$1" "$2$1" >/dev/null || { echo "$3 differs"; exit 1; }; }
