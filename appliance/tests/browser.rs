@@ -2,8 +2,9 @@
 //! playwright-core (`appliance/tests/browser/status_page.mjs`), against a
 //! real daemon with real snapshots and a real buddy (another `pastiche
 //! daemon` on loopback). It checks the page without JavaScript, clicks
-//! "Back up now", sees the progress and the new snapshot, stops the buddy
-//! and sees the alert. Screenshots go to `target/tmp/status-page/`.
+//! "Back up now", sees the progress and the new snapshot, accepts a pairing
+//! request (a real datagram on the daemon's overlay socket) with its button,
+//! stops the buddy and sees the alert. Screenshots go to `target/tmp/status-page/`.
 //!
 //! Needs `/usr/bin/chromium`, `node` and `npm ci` in `appliance/tests/browser`
 //! (`.ci/run` installs them); without them the test fails, it does not skip.
@@ -58,7 +59,9 @@ fn the_status_page_in_chromium() {
     write_random(&src.join("another"), 300_000, &mut rng);
     a.backup(&src);
     common::buddy::pair(&a, &b, &buddy_addr);
-    write_config(&a, &config_for(&src));
+    // The overlay on loopback, no beacon: a pairing request is sent to it below.
+    let overlay_addr = free_addr();
+    write_config(&a, &format!("{}[overlay]\nlisten = \"{overlay_addr}\"\nbeacon_to = []\n", config_for(&src)));
     let _daemon = Daemon::start(&a, "a", &["--listen", &free_addr(), "--http", "127.0.0.1:0"]);
     let url = page_url(&a);
     wait_for(60, "the buddy current and A healthy", || {
@@ -76,6 +79,11 @@ fn the_status_page_in_chromium() {
     let before = ids(&a);
     assert_eq!(before.len(), 2);
 
+    let request_id = send_pairing_request(&overlay_addr);
+    wait_for(30, "the pairing request on the page", || {
+        get(&format!("{url}/api/overview"), &[]).body.contains(&request_id)
+    });
+
     let out = Command::new("node")
         .arg(script_dir.join("status_page.mjs"))
         .env("PAGE_URL", &url)
@@ -83,6 +91,7 @@ fn the_status_page_in_chromium() {
         .env("BUDDY_ADDR", &buddy_addr)
         .env("BUDDY_PID", buddy.pid().to_string())
         .env("SCREENSHOT_DIR", &shots)
+        .env("PAIRING_ID", &request_id)
         .output()
         .expect("run node");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -110,5 +119,39 @@ fn the_status_page_in_chromium() {
         let png = std::fs::read(shots.join(shot)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{shot} is not a screenshot");
     }
+    // The button filed the invitation, and the daemon answered the request.
+    assert_eq!(seen["pairing_accepted"], request_id.as_str());
+    let mut confirm = String::new();
+    wait_for(30, "the request accepted", || {
+        let lines = a.run(["--json", "buddy", "requests"]).ok().json_lines();
+        let accepted = lines.iter().find(|r| r["id"] == request_id.as_str() && r["status"] == "accepted");
+        confirm = accepted.map(|r| r["confirm"].as_str().unwrap().to_string()).unwrap_or_default();
+        accepted.is_some()
+    });
+    let shown = seen["pairing_text"].as_str().unwrap();
+    assert!(shown.contains(&confirm) && shown.contains("office-nas"), "the page showed {shown:?}, not {confirm}");
     drop(buddy);
+}
+
+/// Sends a pairing request from a made-up box to the overlay socket at
+/// `addr`; returns its ID (as `buddy accept` takes it).
+fn send_pairing_request(addr: &str) -> String {
+    use pastiche_core::wire::pairing::{code_digest, PairRequest, PairingMessage};
+    use pastiche_core::wire::Fixed;
+    let client_key = [7u8; 32];
+    let digest = code_digest("0123456789");
+    let req = PairRequest {
+        token: 1,
+        client_key: Fixed(client_key),
+        buddy_key: Fixed([0; 32]),
+        code_digest: Fixed(digest),
+        tcp_port: 7467,
+        name: "office-nas",
+        proof: None,
+    };
+    let mut buf = [0u8; 512];
+    let n = PairingMessage::Request(req).encode(&mut buf).unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.send_to(&buf[..n], addr).unwrap();
+    hex::encode(&digest[..4])
 }

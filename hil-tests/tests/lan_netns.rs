@@ -7,14 +7,19 @@
 //! - Five members share `pairing = "auto"` and a `pairing_secret`; three of
 //!   them hold the same data (group X), two hold other data (group Y).
 //! - A stranger holds group X's data (so it is an attractive buddy) but has
-//!   no secret: it must never be admitted, and its own requests must wait
-//!   for an owner.
+//!   no secret: it must never be admitted on its own, and its own requests
+//!   must wait for an owner.
 //!
-//! Checked: every member pairs with two members, group X picks within
-//! group X (coverage), ships them its snapshot; the stranger is nowhere;
-//! a flood of forged beacons, overlay messages and pairing requests
-//! disturbs nothing; a killed buddy is replaced by a new one that gets a
-//! full copy, from which the box restores exactly.
+//! Checked: the stranger's request shows on a member with the same
+//! confirmation code as on the stranger, and `pastiche buddy accept ID`
+//! there pairs them (that member only); every member pairs with two
+//! members on its own, group X picks within group X (coverage), ships them
+//! its snapshot; no member takes the stranger; `buddy list` tells how each
+//! buddy was found, its coverage and round-trip time; a flood of forged
+//! beacons, overlay messages and pairing requests disturbs nothing; a
+//! killed buddy is replaced (`replace_after`) by a new one that gets a full
+//! copy, from which the box restores exactly, and once the old one is back
+//! it is told to drop the box's data and does.
 //!
 //! Emulated: nothing but the wire (veth pairs and a bridge instead of
 //! cables and a switch). Real: the `pastiche` daemon binary, UDP broadcast,
@@ -31,6 +36,8 @@ use hil_tests::{assert_same_tree, build_pastiche, make_tree};
 
 const SECRET: &str = "lan-test-office-secret";
 const MEMBERS: usize = 5;
+/// A buddy silent this long is replaced (the default is 14 days).
+const REPLACE_AFTER: &str = "30s";
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
@@ -121,7 +128,13 @@ struct Box {
 }
 
 fn pastiche(lan: &Lan, i: usize, bin: &Path, data: &Path) -> Command {
-    let mut c = lan.exec(i, bin);
+    pastiche_in(&lan.ns(i), bin, data)
+}
+
+/// `pastiche` run in network namespace `ns`.
+fn pastiche_in(ns: &str, bin: &Path, data: &Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(bin);
     c.env("PASTICHE_PASSWORD", "x").env("PASTICHE_KDF_MIB", "8").env("PASTICHE_LOG", "info").arg("--data").arg(data);
     c.args(["--threads", "2", "--quiet"]);
     c
@@ -212,9 +225,11 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
         fs::write(tree.join(format!("own-{i}.txt")), format!("box {i}\n").repeat(1000)).unwrap();
         run_ok(pastiche(&lan, i, &bin, &data).args(["init", "--name", &format!("box{i}.lan.example")]));
         let overlay = if i == stranger {
-            "[overlay]\nbuddies = 2\n".to_string()
+            format!("[overlay]\nbuddies = 2\nreplace_after = \"{REPLACE_AFTER}\"\n")
         } else {
-            format!("[overlay]\nbuddies = 2\npairing = \"auto\"\npairing_secret = \"{SECRET}\"\n")
+            format!(
+                "[overlay]\nbuddies = 2\nreplace_after = \"{REPLACE_AFTER}\"\npairing = \"auto\"\npairing_secret = \"{SECRET}\"\n"
+            )
         };
         let config = format!(
             "[backup]\npaths = [\"{}\"]\nschedule = \"every 10s\"\n[http]\nlisten = \"off\"\n{overlay}",
@@ -226,9 +241,9 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
         boxes.push(Box { data, tree });
     }
     let logs: Vec<PathBuf> = (0..=MEMBERS).map(|i| tmp.path().join(format!("daemon{i}.log"))).collect();
-    for i in 0..=MEMBERS {
-        let log = fs::File::create(&logs[i]).unwrap();
-        let child = pastiche(&lan, i, &bin, &boxes[i].data)
+    let start_daemon = |lan: &mut Lan, i: usize, boxes: &[Box]| {
+        let log = fs::OpenOptions::new().create(true).append(true).open(&logs[i]).unwrap();
+        let child = pastiche(lan, i, &bin, &boxes[i].data)
             .arg("daemon")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -236,6 +251,9 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
             .spawn()
             .unwrap();
         lan.daemons[i] = Some(child);
+    };
+    for i in 0..=MEMBERS {
+        start_daemon(&mut lan, i, &boxes);
     }
     let show = |logs: &[PathBuf], boxes: &[Box]| {
         let mut s = String::new();
@@ -251,6 +269,43 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
         s
     };
     let log = || show(&logs, &boxes);
+
+    // 0. The stranger asks members to pair: its request waits on a member,
+    // which shows the same confirmation code as the stranger; the member's
+    // owner accepts it by its ID.
+    let stranger_ip = Lan::addr(stranger);
+    let mut accepted_by = None;
+    let ns: Vec<String> = (0..=MEMBERS).map(|i| lan.ns(i)).collect();
+    wait_for(
+        "a member showing the stranger's request with the stranger's confirmation code",
+        Duration::from_secs(180),
+        &mut lan,
+        || {
+            let sent = run_ok(pastiche_in(&ns[stranger], &bin, &boxes[stranger].data).args(["buddy", "requests"]));
+            for i in 0..MEMBERS {
+                let received = run_ok(pastiche_in(&ns[i], &bin, &boxes[i].data).args(["buddy", "requests"]));
+                let Some(line) = received.lines().find(|l| {
+                    l.starts_with("received") && l.contains(&format!("{stranger_ip}:")) && l.contains("pending")
+                }) else {
+                    continue;
+                };
+                let their = confirmation(line);
+                let mine = sent.lines().find(|l| l.starts_with("sent") && l.contains(&format!("{}:", Lan::addr(i))));
+                let Some(mine) = mine.and_then(confirmation) else { continue };
+                assert_eq!(their.as_ref(), Some(&mine), "confirmation codes differ:\n{line}\n{sent}");
+                assert!(!line.contains("shared secret"), "the stranger proved no secret: {line}");
+                let id = line.split_whitespace().nth(1).unwrap().to_string();
+                let out = run_ok(pastiche_in(&ns[i], &bin, &boxes[i].data).args(["buddy", "accept", &id]));
+                assert!(out.contains(&mine), "buddy accept shows the confirmation code: {out}");
+                accepted_by = Some(i);
+                return true;
+            }
+            false
+        },
+        log,
+    );
+    let accepted_by = accepted_by.unwrap();
+    eprintln!("box {accepted_by} accepted the stranger's request");
 
     // 1. Every member pairs with two members and ships them its latest snapshot.
     let paired = |boxes: &[Box]| {
@@ -275,8 +330,18 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
             }
         }
     }
-    // The stranger is not admitted anywhere, and it admitted nobody on its own.
-    assert!(buddies(&boxes[stranger].data).is_empty(), "the stranger has buddies\n{}", log());
+    // The stranger paired with the member whose owner accepted it, and
+    // shipped to it; it admitted nobody on its own.
+    wait_for(
+        "the stranger paired with the member that accepted it",
+        Duration::from_secs(120),
+        &mut lan,
+        || buddies(&boxes[stranger].data).iter().any(|(a, snap)| ip_of(a) == Lan::addr(accepted_by) && snap.is_some()),
+        log,
+    );
+    for (a, _) in buddies(&boxes[stranger].data) {
+        assert_eq!(ip_of(&a), Lan::addr(accepted_by), "the stranger was admitted without its owner\n{}", log());
+    }
     let stranger_requests = fs::read_to_string(boxes[stranger].data.join("lan/requests.json")).unwrap_or_default();
     assert!(!stranger_requests.contains("\"accepted\""), "the stranger accepted on its own: {stranger_requests}");
     // Its requests wait for an owner on the members it asked, shown with a confirmation code.
@@ -288,7 +353,10 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
     });
     assert!(waiting, "no member shows the stranger's request as waiting\n{}", log());
     let listed = run_ok(pastiche(&lan, 0, &bin, &boxes[0].data).args(["buddy", "list"]));
-    assert!(listed.contains("found on the lan") && listed.contains("coverage"), "buddy list: {listed}");
+    for line in listed.lines().filter(|l| l.contains("key ")) {
+        assert!(line.contains("found on the lan, coverage "), "buddy list tells how and coverage: {line}");
+        assert!(line.contains(" ms"), "buddy list tells the round-trip time: {line}");
+    }
     let requests = run_ok(pastiche(&lan, 0, &bin, &boxes[0].data).args(["buddy", "requests"]));
     assert!(requests.contains("confirmation"), "buddy requests: {requests}");
 
@@ -313,11 +381,13 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
         let r = fs::read_to_string(b.data.join("lan/requests.json")).unwrap_or_default();
         assert!(r.matches("\"id\"").count() <= 32, "box {i} keeps more than 32 requests");
     }
-    // Forged requests are never accepted: every accepted request proved the secret.
+    // Forged requests are never accepted: every accepted request proved the
+    // secret, but the one the owner accepted by hand.
     for (i, b) in boxes.iter().enumerate().take(MEMBERS) {
         let r = fs::read_to_string(b.data.join("lan/requests.json")).unwrap_or_default();
         for obj in r.split('}') {
-            if obj.contains("\"status\": \"accepted\"") {
+            let by_owner = i == accepted_by && obj.contains(&format!("\"{stranger_ip}:"));
+            if obj.contains("\"status\": \"accepted\"") && !by_owner {
                 assert!(obj.contains("\"secret_ok\": true"), "box {i} accepted a request without the secret: {obj}");
             }
         }
@@ -356,4 +426,35 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
     );
     let tree = &boxes[victim_of].tree;
     assert_same_tree(tree, &target.join(tree.strip_prefix("/").unwrap()));
+
+    // 4. The old buddy comes back: it is told (a signed drop) to drop the
+    // box's data, and drops it.
+    let replacing = boxes[victim_of].data.join("lan/replacing.json");
+    let record = fs::read_to_string(&replacing).unwrap_or_default();
+    assert!(record.contains(&victim_addr) && record.contains("\"silent\""), "replacement record: {record}");
+    start_daemon(&mut lan, victim, &boxes);
+    eprintln!("restarted box {victim}");
+    wait_for(
+        "the old buddy told to drop the box's data",
+        Duration::from_secs(180),
+        &mut lan,
+        || {
+            let r = fs::read_to_string(&replacing).unwrap_or_default();
+            r.split('}').any(|o| o.contains(&victim_addr) && o.contains("\"stage\": \"dropped\""))
+        },
+        log,
+    );
+    let clients = run_ok(pastiche(&lan, victim, &bin, &boxes[victim].data).args(["clients", "list", "--json"]));
+    let line = clients
+        .lines()
+        .find(|l| l.contains(&format!("box{victim_of}.lan.example")))
+        .unwrap_or_else(|| panic!("box {victim_of} is not a client of box {victim}: {clients}"));
+    assert!(line.contains("\"used_bytes\":0"), "the old buddy still holds the box's data: {line}");
+}
+
+/// The confirmation code (`123 456`) in a line of `pastiche buddy requests`.
+fn confirmation(line: &str) -> Option<String> {
+    let at = line.find("confirmation ")? + "confirmation ".len();
+    let code = line.get(at..at + 7)?;
+    code.chars().all(|c| c.is_ascii_digit() || c == ' ').then(|| code.to_string())
 }

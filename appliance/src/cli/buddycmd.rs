@@ -92,13 +92,7 @@ pub fn remove(g: &Global, b: &SharedBox, addr: String, drop_data: bool) -> Resul
     let Some(pos) = buddies.iter().position(|e| e.addr == addr) else { bail!("{addr} is not a buddy") };
     let mut entry = buddies.remove(pos);
     if drop_data {
-        let mut conn = sync::connect(&repo, &mut entry)?;
-        // Above every epoch we ever signed there, whatever the buddy says.
-        let db = repo.meta.database();
-        let epoch = sync::floor::load(db, &conn.buddy_key)?.next_epoch(&conn.welcome)?;
-        sync::floor::record_signing(db, &conn.buddy_key, epoch)?;
-        conn.drop_all(epoch)?;
-        sync::floor::record_committed(db, &conn.buddy_key, epoch)?;
+        crate::overlay::retire::ask_to_drop(&repo, &mut entry)?;
         g.line(format!("asked {addr} to drop all our data"))?;
     }
     if let Some(key) = sync::pinned_key(&entry) {

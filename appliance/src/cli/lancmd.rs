@@ -3,16 +3,13 @@
 //! answer. They read and write files in `DATA/lan/` and `DATA/invites/`
 //! only, so they work while the daemon runs (it sends the answers).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::common::Global;
-use crate::buddy::admission::{self, unix_now, Invite};
 use crate::exit;
-use crate::overlay::files::{self, Decision, IncomingView, OutgoingView};
-
-/// How long an accepted request's invitation stays valid (seconds).
-const INVITE_TTL: u64 = 24 * 3600;
+use crate::overlay::files::{self, IncomingView, OutgoingView};
+use crate::overlay::owner;
 
 /// One line of `buddy requests --json`.
 #[derive(Serialize)]
@@ -64,40 +61,18 @@ pub fn requests(g: &Global) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn find(g: &Global, id: &str) -> Result<IncomingView> {
-    let id = id.trim().to_ascii_lowercase();
-    let all = files::incoming(&g.data)?;
-    let Some(r) = all.into_iter().find(|r| r.id == id) else {
-        bail!("no pairing request {id}: see `pastiche buddy requests`")
-    };
-    if r.status != "pending" {
-        bail!("request {id} is already {}", r.status);
-    }
-    Ok(r)
-}
-
 /// `pastiche buddy accept ID`: admits the asking box through the same
 /// admission as a `buddy invite` code (an invitation filed under the digest
 /// of the code it drew), and lets the daemon tell it.
 pub fn accept(g: &Global, id: &str) -> Result<u8> {
-    let r = find(g, id)?;
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(&r.digest, &mut digest).map_err(|_| anyhow::anyhow!("request {id} is damaged"))?;
-    let invite = Invite {
-        quota: None,
-        expires: unix_now() + INVITE_TTL,
-        name: format!("{} (LAN, key {})", r.name, &r.client_key[..16]),
-    };
-    admission::create_for_digest(&g.data, &digest, &invite)?;
-    files::decide(&g.data, &r.id, Decision::Accept)?;
+    let r = owner::accept(&g.data, id)?;
     g.line(format!("accepted {} ({}, confirmation {}): it pairs when it next asks", r.id, r.name, r.confirm))?;
     Ok(exit::OK)
 }
 
 /// `pastiche buddy refuse ID`.
 pub fn refuse(g: &Global, id: &str) -> Result<u8> {
-    let r = find(g, id)?;
-    files::decide(&g.data, &r.id, Decision::Refuse)?;
+    let r = owner::refuse(&g.data, id)?;
     g.line(format!("refused {} ({})", r.id, r.name))?;
     Ok(exit::OK)
 }

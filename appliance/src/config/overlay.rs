@@ -12,6 +12,10 @@ use pastiche_core::wire::beacon::BEACON_PORT;
 pub const DEFAULT_KEEP_BUDDIES: usize = 2;
 /// The shortest pairing secret accepted.
 pub const MIN_SECRET_LEN: usize = 8;
+/// A buddy silent this long is replaced unless configured otherwise (seconds).
+pub const DEFAULT_REPLACE_AFTER: u64 = 14 * 86_400;
+/// Failed audits in a row (with the buddy answering) that get it replaced.
+pub const DEFAULT_REPLACE_AFTER_FAILURES: u32 = 3;
 
 /// How the daemon answers a box asking to pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -46,6 +50,16 @@ pub struct OverlayConfig {
     /// The office's shared secret for automatic pairing (never shown).
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hidden")]
     pub pairing_secret: Option<String>,
+    /// A buddy neither seen on the LAN or the overlay nor audited for this
+    /// many seconds is replaced.
+    pub replace_after: u64,
+    /// A buddy failing this many audits in a row (answering, but without
+    /// the data) is replaced.
+    pub replace_after_failures: u32,
+    /// Buddies to take, in order, before asking discovered boxes, when one
+    /// is replaced: `HOST:PORT` (a box that admits this one already) or
+    /// `CODE@HOST:PORT` (with a code its owner made by `buddy invite`).
+    pub spares: Vec<String>,
 }
 
 fn hidden<S: Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -64,6 +78,9 @@ impl Default for OverlayConfig {
             discovery_seconds: 60,
             pairing: Pairing::Manual,
             pairing_secret: None,
+            replace_after: DEFAULT_REPLACE_AFTER,
+            replace_after_failures: DEFAULT_REPLACE_AFTER_FAILURES,
+            spares: Vec::new(),
         }
     }
 }
@@ -82,6 +99,10 @@ pub(super) struct RawOverlay {
     discovery_seconds: Option<Spanned<u64>>,
     pairing: Option<Spanned<String>>,
     pairing_secret: Option<Spanned<String>>,
+    replace_after: Option<Spanned<String>>,
+    replace_after_failures: Option<Spanned<u32>>,
+    #[serde(default)]
+    spares: Vec<Spanned<String>>,
 }
 
 type Fail<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> super::ConfigError;
@@ -102,12 +123,32 @@ impl RawOverlay {
         if let Some(list) = &self.beacon_to {
             c.beacon_to = list.iter().map(|b| addr(b, "beacon address")).collect::<Result<_, _>>()?;
         }
+        let host_port = |s: &str| s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         for s in self.seeds {
-            let ok = s.get_ref().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            if !ok {
+            if !host_port(s.get_ref()) {
                 return Err(fail(Some(s.span()), format!("seed {:?} is not HOST:PORT", s.get_ref())));
             }
             c.seeds.push(s.into_inner());
+        }
+        for s in self.spares {
+            let addr = s.get_ref().rsplit_once('@').map_or(s.get_ref().as_str(), |(_, a)| a);
+            if !host_port(addr) {
+                return Err(fail(
+                    Some(s.span()),
+                    format!("spare {:?} is not HOST:PORT or CODE@HOST:PORT", s.get_ref()),
+                ));
+            }
+            c.spares.push(s.into_inner());
+        }
+        if let Some(r) = &self.replace_after {
+            c.replace_after = crate::cli::clientscmd::parse_duration(r.get_ref())
+                .map_err(|e| fail(Some(r.span()), format!("replace_after: {e}")))?;
+        }
+        if let Some(n) = self.replace_after_failures {
+            if *n.get_ref() == 0 {
+                return Err(fail(Some(n.span()), "replace_after_failures must be at least 1".into()));
+            }
+            c.replace_after_failures = n.into_inner();
         }
         if let Some(k) = self.buddies {
             if *k.get_ref() > pastiche_core::discovery::MAX_BUDDIES {
@@ -184,5 +225,13 @@ mod tests {
         assert!(parse("[overlay]\nmin_coverage = 1.5\n").is_err());
         assert!(parse("[overlay]\nbuddies = 99\n").is_err());
         assert!(parse("[overlay]\nbogus = 1\n").is_err());
+        let c = parse("[overlay]\nreplace_after = \"30s\"\nreplace_after_failures = 2\nspares = [\"10.0.0.9:7467\", \"ABCD@nas:7467\"]\n")
+            .unwrap()
+            .overlay;
+        assert_eq!((c.replace_after, c.replace_after_failures, c.spares.len()), (30, 2, 2));
+        assert_eq!(OverlayConfig::default().replace_after, 14 * 86_400, "14 days by default");
+        assert!(parse("[overlay]\nreplace_after = \"soon\"\n").is_err());
+        assert!(parse("[overlay]\nreplace_after_failures = 0\n").is_err());
+        assert!(parse("[overlay]\nspares = [\"CODE@\"]\n").is_err());
     }
 }

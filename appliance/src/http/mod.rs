@@ -9,6 +9,7 @@
 //! | `GET /api/overview`, `/api/status`, `/api/health`, `/api/snapshots`, `/api/stats`, `/api/buddies`, `/api/clients` | JSON, see `docs/API.md` |
 //! | `POST /api/jobs/backup`, `/api/jobs/sync` | queue a job (JSON) |
 //! | `POST /actions/backup`, `/actions/sync` | the page's buttons |
+//! | `POST /actions/pairing/ID/accept`, `.../refuse` | answer a pairing request (form with the CSRF token) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET`/`POST /login`, `POST /logout` | sessions ([`auth`]) |
 //!
@@ -88,6 +89,8 @@ struct App {
     /// (name, KDF, key check) to verify a passphrase login.
     passphrase: Arc<(String, crate::repo::keys::KdfParams, String)>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The box's data directory (pairing requests are answered there).
+    data: Arc<std::path::PathBuf>,
 }
 
 /// Starts the monitor and, if `[http] listen` is set, the page. An address
@@ -139,6 +142,7 @@ pub fn start(parts: Parts) -> Result<StatusPage> {
         gate: Arc::new(Gate::new(token, Duration::from_secs(config.http.session_minutes * 60))),
         passphrase: Arc::new((repo.config.name.clone(), repo.config.kdf, repo.config.key_check.clone())),
         shutdown: rx.clone(),
+        data: Arc::new(repo.dir.clone()),
     };
     let router = router(app);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -208,6 +212,7 @@ fn router(app: App) -> Router {
         .route("/api/clients", get(api_clients))
         .route("/api/jobs/{job}", post(api_job))
         .route("/actions/{job}", post(form_job))
+        .route("/actions/pairing/{id}/{answer}", post(form_pairing))
         .route("/metrics", get(metrics_text))
         .route("/logout", post(logout))
         .layer(middleware::from_fn_with_state(app.clone(), guard));
@@ -420,6 +425,37 @@ async fn form_job(
     match queue_job(&app, &access, &headers, &job, &form.csrf) {
         Ok(_) => Redirect::to("/").into_response(),
         Err(r) => r.into_response(),
+    }
+}
+
+/// The page's accept and refuse buttons of a pairing request: the same
+/// answer as `pastiche buddy accept|refuse ID`, which the daemon's overlay
+/// thread then sends.
+async fn form_pairing(
+    State(app): State<App>,
+    Extension(access): Extension<Access>,
+    axum::extract::Path((id, answer)): axum::extract::Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !same_origin(&headers) || !app.gate.csrf_ok(&access, &form.csrf) {
+        return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
+    }
+    let result = match answer.as_str() {
+        "accept" => crate::overlay::owner::accept(&app.data, &id),
+        "refuse" => crate::overlay::owner::refuse(&app.data, &id),
+        _ => return (StatusCode::NOT_FOUND, "accept or refuse").into_response(),
+    };
+    match result {
+        Ok(r) => {
+            let done = if answer == "accept" { "accepted" } else { "refused" };
+            app.board.event(format!(
+                "pairing request {} from {} {done} on the status page (confirmation {})",
+                r.id, r.name, r.confirm
+            ));
+            Redirect::to("/#pairing").into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, format!("{e:#}")).into_response(),
     }
 }
 

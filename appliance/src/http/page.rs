@@ -265,9 +265,29 @@ pub fn status(o: &Overview, csrf: &str) -> String {
     } else {
         h.push_str("<ul>");
         for r in &o.pairing_requests {
-            let _ = write!(h, "<li>{}</li>", esc(r));
+            // Each summary starts with the request's ID (`buddy accept ID`).
+            let id = r.split_whitespace().next().unwrap_or_default();
+            let form = |answer: &str, label: &str| {
+                format!(
+                    "<form method=\"post\" action=\"/actions/pairing/{i}/{answer}\"><input type=\"hidden\" \
+                     name=\"csrf\" value=\"{c}\"><button class=\"{answer}\" type=\"submit\">{label}</button></form>",
+                    i = esc(id),
+                    c = esc(csrf)
+                )
+            };
+            let _ = write!(
+                h,
+                "<li class=\"pairing-request\" data-id=\"{}\">{} <span class=\"actions\">{}{}</span></li>",
+                esc(id),
+                esc(r),
+                form("accept", "Accept"),
+                form("refuse", "Refuse")
+            );
         }
-        h.push_str("</ul><p>Compare the confirmation code with the asking box's, then run <code>pastiche buddy accept ID</code>.</p>");
+        h.push_str(
+            "</ul><p>Compare the confirmation code with the asking box's before accepting \
+             (or run <code>pastiche buddy accept ID</code>).</p>",
+        );
     }
     h.push_str("</section>");
 

@@ -88,6 +88,16 @@ fn write<T: Serialize>(data: &Path, name: &str, value: &T) -> Result<()> {
     write_atomically(&dir(data).join(name), &serde_json::to_vec_pretty(value)?)
 }
 
+/// Reads `DATA/lan/NAME` (the default value when it does not exist).
+pub fn read_file<T: DeserializeOwned + Default>(data: &Path, name: &str) -> Result<T> {
+    read(&dir(data).join(name))
+}
+
+/// Writes `DATA/lan/NAME` atomically.
+pub fn write_file<T: Serialize>(data: &Path, name: &str, value: &T) -> Result<()> {
+    write(data, name, value)
+}
+
 /// Requests received.
 pub fn incoming(data: &Path) -> Result<Vec<IncomingView>> {
     read(&dir(data).join("requests.json"))
@@ -170,6 +180,9 @@ pub struct OverlayView {
     pub fingerprint: usize,
     /// Candidates the current discovery round found.
     pub candidates: usize,
+    /// What the overlay socket carried since the daemon started.
+    #[serde(default)]
+    pub traffic: super::traffic::Traffic,
 }
 
 /// What the overlay thread knows.

@@ -18,14 +18,20 @@
 //!   ([`pastiche_core::discovery`]);
 //! - pairing ([`pairing`]): the daemon keeps `[overlay] buddies` buddies,
 //!   asks the best candidates, pairs through the buddy admission when they
-//!   accept, ships them a full copy, and replaces a buddy it lost.
+//!   accept, ships them a full copy, and replaces a buddy that is silent,
+//!   faithless or no longer covering ([`replace`], [`retire`]): the new one
+//!   gets a full copy first, then the old one is told to drop the data.
 //!
 //! What the command line and the status page show is written to
 //! `DATA/lan/` ([`files`]).
 
 pub mod addr;
 pub mod files;
+pub mod owner;
 pub mod pairing;
+pub mod replace;
+pub mod retire;
 pub mod service;
+pub mod traffic;
 
 pub use service::{start, OverlayHandle, Parts};

@@ -4,7 +4,7 @@
 //! against bounded tables; TCP pairing runs on short-lived threads so the
 //! loop never waits on a peer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
@@ -31,12 +31,15 @@ use pastiche_core::wire::pairing::{
 use super::addr::{to_peer, to_socket};
 use super::files::{self, FoundBuddy};
 use super::pairing::{Found, IncomingTable, OnRequest, OutStatus, Outgoing, SecretKey, GIVE_UP, MAX_OUTGOING, RESEND};
+use super::traffic::CountingSocket;
 use crate::buddy::admission::{self, unix_now, Invite};
 use crate::config::overlay::{OverlayConfig, Pairing};
 use crate::daemon::jobs::JobQueue;
 use crate::daemon::status::{JobKind, StatusBoard};
 use crate::repo::{Repo, SharedBox};
 use crate::sync::{load_buddies, save_buddies, BuddyEntry};
+
+mod replacing;
 
 /// Pairing requests read per second, from everybody together.
 const MAX_PAIRING_PER_SECOND: u32 = 100;
@@ -46,9 +49,8 @@ const FINGERPRINT_CHECK: Duration = Duration::from_secs(5);
 /// Buddies are chosen once the first discovery round ended, or this long
 /// after the start when it cannot end (no data yet, no overlay).
 const FIRST_ROUND_WAIT: Duration = Duration::from_secs(60);
-/// A buddy the daemon found and neither heard on the LAN nor held in the
-/// network overlay for this long is lost, and replaced.
-const LOST_AFTER: Duration = Duration::from_secs(45);
+/// Each buddy's coverage is measured (a probe routed to its nodeId) this often.
+const BUDDY_COVERAGE_EVERY: Duration = Duration::from_secs(600);
 /// A box given up on is not asked again for this long.
 const RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Invitations filed for accepted requests stay valid this long (seconds).
@@ -108,7 +110,7 @@ struct Paired {
 /// The node's view of the box: the socket to send on, the chunk index and
 /// the fingerprint; events are collected for the loop.
 struct NetHost<'a> {
-    socket: &'a UdpSocket,
+    socket: &'a CountingSocket,
     repo: &'a Repo,
     fingerprint: &'a Fingerprint,
     events: &'a mut Vec<Event<PeerAddr>>,
@@ -154,7 +156,7 @@ struct Service {
     queue: Arc<JobQueue>,
     board: Arc<StatusBoard>,
     data: PathBuf,
-    socket: UdpSocket,
+    socket: CountingSocket,
     own_key: [u8; 32],
     name: String,
     tcp_port: u16,
@@ -181,8 +183,9 @@ struct Service {
     incoming: IncomingTable,
     outgoing: Vec<Outgoing>,
     given_up: HashMap<SocketAddr, Instant>,
-    last_present: HashMap<String, Instant>,
-    removing: std::collections::HashSet<String>,
+    /// Replacing buddies that are silent, faithless or no longer covering.
+    rep: replacing::Replacer,
+    next_buddy_coverage: Instant,
     pairing_window: (Instant, u32),
     paired_tx: Sender<Paired>,
     paired_rx: Receiver<Paired>,
@@ -221,7 +224,7 @@ impl Service {
             shared: parts.shared,
             queue: parts.queue,
             board: parts.board,
-            socket,
+            socket: CountingSocket::new(socket),
             own_key,
             name,
             tcp_port: parts.tcp_port,
@@ -246,8 +249,8 @@ impl Service {
             incoming: IncomingTable::default(),
             outgoing: Vec::new(),
             given_up: HashMap::new(),
-            last_present: HashMap::new(),
-            removing: Default::default(),
+            rep: replacing::Replacer::load(&repo.dir),
+            next_buddy_coverage: started + Duration::from_secs(30),
             pairing_window: (started, 0),
             paired_tx,
             paired_rx,
@@ -330,6 +333,10 @@ impl Service {
         match self.lan.offer(to_peer(from), data, now) {
             Ok(Heard::New | Heard::Changed) => {
                 tracing::debug!("LAN neighbour {from}");
+                if let Some(n) = self.lan.get(&to_peer(from)) {
+                    let key = n.beacon.buddy_key;
+                    self.rep.heard(&key);
+                }
                 self.files_dirty = true;
                 // Only a box alone joins through a neighbour: one that is in
                 // an overlay already is found by newcomers, and a forged
@@ -417,6 +424,7 @@ impl Service {
         for event in std::mem::take(&mut self.events) {
             match event {
                 Event::Coverage { token, id, addr, matched, of, rtt_us } if self.probe_tokens.contains(&token) => {
+                    self.rep.measured(to_socket(&addr).ip(), f64::from(coverage_ppm(matched, of)) / 1e6);
                     self.sweep.record(Candidate { id, addr, coverage_ppm: coverage_ppm(matched, of), rtt_us });
                 }
                 Event::Joined => tracing::info!("joined an overlay"),
@@ -544,7 +552,7 @@ impl Service {
                 match p.result {
                     Ok(addr) => {
                         o.status = OutStatus::Paired;
-                        self.last_present.insert(addr.clone(), Instant::now());
+                        self.rep.paired(&addr);
                         self.board.event(format!(
                             "paired with buddy {addr} (found on the {}, coverage {}%): shipping a full copy",
                             if o.found == Found::Lan { "LAN" } else { "overlay" },
@@ -571,6 +579,8 @@ impl Service {
         }
         self.resend_requests();
         self.sweep_step();
+        self.measure_buddies();
+        self.replace_step();
         self.keep_buddies();
         if self.files_dirty {
             self.files_dirty = false;
@@ -718,16 +728,19 @@ impl Service {
             return;
         }
         let Ok(buddies) = load_buddies(&self.data) else { return };
-        let found = files::found(&self.data).unwrap_or_default();
-        self.forget_lost(&buddies, &found);
-        let buddies: Vec<&BuddyEntry> = buddies.iter().filter(|b| !self.removing.contains(&b.addr)).collect();
+        let all: Vec<&BuddyEntry> = buddies.iter().collect();
+        let buddies: Vec<&BuddyEntry> = buddies.iter().filter(|b| !self.rep.leaving(&b.addr)).collect();
         let busy = self.outgoing.iter().filter(|o| matches!(o.status, OutStatus::Asking | OutStatus::Connecting));
         let have = buddies.len() + busy.count();
         if have >= self.config.buddies {
             return;
         }
+        // A configured spare first, one at a time.
+        if self.take_spare(&all) {
+            return;
+        }
         let buddy_ips: Vec<(IpAddr, Option<String>)> =
-            buddies.iter().filter_map(|b| b.addr.parse::<SocketAddr>().ok().map(|a| (a.ip(), b.key.clone()))).collect();
+            all.iter().filter_map(|b| b.addr.parse::<SocketAddr>().ok().map(|a| (a.ip(), b.key.clone()))).collect();
         self.given_up.retain(|_, t| t.elapsed() < RETRY_AFTER);
         let mut candidates: Vec<(Candidate<PeerAddr>, Found)> = self
             .candidates()
@@ -739,7 +752,8 @@ impl Service {
                 let asked = self.outgoing.iter().any(|o| {
                     o.to == to && matches!(o.status, OutStatus::Asking | OutStatus::Connecting | OutStatus::Paired)
                 });
-                !is_buddy && !asked && !self.given_up.contains_key(&to)
+                let retired = self.rep.excluded(to.ip(), key.as_deref());
+                !is_buddy && !asked && !retired && !self.given_up.contains_key(&to)
             })
             .collect();
         let want = self.config.buddies - have;
@@ -782,57 +796,29 @@ impl Service {
         self.resend_requests();
     }
 
-    /// Buddies this daemon found and paired with that are neither LAN
-    /// neighbours nor in the network overlay any more are removed from the
-    /// buddy list, so that discovery replaces them.
-    fn forget_lost(&mut self, buddies: &[BuddyEntry], found: &BTreeMap<String, FoundBuddy>) {
-        self.removing.retain(|a| buddies.iter().any(|b| b.addr == *a));
-        let mut lost = Vec::new();
-        for b in buddies.iter().filter(|b| found.contains_key(&b.addr)) {
-            let Ok(addr) = b.addr.parse::<SocketAddr>() else { continue };
-            let present = self.lan.iter().any(|n| to_socket(&n.addr).ip() == addr.ip())
-                || self.net.state().peers().any(|p| to_socket(&p.addr).ip() == addr.ip());
-            let seen = self.last_present.entry(b.addr.clone()).or_insert_with(Instant::now);
-            if present {
-                *seen = Instant::now();
-            } else if seen.elapsed() >= LOST_AFTER {
-                lost.push(b.addr.clone());
-            }
-        }
-        lost.retain(|a| !self.removing.contains(a));
-        if lost.is_empty() {
+    /// Routes a coverage probe to each buddy's nodeId now and then, so a
+    /// buddy whose data drifted away from this box's is noticed.
+    fn measure_buddies(&mut self) {
+        if Instant::now() < self.next_buddy_coverage || self.fingerprint.is_empty() {
             return;
         }
-        for addr in &lost {
-            self.removing.insert(addr.clone());
-            self.last_present.remove(addr);
-            if let Ok(sock) = addr.parse::<SocketAddr>() {
-                self.outgoing.retain(|o| o.to.ip() != sock.ip());
-                self.given_up.insert(SocketAddr::new(sock.ip(), self.config.listen.port()), Instant::now());
+        self.next_buddy_coverage = Instant::now() + BUDDY_COVERAGE_EVERY;
+        let Ok(buddies) = load_buddies(&self.data) else { return };
+        let ips: Vec<IpAddr> =
+            buddies.iter().filter_map(|b| b.addr.parse::<SocketAddr>().ok()).map(|a| a.ip()).collect();
+        let ids: Vec<NodeId> =
+            self.net.state().peers().filter(|p| ips.contains(&to_socket(&p.addr).ip())).map(|p| p.id).collect();
+        let now = self.us();
+        let repo = self.shared.repo().clone();
+        let mut host = host!(self, repo);
+        for id in ids {
+            if let Some(token) = self.net.probe(id, now, &mut host) {
+                if self.probe_tokens.len() >= 64 {
+                    self.probe_tokens.remove(0);
+                }
+                self.probe_tokens.push(token);
             }
-            self.board.event(format!(
-                "buddy {addr} is lost (not heard for {}s): looking for a replacement",
-                LOST_AFTER.as_secs()
-            ));
         }
-        // The buddy list is written under the box's writer lock, which a
-        // shipping may hold for long: not on this thread.
-        let shared = self.shared.clone();
-        let _ = thread::Builder::new().name("pastiche-lost".into()).spawn(move || {
-            let repo = shared.write();
-            let Ok(mut list) = load_buddies(&repo.dir) else { return };
-            list.retain(|b| !lost.contains(&b.addr));
-            if save_buddies(&repo.dir, &list).is_ok() {
-                let mut found = files::found(&repo.dir).unwrap_or_default();
-                found.retain(|a, _| !lost.contains(a));
-                let _ = files::save_found(&repo.dir, &found);
-            }
-        });
-        // Discovery starts over at once.
-        self.next_sweep = Instant::now();
-        self.sweep = Sweep::new(NodeId(rand::random()), goal(&self.config));
-        self.probe_tokens.clear();
-        self.files_dirty = true;
     }
 
     fn write_files(&self) {
@@ -850,6 +836,7 @@ impl Service {
                 coverage_peers: self.cov.state().peers().count(),
                 fingerprint: self.fingerprint.len(),
                 candidates: self.sweep.candidates().len(),
+                traffic: self.socket.traffic(),
             },
         );
     }

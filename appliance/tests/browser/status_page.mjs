@@ -5,6 +5,7 @@
 //   EXPECTED_SNAPSHOTS  JSON array of the snapshot ids the CLI lists
 //   BUDDY_ADDR          the buddy's HOST:PORT, BUDDY_PID its daemon's pid
 //   SCREENSHOT_DIR      where the screenshots go
+//   PAIRING_ID          a pending pairing request, to accept with its button
 // Prints one JSON line with what it saw; any failed expectation throws
 // (exit code 1).
 import { chromium } from "playwright-core";
@@ -87,6 +88,18 @@ try {
   });
   // The new snapshot is shipped to the buddy.
   await until("the buddy current again", async () => (await buddyState(page)) === "current");
+
+  // A pairing request from a box on the LAN: accept it with its button.
+  const pairing = `#pairing li[data-id="${process.env.PAIRING_ID}"]`;
+  await until("the pairing request listed", async () => (await page.locator(pairing).count()) > 0);
+  seen.pairing_text = await page.textContent(pairing);
+  await page.click(`${pairing} button.accept`);
+  await until("the pairing request answered", async () => {
+    await sleep(400);
+    await page.goto(url + "/");
+    return (await page.locator(pairing).count()) === 0;
+  });
+  seen.pairing_accepted = process.env.PAIRING_ID;
 
   // Stop the buddy: the page raises the alert.
   process.kill(buddyPid, "SIGKILL");
