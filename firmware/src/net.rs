@@ -26,7 +26,7 @@ use pastiche_core::channel::{
     record_len, Channel, ChannelError, Handshake, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, RECORD_HEADER_LEN,
     TAG_LEN,
 };
-use pastiche_core::session::{BuddySession, Buffers, Reply};
+use pastiche_core::session::{AuditBudget, BuddySession, Buffers, Reply};
 use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, FrameDecoder, Message};
 use pastiche_core::{Identity, PublicKey};
 use pastiche_firmware::logic::beacon::{Beacon, Role, BEACON_INTERVAL_MS, BEACON_PORT};
@@ -145,6 +145,9 @@ pub struct Service<'a> {
     rec_end: usize,
     /// Sessions served since boot.
     pub sessions: u32,
+    /// Every session's audits are charged here, one entry per admitted
+    /// client (the default budget: 4,096 chunk reads per client per hour).
+    audits: AuditBudget<{ pastiche_firmware::logic::store::MAX_CLIENTS }>,
 }
 
 impl<'a> Service<'a> {
@@ -191,6 +194,7 @@ impl<'a> Service<'a> {
             rec_at: 0,
             rec_end: 0,
             sessions: 0,
+            audits: AuditBudget::default(),
         };
         if !cfg.dhcp {
             s.go_static();
@@ -518,11 +522,11 @@ impl<'a> Service<'a> {
                                     let n = payload.len();
                                     small[..n].copy_from_slice(payload);
                                     let scratch = decoder.idle_buffer().unwrap_or(&mut []);
-                                    session.handle(&small[..n], store, Buffers { out, scratch }, now)
+                                    session.handle(&small[..n], store, &mut self.audits, Buffers { out, scratch }, now)
                                 } else {
                                     // Larger frames carry data in; no
                                     // request that reads out is this large.
-                                    session.handle(payload, store, Buffers { out, scratch: &mut [] }, now)
+                                    session.handle(payload, store, &mut self.audits, Buffers { out, scratch: &mut [] }, now)
                                 };
                                 on_reply(turn, c, &r, self.out);
                             }

@@ -9,7 +9,7 @@ use pastiche_core::audit::ProofDigest;
 use pastiche_core::identity::{Identity, NodeId, PublicKey};
 use pastiche_core::seal::ChunkId;
 use pastiche_core::seal::MAX_SEALED;
-use pastiche_core::session::{BuddySession, BuddyStore, Buffers};
+use pastiche_core::session::{AuditBudget, BuddySession, BuddyStore, Buffers};
 use pastiche_core::testing::MemStore;
 use pastiche_core::wire::{
     encode_frame, Challenge, Frame, Hello, Message, Proof, SignedMessage, DECODER_BUFFER_LEN, PROTOCOL_VERSION,
@@ -43,6 +43,8 @@ pub fn buddy_session(data: &[u8]) {
     store.flush().expect("in memory");
     let mut committed = 0;
     let mut session = BuddySession::new(buddy_key, [7; 32], 0);
+    // A small audit budget, so a few audit requests reach the refusal path.
+    let mut audits = AuditBudget::<2>::new(128, 1000);
     let mut out = vec![0u8; 2 * DECODER_BUFFER_LEN];
     let mut scratch = vec![0u8; MAX_SEALED];
     let mut frame = vec![0u8; DECODER_BUFFER_LEN];
@@ -58,12 +60,14 @@ pub fn buddy_session(data: &[u8]) {
     for msg in [Message::Hello(hello), Message::Proof(Proof::sign(&me, &hello, &challenge, [0; 16]))] {
         let n = encode_frame(&msg, &mut frame).expect("fits");
         let bufs = Buffers { out: &mut out, scratch: &mut scratch };
-        let r = session.handle(&frame[4..n], &mut store, bufs, 0);
+        let r = session.handle(&frame[4..n], &mut store, &mut audits, bufs, 0);
         assert!(!r.close);
     }
 
     let mut rest = data;
     let mut now = 1;
+    // Chunk reads answered by audits, held to the budget whatever the input.
+    let mut audited: u64 = 0;
     while rest.len() >= 3 && !session.is_closed() {
         let flags = rest[0];
         let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
@@ -77,7 +81,8 @@ pub fn buddy_session(data: &[u8]) {
             }
         }
         now += 1;
-        let mut r = session.handle(&payload, &mut store, Buffers { out: &mut out, scratch: &mut scratch }, now);
+        let mut r =
+            session.handle(&payload, &mut store, &mut audits, Buffers { out: &mut out, scratch: &mut scratch }, now);
         let audit = match Message::decode(&payload) {
             Ok(Message::AuditRequest(req)) => Some(req),
             _ => None,
@@ -90,6 +95,9 @@ pub fn buddy_session(data: &[u8]) {
                 let reply = Message::decode(f.payload()).expect("the buddy writes valid messages");
                 if let (Some(req), Message::AuditProofs(proofs)) = (audit, reply) {
                     check_audit(&store, &me.public_key(), &req, &proofs);
+                    audited += proofs.len() as u64;
+                    let windows = now / audits.window() + 1;
+                    assert!(audited <= u64::from(audits.reads_per_window()) * windows, "audit budget exceeded");
                 }
                 replies = &replies[f.total_len()..];
             }

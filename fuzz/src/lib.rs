@@ -263,6 +263,38 @@ mod tests {
         check_seed("buddy_session", "upload-audit", &seed);
     }
 
+    /// Uploads, then more audits than the budget allows (the harness allows
+    /// 128 reads per 1,000 ticks: two requests of 64 ids answered, the rest
+    /// refused `RateLimited`), then a read the session still serves; checked
+    /// in as seeds/buddy_session/audit-flood.
+    fn buddy_audit_flood_seed() -> Vec<u8> {
+        use pastiche_core::audit::AuditNonce;
+        let sealed = [9u8; 300];
+        let ids = [0x22u8; 64 * 20];
+        let asked = IdList::new(&ids).unwrap();
+        let mut msgs = vec![Message::PutChunk(PutChunk { id: ChunkId([0x22; 20]), sealed: &sealed }), Message::Flush];
+        for i in 0..5 {
+            msgs.push(Message::AuditRequest(AuditRequest { nonce: AuditNonce([i; 32]), ids: asked }));
+        }
+        msgs.push(Message::GetChunk(GetChunk { id: ChunkId([0x22; 20]) }));
+        let mut out = Vec::new();
+        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
+        for m in msgs {
+            let n = encode_frame(&m, &mut frame).unwrap();
+            out.push(1);
+            out.extend_from_slice(&((n - 4) as u16).to_be_bytes());
+            out.extend_from_slice(&frame[4..n]);
+        }
+        out
+    }
+
+    #[test]
+    fn buddy_session_audit_flood_seed() {
+        let seed = buddy_audit_flood_seed();
+        crate::buddy_session(&seed);
+        check_seed("buddy_session", "audit-flood", &seed);
+    }
+
     /// The audit kinds as `frame_decoder` seeds (apart from the all-kinds
     /// seed, which other kinds' changes rewrite).
     #[test]

@@ -22,7 +22,7 @@
 
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -30,7 +30,7 @@ use pastiche_core::channel::{
     Channel, ChannelError, Handshake, RecordReader, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE, RECORD_HEADER_LEN,
 };
 use pastiche_core::seal::MAX_SEALED;
-use pastiche_core::session::{BuddySession, Buffers, Reply};
+use pastiche_core::session::{AuditBudget, AuditMeter, BuddySession, Buffers, Reply, DEFAULT_AUDIT_READS_PER_WINDOW};
 use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, Frame, FrameDecoder, Message, DECODER_BUFFER_LEN};
 use pastiche_core::{Identity, PublicKey};
 use rand::RngCore;
@@ -58,6 +58,12 @@ pub const DEFAULT_MAX_PER_ADDRESS: usize = 32;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a record or frame may take from its first byte to its last, by default.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Clients whose audit spending one server tracks in an hour; past it, a
+/// new client's audits are refused until a window ends (fail closed).
+const AUDIT_CLIENTS: usize = 1024;
+/// The audit budget's window.
+const AUDIT_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Socket reads per call.
 const READ_BUF_LEN: usize = 64 * 1024;
@@ -102,6 +108,9 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Time a record or a frame may take from its first byte to its last.
     pub frame_timeout: Duration,
+    /// Chunk reads each client's audits may cost per hour
+    /// ([`AuditBudget`]); an audit past it is refused `RateLimited`.
+    pub audit_reads_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -111,6 +120,7 @@ impl Default for Limits {
             max_per_address: DEFAULT_MAX_PER_ADDRESS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            audit_reads_per_hour: DEFAULT_AUDIT_READS_PER_WINDOW,
         }
     }
 }
@@ -304,6 +314,7 @@ impl Server {
             log: self.log.clone(),
             stop: self.stop.clone(),
             started: Instant::now(),
+            audits: Mutex::new(AuditBudget::new(self.limits.audit_reads_per_hour, AUDIT_WINDOW.as_millis() as u64)),
         });
         let mut sessions = tokio::task::JoinSet::new();
         loop {
@@ -379,6 +390,19 @@ struct Ctx {
     log: LogSink,
     stop: Stopper,
     started: Instant,
+    /// Every session's audits are charged here (a client reconnecting
+    /// keeps its spent budget).
+    audits: Mutex<AuditBudget<AUDIT_CLIENTS>>,
+}
+
+/// The shared audit budget, locked only for the charge itself (never
+/// across a session's disk reads).
+struct SharedAudits<'a>(&'a Mutex<AuditBudget<AUDIT_CLIENTS>>);
+
+impl AuditMeter for SharedAudits<'_> {
+    fn charge(&mut self, client: &PublicKey, reads: u32, now: u64) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).charge(client, reads, now)
+    }
 }
 
 impl Ctx {
@@ -400,6 +424,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ct
         slot,
         who: "-".to_string(),
         quota_refusals: 0,
+        audit_refusals: 0,
         accepted: Instant::now(),
         welcomed: false,
         record_since: None,
@@ -410,6 +435,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ct
     if conn.quota_refusals > 1 {
         let n = conn.quota_refusals;
         conn.log(&format!("refused {n} chunks in all over quota"));
+    }
+    if conn.audit_refusals > 1 {
+        let n = conn.audit_refusals;
+        conn.log(&format!("refused {n} audits in all over the audit budget"));
     }
     conn.log(&format!("closed: {why}"));
 }
@@ -422,6 +451,8 @@ struct Conn {
     /// Key prefix of the client (proven by the channel, then authenticated).
     who: String,
     quota_refusals: u64,
+    /// Audits refused over the client's audit budget (logged once, then counted).
+    audit_refusals: u64,
     accepted: Instant,
     /// The client was welcomed (its handshake deadline no longer runs).
     welcomed: bool,
@@ -679,7 +710,14 @@ impl Conn {
             }
             let now = self.ctx.now_ms();
             let r = tokio::task::block_in_place(|| {
-                session.handle(payload, store, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch }, now)
+                let mut audits = SharedAudits(&self.ctx.audits);
+                session.handle(
+                    payload,
+                    store,
+                    &mut audits,
+                    Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch },
+                    now,
+                )
             });
             if let Some(why) = self.answer(r, channel, session, store, bufs).await {
                 return Some(why);
@@ -786,6 +824,12 @@ impl Conn {
             ErrorCode::QuotaExceeded => {
                 self.quota_refusals += 1;
                 if self.quota_refusals == 1 {
+                    self.log(&format!("refused: {} ({})", why.code, why.reason));
+                }
+            }
+            ErrorCode::RateLimited => {
+                self.audit_refusals += 1;
+                if self.audit_refusals == 1 {
                     self.log(&format!("refused: {} ({})", why.code, why.reason));
                 }
             }

@@ -9,11 +9,14 @@ use crate::wire::{
     SignedMessage, Staged, Welcome, WireError, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, PROTOCOL_VERSION,
 };
 
+use super::audit_budget::AuditMeter;
 use super::ledger::{mismatch, Reads};
 use super::store::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
 
 /// Why a key without a record is refused at the hello.
 const NOT_PAIRED: &str = "not paired with this buddy: pair with a code from its owner (pastiche buddy invite)";
+/// Why an audit is refused for now.
+const AUDIT_BUDGET_SPENT: &str = "audit budget spent for now: try later";
 /// Why a pairing attempt is refused.
 const BAD_CODE: &str = "pairing code unknown, used or expired";
 
@@ -106,14 +109,23 @@ impl BuddySession {
         self.refuse(bufs.out, Refusal { code, reason: "malformed frame" }, true)
     }
 
-    /// Handles one frame payload received at `now`.
-    pub fn handle<S: BuddyStore>(&mut self, payload: &[u8], store: &mut S, bufs: Buffers<'_>, now: u64) -> Reply {
+    /// Handles one frame payload received at `now`. `audits` is the buddy's
+    /// per-client audit budget, shared by all its sessions
+    /// ([`AuditBudget`](super::AuditBudget)).
+    pub fn handle<S: BuddyStore, M: AuditMeter>(
+        &mut self,
+        payload: &[u8],
+        store: &mut S,
+        audits: &mut M,
+        bufs: Buffers<'_>,
+        now: u64,
+    ) -> Reply {
         self.last_activity = now;
         let msg = match Message::decode(payload) {
             Ok(m) => m,
             Err(e) => return self.on_wire_error(e, bufs),
         };
-        match self.dispatch(msg, store, bufs.out, bufs.scratch) {
+        match self.dispatch(msg, store, audits, bufs.out, bufs.scratch, now) {
             Ok(reply) => reply,
             Err(StoreFailed) => {
                 self.refuse(bufs.out, Refusal { code: ErrorCode::Internal, reason: "storage failure" }, true)
@@ -133,12 +145,14 @@ impl BuddySession {
         self.reply(bufs.out, &Message::Committed(Committed { epoch }))
     }
 
-    fn dispatch<S: BuddyStore>(
+    fn dispatch<S: BuddyStore, M: AuditMeter>(
         &mut self,
         msg: Message<'_>,
         store: &mut S,
+        audits: &mut M,
         out: &mut [u8],
         scratch: &mut [u8],
+        now: u64,
     ) -> Result<Reply, StoreFailed> {
         let (client, committed) = match (self.state, msg) {
             (State::Closed, _) => return Ok(Reply { close: true, ..Reply::default() }),
@@ -293,6 +307,11 @@ impl BuddySession {
                     self.reply(out, &Message::Dropped)
                 }
             },
+            // Charged before anything is read: a request past the client's
+            // budget reads nothing.
+            Message::AuditRequest(req) if !audits.charge(&client, req.ids.len() as u32, now) => {
+                self.refuse(out, refusal(ErrorCode::RateLimited, AUDIT_BUDGET_SPENT), false)
+            }
             Message::AuditRequest(req) => match super::audit::answer(store, &client, &req, out, scratch) {
                 Ok(len) => Reply { len, ..Reply::default() },
                 Err(super::audit::BufferTooSmall) => {

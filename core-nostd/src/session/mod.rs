@@ -6,6 +6,7 @@
 
 mod admission;
 mod audit;
+mod audit_budget;
 mod buddy;
 mod client;
 mod ledger;
@@ -13,6 +14,7 @@ mod staging;
 mod store;
 
 pub use admission::{AfterAttempt, Gate, PairingGuard, FREE_WRONG_PER_SOURCE, MAX_BACKOFF_MS, WRONG_CODES_BEFORE_BURN};
+pub use audit_budget::{AuditBudget, AuditMeter, Unmetered, DEFAULT_AUDIT_READS_PER_WINDOW, DEFAULT_AUDIT_WINDOW_MS};
 pub use buddy::{BuddySession, Buffers, Refusal, Reply, IDLE_TIMEOUT_MS};
 pub use client::{ClientEvent, ClientSession, SessionError, MAX_PIPELINED_GETS};
 pub use ledger::{

@@ -282,6 +282,7 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
     let r = buddy.handle(
         Frame::new_checked(&frame[..n]).unwrap().payload(),
         &mut store,
+        &mut Unmetered,
         Buffers { out: &mut out, scratch: &mut scratch },
         1,
     );
@@ -301,6 +302,7 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
     let r = buddy.handle(
         Frame::new_checked(&f[..n]).unwrap().payload(),
         &mut store,
+        &mut Unmetered,
         Buffers { out: &mut out, scratch: &mut scratch },
         1,
     );
@@ -311,6 +313,7 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
     let r = buddy.handle(
         Frame::new_checked(&f[..n]).unwrap().payload(),
         &mut store,
+        &mut Unmetered,
         Buffers { out: &mut out, scratch: &mut scratch },
         2,
     );
@@ -320,7 +323,8 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
 
     // Garbage payloads close the session without touching the store.
     let mut buddy = BuddySession::new(buddy_identity().public_key(), [7; 32], 0);
-    let r = buddy.handle(&[200, 1, 2, 3], &mut store, Buffers { out: &mut out, scratch: &mut scratch }, 1);
+    let r =
+        buddy.handle(&[200, 1, 2, 3], &mut store, &mut Unmetered, Buffers { out: &mut out, scratch: &mut scratch }, 1);
     assert!(r.close);
 }
 
@@ -376,4 +380,40 @@ fn a_client_refuses_audit_answers_it_did_not_ask_for() {
     link.client.audit(AuditNonce([1; 32]), IdList::new(&ids).unwrap(), &mut link.out).unwrap();
     let m = encode_frame(&two, &mut frame).unwrap();
     assert!(link.client.handle(&frame[4..m], &mut out).is_err(), "two answers taken for three ids");
+}
+
+/// A client flooding a buddy with audits is held to its budget: requests
+/// past it read nothing and are refused `RateLimited`, the session goes on
+/// (its uploads and reads still served), another client's budget is its
+/// own, and the budget comes back with the next window.
+#[test]
+fn audits_past_the_budget_are_refused_without_reading_and_the_session_goes_on() {
+    use crate::audit::AuditNonce;
+    let mut store = store(1 << 20);
+    let s = snap(3, 4);
+    sync(&mut store, &me(), &s, 1, None).unwrap();
+    let mut packed = vec![0u8; 64 * 20];
+    let ids = IdList::pack((0..64).map(|i| s.chunks[i % 4].0 .0), &mut packed).unwrap();
+    let (mut link, _) = Link::open(&mut store, &me(), None).unwrap();
+    link.audits = AuditBudget::new(128, 1_000_000);
+    let mut answered = 0;
+    for i in 0..10u8 {
+        let n = link.client.audit(AuditNonce([i; 32]), ids, &mut link.out).unwrap();
+        match link.request(n).unwrap().as_slice() {
+            [Ev::Proofs(p)] => {
+                assert!(p.iter().all(Option::is_some), "every id held");
+                answered += 1;
+            }
+            [Ev::Refused(ErrorCode::RateLimited)] => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(answered, 2, "128 reads: two requests of 64");
+    assert_eq!(link.audits.remaining(&me().public_key(), 100), 0);
+    // The session is still open and serves its client.
+    let n = link.client.get_chunk(s.chunks[0].0, &mut link.out).unwrap();
+    assert_eq!(link.request(n).unwrap(), vec![Ev::Chunk(s.chunks[0].1.clone())]);
+    // The budget is per client, and comes back with the next window.
+    assert_eq!(link.audits.remaining(&other().public_key(), 100), 128);
+    assert_eq!(link.audits.remaining(&me().public_key(), 1_000_100), 128);
 }

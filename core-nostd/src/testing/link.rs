@@ -7,7 +7,7 @@ use std::vec::Vec;
 use crate::audit::ProofDigest;
 use crate::identity::{Identity, NodeId, PublicKey};
 use crate::seal::MAX_SEALED as SCRATCH_LEN;
-use crate::session::{BuddySession, BuddyStore, Buffers, ClientEvent, ClientSession};
+use crate::session::{AuditBudget, BuddySession, BuddyStore, Buffers, ClientEvent, ClientSession};
 use crate::wire::{ErrorCode, Frame, Welcome, DECODER_BUFFER_LEN};
 
 /// The link was cut (its frame budget ran out).
@@ -79,6 +79,8 @@ pub struct Link<'s, S: BuddyStore> {
     pub puts_sent: usize,
     /// The client's output buffer (requests are written here).
     pub out: Vec<u8>,
+    /// The buddy's audit budget (the default one, for this link alone).
+    pub audits: AuditBudget<8>,
     now: u64,
     reply: Vec<u8>,
     scratch: Vec<u8>,
@@ -107,6 +109,7 @@ impl<'s, S: BuddyStore> Link<'s, S> {
             apply_after_staged: true,
             puts_sent: 0,
             out: vec![0; DECODER_BUFFER_LEN],
+            audits: AuditBudget::default(),
             now: 0,
             reply: vec![0; 2 * DECODER_BUFFER_LEN],
             scratch: vec![0; SCRATCH_LEN],
@@ -147,7 +150,7 @@ impl<'s, S: BuddyStore> Link<'s, S> {
             self.puts_sent += 1;
         }
         let bufs = Buffers { out: &mut self.reply, scratch: &mut self.scratch };
-        let mut r = self.buddy.handle(&payload, self.store, bufs, self.now);
+        let mut r = self.buddy.handle(&payload, self.store, &mut self.audits, bufs, self.now);
         let mut frames = split(&self.reply[..r.len]);
         while r.resume && self.apply_after_staged {
             let bufs = Buffers { out: &mut self.reply, scratch: &mut self.scratch };

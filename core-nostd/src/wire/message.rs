@@ -352,6 +352,9 @@ pub enum ErrorCode {
     Internal = 9,
     /// A request before the handshake completed.
     NotAuthenticated = 10,
+    /// Refused for now: the sender's budget for such requests is spent (a
+    /// buddy's per-client audit budget); the session goes on, try later.
+    RateLimited = 11,
 }
 
 impl ErrorCode {
@@ -368,17 +371,19 @@ impl ErrorCode {
             8 => ErrorCode::TooLarge,
             9 => ErrorCode::Internal,
             10 => ErrorCode::NotAuthenticated,
+            11 => ErrorCode::RateLimited,
             _ => return None,
         })
     }
 
     /// Whether the sender closes the session after sending this code: every
     /// code but [`NotFound`](ErrorCode::NotFound), which answers one
-    /// `GetChunk`, `GetObject` or `GetRoot`, and
+    /// `GetChunk`, `GetObject` or `GetRoot`,
     /// [`QuotaExceeded`](ErrorCode::QuotaExceeded), which refuses one
-    /// `PutChunk`; both leave the session open.
+    /// `PutChunk`, and [`RateLimited`](ErrorCode::RateLimited), which
+    /// refuses one `AuditRequest`; all leave the session open.
     pub fn is_fatal(self) -> bool {
-        !matches!(self, ErrorCode::NotFound | ErrorCode::QuotaExceeded)
+        !matches!(self, ErrorCode::NotFound | ErrorCode::QuotaExceeded | ErrorCode::RateLimited)
     }
 
     /// The code a receiver sends back for a decoding failure.
