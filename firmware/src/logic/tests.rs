@@ -381,6 +381,10 @@ fn config_parses_the_command_line() {
     assert_eq!(bad, Some("bogus=1"));
     let (d, bad) = Config::parse("");
     assert_eq!((d, bad), (Config::default(), None));
+    assert!(d.compact && d.compact_kib == 256, "compaction is on by default");
+    let (e, bad) = Config::parse("compact=off compact_kib=4");
+    assert_eq!((e.compact, e.compact_kib, bad), (false, 4, None));
+    assert_eq!(Config::parse("compact_kib=0").1, Some("compact_kib=0"), "a pace of nothing is refused");
 }
 
 #[test]
