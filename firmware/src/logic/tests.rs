@@ -868,3 +868,44 @@ fn the_log_goes_round_a_small_ring_through_compactions_and_reboots() {
     assert!(compactions >= 10, "{compactions} compactions");
     assert!(wraps_seen >= 3, "the log went round the ring {wraps_seen} times");
 }
+
+/// Sessions that write faster than a compaction copies fill the room the
+/// log keeps before the copy: the record that finds it full finishes the
+/// compaction first, and is stored in the compacted log.
+#[test]
+fn a_write_that_needs_the_compactions_room_finishes_it() {
+    let small = StoreConfig { capacity: Index::<64, 16>::log_start() + 256 * 1024, ..cfg() };
+    let mut buf = vec![0u8; small.capacity as usize];
+    let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), small, [9; 32]).unwrap();
+    let (a, b) = (key(1), key(2));
+    for k in [&a, &b] {
+        assert!(s.admit(k, SECRET).unwrap().is_some());
+    }
+    for n in 0..10 {
+        assert_eq!(s.put_chunk(&a, &id(n), &[n; 5_000]).unwrap(), PutOutcome::Stored);
+        assert_eq!(s.put_chunk(&b, &id(100 + n), &[n; 5_000]).unwrap(), PutOutcome::Stored);
+    }
+    s.drop_all(&b, 1).unwrap();
+    let used = s.log_used();
+    assert!(s.start_compaction().unwrap().is_some());
+    // No compaction step from here: only writes.
+    let mut n = 20u8;
+    while s.compacting() {
+        assert_eq!(s.put_chunk(&a, &id(n), &[n; 5_000]).unwrap(), PutOutcome::Stored, "chunk {n}");
+        n += 1;
+    }
+    assert!(n > 21, "the reserve took a few chunks first");
+    assert!(s.log_used() < used + (n as u64 - 20) * 5_100 - 40_000, "b's 50 kB were reclaimed");
+    let check = |s: &mut Store<'_>| {
+        for m in (0..10).chain(20..n) {
+            assert_eq!(chunk(s, &id(m)), Some(vec![m; 5_000]), "chunk {m}");
+        }
+        for m in 100..110 {
+            assert_eq!(chunk_of(s, &b, &id(m)), None);
+        }
+    };
+    check(&mut s);
+    let _ = s;
+    let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), small, [9; 32]).unwrap();
+    check(&mut s);
+}
