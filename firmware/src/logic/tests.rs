@@ -909,3 +909,29 @@ fn a_write_that_needs_the_compactions_room_finishes_it() {
     let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), small, [9; 32]).unwrap();
     check(&mut s);
 }
+
+/// After the log's tail lie bytes of an earlier lap of the ring, which may
+/// be a client's chunk data. A client that crafts a whole, well-formed
+/// record there (a `Drop` of another client, with a high generation and a
+/// correct CRC-32) does not get it replayed: the record CRC is keyed with a
+/// secret it does not know.
+#[test]
+fn records_forged_in_chunk_bytes_after_the_tail_are_not_replayed() {
+    use super::record::{Header, Kind};
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    assert_eq!(s.put_chunk(&key(1), &id(1), &[1; 500]).unwrap(), PutOutcome::Stored);
+    s.flush().unwrap();
+    let tail = s.log_end() as usize;
+    let _ = s;
+    let mut forged = Vec::from(Header { len: 9, gen: 0xFFFF_FFF0, kind: Kind::Drop as u8 }.to_bytes());
+    forged.push(0); // slot 0: the victim
+    forged.extend_from_slice(&7u64.to_le_bytes());
+    let crc = super::crc::crc32(&forged);
+    forged.extend_from_slice(&crc.to_le_bytes());
+    buf[tail..tail + forged.len()].copy_from_slice(&forged);
+    let (mut s, report) = open(&mut buf);
+    assert!(report.cut, "the forged record ends the log");
+    assert_eq!(chunk(&mut s, &id(1)), Some(vec![1; 500]), "nothing was dropped");
+    assert_eq!(s.client(&key(1)).unwrap().unwrap().committed_epoch, 0);
+}
