@@ -135,7 +135,11 @@ fn compaction_cut_at_random_points_loses_nothing_and_reclaims_the_space() {
     };
     let before = logged_in(&tmp.path().join("full.defmt"), &fw, "compaction: started", "used=");
     let compacted = logged_in(&tmp.path().join("full.defmt"), &fw, "compaction: done", "after=");
-    eprintln!("an uncut compaction (paced at 4 KiB/ms) took {full:?}: log {before} -> {compacted} bytes");
+    let longest = logged_in(&tmp.path().join("full.defmt"), &fw, "compaction: done", "longest_step_ms=");
+    eprintln!(
+        "an uncut compaction (paced at 4 KiB/ms) took {full:?}: log {before} -> {compacted} bytes; \
+         its longest step held the main loop {longest} ms"
+    );
     // The dropped box had 6 MiB of chunks.
     assert!(compacted + (5 << 20) < before, "compaction left {compacted} of {before} bytes");
     assert_eq!(boot_and_compact(&fw, &disk, &tmp.path().join("full2.defmt"), port, &restores, true), compacted);

@@ -381,6 +381,10 @@ fn config_parses_the_command_line() {
     assert_eq!(bad, Some("bogus=1"));
     let (d, bad) = Config::parse("");
     assert_eq!((d, bad), (Config::default(), None));
+    assert!(d.compact && d.compact_kib == 256, "compaction is on by default");
+    let (e, bad) = Config::parse("compact=off compact_kib=4");
+    assert_eq!((e.compact, e.compact_kib, bad), (false, 4, None));
+    assert_eq!(Config::parse("compact_kib=0").1, Some("compact_kib=0"), "a pace of nothing is refused");
 }
 
 #[test]
@@ -863,4 +867,71 @@ fn the_log_goes_round_a_small_ring_through_compactions_and_reboots() {
     }
     assert!(compactions >= 10, "{compactions} compactions");
     assert!(wraps_seen >= 3, "the log went round the ring {wraps_seen} times");
+}
+
+/// Sessions that write faster than a compaction copies fill the room the
+/// log keeps before the copy: the record that finds it full finishes the
+/// compaction first, and is stored in the compacted log.
+#[test]
+fn a_write_that_needs_the_compactions_room_finishes_it() {
+    let small = StoreConfig { capacity: Index::<64, 16>::log_start() + 256 * 1024, ..cfg() };
+    let mut buf = vec![0u8; small.capacity as usize];
+    let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), small, [9; 32]).unwrap();
+    let (a, b) = (key(1), key(2));
+    for k in [&a, &b] {
+        assert!(s.admit(k, SECRET).unwrap().is_some());
+    }
+    for n in 0..10 {
+        assert_eq!(s.put_chunk(&a, &id(n), &[n; 5_000]).unwrap(), PutOutcome::Stored);
+        assert_eq!(s.put_chunk(&b, &id(100 + n), &[n; 5_000]).unwrap(), PutOutcome::Stored);
+    }
+    s.drop_all(&b, 1).unwrap();
+    let used = s.log_used();
+    assert!(s.start_compaction().unwrap().is_some());
+    // No compaction step from here: only writes.
+    let mut n = 20u8;
+    while s.compacting() {
+        assert_eq!(s.put_chunk(&a, &id(n), &[n; 5_000]).unwrap(), PutOutcome::Stored, "chunk {n}");
+        n += 1;
+    }
+    assert!(n > 21, "the reserve took a few chunks first");
+    assert!(s.log_used() < used + (n as u64 - 20) * 5_100 - 40_000, "b's 50 kB were reclaimed");
+    let check = |s: &mut Store<'_>| {
+        for m in (0..10).chain(20..n) {
+            assert_eq!(chunk(s, &id(m)), Some(vec![m; 5_000]), "chunk {m}");
+        }
+        for m in 100..110 {
+            assert_eq!(chunk_of(s, &b, &id(m)), None);
+        }
+    };
+    check(&mut s);
+    let _ = s;
+    let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), small, [9; 32]).unwrap();
+    check(&mut s);
+}
+
+/// After the log's tail lie bytes of an earlier lap of the ring, which may
+/// be a client's chunk data. A client that crafts a whole, well-formed
+/// record there (a `Drop` of another client, with a high generation and a
+/// correct CRC-32) does not get it replayed: the record CRC is keyed with a
+/// secret it does not know.
+#[test]
+fn records_forged_in_chunk_bytes_after_the_tail_are_not_replayed() {
+    use super::record::{Header, Kind};
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut s, _) = open(&mut buf);
+    assert_eq!(s.put_chunk(&key(1), &id(1), &[1; 500]).unwrap(), PutOutcome::Stored);
+    s.flush().unwrap();
+    let tail = s.log_end() as usize;
+    let _ = s;
+    let mut forged = Vec::from(Header { len: 9, gen: 0xFFFF_FFF0, kind: Kind::Drop as u8 }.to_bytes());
+    forged.push(0); // slot 0: the victim
+    forged.extend_from_slice(&7u64.to_le_bytes());
+    let crc = super::crc::crc32(&forged);
+    forged.extend_from_slice(&crc.to_le_bytes());
+    buf[tail..tail + forged.len()].copy_from_slice(&forged);
+    let (mut s, report) = open(&mut buf);
+    assert!(report.cut, "the forged record ends the log");
+    assert_eq!(chunk(&mut s, &id(1)), Some(vec![1; 500]), "nothing was dropped");
+    assert_eq!(s.client(&key(1)).unwrap().unwrap().committed_epoch, 0);
 }
