@@ -6,6 +6,9 @@
 # connect (TCP, channel handshake and hello) from `buddy list`'s probe.
 #
 #   bench/channel_cost.sh BASE_PASTICHE NEW_PASTICHE [SOURCE_TREE]
+#
+# BASE and NEW may also be two builds that both have the channel (a change
+# to the channel measured before and after): each pairs the way it can.
 set -euo pipefail
 base="$1"; new="$2"; src="${3:-/usr/lib/x86_64-linux-gnu}"
 work="${BENCH_WORK:-/tmp/pastiche-channel-bench}"
@@ -26,7 +29,15 @@ for i in $(seq "$runs"); do
         "$bin" --data "$work/a" --quiet backup "$src" >/dev/null
         "$bin" --data "$work/b" serve --listen "127.0.0.1:$port" 2>/dev/null & pid=$!
         sleep 1
-        "$bin" --data "$work/a" --quiet buddy add "127.0.0.1:$port" >/dev/null
+        # Binaries since pairing codes need one (`buddy invite` on the
+        # buddy, `buddy add --code` on the client); the one before the
+        # channel has no such command and pairs on first contact.
+        if "$bin" buddy invite --help >/dev/null 2>&1; then
+            code=$("$bin" --data "$work/b" buddy invite | tail -1)
+            "$bin" --data "$work/a" --quiet buddy add "127.0.0.1:$port" --code "$code" >/dev/null
+        else
+            "$bin" --data "$work/a" --quiet buddy add "127.0.0.1:$port" >/dev/null
+        fi
         ships[$which]+="$(secs "$bin" --data "$work/a" --quiet sync) "
         restores[$which]+="$(secs "$bin" --data "$work/a" --quiet restore latest --target "$work/r" --from-buddy "127.0.0.1:$port") "
         kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,7 +30,25 @@ impl Raw {
     /// Connects as `me` (presenting `code` if given): the session, or the
     /// buddy's refusal.
     fn connect(addr: &str, me: &Identity, code: Option<&str>) -> Result<Raw, ErrorCode> {
-        let tcp = TcpStream::connect(addr).unwrap();
+        Raw::connect_from(None, addr, me, code).map_err(|(code, _)| code)
+    }
+
+    /// [`Raw::connect`] from the local address `from` (any of 127/8 on
+    /// loopback: so one test plays many hosts); a refusal comes with its
+    /// message.
+    fn connect_from(
+        from: Option<IpAddr>,
+        addr: &str,
+        me: &Identity,
+        code: Option<&str>,
+    ) -> Result<Raw, (ErrorCode, String)> {
+        let to: SocketAddr = addr.parse().unwrap();
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if let Some(from) = from {
+            socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+        }
+        socket.connect(&to.into()).unwrap();
+        let tcp: TcpStream = socket.into();
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let stream = SecureStream::handshake(tcp, me, None).unwrap();
         let mut session = ClientSession::new(me.clone(), NodeId::from_name("attacker"), [1; 32], [2; 16]);
@@ -43,14 +61,14 @@ impl Raw {
         let len = raw.read();
         let n = match raw.session.handle(&raw.payload[..len], &mut raw.out).unwrap() {
             ClientEvent::SendProof(n) => n,
-            ClientEvent::Refused { code, .. } => return Err(code),
+            ClientEvent::Refused { code, message } => return Err((code, message.to_string())),
             e => panic!("expected a challenge, got {e:?}"),
         };
         raw.send(n);
         let len = raw.read();
         match raw.session.handle(&raw.payload[..len], &mut raw.out).unwrap() {
             ClientEvent::Welcome(_) => Ok(raw),
-            ClientEvent::Refused { code, .. } => Err(code),
+            ClientEvent::Refused { code, message } => Err((code, message.to_string())),
             e => panic!("expected welcome, got {e:?}"),
         }
     }
@@ -155,6 +173,83 @@ fn strangers_and_bad_codes_are_refused_and_leave_nothing() {
     let listed = clients(&b);
     assert_eq!(listed.len(), 1, "only A is a client: {listed:?}");
     assert_eq!(listed[0]["key"], box_key(&a), "B lists A's key");
+}
+
+/// Brute force of pairing codes against a real `pastiche serve`: wrong
+/// codes from one address, then fresh keys from it, then from many
+/// addresses, are refused (the later ones unchecked, with a clear reason)
+/// and leave nothing; the owner's code is never spent, and the honest box
+/// pairs with it once the stated back-off is over.
+#[test]
+fn guessing_pairing_codes_is_throttled_and_leaves_nothing() {
+    use pastiche_core::session::{FREE_WRONG_PER_SOURCE, GLOBAL_BURST, GLOBAL_REFILL_MS};
+    let tmp = tempfile::tempdir().unwrap();
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let server = Server::start(&b);
+    let packs = b.packs();
+    let code = invite(&b);
+    let invites = || std::fs::read_dir(b.data.join("invites")).unwrap().count();
+    assert_eq!(invites(), 1);
+    let attacker = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    let mut keys = (0u32..).map(|i| {
+        let mut seed = [0xB7; 32];
+        seed[..4].copy_from_slice(&i.to_be_bytes());
+        Identity::from_seed(seed).unwrap()
+    });
+    let mut guess = |from: IpAddr, code: &str| {
+        let e = Raw::connect_from(Some(from), &server.addr, &keys.next().unwrap(), Some(code)).err();
+        let (code, message) = e.expect("a guess was admitted");
+        assert_eq!(code, ErrorCode::NotAuthenticated, "{message}");
+        message
+    };
+
+    // One address: its free wrong codes, and one more that starts its wait,
+    // are checked; during the wait every attempt (fresh keys, even the
+    // right code) is refused unchecked.
+    for i in 0..=FREE_WRONG_PER_SOURCE {
+        let m = guess(attacker, &format!("WRONG-{i:05}"));
+        assert!(m.contains("pairing code unknown"), "{m}");
+    }
+    for _ in 0..20 {
+        let m = guess(attacker, &code);
+        assert!(m.contains("too many wrong pairing codes from this address"), "{m}");
+    }
+    assert_eq!(invites(), 1, "a refused attempt spent the code");
+
+    // Many addresses: together they get the global burst, then everyone
+    // waits, fresh addresses included.
+    let mut checked = 0;
+    let mut paused = 0;
+    for host in 2..=60u8 {
+        let m = guess(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), &format!("MANY-{host:05}"));
+        if m.contains("pairing code unknown") {
+            checked += 1;
+        } else {
+            assert!(m.contains("pairing is paused"), "{m}");
+            paused += 1;
+        }
+    }
+    assert_eq!(checked, GLOBAL_BURST - FREE_WRONG_PER_SOURCE - 1, "wrong codes checked past the burst");
+    assert!(paused > 40);
+    let m = guess(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 99)), &code);
+    assert!(m.contains("pairing is paused"), "{m}");
+
+    // The honest box right now: a clear refusal, nothing added.
+    let r = a.run(["buddy", "add", &server.addr, "--code", &code]).code_is(1);
+    assert!(r.stderr.contains("too many wrong pairing codes"), "a clear error: {}", r.describe());
+    assert!(a.run(["--json", "buddy", "list"]).ok().json_lines().is_empty(), "nothing added");
+    assert_eq!(invites(), 1, "the owner's code was spent by a refused attempt");
+
+    // After the stated back-off (one refill), it pairs with the same code.
+    std::thread::sleep(Duration::from_millis(GLOBAL_REFILL_MS + 500));
+    a.run(["buddy", "add", &server.addr, "--code", &code]).ok();
+    assert_eq!(invites(), 0);
+    assert_eq!(b.packs(), packs, "refused guesses left bytes");
+    server.kill();
+    let listed = clients(&b);
+    assert_eq!(listed.len(), 1, "only A is a client: {listed:?}");
+    assert_eq!(listed[0]["key"], box_key(&a));
 }
 
 #[test]

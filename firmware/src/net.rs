@@ -26,7 +26,7 @@ use pastiche_core::channel::{
     record_len, Channel, ChannelError, Handshake, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, RECORD_HEADER_LEN,
     TAG_LEN,
 };
-use pastiche_core::session::{AuditBudget, BuddySession, Buffers, Reply};
+use pastiche_core::session::{source_v4, AuditBudget, BuddySession, Buffers, PairingGuard, Reply};
 use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, FrameDecoder, Message};
 use pastiche_core::{Identity, PublicKey};
 use pastiche_firmware::logic::beacon::{Beacon, Role, BEACON_INTERVAL_MS, BEACON_PORT};
@@ -67,6 +67,10 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 pub const SMALL_REQUEST: usize = pastiche_core::wire::audit::MAX_AUDIT_REQUEST;
 /// Time a frame may hold the shared decoder from its first byte to its last.
 pub const FRAME_TIMEOUT_MS: u64 = 10_000;
+/// Sources whose wrong pairing secrets the firmware remembers at once (32
+/// bytes each); past that the one whose wait ended first is forgotten, and
+/// the core's global limit still holds for it.
+pub const PAIRING_SOURCES: usize = 16;
 
 /// The address state.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -103,6 +107,8 @@ struct Conn<'a> {
     accepted: u64,
     /// The client was welcomed: the handshake deadline no longer runs.
     welcomed: bool,
+    /// The peer's address as the pairing limits key it.
+    source: [u8; 16],
 }
 
 /// The connection that holds the shared decoder and reply buffer.
@@ -148,6 +154,9 @@ pub struct Service<'a> {
     /// Every session's audits are charged here, one entry per admitted
     /// client (the default budget: 4,096 chunk reads per client per hour).
     audits: AuditBudget<{ pastiche_firmware::logic::store::MAX_CLIENTS }>,
+    /// The limits on guessing the pairing secret (the core's rule, as on
+    /// the appliance): shared by every connection.
+    pairing: PairingGuard<PAIRING_SOURCES>,
 }
 
 impl<'a> Service<'a> {
@@ -174,7 +183,16 @@ impl<'a> Service<'a> {
             conns: chans.each_mut().map(|chan| {
                 let socket = tcp[k];
                 k += 1;
-                Conn { socket, session: None, chan, frames: 0, close: false, accepted: 0, welcomed: false }
+                Conn {
+                    socket,
+                    session: None,
+                    chan,
+                    frames: 0,
+                    close: false,
+                    accepted: 0,
+                    welcomed: false,
+                    source: [0; 16],
+                }
             }),
             udp,
             dhcp: Some(dhcp),
@@ -195,6 +213,7 @@ impl<'a> Service<'a> {
             rec_end: 0,
             sessions: 0,
             audits: AuditBudget::default(),
+            pairing: PairingGuard::new(),
         };
         if !cfg.dhcp {
             s.go_static();
@@ -336,6 +355,12 @@ impl<'a> Service<'a> {
                     c.close = false;
                     c.accepted = now;
                     c.welcomed = false;
+                    // IPv4 only (smoltcp is built without IPv6). No address
+                    // known: one shared source, the stricter choice.
+                    c.source = match sock.remote_endpoint().map(|ep| ep.addr) {
+                        Some(IpAddress::Ipv4(a)) => source_v4(a.octets()),
+                        None => [0; 16],
+                    };
                     self.sessions += 1;
                     if let Some(ep) = sock.remote_endpoint() {
                         defmt::info!("tcp: session {=u32} from port {=u16}", self.sessions, ep.port);
@@ -522,11 +547,14 @@ impl<'a> Service<'a> {
                                     let n = payload.len();
                                     small[..n].copy_from_slice(payload);
                                     let scratch = decoder.idle_buffer().unwrap_or(&mut []);
-                                    session.handle(&small[..n], store, &mut self.audits, Buffers { out, scratch }, now)
+                                    let mut pairing = self.pairing.from_source(c.source);
+                                    session.handle(&small[..n], store, &mut self.audits, &mut pairing, Buffers { out, scratch }, now)
                                 } else {
                                     // Larger frames carry data in; no
                                     // request that reads out is this large.
-                                    session.handle(payload, store, &mut self.audits, Buffers { out, scratch: &mut [] }, now)
+                                    let mut pairing = self.pairing.from_source(c.source);
+                                    let bufs = Buffers { out, scratch: &mut [] };
+                                    session.handle(payload, store, &mut self.audits, &mut pairing, bufs, now)
                                 };
                                 on_reply(turn, c, &r, self.out);
                             }

@@ -9,7 +9,7 @@ use pastiche_core::audit::ProofDigest;
 use pastiche_core::identity::{Identity, NodeId, PublicKey};
 use pastiche_core::seal::ChunkId;
 use pastiche_core::seal::MAX_SEALED;
-use pastiche_core::session::{AuditBudget, BuddySession, BuddyStore, Buffers};
+use pastiche_core::session::{AuditBudget, BuddySession, BuddyStore, Buffers, PairingGuard};
 use pastiche_core::testing::MemStore;
 use pastiche_core::wire::{
     encode_frame, Challenge, Frame, Hello, Message, Proof, SignedMessage, DECODER_BUFFER_LEN, PROTOCOL_VERSION,
@@ -45,6 +45,7 @@ pub fn buddy_session(data: &[u8]) {
     let mut session = BuddySession::new(buddy_key, [7; 32], 0);
     // A small audit budget, so a few audit requests reach the refusal path.
     let mut audits = AuditBudget::<2>::new(128, 1000);
+    let mut guard = PairingGuard::<4>::new();
     let mut out = vec![0u8; 2 * DECODER_BUFFER_LEN];
     let mut scratch = vec![0u8; MAX_SEALED];
     let mut frame = vec![0u8; DECODER_BUFFER_LEN];
@@ -60,7 +61,7 @@ pub fn buddy_session(data: &[u8]) {
     for msg in [Message::Hello(hello), Message::Proof(Proof::sign(&me, &hello, &challenge, [0; 16]))] {
         let n = encode_frame(&msg, &mut frame).expect("fits");
         let bufs = Buffers { out: &mut out, scratch: &mut scratch };
-        let r = session.handle(&frame[4..n], &mut store, &mut audits, bufs, 0);
+        let r = session.handle(&frame[4..n], &mut store, &mut audits, &mut guard.from_source([0; 16]), bufs, 0);
         assert!(!r.close);
     }
 
@@ -81,8 +82,8 @@ pub fn buddy_session(data: &[u8]) {
             }
         }
         now += 1;
-        let mut r =
-            session.handle(&payload, &mut store, &mut audits, Buffers { out: &mut out, scratch: &mut scratch }, now);
+        let bufs = Buffers { out: &mut out, scratch: &mut scratch };
+        let mut r = session.handle(&payload, &mut store, &mut audits, &mut guard.from_source([0; 16]), bufs, now);
         let audit = match Message::decode(&payload) {
             Ok(Message::AuditRequest(req)) => Some(req),
             _ => None,

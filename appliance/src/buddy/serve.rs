@@ -13,7 +13,7 @@
 //! [`Limits::handshake_timeout`] to be welcomed; at most
 //! [`ServeOptions::max_sessions`] authenticated sessions; every record and
 //! frame must complete within [`Limits::frame_timeout`] of its first
-//! byte; and a session's buffers are fixed (about 0.6 MiB).
+//! byte; and a session's buffers are fixed (about 0.9 MiB).
 //!
 //! Every event is one line through `tracing` (or the [`LogSink`] given):
 //! `pastiche serve: <peer> <client key prefix> <what>`: connections,
@@ -30,7 +30,10 @@ use pastiche_core::channel::{
     Channel, ChannelError, Handshake, RecordReader, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE, RECORD_HEADER_LEN,
 };
 use pastiche_core::seal::MAX_SEALED;
-use pastiche_core::session::{AuditBudget, AuditMeter, BuddySession, Buffers, Reply, DEFAULT_AUDIT_READS_PER_WINDOW};
+use pastiche_core::session::{
+    source_v4, source_v6, AuditBudget, AuditMeter, BuddySession, Buffers, Gate, PairingGuard, PairingLimits, Reply,
+    DEFAULT_AUDIT_READS_PER_WINDOW,
+};
 use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, Frame, FrameDecoder, Message, DECODER_BUFFER_LEN};
 use pastiche_core::{Identity, PublicKey};
 use rand::RngCore;
@@ -315,6 +318,7 @@ impl Server {
             stop: self.stop.clone(),
             started: Instant::now(),
             audits: Mutex::new(AuditBudget::new(self.limits.audit_reads_per_hour, AUDIT_WINDOW.as_millis() as u64)),
+            pairing: Arc::new(std::sync::Mutex::new(PairingGuard::new())),
         });
         let mut sessions = tokio::task::JoinSet::new();
         loop {
@@ -393,6 +397,8 @@ struct Ctx {
     /// Every session's audits are charged here (a client reconnecting
     /// keeps its spent budget).
     audits: Mutex<AuditBudget<AUDIT_CLIENTS>>,
+    /// The limits on guessing pairing codes, shared by every connection.
+    pairing: Arc<std::sync::Mutex<PairingGuard<PAIRING_SOURCES>>>,
 }
 
 /// The shared audit budget, locked only for the charge itself (never
@@ -402,6 +408,44 @@ struct SharedAudits<'a>(&'a Mutex<AuditBudget<AUDIT_CLIENTS>>);
 impl AuditMeter for SharedAudits<'_> {
     fn charge(&mut self, client: &PublicKey, reads: u32, now: u64) -> bool {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).charge(client, reads, now)
+    }
+}
+
+/// Sources whose wrong pairing codes the server remembers at once (about
+/// 32 bytes each); past that the one whose wait ended first is forgotten.
+const PAIRING_SOURCES: usize = 4096;
+
+/// One connection's view of [`Ctx::pairing`]: the shared guard, locked for
+/// each call, as seen from the connection's source address.
+struct ConnPairing {
+    guard: Arc<std::sync::Mutex<PairingGuard<PAIRING_SOURCES>>>,
+    source: [u8; 16],
+}
+
+impl ConnPairing {
+    fn new(guard: Arc<std::sync::Mutex<PairingGuard<PAIRING_SOURCES>>>, peer: &SocketAddr) -> ConnPairing {
+        let source = match peer.ip() {
+            std::net::IpAddr::V4(a) => source_v4(a.octets()),
+            std::net::IpAddr::V6(a) => source_v6(a.octets()),
+        };
+        ConnPairing { guard, source }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PairingGuard<PAIRING_SOURCES>> {
+        // The guard's state is valid after any panic (plain counters).
+        self.guard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PairingLimits for ConnPairing {
+    fn begin(&mut self, now: u64) -> Gate {
+        let source = self.source;
+        self.lock().begin(&source, now)
+    }
+
+    fn end(&mut self, admitted: bool) {
+        let source = self.source;
+        self.lock().end(&source, admitted);
     }
 }
 
@@ -420,6 +464,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ct
     let mut conn = Conn {
         stream,
         peer,
+        pairing: ConnPairing::new(ctx.pairing.clone(), &peer),
         ctx,
         slot,
         who: "-".to_string(),
@@ -446,6 +491,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ct
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
+    /// The server's limits on guessing pairing codes, for this peer.
+    pairing: ConnPairing,
     ctx: Arc<Ctx>,
     slot: Slot,
     /// Key prefix of the client (proven by the channel, then authenticated).
@@ -465,10 +512,30 @@ struct Conn {
 /// Buffers of one connection: fixed, whatever the peer sends.
 struct Bufs {
     read: Vec<u8>,
+    /// Replies: `out[..queued]` wait to be sealed and written (see
+    /// [`REPLY_BATCH`]); the session writes the next one after them.
     out: Vec<u8>,
+    queued: usize,
     scratch: Vec<u8>,
     sealed: Vec<u8>,
 }
+
+impl Bufs {
+    /// Where the session writes its next reply: after those queued.
+    fn reply_space(&mut self) -> Buffers<'_> {
+        Buffers { out: &mut self.out[self.queued..], scratch: &mut self.scratch }
+    }
+
+    /// The reply of `len` bytes the session just wrote.
+    fn reply(&self, len: usize) -> &[u8] {
+        &self.out[self.queued..self.queued + len]
+    }
+}
+
+/// Replies are gathered up to this many plaintext bytes (or until the input
+/// read so far is handled) and sealed and written together: full records
+/// and one write for a pipeline of `GetChunk` answers, not one each.
+const REPLY_BATCH: usize = 128 * 1024;
 
 /// The largest record message the appliance accepts.
 const RECORD_LIMIT: usize = MAX_NOISE_MESSAGE;
@@ -556,9 +623,10 @@ impl Conn {
         };
         let mut bufs = Bufs {
             read: vec![0u8; READ_BUF_LEN],
-            out: vec![0u8; 2 * DECODER_BUFFER_LEN],
+            out: vec![0u8; REPLY_BATCH + 2 * DECODER_BUFFER_LEN],
+            queued: 0,
             scratch: vec![0u8; MAX_SEALED],
-            sealed: vec![0u8; 2 * DECODER_BUFFER_LEN + 4 * (RECORD_HEADER_LEN + 16)],
+            sealed: Vec::new(),
         };
         let stop = self.ctx.stop.clone();
         loop {
@@ -633,6 +701,12 @@ impl Conn {
                     return why;
                 }
             }
+            // All input read so far is handled: its replies go out now.
+            if let Phase::Open(channel) = &mut phase {
+                if let Err(why) = self.flush_replies(channel, &mut bufs).await {
+                    return why;
+                }
+            }
         }
     }
 
@@ -681,8 +755,9 @@ impl Conn {
             let fed = match decoder.feed(plain) {
                 Ok(fed) => fed,
                 Err(e) => {
-                    let r = session.on_wire_error(e, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch });
-                    let _ = self.send_sealed(channel, bufs, r.len).await;
+                    let r = session.on_wire_error(e, bufs.reply_space());
+                    bufs.queued += r.len;
+                    let _ = self.flush_replies(channel, bufs).await;
                     self.log(&format!("refused: {} (bad frame: {e})", ErrorCode::for_wire_error(e)));
                     self.drain().await;
                     return Some("bad frame".into());
@@ -701,9 +776,10 @@ impl Conn {
                     code: ErrorCode::NotAuthenticated,
                     message: "hello key differs from the channel's",
                 });
-                if let Ok(n) = encode_frame(&msg, &mut bufs.out) {
-                    let _ = self.send_sealed(channel, bufs, n).await;
+                if let Ok(n) = encode_frame(&msg, &mut bufs.out[bufs.queued..]) {
+                    bufs.queued += n;
                 }
+                let _ = self.flush_replies(channel, bufs).await;
                 self.log(&format!("refused: {why}"));
                 self.drain().await;
                 return Some(why);
@@ -711,13 +787,7 @@ impl Conn {
             let now = self.ctx.now_ms();
             let r = tokio::task::block_in_place(|| {
                 let mut audits = SharedAudits(&self.ctx.audits);
-                session.handle(
-                    payload,
-                    store,
-                    &mut audits,
-                    Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch },
-                    now,
-                )
+                session.handle(payload, store, &mut audits, &mut self.pairing, bufs.reply_space(), now)
             });
             if let Some(why) = self.answer(r, channel, session, store, bufs).await {
                 return Some(why);
@@ -742,16 +812,29 @@ impl Conn {
         }
     }
 
-    /// Seals `bufs.out[..len]` and writes it.
+    /// Queues the reply of `len` bytes the session just wrote; seals and
+    /// writes the queue once it holds [`REPLY_BATCH`] bytes.
     async fn send_sealed(&mut self, channel: &mut Channel, bufs: &mut Bufs, len: usize) -> Result<(), String> {
-        if len == 0 {
+        bufs.queued += len;
+        if bufs.queued >= REPLY_BATCH {
+            self.flush_replies(channel, bufs).await?;
+        }
+        Ok(())
+    }
+
+    /// Seals the queued replies, as few full records as they fill, and
+    /// writes them in one go.
+    async fn flush_replies(&mut self, channel: &mut Channel, bufs: &mut Bufs) -> Result<(), String> {
+        if bufs.queued == 0 {
             return Ok(());
         }
-        let need = channel.sealed_len(len);
+        let need = channel.sealed_len(bufs.queued);
         if bufs.sealed.len() < need {
             bufs.sealed.resize(need, 0);
         }
-        let n = channel.seal(&bufs.out[..len], &mut bufs.sealed).map_err(|e| format!("internal error: {e}"))?;
+        let sealed = channel.seal(&bufs.out[..bufs.queued], &mut bufs.sealed);
+        bufs.queued = 0;
+        let n = sealed.map_err(|e| format!("internal error: {e}"))?;
         self.write(&bufs.sealed[..n]).await
     }
 
@@ -766,22 +849,31 @@ impl Conn {
         bufs: &mut Bufs,
     ) -> Option<String> {
         loop {
-            if !self.welcomed && has_welcome(&bufs.out[..r.len]) {
+            if !self.welcomed && has_welcome(bufs.reply(r.len)) {
                 if !self.slot.authenticate() {
+                    // The welcome is not sent: the error takes its place.
                     let msg = Message::Error(ErrorMsg { code: ErrorCode::Internal, message: "busy" });
-                    if let Ok(n) = encode_frame(&msg, &mut bufs.out) {
-                        let _ = self.send_sealed(channel, bufs, n).await;
+                    if let Ok(n) = encode_frame(&msg, &mut bufs.out[bufs.queued..]) {
+                        bufs.queued += n;
                     }
+                    let _ = self.flush_replies(channel, bufs).await;
                     self.log(&format!("refused: busy ({} sessions)", self.ctx.max_sessions));
                     self.drain().await;
                     return Some("busy".into());
                 }
                 self.welcomed = true;
             }
+            self.describe(bufs.reply(r.len), &r, store);
             if let Err(why) = self.send_sealed(channel, bufs, r.len).await {
                 return Some(why);
             }
-            self.describe(&bufs.out[..r.len], &r, store);
+            if r.close || r.resume {
+                // A refusal goes out before the close; `Staged` before the
+                // commit is applied.
+                if let Err(why) = self.flush_replies(channel, bufs).await {
+                    return Some(why);
+                }
+            }
             if r.close {
                 self.drain().await;
                 return Some(match r.refused {
@@ -792,9 +884,7 @@ impl Conn {
             if !r.resume {
                 return None;
             }
-            r = tokio::task::block_in_place(|| {
-                session.resume(store, Buffers { out: &mut bufs.out, scratch: &mut bufs.scratch })
-            });
+            r = tokio::task::block_in_place(|| session.resume(store, bufs.reply_space()));
         }
     }
 

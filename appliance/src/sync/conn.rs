@@ -111,9 +111,11 @@ impl SecureStream {
         self.pending.clear();
         // Out to the socket now: a frame's tail must never wait in a user
         // buffer while this connection waits for another (a buddy may hold
-        // shared state until the frame is whole).
-        self.writer.write_all(&self.sealed[..n]).with_context(|| format!("sending to buddy {}", self.addr))?;
-        self.writer.flush().with_context(|| format!("sending to buddy {}", self.addr))
+        // shared state until the frame is whole). Whatever the buffered
+        // writer holds (the handshake's last message) goes first; the
+        // records go straight to the socket, not copied through it.
+        self.writer.flush().with_context(|| format!("sending to buddy {}", self.addr))?;
+        self.writer.get_mut().write_all(&self.sealed[..n]).with_context(|| format!("sending to buddy {}", self.addr))
     }
 
     /// Seals and writes everything queued.

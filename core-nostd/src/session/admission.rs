@@ -1,50 +1,92 @@
 //! Limits on guessing pairing codes, as a pure machine (time passed in).
 //!
-//! A pairing code is short enough to type (the appliance's have 50 bits),
-//! so a buddy must bound how many guesses anyone gets at it:
+//! A pairing code is short enough to type (the appliance's have 50 bits;
+//! the firmware's boot secret may be shorter), so a buddy bounds how many
+//! guesses anyone gets at it. [`BuddySession`](super::BuddySession) asks the
+//! limits before every code it checks, on the appliance and the firmware
+//! alike; the caller keeps one [`PairingGuard`] for the whole buddy and
+//! hands each session a view of it for the connection's source
+//! ([`PairingGuard::from_source`], or a lock around it).
 //!
-//! - **Per source** (an address, or an IPv6 /64: the caller chooses the
-//!   16-byte key): the first [`FREE_WRONG_PER_SOURCE`] wrong codes cost
+//! - **Per source** (an IPv4 address, or an IPv6 /64: [`source_v4`],
+//!   [`source_v6`]): the first [`FREE_WRONG_PER_SOURCE`] wrong codes cost
 //!   nothing more than their handshakes; after that each wrong code makes
-//!   the source wait, doubling from 1 s up to [`MAX_BACKOFF_MS`], before
-//!   its next attempt is even checked. An attempt during the wait is refused
-//!   unchecked, so a right guess made then does not admit anyone. A right
-//!   code forgives the source.
-//! - **Globally** (every source together): after [`WRONG_CODES_BEFORE_BURN`]
-//!   wrong codes the buddy burns every code it has outstanding, so no code
-//!   ever faces more than that many guesses however many addresses an
-//!   attacker has (the chance a 50-bit code falls is below 2^-46). The owner
-//!   hands out a fresh code; a client already admitted is not affected.
+//!   the source wait, doubling from 1 s up to [`MAX_BACKOFF_MS`], before its
+//!   next attempt is even checked. An attempt during the wait is refused
+//!   unchecked, so a right guess made then admits no one. A right code
+//!   forgives the source. Keys do not matter: fresh keys from one address
+//!   share its wait.
+//! - **Globally** (every source together, so many addresses do not help):
+//!   wrong codes are a token bucket of [`GLOBAL_BURST`] refilled one per
+//!   [`GLOBAL_REFILL_MS`]. While it is empty every attempt, from anywhere, is
+//!   refused unchecked until the next token. So in `T` ms a buddy checks at
+//!   most `GLOBAL_BURST + T / GLOBAL_REFILL_MS` wrong codes: 14,410 in a
+//!   day, which finds a 50-bit code with a chance below 2^-36 (1.3e-11).
+//!
+//! An attempt is charged as wrong when it is let through ([`Gate::Check`]),
+//! and refunded if the code admits the key: so attempts checked in parallel
+//! (the appliance serves connections on several threads) are all counted
+//! before any of their outcomes is known.
 //!
 //! The guard keeps at most `SOURCES` sources; when full it forgets the one
-//! whose wait ended first (the global limit still holds for it).
+//! whose wait ended first (the global bucket still holds for it).
 
-/// Wrong codes, from anywhere, after which every outstanding code is burned.
-pub const WRONG_CODES_BEFORE_BURN: u32 = 10;
 /// Wrong codes a source may present before it has to wait.
-pub const FREE_WRONG_PER_SOURCE: u32 = 2;
+pub const FREE_WRONG_PER_SOURCE: u32 = 3;
 /// The longest wait imposed on a source, in milliseconds.
 pub const MAX_BACKOFF_MS: u64 = 60_000;
+/// Wrong codes the whole buddy checks at once before the refill rate holds.
+pub const GLOBAL_BURST: u32 = 10;
+/// One more wrong code may be checked per this many milliseconds, globally.
+pub const GLOBAL_REFILL_MS: u64 = 6_000;
 
 /// Whether a pairing attempt may be checked now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gate {
-    /// Check the code.
+    /// Check the code (the attempt is charged as wrong until
+    /// [`PairingLimits::end`] says it admitted the key).
     Check,
-    /// Refuse without checking: the source must wait until this time.
-    Wait {
-        /// When the source may try again (the caller's clock).
+    /// Refuse without checking: this source must wait until `until`.
+    SourceWait {
+        /// When the source may try again (the caller's clock, ms).
+        until: u64,
+    },
+    /// Refuse without checking: too many wrong codes from everywhere; the
+    /// next one may be checked at `until`.
+    Paused {
+        /// When the next attempt may be checked (the caller's clock, ms).
         until: u64,
     },
 }
 
-/// What the caller must do after a checked attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterAttempt {
-    /// Nothing more.
-    Done,
-    /// Burn every outstanding pairing code now.
-    BurnCodes,
+/// The limits as one session sees them: bound to its connection's source.
+pub trait PairingLimits {
+    /// Asks to check one pairing code at `now` (ms).
+    fn begin(&mut self, now: u64) -> Gate;
+    /// The outcome of an attempt [`begin`](PairingLimits::begin) let
+    /// through: `admitted` when the code admitted the key.
+    fn end(&mut self, admitted: bool);
+}
+
+/// The source key of an IPv4 address: the IPv4-mapped IPv6 address.
+pub fn source_v4(addr: [u8; 4]) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[10] = 0xff;
+    key[11] = 0xff;
+    key[12..].copy_from_slice(&addr);
+    key
+}
+
+/// The source key of an IPv6 address: its /64 (one subscriber's usual
+/// allocation, so cycling through its addresses gains nothing). An
+/// IPv4-mapped address is its IPv4 address's key.
+pub fn source_v6(addr: [u8; 16]) -> [u8; 16] {
+    if addr[..10].iter().all(|&b| b == 0) && addr[10] == 0xff && addr[11] == 0xff {
+        return addr;
+    }
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&addr[..8]);
+    key
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -57,8 +99,9 @@ struct Source {
 /// The attempt limits of one buddy, for at most `SOURCES` sources at once.
 #[derive(Clone, Debug)]
 pub struct PairingGuard<const SOURCES: usize> {
-    /// Wrong codes since the codes were last burned.
-    wrong: u32,
+    /// The bucket as a generic cell rate: the time at which it would be
+    /// full again if nothing more were charged (ms).
+    full_at: u64,
     sources: heapless::Vec<Source, SOURCES>,
 }
 
@@ -71,28 +114,30 @@ impl<const SOURCES: usize> Default for PairingGuard<SOURCES> {
 impl<const SOURCES: usize> PairingGuard<SOURCES> {
     /// No attempts seen.
     pub const fn new() -> Self {
-        PairingGuard { wrong: 0, sources: heapless::Vec::new() }
+        PairingGuard { full_at: 0, sources: heapless::Vec::new() }
     }
 
-    /// Whether an attempt from `source` at `now` (milliseconds) may be
-    /// checked. Call before looking at the code.
-    pub fn gate(&self, source: &[u8; 16], now: u64) -> Gate {
-        match self.sources.iter().find(|s| &s.key == source) {
-            Some(s) if now < s.until => Gate::Wait { until: s.until },
-            _ => Gate::Check,
-        }
+    /// The guard as seen from `source` (see [`source_v4`], [`source_v6`]).
+    pub fn from_source(&mut self, source: [u8; 16]) -> FromSource<'_, SOURCES> {
+        FromSource { guard: self, source }
     }
 
-    /// Records a checked attempt from `source` at `now`: `admitted` when the
-    /// code admitted the key (or the key was admitted already).
-    pub fn record(&mut self, source: &[u8; 16], now: u64, admitted: bool) -> AfterAttempt {
+    /// See [`PairingLimits::begin`].
+    pub fn begin(&mut self, source: &[u8; 16], now: u64) -> Gate {
         let at = self.sources.iter().position(|s| &s.key == source);
-        if admitted {
-            if let Some(i) = at {
-                self.sources.swap_remove(i);
+        if let Some(s) = at.map(|i| &self.sources[i]) {
+            if now < s.until {
+                return Gate::SourceWait { until: s.until };
             }
-            return AfterAttempt::Done;
         }
+        // The bucket holds GLOBAL_BURST tokens: a charge is allowed while
+        // it would not push `full_at` more than that many refills ahead.
+        let window = u64::from(GLOBAL_BURST - 1) * GLOBAL_REFILL_MS;
+        let opens = self.full_at.saturating_sub(window);
+        if now < opens {
+            return Gate::Paused { until: opens };
+        }
+        self.full_at = self.full_at.max(now) + GLOBAL_REFILL_MS;
         let i = match at {
             Some(i) => i,
             None => {
@@ -108,13 +153,35 @@ impl<const SOURCES: usize> PairingGuard<SOURCES> {
         let s = &mut self.sources[i];
         s.wrong = s.wrong.saturating_add(1);
         s.until = now.saturating_add(backoff_ms(s.wrong));
-        self.wrong += 1;
-        if self.wrong >= WRONG_CODES_BEFORE_BURN {
-            self.wrong = 0;
-            AfterAttempt::BurnCodes
-        } else {
-            AfterAttempt::Done
+        Gate::Check
+    }
+
+    /// See [`PairingLimits::end`].
+    pub fn end(&mut self, source: &[u8; 16], admitted: bool) {
+        if !admitted {
+            return;
         }
+        if let Some(i) = self.sources.iter().position(|s| &s.key == source) {
+            self.sources.swap_remove(i);
+        }
+        self.full_at = self.full_at.saturating_sub(GLOBAL_REFILL_MS);
+    }
+}
+
+/// A [`PairingGuard`] bound to one source: what a session is given.
+#[derive(Debug)]
+pub struct FromSource<'a, const SOURCES: usize> {
+    guard: &'a mut PairingGuard<SOURCES>,
+    source: [u8; 16],
+}
+
+impl<const SOURCES: usize> PairingLimits for FromSource<'_, SOURCES> {
+    fn begin(&mut self, now: u64) -> Gate {
+        self.guard.begin(&self.source, now)
+    }
+
+    fn end(&mut self, admitted: bool) {
+        self.guard.end(&self.source, admitted);
     }
 }
 
@@ -139,39 +206,78 @@ mod tests {
     #[test]
     fn a_source_that_keeps_guessing_waits_longer_and_longer() {
         let mut g = PairingGuard::<4>::new();
-        let mut now = 0;
+        // Spread out enough that the global bucket never runs dry.
+        let mut now = 1_000_000;
         for _ in 0..FREE_WRONG_PER_SOURCE {
-            assert_eq!(g.gate(&A, now), Gate::Check);
-            g.record(&A, now, false);
+            assert_eq!(g.begin(&A, now), Gate::Check);
+            g.end(&A, false);
         }
         let mut waits = std::vec::Vec::new();
         for _ in 0..6 {
-            assert_eq!(g.gate(&A, now), Gate::Check);
-            g.record(&A, now, false);
-            let Gate::Wait { until } = g.gate(&A, now) else { panic!("no wait after a wrong code") };
-            assert_eq!(g.gate(&A, until - 1), Gate::Wait { until });
-            assert_eq!(g.gate(&B, now), Gate::Check, "other sources are not held up");
+            assert_eq!(g.begin(&A, now), Gate::Check);
+            g.end(&A, false);
+            let Gate::SourceWait { until } = g.begin(&A, now) else { panic!("no wait after a wrong code") };
+            assert_eq!(g.begin(&A, until - 1), Gate::SourceWait { until });
             waits.push(until - now);
-            now = until;
+            now = until + GLOBAL_REFILL_MS * u64::from(GLOBAL_BURST);
         }
         assert_eq!(waits, [1000, 2000, 4000, 8000, 16_000, 32_000]);
-        g.record(&A, now, true);
-        assert_eq!(g.gate(&A, now), Gate::Check);
+        assert_eq!(g.begin(&B, now), Gate::Check, "other sources are not held up");
+        assert_eq!(g.begin(&A, now), Gate::Check);
+        g.end(&A, true);
+        assert_eq!(g.begin(&A, now), Gate::Check, "a right code forgives");
         assert_eq!(backoff_ms(100), MAX_BACKOFF_MS);
     }
 
-    /// Wrong codes from many sources together burn the codes at the limit,
-    /// and the count starts again.
+    /// Wrong codes from many sources together empty the bucket: then every
+    /// source waits for the refill, one attempt per refill.
     #[test]
-    fn wrong_codes_from_everywhere_burn_the_codes() {
+    fn wrong_codes_from_everywhere_share_one_bucket() {
         let mut g = PairingGuard::<4>::new();
-        for i in 0..WRONG_CODES_BEFORE_BURN - 1 {
-            let source = [i as u8; 16];
-            assert_eq!(g.gate(&source, 0), Gate::Check, "a fresh source is checked");
-            assert_eq!(g.record(&source, 0, false), AfterAttempt::Done);
+        let now = 50_000;
+        for i in 0..GLOBAL_BURST {
+            let source = source_v4([10, 0, 0, i as u8]);
+            assert_eq!(g.begin(&source, now), Gate::Check, "attempt {i} is within the burst");
+            g.end(&source, false);
         }
-        assert_eq!(g.record(&[99; 16], 0, false), AfterAttempt::BurnCodes);
-        assert_eq!(g.record(&[98; 16], 0, false), AfterAttempt::Done, "counting starts again");
+        let fresh = source_v4([10, 0, 1, 1]);
+        assert_eq!(g.begin(&fresh, now), Gate::Paused { until: now + GLOBAL_REFILL_MS });
+        assert_eq!(g.begin(&fresh, now + GLOBAL_REFILL_MS), Gate::Check, "one token refilled");
+        assert!(matches!(g.begin(&source_v4([10, 0, 1, 2]), now + GLOBAL_REFILL_MS), Gate::Paused { .. }));
+        // A day of guessing from ever new sources checks at most the bound.
+        let day = 86_400_000;
+        let mut checked = 0u64;
+        let mut t = now + GLOBAL_REFILL_MS;
+        let mut n = 0u32;
+        while t < now + day {
+            n = n.wrapping_add(1);
+            if g.begin(&source_v4(n.to_be_bytes()), t) == Gate::Check {
+                checked += 1;
+            }
+            t += 500;
+        }
+        assert!(checked <= day / GLOBAL_REFILL_MS + u64::from(GLOBAL_BURST), "{checked} guesses in a day");
         assert!(g.sources.len() <= 4, "bounded");
+    }
+
+    /// A right code gives its token back, so honest pairings do not use up
+    /// the bucket.
+    #[test]
+    fn right_codes_cost_nothing() {
+        let mut g = PairingGuard::<4>::new();
+        for i in 0..100u8 {
+            let mut view = g.from_source(source_v4([192, 168, 0, i]));
+            assert_eq!(view.begin(7), Gate::Check);
+            view.end(true);
+        }
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_slash_64() {
+        let a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 1, 0xaa, 0xbb, 0, 0, 0, 0, 0, 1];
+        let mut b = a;
+        b[15] = 99;
+        assert_eq!(source_v6(a), source_v6(b));
+        assert_eq!(source_v6(source_v4([1, 2, 3, 4])), source_v4([1, 2, 3, 4]));
     }
 }

@@ -9,6 +9,7 @@ use crate::wire::{
     SignedMessage, Staged, Welcome, WireError, MAX_IDS_PER_MESSAGE, MAX_OBJECT_DATA, PROTOCOL_VERSION,
 };
 
+use super::admission::{Gate, PairingLimits};
 use super::audit_budget::AuditMeter;
 use super::ledger::{mismatch, Reads};
 use super::store::{BuddyStore, ClientRecord, PutOutcome, StagedCounts};
@@ -19,6 +20,12 @@ const NOT_PAIRED: &str = "not paired with this buddy: pair with a code from its 
 const AUDIT_BUDGET_SPENT: &str = "audit budget spent for now: try later";
 /// Why a pairing attempt is refused.
 const BAD_CODE: &str = "pairing code unknown, used or expired";
+/// Why a pairing attempt is refused unchecked: its source guessed too often.
+const SOURCE_WAITS: &str =
+    "too many wrong pairing codes from this address: wait (up to a minute) and try again; the code was not checked";
+/// Why a pairing attempt is refused unchecked: too many wrong codes overall.
+const PAIRING_PAUSED: &str =
+    "too many wrong pairing codes lately: pairing is paused for a few seconds; try again; the code was not checked";
 
 /// A session with no traffic for this long (in the caller's time unit,
 /// milliseconds by convention) may be closed.
@@ -111,12 +118,15 @@ impl BuddySession {
 
     /// Handles one frame payload received at `now`. `audits` is the buddy's
     /// per-client audit budget, shared by all its sessions
-    /// ([`AuditBudget`](super::AuditBudget)).
+    /// ([`AuditBudget`](super::AuditBudget)). A pairing code is checked only
+    /// if `pairing` (the buddy's limits on guessing codes, as this
+    /// connection's source sees them) lets it.
     pub fn handle<S: BuddyStore, M: AuditMeter>(
         &mut self,
         payload: &[u8],
         store: &mut S,
         audits: &mut M,
+        pairing: &mut dyn PairingLimits,
         bufs: Buffers<'_>,
         now: u64,
     ) -> Reply {
@@ -125,7 +135,8 @@ impl BuddySession {
             Ok(m) => m,
             Err(e) => return self.on_wire_error(e, bufs),
         };
-        match self.dispatch(msg, store, audits, bufs.out, bufs.scratch, now) {
+        let lent = Buffers { out: &mut *bufs.out, scratch: &mut *bufs.scratch };
+        match self.dispatch(msg, store, audits, pairing, lent, now) {
             Ok(reply) => reply,
             Err(StoreFailed) => {
                 self.refuse(bufs.out, Refusal { code: ErrorCode::Internal, reason: "storage failure" }, true)
@@ -150,10 +161,11 @@ impl BuddySession {
         msg: Message<'_>,
         store: &mut S,
         audits: &mut M,
-        out: &mut [u8],
-        scratch: &mut [u8],
+        pairing: &mut dyn PairingLimits,
+        bufs: Buffers<'_>,
         now: u64,
     ) -> Result<Reply, StoreFailed> {
+        let Buffers { out, scratch } = bufs;
         let (client, committed) = match (self.state, msg) {
             (State::Closed, _) => return Ok(Reply { close: true, ..Reply::default() }),
             (State::AwaitHello, Message::Hello(hello)) => {
@@ -189,10 +201,23 @@ impl BuddySession {
                     ));
                 }
                 // An admitted client pairing again keeps its record; the
-                // code is only spent on a new key.
+                // code is only spent on a new key, and only checked within
+                // the limits on guessing.
                 let rec = match store.client(&hello.client_key).map_err(|_| StoreFailed)? {
                     Some(rec) => Some(rec),
-                    None => store.admit(&hello.client_key, pair.code).map_err(|_| StoreFailed)?,
+                    None => match pairing.begin(now) {
+                        Gate::SourceWait { .. } => {
+                            return Ok(self.refuse(out, refusal(ErrorCode::NotAuthenticated, SOURCE_WAITS), true))
+                        }
+                        Gate::Paused { .. } => {
+                            return Ok(self.refuse(out, refusal(ErrorCode::NotAuthenticated, PAIRING_PAUSED), true))
+                        }
+                        Gate::Check => {
+                            let admitted = store.admit(&hello.client_key, pair.code);
+                            pairing.end(matches!(admitted, Ok(Some(_))));
+                            admitted.map_err(|_| StoreFailed)?
+                        }
+                    },
                 };
                 return Ok(match rec {
                     Some(rec) => self.welcome(out, hello.client_key, rec),

@@ -13,7 +13,10 @@ mod ledger;
 mod staging;
 mod store;
 
-pub use admission::{AfterAttempt, Gate, PairingGuard, FREE_WRONG_PER_SOURCE, MAX_BACKOFF_MS, WRONG_CODES_BEFORE_BURN};
+pub use admission::{
+    source_v4, source_v6, FromSource, Gate, PairingGuard, PairingLimits, FREE_WRONG_PER_SOURCE, GLOBAL_BURST,
+    GLOBAL_REFILL_MS, MAX_BACKOFF_MS,
+};
 pub use audit_budget::{AuditBudget, AuditMeter, Unmetered, DEFAULT_AUDIT_READS_PER_WINDOW, DEFAULT_AUDIT_WINDOW_MS};
 pub use buddy::{BuddySession, Buffers, Refusal, Reply, IDLE_TIMEOUT_MS};
 pub use client::{ClientEvent, ClientSession, SessionError, MAX_PIPELINED_GETS};

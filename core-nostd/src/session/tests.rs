@@ -274,6 +274,7 @@ fn quota_is_enforced_and_reported() {
 #[test]
 fn requests_before_the_hello_and_bad_proofs_are_refused() {
     let mut store = store(u64::MAX);
+    let mut guard = PairingGuard::<4>::new();
     let mut buddy = BuddySession::new(buddy_identity().public_key(), [7; 32], 0);
     let mut out = vec![0u8; 2 * DECODER_BUFFER_LEN];
     let mut scratch = vec![0u8; MAX_SEALED];
@@ -283,6 +284,7 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
         Frame::new_checked(&frame[..n]).unwrap().payload(),
         &mut store,
         &mut Unmetered,
+        &mut guard.from_source([0; 16]),
         Buffers { out: &mut out, scratch: &mut scratch },
         1,
     );
@@ -303,6 +305,7 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
         Frame::new_checked(&f[..n]).unwrap().payload(),
         &mut store,
         &mut Unmetered,
+        &mut guard.from_source([0; 16]),
         Buffers { out: &mut out, scratch: &mut scratch },
         1,
     );
@@ -314,6 +317,7 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
         Frame::new_checked(&f[..n]).unwrap().payload(),
         &mut store,
         &mut Unmetered,
+        &mut guard.from_source([0; 16]),
         Buffers { out: &mut out, scratch: &mut scratch },
         2,
     );
@@ -323,8 +327,14 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
 
     // Garbage payloads close the session without touching the store.
     let mut buddy = BuddySession::new(buddy_identity().public_key(), [7; 32], 0);
-    let r =
-        buddy.handle(&[200, 1, 2, 3], &mut store, &mut Unmetered, Buffers { out: &mut out, scratch: &mut scratch }, 1);
+    let r = buddy.handle(
+        &[200, 1, 2, 3],
+        &mut store,
+        &mut Unmetered,
+        &mut guard.from_source([0; 16]),
+        Buffers { out: &mut out, scratch: &mut scratch },
+        1,
+    );
     assert!(r.close);
 }
 
@@ -416,4 +426,73 @@ fn audits_past_the_budget_are_refused_without_reading_and_the_session_goes_on() 
     // The budget is per client, and comes back with the next window.
     assert_eq!(link.audits.remaining(&other().public_key(), 100), 128);
     assert_eq!(link.audits.remaining(&me().public_key(), 1_000_100), 128);
+}
+
+/// One pairing attempt by `me` presenting `code` from `source` at `now`,
+/// through a real client session, with the buddy's shared `guard`: `Ok` on
+/// `Welcome`, else the refusal's message.
+fn pair_attempt(
+    store: &mut MemStore,
+    guard: &mut PairingGuard<8>,
+    source: [u8; 16],
+    me: &Identity,
+    code: &str,
+    now: u64,
+) -> Result<(), std::string::String> {
+    let mut client =
+        ClientSession::new(me.clone(), NodeId::from_name("guesser"), [9; 32], [1; 16]).with_pairing_code(code).unwrap();
+    let mut buddy = BuddySession::new(buddy_identity().public_key(), [7; 32], now);
+    let (mut c_out, mut b_out, mut scratch) = (vec![0u8; 4096], vec![0u8; 4096], vec![0u8; MAX_SEALED]);
+    let mut n = client.start(&mut c_out).unwrap();
+    loop {
+        let payload = Frame::new_checked(&c_out[..n]).unwrap().payload().to_vec();
+        let bufs = Buffers { out: &mut b_out, scratch: &mut scratch };
+        let r = buddy.handle(&payload, store, &mut Unmetered, &mut guard.from_source(source), bufs, now);
+        let reply = Frame::new_checked(&b_out[..r.len]).unwrap().payload().to_vec();
+        match client.handle(&reply, &mut c_out).unwrap() {
+            ClientEvent::SendProof(m) => n = m,
+            ClientEvent::Welcome(_) => return Ok(()),
+            ClientEvent::Refused { message, .. } => return Err(message.into()),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+}
+
+/// Guessing codes: a source that keeps guessing is refused unchecked (the
+/// right code included) until its wait ends, whatever keys it uses; many
+/// sources together pause pairing for everyone; no guess leaves a record;
+/// the right code still pairs once the waits are over.
+#[test]
+fn guessed_pairing_codes_are_throttled_per_source_and_overall() {
+    let mut store = MemStore::new();
+    let mut guard = PairingGuard::<8>::new();
+    store.invite("RIGHT-CODE1", 1 << 20);
+    let attacker = source_v4([203, 0, 113, 7]);
+    let honest = source_v4([192, 168, 1, 20]);
+    let mut now = 1_000;
+    for i in 0..=FREE_WRONG_PER_SOURCE {
+        let key = Identity::from_seed([100 + i as u8; 32]).unwrap();
+        let e = pair_attempt(&mut store, &mut guard, attacker, &key, "WRONG-CODE1", now).unwrap_err();
+        assert!(e.contains("pairing code unknown"), "{e}");
+    }
+    // Waiting now: fresh keys and even the right code are refused unchecked.
+    for i in 0..5u8 {
+        let key = Identity::from_seed([150 + i; 32]).unwrap();
+        let e = pair_attempt(&mut store, &mut guard, attacker, &key, "RIGHT-CODE1", now).unwrap_err();
+        assert!(e.contains("from this address"), "{e}");
+    }
+    assert!(store.clients.is_empty(), "a guess left a record");
+    // Other addresses guess until the bucket is dry: then everyone waits.
+    for i in 0..GLOBAL_BURST - FREE_WRONG_PER_SOURCE - 1 {
+        let key = Identity::from_seed([200 + i as u8; 32]).unwrap();
+        let e = pair_attempt(&mut store, &mut guard, source_v4([198, 51, 100, i as u8]), &key, "BAD", now);
+        assert!(e.unwrap_err().contains("pairing code unknown"));
+    }
+    let e = pair_attempt(&mut store, &mut guard, honest, &me(), "RIGHT-CODE1", now).unwrap_err();
+    assert!(e.contains("pairing is paused"), "{e}");
+    assert!(store.clients.is_empty(), "a guess left a record");
+    // After the refill the honest box pairs with its code, which was never spent.
+    now += GLOBAL_REFILL_MS;
+    pair_attempt(&mut store, &mut guard, honest, &me(), "RIGHT-CODE1", now).unwrap();
+    assert_eq!(store.clients.len(), 1);
 }

@@ -7,7 +7,7 @@ use std::vec::Vec;
 use crate::audit::ProofDigest;
 use crate::identity::{Identity, NodeId, PublicKey};
 use crate::seal::MAX_SEALED as SCRATCH_LEN;
-use crate::session::{AuditBudget, BuddySession, BuddyStore, Buffers, ClientEvent, ClientSession};
+use crate::session::{AuditBudget, BuddySession, BuddyStore, Buffers, ClientEvent, ClientSession, PairingGuard};
 use crate::wire::{ErrorCode, Frame, Welcome, DECODER_BUFFER_LEN};
 
 /// The link was cut (its frame budget ran out).
@@ -77,6 +77,9 @@ pub struct Link<'s, S: BuddyStore> {
     pub apply_after_staged: bool,
     /// `PutChunk` frames delivered.
     pub puts_sent: usize,
+    /// The buddy's limits on guessing pairing codes (this link's own: the
+    /// limits across connections are tested in `session::tests`).
+    pub pairing: PairingGuard<4>,
     /// The client's output buffer (requests are written here).
     pub out: Vec<u8>,
     /// The buddy's audit budget (the default one, for this link alone).
@@ -108,6 +111,7 @@ impl<'s, S: BuddyStore> Link<'s, S> {
             budget,
             apply_after_staged: true,
             puts_sent: 0,
+            pairing: PairingGuard::new(),
             out: vec![0; DECODER_BUFFER_LEN],
             audits: AuditBudget::default(),
             now: 0,
@@ -150,7 +154,8 @@ impl<'s, S: BuddyStore> Link<'s, S> {
             self.puts_sent += 1;
         }
         let bufs = Buffers { out: &mut self.reply, scratch: &mut self.scratch };
-        let mut r = self.buddy.handle(&payload, self.store, &mut self.audits, bufs, self.now);
+        let mut pairing = self.pairing.from_source([0; 16]);
+        let mut r = self.buddy.handle(&payload, self.store, &mut self.audits, &mut pairing, bufs, self.now);
         let mut frames = split(&self.reply[..r.len]);
         while r.resume && self.apply_after_staged {
             let bufs = Buffers { out: &mut self.reply, scratch: &mut self.scratch };

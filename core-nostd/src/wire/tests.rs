@@ -189,7 +189,7 @@ fn trailing_and_non_canonical_bytes_are_malformed() {
     assert_eq!(Message::decode(&[14, 0x80, 0x80, 0x80, 0x80, 0x10]), Err(WireError::Malformed));
     // Bad UTF-8 and unknown error codes.
     assert_eq!(Message::decode(&[61, 1, 1, 0xff]), Err(WireError::Malformed));
-    assert_eq!(Message::decode(&[61, 11, 0]), Err(WireError::Malformed));
+    assert_eq!(Message::decode(&[61, 12, 0]), Err(WireError::Malformed));
     assert_eq!(Message::decode(&[61, 0, 0]), Err(WireError::Malformed));
     assert_eq!(
         Message::decode(&[61, 6, 2, b'n', b'o']),
@@ -553,7 +553,7 @@ fn need_bitmaps() {
 
 #[test]
 fn error_codes() {
-    for code in 1..=10u16 {
+    for code in 1..=11u16 {
         let c = ErrorCode::from_u16(code).unwrap();
         assert_eq!(c as u16, code);
     }
@@ -561,7 +561,8 @@ fn error_codes() {
         !ErrorCode::NotFound.is_fatal() && !ErrorCode::QuotaExceeded.is_fatal() && ErrorCode::BadSignature.is_fatal()
     );
     assert_eq!(ErrorCode::from_u16(0), None);
-    assert_eq!(ErrorCode::from_u16(11), None);
+    assert_eq!(ErrorCode::from_u16(12), None);
+    assert!(!ErrorCode::RateLimited.is_fatal(), "an audit past the budget does not end the session");
     assert_eq!(ErrorCode::for_wire_error(WireError::FrameTooLarge { len: 1 << 20 }), ErrorCode::TooLarge);
     assert_eq!(ErrorCode::for_wire_error(WireError::Truncated), ErrorCode::BadFrame);
 }
