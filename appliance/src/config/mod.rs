@@ -22,6 +22,7 @@
 //! quota = "64 GiB"                  # each client's, unless listed below
 //! max_sessions = 32
 //! min_free = "1 GiB"                # free disk kept for this box's own backups
+//! client_grace_days = 90            # a client silent this long is decommissioned (0: never)
 //! [serve.client_quotas]
 //! "<client public key, 64 hex digits>" = "200 GiB"
 //!
@@ -183,6 +184,9 @@ pub struct ServeConfig {
     pub min_free: u64,
     /// Quotas of particular clients, by public key (hex).
     pub client_quotas: BTreeMap<String, u64>,
+    /// Days a client may stay silent before its data is released (warned
+    /// at half; 0: never).
+    pub client_grace_days: u64,
 }
 
 impl Default for Config {
@@ -204,6 +208,7 @@ impl Default for Config {
                 max_sessions: DEFAULT_MAX_SESSIONS,
                 min_free: crate::buddy::DEFAULT_MIN_FREE,
                 client_quotas: BTreeMap::new(),
+                client_grace_days: crate::buddy::lifecycle::DEFAULT_GRACE_DAYS,
             },
             http: HttpConfig { listen: DEFAULT_HTTP_LISTEN.parse().ok(), session_minutes: 60 },
             alerts: AlertsConfig::default(),
@@ -298,6 +303,7 @@ struct RawServe {
     min_free: Option<Spanned<Size>>,
     #[serde(default)]
     client_quotas: BTreeMap<Spanned<String>, Spanned<Size>>,
+    client_grace_days: Option<u64>,
 }
 
 /// A byte count: a number, or a string like `"64 GiB"`.
@@ -425,6 +431,9 @@ impl Config {
                 return Err(fail(Some(m.span()), "max_sessions must be at least 1".into()));
             }
             c.serve.max_sessions = m.into_inner();
+        }
+        if let Some(days) = raw.serve.client_grace_days {
+            c.serve.client_grace_days = days;
         }
         for (key, q) in raw.serve.client_quotas {
             if key.get_ref().parse::<pastiche_core::PublicKey>().is_err() {

@@ -245,6 +245,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     };
     let scheduler_thread = thread::Builder::new().name("pastiche-scheduler".into()).spawn(move || scheduler.run())?;
     crate::audit::schedule::spawn(shared.clone(), board.clone(), pastiche_core::audit::AuditPlan::default())?;
+    spawn_client_sweeper(&storage, &live, &board, &log)?;
     let overlay = start_overlay(&config, &shared, &queue, &board, &listening);
     board.event(format!(
         "daemon of {} started: buddies served on {}, control socket {}, backups {}, prune {}",
@@ -297,4 +298,22 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(exit::OK)
+}
+
+/// Starts the sweep of silent clients ([`crate::buddy::lifecycle`]), with
+/// the grace period of the live configuration.
+fn spawn_client_sweeper(
+    storage: &BuddyStorage,
+    live: &Arc<LiveConfig>,
+    board: &Arc<StatusBoard>,
+    log: &LogSink,
+) -> std::io::Result<JoinHandle<()>> {
+    use crate::buddy::lifecycle::{self, Grace};
+    let (live, board) = (live.clone(), board.clone());
+    lifecycle::spawn(
+        storage.clone(),
+        move || Grace::days(live.get().serve.client_grace_days),
+        log.clone(),
+        move || board.report().stopping,
+    )
 }
