@@ -63,7 +63,7 @@ pub struct Alert {
     pub severity: Verdict,
     /// A stable code for scripts: `backup_overdue`, `backup_failed`,
     /// `no_backup`, `buddy_stale`, `sync_failures`, `buddy_unreachable`,
-    /// `no_buddies`, `disk_low`, `no_daemon`, `client_silent`.
+    /// `no_buddies`, `disk_low`, `no_daemon`, `client_silent`, `audit_failed`.
     pub code: String,
     /// What is wrong, for people.
     pub message: String,

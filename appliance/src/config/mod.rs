@@ -36,11 +36,15 @@
 //! sync_failures = 3                 # syncs in a row failing to one buddy
 //! disk_floor = "1 GiB"              # free space below this is critical
 //! probe_seconds = 60                # how often each buddy is asked whether it answers
+//!
+//! [audit]                           # see `config/audit.rs`
+//! interval_seconds = 3600           # audits of every buddy
 //! ```
 //!
 //! A missing file means the defaults (serve on port 7467, no scheduled
 //! job). A bad file is refused whole, with the line and the reason.
 
+pub mod audit;
 pub mod live;
 pub mod overlay;
 pub mod schedule;
@@ -87,6 +91,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The LAN beacon, the overlays, discovery and pairing.
     pub overlay: overlay::OverlayConfig,
+    /// Audits of the buddies, and the audit budget of clients.
+    pub audit: audit::AuditConfig,
 }
 
 /// The status page's default address.
@@ -213,6 +219,7 @@ impl Default for Config {
             http: HttpConfig { listen: DEFAULT_HTTP_LISTEN.parse().ok(), session_minutes: 60 },
             alerts: AlertsConfig::default(),
             overlay: overlay::OverlayConfig::default(),
+            audit: audit::AuditConfig::default(),
         }
     }
 }
@@ -256,6 +263,8 @@ struct RawConfig {
     alerts: RawAlerts,
     #[serde(default)]
     overlay: overlay::RawOverlay,
+    #[serde(default)]
+    audit: audit::RawAudit,
 }
 
 #[derive(Deserialize, Default)]
@@ -478,6 +487,7 @@ impl Config {
             c.alerts.probe_seconds = p.into_inner();
         }
         c.overlay = raw.overlay.parse(&fail)?;
+        c.audit = raw.audit.parse(&fail)?;
         Ok(c)
     }
 

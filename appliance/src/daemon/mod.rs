@@ -194,7 +194,11 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
             max_sessions: config.serve.max_sessions,
             min_free: config.serve.min_free,
         };
-        let server = Server::bind(storage.clone(), serve_opts)?.with_log(log.clone());
+        let limits = crate::buddy::Limits {
+            audit_reads_per_hour: config.audit.buddy_reads_per_hour,
+            ..crate::buddy::Limits::default()
+        };
+        let server = Server::bind(storage.clone(), serve_opts)?.with_log(log.clone()).with_limits(limits);
         listening.push(server.local_addr()?.to_string());
         let stopper = server.stopper();
         let handle = thread::Builder::new().name("pastiche-buddy".into()).spawn(move || server.run())?;
@@ -244,7 +248,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         threads: opts.threads,
     };
     let scheduler_thread = thread::Builder::new().name("pastiche-scheduler".into()).spawn(move || scheduler.run())?;
-    crate::audit::schedule::spawn(shared.clone(), board.clone(), pastiche_core::audit::AuditPlan::default())?;
+    crate::audit::schedule::spawn(shared.clone(), board.clone(), config.audit.clone())?;
     spawn_client_sweeper(&storage, &live, &board, &log)?;
     let overlay = start_overlay(&config, &shared, &queue, &board, &listening);
     board.event(format!(
