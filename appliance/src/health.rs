@@ -63,7 +63,7 @@ pub struct Alert {
     pub severity: Verdict,
     /// A stable code for scripts: `backup_overdue`, `backup_failed`,
     /// `no_backup`, `buddy_stale`, `sync_failures`, `buddy_unreachable`,
-    /// `no_buddies`, `disk_low`, `no_daemon`.
+    /// `no_buddies`, `disk_low`, `no_daemon`, `client_silent`, `audit_failed`.
     pub code: String,
     /// What is wrong, for people.
     pub message: String,
@@ -79,6 +79,14 @@ pub struct Health {
 }
 
 impl Health {
+    /// The verdict with `more` alerts (from the buddy side, say) added.
+    pub fn with_alerts(mut self, more: Vec<Alert>) -> Health {
+        self.alerts.extend(more);
+        self.alerts.sort_by_key(|a| std::cmp::Reverse(a.severity));
+        self.verdict = self.alerts.first().map_or(Verdict::Ok, |a| a.severity);
+        self
+    }
+
     /// The one-line summary monitoring plugins print first.
     pub fn summary(&self) -> String {
         match self.alerts.first() {

@@ -79,3 +79,23 @@ pub fn summary(record: Option<&AuditRecord>) -> String {
         Some(r) => format!("audit passed ({} proven)", r.proven),
     }
 }
+
+/// Health alerts from the audit records: a warning for each buddy whose
+/// last audit failed (`audit_failed`).
+pub fn alerts(records: &BTreeMap<String, AuditRecord>) -> Vec<crate::health::Alert> {
+    records
+        .iter()
+        .filter(|(_, r)| r.suspect)
+        .map(|(addr, r)| crate::health::Alert {
+            severity: crate::health::Verdict::Warning,
+            code: "audit_failed".into(),
+            message: match &r.error {
+                Some(e) => format!("buddy {addr} could not be audited: {e}"),
+                None => format!(
+                    "buddy {addr} failed its audit ({} missing, {} corrupt; {} failures in a row)",
+                    r.missing, r.corrupt, r.failures_in_a_row
+                ),
+            },
+        })
+        .collect()
+}

@@ -1,15 +1,15 @@
-//! The daemon's own audits: every [`AuditPlan::interval_secs`] it audits
-//! each buddy with the plan's share of challenges, fetching whole chunks at
-//! the plan's monthly budget, and repairs what a failing buddy lost. One
+//! The daemon's own audits, per `[audit]` ([`AuditConfig`]): every
+//! `interval_seconds` it audits each buddy with `samples` challenges,
+//! fetching whole chunks at the monthly budget (or `fetches`), and repairs
+//! what a failing buddy lost; the records go on the status board. One
 //! thread, asleep between audits; it ends when the daemon stops.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use pastiche_core::audit::AuditPlan;
-
 use super::run::{audit_all, AuditOptions};
+use crate::config::audit::AuditConfig;
 use crate::daemon::status::StatusBoard;
 use crate::repo::SharedBox;
 
@@ -18,12 +18,24 @@ use crate::repo::SharedBox;
 const MEAN_CHUNK_BYTES: u64 = 18 << 10;
 
 /// Starts the auditing thread of a daemon.
-pub fn spawn(shared: Arc<SharedBox>, board: Arc<StatusBoard>, plan: AuditPlan) -> std::io::Result<JoinHandle<()>> {
-    thread::Builder::new().name("pastiche-audit".into()).spawn(move || run(&shared, &board, &plan))
+pub fn spawn(shared: Arc<SharedBox>, board: Arc<StatusBoard>, config: AuditConfig) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("pastiche-audit".into()).spawn(move || run(&shared, &board, &config))
 }
 
-fn run(shared: &SharedBox, board: &StatusBoard, plan: &AuditPlan) {
-    let interval = Duration::from_secs(plan.interval_secs());
+/// Puts the audit records on the status board.
+fn show(shared: &SharedBox, board: &StatusBoard) {
+    if let Ok(records) = super::record::load(&shared.repo().dir) {
+        board.update(|r| r.audits = records);
+    }
+}
+
+fn run(shared: &SharedBox, board: &StatusBoard, config: &AuditConfig) {
+    show(shared, board);
+    if !config.enabled {
+        return;
+    }
+    let plan = config.plan();
+    let interval = Duration::from_secs(config.interval_seconds.max(1));
     let mut next = Instant::now() + interval;
     let mut n = 0u64;
     loop {
@@ -37,8 +49,10 @@ fn run(shared: &SharedBox, board: &StatusBoard, plan: &AuditPlan) {
         let repo = shared.write();
         let stored = crate::engine::stats::stats(&repo).map(|s| s.stored_bytes).unwrap_or(0);
         let opts = AuditOptions {
-            samples: plan.challenges_per_audit(u64::MAX),
-            fetches: plan.fetches_per_audit(stored, MEAN_CHUNK_BYTES).for_audit(n) as u32,
+            samples: config.samples,
+            fetches: config
+                .fetches
+                .unwrap_or_else(|| plan.fetches_per_audit(stored, MEAN_CHUNK_BYTES).for_audit(n) as u32),
             repair: true,
         };
         n += 1;
@@ -57,5 +71,6 @@ fn run(shared: &SharedBox, board: &StatusBoard, plan: &AuditPlan) {
             }
             Err(e) => board.event(format!("audits failed: {e:#}")),
         }
+        show(shared, board);
     }
 }

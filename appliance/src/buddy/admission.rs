@@ -38,9 +38,17 @@ pub struct Invite {
     pub name: String,
 }
 
-/// Seconds since the Unix epoch.
+/// For tests only: seconds added to the buddy's clock ([`unix_now`]), so a
+/// test can make clients look silent for months without waiting
+/// (documented in `docs/CONFIG.md`; never set it in production).
+pub const TEST_CLOCK_OFFSET_ENV: &str = "PASTICHE_TEST_CLOCK_OFFSET";
+
+/// Seconds since the Unix epoch, on the buddy's clock (the real one, moved
+/// on by [`TEST_CLOCK_OFFSET_ENV`] when a test sets it).
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    let real = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let offset = std::env::var(TEST_CLOCK_OFFSET_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    real.saturating_add(offset)
 }
 
 /// A code as typed, reduced to its canonical characters (upper case, no

@@ -9,12 +9,14 @@
 //!   [`BuddyStore`](pastiche_core::session::BuddyStore): sealed chunks in the
 //!   box's own chunk store (deduplicated with everything else), per-client
 //!   state and metadata objects in `DATA/buddy.redb`.
+//! - [`lifecycle`]: decommissioned clients, released after a grace period.
 //! - [`serve`](mod@serve): `pastiche serve`, the TCP daemon driving one
 //!   [`BuddySession`](pastiche_core::session::BuddySession) per connection.
 
 pub mod admission;
 mod error;
 mod handle;
+pub mod lifecycle;
 pub mod names;
 pub mod serve;
 mod slots;

@@ -319,6 +319,34 @@ impl BuddyStorage {
     }
 }
 
+impl BuddyStorage {
+    /// Releases everything `client` stored here (its chunk references,
+    /// objects, root and staging) and sets its epochs back to 0, keeping
+    /// its admission and quota: at its next contact it sees epoch 0 below
+    /// the one it committed, so it offers and ships everything again. The
+    /// chunks no one else references are reclaimed by the next prune. Used
+    /// for a decommissioned client and in a space crisis
+    /// ([`lifecycle`](super::lifecycle)); returns the bytes it was charged.
+    pub fn release(&self, client: &PublicKey) -> Result<u64> {
+        const C: &str = "releasing a client's data";
+        let _refs = self.shared.lock_refs();
+        let used = self.shared.usage(client)?;
+        self.shared.chunks().retain_only(client, &HashSet::new()).chunks("releasing every reference")?;
+        let txn = begin_write(&self.shared.db, C)?;
+        {
+            let mut clients = txn.open_table(CLIENTS).db(C)?;
+            let quota = read_rec(&clients, client)?.unwrap_or_default().quota;
+            clear_range(&mut txn.open_table(OBJECTS).db(C)?, client, C)?;
+            clear_range(&mut txn.open_table(CHUNK_NAMES).db(C)?, client, C)?;
+            txn.open_table(ROOTS).db(C)?.remove(&client.0).db(C)?;
+            clear_staging(&txn, client)?;
+            clients.insert(&client.0, Rec { quota, ..Rec::default() }.to_val()).db(C)?;
+        }
+        txn.commit().db(C)?;
+        Ok(used)
+    }
+}
+
 /// An admitted client, as `pastiche clients list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientInfo {

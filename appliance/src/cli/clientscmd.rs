@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::common::Global;
 use crate::buddy::admission::{self, unix_now, Invite};
+use crate::buddy::lifecycle::{Grace, Standing};
 use crate::buddy::{BuddyStorage, ClientInfo};
 use crate::exit;
 use crate::progress::human_bytes;
@@ -59,9 +60,19 @@ fn find(storage: &BuddyStorage, key: &str) -> Result<ClientInfo> {
     }
 }
 
+/// The grace period of the box's configuration file (the default when it
+/// has none or cannot be read: `pastiche config` reports why).
+fn grace(g: &Global) -> Grace {
+    let days = crate::config::Config::load(&g.data.join(crate::config::CONFIG_FILE), false)
+        .map_or(crate::buddy::lifecycle::DEFAULT_GRACE_DAYS, |c| c.serve.client_grace_days);
+    Grace::days(days)
+}
+
 /// `pastiche clients list`.
 pub fn list(g: &Global, storage: &BuddyStorage) -> Result<u8> {
+    let (grace, now) = (grace(g), unix_now());
     for c in storage.clients()? {
+        let standing = grace.standing(c.last_seen, now);
         if g.json {
             g.json(&json!({
                 "message_type": "client",
@@ -72,12 +83,20 @@ pub fn list(g: &Global, storage: &BuddyStorage) -> Result<u8> {
                 "committed_epoch": c.record.committed_epoch,
                 "admitted": c.admitted,
                 "last_seen": c.last_seen,
+                "standing": standing,
             }))?;
         } else {
             let seen =
                 crate::cli::common::format_time(crate::meta::model::Timestamp { secs: c.last_seen as i64, nanos: 0 });
+            let note = match standing {
+                Standing::Active => String::new(),
+                Standing::Silent { release_at } => {
+                    format!("  SILENT: data released in {} days", release_at.saturating_sub(now).div_ceil(86_400))
+                }
+                Standing::Decommissioned => "  DECOMMISSIONED: data released".to_string(),
+            };
             g.line(format!(
-                "{}  {:<16} used {:>10} of {:>10}  epoch {}  last seen {seen}",
+                "{}  {:<16} used {:>10} of {:>10}  epoch {}  last seen {seen}{note}",
                 c.key,
                 if c.name.is_empty() { "-" } else { &c.name },
                 human_bytes(c.record.used_bytes),

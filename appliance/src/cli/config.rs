@@ -98,6 +98,14 @@ fn render(g: &Global, r: &StatusReport) -> Result<()> {
         if r.stopping { ", stopping" } else { "" }
     ))?;
     g.line(format!("buddies on {}", if r.listening.is_empty() { "-".to_string() } else { r.listening.join(" ") }))?;
+    for (addr, a) in &r.audits {
+        g.line(format!(
+            "audit      {addr}: {} ({} audits, {} failed)",
+            crate::audit::record::summary(Some(a)),
+            a.audits,
+            a.failures
+        ))?;
+    }
     match &r.current {
         Some(c) => {
             let pct = c.fraction_done.map_or(String::new(), |f| format!(" {:.0}%", f * 100.0));

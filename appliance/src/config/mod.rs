@@ -22,6 +22,7 @@
 //! quota = "64 GiB"                  # each client's, unless listed below
 //! max_sessions = 32
 //! min_free = "1 GiB"                # free disk kept for this box's own backups
+//! client_grace_days = 90            # a client silent this long is decommissioned (0: never)
 //! [serve.client_quotas]
 //! "<client public key, 64 hex digits>" = "200 GiB"
 //!
@@ -35,11 +36,15 @@
 //! sync_failures = 3                 # syncs in a row failing to one buddy
 //! disk_floor = "1 GiB"              # free space below this is critical
 //! probe_seconds = 60                # how often each buddy is asked whether it answers
+//!
+//! [audit]                           # see `config/audit.rs`
+//! interval_seconds = 3600           # audits of every buddy
 //! ```
 //!
 //! A missing file means the defaults (serve on port 7467, no scheduled
 //! job). A bad file is refused whole, with the line and the reason.
 
+pub mod audit;
 pub mod live;
 pub mod overlay;
 pub mod schedule;
@@ -86,6 +91,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The LAN beacon, the overlays, discovery and pairing.
     pub overlay: overlay::OverlayConfig,
+    /// Audits of the buddies, and the audit budget of clients.
+    pub audit: audit::AuditConfig,
 }
 
 /// The status page's default address.
@@ -183,6 +190,9 @@ pub struct ServeConfig {
     pub min_free: u64,
     /// Quotas of particular clients, by public key (hex).
     pub client_quotas: BTreeMap<String, u64>,
+    /// Days a client may stay silent before its data is released (warned
+    /// at half; 0: never).
+    pub client_grace_days: u64,
 }
 
 impl Default for Config {
@@ -204,10 +214,12 @@ impl Default for Config {
                 max_sessions: DEFAULT_MAX_SESSIONS,
                 min_free: crate::buddy::DEFAULT_MIN_FREE,
                 client_quotas: BTreeMap::new(),
+                client_grace_days: crate::buddy::lifecycle::DEFAULT_GRACE_DAYS,
             },
             http: HttpConfig { listen: DEFAULT_HTTP_LISTEN.parse().ok(), session_minutes: 60 },
             alerts: AlertsConfig::default(),
             overlay: overlay::OverlayConfig::default(),
+            audit: audit::AuditConfig::default(),
         }
     }
 }
@@ -251,6 +263,8 @@ struct RawConfig {
     alerts: RawAlerts,
     #[serde(default)]
     overlay: overlay::RawOverlay,
+    #[serde(default)]
+    audit: audit::RawAudit,
 }
 
 #[derive(Deserialize, Default)]
@@ -298,6 +312,7 @@ struct RawServe {
     min_free: Option<Spanned<Size>>,
     #[serde(default)]
     client_quotas: BTreeMap<Spanned<String>, Spanned<Size>>,
+    client_grace_days: Option<u64>,
 }
 
 /// A byte count: a number, or a string like `"64 GiB"`.
@@ -426,6 +441,9 @@ impl Config {
             }
             c.serve.max_sessions = m.into_inner();
         }
+        if let Some(days) = raw.serve.client_grace_days {
+            c.serve.client_grace_days = days;
+        }
         for (key, q) in raw.serve.client_quotas {
             if key.get_ref().parse::<pastiche_core::PublicKey>().is_err() {
                 return Err(fail(Some(key.span()), format!("{:?} is not a public key (64 hex digits)", key.get_ref())));
@@ -469,6 +487,7 @@ impl Config {
             c.alerts.probe_seconds = p.into_inner();
         }
         c.overlay = raw.overlay.parse(&fail)?;
+        c.audit = raw.audit.parse(&fail)?;
         Ok(c)
     }
 

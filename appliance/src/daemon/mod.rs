@@ -204,7 +204,11 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
             max_sessions: config.serve.max_sessions,
             min_free: config.serve.min_free,
         };
-        let server = Server::bind(storage.clone(), serve_opts)?.with_log(log.clone());
+        let limits = crate::buddy::Limits {
+            audit_reads_per_hour: config.audit.buddy_reads_per_hour,
+            ..crate::buddy::Limits::default()
+        };
+        let server = Server::bind(storage.clone(), serve_opts)?.with_log(log.clone()).with_limits(limits);
         listening.push(server.local_addr()?.to_string());
         let stopper = server.stopper();
         let handle = thread::Builder::new().name("pastiche-buddy".into()).spawn(move || server.run())?;
@@ -254,7 +258,8 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         threads: opts.threads,
     };
     let scheduler_thread = thread::Builder::new().name("pastiche-scheduler".into()).spawn(move || scheduler.run())?;
-    crate::audit::schedule::spawn(shared.clone(), board.clone(), pastiche_core::audit::AuditPlan::default())?;
+    crate::audit::schedule::spawn(shared.clone(), board.clone(), config.audit.clone())?;
+    spawn_client_sweeper(&storage, &live, &board, &log)?;
     let overlay = start_overlay(&config, &shared, &queue, &board, &listening);
     board.event(format!(
         "daemon of {} started: buddies served on {}, control socket {}, backups {}, prune {}",
@@ -307,4 +312,22 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(exit::OK)
+}
+
+/// Starts the sweep of silent clients ([`crate::buddy::lifecycle`]), with
+/// the grace period of the live configuration.
+fn spawn_client_sweeper(
+    storage: &BuddyStorage,
+    live: &Arc<LiveConfig>,
+    board: &Arc<StatusBoard>,
+    log: &LogSink,
+) -> std::io::Result<JoinHandle<()>> {
+    use crate::buddy::lifecycle::{self, Grace};
+    let (live, board) = (live.clone(), board.clone());
+    lifecycle::spawn(
+        storage.clone(),
+        move || Grace::days(live.get().serve.client_grace_days),
+        log.clone(),
+        move || board.report().stopping,
+    )
 }

@@ -118,6 +118,9 @@ pub struct StatusReport {
     /// Where the status page is served (`http://ADDR/`), if it is.
     #[serde(default)]
     pub http: Option<String>,
+    /// Each buddy's audit record, by address (`DATA/audits.json`).
+    #[serde(default)]
+    pub audits: BTreeMap<String, crate::audit::record::AuditRecord>,
 }
 
 struct Running {

@@ -219,7 +219,16 @@ impl Sources {
                 .collect(),
             disk_free: box_info.disk_free,
         };
-        let health = health::assess(&facts, &config.alerts.thresholds());
+        let health = health::assess(&facts, &config.alerts.thresholds())
+            .with_alerts(match &self.storage {
+                Some(s) => crate::buddy::lifecycle::alerts(
+                    &s.clients()?,
+                    crate::buddy::lifecycle::Grace::days(config.serve.client_grace_days),
+                    crate::buddy::admission::unix_now(),
+                ),
+                None => Vec::new(),
+            })
+            .with_alerts(crate::audit::record::alerts(&crate::audit::record::load(&repo.dir).unwrap_or_default()));
         Ok(Overview {
             health,
             box_info,
