@@ -409,3 +409,50 @@ fn without_via_the_holders_heard_on_the_lan_are_asked() {
     assert!(msg.contains("heard 0 boxes") && msg.contains("--via"), "{msg}");
     assert!(!alone.join(crate::repo::CONFIG_FILE).exists(), "nothing written");
 }
+
+#[test]
+fn a_chunk_a_buddy_serves_damaged_is_taken_from_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("home");
+    write_tree(&source, 3, 3);
+    let (a, b) = (Buddy::start("a.buddy.test"), Buddy::start("b.buddy.test"));
+    let repo = Repo::init(&tmp.path().join("box"), NAME, PASS, cheap()).unwrap();
+    a.pair(&repo);
+    b.pair(&repo);
+    let opts = BackupOptions { paths: vec![source.clone()], excludes: vec![], one_file_system: false, threads: 2 };
+    backup::run(&repo, &opts, &quiet()).unwrap();
+    let root = repo.load_root().unwrap();
+    let mut handles = Vec::new();
+    for e in crate::meta::walk::entries(&repo, root.snapshots.last().unwrap()).unwrap() {
+        if let crate::meta::model::Content::File { handles: h, .. } = &e.version.content {
+            handles.extend(h.iter().map(|h| pastiche_core::Handle(*h)));
+        }
+    }
+    // B holds other bytes under one chunkId (uploaded first under it: the
+    // offer then finds it "held"); it serves them as that chunk.
+    let poisoned = handles[handles.len() / 2];
+    let mut entries = load_buddies(&repo.dir).unwrap();
+    let mut conn = sync::connect(&repo, &mut entries[1]).unwrap();
+    let mut garbage = Vec::new();
+    repo.store.get_into(&handles[0].chunk_id(), &mut garbage).unwrap();
+    conn.put_chunk(poisoned.chunk_id(), &garbage).unwrap();
+    conn.flush().unwrap();
+    drop(conn);
+    assert!(crate::engine::ship::ship_all(&repo, |_| quiet()).unwrap().all_ok());
+
+    // From B alone the chunk cannot be had: B serves it damaged.
+    let entries = load_buddies(&repo.dir).unwrap();
+    let (ea, eb) = (entries[0].clone(), entries[1].clone());
+    let b_alone = sync::pull::Puller::new(&repo.identity, repo.node, std::slice::from_ref(&eb));
+    let err = b_alone.pull(&[poisoned], |_, _| Ok(())).expect_err("B alone fails");
+    assert!(format!("{err:#}").contains("served it damaged"), "{err:#}");
+    drop(b_alone);
+    // With A too, every chunk comes back genuine.
+    let puller = sync::pull::Puller::new(&repo.identity, repo.node, &[eb.clone(), ea.clone()]);
+    puller
+        .pull(&handles, |i, p| {
+            assert_eq!(p.sealed, repo.store.get(&handles[i].chunk_id()).unwrap(), "chunk {i} is the genuine one");
+            Ok(())
+        })
+        .unwrap();
+}

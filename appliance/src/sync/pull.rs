@@ -44,6 +44,8 @@ pub struct Pulled {
     pub plain: Vec<u8>,
     /// The buddy that served it (index in the puller's list).
     pub from: usize,
+    /// Bit `b`: buddy `b` was asked first and did not hold it or served it damaged.
+    pub failed_by: u64,
 }
 
 /// One wanted chunk.
@@ -375,14 +377,14 @@ impl Worker {
         // Err((why, whether the buddy served it damaged)).
         let checked = match (sealed, handle) {
             (None, _) => Err((format!("{}: does not hold it", self.addr), false)),
-            (Some(s), None) => Ok(Pulled { sealed: s.to_vec(), plain: Vec::new(), from: self.buddy }),
+            (Some(s), None) => Ok(Pulled { sealed: s.to_vec(), plain: Vec::new(), from: self.buddy, failed_by: 0 }),
             (Some(s), Some(h)) => {
                 let mut plain = vec![0u8; MAX_CHUNK];
                 match open_into(s, &h, &mut plain) {
                     Ok(n) => {
                         plain.truncate(n);
                         plain.shrink_to_fit();
-                        Ok(Pulled { sealed: s.to_vec(), plain, from: self.buddy })
+                        Ok(Pulled { sealed: s.to_vec(), plain, from: self.buddy, failed_by: 0 })
                     }
                     Err(e) => Err((format!("{}: served it damaged ({e})", self.addr), true)),
                 }
@@ -390,8 +392,9 @@ impl Worker {
         };
         let mut state = self.shared.lock();
         match checked {
-            Ok(pulled) => {
-                if state.jobs.remove(&job_id).is_some() {
+            Ok(mut pulled) => {
+                if let Some(job) = state.jobs.remove(&job_id) {
+                    pulled.failed_by = job.tried;
                     state.served[self.buddy] += 1;
                     state.outcomes.insert(job_id, Outcome::Done(pulled));
                     drop(state);
