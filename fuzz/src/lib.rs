@@ -432,6 +432,107 @@ mod tests {
         println!("replayed the overlay seed and {n} corpus inputs and artifacts");
     }
 
+    /// The coverage overlay's join, answered by scripted peers at
+    /// 10.0.0.2..=5 (the harness's node is deterministic, so the tokens and
+    /// nonces it will draw are known): coverage reports for its queries,
+    /// peer lists for its requests, so that the seed reaches seed
+    /// discovery's climb and exploration, the measured neighbours, their
+    /// round-trip times and the gossip asks; then a coverage query from an
+    /// unknown peer (measured back) and a lookup. Checked in as
+    /// seeds/overlay_node/coverage-join.
+    #[test]
+    fn overlay_node_coverage_seed() {
+        use pastiche_core::overlay::{Config, Event, Host, Node};
+        use pastiche_core::seal::ChunkId;
+        use pastiche_core::wire::overlay::*;
+
+        #[derive(Default)]
+        struct Capture(Vec<(PeerAddr, Vec<u8>)>);
+        impl Host<PeerAddr> for Capture {
+            fn send(&mut self, to: PeerAddr, payload: &[u8]) {
+                self.0.push((to, payload.to_vec()));
+            }
+            fn event(&mut self, _: Event<PeerAddr>) {}
+            fn has_chunk(&mut self, id: &ChunkId) -> bool {
+                id.0[0] & 1 == 0
+            }
+            fn fingerprint(&self) -> &[u8] {
+                &[7u8; 40]
+            }
+        }
+        let addr = |k: u8| PeerAddr::v4([10, 0, 0, k], 7468);
+        let id = |k: u8| NodeId([0x10 + k; 16]);
+        let mut node = Node::new(Config::new(OverlayId::Coverage), NodeId([0x42; 16]), addr(1), [9; 16], 0);
+        let mut host = Capture::default();
+        node.join(addr(2), 0, &mut host);
+        let (mut seed, mut now) = (Vec::new(), 0u64);
+        let record = |k: u8, body: Body<'_>, seed: &mut Vec<u8>, now: &mut u64, node: &mut Node<PeerAddr>| {
+            let mut buf = [0u8; MAX_OVERLAY_PAYLOAD];
+            let n = OverlayMessage { overlay: OverlayId::Coverage, from: id(k), body }.encode(&mut buf).unwrap();
+            // The harness: selector bit 7 (first record) picks the coverage
+            // overlay, its low 2 bits the sender; time moves on selector x 100 ms.
+            let selector = (k - 2) | if seed.is_empty() { 0x80 } else { 0 };
+            *now += u64::from(selector) * 100_000;
+            seed.push(selector);
+            seed.extend_from_slice(&(n as u16).to_be_bytes());
+            seed.extend_from_slice(&buf[..n]);
+            let mut out = Capture::default();
+            node.handle(addr(k), &buf[..n], *now, &mut out).unwrap();
+            out.0
+        };
+        for _ in 0..100 {
+            let outgoing = std::mem::take(&mut host.0);
+            if outgoing.is_empty() {
+                break;
+            }
+            for (to, bytes) in outgoing {
+                let k = to.ip[15];
+                if !(2..=5).contains(&k) {
+                    continue;
+                }
+                let others: Vec<NodeRef> =
+                    (2..=5u8).filter(|&o| o != k).map(|o| NodeRef { id: id(o), addr: addr(o) }).collect();
+                let mut packed = [0u8; 4 * PEER_LEN];
+                let msg = OverlayMessage::decode(&bytes).unwrap();
+                let sent = match msg.body {
+                    Body::Ping(Ping { nonce }) => record(k, Body::Pong(Pong { nonce }), &mut seed, &mut now, &mut node),
+                    Body::CoverageQuery(q) => {
+                        let report = CoverageReport { nonce: q.nonce, matched: u16::from(k - 1).min(2), of: 2 };
+                        record(k, Body::CoverageReport(report), &mut seed, &mut now, &mut node)
+                    }
+                    Body::GetPeers(GetPeers { token, set }) => {
+                        let peers = PeerList::pack(others, &mut packed).unwrap();
+                        record(k, Body::Peers(Peers { token, set, peers }), &mut seed, &mut now, &mut node)
+                    }
+                    Body::Join(Join { token, .. }) => {
+                        let peers = PeerList::pack(others, &mut packed).unwrap();
+                        record(
+                            k,
+                            Body::Peers(Peers { token, set: PeerSet::Leaves, peers }),
+                            &mut seed,
+                            &mut now,
+                            &mut node,
+                        )
+                    }
+                    _ => Vec::new(),
+                };
+                host.0.extend(sent);
+            }
+        }
+        assert!(node.is_ready(), "the scripted peers carried the join through");
+        assert!(node.state().neighbours().as_slice().len() >= 3);
+        assert!(node.rtt_us(&id(5)).is_some(), "the best neighbour is timed");
+        let fp = [0x55u8; 40];
+        let fingerprint = IdList::new(&fp).unwrap();
+        let stranger = CoverageQuery { nonce: 77, fingerprint };
+        record(5, Body::CoverageQuery(stranger), &mut seed, &mut now, &mut node);
+        let origin = NodeRef { id: id(3), addr: addr(3) };
+        let lookup = Lookup { token: 6, key: NodeId([0x99; 16]), origin, hops: 1 };
+        record(3, Body::Lookup(lookup), &mut seed, &mut now, &mut node);
+        crate::overlay_node(&seed);
+        check_seed("overlay_node", "coverage-join", &seed);
+    }
+
     /// Beacons (one of this box, one new, one again, one changed), a
     /// pairing request and answer, and noise, as `lan_datagram` records;
     /// checked in as seeds/lan_datagram/beacons-and-pairing.

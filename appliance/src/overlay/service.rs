@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use rand::Rng;
 
 use pastiche_core::discovery::lan::{Heard, LanLimits, LanNeighbours, DEFAULT_NEIGHBOURS};
-use pastiche_core::discovery::{candidates_from_neighbours, coverage_ppm, select, Candidate, Fingerprint, Goal, Sweep};
+use pastiche_core::discovery::{candidates_from_coverage, coverage_ppm, select, Candidate, Fingerprint, Goal, Sweep};
 use pastiche_core::identity::NodeId;
 use pastiche_core::overlay::{Config as NodeConfig, Event, Host, Node};
 use pastiche_core::seal::ChunkId;
@@ -707,7 +707,7 @@ impl Service {
         for c in self.sweep.candidates() {
             add(*c, &mut all);
         }
-        for c in candidates_from_neighbours(self.cov.state().neighbours().as_slice()) {
+        for c in candidates_from_coverage(&self.cov) {
             add(c, &mut all);
         }
         for n in self.lan.iter() {

@@ -12,8 +12,10 @@
 //! the ring. [`select`] then keeps `k` buddies, preferring high coverage and
 //! low round-trip time with at least one far away. A box the sweep leaves
 //! short joins the coverage overlay, whose neighbourhood set (nodes ranked by
-//! coverage of its fingerprint) is its list of candidates
-//! ([`candidates_from_neighbours`]).
+//! coverage of its fingerprint) is its list of candidates, each timed on
+//! its measurements ([`candidates_from_coverage`]) so that the far buddy is
+//! kept on that path too; [`select_more`] tops up the buddies a box kept,
+//! taking the far slot first when none of them is far.
 //!
 //! No allocation, no I/O; randomness is passed in.
 

@@ -89,6 +89,12 @@ pub const MAX_GOSSIPED: usize = 32;
 /// its own best: without a budget, one join could set off asks across the
 /// whole overlay.
 pub const GOSSIP_BUDGET: u8 = 8;
+/// Coverage overlay: queriers a node may measure back ([`Node::handle`] on
+/// a `CoverageQuery`); eight more are allowed every maintenance period.
+/// Two similar boxes that do not keep each other (their neighbourhood sets
+/// are full of equally good ones) would otherwise measure each other back
+/// and forth whenever their memories of recent measurements turn over.
+pub const MEASURE_BACK_BUDGET: u8 = 64;
 
 /// An address type the node can put in messages: the real one is
 /// [`PeerAddr`]; a simulator may use a compact index.
@@ -328,6 +334,8 @@ pub struct Node<A> {
     gossiped: Deque<u64, MAX_GOSSIPED>,
     /// Gossip asks left ([`GOSSIP_BUDGET`]).
     gossip_budget: u8,
+    /// Measurements of queriers left ([`MEASURE_BACK_BUDGET`]).
+    measure_back_budget: u8,
     stats: Stats,
 }
 
@@ -361,6 +369,7 @@ impl<A: Address> Node<A> {
             neighbour_rtts: Vec::new(),
             gossiped: Deque::new(),
             gossip_budget: GOSSIP_BUDGET,
+            measure_back_budget: MEASURE_BACK_BUDGET,
             stats: Stats::default(),
         }
     }
@@ -507,13 +516,17 @@ impl<A: Address> Node<A> {
                 let matched = q.fingerprint.iter().filter(|id| host.has_chunk(&ChunkId(*id))).count() as u16;
                 let of = q.fingerprint.len() as u16;
                 self.send(host, from, Body::CoverageReport(CoverageReport { nonce: q.nonce, matched, of }));
-                // Coverage is not symmetric: whether the querier covers this
-                // box's fingerprint well only a measurement tells, so an
-                // unknown querier is measured back (once per remeasure period).
-                // This is how boxes that joined early find the similar boxes
-                // that joined after them.
-                if self.config.overlay == OverlayId::Coverage && self.state.find(&sender).is_none() {
-                    self.learn_unconditionally(sender, from, now);
+                // Coverage is not symmetric, but it is correlated: an unknown
+                // querier whose fingerprint this box covers as well as its
+                // worst neighbour covers this box's is likely a similar box,
+                // so it is measured back (once per remeasure period). This is
+                // how boxes that joined early find the similar boxes that
+                // joined after them; the many queries of boxes exploring at
+                // random cost no measurement.
+                let worst = self.state.neighbours().as_slice().get(NEIGHBOURHOOD - 1).map_or(u32::MAX, |p| p.distance);
+                let similar = coverage_distance(matched, of) <= worst;
+                if self.config.overlay == OverlayId::Coverage && similar && self.state.find(&sender).is_none() {
+                    self.measure_back(sender, from, now);
                 } else {
                     self.learn(Some(sender), from, now);
                 }
@@ -819,10 +832,12 @@ impl<A: Address> Node<A> {
         self.consider(id, addr, false);
     }
 
-    /// Queues a node for measurement unless it was measured lately.
-    fn learn_unconditionally(&mut self, id: NodeId, addr: A, now: u64) {
+    /// Queues a querier for measurement unless it was measured lately or
+    /// the budget for it is spent ([`MEASURE_BACK_BUDGET`]).
+    fn measure_back(&mut self, id: NodeId, addr: A, now: u64) {
         let key = short(&id);
-        if !self.recent.iter().any(|&(k, until)| k == key && until > now) {
+        if self.measure_back_budget > 0 && !self.recent.iter().any(|&(k, until)| k == key && until > now) {
+            self.measure_back_budget -= 1;
             self.consider(Some(id), addr, false);
         }
     }
@@ -1081,6 +1096,7 @@ impl<A: Address> Node<A> {
     /// Asks a random node of the next non-empty table row for that row.
     fn maintain<H: Host<A>>(&mut self, now: u64, host: &mut H) {
         self.gossip_budget = self.gossip_budget.saturating_add(1).min(GOSSIP_BUDGET);
+        self.measure_back_budget = self.measure_back_budget.saturating_add(8).min(MEASURE_BACK_BUDGET);
         for _ in 0..ROWS {
             let row = self.maintenance_row;
             self.maintenance_row = (row + 1) % ROWS;

@@ -479,3 +479,56 @@ fn lookups_route_around_nodes_that_failed_a_moment_ago() {
     let rerouted: u64 = net.nodes.iter().map(|n| n.stats().rerouted).sum();
     assert!(rerouted > 20, "only {rerouted} lookups met a failed hop: the test proves little");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// The machines against the brute-force model, for any size, join
+    /// order and failure share: after the joins every leaf set is exact and
+    /// every lookup ends at the numerically closest node; lookups sent the
+    /// moment a share of the nodes fail end (once) at the closest live
+    /// node; after repair the leaf sets are exact again.
+    #[test]
+    fn joins_failures_and_repair_match_the_brute_force_model(
+        seed in proptest::prelude::any::<u64>(),
+        n in 2usize..70,
+        fail in 0.0f64..0.4,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut net = build(&mut rng, n);
+        assert_leaf_sets_exact(&net);
+        check_lookups(&mut net, &mut rng, 30, 4);
+        for i in 0..n {
+            if rng.gen_bool(fail) && net.alive.iter().filter(|&&a| a).count() > 1 {
+                net.alive[i] = false;
+            }
+        }
+        let live = net.live_ids();
+        let starts: Vec<usize> = (0..n).filter(|&i| net.alive[i]).collect();
+        let mut keys = Vec::new();
+        for token in 0..30u64 {
+            let key = if rng.gen_bool(0.2) { net.nodes[rng.gen_range(0..n)].id() } else { from_value(rng.gen()) };
+            let from = starts[rng.gen_range(0..starts.len())];
+            net.nodes[from].lookup(key, 1000 + token, &mut net.hosts[from]);
+            net.flush(from);
+            keys.push(key);
+        }
+        net.run_until(net.now + 30_000_000);
+        let mut delivered = std::vec![Vec::new(); keys.len()];
+        for (i, h) in net.hosts.iter().enumerate() {
+            for e in &h.events {
+                if let Event::Delivered { token, .. } = e {
+                    if let Some(at) = (*token).checked_sub(1000).and_then(|t| delivered.get_mut(t as usize)) {
+                        at.push(i);
+                    }
+                }
+            }
+        }
+        for (t, at) in delivered.iter().enumerate() {
+            proptest::prop_assert_eq!(at.len(), 1, "lookup {} delivered {} times", t, at.len());
+            proptest::prop_assert_eq!(net.nodes[at[0]].id(), closest(&live, &keys[t]), "lookup {}", t);
+        }
+        net.run_until(net.now + 180_000_000);
+        assert_leaf_sets_exact(&net);
+    }
+}
