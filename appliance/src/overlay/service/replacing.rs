@@ -126,6 +126,11 @@ impl Replacer {
         self.measured.insert(ip, coverage);
     }
 
+    /// The coverage last measured of the box at `ip` (0 to 1), if any.
+    pub(super) fn coverage_of(&self, ip: IpAddr) -> Option<f64> {
+        self.measured.get(&ip).copied()
+    }
+
     /// The old buddy with this key was heard again: ask it to drop now.
     pub(super) fn heard(&mut self, key: &[u8; 32]) {
         let key = hex::encode(key);
