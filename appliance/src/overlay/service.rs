@@ -731,7 +731,7 @@ impl Service {
         }
         for n in self.lan.iter() {
             let id = self.net.state().peers().find(|p| p.addr == n.addr).map_or(NodeId([0; 16]), |p| p.id);
-            let coverage = self.rep.coverage_of(to_socket(&n.addr).ip()).map_or(0, |c| (c * 1e6) as u32);
+            let coverage = self.coverage_known(to_socket(&n.addr).ip()).unwrap_or(0);
             add(Candidate { id, addr: n.addr, coverage_ppm: coverage, rtt_us: None }, &mut all);
         }
         all
@@ -825,7 +825,16 @@ impl Service {
         self.net.state().peers().filter_map(move |p| {
             let ip = to_socket(&p.addr).ip();
             let lan = self.lan.iter().any(|n| to_socket(&n.addr).ip() == ip);
-            (lan && self.rep.coverage_of(ip).is_none()).then_some((p.id, ip))
+            (lan && self.coverage_known(ip).is_none()).then_some((p.id, ip))
+        })
+    }
+
+    /// The coverage (millionths) of the box at `ip` as last measured: by a
+    /// probe, or by the coverage overlay (which measures every node it holds).
+    fn coverage_known(&self, ip: IpAddr) -> Option<u32> {
+        self.rep.coverage_of(ip).map(|c| (c * 1e6) as u32).or_else(|| {
+            let held = self.cov.state().peers().find(|p| to_socket(&p.addr).ip() == ip);
+            held.map(|p| 1_000_000u32.saturating_sub(p.distance))
         })
     }
 
