@@ -276,7 +276,7 @@ mod tests {
         let dip = Facts { coverage_now: Some(0.6), ..f.clone() };
         assert_eq!(why_replace(&dip, &policy(), 1.0, now), None, "a dip is not a fall");
         let floor = Policy { min_coverage: 0.5, ..policy() };
-        assert!(matches!(why_replace(&dip, &floor, 0.0, now), None));
+        assert_eq!(why_replace(&dip, &floor, 0.0, now), None, "above the floor");
         assert!(matches!(why_replace(&f, &floor, 0.0, now), Some(Reason::Coverage { .. })));
         let unmeasured = Facts { coverage_now: None, ..f };
         assert_eq!(why_replace(&unmeasured, &floor, 1.0, now), None);

@@ -51,6 +51,14 @@ const FINGERPRINT_CHECK: Duration = Duration::from_secs(5);
 const FIRST_ROUND_WAIT: Duration = Duration::from_secs(60);
 /// Each buddy's coverage is measured (a probe routed to its nodeId) this often.
 const BUDDY_COVERAGE_EVERY: Duration = Duration::from_secs(600);
+/// LAN neighbours whose coverage is unknown are probed this often, a few at a
+/// time, each at most once per [`UNKNOWN_PROBE_AGAIN`].
+const MEASURE_EVERY: Duration = Duration::from_secs(3);
+/// See [`MEASURE_EVERY`].
+const UNKNOWN_PROBE_AGAIN: Duration = Duration::from_secs(15);
+/// Buddies are not chosen while a LAN neighbour's coverage is unknown, for
+/// at most this long after the start.
+const MEASURE_WAIT: Duration = Duration::from_secs(120);
 /// A box given up on is not asked again for this long.
 const RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Invitations filed for accepted requests stay valid this long (seconds).
@@ -186,6 +194,10 @@ struct Service {
     /// Replacing buddies that are silent, faithless or no longer covering.
     rep: replacing::Replacer,
     next_buddy_coverage: Instant,
+    next_measure: Instant,
+    /// Tokens of the probes that measure buddies and LAN neighbours.
+    measure_tokens: Vec<u64>,
+    probed_at: HashMap<IpAddr, Instant>,
     pairing_window: (Instant, u32),
     paired_tx: Sender<Paired>,
     paired_rx: Receiver<Paired>,
@@ -251,6 +263,9 @@ impl Service {
             given_up: HashMap::new(),
             rep: replacing::Replacer::load(&repo.dir),
             next_buddy_coverage: started + Duration::from_secs(30),
+            next_measure: started,
+            measure_tokens: Vec::new(),
+            probed_at: HashMap::new(),
             pairing_window: (started, 0),
             paired_tx,
             paired_rx,
@@ -423,6 +438,10 @@ impl Service {
         }
         for event in std::mem::take(&mut self.events) {
             match event {
+                Event::Coverage { token, addr, matched, of, .. } if self.measure_tokens.contains(&token) => {
+                    self.rep.measured(to_socket(&addr).ip(), f64::from(coverage_ppm(matched, of)) / 1e6);
+                    self.files_dirty = true;
+                }
                 Event::Coverage { token, id, addr, matched, of, rtt_us } if self.probe_tokens.contains(&token) => {
                     self.rep.measured(to_socket(&addr).ip(), f64::from(coverage_ppm(matched, of)) / 1e6);
                     self.sweep.record(Candidate { id, addr, coverage_ppm: coverage_ppm(matched, of), rtt_us });
@@ -579,7 +598,7 @@ impl Service {
         }
         self.resend_requests();
         self.sweep_step();
-        self.measure_buddies();
+        self.measure_coverage();
         self.replace_step();
         self.keep_buddies();
         if self.files_dirty {
@@ -712,7 +731,8 @@ impl Service {
         }
         for n in self.lan.iter() {
             let id = self.net.state().peers().find(|p| p.addr == n.addr).map_or(NodeId([0; 16]), |p| p.id);
-            add(Candidate { id, addr: n.addr, coverage_ppm: 0, rtt_us: None }, &mut all);
+            let coverage = self.coverage_known(to_socket(&n.addr).ip()).unwrap_or(0);
+            add(Candidate { id, addr: n.addr, coverage_ppm: coverage, rtt_us: None }, &mut all);
         }
         all
     }
@@ -725,6 +745,9 @@ impl Service {
         }
         let waited = self.started.elapsed() >= FIRST_ROUND_WAIT;
         if !self.first_round_done && !self.fingerprint.is_empty() && !waited {
+            return;
+        }
+        if self.started.elapsed() < MEASURE_WAIT && !self.fingerprint.is_empty() && self.unmeasured().next().is_some() {
             return;
         }
         let Ok(buddies) = load_buddies(&self.data) else { return };
@@ -796,27 +819,54 @@ impl Service {
         self.resend_requests();
     }
 
-    /// Routes a coverage probe to each buddy's nodeId now and then, so a
-    /// buddy whose data drifted away from this box's is noticed.
-    fn measure_buddies(&mut self) {
-        if Instant::now() < self.next_buddy_coverage || self.fingerprint.is_empty() {
+    /// LAN neighbours held in the network overlay whose coverage of this
+    /// box's fingerprint is not known yet.
+    fn unmeasured(&self) -> impl Iterator<Item = (NodeId, IpAddr)> + '_ {
+        self.net.state().peers().filter_map(move |p| {
+            let ip = to_socket(&p.addr).ip();
+            let lan = self.lan.iter().any(|n| to_socket(&n.addr).ip() == ip);
+            (lan && self.coverage_known(ip).is_none()).then_some((p.id, ip))
+        })
+    }
+
+    /// The coverage (millionths) of the box at `ip` as last measured: by a
+    /// probe, or by the coverage overlay (which measures every node it holds).
+    fn coverage_known(&self, ip: IpAddr) -> Option<u32> {
+        self.rep.coverage_of(ip).map(|c| (c * 1e6) as u32).or_else(|| {
+            let held = self.cov.state().peers().find(|p| to_socket(&p.addr).ip() == ip);
+            held.map(|p| 1_000_000u32.saturating_sub(p.distance))
+        })
+    }
+
+    /// Routes coverage probes to the nodeIds of LAN neighbours not measured
+    /// yet (a few at a time), and of every buddy now and then, so a buddy
+    /// whose data drifted away from this box's is noticed.
+    fn measure_coverage(&mut self) {
+        if Instant::now() < self.next_measure || self.fingerprint.is_empty() {
             return;
         }
-        self.next_buddy_coverage = Instant::now() + BUDDY_COVERAGE_EVERY;
-        let Ok(buddies) = load_buddies(&self.data) else { return };
-        let ips: Vec<IpAddr> =
-            buddies.iter().filter_map(|b| b.addr.parse::<SocketAddr>().ok()).map(|a| a.ip()).collect();
-        let ids: Vec<NodeId> =
-            self.net.state().peers().filter(|p| ips.contains(&to_socket(&p.addr).ip())).map(|p| p.id).collect();
+        self.next_measure = Instant::now() + MEASURE_EVERY;
+        self.probed_at.retain(|_, t| t.elapsed() < UNKNOWN_PROBE_AGAIN);
+        let mut targets: Vec<(NodeId, IpAddr)> =
+            self.unmeasured().filter(|(_, ip)| !self.probed_at.contains_key(ip)).take(4).collect();
+        if Instant::now() >= self.next_buddy_coverage {
+            self.next_buddy_coverage = Instant::now() + BUDDY_COVERAGE_EVERY;
+            let buddies = load_buddies(&self.data).unwrap_or_default();
+            let ips: Vec<IpAddr> =
+                buddies.iter().filter_map(|b| b.addr.parse::<SocketAddr>().ok()).map(|a| a.ip()).collect();
+            let peers = self.net.state().peers().map(|p| (p.id, to_socket(&p.addr).ip()));
+            targets.extend(peers.filter(|(_, ip)| ips.contains(ip)));
+        }
         let now = self.us();
         let repo = self.shared.repo().clone();
         let mut host = host!(self, repo);
-        for id in ids {
+        for (id, ip) in targets {
+            self.probed_at.insert(ip, Instant::now());
             if let Some(token) = self.net.probe(id, now, &mut host) {
-                if self.probe_tokens.len() >= 64 {
-                    self.probe_tokens.remove(0);
+                if self.measure_tokens.len() >= 64 {
+                    self.measure_tokens.remove(0);
                 }
-                self.probe_tokens.push(token);
+                self.measure_tokens.push(token);
             }
         }
     }

@@ -73,6 +73,7 @@ pub(super) struct Replacer {
     rx: Receiver<Retired>,
     next_drop_try: Instant,
     drop_wait: Duration,
+    last_drop_try: Option<Instant>,
     /// Coverage of this box's fingerprint last measured at each address.
     measured: HashMap<IpAddr, f64>,
     spare_busy: bool,
@@ -100,6 +101,7 @@ impl Replacer {
             rx,
             next_drop_try: Instant::now(),
             drop_wait: DROP_RETRY_FIRST,
+            last_drop_try: None,
             measured: HashMap::new(),
             spare_busy: false,
             spare_tx,
@@ -124,6 +126,11 @@ impl Replacer {
     /// A coverage measurement of the box at `ip`.
     pub(super) fn measured(&mut self, ip: IpAddr, coverage: f64) {
         self.measured.insert(ip, coverage);
+    }
+
+    /// The coverage last measured of the box at `ip` (0 to 1), if any.
+    pub(super) fn coverage_of(&self, ip: IpAddr) -> Option<f64> {
+        self.measured.get(&ip).copied()
     }
 
     /// The old buddy with this key was heard again: ask it to drop now.
@@ -303,8 +310,17 @@ impl Service {
             return;
         };
         let full = replace::kept_hold_full_copy(buddies, &self.rep.records, &snapshots, self.config.buddies);
+        // An old buddy seen again (LAN or overlay) is asked at once, whatever
+        // the backoff says (an attempt that failed just before it came back
+        // must not make it wait an hour).
+        let recent_try = self.rep.last_drop_try.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        let back = self.rep.records.iter().position(|r| {
+            let entry = BuddyEntry { addr: r.addr.clone(), key: r.key.clone(), epoch: 0, snapshot: None };
+            r.stage == Stage::DropPending && !recent_try && self.present(&entry)
+        });
         let next = match self.rep.records.iter().position(|r| r.stage == Stage::Replacing) {
             Some(i) if full => Some(i),
+            _ if back.is_some() => back,
             _ if Instant::now() >= self.rep.next_drop_try => {
                 self.rep.records.iter().position(|r| r.stage == Stage::DropPending)
             }
@@ -326,6 +342,7 @@ impl Service {
             ));
         }
         self.rep.busy = true;
+        self.rep.last_drop_try = Some(Instant::now());
         let shared = self.shared.clone();
         let tx = self.rep.tx.clone();
         let spawned = thread::Builder::new().name("pastiche-retire".into()).spawn(move || {
