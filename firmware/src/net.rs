@@ -32,6 +32,9 @@ use pastiche_core::{Identity, PublicKey};
 use pastiche_firmware::logic::beacon::{Beacon, Role, BEACON_INTERVAL_MS, BEACON_PORT};
 use pastiche_firmware::logic::config::Config;
 use pastiche_firmware::logic::frames::{claims_another_key, has_welcome};
+use pastiche_firmware::logic::overlay::{self, AnswerBudget, ANSWER_LEN};
+use pastiche_core::identity::NodeId;
+use pastiche_core::wire::overlay::MAX_OVERLAY_PAYLOAD;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant;
@@ -43,17 +46,23 @@ use crate::Store;
 
 /// Sockets listening for the buddy service.
 pub const TCP_SOCKETS: usize = 6;
-/// Each socket's receive buffer. (6 KiB, to let a lossy link's sender
-/// fast-retransmit, was tried: over the 5% loss link a frame then took
-/// longer than [`FRAME_TIMEOUT_MS`]; see `docs/BENCHMARKS.md`.)
-pub const TCP_RX: usize = 2 * 1024;
-/// Each socket's send buffer.
-pub const TCP_TX: usize = 2 * 1024;
-/// The largest record message the firmware accepts: half a socket's receive
-/// buffer, so that while a record is partly in, at least half the buffer is
-/// free and the sender's silly-window avoidance still sends the rest (a
-/// whole record must be in before it is taken out).
-pub const RECORD_LIMIT: usize = TCP_RX / 2 - RECORD_HEADER_LEN;
+/// Each socket's receive buffer: the receive window, four segments, so a
+/// sender that loses one still has three behind it to fast-retransmit on
+/// (smoltcp acknowledges out-of-order segments at once, with SACK). Over
+/// the 5% loss link 2 KiB (one segment) made every loss wait for a
+/// retransmission timeout; see `docs/BENCHMARKS.md` for the figures.
+pub const TCP_RX: usize = 6 * 1024;
+/// Each socket's send buffer: two segments and a bit in flight, so a
+/// restore's replies flow while the last segment is acknowledged.
+pub const TCP_TX: usize = 3 * 1024;
+/// The largest record message the firmware accepts: at most half a
+/// socket's receive buffer, so that while a record is partly in, at least
+/// half the buffer is free and the sender's silly-window avoidance still
+/// sends the rest (a whole record must be in before it is taken out); and
+/// small, since every connection's records go through one shared buffer of
+/// this size ([`RECORD_BUF`]).
+pub const RECORD_LIMIT: usize = 1024 - RECORD_HEADER_LEN;
+const _: () = assert!(RECORD_HEADER_LEN + RECORD_LIMIT <= TCP_RX / 2);
 /// Bytes of the shared buffer a whole record is taken into.
 pub const RECORD_BUF: usize = RECORD_HEADER_LEN + RECORD_LIMIT;
 /// Time from accept to the end of the channel handshake and the hello.
@@ -65,6 +74,14 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// and `AuditRequest`, the largest of them) fit; larger frames (uploads)
 /// get no scratch.
 pub const SMALL_REQUEST: usize = pastiche_core::wire::audit::MAX_AUDIT_REQUEST;
+/// Records taken out of a socket between two polls of the interface. A
+/// sender fills the whole receive window while a frame is handled; the
+/// window update that reopens it is one ACK, and when the link loses it the
+/// sender waits for its zero-window probe (200 ms, doubling, and smoltcp
+/// answers such probes at most once a second). Taking records out one at a
+/// time sends an update at each doubling of the window (1, 2, 4, 8 KiB):
+/// losing them all is rare.
+pub const RECORDS_PER_POLL: usize = 1;
 /// Time a frame may hold the shared decoder from its first byte to its last.
 pub const FRAME_TIMEOUT_MS: u64 = 10_000;
 
@@ -131,6 +148,9 @@ pub struct Service<'a> {
     cfg: Config<'a>,
     identity: Identity,
     key: PublicKey,
+    /// The overlay nodeId in the answers to pings and coverage queries.
+    node: NodeId,
+    answers: AnswerBudget,
     next_beacon: u64,
     turn: Option<Turn>,
     /// Round-robin start for picking the next connection to read.
@@ -179,6 +199,8 @@ impl<'a> Service<'a> {
             leased: false,
             cfg,
             key: identity.public_key(),
+            node: overlay::node_id(&identity.public_key()),
+            answers: AnswerBudget::default(),
             identity,
             next_beacon: now + 1000,
             turn: None,
@@ -243,6 +265,7 @@ impl<'a> Service<'a> {
         let mut busy = self.iface.poll(ts, nic, &mut self.sockets) != smoltcp::iface::PollResult::None;
         self.poll_dhcp(now);
         self.beacon(now);
+        busy |= self.overlay(store, now);
         busy |= self.accept(rng, now);
         busy |= self.handshakes();
         busy |= self.drive(store, now);
@@ -295,6 +318,30 @@ impl<'a> Service<'a> {
         if sock.send_slice(&b.encode(), to).is_err() {
             defmt::warn!("beacon: not sent (buffer full)");
         }
+    }
+
+    /// Answers the overlay's pings and coverage queries waiting on the UDP
+    /// port (`logic::overlay`, with its budget); other datagrams are dropped.
+    fn overlay(&mut self, store: &mut Store, now: u64) -> bool {
+        let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
+        let mut did = false;
+        let mut datagram = [0u8; MAX_OVERLAY_PAYLOAD];
+        loop {
+            let (n, meta) = match sock.recv_slice(&mut datagram) {
+                Ok(got) => got,
+                Err(udp::RecvError::Truncated) => continue, // too large for a question: dropped
+                Err(_) => break,
+            };
+            did = true;
+            let mut out = [0u8; ANSWER_LEN];
+            let has = |id: &pastiche_core::seal::ChunkId| store.holds_any(id);
+            if let Some(len) = overlay::answer(self.node, &datagram[..n], has, &mut self.answers, now, &mut out) {
+                if sock.send_slice(&out[..len], meta.endpoint).is_err() {
+                    defmt::warn!("overlay: answer not sent (buffer full)");
+                }
+            }
+        }
+        did
     }
 
     /// Starts sessions on new connections, re-listens on closed sockets,
@@ -437,6 +484,7 @@ impl<'a> Service<'a> {
     /// and decodes until a frame completes.
     fn drive(&mut self, store: &mut Store, now: u64) -> bool {
         let mut did = false;
+        let mut taken = 0;
         loop {
             let turn = match self.turn.as_mut() {
                 Some(t) => t,
@@ -554,7 +602,13 @@ impl<'a> Service<'a> {
                 self.turn = None;
                 continue;
             }
-            // 4. Take one whole record out of the socket and decrypt it.
+            // 4. Take one whole record out of the socket and decrypt it:
+            // one per call, so the interface is polled between records
+            // and a receive window that reopens is advertised at each
+            // doubling (see [`RECORDS_PER_POLL`]).
+            if taken >= RECORDS_PER_POLL {
+                return true;
+            }
             let mut header = [0u8; RECORD_HEADER_LEN];
             let len = match sock.peek_slice(&mut header) {
                 Ok(RECORD_HEADER_LEN) => record_len(header, TAG_LEN + 1, RECORD_LIMIT),
@@ -571,6 +625,7 @@ impl<'a> Service<'a> {
                         Ok(n) => {
                             self.rec_at = RECORD_HEADER_LEN;
                             self.rec_end = RECORD_HEADER_LEN + n;
+                            taken += 1;
                             did = true;
                         }
                         Err(e) => {

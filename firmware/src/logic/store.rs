@@ -273,6 +273,13 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         self.ix.chunks as usize
     }
 
+    /// Whether any client's version of chunk `id` is held here: what the
+    /// overlay's coverage answers count (`logic::overlay`). An index page
+    /// that cannot be read counts as not held.
+    pub fn holds_any(&mut self, id: &ChunkId) -> bool {
+        matches!(self.find_chunk(&id.0), Ok(Some(_)))
+    }
+
     /// Bytes of log written.
     pub fn log_end(&self) -> u64 {
         self.end
