@@ -33,6 +33,8 @@ use pastiche_firmware::logic::beacon::{Beacon, Role, BEACON_INTERVAL_MS, BEACON_
 use pastiche_firmware::logic::config::Config;
 use pastiche_firmware::logic::frames::{claims_another_key, has_welcome};
 use pastiche_firmware::logic::overlay::{self, AnswerBudget, ANSWER_LEN};
+use pastiche_firmware::logic::pairing;
+use pastiche_core::wire::pairing::{is_pairing_kind, MAX_PAIRING_PAYLOAD};
 use pastiche_core::identity::NodeId;
 use pastiche_core::wire::overlay::MAX_OVERLAY_PAYLOAD;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
@@ -156,6 +158,8 @@ pub struct Service<'a> {
     /// The overlay nodeId in the answers to pings and coverage queries.
     node: NodeId,
     answers: AnswerBudget,
+    /// The pairing-secret tag key (`pair=`), for LAN pairing requests.
+    pair_key: Option<[u8; 32]>,
     next_beacon: u64,
     turn: Option<Turn>,
     /// Round-robin start for picking the next connection to read.
@@ -206,6 +210,7 @@ impl<'a> Service<'a> {
             key: identity.public_key(),
             node: overlay::node_id(&identity.public_key()),
             answers: AnswerBudget::default(),
+            pair_key: cfg.pair.map(pairing::tag_key),
             identity,
             next_beacon: now + 1000,
             turn: None,
@@ -328,16 +333,21 @@ impl<'a> Service<'a> {
     /// Answers the overlay's pings and coverage queries waiting on the UDP
     /// port (`logic::overlay`, with its budget); other datagrams are dropped.
     fn overlay(&mut self, store: &mut Store, now: u64) -> bool {
-        let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
         let mut did = false;
         let mut datagram = [0u8; MAX_OVERLAY_PAYLOAD];
         loop {
+            let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
             let (n, meta) = match sock.recv_slice(&mut datagram) {
                 Ok(got) => got,
                 Err(udp::RecvError::Truncated) => continue, // too large for a question: dropped
                 Err(_) => break,
             };
             did = true;
+            if datagram[..n].first().is_some_and(|&k| is_pairing_kind(k)) {
+                self.pairing_request(&datagram[..n], meta.endpoint, store, now);
+                continue;
+            }
+            let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
             let mut out = [0u8; ANSWER_LEN];
             let has = |id: &pastiche_core::seal::ChunkId| store.holds_any(id);
             if let Some(len) = overlay::answer(self.node, &datagram[..n], has, &mut self.answers, now, &mut out) {
@@ -347,6 +357,31 @@ impl<'a> Service<'a> {
             }
         }
         did
+    }
+
+    /// Answers a LAN pairing request (`logic::pairing`, within the same
+    /// budget as the overlay's answers); an accepted one is filed with the
+    /// store, which admits the key when it presents its code.
+    fn pairing_request(&mut self, datagram: &[u8], from: IpEndpoint, store: &mut Store, now: u64) {
+        if !self.answers.take(now) {
+            return;
+        }
+        let mut out = [0u8; MAX_PAIRING_PAYLOAD];
+        let Some((len, accepted)) =
+            pairing::answer_request(datagram, &self.key.0, self.cfg.port, self.pair_key.as_ref(), &mut out)
+        else {
+            return;
+        };
+        if let Some(inv) = accepted {
+            defmt::info!("pairing: accepted a LAN request from {=[u8]:02x} (it proved the secret)", inv.client_key[..8]);
+            store.invite(PublicKey(inv.client_key), inv.code_digest);
+        } else {
+            defmt::warn!("pairing: refused a LAN request without the secret");
+        }
+        let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
+        if sock.send_slice(&out[..len], from).is_err() {
+            defmt::warn!("pairing: answer not sent (buffer full)");
+        }
     }
 
     /// Starts sessions on new connections, re-listens on closed sockets,
