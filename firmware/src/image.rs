@@ -114,7 +114,7 @@ fn main() -> ! {
         chans,
         now,
     );
-    defmt::info!("buddy: serving TCP port {=u16}, beacon on UDP 7468", cfg.port);
+    defmt::info!("buddy: serving TCP port {=u16}, beacon and overlay answers on UDP 7468", cfg.port);
 
     let mut next_report = 10_000u64;
     let mut compacted_at = 0u64;

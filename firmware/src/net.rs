@@ -32,6 +32,11 @@ use pastiche_core::{Identity, PublicKey};
 use pastiche_firmware::logic::beacon::{Beacon, Role, BEACON_INTERVAL_MS, BEACON_PORT};
 use pastiche_firmware::logic::config::Config;
 use pastiche_firmware::logic::frames::{claims_another_key, has_welcome};
+use pastiche_firmware::logic::overlay::{self, AnswerBudget, ANSWER_LEN};
+use pastiche_firmware::logic::pairing;
+use pastiche_core::wire::pairing::{is_pairing_kind, MAX_PAIRING_PAYLOAD};
+use pastiche_core::identity::NodeId;
+use pastiche_core::wire::overlay::MAX_OVERLAY_PAYLOAD;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant;
@@ -43,17 +48,28 @@ use crate::Store;
 
 /// Sockets listening for the buddy service.
 pub const TCP_SOCKETS: usize = 6;
-/// Each socket's receive buffer. (6 KiB, to let a lossy link's sender
-/// fast-retransmit, was tried: over the 5% loss link a frame then took
-/// longer than [`FRAME_TIMEOUT_MS`]; see `docs/BENCHMARKS.md`.)
-pub const TCP_RX: usize = 2 * 1024;
-/// Each socket's send buffer.
-pub const TCP_TX: usize = 2 * 1024;
-/// The largest record message the firmware accepts: half a socket's receive
-/// buffer, so that while a record is partly in, at least half the buffer is
-/// free and the sender's silly-window avoidance still sends the rest (a
-/// whole record must be in before it is taken out).
-pub const RECORD_LIMIT: usize = TCP_RX / 2 - RECORD_HEADER_LEN;
+/// Each socket's receive buffer, the window a client sends into: about
+/// three segments, so a sender that loses one has segments behind it whose
+/// immediate acknowledgements (smoltcp acknowledges out-of-order segments
+/// at once, with SACK) start its fast recovery. Before issue 16's tuning
+/// the LAN9118 driver capped every window at one segment, and each loss on
+/// the 5% loss link waited for a retransmission timeout (figures in
+/// `docs/BENCHMARKS.md`).
+pub const TCP_RX: usize = 4 * 1024;
+/// Each socket's send buffer, what a restore's replies have in flight:
+/// 3.5 segments, so a lost one is usually followed by others and the
+/// client's duplicate acknowledgements trigger smoltcp's fast retransmit
+/// instead of its retransmission timeout. (Over the 5% loss link, 4 + 5 KiB
+/// restored 3 MiB in 10.8 s where 6 + 3 KiB took 15 s, for the same RAM.)
+pub const TCP_TX: usize = 5 * 1024;
+/// The largest record message the firmware accepts: at most half a
+/// socket's receive buffer, so that while a record is partly in, at least
+/// half the buffer is free and the sender's silly-window avoidance still
+/// sends the rest (a whole record must be in before it is taken out); and
+/// small, since every connection's records go through one shared buffer of
+/// this size ([`RECORD_BUF`]).
+pub const RECORD_LIMIT: usize = 1024 - RECORD_HEADER_LEN;
+const _: () = assert!(RECORD_HEADER_LEN + RECORD_LIMIT <= TCP_RX / 2);
 /// Bytes of the shared buffer a whole record is taken into.
 pub const RECORD_BUF: usize = RECORD_HEADER_LEN + RECORD_LIMIT;
 /// Time from accept to the end of the channel handshake and the hello.
@@ -65,6 +81,14 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// and `AuditRequest`, the largest of them) fit; larger frames (uploads)
 /// get no scratch.
 pub const SMALL_REQUEST: usize = pastiche_core::wire::audit::MAX_AUDIT_REQUEST;
+/// Records taken out of a socket between two polls of the interface. A
+/// sender fills the whole receive window while a frame is handled; the
+/// window update that reopens it is one ACK, and when the link loses it the
+/// sender waits for its zero-window probe (200 ms, doubling, and smoltcp
+/// answers such probes at most once a second). Taking records out one at a
+/// time sends an update at each doubling of the window (1, 2, 4 KiB):
+/// losing them all is rare.
+pub const RECORDS_PER_POLL: usize = 1;
 /// Time a frame may hold the shared decoder from its first byte to its last.
 pub const FRAME_TIMEOUT_MS: u64 = 10_000;
 /// Sources whose wrong pairing secrets the firmware remembers at once (32
@@ -137,6 +161,11 @@ pub struct Service<'a> {
     cfg: Config<'a>,
     identity: Identity,
     key: PublicKey,
+    /// The overlay nodeId in the answers to pings and coverage queries.
+    node: NodeId,
+    answers: AnswerBudget,
+    /// The pairing-secret tag key (`pair=`), for LAN pairing requests.
+    pair_key: Option<[u8; 32]>,
     next_beacon: u64,
     turn: Option<Turn>,
     /// Round-robin start for picking the next connection to read.
@@ -200,6 +229,9 @@ impl<'a> Service<'a> {
             leased: false,
             cfg,
             key: identity.public_key(),
+            node: overlay::node_id(&identity.public_key()),
+            answers: AnswerBudget::default(),
+            pair_key: cfg.pair.map(pairing::tag_key),
             identity,
             next_beacon: now + 1000,
             turn: None,
@@ -266,6 +298,7 @@ impl<'a> Service<'a> {
         let mut busy = self.iface.poll(ts, nic, &mut self.sockets) != smoltcp::iface::PollResult::None;
         self.poll_dhcp(now);
         self.beacon(now);
+        busy |= self.overlay(store, now);
         busy |= self.accept(rng, now);
         busy |= self.handshakes();
         busy |= self.drive(store, now);
@@ -317,6 +350,60 @@ impl<'a> Service<'a> {
         let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
         if sock.send_slice(&b.encode(), to).is_err() {
             defmt::warn!("beacon: not sent (buffer full)");
+        }
+    }
+
+    /// Answers the overlay's pings and coverage queries waiting on the UDP
+    /// port (`logic::overlay`, with its budget); other datagrams are dropped.
+    fn overlay(&mut self, store: &mut Store, now: u64) -> bool {
+        let mut did = false;
+        let mut datagram = [0u8; MAX_OVERLAY_PAYLOAD];
+        loop {
+            let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
+            let (n, meta) = match sock.recv_slice(&mut datagram) {
+                Ok(got) => got,
+                Err(udp::RecvError::Truncated) => continue, // too large for a question: dropped
+                Err(_) => break,
+            };
+            did = true;
+            if datagram[..n].first().is_some_and(|&k| is_pairing_kind(k)) {
+                self.pairing_request(&datagram[..n], meta.endpoint, store, now);
+                continue;
+            }
+            let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
+            let mut out = [0u8; ANSWER_LEN];
+            let has = |id: &pastiche_core::seal::ChunkId| store.holds_any(id);
+            if let Some(len) = overlay::answer(self.node, &datagram[..n], has, &mut self.answers, now, &mut out) {
+                if sock.send_slice(&out[..len], meta.endpoint).is_err() {
+                    defmt::warn!("overlay: answer not sent (buffer full)");
+                }
+            }
+        }
+        did
+    }
+
+    /// Answers a LAN pairing request (`logic::pairing`, within the same
+    /// budget as the overlay's answers); an accepted one is filed with the
+    /// store, which admits the key when it presents its code.
+    fn pairing_request(&mut self, datagram: &[u8], from: IpEndpoint, store: &mut Store, now: u64) {
+        if !self.answers.take(now) {
+            return;
+        }
+        let mut out = [0u8; MAX_PAIRING_PAYLOAD];
+        let Some((len, accepted)) =
+            pairing::answer_request(datagram, &self.key.0, self.cfg.port, self.pair_key.as_ref(), &mut out)
+        else {
+            return;
+        };
+        if let Some(inv) = accepted {
+            defmt::info!("pairing: accepted a LAN request from {=[u8]:02x} (it proved the secret)", inv.client_key[..8]);
+            store.invite(PublicKey(inv.client_key), inv.code_digest);
+        } else {
+            defmt::warn!("pairing: refused a LAN request without the secret");
+        }
+        let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
+        if sock.send_slice(&out[..len], from).is_err() {
+            defmt::warn!("pairing: answer not sent (buffer full)");
         }
     }
 
@@ -466,6 +553,7 @@ impl<'a> Service<'a> {
     /// and decodes until a frame completes.
     fn drive(&mut self, store: &mut Store, now: u64) -> bool {
         let mut did = false;
+        let mut taken = 0;
         loop {
             let turn = match self.turn.as_mut() {
                 Some(t) => t,
@@ -586,7 +674,13 @@ impl<'a> Service<'a> {
                 self.turn = None;
                 continue;
             }
-            // 4. Take one whole record out of the socket and decrypt it.
+            // 4. Take one whole record out of the socket and decrypt it:
+            // one per call, so the interface is polled between records
+            // and a receive window that reopens is advertised at each
+            // doubling (see [`RECORDS_PER_POLL`]).
+            if taken >= RECORDS_PER_POLL {
+                return true;
+            }
             let mut header = [0u8; RECORD_HEADER_LEN];
             let len = match sock.peek_slice(&mut header) {
                 Ok(RECORD_HEADER_LEN) => record_len(header, TAG_LEN + 1, RECORD_LIMIT),
@@ -603,6 +697,7 @@ impl<'a> Service<'a> {
                         Ok(n) => {
                             self.rec_at = RECORD_HEADER_LEN;
                             self.rec_end = RECORD_HEADER_LEN + n;
+                            taken += 1;
                             did = true;
                         }
                         Err(e) => {

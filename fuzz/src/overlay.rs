@@ -2,12 +2,14 @@
 //! at advancing times, fed to a joined overlay node of either overlay. Every
 //! payload that decodes must re-encode to itself; the node must never panic,
 //! must keep its leaf set sorted and within capacity, and may answer one
-//! datagram with at most a bounded number of datagrams.
+//! datagram with at most a bounded number of datagrams. Each datagram also
+//! goes to the stateless answerer the firmware runs
+//! (`overlay::answer_measurement`): at most one small, decodable answer.
 
 use pastiche_core::identity::NodeId;
-use pastiche_core::overlay::{Address, Config, Event, Host, Node, Side};
+use pastiche_core::overlay::{answer_measurement, Address, Config, Event, Host, Node, Side};
 use pastiche_core::seal::ChunkId;
-use pastiche_core::wire::overlay::{OverlayId, OverlayMessage, PeerAddr, MAX_OVERLAY_PAYLOAD};
+use pastiche_core::wire::overlay::{Body, OverlayId, OverlayMessage, PeerAddr, MAX_OVERLAY_PAYLOAD};
 
 #[derive(Default)]
 struct Sink {
@@ -56,6 +58,12 @@ pub fn overlay_node(data: &[u8]) {
             let mut buf = [0u8; MAX_OVERLAY_PAYLOAD];
             let n = msg.encode(&mut buf).expect("a decoded message encodes");
             assert_eq!(&buf[..n], payload, "re-encoding differs");
+        }
+        let mut answer = [0u8; 64];
+        if let Ok(Some(n)) = answer_measurement(me, payload, |id| id.0[0] & 1 == 0, &mut answer) {
+            let back = OverlayMessage::decode(&answer[..n]).expect("an answer decodes");
+            assert!(matches!(back.body, Body::Pong(_) | Body::CoverageReport(_)), "{back:?}");
+            assert_eq!(back.from, me);
         }
         let before = host.sent;
         let _ = node.handle(from, payload, now, &mut host);

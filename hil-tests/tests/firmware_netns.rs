@@ -17,12 +17,15 @@
 //! Skipped, with a printed reason, without QEMU, root, `/dev/net/tun` or
 //! `ip netns add`.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hil_tests::{assert_same_tree, build_pastiche, decode_log, make_tree, require_qemu, Firmware, PAIRING_SECRET};
+use common::netns::{firmware_lines, pastiche, run_ok, Netns};
+use hil_tests::{assert_same_tree, build_pastiche, make_tree, require_qemu, Firmware, PAIRING_SECRET};
 
 const TAP: &str = "ptap0";
 const BUDDY: &str = "10.0.2.15:7467";
@@ -30,102 +33,6 @@ const LOSS_PCT: &str = "5";
 /// UDP ports on the namespace's own loopback: the bridge's and QEMU's.
 const BRIDGE_UDP: &str = "127.0.0.1:40001";
 const QEMU_UDP: &str = "127.0.0.1:40002";
-
-/// Runs `ip ARGS`, failing with its stderr.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// A network namespace and the processes in it; dropping it kills them and
-/// deletes the namespace (and with it the TAP device).
-struct Netns {
-    name: String,
-    children: Vec<Child>,
-}
-
-impl Netns {
-    /// `Err` with the reason when namespaces are not available here.
-    fn create() -> Result<Netns, String> {
-        if !rustix::process::geteuid().is_root() {
-            return Err("not root (network namespaces and TAP devices need CAP_NET_ADMIN)".into());
-        }
-        if !Path::new("/dev/net/tun").exists() {
-            return Err("/dev/net/tun is missing".into());
-        }
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let name = format!("pst-hil-{}-{nanos:x}", std::process::id());
-        ip(&["netns", "add", &name])?;
-        Ok(Netns { name, children: Vec::new() })
-    }
-
-    /// A command run inside the namespace.
-    fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-
-    /// Runs `ip ARGS` inside the namespace.
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip(&all).unwrap();
-    }
-
-    /// Starts `c` (built with [`Netns::exec`]); it is killed on drop.
-    fn spawn(&mut self, c: &mut Command) -> usize {
-        self.children.push(c.spawn().unwrap_or_else(|e| panic!("{c:?}: {e}")));
-        self.children.len() - 1
-    }
-
-    fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
-        self.children[i].try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // `ip netns exec` execs the program, so these are QEMU and the bridge.
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Err(e) = ip(&["netns", "delete", &self.name]) {
-            eprintln!("could not delete namespace {}: {e}", self.name);
-        }
-    }
-}
-
-fn firmware_lines(elf: &Path, log: &Path) -> Vec<String> {
-    fs::read(log).ok().map(|b| decode_log(elf, &b).unwrap_or_default()).unwrap_or_default()
-}
-
-/// `pastiche` inside the namespace, with a data directory and test settings.
-fn pastiche(ns: &Netns, bin: &Path, data: &Path) -> Command {
-    let mut c = ns.exec(bin);
-    c.env("PASTICHE_PASSWORD", "x").env("PASTICHE_KDF_MIB", "8").arg("--data").arg(data);
-    c.args(["--threads", "2", "--quiet"]);
-    c
-}
-
-/// Runs `c`; on failure the panic message includes the firmware's log.
-fn run_ok(c: &mut Command, log: impl Fn() -> String) -> Output {
-    let out = c.output().expect("run pastiche");
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}):\nstdout: {}\nstderr: {}\nfirmware log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        log(),
-    );
-    out
-}
 
 /// Parses the bridge's stats line into `(name, count)` pairs.
 fn bridge_counts(stats: &Path) -> Vec<(String, u64)> {

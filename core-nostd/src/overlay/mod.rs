@@ -6,13 +6,17 @@
 //! - [`state`]: leaf set (16), neighbourhood set (32), routing table
 //!   (32 rows x 16 columns) and the routing decision.
 //! - [`node`]: the sans-IO machine: join, routing, probes, keepalives, repair.
+//! - [`answer`]: the answers to measurements (ping, coverage) for a node
+//!   without overlay state, such as the firmware buddy.
 //!
 //! Everything has a fixed capacity; nothing allocates.
 
+pub mod answer;
 pub mod node;
 pub mod ring;
 pub mod state;
 
+pub use answer::{answer_measurement, coverage_report};
 pub use node::{coverage_distance, Address, Config, Event, Host, Node, Stats};
 pub use state::{LeafSet, NeighbourhoodSet, NextHop, PastryState, Peer, Removed, RoutingTable, Side};
 

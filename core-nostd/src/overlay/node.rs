@@ -49,6 +49,7 @@ use core::fmt::Debug;
 use heapless::{Deque, Vec};
 use sha1::{Digest, Sha1};
 
+use super::answer::coverage_report;
 use super::ring;
 use super::state::{NextHop, PastryState, Peer, Side, COLUMNS, NEIGHBOURHOOD, ROWS};
 use crate::identity::NodeId;
@@ -513,9 +514,9 @@ impl<A: Address> Node<A> {
             }
             Body::Pong(Pong { nonce }) => self.answered(from, sender, nonce, None, now, host),
             Body::CoverageQuery(q) => {
-                let matched = q.fingerprint.iter().filter(|id| host.has_chunk(&ChunkId(*id))).count() as u16;
-                let of = q.fingerprint.len() as u16;
-                self.send(host, from, Body::CoverageReport(CoverageReport { nonce: q.nonce, matched, of }));
+                let report = coverage_report(q.nonce, &q.fingerprint, |id| host.has_chunk(id));
+                let (matched, of) = (report.matched, report.of);
+                self.send(host, from, Body::CoverageReport(report));
                 // Coverage is not symmetric, but it is correlated: an unknown
                 // querier whose fingerprint this box covers as well as its
                 // worst neighbour covers this box's is likely a similar box,
@@ -728,9 +729,8 @@ impl<A: Address> Node<A> {
         if p.origin.id == self.me {
             return;
         }
-        let matched = p.fingerprint.iter().filter(|id| host.has_chunk(&ChunkId(*id))).count() as u16;
-        let of = p.fingerprint.len() as u16;
-        self.send(host, origin, Body::CoverageReport(CoverageReport { nonce: p.token, matched, of }));
+        let report = coverage_report(p.token, &p.fingerprint, |id| host.has_chunk(id));
+        self.send(host, origin, Body::CoverageReport(report));
         if let NextHop::Forward(next) = self.state.next_hop(&p.key, Some(&p.origin.id)) {
             if p.hops < MAX_HOPS {
                 self.send(host, next.addr, Body::Probe(Probe { hops: p.hops + 1, ..p }));

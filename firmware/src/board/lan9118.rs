@@ -53,6 +53,15 @@ const RX_DP_FFWD: u32 = 1 << 31;
 /// Largest Ethernet frame handled (no FCS): 1514, rounded up to words.
 pub const MTU: usize = 1514;
 const FRAME_BUF: usize = 1536;
+/// Full-size frames the chip's receive data FIFO holds (10,560 bytes with
+/// the reset default TX_FIF_SZ = 5, which this driver keeps). smoltcp caps
+/// every TCP window it advertises at this many segments (its
+/// `max_burst_size`), so a sender's burst fits in the FIFO even when the
+/// main loop is busy with a frame. (At 1 the window was one segment: a
+/// sender could never have the three segments in flight behind a loss that
+/// fast retransmit needs, and every lost segment cost a retransmission
+/// timeout.)
+const RX_FIFO_FRAMES: usize = 10_560 / 1_536;
 
 /// The chip was not found or would not reset.
 #[derive(Clone, Copy, Debug, defmt::Format)]
@@ -264,7 +273,7 @@ impl Device for Lan9118 {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MTU;
-        caps.max_burst_size = Some(1);
+        caps.max_burst_size = Some(RX_FIFO_FRAMES);
         caps
     }
 }

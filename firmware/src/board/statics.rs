@@ -28,10 +28,13 @@ static mut RECORD: [u8; net::RECORD_BUF] = [0; net::RECORD_BUF];
 static mut CHANS: [net::Chan; net::TCP_SOCKETS] = [const { net::Chan::None }; net::TCP_SOCKETS];
 static mut INDEX: Index<CHUNKS, OBJECTS> = Index::new();
 static mut TCP_BUFS: [([u8; TCP_RX], [u8; TCP_TX]); net::TCP_SOCKETS] = [([0; TCP_RX], [0; TCP_TX]); net::TCP_SOCKETS];
-static mut UDP_RX: [u8; 256] = [0; 256];
-static mut UDP_TX: [u8; 256] = [0; 256];
-static mut UDP_RX_META: [udp::PacketMetadata; 2] = [udp::PacketMetadata::EMPTY; 2];
-static mut UDP_TX_META: [udp::PacketMetadata; 2] = [udp::PacketMetadata::EMPTY; 2];
+// The overlay port's datagrams: room for one largest overlay question
+// (a coverage query, 1,400 bytes) and a few small ones; answers and beacons
+// are small.
+static mut UDP_RX: [u8; 1536] = [0; 1536];
+static mut UDP_TX: [u8; 512] = [0; 512];
+static mut UDP_RX_META: [udp::PacketMetadata; 4] = [udp::PacketMetadata::EMPTY; 4];
+static mut UDP_TX_META: [udp::PacketMetadata; 4] = [udp::PacketMetadata::EMPTY; 4];
 static mut SOCKETS: [SocketStorage<'static>; net::TCP_SOCKETS + 2] = [SocketStorage::EMPTY; net::TCP_SOCKETS + 2];
 static mut CMDLINE: [u8; 256] = [0; 256];
 static mut NIC: Option<Lan9118> = None;

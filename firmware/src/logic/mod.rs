@@ -7,12 +7,16 @@
 //! - [`beacon`]: the LAN beacon's bytes (`docs/PROTOCOL.md`, "LAN beacon").
 //! - [`config`]: the boot command line (`key=value` words).
 //! - [`frames`]: what the network service checks in frames it passes on.
+//! - [`overlay`]: the answers to overlay pings and coverage probes.
+//! - [`pairing`]: the answers to LAN pairing requests.
 //! - [`table`]: the on-disk hash tables the store indexes chunks and objects in.
 
 pub mod beacon;
 pub mod config;
 pub mod crc;
 pub mod frames;
+pub mod overlay;
+pub mod pairing;
 pub mod ramdisk;
 pub mod record;
 pub mod store;

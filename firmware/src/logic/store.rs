@@ -233,6 +233,10 @@ pub struct LogStore<'i, D, const CHUNKS: usize, const OBJECTS: usize> {
     new_since_flush: u32,
     /// The compaction under way, if any.
     compaction: Option<Compaction>,
+    /// Keys whose LAN pairing request the firmware accepted, with the
+    /// digest of the one-time code each will present (`logic::pairing`);
+    /// in RAM only, the oldest forgotten first.
+    invited: Vec<(PublicKey, [u8; 32]), MAX_INVITED>,
 }
 
 /// A superblock copy, read.
@@ -275,6 +279,9 @@ impl Data<'_> {
     }
 }
 
+/// Accepted LAN pairing requests remembered until their code is presented.
+pub const MAX_INVITED: usize = 4;
+
 impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogStore<'i, D, CHUNKS, OBJECTS> {
     /// Opens the store on `disk`: reads the superblock (formatting the disk
     /// with `fresh_seed` as the buddy's identity seed if there is none),
@@ -307,6 +314,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             sb_seq: 0,
             crc0: Crc32::new(),
             ix,
+            invited: Vec::new(),
             chunk_table: no_table,
             object_table: no_table,
             new_since_flush: 0,
@@ -357,6 +365,26 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
     /// Chunk versions in the index.
     pub fn chunk_count(&self) -> usize {
         self.ix.chunks as usize
+    }
+
+    /// Whether any client's version of chunk `id` is held here: what the
+    /// overlay's coverage answers count (`logic::overlay`). An index page
+    /// that cannot be read counts as not held.
+    pub fn holds_any(&mut self, id: &ChunkId) -> bool {
+        matches!(self.find_chunk(&id.0), Ok(Some(_)))
+    }
+
+    /// Admits `client` when it presents the one-time code whose digest is
+    /// `code_digest` (an accepted LAN pairing request, `logic::pairing`),
+    /// once, as if it presented the pairing secret.
+    pub fn invite(&mut self, client: PublicKey, code_digest: [u8; 32]) {
+        if self.invited.iter().any(|&(k, d)| k == client && d == code_digest) {
+            return;
+        }
+        if self.invited.is_full() {
+            self.invited.remove(0);
+        }
+        let _ = self.invited.push((client, code_digest));
     }
 
     /// Where the next record goes (a disk offset).
@@ -1290,8 +1318,13 @@ impl<D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> BuddySto
             return Ok(Some(self.record(slot)));
         }
         let presented = pastiche_core::seal::Handle::of(code.as_bytes()).0;
-        if self.cfg.pairing != Some(presented) {
+        let digest = pastiche_core::wire::pairing::code_digest(code);
+        let invited = self.invited.iter().position(|(k, d)| k == client && *d == digest);
+        if self.cfg.pairing != Some(presented) && invited.is_none() {
             return Ok(None);
+        }
+        if let Some(i) = invited {
+            self.invited.remove(i); // a one-time code
         }
         Ok(self.register(client)?.map(|slot| self.record(slot)))
     }

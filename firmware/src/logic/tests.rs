@@ -315,6 +315,28 @@ fn keys_take_a_slot_only_with_the_secret() {
 }
 
 #[test]
+fn an_accepted_lan_pairing_admits_its_key_once_with_its_code_and_nobody_else() {
+    let mut buf = vec![0u8; 1 << 16];
+    let no_pairing = StoreConfig { pairing: None, ..cfg() };
+    let (mut s, _) = Store::open(RamDisk::new(&mut buf), ix(), no_pairing, [9; 32]).unwrap();
+    let digest = pastiche_core::wire::pairing::code_digest("K7Q2M9XWPD");
+    s.invite(key(1), digest);
+    assert_eq!(s.admit(&key(2), "K7Q2M9XWPD").unwrap(), None, "another key presenting the code");
+    assert_eq!(s.admit(&key(1), "K7Q2M9XWPE").unwrap(), None, "another code");
+    assert!(s.admit(&key(1), "K7Q2M9XWPD").unwrap().is_some());
+    assert!(s.client(&key(1)).unwrap().is_some());
+    s.invite(key(3), digest);
+    assert!(s.admit(&key(3), "K7Q2M9XWPD").unwrap().is_some());
+    assert_eq!(s.admit(&key(4), "K7Q2M9XWPD").unwrap(), None, "the code was spent");
+    // A flood of invitations keeps the last few only.
+    for n in 10..20 {
+        s.invite(key(n), digest);
+    }
+    assert_eq!(s.admit(&key(10), "K7Q2M9XWPD").unwrap(), None, "forgotten");
+    assert!(s.admit(&key(19), "K7Q2M9XWPD").unwrap().is_some());
+}
+
+#[test]
 fn quotas_and_full_tables_refuse_a_chunk_without_breaking_the_store() {
     let mut buf = vec![0u8; 1 << 22];
     let (mut s, _) = open(&mut buf);
