@@ -51,7 +51,8 @@ pub struct OverlayConfig {
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hidden")]
     pub pairing_secret: Option<String>,
     /// A buddy neither seen on the LAN or the overlay nor audited for this
-    /// many seconds is replaced.
+    /// many seconds is replaced (shown as `"Ns"`, as the file writes it).
+    #[serde(serialize_with = "seconds_text")]
     pub replace_after: u64,
     /// A buddy failing this many audits in a row (answering, but without
     /// the data) is replaced.
@@ -60,6 +61,12 @@ pub struct OverlayConfig {
     /// is replaced: `HOST:PORT` (a box that admits this one already) or
     /// `CODE@HOST:PORT` (with a code its owner made by `buddy invite`).
     pub spares: Vec<String>,
+}
+
+/// A number of seconds the way the file writes durations (`"1209600s"`), so
+/// that what `pastiche config` shows parses back.
+fn seconds_text<S: serde::Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{secs}s"))
 }
 
 fn hidden<S: Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
