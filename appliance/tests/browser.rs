@@ -62,7 +62,9 @@ fn the_status_page_in_chromium() {
     // The overlay on loopback, no beacon: a pairing request is sent to it below.
     let overlay_addr = free_addr();
     write_config(&a, &format!("{}[overlay]\nlisten = \"{overlay_addr}\"\nbeacon_to = []\n", config_for(&src)));
-    let _daemon = Daemon::start(&a, "a", &["--listen", &free_addr(), "--http", "127.0.0.1:0"]);
+    // `--overlay` turns the overlay back on (the harness turns it off).
+    let _daemon =
+        Daemon::start(&a, "a", &["--listen", &free_addr(), "--http", "127.0.0.1:0", "--overlay", &overlay_addr]);
     let url = page_url(&a);
     wait_for(60, "the buddy current and A healthy", || {
         let b = get(&format!("{url}/api/buddies"), &[]).json();
