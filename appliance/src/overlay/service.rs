@@ -914,6 +914,25 @@ fn pair_with(
     let mut entry = BuddyEntry { addr: addr.to_string(), key: Some(key_hex.clone()), epoch: 0, snapshot: None };
     let conn = crate::sync::connect_pairing(shared.repo(), &mut entry, Some(&o.code))?;
     drop(conn);
+    let how = FoundBuddy {
+        found: o.found.name().into(),
+        coverage: f64::from(o.coverage_ppm) / 1e6,
+        rtt_ms,
+        key: key_hex,
+        paired: unix_now(),
+    };
+    record_paired(shared, data, entry, how)
+}
+
+/// Adds a buddy just paired to the buddy list (under the box's writer
+/// lock) and records how it was found.
+pub(super) fn record_paired(
+    shared: &SharedBox,
+    data: &std::path::Path,
+    entry: BuddyEntry,
+    how: FoundBuddy,
+) -> Result<()> {
+    let addr = entry.addr.clone();
     let repo = shared.write();
     let mut buddies = load_buddies(&repo.dir)?;
     if !buddies.iter().any(|b| b.addr == entry.addr) {
@@ -921,15 +940,6 @@ fn pair_with(
         save_buddies(&repo.dir, &buddies)?;
     }
     let mut found = files::found(data).unwrap_or_default();
-    found.insert(
-        addr.to_string(),
-        FoundBuddy {
-            found: o.found.name().into(),
-            coverage: f64::from(o.coverage_ppm) / 1e6,
-            rtt_ms,
-            key: key_hex,
-            paired: unix_now(),
-        },
-    );
+    found.insert(addr, how);
     files::save_found(data, &found)
 }

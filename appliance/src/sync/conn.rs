@@ -409,29 +409,12 @@ impl BuddyConn {
     /// Fetches many chunks with up to [`MAX_PIPELINED_GETS`] requests in
     /// flight; `each(i, sealed)` sees them in order.
     pub fn get_chunks(&mut self, ids: &[ChunkId], mut each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<()> {
-        let mut sent = 0;
-        let mut got = 0;
-        while got < ids.len() {
-            while sent < ids.len() && self.session.gets_in_flight() < MAX_PIPELINED_GETS {
-                let n = self.session.get_chunk(ids[sent], &mut self.out)?;
-                self.send(n)?;
-                sent += 1;
+        self.get_chunks_or_missing(ids, |i, sealed| match sealed {
+            Some(sealed) => each(i, sealed),
+            None => {
+                Err(BuddyRefused { code: ErrorCode::NotFound, message: format!("chunk {}: not held", ids[i]) }.into())
             }
-            let len = self.read_frame()?;
-            let event = self
-                .session
-                .handle(&self.payload[..len], &mut self.out)
-                .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
-            match event {
-                ClientEvent::Chunk { sealed, .. } => each(got, sealed)?,
-                ClientEvent::Refused { code, message } => {
-                    return Err(BuddyRefused { code, message: format!("chunk {}: {message}", ids[got]) }.into())
-                }
-                other => bail!("buddy {} sent {other:?} unasked", self.addr),
-            }
-            got += 1;
-        }
-        Ok(())
+        })
     }
 
     /// [`BuddyConn::get_chunks`] that goes on past a chunk the buddy does

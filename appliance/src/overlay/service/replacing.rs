@@ -22,7 +22,7 @@ use crate::overlay::addr::to_socket;
 use crate::overlay::files::{self, FoundBuddy};
 use crate::overlay::replace::{self, why_replace, Facts, Policy, Reason, Replacement, Stage};
 use crate::overlay::retire;
-use crate::sync::{load_buddies, save_buddies, BuddyEntry};
+use crate::sync::{load_buddies, BuddyEntry};
 
 /// How often the policy is applied.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -459,16 +459,6 @@ fn pair_spare(
     let conn = crate::sync::connect_pairing(shared.repo(), &mut entry, code)?;
     drop(conn);
     let key = entry.key.clone().unwrap_or_default();
-    let repo = shared.write();
-    let mut buddies = load_buddies(&repo.dir)?;
-    if !buddies.iter().any(|b| b.addr == entry.addr) {
-        buddies.push(entry);
-        save_buddies(&repo.dir, &buddies)?;
-    }
-    let mut found = files::found(data).unwrap_or_default();
-    found.insert(
-        addr.to_string(),
-        FoundBuddy { found: "spare".into(), coverage: 0.0, rtt_ms: None, key, paired: unix_now() },
-    );
-    files::save_found(data, &found)
+    let how = FoundBuddy { found: "spare".into(), coverage: 0.0, rtt_ms: None, key, paired: unix_now() };
+    super::record_paired(shared, data, entry, how)
 }
