@@ -2,6 +2,7 @@
 //! [`BuddyStore`](pastiche_core::session::BuddyStore) a session drives.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pastiche_core::session::{BuddyStore, ClientRecord, PutOutcome, Recovery, StagedCounts};
@@ -42,7 +43,26 @@ impl std::fmt::Debug for BuddyHandle {
     }
 }
 
+impl Drop for BuddyHandle {
+    fn drop(&mut self) {
+        // What was buffered is lost (the protocol allows it): give its
+        // share of the server-wide budget back.
+        self.set_pending_bytes(0);
+    }
+}
+
 impl BuddyHandle {
+    /// Sets the bytes this handle buffers, keeping the server-wide count
+    /// of buffered chunk bytes in step.
+    fn set_pending_bytes(&mut self, bytes: u64) {
+        if bytes >= self.pending_bytes {
+            self.shared.buffered.fetch_add(bytes - self.pending_bytes, Ordering::Relaxed);
+        } else {
+            self.shared.buffered.fetch_sub(self.pending_bytes - bytes, Ordering::Relaxed);
+        }
+        self.pending_bytes = bytes;
+    }
+
     pub(super) fn new(shared: Arc<Shared>) -> BuddyHandle {
         BuddyHandle {
             shared,
@@ -155,9 +175,10 @@ impl BuddyHandle {
         }
         self.pending.push((*id, sealed.to_vec()));
         self.pending_ids.insert(*id);
-        self.pending_bytes += len;
+        self.set_pending_bytes(self.pending_bytes + len);
         self.puts = self.puts.saturating_add(1);
-        if self.pending_bytes >= MAX_PENDING_BYTES {
+        if self.pending_bytes >= MAX_PENDING_BYTES || self.shared.buffered.load(Ordering::Relaxed) >= MAX_BUFFERED_BYTES
+        {
             self.write_chunks(client)?;
         }
         Ok(PutOutcome::Stored)
@@ -257,7 +278,7 @@ impl BuddyHandle {
         }
         self.pending.clear();
         self.pending_ids.clear();
-        self.pending_bytes = 0;
+        self.set_pending_bytes(0);
         self.usage_base = None;
         Ok(())
     }
@@ -369,7 +390,7 @@ impl BuddyHandle {
         self.bind(client)?;
         self.pending.clear();
         self.pending_ids.clear();
-        self.pending_bytes = 0;
+        self.set_pending_bytes(0);
         self.stage = None;
         self.shared.drop_all(client, epoch)?;
         self.usage_base = None;

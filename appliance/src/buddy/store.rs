@@ -100,6 +100,9 @@ pub(super) struct Shared {
     /// Held while a client's references change, so that "add only if the
     /// count is 0" holds across concurrent sessions.
     refs: Mutex<()>,
+    /// Chunk bytes all sessions' handles buffer (bounded by
+    /// [`MAX_BUFFERED_BYTES`](super::tables::MAX_BUFFERED_BYTES)).
+    pub(super) buffered: std::sync::atomic::AtomicU64,
 }
 
 /// What [`BuddyStorage::recover`] did.
@@ -180,6 +183,7 @@ impl BuddyStorage {
             dir: dir.to_path_buf(),
             min_free: std::sync::atomic::AtomicU64::new(0),
             refs: Mutex::new(()),
+            buffered: std::sync::atomic::AtomicU64::new(0),
         };
         Ok(BuddyStorage { shared: Arc::new(shared) })
     }

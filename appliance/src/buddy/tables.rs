@@ -11,7 +11,12 @@ pub const BUDDY_DB_FILE: &str = "buddy.redb";
 
 /// Chunks a session may buffer before they are written without waiting for
 /// a `Flush` (bounds a session's memory).
-pub(super) const MAX_PENDING_BYTES: u64 = 128 << 20;
+pub(super) const MAX_PENDING_BYTES: u64 = 16 << 20;
+/// Chunks all sessions together may buffer: past it, a session writes what
+/// it holds at its next chunk, so the buddy's memory does not grow with the
+/// number of busy sessions (32 of them buffering their own limit each would
+/// hold 512 MiB). One busy session still writes in batches of many chunks.
+pub(super) const MAX_BUFFERED_BYTES: u64 = 16 << 20;
 /// Staged bytes a session may buffer before they are written (unprepared).
 pub(super) const MAX_STAGE_BYTES: usize = 4 << 20;
 /// redb page cache for `buddy.redb`.

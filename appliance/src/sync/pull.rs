@@ -56,6 +56,11 @@ struct Job {
     /// Bit `b`: buddy `b` tried and could not serve it.
     tried: u64,
     errors: Vec<String>,
+    /// The caller waiting for it: only that one thread is woken when its
+    /// outcome is in (a shared condition variable woke every restore
+    /// writer for every chunk, and the futex traffic cost more than the
+    /// cipher).
+    waiter: Arc<Condvar>,
 }
 
 /// A job a worker took: (job id, (chunkId, handle)).
@@ -91,6 +96,7 @@ impl State {
             let job = self.jobs.remove(&id).expect("checked");
             let why = if job.errors.is_empty() { "no buddy is reachable".to_string() } else { job.errors.join("; ") };
             self.outcomes.insert(id, Outcome::Failed(format!("chunk {}: no buddy could serve it: {why}", job.id)));
+            job.waiter.notify_one();
         }
         stranded
     }
@@ -100,8 +106,6 @@ struct Shared {
     state: Mutex<State>,
     /// Workers wait here for jobs.
     work: Condvar,
-    /// Callers wait here for outcomes.
-    done: Condvar,
     addrs: Vec<String>,
 }
 
@@ -134,7 +138,6 @@ impl Puller {
                 closing: false,
             }),
             work: Condvar::new(),
-            done: Condvar::new(),
             addrs: entries.iter().map(|e| e.addr.clone()).collect(),
         });
         let mut workers = Vec::new();
@@ -179,17 +182,18 @@ impl Puller {
         mut each: impl FnMut(usize, Pulled) -> Result<()>,
     ) -> Result<()> {
         let mut ids: VecDeque<u64> = VecDeque::new();
+        let waiter = Arc::new(Condvar::new());
         let mut submitted = 0;
         let mut consumed = 0;
         let result = (|| -> Result<()> {
             while consumed < wanted.len() {
                 if submitted < wanted.len() && submitted - consumed < WINDOW {
                     let end = wanted.len().min(consumed + WINDOW);
-                    ids.extend(self.submit(&wanted[submitted..end]));
+                    ids.extend(self.submit(&wanted[submitted..end], &waiter));
                     submitted = end;
                 }
                 let id = *ids.front().expect("submitted ahead");
-                let pulled = self.wait(id)?;
+                let pulled = self.wait(id, &waiter)?;
                 ids.pop_front();
                 each(consumed, pulled)?;
                 consumed += 1;
@@ -202,14 +206,14 @@ impl Puller {
         result
     }
 
-    /// Queues `wanted`; returns their job ids.
-    fn submit(&self, wanted: &[(ChunkId, Option<Handle>)]) -> Vec<u64> {
+    /// Queues `wanted` for a caller waiting on `waiter`; returns their job ids.
+    fn submit(&self, wanted: &[(ChunkId, Option<Handle>)], waiter: &Arc<Condvar>) -> Vec<u64> {
         let mut state = self.shared.lock();
         let mut ids = Vec::with_capacity(wanted.len());
         for &(id, handle) in wanted {
             let job_id = state.next_id;
             state.next_id += 1;
-            state.jobs.insert(job_id, Job { id, handle, tried: 0, errors: Vec::new() });
+            state.jobs.insert(job_id, Job { id, handle, tried: 0, errors: Vec::new(), waiter: waiter.clone() });
             if !state.fail_if_stranded(job_id) {
                 state.queue.push_back(job_id);
             }
@@ -220,14 +224,14 @@ impl Puller {
         ids
     }
 
-    /// Waits for the outcome of job `id`.
-    fn wait(&self, id: u64) -> Result<Pulled> {
+    /// Waits on `waiter` for the outcome of job `id`.
+    fn wait(&self, id: u64, waiter: &Condvar) -> Result<Pulled> {
         let mut state = self.shared.lock();
         loop {
             match state.outcomes.remove(&id) {
                 Some(Outcome::Done(p)) => return Ok(p),
                 Some(Outcome::Failed(why)) => return Err(anyhow!(why)),
-                None => state = self.shared.done.wait(state).unwrap_or_else(|e| e.into_inner()),
+                None => state = waiter.wait(state).unwrap_or_else(|e| e.into_inner()),
             }
         }
     }
@@ -397,8 +401,7 @@ impl Worker {
                     pulled.failed_by = job.tried;
                     state.served[self.buddy] += 1;
                     state.outcomes.insert(job_id, Outcome::Done(pulled));
-                    drop(state);
-                    self.shared.done.notify_all();
+                    job.waiter.notify_one();
                 }
             }
             Err((why, damaged)) => {
@@ -408,10 +411,7 @@ impl Worker {
                 }
                 job.tried |= 1 << self.buddy;
                 job.errors.push(why);
-                if state.fail_if_stranded(job_id) {
-                    drop(state);
-                    self.shared.done.notify_all();
-                } else {
+                if !state.fail_if_stranded(job_id) {
                     state.queue.push_front(job_id);
                     drop(state);
                     self.shared.work.notify_all();
@@ -453,7 +453,6 @@ impl Worker {
             queue.retain(|id| jobs.contains_key(id));
         }
         drop(state);
-        self.shared.done.notify_all();
         self.shared.work.notify_all();
     }
 }

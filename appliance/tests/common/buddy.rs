@@ -78,6 +78,11 @@ impl Server {
         panic!("pastiche serve did not listen on {addr}");
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it (SIGKILL) and waits for it: its lock on the box is gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();
