@@ -33,9 +33,29 @@ const OUT_LEN: usize = 4 + 1 + 20 + 3 + MAX_SEALED;
 /// The store as the firmware runs it.
 pub type Store = LogStore<'static, HostDisk, CHUNKS, OBJECTS>;
 
+/// What the main loop runs on, made by [`boot`].
+struct Running {
+    svc: net::Service<'static>,
+    store: Store,
+    nic: &'static mut board::lan9118::Lan9118,
+    rng: Entropy,
+    clock: Clock,
+    cfg: Config<'static>,
+}
+
 #[entry]
 fn main() -> ! {
     stack::paint();
+    let mut running = boot();
+    run(&mut running)
+}
+
+/// Brings the board, the store and the network up. Not inlined: its
+/// temporaries (the store's boot scan, the identity's key derivation, the
+/// service being built) are off the stack once it returns, so they do not
+/// sit under every session's deepest call.
+#[inline(never)]
+fn boot() -> Running {
     let cp = cortex_m::Peripherals::take().expect("peripherals taken once");
     let mut clock = Clock::start(cp.SYST);
 
@@ -65,7 +85,7 @@ fn main() -> ! {
         defmt::warn!("pairing: no pair=SECRET on the command line: no new clients are admitted");
     }
     let store_cfg = StoreConfig { default_quota: cfg.quota, pairing, capacity: cfg.disk_capacity };
-    let (mut store, report) = match Store::open(disk, index, store_cfg, rng.bytes32()) {
+    let (store, report) = match Store::open(disk, index, store_cfg, rng.bytes32()) {
         Ok(s) => s,
         Err(e) => halt_with(defmt::intern!("store failed to open"), defmt::Debug2Format(&e)),
     };
@@ -79,11 +99,51 @@ fn main() -> ! {
         report.rolled_forward,
         store.chunk_count()
     );
-    let Ok(identity) = Identity::from_seed(store.seed()) else { halt(defmt::intern!("bad identity seed")) };
+    let Some(identity) = identity_of(store.seed()) else { halt(defmt::intern!("bad identity seed")) };
     let key = identity.public_key();
     defmt::info!("identity: buddy key {=[u8]:02x}", key.0);
 
-    // smoltcp: interface, 2 TCP listeners, the beacon's UDP socket, DHCP.
+    let net = NetParts {
+        sockets: sockets_storage,
+        tcp: tcp_bufs,
+        udp_rx: bufs.udp_rx,
+        udp_tx: bufs.udp_tx,
+        decoder: dec_buf,
+        out,
+        record,
+        chans,
+    };
+    let svc = start_network(net, nic, &mut rng, &mut clock, cfg, identity);
+    Running { svc, store, nic, rng, clock, cfg }
+}
+
+/// The static buffers the network service is built on.
+struct NetParts {
+    sockets: &'static mut [smoltcp::iface::SocketStorage<'static>; net::TCP_SOCKETS + 2],
+    tcp: &'static mut [([u8; net::TCP_RX], [u8; net::TCP_TX]); net::TCP_SOCKETS],
+    udp_rx: udp::PacketBuffer<'static>,
+    udp_tx: udp::PacketBuffer<'static>,
+    decoder: &'static mut [u8; pastiche_core::wire::DECODER_BUFFER_LEN],
+    out: &'static mut [u8; OUT_LEN],
+    record: &'static mut [u8; net::RECORD_BUF],
+    chans: &'static mut [net::Chan; net::TCP_SOCKETS],
+}
+
+/// smoltcp's interface and sockets, and the buddy service over them. Not
+/// inlined, so the service being built is not on the stack while the
+/// identity's key is derived (`boot`'s deepest call).
+#[inline(never)]
+fn start_network(
+    parts: NetParts,
+    nic: &mut board::lan9118::Lan9118,
+    rng: &mut Entropy,
+    clock: &mut Clock,
+    cfg: Config<'static>,
+    identity: Identity,
+) -> net::Service<'static> {
+    let NetParts { sockets: sockets_storage, tcp: tcp_bufs, udp_rx, udp_tx, decoder: dec_buf, out, record, chans } = parts;
+    let mac = nic.mac();
+    // smoltcp: interface, the TCP listeners, the beacon's UDP socket, DHCP.
     let mut icfg = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut seed = [0u8; 8];
     rng.fill(&mut seed);
@@ -96,11 +156,11 @@ fn main() -> ! {
         *slot = Some(sockets.add(sock));
     }
     let tcp_handles = tcp_handles.map(|h| h.expect("added above"));
-    let udp_sock = udp::Socket::new(bufs.udp_rx, bufs.udp_tx);
+    let udp_sock = udp::Socket::new(udp_rx, udp_tx);
     let udp_handle = sockets.add(udp_sock);
     let dhcp_handle = sockets.add(dhcpv4::Socket::new());
     let now = clock.now_ms();
-    let mut svc = net::Service::new(
+    let svc = net::Service::new(
         iface,
         sockets,
         tcp_handles,
@@ -115,20 +175,26 @@ fn main() -> ! {
         now,
     );
     defmt::info!("buddy: serving TCP port {=u16}, beacon and overlay answers on UDP 7468", cfg.port);
+    svc
+}
 
+/// The main loop: the network service, compaction steps, the status line.
+#[inline(never)]
+fn run(running: &mut Running) -> ! {
+    let Running { svc, store, nic, rng, clock, cfg } = running;
     let mut next_report = 10_000u64;
     let mut compacted_at = 0u64;
     // The longest a compaction step held the loop (ms), for the log.
     let mut longest_step = 0u64;
     loop {
         let now = clock.now_ms();
-        let busy = svc.poll(nic, &mut store, &mut rng, now);
+        let busy = svc.poll(&mut **nic, store, rng, now);
         // Compaction takes its turn once a millisecond, a bounded amount of
         // copying each time, so sessions keep being served while it runs.
         if now != compacted_at {
             compacted_at = now;
             let t = clock.now_ms();
-            compaction_step(&mut store, &cfg, &mut longest_step);
+            compaction_step(store, cfg, &mut longest_step);
             longest_step = longest_step.max(clock.now_ms() - t);
         }
         if now >= next_report {
@@ -154,6 +220,13 @@ fn main() -> ! {
             cortex_m::asm::wfi();
         }
     }
+}
+
+/// The buddy's identity from its seed. Not inlined: deriving the key is
+/// the boot's deepest call (6.6 KiB of stack), kept off `boot`'s own frame.
+#[inline(never)]
+fn identity_of(seed: [u8; 32]) -> Option<Identity> {
+    Identity::from_seed(seed).ok()
 }
 
 /// One compaction step (starting one if the log needs it), logged.

@@ -286,6 +286,12 @@ impl<'a> Service<'a> {
     }
 
     /// One turn of the main loop: network I/O, DHCP, beacon, sessions.
+    ///
+    /// Its steps are not inlined into it (`#[inline(never)]`): each has
+    /// its own buffers (a datagram, a handshake message, a small request)
+    /// and its own deep call (key agreement, signature checks), and
+    /// inlined they would all share one frame, so every deep call would
+    /// sit under every step's buffers (`firmware/MEMORY.md`, stack).
     /// Returns whether anything happened (else the caller may sleep).
     pub fn poll<D: smoltcp::phy::Device>(
         &mut self,
@@ -306,6 +312,7 @@ impl<'a> Service<'a> {
         busy
     }
 
+    #[inline(never)]
     fn poll_dhcp(&mut self, now: u64) {
         let Some(h) = self.dhcp else { return };
         let event = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
@@ -340,6 +347,7 @@ impl<'a> Service<'a> {
         }
     }
 
+    #[inline(never)]
     fn beacon(&mut self, now: u64) {
         if now < self.next_beacon || self.addr != Addr::Up {
             return;
@@ -355,6 +363,7 @@ impl<'a> Service<'a> {
 
     /// Answers the overlay's pings and coverage queries waiting on the UDP
     /// port (`logic::overlay`, with its budget); other datagrams are dropped.
+    #[inline(never)]
     fn overlay(&mut self, store: &mut Store, now: u64) -> bool {
         let mut did = false;
         let mut datagram = [0u8; MAX_OVERLAY_PAYLOAD];
@@ -385,6 +394,7 @@ impl<'a> Service<'a> {
     /// Answers a LAN pairing request (`logic::pairing`, within the same
     /// budget as the overlay's answers); an accepted one is filed with the
     /// store, which admits the key when it presents its code.
+    #[inline(never)]
     fn pairing_request(&mut self, datagram: &[u8], from: IpEndpoint, store: &mut Store, now: u64) {
         if !self.answers.take(now) {
             return;
@@ -409,6 +419,7 @@ impl<'a> Service<'a> {
 
     /// Starts sessions on new connections, re-listens on closed sockets,
     /// and ends sessions whose peer left or went idle.
+    #[inline(never)]
     fn accept(&mut self, rng: &mut Entropy, now: u64) -> bool {
         let mut did = false;
         for i in 0..TCP_SOCKETS {
@@ -483,6 +494,7 @@ impl<'a> Service<'a> {
     /// Moves the channel handshakes along. A handshake record is taken out
     /// of its socket only once whole, so a trickling peer holds nothing
     /// shared; it is cut by the handshake deadline.
+    #[inline(never)]
     fn handshakes(&mut self) -> bool {
         let mut did = false;
         for c in self.conns.iter_mut() {
@@ -551,6 +563,7 @@ impl<'a> Service<'a> {
     /// Moves bytes for the connection holding the turn (or picks one with
     /// input): sends its pending reply sealed, then decrypts whole records
     /// and decodes until a frame completes.
+    #[inline(never)]
     fn drive(&mut self, store: &mut Store, now: u64) -> bool {
         let mut did = false;
         let mut taken = 0;

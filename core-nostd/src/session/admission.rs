@@ -260,6 +260,67 @@ mod tests {
         assert!(g.sources.len() <= 4, "bounded");
     }
 
+    /// An attacker cycling through more sources than the guard remembers
+    /// (the firmware's guard holds 16) gets evicted entries forgotten, so a
+    /// returning source starts its per-source count afresh: the global
+    /// bucket must still hold. At every moment the codes checked so far
+    /// stay within `GLOBAL_BURST` plus one per `GLOBAL_REFILL_MS`, and so in
+    /// any window of time; no eviction pattern buys a faster rate.
+    fn cycling_sources_never_beat_the_global_rate<const SOURCES: usize>(pool: u32, step_ms: u64) {
+        let mut g = PairingGuard::<SOURCES>::new();
+        let start = 1_000_000;
+        let hour = 3_600_000;
+        let mut checked_at = std::vec::Vec::new();
+        let mut t = start;
+        let mut n = 0u32;
+        while t < start + hour {
+            // Round robin over `pool` addresses, several tries per tick.
+            for _ in 0..3 {
+                let source = source_v4((0x0a00_0000 + n % pool).to_be_bytes());
+                n = n.wrapping_add(1);
+                if g.begin(&source, t) == Gate::Check {
+                    g.end(&source, false);
+                    checked_at.push(t);
+                }
+                assert!(g.sources.len() <= SOURCES, "bounded");
+            }
+            t += step_ms;
+        }
+        let burst = u64::from(GLOBAL_BURST);
+        for (i, &at) in checked_at.iter().enumerate() {
+            let since = (at - start) / GLOBAL_REFILL_MS;
+            let so_far = i as u64 + 1;
+            assert!(so_far <= burst + since, "{so_far} checks by {} ms (pool {pool})", at - start);
+            // Any window [from, at]: the checks in it are at most one burst
+            // plus its refills.
+            for (j, &from) in checked_at[..i].iter().enumerate() {
+                let in_window = (i - j + 1) as u64;
+                assert!(
+                    in_window <= burst + (at - from) / GLOBAL_REFILL_MS + 1,
+                    "{in_window} checks in {} ms",
+                    at - from
+                );
+            }
+        }
+        let most = burst + hour / GLOBAL_REFILL_MS;
+        assert!(checked_at.len() as u64 <= most, "{} checks in an hour, at most {most}", checked_at.len());
+        // The attacker does get the global rate (the bound is tight, not
+        // an artefact of a stuck guard): about one per refill.
+        assert!(checked_at.len() as u64 >= most - burst - 1, "{} checks in an hour", checked_at.len());
+    }
+
+    #[test]
+    fn cycling_more_sources_than_the_guard_holds_gains_nothing() {
+        // The firmware's guard (16 sources, `PAIRING_SOURCES` in
+        // firmware/src/net.rs): 17 sources (one evicted each round), 32 and
+        // 1,000; fast (every 10 ms) and at about the refill pace.
+        for pool in [17, 32, 1000] {
+            cycling_sources_never_beat_the_global_rate::<16>(pool, 10);
+            cycling_sources_never_beat_the_global_rate::<16>(pool, 5_900);
+        }
+        cycling_sources_never_beat_the_global_rate::<4>(5, 10);
+    }
+
     /// A right code gives its token back, so honest pairings do not use up
     /// the bucket.
     #[test]

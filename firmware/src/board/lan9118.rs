@@ -261,6 +261,7 @@ impl Device for Lan9118 {
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let len = self.recv_frame()?;
+        super::no_wscale::decline_window_scaling(&mut self.rx[..len]);
         let Lan9118 { base, rx, tx, tx_frames, .. } = self;
         Some((RxToken(&rx[..len]), TxToken { base: *base, buf: tx, count: tx_frames }))
     }

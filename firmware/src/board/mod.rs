@@ -5,6 +5,7 @@
 //! - [`semihosting`]: ARM semihosting calls (files, clocks, command line).
 //! - [`disk`]: the block device over a semihosting host file.
 //! - [`lan9118`]: the Ethernet driver, a smoltcp `phy::Device`.
+//! - [`no_wscale`]: declines TCP window scaling in received SYNs (loss recovery).
 //! - [`clock`]: a monotonic millisecond clock from SysTick.
 //! - [`entropy`]: the per-boot random source.
 //! - [`log`]: the defmt global logger (to a semihosting file).
@@ -18,6 +19,7 @@ pub mod entropy;
 pub mod faults;
 pub mod lan9118;
 pub mod log;
+pub mod no_wscale;
 pub mod semihosting;
 pub mod stack;
 pub mod statics;

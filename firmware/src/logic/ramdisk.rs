@@ -11,6 +11,9 @@ pub struct RamDisk<'a> {
     pos: usize,
     /// Writes allowed before the disk "loses power" (tests): `None` is unlimited.
     write_budget: Option<usize>,
+    /// Only bytes written at or past this offset count against
+    /// `write_budget` (0: every byte counts).
+    budget_from: usize,
     /// Write calls allowed before the disk "loses power" in the middle of
     /// the next one (tests): `None` is unlimited.
     write_calls: Option<usize>,
@@ -21,7 +24,7 @@ pub struct RamDisk<'a> {
 impl<'a> RamDisk<'a> {
     /// A disk over `buf`, positioned at 0.
     pub fn new(buf: &'a mut [u8]) -> RamDisk<'a> {
-        RamDisk { buf, pos: 0, write_budget: None, write_calls: None, writes: 0 }
+        RamDisk { buf, pos: 0, write_budget: None, budget_from: 0, write_calls: None, writes: 0 }
     }
 
     /// After `calls` more write calls, the next one writes only its first
@@ -39,6 +42,15 @@ impl<'a> RamDisk<'a> {
     /// After `bytes` more bytes are written, every write fails: a power cut
     /// in the middle of a record (for crash tests).
     pub fn cut_power_after(&mut self, bytes: usize) {
+        self.cut_power_after_from(0, bytes);
+    }
+
+    /// After `bytes` more bytes are written at or past disk offset `from`,
+    /// every write fails; writes below `from` until then land whole. A
+    /// power cut at a chosen byte of the log, wherever the writes of the
+    /// index pages (which depend on the page cache's size) fall.
+    pub fn cut_power_after_from(&mut self, from: u64, bytes: usize) {
+        self.budget_from = from as usize;
         self.write_budget = Some(bytes);
     }
 
@@ -72,14 +84,21 @@ impl Write for RamDisk<'_> {
                 // The cut: half of this write lands, nothing after it.
                 n = n.div_ceil(2).min(n);
                 self.write_budget = Some(n);
+                self.budget_from = 0;
                 self.write_calls = None;
             }
             Some(calls) => *calls -= 1,
             None => {}
         }
         if let Some(budget) = self.write_budget.as_mut() {
-            n = n.min(*budget);
-            *budget -= n;
+            if *budget == 0 {
+                n = 0;
+            } else {
+                // Bytes of this write below `budget_from` do not count.
+                let free = self.budget_from.saturating_sub(self.pos).min(n);
+                n = n.min(free + *budget);
+                *budget -= n - free;
+            }
         }
         if n == 0 && !data.is_empty() {
             return Err(ErrorKind::OutOfMemory);
