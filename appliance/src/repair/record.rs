@@ -1,0 +1,136 @@
+//! The last local check and repair, kept in `DATA/local-check.json` so
+//! that `pastiche status` (and the status page's API) can show them after
+//! the daemon restarts.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::RepairOutcome;
+use crate::check::CheckOutcome;
+use crate::repo::write_atomically;
+
+/// The file's name in the data directory.
+pub const LOCAL_CHECK_FILE: &str = "local-check.json";
+
+/// At most this many affected files are kept in the record (the full list
+/// is one `pastiche check` away).
+const MAX_FILES_KEPT: usize = 20;
+
+/// What the daemon's last local check and repair found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalCheckRecord {
+    /// Unix seconds of the last check.
+    pub last_check: i64,
+    /// Whether it found nothing wrong.
+    pub passed: bool,
+    /// Problems it found.
+    pub problems: u64,
+    /// The repair that followed a failed check, if one ran.
+    pub repair: Option<RepairRecord>,
+}
+
+/// The outcome of one repair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRecord {
+    /// Unix seconds when it ended.
+    pub at: i64,
+    /// Whether the store is whole again.
+    pub whole: bool,
+    /// Chunks replaced by verified copies from buddies.
+    pub repaired: u64,
+    /// Chunks that could not be repaired.
+    pub unrepaired: u64,
+    /// Problems left after it, in all.
+    pub problems_left: u64,
+    /// Files still affected (the first few).
+    pub files_affected: Vec<String>,
+    /// Why it could not run, if it could not.
+    pub error: Option<String>,
+}
+
+impl RepairRecord {
+    /// The record of a repair's outcome.
+    pub fn of(outcome: &RepairOutcome) -> RepairRecord {
+        RepairRecord {
+            at: now(),
+            whole: outcome.is_whole(),
+            repaired: outcome.chunks_repaired,
+            unrepaired: outcome.unrepaired.len() as u64,
+            problems_left: outcome.after.problems.len() as u64,
+            files_affected: outcome.after.affected_files.iter().take(MAX_FILES_KEPT).cloned().collect(),
+            error: None,
+        }
+    }
+
+    /// A repair that could not run.
+    pub fn failed(error: String) -> RepairRecord {
+        RepairRecord { at: now(), error: Some(error), ..RepairRecord::default() }
+    }
+
+    /// One line for `pastiche status`.
+    pub fn summary(&self) -> String {
+        match (&self.error, self.whole) {
+            (Some(e), _) => format!("repair failed: {e}"),
+            (None, true) => format!("repaired {} chunks from buddies; the store is whole", self.repaired),
+            (None, false) => format!(
+                "repaired {} chunks, {} could not be; {} problems left, {} files affected",
+                self.repaired,
+                self.unrepaired,
+                self.problems_left,
+                self.files_affected.len()
+            ),
+        }
+    }
+}
+
+impl LocalCheckRecord {
+    /// The record of a check (the repair is added by [`LocalCheckRecord::with_repair`]).
+    pub fn of(check: &CheckOutcome) -> LocalCheckRecord {
+        LocalCheckRecord {
+            last_check: now(),
+            passed: check.problems.is_empty(),
+            problems: check.problems.len() as u64,
+            repair: None,
+        }
+    }
+
+    /// The same record with the repair that followed.
+    pub fn with_repair(mut self, repair: RepairRecord) -> LocalCheckRecord {
+        self.repair = Some(repair);
+        self
+    }
+
+    /// One line for `pastiche status`.
+    pub fn summary(&self) -> String {
+        let check = if self.passed { "passed".to_string() } else { format!("FAILED ({} problems)", self.problems) };
+        match &self.repair {
+            Some(r) => format!("{check}; {}", r.summary()),
+            None => check,
+        }
+    }
+
+    /// Whether the store is known damaged now.
+    pub fn damaged(&self) -> bool {
+        !self.passed && !self.repair.as_ref().is_some_and(|r| r.whole)
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The last record, if any.
+pub fn load(dir: &Path) -> Result<Option<LocalCheckRecord>> {
+    match std::fs::read_to_string(dir.join(LOCAL_CHECK_FILE)) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{LOCAL_CHECK_FILE} is damaged")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("cannot read the local check record"),
+    }
+}
+
+/// Replaces the record.
+pub fn save(dir: &Path, record: &LocalCheckRecord) -> Result<()> {
+    write_atomically(&dir.join(LOCAL_CHECK_FILE), serde_json::to_string_pretty(record)?.as_bytes())
+}
