@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::RepairOutcome;
-use crate::check::CheckOutcome;
 use crate::repo::write_atomically;
 
 /// The file's name in the data directory.
@@ -27,8 +26,11 @@ pub struct LocalCheckRecord {
     pub passed: bool,
     /// Problems it found.
     pub problems: u64,
-    /// The repair that followed a failed check, if one ran.
+    /// The last repair (after this check or an earlier one), if one ran.
     pub repair: Option<RepairRecord>,
+    /// Chunks repaired by every repair so far.
+    #[serde(default)]
+    pub repaired_total: u64,
 }
 
 /// The outcome of one repair.
@@ -86,34 +88,31 @@ impl RepairRecord {
 }
 
 impl LocalCheckRecord {
-    /// The record of a check (the repair is added by [`LocalCheckRecord::with_repair`]).
-    pub fn of(check: &CheckOutcome) -> LocalCheckRecord {
-        LocalCheckRecord {
-            last_check: now(),
-            passed: check.problems.is_empty(),
-            problems: check.problems.len() as u64,
-            repair: None,
-        }
+    /// The record of a check that found `problems`, following `previous`
+    /// (whose repair is kept until another one runs).
+    pub fn after(previous: Option<LocalCheckRecord>, problems: u64) -> LocalCheckRecord {
+        let previous = previous.unwrap_or_default();
+        LocalCheckRecord { last_check: now(), passed: problems == 0, problems, ..previous }
     }
 
-    /// The same record with the repair that followed.
+    /// The same record with the repair that followed its check.
     pub fn with_repair(mut self, repair: RepairRecord) -> LocalCheckRecord {
+        self.repaired_total += repair.repaired;
         self.repair = Some(repair);
         self
     }
 
     /// One line for `pastiche status`.
     pub fn summary(&self) -> String {
-        let check = if self.passed { "passed".to_string() } else { format!("FAILED ({} problems)", self.problems) };
+        let check = if self.passed {
+            "last check passed".to_string()
+        } else {
+            format!("last check FAILED ({} problems)", self.problems)
+        };
         match &self.repair {
-            Some(r) => format!("{check}; {}", r.summary()),
+            Some(r) => format!("{check}; last repair: {}", r.summary()),
             None => check,
         }
-    }
-
-    /// Whether the store is known damaged now.
-    pub fn damaged(&self) -> bool {
-        !self.passed && !self.repair.as_ref().is_some_and(|r| r.whole)
     }
 }
 

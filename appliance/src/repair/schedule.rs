@@ -50,7 +50,8 @@ fn run(shared: &SharedBox, board: &StatusBoard, config: &CheckConfig, threads: u
             thread::sleep(Duration::from_secs(1).min(next.saturating_duration_since(Instant::now())));
         }
         next = Instant::now() + interval;
-        let rec = check_and_repair(shared, board, config, threads);
+        let previous = record::load(&shared.repo().dir).ok().flatten();
+        let rec = check_and_repair(shared, board, config, threads, previous);
         if let Err(e) = record::save(&shared.repo().dir, &rec) {
             board.event(format!("cannot keep the local check's record: {e:#}"));
         }
@@ -59,12 +60,13 @@ fn run(shared: &SharedBox, board: &StatusBoard, config: &CheckConfig, threads: u
 }
 
 /// One local check, and the repair after it if it failed; every step is
-/// an event on the board.
+/// an event on the board. `previous` is the last record.
 pub fn check_and_repair(
     shared: &SharedBox,
     board: &StatusBoard,
     config: &CheckConfig,
     threads: usize,
+    previous: Option<LocalCheckRecord>,
 ) -> LocalCheckRecord {
     let read = match config.read_data_percent {
         p if p <= 0.0 => ReadData::None,
@@ -75,15 +77,15 @@ pub fn check_and_repair(
     let checked = check::run(&shared.read(), read, threads, &progress);
     progress.finish();
     let found = match checked {
-        Ok(c) if c.problems.is_empty() => return LocalCheckRecord::of(&c),
+        Ok(c) if c.problems.is_empty() => return LocalCheckRecord::after(previous, 0),
         Ok(c) => c,
         Err(e) => {
             board.event(format!("local check could not run: {e:#}"));
-            return LocalCheckRecord { passed: false, ..LocalCheckRecord::default() }
+            return LocalCheckRecord::after(previous, 1)
                 .with_repair(RepairRecord::failed(format!("the check could not run: {e:#}")));
         }
     };
-    let rec = LocalCheckRecord::of(&found);
+    let rec = LocalCheckRecord::after(previous, found.problems.len() as u64);
     board.event(format!(
         "local check FAILED: {} problems, {} files affected{}",
         found.problems.len(),
