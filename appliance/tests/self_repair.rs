@@ -253,6 +253,11 @@ fn the_daemon_repairs_after_its_own_local_check_fails() {
     });
     let rec = &s["local_check"];
     assert!(rec["repair"]["repaired"].as_u64() >= Some(1), "{rec:#}");
+    // Whole again: no `store_damaged` alert (the health follows within a
+    // monitor tick).
+    Daemon::wait_status(&a, 10, "no store_damaged alert", |s| {
+        !s["health"]["alerts"].as_array().unwrap().iter().any(|x| x["code"] == "store_damaged")
+    });
     let human = a.run(["status"]).ok();
     assert!(
         human.stdout.contains("check      last check") && human.stdout.contains("from buddies; the store is whole"),

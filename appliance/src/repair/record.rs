@@ -116,6 +116,32 @@ impl LocalCheckRecord {
     }
 }
 
+impl LocalCheckRecord {
+    /// Whether the store is known damaged now: the last check failed and
+    /// no repair after it made the store whole.
+    pub fn damaged(&self) -> bool {
+        !self.passed && !self.repair.as_ref().is_some_and(|r| r.whole && r.at >= self.last_check)
+    }
+}
+
+/// Health alerts from the record: critical `store_damaged` while the box's
+/// own store is known damaged (the backups in it may not restore).
+pub fn alerts(record: Option<&LocalCheckRecord>) -> Vec<crate::health::Alert> {
+    record
+        .filter(|r| r.damaged())
+        .map(|r| crate::health::Alert {
+            severity: crate::health::Verdict::Critical,
+            code: "store_damaged".into(),
+            message: format!(
+                "the local check found {} problems in this box's store{}; run pastiche check --repair",
+                r.problems,
+                r.repair.as_ref().map(|rep| format!(" ({})", rep.summary())).unwrap_or_default()
+            ),
+        })
+        .into_iter()
+        .collect()
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -132,4 +158,31 @@ pub fn load(dir: &Path) -> Result<Option<LocalCheckRecord>> {
 /// Replaces the record.
 pub fn save(dir: &Path, record: &LocalCheckRecord) -> Result<()> {
     write_atomically(&dir.join(LOCAL_CHECK_FILE), serde_json::to_string_pretty(record)?.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_check_is_critical_until_a_repair_after_it_makes_the_store_whole() {
+        let failed = LocalCheckRecord::after(None, 3);
+        assert_eq!(alerts(Some(&failed)).len(), 1);
+        assert_eq!(alerts(Some(&failed))[0].code, "store_damaged");
+        let partial = failed.clone().with_repair(RepairRecord {
+            whole: false,
+            repaired: 2,
+            ..RepairRecord::failed(String::new())
+        });
+        assert_eq!(alerts(Some(&partial)).len(), 1, "still damaged after a partial repair");
+        let mut whole = RepairRecord::failed(String::new());
+        (whole.error, whole.whole, whole.repaired) = (None, true, 3);
+        let repaired = failed.with_repair(whole);
+        assert!(alerts(Some(&repaired)).is_empty());
+        assert_eq!(repaired.repaired_total, 3);
+        // A later passing check keeps the last repair on record, and the total.
+        let later = LocalCheckRecord::after(Some(repaired), 0);
+        assert!(later.passed && later.repair.is_some() && later.repaired_total == 3);
+        assert!(alerts(Some(&later)).is_empty() && alerts(None).is_empty());
+    }
 }
