@@ -2,7 +2,7 @@
 //! (with `--read-data`) every chunk opened with its handle, naming the files
 //! any damage affects.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -15,7 +15,7 @@ use crate::meta::walk;
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::sealing::open_into;
-use crate::store::CheckMode;
+use crate::store::{CheckMode, PackProblem};
 
 /// How much chunk data to read.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,10 +41,29 @@ pub struct CheckOutcome {
     pub problems: Vec<String>,
     /// Files affected by damaged or missing chunks (snapshot id: path).
     pub affected_files: BTreeSet<String>,
+    /// The damaged or missing chunks, each with the handle a snapshot uses
+    /// it by (none: no snapshot of this box uses it), for a repair.
+    #[serde(skip)]
+    pub bad_chunks: Vec<(ChunkId, Option<Handle>)>,
+    /// Packs unusable as a whole (missing, short, bad header), for a repair.
+    #[serde(skip)]
+    pub bad_packs: Vec<u32>,
 }
 
 /// Runs the check.
 pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> Result<CheckOutcome> {
+    run_verifying(repo, read, &HashSet::new(), threads, progress)
+}
+
+/// Runs the check, opening the chunks of `also` end to end whatever `read`
+/// picks (a repair checks what it replaced, and what it could not).
+pub fn run_verifying(
+    repo: &Repo,
+    read: ReadData,
+    also: &HashSet<ChunkId>,
+    threads: usize,
+    progress: &Progress,
+) -> Result<CheckOutcome> {
     let mut out = CheckOutcome::default();
     let seed = rand::random::<u64>();
     let mode = match read {
@@ -58,6 +77,16 @@ pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> 
         bad_chunks.insert(d.id, format!("chunk {} in pack {} at {}: {}", d.id, d.pack, d.offset, d.damage));
     }
     out.problems.extend(report.packs.iter().map(|p| format!("pack: {p:?}")));
+    out.bad_packs = report
+        .packs
+        .iter()
+        .filter_map(|p| match *p {
+            PackProblem::Missing(id)
+            | PackProblem::Short { pack: id, .. }
+            | PackProblem::BadHeader { pack: id, .. } => Some(id),
+            PackProblem::Orphan(_) => None,
+        })
+        .collect();
     out.problems.extend(report.inconsistencies.iter().map(|i| format!("index: {i}")));
 
     // Which files use which chunk, across all snapshots: each file's place
@@ -105,6 +134,7 @@ pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> 
         .iter()
         .filter(|(id, _)| !bad_chunks.contains_key(*id))
         .filter(|(id, _)| match read {
+            _ if also.contains(*id) => true,
             ReadData::None => false,
             ReadData::All => true,
             ReadData::Subset(p) => {
@@ -141,6 +171,7 @@ pub fn run(repo: &Repo, read: ReadData, threads: usize, progress: &Progress) -> 
     }
     for (id, msg) in &bad_chunks {
         out.problems.push(msg.clone());
+        out.bad_chunks.push((*id, ids.get(id).copied()));
         if let Some(handle) = ids.get(id) {
             out.affected_files.extend(users[handle].iter().map(|&i| places[i].clone()));
         }

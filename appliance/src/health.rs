@@ -63,7 +63,8 @@ pub struct Alert {
     pub severity: Verdict,
     /// A stable code for scripts: `backup_overdue`, `backup_failed`,
     /// `no_backup`, `buddy_stale`, `sync_failures`, `buddy_unreachable`,
-    /// `no_buddies`, `disk_low`, `no_daemon`, `client_silent`, `audit_failed`.
+    /// `no_buddies`, `disk_low`, `no_daemon`, `client_silent`, `audit_failed`,
+    /// `store_damaged`.
     pub code: String,
     /// What is wrong, for people.
     pub message: String,

@@ -25,6 +25,7 @@ pub mod progress;
 pub mod prune;
 pub mod recovery;
 pub mod redb_guard;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;

@@ -210,6 +210,10 @@ enum Command {
         /// Also open and verify about this share of the chunks, like 10%.
         #[arg(long, value_name = "N%")]
         read_data_subset: Option<String>,
+        /// Replace damaged or missing chunks with verified copies from the
+        /// buddies (reads every chunk unless --read-data-subset says less).
+        #[arg(long)]
+        repair: bool,
     },
     /// Audit buddies now: challenge a random sample of what each holds for
     /// this box, fetch a few chunks whole; a buddy that lost or damaged data
@@ -420,7 +424,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
             Request::Forget { policy, prune, dry_run }
         }
         Command::Prune => Request::Prune,
-        Command::Check { read_data, read_data_subset } => Request::Check { read_data, read_data_subset },
+        Command::Check { read_data, read_data_subset, repair } => {
+            Request::Check { read_data, read_data_subset, repair }
+        }
         Command::Audit { buddy, samples, no_repair } => Request::Audit { buddy, samples, repair: !no_repair },
         Command::Stats => Request::Stats,
         Command::Chunk { files } => {

@@ -106,6 +106,14 @@ fn render(g: &Global, r: &StatusReport) -> Result<()> {
             a.failures
         ))?;
     }
+    if let Some(c) = &r.local_check {
+        g.line(format!("check      {}", c.summary()))?;
+        if let Some(rep) = &c.repair {
+            for f in &rep.files_affected {
+                g.line(format!("affected   {f}"))?;
+            }
+        }
+    }
     match &r.current {
         Some(c) => {
             let pct = c.fraction_done.map_or(String::new(), |f| format!(" {:.0}%", f * 100.0));

@@ -11,6 +11,7 @@ pub mod debug;
 pub mod demo;
 pub mod lancmd;
 pub mod recovercmd;
+pub mod repaircmd;
 pub mod request;
 
 use std::sync::Arc;

@@ -70,6 +70,9 @@ pub enum Request {
         read_data: bool,
         /// `--read-data-subset N%`.
         read_data_subset: Option<String>,
+        /// `--repair`.
+        #[serde(default)]
+        repair: bool,
     },
     /// `stats`.
     Stats,
@@ -136,6 +139,7 @@ impl Request {
             | Request::Prune
             | Request::Sync
             | Request::Audit { .. }
+            | Request::Check { repair: true, .. }
             | Request::BuddyAdd { .. }
             | Request::BuddyRemove { .. }
             // The buddy store is one process's at a time.
@@ -192,8 +196,11 @@ pub fn execute(g: &Global, b: &SharedBox, buddies: Option<&BuddyStorage>, req: R
         Request::Diff { first, second } => boxcmd::diff(g, b, &first, &second),
         Request::Forget { policy, prune, dry_run } => boxcmd::forget(g, b, policy, prune, dry_run),
         Request::Prune => boxcmd::prune(g, b),
-        Request::Check { read_data, read_data_subset } => {
+        Request::Check { read_data, read_data_subset, repair: false } => {
             boxcmd::check(g, b, engine::read_mode(read_data, read_data_subset.as_deref())?)
+        }
+        Request::Check { read_data, read_data_subset, repair: true } => {
+            super::repaircmd::repair(g, b, engine::read_mode(read_data, read_data_subset.as_deref())?)
         }
         Request::Stats => boxcmd::stats(g, b),
         Request::Sync => boxcmd::sync(g, b),
@@ -222,7 +229,8 @@ mod tests {
                 prune: true,
                 dry_run: false,
             },
-            Request::Check { read_data: true, read_data_subset: None },
+            Request::Check { read_data: true, read_data_subset: None, repair: false },
+            Request::Check { read_data: false, read_data_subset: None, repair: true },
             Request::BuddyAdd { addr: "nas2:7467".into(), code: Some("abcd-efgh".into()) },
             Request::ClientsRevoke { key: "3f2a".into(), drop: true },
         ];

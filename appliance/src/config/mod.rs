@@ -39,12 +39,16 @@
 //!
 //! [audit]                           # see `config/audit.rs`
 //! interval_seconds = 3600           # audits of every buddy
+//!
+//! [check]                           # see `config/check.rs`
+//! interval_seconds = 86400          # local checks (and repairs after a failed one)
 //! ```
 //!
 //! A missing file means the defaults (serve on port 7467, no scheduled
 //! job). A bad file is refused whole, with the line and the reason.
 
 pub mod audit;
+pub mod check;
 pub mod live;
 pub mod overlay;
 pub mod schedule;
@@ -93,6 +97,8 @@ pub struct Config {
     pub overlay: overlay::OverlayConfig,
     /// Audits of the buddies, and the audit budget of clients.
     pub audit: audit::AuditConfig,
+    /// The daemon's local checks and the repairs after them.
+    pub check: check::CheckConfig,
 }
 
 /// The status page's default address.
@@ -220,6 +226,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             overlay: overlay::OverlayConfig::default(),
             audit: audit::AuditConfig::default(),
+            check: check::CheckConfig::default(),
         }
     }
 }
@@ -265,6 +272,8 @@ struct RawConfig {
     overlay: overlay::RawOverlay,
     #[serde(default)]
     audit: audit::RawAudit,
+    #[serde(default)]
+    check: check::RawCheck,
 }
 
 #[derive(Deserialize, Default)]
@@ -488,6 +497,7 @@ impl Config {
         }
         c.overlay = raw.overlay.parse(&fail)?;
         c.audit = raw.audit.parse(&fail)?;
+        c.check = raw.check.parse(&fail)?;
         Ok(c)
     }
 

@@ -259,6 +259,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     };
     let scheduler_thread = thread::Builder::new().name("pastiche-scheduler".into()).spawn(move || scheduler.run())?;
     crate::audit::schedule::spawn(shared.clone(), board.clone(), config.audit.clone())?;
+    crate::repair::schedule::spawn(shared.clone(), board.clone(), config.check.clone(), opts.threads)?;
     spawn_client_sweeper(&storage, &live, &board, &log)?;
     let overlay = start_overlay(&config, &shared, &queue, &board, &listening);
     board.event(format!(

@@ -121,6 +121,9 @@ pub struct StatusReport {
     /// Each buddy's audit record, by address (`DATA/audits.json`).
     #[serde(default)]
     pub audits: BTreeMap<String, crate::audit::record::AuditRecord>,
+    /// The last local check and the repair after it (`DATA/local-check.json`).
+    #[serde(default)]
+    pub local_check: Option<crate::repair::record::LocalCheckRecord>,
 }
 
 struct Running {

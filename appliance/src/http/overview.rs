@@ -228,7 +228,8 @@ impl Sources {
                 ),
                 None => Vec::new(),
             })
-            .with_alerts(crate::audit::record::alerts(&crate::audit::record::load(&repo.dir).unwrap_or_default()));
+            .with_alerts(crate::audit::record::alerts(&crate::audit::record::load(&repo.dir).unwrap_or_default()))
+            .with_alerts(crate::repair::record::alerts(crate::repair::record::load(&repo.dir).ok().flatten().as_ref()));
         Ok(Overview {
             health,
             box_info,

@@ -74,11 +74,19 @@ impl ChunkStore {
             summary.bytes_freed = before.saturating_sub(self.committed_total()?);
             deleted
         };
-        // The index no longer knows these packs. Wait for readers that
-        // looked a record up before the commit to finish reading it, then
-        // delete the files.
+        summary.packs_deleted = self.delete_pack_files(&deleted)?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+
+    /// Deletes the files of packs the index no longer knows, once readers
+    /// that looked a record up before the commit have finished reading it.
+    /// Returns how many.
+    pub(super) fn delete_pack_files(&self, deleted: &[u32]) -> Result<u64> {
         let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
-        for &pack in &deleted {
+        for &pack in deleted {
             self.forget_pack_file(pack);
             let path = pack_path(&self.dir, pack);
             match fs::remove_file(&path) {
@@ -87,16 +95,12 @@ impl ChunkStore {
                 // Committed already: the next open deletes it as an orphan.
                 Err(e) => return Err(StoreError::io(format!("deleting compacted pack {}", path.display()), e)),
             }
-            summary.packs_deleted += 1;
         }
         if !deleted.is_empty() {
             let d = self.dir.join(PACKS_DIR);
             sync_dir(&d).map_err(|e| StoreError::io(format!("syncing {}", d.display()), e))?;
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(summary),
-        }
+        Ok(deleted.len() as u64)
     }
 
     fn committed_total(&self) -> Result<u64> {
@@ -138,7 +142,7 @@ impl ChunkStore {
     /// Copies a victim's entries into the current pack in batches, then
     /// drops the pack from the index. `Ok(Err(why))` when a record could not
     /// be read: the pack stays (what was copied stays copied).
-    fn evacuate(&self, state: &mut WriterState, pack: u32, entries: Entries) -> Result<Result<u64, String>> {
+    pub(super) fn evacuate(&self, state: &mut WriterState, pack: u32, entries: Entries) -> Result<Result<u64, String>> {
         let mut moved = 0u64;
         let mut rest = entries.as_slice();
         while !rest.is_empty() {

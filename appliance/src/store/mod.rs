@@ -11,7 +11,7 @@
 //! - `run`: the dense chunk index file; `merge`: folding changes into it.
 //! - `index`: the redb tables and the reference bookkeeping.
 //! - `write`: the commit protocol (append, fsync, then commit).
-//! - `read`, `refs`, `check`, `compact`, `stats`, `recover`: one job each.
+//! - `read`, `refs`, `check`, `compact`, `repair`, `stats`, `recover`: one job each.
 //!
 //! [`ChunkStore`] is `Send + Sync`; share it in an `Arc`. Writes are
 //! serialised internally, reads run in parallel with each other and with
@@ -26,6 +26,7 @@ pub mod pack;
 mod read;
 mod recover;
 mod refs;
+mod repair;
 mod run;
 mod stats;
 mod write;
@@ -46,6 +47,7 @@ pub use compact::CompactSummary;
 pub use error::{Damage, Result, StoreError};
 pub use recover::{RecoveryReport, INDEX_FILE};
 pub use refs::{RefLookup, RefSummary};
+pub use repair::{ReplaceSummary, RetireSummary};
 pub use stats::{OwnerUsage, StoreStats};
 pub use write::{BatchWriter, PutSummary};
 

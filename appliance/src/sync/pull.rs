@@ -176,10 +176,29 @@ impl Puller {
         self.pull_jobs(&wanted, each)
     }
 
+    /// Like [`Puller::pull`], but a chunk no buddy could serve does not stop
+    /// the others: `each` gets every chunk's outcome, in order.
+    pub fn pull_each(&self, handles: &[Handle], mut each: impl FnMut(usize, Result<Pulled>)) {
+        let wanted: Vec<(ChunkId, Option<Handle>)> = handles.iter().map(|h| (h.chunk_id(), Some(*h))).collect();
+        let all = self.pull_outcomes(&wanted, |i, outcome| {
+            each(i, outcome);
+            Ok(())
+        });
+        debug_assert!(all.is_ok(), "only `each` can stop a pull, and it never does");
+    }
+
     fn pull_jobs(
         &self,
         wanted: &[(ChunkId, Option<Handle>)],
         mut each: impl FnMut(usize, Pulled) -> Result<()>,
+    ) -> Result<()> {
+        self.pull_outcomes(wanted, |i, outcome| each(i, outcome?))
+    }
+
+    fn pull_outcomes(
+        &self,
+        wanted: &[(ChunkId, Option<Handle>)],
+        mut each: impl FnMut(usize, Result<Pulled>) -> Result<()>,
     ) -> Result<()> {
         let mut ids: VecDeque<u64> = VecDeque::new();
         let waiter = Arc::new(Condvar::new());
@@ -193,7 +212,7 @@ impl Puller {
                     submitted = end;
                 }
                 let id = *ids.front().expect("submitted ahead");
-                let pulled = self.wait(id, &waiter)?;
+                let pulled = self.wait(id, &waiter);
                 ids.pop_front();
                 each(consumed, pulled)?;
                 consumed += 1;

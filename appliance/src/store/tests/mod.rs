@@ -5,6 +5,7 @@ mod check;
 mod compact;
 mod crash;
 mod refs;
+mod repair;
 mod run;
 
 use pastiche_core::{ChunkId, Handle, PublicKey};
