@@ -13,7 +13,7 @@ use crate::meta::walk;
 use crate::repo::Repo;
 
 /// Packs whose live fraction falls below this are rewritten.
-const COMPACT_THRESHOLD: f64 = 0.8;
+pub const COMPACT_THRESHOLD: f64 = 0.8;
 
 /// What a prune did.
 #[derive(Debug, Default, Serialize)]

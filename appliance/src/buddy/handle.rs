@@ -408,6 +408,11 @@ fn copy_out(data: &[u8], out: &mut [u8], what: &'static str) -> Result<usize> {
 impl BuddyStore for BuddyHandle {
     type Error = BuddyError;
 
+    fn drop_notice(&mut self, client: &PublicKey) -> Result<Option<pastiche_core::wire::DropNotice>> {
+        let r = self.bind(client).and_then(|()| self.shared.deliver_notice(client, super::admission::unix_now()));
+        self.note(r)
+    }
+
     fn client(&mut self, client: &PublicKey) -> Result<Option<ClientRecord>> {
         let r = self.client_inner(client);
         self.note(r)

@@ -87,6 +87,7 @@ pub fn sweep(storage: &BuddyStorage, grace: Grace, log: &dyn Fn(&str)) -> anyhow
             )),
             Standing::Decommissioned if holds_anything(&c) => {
                 let bytes = storage.release(&c.key)?;
+                storage.record_notice(&c.key, bytes, pastiche_core::wire::DropNotice::DECOMMISSIONED, now)?;
                 log(&format!(
                     "client {} ({}) silent for {silent_days} days: decommissioned, its {bytes} bytes released (prune reclaims them)",
                     c.key,

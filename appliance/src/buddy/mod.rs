@@ -10,14 +10,20 @@
 //!   box's own chunk store (deduplicated with everything else), per-client
 //!   state and metadata objects in `DATA/buddy.redb`.
 //! - [`lifecycle`]: decommissioned clients, released after a grace period.
+//! - [`crisis`]: a space crisis: clients' data dropped by a stated policy
+//!   when the free disk falls below its floor.
+//! - [`notices`]: the drop notices a dropped client is told at its next
+//!   contact.
 //! - [`serve`](mod@serve): `pastiche serve`, the TCP daemon driving one
 //!   [`BuddySession`](pastiche_core::session::BuddySession) per connection.
 
 pub mod admission;
+pub mod crisis;
 mod error;
 mod handle;
 pub mod lifecycle;
 pub mod names;
+pub mod notices;
 pub mod serve;
 mod slots;
 pub mod store;

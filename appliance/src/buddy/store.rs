@@ -30,6 +30,7 @@
 //! staged_roots     client key -> sealed root                staging of `staged epoch`
 //! admitted         client key -> (name, admitted at, last seen)   Unix seconds
 //! chunk_names      (client key, chunkId) -> stored name            see `names`
+//! drop_notices     client key -> (seq, dropped at, bytes, reason, delivered at)   see `notices`
 //! meta             "format" -> 2
 //! ```
 //!
@@ -188,6 +189,10 @@ impl BuddyStorage {
         Ok(BuddyStorage { shared: Arc::new(shared) })
     }
 
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// A handle for one session.
     pub fn session(&self) -> BuddyHandle {
         BuddyHandle::new(self.shared.clone())
@@ -198,6 +203,11 @@ impl BuddyStorage {
     /// (0, the default: no floor).
     pub fn set_min_free(&self, bytes: u64) {
         self.shared.min_free.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes free for unprivileged writers on the disk of the box's data.
+    pub fn free_disk(&self) -> Result<u64> {
+        self.shared.free_disk()
     }
 
     /// The chunk store the chunks go to.
@@ -466,9 +476,13 @@ impl Shared {
         if floor == 0 {
             return Ok(true);
         }
+        Ok(self.free_disk()? >= floor.saturating_add(more))
+    }
+
+    /// Bytes free for unprivileged writers on the disk of the box's data.
+    pub(super) fn free_disk(&self) -> Result<u64> {
         let st = rustix::fs::statvfs(&self.dir).map_err(|e| BuddyError::FreeSpace(e.into()))?;
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        Ok(free >= floor.saturating_add(more))
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     pub(super) fn account(&self, client: &PublicKey, rec: &Rec) -> Result<ClientRecord> {

@@ -47,6 +47,8 @@ struct Listing<'a> {
     #[serde(flatten)]
     entry: &'a BuddyEntry,
     floor: Floor,
+    /// The last drop notice acted on, if the buddy ever dropped our data.
+    dropped: Option<sync::notice::NoticeSeen>,
 }
 
 /// `pastiche buddy list`.
@@ -55,12 +57,16 @@ pub fn list(g: &Global, b: &SharedBox) -> Result<u8> {
     let audits = crate::audit::record::load(&repo.dir)?;
     for e in load_buddies(&repo.dir)? {
         let audit = audits.get(&e.addr);
-        let floor = match sync::pinned_key(&e) {
-            Some(key) => sync::floor::load(repo.meta.database(), &key)?,
-            None => Floor::default(),
+        let (floor, dropped) = match sync::pinned_key(&e) {
+            Some(key) => {
+                let db = repo.meta.database();
+                (sync::floor::load(db, &key)?, sync::notice::load(db, &key)?)
+            }
+            None => (Floor::default(), None),
         };
         if g.json {
-            let mut line = super::lancmd::with_found(g, &e.addr, Listing { entry: &e, floor });
+            let listing = Listing { entry: &e, floor, dropped: dropped.clone() };
+            let mut line = super::lancmd::with_found(g, &e.addr, listing);
             line["audit"] = serde_json::to_value(audit)?;
             g.json(&line)?;
         } else {
@@ -73,6 +79,10 @@ pub fn list(g: &Global, b: &SharedBox) -> Result<u8> {
                 super::lancmd::found_text(g, &e.addr),
                 crate::audit::record::summary(audit)
             ))?;
+            if let Some(n) = dropped.as_ref() {
+                let state = if n.settled { "it holds our full copy again" } else { "being re-homed" };
+                g.line(format!("  DROPPED: {}; {state}", sync::notice::describe(&e.addr, n)))?;
+            }
             if let Some(w) = floor.went_back {
                 g.line(format!(
                     "  WARNING: went back: reported epoch {} below the {} it had committed for us (Unix time {}); everything was shipped again",

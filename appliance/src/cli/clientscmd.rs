@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::common::Global;
 use crate::buddy::admission::{self, unix_now, Invite};
+use crate::buddy::crisis;
 use crate::buddy::lifecycle::{Grace, Standing};
 use crate::buddy::{BuddyStorage, ClientInfo};
 use crate::exit;
@@ -71,8 +72,22 @@ fn grace(g: &Global) -> Grace {
 /// `pastiche clients list`.
 pub fn list(g: &Global, storage: &BuddyStorage) -> Result<u8> {
     let (grace, now) = (grace(g), unix_now());
-    for c in storage.clients()? {
+    let clients = storage.clients()?;
+    // Where each would go in a space crisis now (`buddy::crisis`).
+    let candidates: Vec<crisis::Candidate> = clients
+        .iter()
+        .map(|c| crisis::Candidate {
+            key: c.key,
+            last_seen: c.last_seen,
+            used_bytes: c.record.used_bytes,
+            quota_bytes: c.record.quota_bytes,
+        })
+        .collect();
+    let order = crisis::drop_order(&candidates, &storage.own_key(), now);
+    let rank = |c: &ClientInfo| order.iter().position(|o| o.key == c.key).map(|i| i + 1);
+    for c in &clients {
         let standing = grace.standing(c.last_seen, now);
+        let notice = storage.notice(&c.key)?;
         if g.json {
             g.json(&json!({
                 "message_type": "client",
@@ -84,6 +99,8 @@ pub fn list(g: &Global, storage: &BuddyStorage) -> Result<u8> {
                 "admitted": c.admitted,
                 "last_seen": c.last_seen,
                 "standing": standing,
+                "crisis_rank": rank(c),
+                "dropped": notice,
             }))?;
         } else {
             let seen =
@@ -95,6 +112,23 @@ pub fn list(g: &Global, storage: &BuddyStorage) -> Result<u8> {
                 }
                 Standing::Decommissioned => "  DECOMMISSIONED: data released".to_string(),
             };
+            let mut note = note;
+            if let Some(r) = rank(c) {
+                note.push_str(&format!("  crisis rank {r}"));
+            }
+            if let Some(n) = notice {
+                let when = crate::cli::common::format_time(crate::meta::model::Timestamp {
+                    secs: n.notice.dropped_at as i64,
+                    nanos: 0,
+                });
+                note.push_str(&format!(
+                    "  DROPPED ({}) {when}: {} released, notice #{} {}",
+                    n.notice.reason.replace('_', " "),
+                    human_bytes(n.notice.bytes),
+                    n.notice.seq,
+                    if n.delivered_at.is_some() { "seen by the client" } else { "not yet seen" }
+                ));
+            }
             g.line(format!(
                 "{}  {:<16} used {:>10} of {:>10}  epoch {}  last seen {seen}{note}",
                 c.key,
@@ -104,6 +138,12 @@ pub fn list(g: &Global, storage: &BuddyStorage) -> Result<u8> {
                 c.record.committed_epoch
             ))?;
         }
+    }
+    if !g.json {
+        g.line(format!(
+            "space crisis policy (below [serve] min_free): clients silent {}h or more go first, longest silent first, then the others furthest over quota; until the floor plus a tenth is free; never this box's own backups",
+            crisis::SILENT_AFTER / 3600
+        ))?;
     }
     Ok(exit::OK)
 }

@@ -254,9 +254,16 @@ impl Scheduler {
     fn refresh_buddies(&self) {
         let repo = self.shared.read();
         let (pending, buddies) = (ship::pending(&repo), crate::sync::load_buddies(&repo.dir));
+        let dropped = buddies
+            .as_ref()
+            .map_err(|_| ())
+            .and_then(|b| crate::sync::notice::unsettled_by_addr(repo.meta.database(), b).map_err(|_| ()));
         self.board.update(|r| {
             if let Ok(p) = pending {
                 r.shipping_pending = p;
+            }
+            if let Ok(d) = dropped {
+                r.dropped_by = d;
             }
             if let Ok(b) = buddies {
                 r.buddies = b;

@@ -261,6 +261,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     crate::audit::schedule::spawn(shared.clone(), board.clone(), config.audit.clone())?;
     crate::repair::schedule::spawn(shared.clone(), board.clone(), config.check.clone(), opts.threads)?;
     spawn_client_sweeper(&storage, &live, &board, &log)?;
+    spawn_crisis_watch(&storage, &live, &shared, &board, &log)?;
     let overlay = start_overlay(&config, &shared, &queue, &board, &listening);
     board.event(format!(
         "daemon of {} started: buddies served on {}, control socket {}, backups {}, prune {}",
@@ -313,6 +314,27 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(exit::OK)
+}
+
+/// Starts the watch of the free disk ([`crate::buddy::crisis`]), with the
+/// floor of the live configuration; a drop's space is reclaimed by
+/// compacting the store alone among the box's writers.
+fn spawn_crisis_watch(
+    storage: &BuddyStorage,
+    live: &Arc<LiveConfig>,
+    shared: &Arc<SharedBox>,
+    board: &Arc<StatusBoard>,
+    log: &LogSink,
+) -> std::io::Result<JoinHandle<()>> {
+    use crate::buddy::crisis::{self, Floor};
+    let (live, board, shared) = (live.clone(), board.clone(), shared.clone());
+    crisis::spawn(
+        storage.clone(),
+        move || Floor { min_free: live.get().serve.min_free },
+        move || Ok(shared.reclaim().store.compact(crate::prune::COMPACT_THRESHOLD)?.bytes_freed),
+        log.clone(),
+        move || board.report().stopping,
+    )
 }
 
 /// Starts the sweep of silent clients ([`crate::buddy::lifecycle`]), with

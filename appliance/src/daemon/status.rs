@@ -107,6 +107,10 @@ pub struct StatusReport {
     pub shipping_pending: Vec<String>,
     /// The buddy list: address, pinned key, last epoch and snapshot.
     pub buddies: Vec<crate::sync::BuddyEntry>,
+    /// Buddies that dropped our data on their own (a space crisis, a
+    /// decommission) and do not hold our full copy again yet, by address.
+    #[serde(default)]
+    pub dropped_by: BTreeMap<String, crate::sync::notice::NoticeSeen>,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
     /// Whether the daemon is stopping.

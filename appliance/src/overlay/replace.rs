@@ -9,6 +9,9 @@
 //!   failed while it answered (it lost or damaged data; an unreachable
 //!   buddy is the silence rule's business, so a box switched off for a
 //!   weekend is not replaced);
+//! - **dropping us**: it dropped this box's data on its own (a space
+//!   crisis or a decommission: its drop notice, [`crate::sync::notice`])
+//!   and does not hold the full copy again yet;
 //! - **no longer covering**: its measured coverage of this box's
 //!   fingerprint fell below `[overlay] min_coverage`, or below half of what
 //!   it was when chosen while a candidate offers at least twice as much.
@@ -62,6 +65,9 @@ pub struct Facts {
     pub coverage_now: Option<f64>,
     /// Coverage when it was chosen, if the daemon chose it.
     pub coverage_chosen: Option<f64>,
+    /// When it dropped our data on its own (its clock), while that drop is
+    /// not settled (it does not hold the full copy again).
+    pub dropped_at: Option<u64>,
 }
 
 /// Why a buddy is replaced.
@@ -78,6 +84,11 @@ pub enum Reason {
         /// How many.
         failures: u32,
     },
+    /// It dropped our data on its own (a drop notice).
+    DroppedUs {
+        /// When (Unix seconds, its clock).
+        at: u64,
+    },
     /// Its coverage fell.
     Coverage {
         /// Now (0 to 1).
@@ -92,6 +103,7 @@ impl std::fmt::Display for Reason {
         match self {
             Reason::Silent { seconds } => write!(f, "silent for {}", human_seconds(*seconds)),
             Reason::FailedAudits { failures } => write!(f, "failed {failures} audits in a row"),
+            Reason::DroppedUs { at } => write!(f, "dropped our data on its own (Unix time {at})"),
             Reason::Coverage { now, chosen } => {
                 write!(f, "its coverage fell to {:.0}% (was {:.0}%)", now * 100.0, chosen * 100.0)
             }
@@ -112,6 +124,9 @@ pub fn human_seconds(s: u64) -> String {
 /// Whether (and why) a buddy with `facts` is replaced at `now`, given the
 /// best coverage a candidate that is not a buddy offers.
 pub fn why_replace(facts: &Facts, policy: &Policy, best_candidate: f64, now: u64) -> Option<Reason> {
+    if let Some(at) = facts.dropped_at {
+        return Some(Reason::DroppedUs { at });
+    }
     let silent = now.saturating_sub(facts.last_contact);
     if silent >= policy.silent_after {
         return Some(Reason::Silent { seconds: silent });
@@ -265,6 +280,15 @@ mod tests {
         assert_eq!(why_replace(&f, &policy(), 0.0, now), Some(Reason::FailedAudits { failures: 3 }));
         f.answered_last_audit = false;
         assert_eq!(why_replace(&f, &policy(), 0.0, now), None, "unreachable: the silence rule decides");
+    }
+
+    #[test]
+    fn a_buddy_that_dropped_us_is_replaced_until_the_drop_is_settled() {
+        let now = 1_800_000_000;
+        let f = Facts { last_contact: now, dropped_at: Some(now - 5), ..Facts::default() };
+        assert_eq!(why_replace(&f, &policy(), 0.0, now), Some(Reason::DroppedUs { at: now - 5 }));
+        let settled = Facts { dropped_at: None, ..f };
+        assert_eq!(why_replace(&settled, &policy(), 0.0, now), None);
     }
 
     #[test]

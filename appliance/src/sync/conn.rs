@@ -188,6 +188,7 @@ enum Answer {
     Object,
     Root(u64),
     Dropped,
+    Notice(pastiche_core::wire::DropNotice),
     Ok,
 }
 
@@ -353,6 +354,7 @@ impl BuddyConn {
                     Answer::Root(epoch)
                 }
                 ClientEvent::Dropped => Answer::Dropped,
+                ClientEvent::Notice(n) => Answer::Notice(n),
                 ClientEvent::Ok => Answer::Ok,
                 ClientEvent::Refused { code: ErrorCode::QuotaExceeded, .. } => {
                     *refused_puts += 1;
@@ -524,6 +526,19 @@ impl BuddyConn {
             ClientEvent::AuditProofs(p) => Ok((0..p.len()).map(|i| p.answer(i)).collect()),
             ClientEvent::Refused { code, message } => Err(BuddyRefused { code, message: message.to_string() }.into()),
             other => bail!("buddy {} answered an audit with {other:?}", self.addr),
+        }
+    }
+
+    /// The buddy's last drop of our data on its own (`GetNotice`), if it
+    /// ever dropped it.
+    pub fn get_notice(&mut self) -> Result<Option<pastiche_core::wire::DropNotice>> {
+        let n = self.session.get_notice(&mut self.out)?;
+        self.send(n)?;
+        match self.answer(None, &mut 0) {
+            Ok(Answer::Notice(n)) => Ok(Some(n)),
+            Ok(other) => bail!("expected Notice, got {other:?}"),
+            Err(e) if e.downcast_ref::<BuddyRefused>().is_some_and(|r| r.code == ErrorCode::NotFound) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

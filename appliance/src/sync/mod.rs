@@ -12,6 +12,7 @@
 pub mod conn;
 pub mod fetch;
 pub mod floor;
+pub mod notice;
 pub mod pull;
 pub mod relay;
 pub mod split;
@@ -107,6 +108,9 @@ pub struct SyncReport {
     /// The buddy reported an epoch below the last one it committed for us
     /// (it lost or rolled back our data; everything was offered again).
     pub went_back: bool,
+    /// A drop notice the buddy handed us this time, new (acted on: what was
+    /// shipped there was forgotten and everything is offered again).
+    pub dropped: Option<notice::NoticeSeen>,
 }
 
 /// Connects to a buddy and checks its pinned key (pinning it at first contact).
@@ -143,10 +147,25 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     // committed for us lost or rolled back our data: it is reported, nothing
     // it claims to hold is trusted (everything is offered again), and the
     // epoch goes on from our floor, above every epoch we ever signed there.
+    // A buddy that dropped our data on its own says so ([`notice`]): acted
+    // on once, by its number; it explains the epoch it reports.
+    let dropped = match conn.get_notice()? {
+        Some(n) if notice::act_on(db, &buddy, &n, crate::buddy::admission::unix_now())? => {
+            let seen = notice::load(db, &buddy)?;
+            if let Some(seen) = &seen {
+                eprintln!("pastiche: {}; forgot what was shipped there: shipping everything again, and the daemon re-homes our data on another buddy", notice::describe(&entry.addr, seen));
+            }
+            seen
+        }
+        _ => None,
+    };
+    let explained = notice::load(db, &buddy)?.is_some_and(|n| !n.settled);
     let mut ours = floor::load(db, &buddy)?;
     ours.committed = ours.committed.max(entry.epoch); // buddies.json of older versions
     let went_back = ours.went_back(&conn.welcome);
-    if went_back {
+    if went_back && explained {
+        state::forget_buddy(db, &buddy)?;
+    } else if went_back {
         eprintln!(
             "pastiche: buddy {} reports epoch {} but committed epoch {} for us: it lost or rolled back our data; shipping everything again",
             entry.addr, conn.welcome.committed_epoch, ours.committed
@@ -156,7 +175,7 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     }
     let epoch = ours.next_epoch(&conn.welcome)?;
     floor::record_signing(db, &buddy, epoch)?;
-    let mut report = SyncReport { addr: entry.addr.clone(), epoch, went_back, ..SyncReport::default() };
+    let mut report = SyncReport { addr: entry.addr.clone(), epoch, went_back, dropped, ..SyncReport::default() };
 
     let marks = prune::mark(repo)?;
     // Metadata objects are staged on a second connection at the same time:
@@ -297,6 +316,8 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
         let shipped_digests = staged.digests;
         state::record_commit(db, &buddy, &shipped_digests, &deletes)?;
         floor::record_committed(db, &buddy, epoch)?;
+        // The buddy holds our full copy again.
+        notice::settle(db, &buddy)?;
         entry.epoch = epoch;
         entry.snapshot = repo.load_root()?.snapshots.last().map(|s| s.id_hex());
         report.seconds = started.elapsed().as_secs_f64();

@@ -99,21 +99,33 @@ pub fn record_commit(
 
 /// Forgets everything recorded for a buddy (it was removed or wiped).
 pub fn forget_buddy(db: &Database, buddy: &PublicKey) -> Result<()> {
-    let mut chunks = Vec::new();
-    scan(db, SHIPPED_CHUNKS, buddy, |id, ()| chunks.push(id))?;
-    let mut objects = Vec::new();
-    scan(db, SHIPPED_OBJECTS, buddy, |name, _: &[u8]| objects.push(name))?;
     let txn = db.begin_write()?;
-    {
-        let mut t = txn.open_table(SHIPPED_CHUNKS)?;
-        for id in &chunks {
-            t.remove(&key(buddy, id)[..])?;
-        }
-        let mut t = txn.open_table(SHIPPED_OBJECTS)?;
-        for name in &objects {
-            t.remove(&key(buddy, name)[..])?;
-        }
-    }
+    forget_buddy_in(&txn, buddy)?;
     txn.commit()?;
+    Ok(())
+}
+
+/// [`forget_buddy`] inside `txn`, so that it goes with what the caller
+/// writes there (a drop notice acted on).
+pub fn forget_buddy_in(txn: &redb::WriteTransaction, buddy: &PublicKey) -> Result<()> {
+    forget_in(&mut txn.open_table(SHIPPED_CHUNKS)?, buddy)?;
+    forget_in(&mut txn.open_table(SHIPPED_OBJECTS)?, buddy)
+}
+
+/// Removes every entry of `buddy` from a table keyed (buddy key || id).
+fn forget_in<V: redb::Value + 'static>(table: &mut redb::Table<&[u8], V>, buddy: &PublicKey) -> Result<()> {
+    use redb::ReadableTable;
+    let mut keys = Vec::new();
+    for item in table.range(&buddy.0[..]..)? {
+        let (k, _) = item?;
+        let k = k.value();
+        if k.len() != 52 || k[..32] != buddy.0 {
+            break;
+        }
+        keys.push(k.to_vec());
+    }
+    for k in keys {
+        table.remove(&k[..])?;
+    }
     Ok(())
 }

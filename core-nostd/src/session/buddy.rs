@@ -332,6 +332,10 @@ impl BuddySession {
                     self.reply(out, &Message::Dropped)
                 }
             },
+            Message::GetNotice => match store.drop_notice(&client).map_err(|_| StoreFailed)? {
+                Some(notice) => self.reply(out, &Message::Notice(notice)),
+                None => self.refuse(out, refusal(ErrorCode::NotFound, "no drop notice"), false),
+            },
             // Charged before anything is read: a request past the client's
             // budget reads nothing.
             Message::AuditRequest(req) if !audits.charge(&client, req.ids.len() as u32, now) => {

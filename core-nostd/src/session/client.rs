@@ -7,9 +7,9 @@ use crate::audit::AuditNonce;
 use crate::identity::{Identity, NodeId, PublicKey};
 use crate::seal::ChunkId;
 use crate::wire::{
-    encode_frame, Abort, AuditProofs, AuditRequest, Challenge, Commit, DeleteList, DropAll, ErrorCode, GetChunk,
-    GetObject, Hello, IdList, Message, Need, Offer, Pair, Proof, PutChunk, PutObject, PutRoot, SignedMessage, Welcome,
-    WireError, ID_LEN, MAX_PAIRING_CODE, PROTOCOL_VERSION,
+    encode_frame, Abort, AuditProofs, AuditRequest, Challenge, Commit, DeleteList, DropAll, DropNotice, ErrorCode,
+    GetChunk, GetObject, Hello, IdList, Message, Need, Offer, Pair, Proof, PutChunk, PutObject, PutRoot, SignedMessage,
+    Welcome, WireError, ID_LEN, MAX_PAIRING_CODE, PROTOCOL_VERSION,
 };
 
 /// What a received frame meant.
@@ -50,6 +50,9 @@ pub enum ClientEvent<'a> {
     },
     /// Everything of ours is gone from the buddy.
     Dropped,
+    /// The buddy's last drop of our data on its own (answers `GetNotice`;
+    /// a buddy that never dropped us answers `Refused NotFound`).
+    Notice(DropNotice),
     /// A request without a specific answer succeeded.
     Ok,
     /// The answer to an audit, checked to answer exactly the ids asked.
@@ -116,6 +119,7 @@ enum Expect {
     Object([u8; ID_LEN]),
     Root,
     Dropped,
+    Notice,
     Ok,
     AuditProofs {
         asked: usize,
@@ -243,6 +247,7 @@ impl ClientSession {
             (Expect::Object(name), Message::Object(o)) if o.name == name => ClientEvent::Object { name, data: o.data },
             (Expect::Root, Message::Root(r)) => ClientEvent::Root { epoch: r.epoch, data: r.data },
             (Expect::Dropped, Message::Dropped) => ClientEvent::Dropped,
+            (Expect::Notice, Message::Notice(n)) => ClientEvent::Notice(n),
             (Expect::Ok, Message::Ok) => ClientEvent::Ok,
             (Expect::AuditProofs { asked }, Message::AuditProofs(p)) if p.len() == asked => ClientEvent::AuditProofs(p),
             _ => return Err(SessionError::Protocol("an answer that was not asked for")),
@@ -375,6 +380,14 @@ impl ClientSession {
     pub fn audit(&mut self, nonce: AuditNonce, ids: IdList<'_>, out: &mut [u8]) -> Result<usize, SessionError> {
         let asked = ids.len();
         self.send(&Message::AuditRequest(AuditRequest { nonce, ids }), Expect::AuditProofs { asked }, out)
+    }
+
+    /// Asks whether the buddy dropped our data on its own: answered by
+    /// [`ClientEvent::Notice`], or `Refused NotFound` when it never did.
+    /// The notice comes inside the channel from the buddy the session
+    /// authenticated, so nobody else can make a client act on one.
+    pub fn get_notice(&mut self, out: &mut [u8]) -> Result<usize, SessionError> {
+        self.send(&Message::GetNotice, Expect::Notice, out)
     }
 
     /// Removes everything of ours from the buddy (signed).

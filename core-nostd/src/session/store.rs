@@ -6,7 +6,7 @@
 
 use crate::identity::PublicKey;
 use crate::seal::ChunkId;
-use crate::wire::IdList;
+use crate::wire::{DropNotice, IdList};
 
 /// A client's standing on this buddy (only admitted clients have one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,4 +116,12 @@ pub trait BuddyStore {
     /// Removes all the client's objects, root and chunk references, and
     /// records `epoch` as committed so the request cannot be replayed.
     fn drop_all(&mut self, client: &PublicKey, epoch: u64) -> Result<(), Self::Error>;
+    /// The last time this buddy dropped the client's data on its own (a
+    /// space crisis, a decommission), for `GetNotice`; `None` when it never
+    /// did. A store that never drops on its own (the firmware's) keeps the
+    /// default.
+    fn drop_notice(&mut self, client: &PublicKey) -> Result<Option<DropNotice>, Self::Error> {
+        let _ = client;
+        Ok(None)
+    }
 }

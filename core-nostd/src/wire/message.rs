@@ -316,6 +316,30 @@ pub struct DropAll {
     pub signature: Signature,
 }
 
+/// Why a buddy dropped a client's data on its own ([`DropNotice`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropNotice {
+    /// Numbers this client's notices on this buddy, from 1, growing with
+    /// each drop: a client acts on a notice once, on the first it sees
+    /// with a higher `seq` than any it acted on before.
+    pub seq: u64,
+    /// When the buddy dropped the data (Unix seconds, the buddy's clock).
+    pub dropped_at: u64,
+    /// Bytes charged to the client that were released.
+    pub bytes: u64,
+    /// Why: [`DropNotice::SPACE_CRISIS`] or [`DropNotice::DECOMMISSIONED`];
+    /// other values are carried as they are (a later version's reasons).
+    pub reason: u8,
+}
+
+impl DropNotice {
+    /// The buddy's free disk fell below its floor and this client was next
+    /// by its stated policy (`docs/PROTOCOL.md` §4.9).
+    pub const SPACE_CRISIS: u8 = 1;
+    /// The client was silent for the buddy's whole grace period.
+    pub const DECOMMISSIONED: u8 = 2;
+}
+
 /// Either side: a request failed. Unless its code is
 /// [`NotFound`](ErrorCode::NotFound) or [`QuotaExceeded`](ErrorCode::QuotaExceeded),
 /// the sender closes the session after it (see [`ErrorCode::is_fatal`]).
@@ -423,8 +447,9 @@ macro_rules! kinds {
         $( $(#[$udoc:meta])* $uname:ident = $uval:literal, )*
     ) => {
         /// The first byte of every payload. Values 66..=79 are reserved for
-        /// audits and 96..=127 for the overlay; they and every other value
-        /// not listed decode as [`WireError::UnknownKind`].
+        /// audits, 80..=95 (but 88 and 89) for the buddy lifecycle and
+        /// 96..=127 for the overlay; they and every other value not listed
+        /// decode as [`WireError::UnknownKind`].
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[repr(u8)]
         pub enum Kind {
@@ -556,6 +581,9 @@ kinds! {
     AuditRequest = 64 (AuditRequest<'a>),
     /// 65, buddy to client: one proof per challenged chunk, or "not held".
     AuditProofs = 65 (AuditProofs<'a>),
+    /// 89, buddy to client: the last time the buddy dropped the client's
+    /// data on its own (answers `GetNotice`).
+    Notice = 89 (DropNotice),
     ;
     /// 13, client to buddy: make every chunk put so far durable.
     Flush = 13,
@@ -565,13 +593,17 @@ kinds! {
     Dropped = 32,
     /// 60, buddy to client: success, for requests with nothing else to say (`Abort`).
     Ok = 60,
+    /// 88, client to buddy: did you drop my data on your own? Answered by
+    /// `Notice`, or `Error NotFound` when it never did.
+    GetNotice = 88,
 }
 
 impl Kind {
     /// Whether `byte` is in a range reserved for a later version: 66..=95
-    /// (audits) and 96..=127 (overlay: routing, fingerprints, LAN pairing).
+    /// (audits and the buddy lifecycle, but the assigned 88 and 89) and
+    /// 96..=127 (overlay: routing, fingerprints, LAN pairing).
     pub fn is_reserved(byte: u8) -> bool {
-        (66..=127).contains(&byte)
+        (66..=127).contains(&byte) && Kind::from_u8(byte).is_none()
     }
 }
 

@@ -33,8 +33,9 @@ pub use audit::{AuditProofs, AuditProofsWriter, AuditRequest};
 pub use fixed::{Fixed, IdList, Ids};
 pub use frame::{encode_frame, Fed, Frame, FrameDecoder, DECODER_BUFFER_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 pub use message::{
-    Abort, Challenge, Chunk, Commit, Committed, DeleteList, DropAll, ErrorCode, ErrorMsg, Flushed, GetChunk, GetObject,
-    Hello, Kind, Message, Need, Object, Offer, Pair, Proof, PutChunk, PutObject, PutRoot, Root, Staged, Welcome,
+    Abort, Challenge, Chunk, Commit, Committed, DeleteList, DropAll, DropNotice, ErrorCode, ErrorMsg, Flushed,
+    GetChunk, GetObject, Hello, Kind, Message, Need, Object, Offer, Pair, Proof, PutChunk, PutObject, PutRoot, Root,
+    Staged, Welcome,
 };
 pub use signing::{hello_parts, pair_parts, SignedMessage};
 

@@ -62,6 +62,8 @@ fn samples<'a>(big: &'a [u8], ids: &'a [u8]) -> Vec<Message<'a>> {
         Message::Error(ErrorMsg { code: ErrorCode::QuotaExceeded, message: "quota exceeded: 10 GiB" }),
         Message::AuditRequest(AuditRequest { nonce: crate::audit::AuditNonce([17; 32]), ids: list }),
         Message::AuditProofs(AuditProofs { held: &[0b110], proofs: &AUDIT_PROOFS }),
+        Message::GetNotice,
+        Message::Notice(DropNotice { seq: 18, dropped_at: 1_800_000_000, bytes: 1 << 30, reason: 1 }),
     ]
 }
 
@@ -99,7 +101,7 @@ fn every_kind_round_trips_byte_identically() {
     let samples = samples(&big, &IDS);
     let mut kinds: Vec<u8> = samples.iter().map(|m| m.kind() as u8).collect();
     kinds.dedup();
-    assert_eq!(kinds.len(), 28, "one sample per kind");
+    assert_eq!(kinds.len(), 30, "one sample per kind");
     for msg in &samples {
         let frame = frame_of(msg);
         assert!(frame.len() <= DECODER_BUFFER_LEN);
@@ -209,6 +211,7 @@ fn unknown_and_reserved_kinds_are_refused() {
         }
     }
     assert!(Kind::is_reserved(66) && Kind::is_reserved(95) && Kind::is_reserved(96) && Kind::is_reserved(127));
+    assert!(!Kind::is_reserved(88) && !Kind::is_reserved(89), "the drop notice's kinds are assigned");
     assert_eq!(Message::decode(&[]), Err(WireError::EmptyFrame));
 }
 
@@ -433,6 +436,10 @@ fn golden_bytes() {
     want.extend(b"K7Q2M-9XWPD");
     want.extend([0x66; 64]);
     assert_eq!(frame_of(&pair), want);
+
+    assert_eq!(frame_of(&Message::GetNotice), [0, 0, 0, 1, 0x58]);
+    let notice = Message::Notice(DropNotice { seq: 3, dropped_at: 300, bytes: 0, reason: DropNotice::SPACE_CRISIS });
+    assert_eq!(frame_of(&notice), [0, 0, 0, 6, 0x59, 0x03, 0xac, 0x02, 0x00, 0x01]);
 }
 
 #[test]

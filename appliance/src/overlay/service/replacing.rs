@@ -234,9 +234,12 @@ impl Service {
             .filter(|(c, _)| !buddy_ips.contains(&Some(to_socket(&c.addr).ip())))
             .map(|(c, _)| f64::from(c.coverage_ppm) / 1e6)
             .fold(0.0, f64::max);
+        let dropped =
+            crate::sync::notice::unsettled_by_addr(self.shared.read().meta.database(), buddies).unwrap_or_default();
         let mut changed = false;
         for b in buddies {
             let facts = Facts {
+                dropped_at: dropped.get(&b.addr).map(|n| n.dropped_at),
                 last_contact: self.rep.contact.get(&b.addr).copied().unwrap_or(now),
                 failures_in_a_row: audits.get(&b.addr).map_or(0, |r| r.failures_in_a_row),
                 answered_last_audit: audits.get(&b.addr).is_some_and(|r| r.error.is_none()),
