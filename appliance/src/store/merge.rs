@@ -24,11 +24,15 @@ use super::ChunkStore;
 /// and the log stay a few bytes per chunk of the run, large enough that
 /// rewriting the run costs little per change.
 const RUN_SHARE: u64 = 32;
+/// ... but at most this many entries (about 100 MB of RAM), whatever the
+/// run's size: past 32 M chunks (512 GB of 16 KiB chunks) the run is
+/// rewritten once per 2^20 changes instead of once per 32nd.
+const MAX_DELTA: u64 = 1 << 20;
 /// Bytes a delta entry takes in a snapshot, about (for deciding when the
 /// log is worth folding).
 const DELTA_ENTRY_BYTES: u64 = 56;
 /// A log below this size is never folded early.
-const MIN_FOLD_BYTES: u64 = 1 << 20;
+const MIN_FOLD_BYTES: u64 = 64 << 10;
 
 impl ChunkStore {
     /// Merges the delta table into a new run if it has grown past its
@@ -38,7 +42,7 @@ impl ChunkStore {
     /// again), so it does not fail the write that was committed.
     pub(crate) fn maybe_merge(&self, state: &mut WriterState, delta_len: u64) {
         let run_rows = self.current_run().info.rows;
-        if delta_len >= self.config.merge_min.max(run_rows / RUN_SHARE) {
+        if delta_len >= self.config.merge_min.max((run_rows / RUN_SHARE).min(MAX_DELTA)) {
             let _ = self.merge_run(state, false);
         } else {
             let _ = self.fold_log_if_large(state);
