@@ -57,8 +57,8 @@ measure restic_first restic -q --repo "$work/restic" backup "$src"
 measure borg_first borg create "$work/borg::first" "$src"
 
 size() { du -sb "$1" | cut -f1; }
-# The chunk index: the redb file and the dense chunk run (docs/STORE.md).
-index_size() { du -cb "$work/pastiche/store/index.redb" "$work/pastiche/store/"chunks-*.run 2>/dev/null | tail -1 | cut -f1; }
+# The chunk index: the snapshot, the log and the dense chunk run (docs/STORE.md).
+index_size() { du -cb "$work/pastiche/store/"index.state "$work/pastiche/store/"index.log "$work/pastiche/store/"chunks-*.run 2>/dev/null | tail -1 | cut -f1; }
 # Records the store size of every tool after a step.
 sizes() {
     for tool in pastiche restic borg; do echo "$tool $1 $(size "$work/$tool")" >> "$work/sizes"; done

@@ -4,7 +4,7 @@
 //! owner in batches of 4,096 (what a backup of 16 KiB chunks commits per
 //! 64 MiB), then, like a buddy, adds a second and a third owner to a third
 //! of them, and reports the index's bytes per chunk after each step (the
-//! redb file and the chunk run, as `pastiche stats` does). The chunk bytes
+//! snapshot, log and chunk run, as `pastiche stats` does). The chunk bytes
 //! are small so that packs stay small; the index does not depend on them.
 //!
 //! `cargo bench -p pastiche-appliance --bench index_size`

@@ -254,7 +254,7 @@ fn damaged_box_reports_clearly(tag: &str, damage: Damage, must_mention: &[&str])
         let len = fs::metadata(p).unwrap().len();
         OpenOptions::new().write(true).open(p).unwrap().set_len(f(len)).unwrap();
     };
-    let index = bx.data.join("store/index.redb");
+    let index = bx.data.join("store/index.state");
     let meta = bx.data.join("meta.redb");
     match damage {
         Damage::TruncateIndex(f) => cut(&index, f),

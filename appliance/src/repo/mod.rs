@@ -3,7 +3,7 @@
 //! ```text
 //! DATA/box.json     public configuration (name, nodeId, public key, KDF parameters, key check)
 //! DATA/lock         advisory lock
-//! DATA/store/       chunk store: packs/, chunks-<gen>.run and index.redb (docs/STORE.md)
+//! DATA/store/       chunk store: packs/, chunks-<gen>.run, index.state, index.log (docs/STORE.md)
 //! DATA/meta.redb    encrypted metadata objects (docs/METADATA.md)
 //! ```
 

@@ -13,7 +13,7 @@ use std::io;
 
 use pastiche_core::ChunkId;
 
-use super::error::{IndexContext, Result, StoreError};
+use super::error::{Result, StoreError};
 use super::index::ChunkEntry;
 use super::pack::{pack_path, sync_dir, PACKS_DIR, PACK_HEADER_LEN};
 use super::write::{Appender, WriterState};
@@ -169,7 +169,7 @@ impl ChunkStore {
                 placed.push((*id, *e, np, off));
             }
             app.sync()?;
-            self.write_txn("moving records", |t| {
+            self.write_txn(|t| {
                 app.record(t)?;
                 for &(id, old, np, off) in &placed {
                     let rec = old.record_len() as i64;
@@ -186,8 +186,8 @@ impl ChunkStore {
             app.finish();
             moved += placed.len() as u64;
         }
-        self.write_txn("dropping a compacted pack", |t| {
-            t.packs.remove(pack).ctx("dropping a compacted pack")?;
+        self.write_txn(|t| {
+            t.remove_pack(pack);
             Ok(())
         })?;
         Ok(Ok(moved))

@@ -1,59 +1,36 @@
-//! The index: the dense chunk run, the redb tables beside it, and the
+//! The index: the dense chunk run, the small tables beside it, and the
 //! bookkeeping that keeps them consistent (docs/STORE.md, "Index tables").
 //!
 //! A chunk's entry (location and owners) is read from the delta table if it
 //! is there, else from the run file ([`super::run`]); every change is written
-//! to the delta table, inside the same redb transaction as everything else,
-//! so the redb commit stays the single point where a change becomes durable.
-//! All reference-count arithmetic lives here, in [`WriteTables`], so the
-//! invariants (owner counts, per-pack live bytes, per-owner usage, the
-//! garbage and chunk counters) are maintained in exactly one place.
+//! to the delta table, inside the same commit as everything else (one
+//! record of the index log, [`super::journal`]), so that commit stays the
+//! single point where a change becomes durable. All reference-count
+//! arithmetic lives here, in [`WriteTables`], so the invariants (owner
+//! counts, per-pack live bytes, per-owner usage, the garbage and chunk
+//! counters) are maintained in exactly one place.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use pastiche_core::{ChunkId, PublicKey};
 
-use super::error::{IndexContext, Result, StoreError};
+use super::error::{Result, StoreError};
 use super::pack::record_len;
 use super::run::{Group, Location, Run, RunInfo};
+use super::state::{Changes, State};
 
 /// Key of a chunk: its 20-byte chunkId.
 pub(crate) type IdKey = [u8; 20];
 /// Key of an owner: its 32-byte Ed25519 public key.
 pub(crate) type OwnerKey = [u8; 32];
-/// `(committed length, live bytes)`; see [`PackEntry`].
-type PackVal = (u64, u64);
-/// `(bytes, chunks)`; see [`Usage`].
-type UsageVal = (u64, u64);
-
-/// chunkId -> the chunk's group as changed since the run was written
-/// ([`Group::encode`]), or an empty value when the chunk was dropped.
-pub(crate) const DELTA: TableDefinition<IdKey, &[u8]> = TableDefinition::new("chunk_delta");
-/// pack number -> committed length and live bytes.
-pub(crate) const PACKS: TableDefinition<u32, PackVal> = TableDefinition::new("packs");
-/// owner -> bytes and chunks it references (each chunk counted once).
-pub(crate) const USAGE: TableDefinition<OwnerKey, UsageVal> = TableDefinition::new("usage");
-/// owner -> its number in the run's rows (numbers are never reused).
-pub(crate) const OWNER_NUMBERS: TableDefinition<OwnerKey, u32> = TableDefinition::new("owner_numbers");
-/// owner number -> owner.
-pub(crate) const OWNER_KEYS: TableDefinition<u32, OwnerKey> = TableDefinition::new("owner_keys");
-/// Small named counters: format version, next pack number, garbage chunks.
-pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Format 2's chunk table, read once by the migration to format 3.
-pub(crate) const V2_CHUNKS: TableDefinition<IdKey, (u32, u64, u32, u32, u32)> = TableDefinition::new("chunks");
-/// Format 2's reference table, read once by the migration to format 3.
-pub(crate) const V2_REFS: TableDefinition<(OwnerKey, IdKey), u32> = TableDefinition::new("refs");
 
 /// The on-disk format version this build reads and writes.
-/// Version 3 keeps chunk entries in a dense run file plus a delta table;
-/// version 2 (every entry in redb) is migrated at open; version 1 stores
-/// (chunks sealed before SPEC §2a) are refused.
-pub(crate) const FORMAT_VERSION: u64 = 3;
-/// The version migrated in place at open.
-pub(crate) const FORMAT_REDB_ROWS: u64 = 2;
+/// Version 4 keeps the small tables in a snapshot file and a log beside the
+/// dense run; versions 3 (small tables in redb beside the run) and 2 (every
+/// entry in redb) are migrated at open; version 1 stores (chunks sealed
+/// before SPEC §2a) are refused.
+pub(crate) const FORMAT_VERSION: u64 = 4;
 /// Meta key: format version.
 pub(crate) const META_FORMAT: &str = "format";
 /// Meta key: the lowest pack number never yet committed.
@@ -129,62 +106,48 @@ pub(crate) struct Usage {
     pub chunks: u64,
 }
 
-/// Starts a write transaction the way every store write must: fsync'd at
-/// commit (redb's default `Durability::Immediate`), with two-phase commit
-/// (a torn commit can never be mistaken for a valid one, whatever data peers
-/// put in the keys) and quick repair (reopening after a crash does not walk
-/// the whole index, which on a multi-GB index would take minutes). Two-phase
-/// commit costs one more fsync; quick repair writes the allocator state at
-/// every commit (about 25 ms per commit in a debug build on a small index).
-/// With commits every ~32 MiB both are noise next to the data written.
-pub(crate) fn begin_write(db: &Database, what: &'static str) -> Result<WriteTransaction> {
-    let mut txn = db.begin_write().ctx(what)?;
-    txn.set_two_phase_commit(true);
-    txn.set_quick_repair(true);
-    Ok(txn)
+/// The committed tables with the run they point at; swapped together by a
+/// merge, so a reader holding the lock sees a consistent pair.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub state: State,
+    pub run: Arc<Run>,
 }
 
-/// The chunk's group: the delta table's version if it has one (an empty
-/// value means dropped), else the run's.
-pub(crate) fn find_group(
-    delta: &impl ReadableTable<IdKey, &'static [u8]>,
-    run: &Run,
-    id: &ChunkId,
-) -> Result<Option<Group>> {
-    match delta.get(&id.0).ctx("reading chunk entry")? {
-        Some(v) if v.value().is_empty() => Ok(None),
-        Some(v) => decode_group(id, v.value()).map(Some),
-        None => run.lookup(id),
+impl Tables {
+    /// The chunk's group: the delta table's version if it has one (`None`
+    /// there means dropped), else the run's.
+    pub fn group(&self, id: &ChunkId) -> Result<Option<Group>> {
+        match self.state.delta.get(&id.0) {
+            Some(g) => Ok(g.clone()),
+            None => self.run.lookup(id),
+        }
+    }
+
+    /// Every delta entry, sorted by chunkId (`None`: the chunk was dropped).
+    pub fn sorted_delta(&self) -> Vec<(IdKey, Option<Group>)> {
+        let mut out: Vec<_> = self.state.delta.iter().map(|(k, g)| (*k, g.clone())).collect();
+        out.sort_unstable_by_key(|a| a.0);
+        out
     }
 }
 
-fn decode_group(id: &ChunkId, b: &[u8]) -> Result<Group> {
-    Group::decode(b).ok_or_else(|| {
-        StoreError::index("reading chunk entry", redb::StorageError::Corrupted(format!("malformed entry for {id}")))
-    })
-}
-
-/// Every delta entry, sorted by chunkId (`None`: the chunk was dropped).
-pub(crate) fn sorted_delta(delta: &impl ReadableTable<IdKey, &'static [u8]>) -> Result<Vec<(IdKey, Option<Group>)>> {
-    let mut out = Vec::new();
-    for row in delta.iter().ctx("listing chunk changes")? {
-        let (k, v) = row.ctx("listing chunk changes")?;
-        let id = k.value();
-        let g = if v.value().is_empty() { None } else { Some(decode_group(&ChunkId(id), v.value())?) };
-        out.push((id, g));
+/// What the meta table says about the current run.
+pub(crate) fn run_info(state: &State) -> RunInfo {
+    RunInfo {
+        gen: state.meta(META_RUN_GEN).unwrap_or(0),
+        rows: state.meta(META_RUN_ROWS).unwrap_or(0),
+        crc: state.meta(META_RUN_CRC).unwrap_or(0) as u32,
     }
-    out.sort_unstable_by_key(|a| a.0);
-    Ok(out)
 }
 
 /// Every chunk with its group, in chunkId order: the run merged with the
-/// delta table.
+/// sorted delta.
 pub(crate) fn for_each_group(
-    delta: &impl ReadableTable<IdKey, &'static [u8]>,
+    changes: Vec<(IdKey, Option<Group>)>,
     run: &Run,
     mut f: impl FnMut(ChunkId, Group) -> Result<()>,
 ) -> Result<()> {
-    let changes = sorted_delta(delta)?;
     let mut d = changes.into_iter().peekable();
     // A damaged run still lists what it can; `check` compares checksums.
     let _crc = run.for_each(|id, g| {
@@ -206,103 +169,74 @@ pub(crate) fn for_each_group(
     Ok(())
 }
 
-/// Looks up a pack in any readable packs table.
-pub(crate) fn get_pack(t: &impl ReadableTable<u32, PackVal>, pack: u32) -> Result<Option<PackEntry>> {
-    Ok(t.get(pack).ctx("reading pack entry")?.map(|g| {
-        let (committed, live) = g.value();
-        PackEntry { committed, live }
-    }))
+fn read_tables(tables: &RwLock<Tables>) -> RwLockReadGuard<'_, Tables> {
+    // Tables are only changed by applying a whole commit under the write
+    // lock; a panic elsewhere cannot leave them half changed.
+    tables.read().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Every pack in the index, in pack order.
-pub(crate) fn all_packs(t: &impl ReadableTable<u32, PackVal>) -> Result<Vec<(u32, PackEntry)>> {
-    let mut out = Vec::new();
-    for row in t.iter().ctx("listing packs")? {
-        let (k, v) = row.ctx("listing packs")?;
-        let (committed, live) = v.value();
-        out.push((k.value(), PackEntry { committed, live }));
-    }
-    Ok(out)
-}
-
-/// Every owner with its usage.
-pub(crate) fn all_usage(t: &impl ReadableTable<OwnerKey, UsageVal>) -> Result<Vec<(PublicKey, Usage)>> {
-    let mut out = Vec::new();
-    for row in t.iter().ctx("listing owners")? {
-        let (k, v) = row.ctx("listing owners")?;
-        let (bytes, chunks) = v.value();
-        out.push((PublicKey(k.value()), Usage { bytes, chunks }));
-    }
-    Ok(out)
-}
-
-/// Reads a meta counter (0 when absent).
-pub(crate) fn get_meta(t: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<Option<u64>> {
-    Ok(t.get(key).ctx("reading meta")?.map(|g| g.value()))
-}
-
-/// The run the meta table points at.
-pub(crate) fn run_info(t: &impl ReadableTable<&'static str, u64>) -> Result<RunInfo> {
-    Ok(RunInfo {
-        gen: get_meta(t, META_RUN_GEN)?.unwrap_or(0),
-        rows: get_meta(t, META_RUN_ROWS)?.unwrap_or(0),
-        crc: get_meta(t, META_RUN_CRC)?.unwrap_or(0) as u32,
-    })
-}
-
-/// A consistent read-only view of the index: one redb snapshot and the run
-/// file it points at (taken together, see `ChunkStore::view`).
-pub(crate) struct IndexView {
-    pub txn: ReadTransaction,
+/// A read-only view of the index. Each call sees the tables as of its own
+/// moment (the last commit), with the run they point at; `run` is the run
+/// as of the view's creation, for whole-file checks.
+pub(crate) struct IndexView<'a> {
+    tables: &'a RwLock<Tables>,
     pub run: Arc<Run>,
 }
 
-impl IndexView {
-    /// The changes since the run was written.
-    pub fn delta(&self) -> Result<redb::ReadOnlyTable<IdKey, &'static [u8]>> {
-        self.txn.open_table(DELTA).ctx("opening chunk changes")
+impl<'a> IndexView<'a> {
+    /// A view of `tables`.
+    pub fn new(tables: &'a RwLock<Tables>) -> IndexView<'a> {
+        let run = read_tables(tables).run.clone();
+        IndexView { tables, run }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'a, Tables> {
+        read_tables(self.tables)
     }
 
     /// The chunk's group, if indexed.
     pub fn group(&self, id: &ChunkId) -> Result<Option<Group>> {
-        find_group(&self.delta()?, &self.run, id)
+        self.read().group(id)
+    }
+
+    /// Whether each chunk is indexed, under one lock.
+    pub fn contains_many(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let t = self.read();
+        ids.iter().map(|id| Ok(t.group(id)?.is_some())).collect()
     }
 
     /// The owner's number, if it ever held a reference.
     pub fn owner_number(&self, owner: &PublicKey) -> Result<Option<u32>> {
-        let t = self.txn.open_table(OWNER_NUMBERS).ctx("opening owners")?;
-        Ok(t.get(&owner.0).ctx("reading owner")?.map(|g| g.value()))
+        Ok(self.read().state.owner_numbers.get(&owner.0).copied())
     }
 
     /// Every owner number with its key.
     pub fn owner_keys(&self) -> Result<HashMap<u32, PublicKey>> {
-        let t = self.txn.open_table(OWNER_KEYS).ctx("opening owners")?;
-        let mut out = HashMap::new();
-        for row in t.iter().ctx("listing owners")? {
-            let (k, v) = row.ctx("listing owners")?;
-            out.insert(k.value(), PublicKey(v.value()));
-        }
-        Ok(out)
+        Ok(self.read().state.owner_keys.iter().map(|(&n, k)| (n, PublicKey(*k))).collect())
     }
 
     /// Reads a meta counter.
     pub fn meta(&self, key: &str) -> Result<Option<u64>> {
-        get_meta(&self.txn.open_table(META).ctx("opening meta")?, key)
+        Ok(self.read().state.meta(key))
     }
 
-    /// Every pack in the index.
+    /// Every pack in the index, in pack order.
     pub fn packs(&self) -> Result<Vec<(u32, PackEntry)>> {
-        all_packs(&self.txn.open_table(PACKS).ctx("opening packs")?)
+        Ok(self.read().state.packs.iter().map(|(&n, p)| (n, *p)).collect())
     }
 
     /// Every owner with its usage.
     pub fn usage(&self) -> Result<Vec<(PublicKey, Usage)>> {
-        all_usage(&self.txn.open_table(USAGE).ctx("opening usage")?)
+        Ok(self.read().state.usage.iter().map(|(k, u)| (PublicKey(*k), *u)).collect())
     }
 
-    /// Every chunk with its group, in chunkId order.
+    /// Every chunk with its group, in chunkId order, as of this call.
     pub fn for_each_group(&self, f: impl FnMut(ChunkId, Group) -> Result<()>) -> Result<()> {
-        for_each_group(&self.delta()?, &self.run, f)
+        let (delta, run) = {
+            let t = self.read();
+            (t.sorted_delta(), t.run.clone())
+        };
+        for_each_group(delta, &run, f)
     }
 }
 
@@ -320,46 +254,56 @@ pub(crate) enum Released {
     },
 }
 
-/// All tables of one write transaction, with the operations that keep them
-/// consistent with each other.
+/// The tables of one write transaction: reads see the committed tables
+/// with this transaction's changes on top, writes go to the changes only,
+/// with the operations that keep the tables consistent with each other.
+/// Writers hold the writer lock, so the committed tables cannot change
+/// under a transaction.
 pub(crate) struct WriteTables<'t> {
-    pub delta: Table<'t, IdKey, &'static [u8]>,
-    pub packs: Table<'t, u32, PackVal>,
-    pub usage: Table<'t, OwnerKey, UsageVal>,
-    pub meta: Table<'t, &'static str, u64>,
-    owner_numbers: Table<'t, OwnerKey, u32>,
-    owner_keys: Table<'t, u32, OwnerKey>,
-    /// The run the transaction's meta table points at (writers hold the
-    /// writer lock, so it cannot change under them).
+    tables: &'t RwLock<Tables>,
+    changes: Changes,
+    /// The run the committed tables point at.
     pub run: Arc<Run>,
     numbers: HashMap<OwnerKey, u32>,
 }
 
 impl<'t> WriteTables<'t> {
-    /// Opens (creating if needed) every table in `txn`.
-    pub fn open(txn: &'t WriteTransaction, run: Arc<Run>) -> Result<WriteTables<'t>> {
-        const C: &str = "opening tables";
-        Ok(WriteTables {
-            delta: txn.open_table(DELTA).ctx(C)?,
-            packs: txn.open_table(PACKS).ctx(C)?,
-            usage: txn.open_table(USAGE).ctx(C)?,
-            meta: txn.open_table(META).ctx(C)?,
-            owner_numbers: txn.open_table(OWNER_NUMBERS).ctx(C)?,
-            owner_keys: txn.open_table(OWNER_KEYS).ctx(C)?,
-            run,
-            numbers: HashMap::new(),
-        })
+    /// Starts a transaction on `tables`.
+    pub fn open(tables: &'t RwLock<Tables>) -> WriteTables<'t> {
+        let run = read_tables(tables).run.clone();
+        WriteTables { tables, changes: Changes::default(), run, numbers: HashMap::new() }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'t, Tables> {
+        read_tables(self.tables)
+    }
+
+    /// The changes to commit.
+    pub fn into_changes(self) -> Changes {
+        self.changes
     }
 
     /// The chunk's group, if indexed.
     pub fn group(&self, id: &ChunkId) -> Result<Option<Group>> {
-        find_group(&self.delta, &self.run, id)
+        match self.changes.delta.get(&id.0) {
+            Some(g) => Ok(g.clone()),
+            None => self.read().group(id),
+        }
     }
 
     /// Writes the chunk's group as is.
     pub fn put_group(&mut self, id: &ChunkId, g: &Group) -> Result<()> {
-        self.delta.insert(&id.0, g.encode().as_slice()).ctx("writing chunk entry")?;
+        self.changes.delta.insert(id.0, Some(g.clone()));
         Ok(())
+    }
+
+    /// Every chunk with its group, in chunkId order, changes included.
+    pub fn for_each_group(&self, f: impl FnMut(ChunkId, Group) -> Result<()>) -> Result<()> {
+        let mut delta: HashMap<IdKey, Option<Group>> = self.read().state.delta.clone();
+        delta.extend(self.changes.delta.iter().map(|(k, g)| (*k, g.clone())));
+        let mut sorted: Vec<_> = delta.into_iter().collect();
+        sorted.sort_unstable_by_key(|a| a.0);
+        for_each_group(sorted, &self.run, f)
     }
 
     /// The chunk's entry, if indexed.
@@ -369,7 +313,10 @@ impl<'t> WriteTables<'t> {
 
     /// The pack's entry, if indexed.
     pub fn pack(&self, pack: u32) -> Result<Option<PackEntry>> {
-        get_pack(&self.packs, pack)
+        match self.changes.packs.get(&pack) {
+            Some(p) => Ok(*p),
+            None => Ok(self.read().state.packs.get(&pack).copied()),
+        }
     }
 
     /// Moves an indexed chunk's record to `e`'s location (owners unchanged).
@@ -392,18 +339,26 @@ impl<'t> WriteTables<'t> {
 
     /// Writes a pack entry.
     pub fn put_pack(&mut self, pack: u32, e: PackEntry) -> Result<()> {
-        self.packs.insert(pack, (e.committed, e.live)).ctx("writing pack entry")?;
+        self.changes.packs.insert(pack, Some(e));
         Ok(())
+    }
+
+    /// Drops a pack from the index.
+    pub fn remove_pack(&mut self, pack: u32) {
+        self.changes.packs.insert(pack, None);
     }
 
     /// Reads a meta counter.
     pub fn meta(&self, key: &str) -> Result<Option<u64>> {
-        get_meta(&self.meta, key)
+        match self.changes.meta.get(key) {
+            Some(v) => Ok(Some(*v)),
+            None => Ok(self.read().state.meta(key)),
+        }
     }
 
     /// Sets a meta counter.
     pub fn set_meta(&mut self, key: &str, v: u64) -> Result<()> {
-        self.meta.insert(key, v).ctx("writing meta")?;
+        self.changes.meta.insert(key.to_string(), v);
         Ok(())
     }
 
@@ -423,13 +378,14 @@ impl<'t> WriteTables<'t> {
     }
 
     fn add_usage(&mut self, owner: &PublicKey, bytes: i64, chunks: i64) -> Result<()> {
-        let (b, c) = self.usage.get(&owner.0).ctx("reading usage")?.map_or((0, 0), |g| g.value());
+        let old = match self.changes.usage.get(&owner.0) {
+            Some(u) => *u,
+            None => self.read().state.usage.get(&owner.0).copied(),
+        };
+        let Usage { bytes: b, chunks: c } = old.unwrap_or_default();
         let (b, c) = (b.saturating_add_signed(bytes), c.saturating_add_signed(chunks));
-        if c == 0 {
-            self.usage.remove(&owner.0).ctx("writing usage")?;
-        } else {
-            self.usage.insert(&owner.0, (b, c)).ctx("writing usage")?;
-        }
+        let new = (c != 0).then_some(Usage { bytes: b, chunks: c });
+        self.changes.usage.insert(owner.0, new);
         Ok(())
     }
 
@@ -438,7 +394,7 @@ impl<'t> WriteTables<'t> {
         if let Some(&n) = self.numbers.get(&owner.0) {
             return Ok(Some(n));
         }
-        let found = self.owner_numbers.get(&owner.0).ctx("reading owner")?.map(|g| g.value());
+        let found = self.read().state.owner_numbers.get(&owner.0).copied();
         let n = match found {
             Some(n) => n,
             None if !create => return Ok(None),
@@ -449,8 +405,7 @@ impl<'t> WriteTables<'t> {
                     .ok()
                     .filter(|&n| n < u32::MAX)
                     .ok_or_else(|| StoreError::Config("owner numbers exhausted".into()))?;
-                self.owner_numbers.insert(&owner.0, n).ctx("writing owner")?;
-                self.owner_keys.insert(n, &owner.0).ctx("writing owner")?;
+                self.changes.owners.push((owner.0, n));
                 self.set_meta(META_NEXT_OWNER, u64::from(n) + 1)?;
                 n
             }
@@ -515,10 +470,5 @@ impl<'t> WriteTables<'t> {
             self.add_meta(META_GARBAGE, 1)?;
         }
         Ok(Released::Dropped { garbage })
-    }
-
-    /// Entries in the delta table.
-    pub fn delta_len(&self) -> Result<u64> {
-        self.delta.len().ctx("counting chunk changes")
     }
 }

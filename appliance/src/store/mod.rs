@@ -1,6 +1,6 @@
 //! The chunk store: sealed chunks in append-only pack files, indexed by a
-//! dense sorted file of fixed-size rows and an embedded transactional
-//! database (redb) for everything else. See docs/STORE.md for the
+//! dense sorted file of fixed-size rows and, for everything else, small
+//! tables kept in RAM and on disk as a snapshot plus a log of commits. See docs/STORE.md for the
 //! on-disk layout, the record format and the crash-recovery argument.
 //!
 //! One engine serves a box's own chunks and, on a buddy, other boxes'
@@ -9,7 +9,9 @@
 //!
 //! - [`pack`]: pack and record byte formats, checked reads, scanning.
 //! - `run`: the dense chunk index file; `merge`: folding changes into it.
-//! - `index`: the redb tables and the reference bookkeeping.
+//! - `index`: the tables and the reference bookkeeping; `state`: the small
+//!   tables and their encoding; `journal`: their snapshot and log files;
+//!   `legacy`: reading the redb index of formats 2 and 3 once.
 //! - `write`: the commit protocol (append, fsync, then commit).
 //! - `read`, `refs`, `check`, `compact`, `repair`, `stats`, `recover`: one job each.
 //!
@@ -21,6 +23,8 @@ mod check;
 mod compact;
 mod error;
 mod index;
+mod journal;
+mod legacy;
 mod merge;
 pub mod pack;
 mod read;
@@ -28,6 +32,7 @@ mod recover;
 mod refs;
 mod repair;
 mod run;
+mod state;
 mod stats;
 mod write;
 
@@ -38,20 +43,21 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
-
-use redb::Database;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub use check::{CheckMode, CheckReport, DamagedChunk, PackProblem};
 pub use compact::CompactSummary;
 pub use error::{Damage, Result, StoreError};
+pub use journal::{LOG_FILE, STATE_FILE};
+pub use legacy::REDB_FILE;
 pub use recover::{RecoveryReport, INDEX_FILE};
 pub use refs::{RefLookup, RefSummary};
 pub use repair::{ReplaceSummary, RetireSummary};
 pub use stats::{OwnerUsage, StoreStats};
 pub use write::{BatchWriter, PutSummary};
 
-use index::IndexView;
+use index::{IndexView, Tables};
+use journal::Log;
 use run::Run;
 use write::WriterState;
 
@@ -68,8 +74,9 @@ pub struct StoreConfig {
     /// [`BatchWriter`] commits whenever this many bytes are pending.
     /// Default 32 MiB: one fsync per 32 MiB keeps a backup disk-bound.
     pub batch_bytes: usize,
-    /// Memory redb may use for its page cache. Default 64 MiB (redb's own
-    /// default of 1 GiB is too much for a NAS).
+    /// Memory the index may use for caching. Unused since store format 4
+    /// (the small tables live in RAM, the run is read from the page
+    /// cache); kept so existing configurations still build.
     pub cache_bytes: usize,
     /// The delta table is folded into a new chunk run once it holds this
     /// many chunks (or a 32nd of the run, if more). Default 2048.
@@ -107,9 +114,15 @@ impl StoreConfig {
 pub struct ChunkStore {
     dir: PathBuf,
     config: StoreConfig,
-    /// The redb database. Shared by every transaction; taken exclusively
-    /// only to compact the file (`ChunkStore::compact_index_file`).
-    db: RwLock<Database>,
+    /// The index's committed tables and the run they point at. Readers
+    /// hold it shared for one lookup; a commit holds it exclusively only to
+    /// apply changes already durable in the log.
+    tables: RwLock<Tables>,
+    /// The index log commits are appended to. Taken only by writers, who
+    /// already hold `writer`.
+    log: Mutex<Log>,
+    /// The store's lock file, locked while this store is open.
+    _lock: File,
     /// The single pack writer. Held for a whole batch (append, fsync,
     /// commit) so pack order and commit order agree.
     writer: Mutex<WriterState>,
@@ -118,10 +131,6 @@ pub struct ChunkStore {
     /// Readers hold this shared while they look up and read a record;
     /// compaction holds it exclusively while it deletes pack files.
     gate: RwLock<()>,
-    /// The run file the index's current generation names. Replaced (under
-    /// the write lock) in the same instant as the commit that switches
-    /// generations; see [`ChunkStore::view`].
-    run: RwLock<Arc<Run>>,
     recovery: RecoveryReport,
     /// Test hook: make every pack write fail as if the disk were full.
     fail_writes: AtomicBool,
@@ -150,35 +159,28 @@ impl ChunkStore {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The redb database, for starting a transaction (transactions do not
-    /// borrow it, so the guard is held only while one starts).
-    fn db(&self) -> RwLockReadGuard<'_, Database> {
-        self.db.read().unwrap_or_else(|e| e.into_inner())
+    fn lock_log(&self) -> MutexGuard<'_, Log> {
+        // A failed append marks the log itself as broken; the guard is safe.
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Gives the redb file's free pages back to the file system, if no
-    /// transaction is open right now (otherwise it does nothing). After a
-    /// merge the delta's pages are free: without this the file keeps the
-    /// high-water mark of every delta, several times the run. Merges call
-    /// it; call it too at the end of a job that held snapshots (a backup's
-    /// reference lookups) while it merged.
+    /// Folds the index log into a new snapshot if the log has grown past
+    /// twice what the snapshot would take (many commits changing the same
+    /// few entries, with no merge to empty it). Cheap to call: it does
+    /// nothing most of the time. Backups call it at the end.
     pub fn compact_index_file(&self) {
-        if let Ok(mut db) = self.db.try_write() {
-            // Fails harmlessly while a reader holds a snapshot.
-            let _ = db.compact();
-        }
+        let mut w = self.lock_writer();
+        let _ = self.fold_log_if_large(&mut w);
     }
 
     /// The current run.
     fn current_run(&self) -> Arc<Run> {
-        self.run.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.tables.read().unwrap_or_else(|e| e.into_inner()).run.clone()
     }
 
-    /// A snapshot of the index with the run it points at.
-    pub(crate) fn view(&self) -> Result<IndexView> {
-        let slot = self.run.read().unwrap_or_else(|e| e.into_inner());
-        let txn = self.db().begin_read().map_err(|e| StoreError::index("starting a read", e))?;
-        Ok(IndexView { txn, run: slot.clone() })
+    /// A view of the index (each lookup sees the last commit).
+    pub(crate) fn view(&self) -> Result<IndexView<'_>> {
+        Ok(IndexView::new(&self.tables))
     }
 
     fn fail_writes(&self) -> bool {

@@ -27,9 +27,7 @@ impl ChunkStore {
     /// [`ChunkStore::contains`] for many chunks in one read transaction;
     /// the answers are in the order of `ids`.
     pub fn contains_many(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        let view = self.view()?;
-        let delta = view.delta()?;
-        ids.iter().map(|id| Ok(super::index::find_group(&delta, &view.run, id)?.is_some())).collect()
+        self.view()?.contains_many(ids)
     }
 
     /// Reads a chunk, checking its record header and CRC-32.

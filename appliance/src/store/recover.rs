@@ -7,26 +7,29 @@
 //! but had not yet deleted them, and are removed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use redb::{Database, DatabaseError, ReadableTable, WriteTransaction};
+use rustix::fs::{flock, FlockOperation};
 
-use super::error::{IndexContext, Result, StoreError};
-use super::index::{
-    all_packs, begin_write, run_info, WriteTables, FORMAT_REDB_ROWS, FORMAT_VERSION, META_CHUNKS, META_FORMAT,
-    META_GARBAGE, META_NEXT_PACK, V2_CHUNKS, V2_REFS,
-};
+use super::error::{Result, StoreError};
+use super::index::{run_info, Tables, FORMAT_VERSION, META_CHUNKS, META_FORMAT, META_GARBAGE, META_NEXT_PACK};
+use super::journal::{self, Log, LOG_FILE, STATE_FILE};
+use super::legacy::{self, REDB_FILE};
 use super::pack::{check_pack_header, pack_path, parse_pack_name, sync_dir, PACKS_DIR};
-use super::run::{parse_run_name, run_path, Group, Location, Run};
+use super::run::{parse_run_name, run_path, Run};
+use super::state::State;
 use super::write::{ActivePack, WriterState};
 use super::{ChunkStore, StoreConfig};
 
-/// File name of the index database inside the store directory.
-pub const INDEX_FILE: &str = "index.redb";
+/// File name of the index snapshot inside the store directory (with the
+/// log [`LOG_FILE`] and the chunk runs beside it).
+pub const INDEX_FILE: &str = STATE_FILE;
+/// File locked while a `ChunkStore` has the directory open.
+const LOCK_FILE: &str = "index.lock";
 
 /// What recovery found and did while opening the store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,6 +47,9 @@ pub struct RecoveryReport {
     /// Chunk index files of a generation the index does not name (left by
     /// a merge interrupted before or after its commit), deleted.
     pub stale_runs_removed: Vec<u64>,
+    /// Bytes of a torn commit cut from the end of the index log (a commit
+    /// interrupted by a crash: it never happened).
+    pub torn_log_bytes: u64,
     /// Chunks moved from a format 2 index into the dense index at this open.
     pub migrated_chunks: u64,
 }
@@ -53,6 +59,81 @@ impl RecoveryReport {
     pub fn is_clean(&self) -> bool {
         *self == RecoveryReport::default()
     }
+}
+
+/// Takes the store's lock: one `ChunkStore` per directory at a time.
+fn lock_store(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Err(StoreError::Locked { path });
+    }
+    Ok(file)
+}
+
+/// The index as read at open, before packs are brought in line with it.
+struct Loaded {
+    state: State,
+    /// The log to keep appending to, when the snapshot needs no rewrite.
+    log: Option<Log>,
+    seq: u64,
+    torn: u64,
+    migrated: u64,
+}
+
+/// Reads the snapshot and replays its log, migrates a redb index, or
+/// starts an empty index, refusing to orphan existing packs.
+fn load(dir: &Path, files: &BTreeMap<u32, u64>) -> Result<Loaded> {
+    journal::remove_temporaries(dir);
+    let redb = dir.join(REDB_FILE);
+    if let Some((seq, mut state)) = journal::read_state(dir)? {
+        // A redb file beside a snapshot is the leftover of a migration
+        // interrupted after the snapshot was installed.
+        if redb.exists() {
+            remove_orphan(&redb)?;
+            sync_dir(dir).map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
+        }
+        match state.meta(META_FORMAT) {
+            Some(FORMAT_VERSION) => {}
+            found => {
+                return Err(StoreError::UnsupportedFormat { found: found.unwrap_or(0), supported: FORMAT_VERSION })
+            }
+        }
+        let Some((log, replay)) = Log::open(dir, seq)? else {
+            return Ok(Loaded { state, log: None, seq, torn: 0, migrated: 0 });
+        };
+        let path = dir.join(LOG_FILE);
+        for rec in &replay.records {
+            state.apply_encoded(rec).ok_or_else(|| {
+                StoreError::io(
+                    format!("chunk index file {} is damaged", path.display()),
+                    io::Error::new(io::ErrorKind::InvalidData, "a commit record with a valid checksum is malformed"),
+                )
+            })?;
+        }
+        let keep = replay.records.is_empty() && replay.torn == 0;
+        return Ok(Loaded { state, log: keep.then_some(log), seq, torn: replay.torn, migrated: 0 });
+    }
+    let migrated = if redb.exists() { legacy::read_redb(&redb)? } else { None };
+    if let Some(m) = migrated {
+        return Ok(Loaded { state: m.state, log: None, seq: 0, torn: 0, migrated: m.chunks });
+    }
+    let has_runs = fs::read_dir(dir)
+        .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?
+        .any(|e| e.is_ok_and(|e| e.file_name().to_str().and_then(parse_run_name).is_some()));
+    if !files.is_empty() || has_runs {
+        return Err(StoreError::IndexMissing { dir: dir.to_path_buf(), index: dir.join(INDEX_FILE) });
+    }
+    let mut state = State::default();
+    for (k, v) in [(META_FORMAT, FORMAT_VERSION), (META_NEXT_PACK, 0), (META_GARBAGE, 0), (META_CHUNKS, 0)] {
+        state.meta.insert(k.to_string(), v);
+    }
+    Ok(Loaded { state, log: None, seq: 0, torn: 0, migrated: 0 })
 }
 
 impl ChunkStore {
@@ -68,74 +149,36 @@ impl ChunkStore {
         let dir = dir.as_ref().to_path_buf();
         let packs_dir = dir.join(PACKS_DIR);
         fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(format!("creating {}", packs_dir.display()), e))?;
-        let index = dir.join(INDEX_FILE);
-        let existed = fs::metadata(&index).is_ok_and(|m| m.len() > 0);
-        let mut db = open_db(&index, &config)?;
+        let lock = lock_store(&dir)?;
         let files = list_packs(&packs_dir)?;
-
-        // Initialise or validate the format, refusing to orphan existing packs.
-        let init = (|| {
-            let txn = begin_write(&db, "initialising")?;
-            let mut migrated = None;
-            {
-                let mut t = WriteTables::open(&txn, Arc::new(Run::empty()))?;
-                match t.meta(META_FORMAT)? {
-                    None if !files.is_empty() => {
-                        return Err(StoreError::IndexMissing { dir: dir.clone(), index: index.clone() })
-                    }
-                    None => {
-                        t.set_meta(META_FORMAT, FORMAT_VERSION)?;
-                        t.set_meta(META_NEXT_PACK, 0)?;
-                        t.set_meta(META_GARBAGE, 0)?;
-                        t.set_meta(META_CHUNKS, 0)?;
-                    }
-                    Some(FORMAT_VERSION) => {}
-                    Some(FORMAT_REDB_ROWS) => migrated = Some(migrate_v2(&txn, &mut t)?),
-                    Some(found) => return Err(StoreError::UnsupportedFormat { found, supported: FORMAT_VERSION }),
-                }
-            }
-            if migrated.is_some() {
-                txn.delete_table(V2_CHUNKS).ctx("migrating the index")?;
-                txn.delete_table(V2_REFS).ctx("migrating the index")?;
-            }
-            txn.commit().ctx("initialising")?;
-            Ok(migrated.unwrap_or(0))
-        })();
-        let migrated = match init {
-            Ok(m) => m,
-            Err(e) => {
-                drop(db);
-                if !existed {
-                    // Do not leave behind an empty index we created ourselves.
-                    let _ = fs::remove_file(&index);
-                }
-                return Err(e);
-            }
+        let loaded = load(&dir, &files)?;
+        let (mut writer, mut recovery) = recover(&dir, &loaded.state, &config, files)?;
+        recovery.migrated_chunks = loaded.migrated;
+        recovery.torn_log_bytes = loaded.torn;
+        let state = loaded.state;
+        // A log with commits in it is folded into a new snapshot, so the
+        // next open replays nothing and the log starts empty.
+        let log = match loaded.log {
+            Some(log) => log,
+            None => journal::write_snapshot(&dir, loaded.seq + 1, &state)?,
         };
-
-        let (mut writer, mut recovery) = recover(&dir, &db, &config, files)?;
-        // The redb file holds only small tables and the delta now; giving
-        // back the pages earlier deltas and commits left free keeps it at a
-        // few bytes per chunk (nothing else has the database open yet).
-        db.compact().map_err(|e| StoreError::index("compacting the index", e))?;
-        recovery.migrated_chunks = migrated;
-        let (run, delta_len) = {
-            let txn = db.begin_read().ctx("reading the index")?;
-            let info = run_info(&txn.open_table(super::index::META).ctx("opening meta")?)?;
-            let delta_len =
-                redb::ReadableTableMetadata::len(&txn.open_table(super::index::DELTA).ctx("opening chunk changes")?)
-                    .ctx("counting chunk changes")?;
-            recovery.stale_runs_removed = remove_stale_runs(&dir, info.gen)?;
-            (Run::open(&dir, info)?, delta_len)
-        };
+        if loaded.migrated > 0 || dir.join(REDB_FILE).exists() {
+            remove_orphan(&dir.join(REDB_FILE))?;
+            sync_dir(&dir).map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
+        }
+        let info = run_info(&state);
+        recovery.stale_runs_removed = remove_stale_runs(&dir, info.gen)?;
+        let run = Run::open(&dir, info)?;
+        let delta_len = state.delta.len() as u64;
         let store = ChunkStore {
             dir,
             config,
-            db: RwLock::new(db),
+            tables: RwLock::new(Tables { state, run: Arc::new(run) }),
+            log: Mutex::new(log),
+            _lock: lock,
             writer: Mutex::new(WriterState { active: None, next_pack: 0 }),
             files: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),
-            run: RwLock::new(Arc::new(run)),
             recovery,
             fail_writes: AtomicBool::new(false),
         };
@@ -148,36 +191,6 @@ impl ChunkStore {
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
     }
-}
-
-/// Moves a format 2 index (every chunk and reference a redb row) into the
-/// delta table of format 3, in the open's transaction; the caller drops the
-/// old tables. The first merge then writes the dense run. Returns the
-/// number of chunks moved.
-fn migrate_v2(txn: &WriteTransaction, t: &mut WriteTables<'_>) -> Result<u64> {
-    const C: &str = "migrating the index";
-    let mut groups: HashMap<[u8; 20], Group> = HashMap::new();
-    for row in txn.open_table(V2_CHUNKS).ctx(C)?.iter().ctx(C)? {
-        let (k, v) = row.ctx(C)?;
-        let (pack, offset, len, crc, _owners) = v.value();
-        let offset = u32::try_from(offset)
-            .map_err(|_| StoreError::Config(format!("record offset {offset} does not fit the format 3 index")))?;
-        groups.insert(k.value(), Group { loc: Location { pack, offset, len, crc }, refs: Vec::new() });
-    }
-    for row in txn.open_table(V2_REFS).ctx(C)?.iter().ctx(C)? {
-        let (k, v) = row.ctx(C)?;
-        let (owner, id) = k.value();
-        let number = t.owner_number(&pastiche_core::PublicKey(owner), true)?.expect("created");
-        if let Some(g) = groups.get_mut(&id) {
-            g.set_count(number, v.value());
-        }
-    }
-    for (id, g) in &groups {
-        t.put_group(&pastiche_core::ChunkId(*id), g)?;
-    }
-    t.set_meta(META_CHUNKS, groups.len() as u64)?;
-    t.set_meta(META_FORMAT, FORMAT_VERSION)?;
-    Ok(groups.len() as u64)
 }
 
 /// Deletes run files of any generation but `current`; returns theirs.
@@ -201,17 +214,6 @@ fn remove_stale_runs(dir: &Path, current: u64) -> Result<Vec<u64>> {
     Ok(removed)
 }
 
-fn open_db(index: &Path, config: &StoreConfig) -> Result<Database> {
-    let mut b = Database::builder();
-    b.set_cache_size(config.cache_bytes);
-    crate::redb_guard::open_guarded(index, || b.create(index))
-        .map_err(|why| StoreError::index("opening the index", redb::StorageError::Corrupted(why)))?
-        .map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: index.to_path_buf() },
-            other => StoreError::index("opening the index", other),
-        })
-}
-
 /// Pack files present on disk: number -> file length.
 pub(crate) fn list_packs(packs_dir: &Path) -> Result<BTreeMap<u32, u64>> {
     let ctx = |e| StoreError::io(format!("listing {}", packs_dir.display()), e);
@@ -230,16 +232,12 @@ pub(crate) fn list_packs(packs_dir: &Path) -> Result<BTreeMap<u32, u64>> {
 /// Brings the pack files in line with the index; returns the writer state.
 fn recover(
     dir: &Path,
-    db: &Database,
+    state: &State,
     config: &StoreConfig,
     mut files: BTreeMap<u32, u64>,
 ) -> Result<(WriterState, RecoveryReport)> {
-    let txn = db.begin_read().ctx("reading packs")?;
-    let packs = all_packs(&txn.open_table(super::index::PACKS).ctx("opening packs")?)?;
-    let meta = txn.open_table(super::index::META).ctx("opening meta")?;
-    let next_meta = super::index::get_meta(&meta, META_NEXT_PACK)?.unwrap_or(0);
-    drop(meta);
-    drop(txn);
+    let packs: Vec<_> = state.packs.iter().map(|(&n, p)| (n, *p)).collect();
+    let next_meta = state.meta(META_NEXT_PACK).unwrap_or(0);
 
     let mut report = RecoveryReport::default();
     let mut last_ok = None;
@@ -293,10 +291,10 @@ fn recover(
     Ok((WriterState { active, next_pack }, report))
 }
 
-fn remove_orphan(path: &PathBuf) -> Result<()> {
+fn remove_orphan(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::io(format!("removing uncommitted pack {}", path.display()), e)),
+        Err(e) => Err(StoreError::io(format!("removing {}", path.display()), e)),
     }
 }

@@ -9,49 +9,33 @@ use std::collections::HashSet;
 
 use pastiche_core::{ChunkId, PublicKey};
 
-use super::error::{IndexContext, Result};
-use super::index::{begin_write, for_each_group, IndexView, Released, WriteTables};
+use super::error::Result;
+use super::index::{IndexView, Released, WriteTables};
 use super::ChunkStore;
 
-/// Lookups a [`RefLookup`] answers from one snapshot before taking a new
-/// one: few enough that a snapshot never pins old pages for long.
-pub(super) const LOOKUPS_PER_SNAPSHOT: u32 = 4096;
-
-/// One owner's reference counts, read from a snapshot of the index that is
-/// renewed every [`LOOKUPS_PER_SNAPSHOT`] lookups: a backup asks once per
-/// chunk, and one read transaction per chunk would cost more than the
-/// lookup. A count may be stale by the changes committed since the snapshot
-/// was taken; callers use it to skip sealing chunks they already reference,
-/// and a chunk sealed needlessly is still stored once (`put_batch` skips
-/// chunks already present).
+/// One owner's reference counts for many lookups in a row: a backup asks
+/// once per chunk, so a lookup is one read lock on the index's tables (and
+/// at most one `pread` of the run), with no transaction. Each answer is as
+/// of the last commit; callers use it to skip sealing chunks they already
+/// reference, and a chunk sealed needlessly is still stored once
+/// (`put_batch` skips chunks already present).
 pub struct RefLookup<'a> {
-    store: &'a ChunkStore,
+    view: IndexView<'a>,
     owner: PublicKey,
-    /// The snapshot, and the owner's number in it (None: no references).
-    snapshot: Option<(IndexView, Option<u32>)>,
-    lookups: u32,
+    /// The owner's number, once it has one.
+    number: Option<u32>,
 }
 
 impl RefLookup<'_> {
-    /// `owner`'s reference count of `id` (0 if none) as of the snapshot.
+    /// `owner`'s reference count of `id` (0 if none) as of the last commit.
     pub fn refcount(&mut self, id: &ChunkId) -> Result<u32> {
-        if self.lookups == LOOKUPS_PER_SNAPSHOT {
-            self.snapshot = None;
+        if self.number.is_none() {
+            self.number = self.view.owner_number(&self.owner)?;
         }
-        let (view, number) = match &mut self.snapshot {
-            Some(s) => s,
-            empty => {
-                self.lookups = 0;
-                let view = self.store.view()?;
-                let number = view.owner_number(&self.owner)?;
-                empty.insert((view, number))
-            }
-        };
-        self.lookups += 1;
-        let Some(number) = *number else {
+        let Some(number) = self.number else {
             return Ok(0);
         };
-        Ok(view.group(id)?.map_or(0, |g| g.count(number)))
+        Ok(self.view.group(id)?.map_or(0, |g| g.count(number)))
     }
 }
 
@@ -87,7 +71,7 @@ impl ChunkStore {
     /// the caller must send those chunks with [`ChunkStore::put_batch`].
     pub fn add_refs(&self, owner: &PublicKey, ids: &[ChunkId]) -> Result<RefSummary> {
         let mut w = self.lock_writer();
-        self.write_txn_merging(&mut w, "adding references", |t| {
+        self.write_txn_merging(&mut w, |t| {
             let mut s = RefSummary::default();
             for id in ids {
                 if t.add_ref(owner, id, 1)? {
@@ -106,7 +90,7 @@ impl ChunkStore {
     /// `missing`.
     pub fn release(&self, owner: &PublicKey, ids: &[ChunkId]) -> Result<RefSummary> {
         let mut w = self.lock_writer();
-        self.write_txn_merging(&mut w, "releasing references", |t| {
+        self.write_txn_merging(&mut w, |t| {
             let mut s = RefSummary::default();
             for id in ids {
                 let r = t.release_ref(owner, id, Some(1))?;
@@ -125,12 +109,12 @@ impl ChunkStore {
     /// `missing` (data a snapshot needs but the store lacks for this owner).
     pub fn retain_only(&self, owner: &PublicKey, live: &HashSet<ChunkId>) -> Result<RefSummary> {
         let mut w = self.lock_writer();
-        self.write_txn_merging(&mut w, "pruning references", |t| {
+        self.write_txn_merging(&mut w, |t| {
             let mut dead = Vec::new();
             if let Some(number) = t.owner_number(owner, false)? {
                 // One pass over every chunk: the run is sorted by chunkId,
                 // not by owner.
-                for_each_group(&t.delta, &t.run, |id, g| {
+                t.for_each_group(|id, g| {
                     if g.count(number) > 0 && !live.contains(&id) {
                         dead.push(id);
                     }
@@ -158,7 +142,7 @@ impl ChunkStore {
     /// Reference counts of `owner` for many lookups in a row, without a
     /// transaction per lookup (see [`RefLookup`]).
     pub fn ref_lookup(&self, owner: PublicKey) -> RefLookup<'_> {
-        RefLookup { store: self, owner, snapshot: None, lookups: 0 }
+        RefLookup { view: IndexView::new(&self.tables), owner, number: None }
     }
 
     /// The owners of a chunk with their reference counts, in key order
@@ -177,12 +161,8 @@ impl ChunkStore {
     /// Runs `f` in one write transaction and commits it. Callers hold the
     /// writer lock: every index change is serialised with pack writes, so
     /// compaction sees no reference change while it moves records.
-    pub(crate) fn write_txn<R>(
-        &self,
-        what: &'static str,
-        f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>,
-    ) -> Result<R> {
-        self.write_txn_len(what, f).map(|(r, _)| r)
+    pub(crate) fn write_txn<R>(&self, f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>) -> Result<R> {
+        self.write_txn_len(f).map(|(r, _)| r)
     }
 
     /// [`ChunkStore::write_txn`], then a merge of the delta table if it has
@@ -190,26 +170,29 @@ impl ChunkStore {
     pub(crate) fn write_txn_merging<R>(
         &self,
         state: &mut super::write::WriterState,
-        what: &'static str,
         f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>,
     ) -> Result<R> {
-        let (r, delta_len) = self.write_txn_len(what, f)?;
+        let (r, delta_len) = self.write_txn_len(f)?;
         self.maybe_merge(state, delta_len);
         Ok(r)
     }
 
-    fn write_txn_len<R>(
-        &self,
-        what: &'static str,
-        f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>,
-    ) -> Result<(R, u64)> {
-        let txn = begin_write(&self.db(), what)?;
-        let r = {
-            let mut t = WriteTables::open(&txn, self.current_run())?;
-            let r = f(&mut t)?;
-            (r, t.delta_len()?)
-        };
-        txn.commit().ctx(what)?;
-        Ok(r)
+    fn write_txn_len<R>(&self, f: impl FnOnce(&mut WriteTables<'_>) -> Result<R>) -> Result<(R, u64)> {
+        let mut t = WriteTables::open(&self.tables);
+        let r = f(&mut t)?;
+        let delta_len = self.commit(t)?;
+        Ok((r, delta_len))
+    }
+
+    /// Commits a transaction: one log record, durable when this returns,
+    /// then applied to the tables readers see. Returns the delta's size.
+    /// On error nothing was committed. Callers hold the writer lock.
+    pub(crate) fn commit(&self, t: WriteTables<'_>) -> Result<u64> {
+        let changes = t.into_changes();
+        if !changes.is_empty() {
+            self.lock_log().append(&changes.encode())?;
+            self.tables.write().unwrap_or_else(|e| e.into_inner()).state.apply(changes);
+        }
+        Ok(self.tables.read().unwrap_or_else(|e| e.into_inner()).state.delta.len() as u64)
     }
 }

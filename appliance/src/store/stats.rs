@@ -39,7 +39,8 @@ pub struct StoreStats {
     pub garbage_bytes: u64,
     /// Usage per owner, in key order.
     pub owners: Vec<OwnerUsage>,
-    /// Disk bytes of the index (the redb database and the chunk run).
+    /// Disk bytes of the chunk index: the chunk run (location and owners
+    /// of every chunk), the snapshot of the small tables and the log.
     pub index_bytes: u64,
     /// RAM the chunk run keeps for lookups (its fan-out table).
     pub index_ram_bytes: u64,
@@ -73,9 +74,11 @@ impl ChunkStore {
         })
     }
 
-    /// Disk bytes of the index: the redb file and the current run.
+    /// Disk bytes of the index: the snapshot, the log and the current run.
     fn index_bytes(&self, run: &super::run::Run) -> u64 {
         let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
-        size(&self.dir.join(super::INDEX_FILE)) + run.path.as_deref().map_or(0, size)
+        size(&self.dir.join(super::STATE_FILE))
+            + size(&self.dir.join(super::LOG_FILE))
+            + run.path.as_deref().map_or(0, size)
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The order is what makes a crash at any instant harmless: records are
 //! appended past the pack's committed length, the pack is fsync'd (and its
-//! directory, for a new pack), and only then does one redb transaction record
+//! directory, for a new pack), and only then does one index commit record
 //! the new locations and the pack's new committed length. Until that commit
 //! the bytes are an uncommitted tail that the next open truncates away.
 
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use pastiche_core::{ChunkId, PublicKey};
 
-use super::error::{IndexContext, Result, StoreError};
-use super::index::{begin_write, ChunkEntry, PackEntry, WriteTables, META_NEXT_PACK};
+use super::error::{Result, StoreError};
+use super::index::{ChunkEntry, PackEntry, WriteTables, META_NEXT_PACK};
 use super::pack::{
     encode_pack_header, pack_path, record_len, sync_dir, RecordHeader, MAX_SEALED, MIN_SEALED, PACKS_DIR,
     PACK_HEADER_LEN,
@@ -265,7 +265,7 @@ impl ChunkStore {
     /// Chunks already in the store (from any owner, or earlier in `items`)
     /// are not written again; the owner's reference count on them goes up by
     /// one per occurrence. New chunks are appended to the current pack, the
-    /// pack is fsync'd, and then one index transaction records them. On any
+    /// pack is fsync'd, and then one index commit records them. On any
     /// error nothing of the batch is committed and the store stays usable.
     ///
     /// Each call costs an fsync and a commit, so give it batches of tens of
@@ -278,8 +278,7 @@ impl ChunkStore {
             return Ok(PutSummary::default());
         }
         let mut state = self.lock_writer();
-        let txn = begin_write(&self.db(), "starting a write")?;
-        let mut t = WriteTables::open(&txn, self.current_run())?;
+        let mut t = WriteTables::open(&self.tables);
         let mut app = Appender::new(self, &mut state);
         let mut placed: HashMap<ChunkId, ChunkEntry> = HashMap::new();
         let mut sum = PutSummary::default();
@@ -303,9 +302,7 @@ impl ChunkStore {
         for (id, _) in items {
             t.add_ref(owner, id, 1)?;
         }
-        let delta_len = t.delta_len()?;
-        drop(t);
-        txn.commit().ctx("committing a batch")?;
+        let delta_len = self.commit(t)?;
         app.finish();
         self.maybe_merge(&mut state, delta_len);
         Ok(sum)

@@ -245,3 +245,64 @@ fn kill_9_at_random_points() {
         first = committed.last().unwrap() + 10;
     }
 }
+
+/// A store whose commits stay in the index log (no merge folds them).
+fn open_unmerged(dir: &std::path::Path) -> ChunkStore {
+    ChunkStore::open_with(dir, StoreConfig { merge_min: 1 << 20, ..small_config() }).expect("open store")
+}
+
+#[test]
+fn a_torn_index_commit_never_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = chunks(0, 5, 2000);
+    let second = chunks(10, 5, 2000);
+    let log = dir.path().join(crate::store::LOG_FILE);
+    drop({
+        let store = open_unmerged(dir.path());
+        put(&store, &owner(1), &first);
+        let before = std::fs::metadata(&log).unwrap().len();
+        put(&store, &owner(1), &second);
+        let after = std::fs::metadata(&log).unwrap().len();
+        assert!(after > before + 100, "the second batch is one log record");
+        // A crash in the middle of the second commit's append: half the
+        // record reached the disk.
+        let f = OpenOptions::new().write(true).open(&log).unwrap();
+        f.set_len(before + (after - before) / 2).unwrap();
+        store
+    });
+    let store = open_unmerged(dir.path());
+    let r = store.recovery();
+    assert!(r.torn_log_bytes > 0, "{r:?}");
+    assert_eq!(r.truncated.len(), 1, "the second batch's records are an uncommitted tail: {r:?}");
+    assert_all_readable(&store, &first);
+    for (id, _) in &second {
+        assert!(!store.contains(id).unwrap());
+    }
+    assert_eq!(store.stats().unwrap().chunks, 5);
+    // Usable: the batch can be stored again, and everything reopens clean.
+    put(&store, &owner(1), &second);
+    assert!(store.check(CheckMode::ReadAll).unwrap().is_ok());
+    drop(store);
+    let store = open_unmerged(dir.path());
+    assert!(store.recovery().is_clean(), "{:?}", store.recovery());
+    assert_all_readable(&store, &first);
+    assert_all_readable(&store, &second);
+}
+
+#[test]
+fn a_damaged_index_snapshot_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    drop({
+        let store = open_small(dir.path());
+        put(&store, &owner(1), &chunks(0, 3, 1000));
+        store
+    });
+    let path = dir.path().join(INDEX_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = ChunkStore::open_with(dir.path(), small_config()).unwrap_err();
+    assert!(err.to_string().contains("index.state is damaged"), "{err}");
+    assert!(pack_path(dir.path(), 0).exists(), "packs are left alone");
+}
