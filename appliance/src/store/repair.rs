@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 
 use pastiche_core::{ChunkId, PublicKey};
 
-use super::error::{IndexContext, Result};
-use super::index::{begin_write, ChunkEntry, WriteTables};
+use super::error::Result;
+use super::index::{ChunkEntry, WriteTables};
 use super::pack::RecordHeader;
 use super::write::{check_len, Appender};
 use super::ChunkStore;
@@ -64,8 +64,7 @@ impl ChunkStore {
         if state.active.as_ref().is_some_and(|a| avoid.contains(&a.id)) {
             state.active = None;
         }
-        let txn = begin_write(&self.db(), "replacing damaged records")?;
-        let mut t = WriteTables::open(&txn, self.current_run())?;
+        let mut t = WriteTables::open(&self.tables);
         let mut app = Appender::new(self, &mut state);
         let mut placed: HashMap<ChunkId, (Option<ChunkEntry>, ChunkEntry)> = HashMap::new();
         for (id, bytes) in items {
@@ -110,9 +109,7 @@ impl ChunkStore {
                 }
             }
         }
-        let delta_len = t.delta_len()?;
-        drop(t);
-        txn.commit().ctx("committing replaced records")?;
+        let delta_len = self.commit(t)?;
         app.finish();
         self.maybe_merge(&mut state, delta_len);
         Ok(summary)
