@@ -39,6 +39,7 @@ use crate::daemon::status::{JobKind, StatusBoard};
 use crate::repo::{Repo, SharedBox};
 use crate::sync::{load_buddies, save_buddies, BuddyEntry};
 
+mod measuring;
 mod replacing;
 
 /// Pairing requests read per second, from everybody together.
@@ -49,8 +50,6 @@ const FINGERPRINT_CHECK: Duration = Duration::from_secs(5);
 /// Buddies are chosen once the first discovery round ended, or this long
 /// after the start when it cannot end (no data yet, no overlay).
 const FIRST_ROUND_WAIT: Duration = Duration::from_secs(60);
-/// Each buddy's coverage is measured (a probe routed to its nodeId) this often.
-const BUDDY_COVERAGE_EVERY: Duration = Duration::from_secs(600);
 /// LAN neighbours whose coverage is unknown are probed this often, a few at a
 /// time, each at most once per [`UNKNOWN_PROBE_AGAIN`].
 const MEASURE_EVERY: Duration = Duration::from_secs(3);
@@ -219,7 +218,9 @@ impl Service {
     fn new(parts: Parts, socket: UdpSocket, local: SocketAddr) -> Result<Service> {
         let repo = parts.shared.repo().clone();
         let own_key = repo.identity.public_key().0;
-        let me = to_peer(local);
+        let reachable = super::addr::reachable(local, &parts.config.beacon_to);
+        tracing::info!("overlay nodes reachable at {reachable}");
+        let me = to_peer(reachable);
         let now = 0;
         let mut net = Node::new(node_config(OverlayId::Network), repo.node, me, rand::random(), now);
         let mut cov = Node::new(node_config(OverlayId::Coverage), repo.node, me, rand::random(), now);
@@ -353,6 +354,7 @@ impl Service {
                     self.rep.heard(&key);
                 }
                 self.files_dirty = true;
+                self.meet(to_peer(from));
                 // Only a box alone joins through a neighbour: one that is in
                 // an overlay already is found by newcomers, and a forged
                 // beacon must not send it seeking a box that does not exist.
@@ -362,6 +364,22 @@ impl Service {
             }
             Ok(Heard::Again) => {}
             Err(_) => {}
+        }
+    }
+
+    /// Measures a LAN neighbour in both overlays unless they hold it: a box
+    /// that only answers measurements (the firmware) is known to the
+    /// overlays only so, and its coverage must be known for it to be chosen.
+    fn meet(&mut self, addr: PeerAddr) {
+        let now = self.us();
+        let with_coverage = !self.fingerprint.is_empty();
+        let repo = self.shared.repo().clone();
+        let mut host = host!(self, repo);
+        if !self.net.state().peers().any(|p| p.addr == addr) {
+            self.net.meet(addr, now, &mut host);
+        }
+        if with_coverage && !self.cov.state().peers().any(|p| p.addr == addr) {
+            self.cov.meet(addr, now, &mut host);
         }
     }
 
@@ -438,8 +456,9 @@ impl Service {
         }
         for event in std::mem::take(&mut self.events) {
             match event {
-                Event::Coverage { token, addr, matched, of, .. } if self.measure_tokens.contains(&token) => {
+                Event::Coverage { token, addr, matched, of, rtt_us, .. } if self.measure_tokens.contains(&token) => {
                     self.rep.measured(to_socket(&addr).ip(), f64::from(coverage_ppm(matched, of)) / 1e6);
+                    self.buddy_measured(addr, coverage_ppm(matched, of), rtt_us);
                     self.files_dirty = true;
                 }
                 Event::Coverage { token, id, addr, matched, of, rtt_us } if self.probe_tokens.contains(&token) => {
@@ -850,16 +869,26 @@ impl Service {
         let mut targets: Vec<(NodeId, IpAddr)> =
             self.unmeasured().filter(|(_, ip)| !self.probed_at.contains_key(ip)).take(4).collect();
         if Instant::now() >= self.next_buddy_coverage {
-            self.next_buddy_coverage = Instant::now() + BUDDY_COVERAGE_EVERY;
+            self.next_buddy_coverage = Instant::now() + measuring::BUDDY_MEASURE_EVERY;
             let buddies = load_buddies(&self.data).unwrap_or_default();
             let ips: Vec<IpAddr> =
                 buddies.iter().filter_map(|b| b.addr.parse::<SocketAddr>().ok()).map(|a| a.ip()).collect();
             let peers = self.net.state().peers().map(|p| (p.id, to_socket(&p.addr).ip()));
             targets.extend(peers.filter(|(_, ip)| ips.contains(ip)));
         }
+        // A box that answers measurements only (the firmware) does not
+        // answer probes: the coverage overlay measures it directly.
+        let meet: Vec<PeerAddr> = targets
+            .iter()
+            .filter(|(_, ip)| self.coverage_known(*ip).is_none())
+            .filter_map(|(_, ip)| self.lan.iter().map(|n| n.addr).find(|a| to_socket(a).ip() == *ip))
+            .collect();
         let now = self.us();
         let repo = self.shared.repo().clone();
         let mut host = host!(self, repo);
+        for addr in meet {
+            self.cov.meet(addr, now, &mut host);
+        }
         for (id, ip) in targets {
             self.probed_at.insert(ip, Instant::now());
             if let Some(token) = self.net.probe(id, now, &mut host) {

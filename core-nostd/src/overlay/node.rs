@@ -421,6 +421,17 @@ impl<A: Address> Node<A> {
         self.pump(now, host);
     }
 
+    /// Measures the node at `addr`, heard of outside the overlay (its LAN
+    /// beacon): like any node measured, it is kept if it fits. This is how a
+    /// node that only answers measurements (the firmware, which keeps no
+    /// overlay state) enters a box's state, so its coverage and round-trip
+    /// time are known. A node already queued or being measured is not
+    /// measured twice; the queue and the measurements in flight are bounded.
+    pub fn meet<H: Host<A>>(&mut self, addr: A, now: u64, host: &mut H) {
+        self.consider(None, addr, false);
+        self.pump(now, host);
+    }
+
     /// Sends a `Lookup` for `key` on its way; `token` comes back in the
     /// [`Event::Delivered`] at the node it ends at.
     pub fn lookup<H: Host<A>>(&mut self, key: NodeId, token: u64, host: &mut H) {
