@@ -546,16 +546,22 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
     assert_same_tree(tree, &target.join(tree.strip_prefix("/").unwrap()));
 
     // 5. `buddy list` tells how each buddy was found, and its coverage and
-    // round-trip time as the daemon measured them again since pairing.
+    // round-trip time as the daemon measured them again since pairing: box
+    // 0's appliance buddies, and the firmware as box y's buddy.
     let mut listed = String::new();
+    let measured = |out: &str, n: usize| {
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains("key ")).collect();
+        lines.len() == n && lines.iter().all(|l| l.contains(" measured ") && l.contains(" ago ("))
+    };
     wait_for(
-        "box 0's buddies measured again after pairing",
+        "box 0's buddies and box y's firmware buddy measured again after pairing",
         Duration::from_secs(150),
         &mut lan,
         || {
             listed = run_ok(pastiche_in(&ns[0], &bin, &boxes[0].data).args(["buddy", "list"]));
-            let lines: Vec<&str> = listed.lines().filter(|l| l.contains("key ")).collect();
-            lines.len() == 2 && lines.iter().all(|l| l.contains(" measured ") && l.contains(" ago ("))
+            let of_y = run_ok(pastiche_in(&ns[y], &bin, &boxes[y].data).args(["buddy", "list"]));
+            let firmware: String = of_y.lines().filter(|l| l.contains(FIRMWARE)).collect();
+            measured(&listed, 2) && measured(&firmware, 1)
         },
         log,
     );

@@ -465,6 +465,9 @@ impl Service {
                     self.rep.measured(to_socket(&addr).ip(), f64::from(coverage_ppm(matched, of)) / 1e6);
                     self.sweep.record(Candidate { id, addr, coverage_ppm: coverage_ppm(matched, of), rtt_us });
                 }
+                Event::Measured { addr, overlay: OverlayId::Coverage, distance, rtt_us, .. } => {
+                    self.buddy_measured(addr, 1_000_000u32.saturating_sub(distance), Some(rtt_us));
+                }
                 Event::Joined => tracing::info!("joined an overlay"),
                 Event::PeerFailed { id } => tracing::info!("overlay peer {id:?} failed"),
                 _ => {}
@@ -858,31 +861,28 @@ impl Service {
     }
 
     /// Routes coverage probes to the nodeIds of LAN neighbours not measured
-    /// yet (a few at a time), and of every buddy now and then, so a buddy
-    /// whose data drifted away from this box's is noticed.
+    /// yet (a few at a time), and measures every buddy directly each
+    /// [`measuring::BUDDY_MEASURE_EVERY`] (`buddy list` shows it, and a
+    /// buddy whose data drifted away from this box's is noticed).
     fn measure_coverage(&mut self) {
         if Instant::now() < self.next_measure || self.fingerprint.is_empty() {
             return;
         }
         self.next_measure = Instant::now() + MEASURE_EVERY;
         self.probed_at.retain(|_, t| t.elapsed() < UNKNOWN_PROBE_AGAIN);
-        let mut targets: Vec<(NodeId, IpAddr)> =
+        let targets: Vec<(NodeId, IpAddr)> =
             self.unmeasured().filter(|(_, ip)| !self.probed_at.contains_key(ip)).take(4).collect();
-        if Instant::now() >= self.next_buddy_coverage {
-            self.next_buddy_coverage = Instant::now() + measuring::BUDDY_MEASURE_EVERY;
-            let buddies = load_buddies(&self.data).unwrap_or_default();
-            let ips: Vec<IpAddr> =
-                buddies.iter().filter_map(|b| b.addr.parse::<SocketAddr>().ok()).map(|a| a.ip()).collect();
-            let peers = self.net.state().peers().map(|p| (p.id, to_socket(&p.addr).ip()));
-            targets.extend(peers.filter(|(_, ip)| ips.contains(ip)));
-        }
         // A box that answers measurements only (the firmware) does not
         // answer probes: the coverage overlay measures it directly.
-        let meet: Vec<PeerAddr> = targets
+        let mut meet: Vec<PeerAddr> = targets
             .iter()
             .filter(|(_, ip)| self.coverage_known(*ip).is_none())
-            .filter_map(|(_, ip)| self.lan.iter().map(|n| n.addr).find(|a| to_socket(a).ip() == *ip))
+            .filter_map(|(_, ip)| self.overlay_addr_of(*ip))
             .collect();
+        if Instant::now() >= self.next_buddy_coverage {
+            self.next_buddy_coverage = Instant::now() + measuring::BUDDY_MEASURE_EVERY;
+            meet.extend(self.buddies_to_measure());
+        }
         let now = self.us();
         let repo = self.shared.repo().clone();
         let mut host = host!(self, repo);

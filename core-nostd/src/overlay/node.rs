@@ -161,6 +161,22 @@ pub enum Event<A> {
         /// Round-trip time to it in microseconds, when it answered a ping.
         rtt_us: Option<u32>,
     },
+    /// A node was measured (a node met, learnt of or found while joining
+    /// or repairing): its distance in this overlay, the round-trip time for
+    /// the network overlay and the uncovered share of this box's fingerprint
+    /// ([`coverage_distance`]) for the coverage overlay.
+    Measured {
+        /// The node.
+        id: NodeId,
+        /// Its address.
+        addr: A,
+        /// The overlay that measured it.
+        overlay: OverlayId,
+        /// Its distance in that overlay.
+        distance: u32,
+        /// Round-trip time to it in microseconds.
+        rtt_us: u32,
+    },
     /// A node stopped answering and was removed from the state.
     PeerFailed {
         /// The node.
@@ -598,6 +614,10 @@ impl<A: Address> Node<A> {
                 self.remember(sender, now);
                 self.accept(Peer { id: sender, addr: from, distance }, now, host);
                 self.note_rtt(sender, rtt);
+                if p.purpose == Purpose::Measure {
+                    let overlay = self.config.overlay;
+                    host.event(Event::Measured { id: sender, addr: from, overlay, distance, rtt_us: rtt });
+                }
             }
             Purpose::Report { token, matched, of } => {
                 host.event(Event::Coverage { token, id: sender, addr: from, matched, of, rtt_us: Some(rtt) })

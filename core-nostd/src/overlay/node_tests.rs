@@ -563,5 +563,7 @@ fn a_node_met_on_the_lan_that_only_answers_measurements_is_kept_with_its_coverag
             OverlayId::Network => assert_eq!(peer.distance, 500, "the round-trip time"),
             OverlayId::Coverage => assert_eq!(peer.distance, super::node::coverage_distance(4, 8)),
         }
+        let measured = Event::Measured { id: fw_id, addr: Ix(9), overlay, distance: peer.distance, rtt_us: 500 };
+        assert_eq!(host.events, [measured], "{overlay:?}: the host is told");
     }
 }
