@@ -841,13 +841,15 @@ impl Service {
         self.resend_requests();
     }
 
-    /// LAN neighbours held in the network overlay whose coverage of this
-    /// box's fingerprint is not known yet.
-    fn unmeasured(&self) -> impl Iterator<Item = (NodeId, IpAddr)> + '_ {
-        self.net.state().peers().filter_map(move |p| {
-            let ip = to_socket(&p.addr).ip();
-            let lan = self.lan.iter().any(|n| to_socket(&n.addr).ip() == ip);
-            (lan && self.coverage_known(ip).is_none()).then_some((p.id, ip))
+    /// LAN neighbours whose coverage of this box's fingerprint is not known
+    /// yet, with their nodeId when the network overlay holds them (one it
+    /// does not hold yet is unmeasured too: choosing before it is measured
+    /// would take it for a box holding nothing).
+    fn unmeasured(&self) -> impl Iterator<Item = (Option<NodeId>, IpAddr)> + '_ {
+        self.lan.iter().filter_map(move |n| {
+            let ip = to_socket(&n.addr).ip();
+            let id = self.net.state().peers().find(|p| to_socket(&p.addr).ip() == ip).map(|p| p.id);
+            self.coverage_known(ip).is_none().then_some((id, ip))
         })
     }
 
@@ -870,7 +872,7 @@ impl Service {
         }
         self.next_measure = Instant::now() + MEASURE_EVERY;
         self.probed_at.retain(|_, t| t.elapsed() < UNKNOWN_PROBE_AGAIN);
-        let targets: Vec<(NodeId, IpAddr)> =
+        let targets: Vec<(Option<NodeId>, IpAddr)> =
             self.unmeasured().filter(|(_, ip)| !self.probed_at.contains_key(ip)).take(4).collect();
         // A box that answers measurements only (the firmware) does not
         // answer probes: the coverage overlay measures it directly.
@@ -891,6 +893,7 @@ impl Service {
         }
         for (id, ip) in targets {
             self.probed_at.insert(ip, Instant::now());
+            let Some(id) = id else { continue };
             if let Some(token) = self.net.probe(id, now, &mut host) {
                 if self.measure_tokens.len() >= 64 {
                     self.measure_tokens.remove(0);
