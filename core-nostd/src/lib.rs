@@ -16,6 +16,7 @@
 //! - [`audit`]: audit proofs, sampling and the sampling plan.
 //! - [`overlay`]: Pastry state, routing, join and repair (both overlays).
 //! - [`discovery`]: fingerprints, the lighthouse sweep, buddy selection.
+//! - [`pairing`]: the rule a box applies to a LAN pairing request.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,6 +32,7 @@ pub mod discovery;
 pub mod hex;
 pub mod identity;
 pub mod overlay;
+pub mod pairing;
 pub mod seal;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]

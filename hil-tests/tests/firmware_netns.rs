@@ -13,18 +13,18 @@
 //! the chunk store, `BuddySession` and the `pastiche` client.
 //!
 //! Everything (tap, bridge, QEMU, `pastiche`) runs inside a uniquely named
-//! namespace (`ip netns exec`), deleted on every path by a Drop guard.
-//! Skipped, with a printed reason, without QEMU, root, `/dev/net/tun` or
+//! namespace (`ip netns exec`, `common::tap`), deleted on every path by a
+//! Drop guard. Fails, never skips, without QEMU, root, `/dev/net/tun` or
 //! `ip netns add`.
 
 mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::netns::{firmware_lines, pastiche, run_ok, Netns};
+use common::netns::{pastiche, run_ok, Netns};
+use common::tap::{TapFirmware, TapLink};
 use hil_tests::{assert_same_tree, build_pastiche, make_tree, require_qemu, Firmware, PAIRING_SECRET};
 
 const TAP: &str = "ptap0";
@@ -59,46 +59,22 @@ fn backup_and_exact_restore_over_a_tap_link_with_5_percent_loss() {
         (tmp.path().join("disk.img"), tmp.path().join("fw.defmt"), tmp.path().join("bridge.stats"));
     make_tree(&tree, 3, 0x7a9);
 
-    ns.ip(&["link", "set", "lo", "up"]);
-    ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"]);
-    ns.ip(&["addr", "add", "10.0.2.2/24", "dev", TAP]);
-    ns.ip(&["link", "set", TAP, "up"]);
-
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let bridge = ns.spawn(
-        ns.exec(env!("CARGO_BIN_EXE_netbridge"))
-            .args(["--tap", TAP, "--local", BRIDGE_UDP, "--peer", QEMU_UDP, "--loss", LOSS_PCT])
-            .args(["--seed", &seed.to_string()])
-            .arg("--stats")
-            .arg(&stats)
-            .stdin(Stdio::null()),
-    );
-    let append = format!(
-        "disk={} log={} quota_mib=512 dhcp=off ip=10.0.2.15/24 gw=10.0.2.2 pair={PAIRING_SECRET}",
-        disk.display(),
-        log.display()
-    );
-    let qemu = ns.spawn(
-        ns.exec(hil_tests::qemu().unwrap())
-            .args(["-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"])
-            .args(["-semihosting-config", "enable=on,target=native"])
-            .arg("-kernel")
-            .arg(&fw.elf)
-            .args(["-append", &append])
-            .args(["-netdev", &format!("socket,id=n0,udp={BRIDGE_UDP},localaddr={QEMU_UDP}")])
-            .args(["-net", "nic,netdev=n0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
-    let fw_log = || firmware_lines(&fw.elf, &log).join("\n");
-    let start = Instant::now();
-    while !firmware_lines(&fw.elf, &log).iter().any(|l| l.contains("buddy: serving")) {
-        assert!(ns.exited(qemu).is_none(), "QEMU exited; log:\n{}", fw_log());
-        assert!(ns.exited(bridge).is_none(), "the bridge exited");
-        assert!(start.elapsed() < Duration::from_secs(30), "the buddy never served; log:\n{}", fw_log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let lines = firmware_lines(&fw.elf, &log);
+    let link = TapLink {
+        tap: TAP,
+        bridge_udp: BRIDGE_UDP,
+        qemu_udp: QEMU_UDP,
+        loss_pct: LOSS_PCT,
+        bridge_args: vec!["--seed".into(), seed.to_string(), "--stats".into(), stats.display().to_string()],
+        ip: "10.0.2.15/24",
+        gw: "10.0.2.2",
+        settings: format!("quota_mib=512 pair={PAIRING_SECRET}"),
+    };
+    let firmware = TapFirmware::start(&mut ns, &fw, &link, &disk, &log);
+    ns.ip(&["addr", "add", "10.0.2.2/24", "dev", TAP]);
+    let fw_log = || firmware.text();
+    firmware.wait_for(&mut ns, "buddy: serving", Duration::from_secs(30));
+    let lines = firmware.lines();
     assert!(lines.iter().any(|l| l.contains("net: static address 10.0.2.15/24")), "{}", lines.join("\n"));
 
     run_ok(pastiche(&ns, &bin, &data).args(["init", "--name", "hil-netns.example"]), fw_log);
@@ -120,6 +96,5 @@ fn backup_and_exact_restore_over_a_tap_link_with_5_percent_loss() {
     let get = |k: &str| counts.iter().find(|(n, _)| n == k).map(|c| c.1).unwrap_or(0);
     assert!(get("tap_to_udp") > 1000 && get("udp_to_tap") > 1000, "little traffic crossed the bridge: {counts:?}");
     assert!(get("tap_to_udp_dropped") > 0 && get("udp_to_tap_dropped") > 0, "the bridge dropped nothing: {counts:?}");
-    let lines = firmware_lines(&fw.elf, &log);
-    assert!(!lines.iter().any(|l| l.contains("panic") || l.contains("halted")), "{}", lines.join("\n"));
+    firmware.assert_no_panic();
 }

@@ -22,7 +22,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::netns::{firmware_lines, pastiche, run_ok, Netns};
+use common::netns::{pastiche, run_ok, Netns};
+use common::tap::{TapFirmware, TapLink};
 use hil_tests::{assert_same_tree, build_pastiche, make_tree, require_qemu, Firmware, PAIRING_SECRET};
 
 const TAP: &str = "ptap0";
@@ -61,43 +62,22 @@ fn a_daemon_finds_the_firmware_measures_its_coverage_pairs_and_ships_to_it() {
         (tmp.path().join("disk.img"), tmp.path().join("fw.defmt"), tmp.path().join("daemon.log"));
     make_tree(&tree, 1, 0x0e7);
 
-    ns.ip(&["link", "set", "lo", "up"]);
-    ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"]);
+    let link = TapLink {
+        tap: TAP,
+        bridge_udp: BRIDGE_UDP,
+        qemu_udp: QEMU_UDP,
+        loss_pct: "0",
+        bridge_args: Vec::new(),
+        ip: "10.0.2.15/24",
+        gw: "10.0.2.2",
+        settings: format!("quota_mib=512 pair={PAIRING_SECRET}"),
+    };
+    let firmware = TapFirmware::start(&mut ns, &fw, &link, &disk, &log);
     ns.ip(&["addr", "add", "10.0.2.2/24", "dev", TAP]);
-    ns.ip(&["link", "set", TAP, "up"]);
     // A LAN has a default route; the daemon's limited broadcast follows it.
     ns.ip(&["route", "add", "default", "dev", TAP]);
-    let bridge = ns.spawn(
-        ns.exec(env!("CARGO_BIN_EXE_netbridge"))
-            .args(["--tap", TAP, "--local", BRIDGE_UDP, "--peer", QEMU_UDP, "--loss", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
-    let append = format!(
-        "disk={} log={} quota_mib=512 dhcp=off ip=10.0.2.15/24 gw=10.0.2.2 pair={PAIRING_SECRET}",
-        disk.display(),
-        log.display()
-    );
-    let qemu = ns.spawn(
-        ns.exec(hil_tests::qemu().unwrap())
-            .args(["-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"])
-            .args(["-semihosting-config", "enable=on,target=native"])
-            .arg("-kernel")
-            .arg(&fw.elf)
-            .args(["-append", &append])
-            .args(["-netdev", &format!("socket,id=n0,udp={BRIDGE_UDP},localaddr={QEMU_UDP}")])
-            .args(["-net", "nic,netdev=n0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
-    let fw_log = || firmware_lines(&fw.elf, &log).join("\n");
-    let start = Instant::now();
-    while !firmware_lines(&fw.elf, &log).iter().any(|l| l.contains("buddy: serving")) {
-        assert!(ns.exited(qemu).is_none(), "QEMU exited; log:\n{}", fw_log());
-        assert!(ns.exited(bridge).is_none(), "the bridge exited");
-        assert!(start.elapsed() < Duration::from_secs(30), "the buddy never served; log:\n{}", fw_log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let fw_log = || firmware.text();
+    firmware.wait_for(&mut ns, "buddy: serving", Duration::from_secs(30));
 
     // 1. A first box backs the tree up to the firmware: it now holds the
     // tree's chunks (paired by hand, with the firmware's pairing secret).
@@ -133,7 +113,7 @@ fn a_daemon_finds_the_firmware_measures_its_coverage_pairs_and_ships_to_it() {
             break ppm;
         }
         assert!(ns.exited(daemon).is_none(), "the daemon exited:\n{}", daemon_text());
-        assert!(ns.exited(qemu).is_none(), "QEMU exited; log:\n{}", fw_log());
+        firmware.assert_running(&mut ns);
         assert!(
             start.elapsed() < Duration::from_secs(180),
             "the daemon never chose the firmware:\n{}\nfirmware log:\n{}",
@@ -162,13 +142,12 @@ fn a_daemon_finds_the_firmware_measures_its_coverage_pairs_and_ships_to_it() {
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!("paired and shipped after {:?}", start.elapsed());
-    let lines = firmware_lines(&fw.elf, &log);
+    let lines = firmware.lines();
     assert!(lines.iter().any(|l| l.contains("pairing: accepted a LAN request")), "{}", lines.join("\n"));
     run_ok(
         pastiche(&ns, &bin, &second).args(["restore", "latest", "--target"]).arg(&target).args(["--from-buddy", BUDDY]),
         fw_log,
     );
     assert_same_tree(&tree, &target.join(tree.strip_prefix("/").unwrap()));
-    let lines = firmware_lines(&fw.elf, &log);
-    assert!(!lines.iter().any(|l| l.contains("panic") || l.contains("halted")), "{}", lines.join("\n"));
+    firmware.assert_no_panic();
 }

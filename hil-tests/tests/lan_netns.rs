@@ -1,59 +1,73 @@
 //! Boxes that find, pair with and keep their buddies on their own, on a
 //! real network: six appliance daemons, each in its own network namespace
-//! with its own kernel TCP/IP stack, joined by veth links to one Linux
-//! bridge (a LAN switch) in a seventh namespace. Nothing is typed but the
-//! documented `[overlay]` configuration: no address, no code.
+//! with its own kernel TCP/IP stack, and the firmware image in QEMU, all on
+//! one Linux bridge (a LAN switch) in a seventh namespace: the daemons by
+//! veth links, the firmware by a TAP port (`common::tap`). Nothing is typed
+//! but the documented `[overlay]` configuration and the firmware's boot
+//! line: no address, no code.
 //!
 //! - Five members share `pairing = "auto"` and a `pairing_secret`; three of
 //!   them hold the same data (group X), two hold other data (group Y).
 //! - A stranger holds group X's data (so it is an attractive buddy) but has
 //!   no secret: it must never be admitted on its own, and its own requests
 //!   must wait for an owner.
+//! - The firmware boots with the office's secret (`pair=`) and already
+//!   holds group Y's files for another box of the office (backed up to it by
+//!   hand before the daemons start), so it covers group Y.
 //!
 //! Checked: the stranger's request shows on a member with the same
 //! confirmation code as on the stranger, and `pastiche buddy accept ID`
 //! there pairs them (that member only); every member pairs with two
 //! members on its own, group X picks within group X (coverage), ships them
 //! its snapshot; no member takes the stranger; `buddy list` tells how each
-//! buddy was found, its coverage and round-trip time; a flood of forged
-//! beacons, overlay messages and pairing requests disturbs nothing; a
-//! killed buddy is replaced (`replace_after`) by a new one that gets a full
-//! copy, from which the box restores exactly, and once the old one is back
-//! it is told to drop the box's data and does.
+//! buddy was found, its coverage and round-trip time; every member hears
+//! the firmware's beacon, a group Y member measures its coverage (the
+//! firmware answers the overlay's ping and coverage query), picks it, pairs
+//! through its admission (the request proves the shared secret), ships to
+//! it and restores exactly from it; a flood of forged beacons, overlay
+//! messages and pairing requests disturbs nothing; a killed buddy is
+//! replaced (`replace_after`) by a new one that gets a full copy, from
+//! which the box restores exactly, and once the old one is back it is told
+//! (a signed drop request) to drop the box's data and does.
 //!
-//! Emulated: nothing but the wire (veth pairs and a bridge instead of
-//! cables and a switch). Real: the `pastiche` daemon binary, UDP broadcast,
-//! both Pastry overlays, discovery, the channel and the buddy server.
-//! Needs root and iproute2 (`.ci/run` runs as root): a missing capability
-//! fails the test.
+//! Emulated: the wire (veth pairs and a bridge instead of cables and a
+//! switch) and the firmware's board, NIC and disk (QEMU `mps2-an386`).
+//! Real: the `pastiche` daemon binary, the firmware ELF and its smoltcp
+//! stack, UDP broadcast, both Pastry overlays, discovery, the channel and
+//! the buddy servers. Needs root, iproute2 and QEMU (`.ci/run` runs as root
+//! and installs them): a missing one fails the test.
+
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hil_tests::{assert_same_tree, build_pastiche, make_tree};
+use common::netns::{firmware_lines, ip, Netns};
+use common::tap::{TapFirmware, TapLink};
+use hil_tests::{assert_same_tree, build_pastiche, make_tree, require_qemu, Firmware};
 
 const SECRET: &str = "lan-test-office-secret";
 const MEMBERS: usize = 5;
 /// A buddy silent this long is replaced (the default is 14 days).
 const REPLACE_AFTER: &str = "30s";
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
+/// The firmware's address on the LAN (static: the test LAN has no DHCP).
+const FIRMWARE_IP: &str = "10.77.0.30";
+/// Its buddy service.
+const FIRMWARE: &str = "10.77.0.30:7467";
+/// How the daemons name it as a LAN neighbour: its beacon's source.
+const FIRMWARE_FOUND: &str = "10.77.0.30:7468";
 
-/// The switch namespace, one namespace per box, and the daemons; all
-/// killed and deleted on drop.
+/// The switch namespace (with the firmware's QEMU and bridge), one
+/// namespace per box, and the daemons; all killed and deleted on drop.
 struct Lan {
     prefix: String,
     boxes: usize,
     daemons: Vec<Option<Child>>,
+    switch: Netns,
+    firmware: Option<TapFirmware>,
 }
 
 impl Lan {
@@ -61,21 +75,16 @@ impl Lan {
         format!("{}-{i}", self.prefix)
     }
 
-    fn switch(&self) -> String {
-        format!("{}-sw", self.prefix)
-    }
-
     fn addr(i: usize) -> String {
         format!("10.77.0.{}", 10 + i)
     }
 
     fn create(boxes: usize) -> Lan {
-        assert!(rustix::process::geteuid().is_root(), "not root: network namespaces need CAP_NET_ADMIN");
+        let switch = Netns::create().unwrap_or_else(|why| panic!("cannot make the test network: {why}"));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let lan = Lan { prefix: format!("pst-lan-{}-{nanos:x}", std::process::id()), boxes: 0, daemons: Vec::new() };
-        let mut lan = lan;
-        let sw = lan.switch();
-        ip(&["netns", "add", &sw]).unwrap();
+        let prefix = format!("pst-lan-{}-{nanos:x}", std::process::id());
+        let mut lan = Lan { prefix, boxes: 0, daemons: Vec::new(), switch, firmware: None };
+        let sw = lan.switch.name.clone();
         ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]).unwrap();
         ip(&["-n", &sw, "link", "set", "br0", "up"]).unwrap();
         for i in 0..boxes {
@@ -94,6 +103,25 @@ impl Lan {
         }
         lan.daemons = (0..boxes).map(|_| None).collect();
         lan
+    }
+
+    /// Boots the firmware behind a TAP port of the switch's bridge, with
+    /// the office's pairing secret, and waits until it serves.
+    fn start_firmware(&mut self, fw: &Firmware, disk: &Path, log: &Path) {
+        let link = TapLink {
+            tap: "ftap0",
+            bridge_udp: "127.0.0.1:40021",
+            qemu_udp: "127.0.0.1:40022",
+            loss_pct: "0",
+            bridge_args: Vec::new(),
+            ip: &format!("{FIRMWARE_IP}/24"),
+            gw: "10.77.0.1",
+            settings: format!("quota_mib=512 pair={SECRET}"),
+        };
+        let firmware = TapFirmware::start(&mut self.switch, fw, &link, disk, log);
+        self.switch.ip(&["link", "set", "ftap0", "master", "br0"]);
+        firmware.wait_for(&mut self.switch, "buddy: serving", Duration::from_secs(60));
+        self.firmware = Some(firmware);
     }
 
     fn exec(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -118,7 +146,7 @@ impl Drop for Lan {
         for i in 0..self.boxes {
             let _ = ip(&["netns", "delete", &self.ns(i)]);
         }
-        let _ = ip(&["netns", "delete", &self.switch()]);
+        // The switch (QEMU, its bridge, the namespace) goes with `switch`.
     }
 }
 
@@ -194,6 +222,9 @@ fn wait_for(what: &str, limit: Duration, lan: &mut Lan, mut done: impl FnMut() -
                 assert!(c.try_wait().unwrap().is_none(), "daemon {i} exited while waiting for {what}\n{}", log());
             }
         }
+        if let Some(f) = &lan.firmware {
+            f.assert_running(&mut lan.switch);
+        }
         assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}\n{}", log());
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -202,6 +233,8 @@ fn wait_for(what: &str, limit: Duration, lan: &mut Lan, mut done: impl FnMut() -
 
 #[test]
 fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
+    require_qemu!();
+    let fw = Firmware::build().expect("firmware builds");
     // LAN_TEST_PASTICHE names a binary built beforehand (a shared build
     // directory may relink target/release/pastiche under a running test).
     let built = match std::env::var_os("LAN_TEST_PASTICHE") {
@@ -240,6 +273,18 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
         run_ok(pastiche(&lan, i, &bin, &data).arg("backup").arg(&tree));
         boxes.push(Box { data, tree });
     }
+    // The firmware joins the LAN; another box of the office (in box 3's
+    // namespace, no daemon) pairs with it by hand with the office's secret
+    // and backs up group Y's files to it, so that it holds data like group Y's.
+    let fw_defmt = tmp.path().join("fw.defmt");
+    lan.start_firmware(&fw, &tmp.path().join("fw-disk.img"), &fw_defmt);
+    let (seeder, seeder_tree) = (tmp.path().join("seeder/data"), tmp.path().join("seeder/tree"));
+    make_tree(&seeder_tree, 1, 0x7e);
+    run_ok(pastiche(&lan, 3, &bin, &seeder).args(["init", "--name", "seeder.lan.example"]));
+    run_ok(pastiche(&lan, 3, &bin, &seeder).args(["buddy", "add", FIRMWARE, "--code", SECRET]));
+    run_ok(pastiche(&lan, 3, &bin, &seeder).arg("backup").arg(&seeder_tree));
+    assert!(buddies(&seeder).iter().any(|(a, snap)| a == FIRMWARE && snap.is_some()), "the seeder shipped nothing");
+
     let logs: Vec<PathBuf> = (0..=MEMBERS).map(|i| tmp.path().join(format!("daemon{i}.log"))).collect();
     let start_daemon = |lan: &mut Lan, i: usize, boxes: &[Box]| {
         let log = fs::OpenOptions::new().create(true).append(true).open(&logs[i]).unwrap();
@@ -257,6 +302,8 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
     }
     let show = |logs: &[PathBuf], boxes: &[Box]| {
         let mut s = String::new();
+        let fw_lines = firmware_lines(&fw.elf, &fw_defmt);
+        s += &format!("--- firmware\n{}\n", fw_lines[fw_lines.len().saturating_sub(25)..].join("\n"));
         for (i, (l, b)) in logs.iter().zip(boxes).enumerate() {
             let text = fs::read_to_string(l).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(25).collect();
@@ -307,7 +354,8 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
     let accepted_by = accepted_by.unwrap();
     eprintln!("box {accepted_by} accepted the stranger's request");
 
-    // 1. Every member pairs with two members and ships them its latest snapshot.
+    // 1. Every member pairs with two buddies (members, or the firmware for
+    // group Y) and ships them its latest snapshot.
     let paired = |boxes: &[Box]| {
         (0..MEMBERS).all(|i| {
             let b = buddies(&boxes[i].data);
@@ -324,7 +372,11 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
     for (i, b) in boxes.iter().enumerate().take(MEMBERS) {
         for (addr, _) in buddies(&b.data) {
             assert_ne!(ip_of(&addr), Lan::addr(stranger), "box {i} took the stranger as a buddy\n{}", log());
-            let j = (0..MEMBERS).find(|&j| ip_of(&addr) == Lan::addr(j)).expect("a member");
+            if addr == FIRMWARE {
+                assert!(i > 2, "box {i} of group X picked the firmware (group Y's data) over its group\n{}", log());
+                continue;
+            }
+            let j = (0..MEMBERS).find(|&j| ip_of(&addr) == Lan::addr(j)).expect("a member or the firmware");
             if i <= 2 {
                 assert!(j <= 2, "box {i} of group X picked box {j} of group Y over its group\n{}", log());
             }
@@ -352,13 +404,38 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
             && r.contains("\"secret_ok\": false")
     });
     assert!(waiting, "no member shows the stranger's request as waiting\n{}", log());
-    let listed = run_ok(pastiche(&lan, 0, &bin, &boxes[0].data).args(["buddy", "list"]));
-    for line in listed.lines().filter(|l| l.contains("key ")) {
-        assert!(line.contains("found on the lan, coverage "), "buddy list tells how and coverage: {line}");
-        assert!(line.contains(" ms"), "buddy list tells the round-trip time: {line}");
-    }
     let requests = run_ok(pastiche(&lan, 0, &bin, &boxes[0].data).args(["buddy", "requests"]));
     assert!(requests.contains("confirmation"), "buddy requests: {requests}");
+
+    // The firmware: every member heard its beacon (no address typed); a
+    // group Y member measured its coverage (it answered the overlay's ping
+    // and coverage query), chose it, paired through its admission (the
+    // request proved the office's secret), shipped to it, and restores
+    // exactly from it alone.
+    for (i, b) in boxes.iter().enumerate().take(MEMBERS) {
+        let overlay = fs::read_to_string(b.data.join("lan/overlay.json")).unwrap_or_default();
+        assert!(overlay.contains(FIRMWARE_FOUND), "box {i} has not heard the firmware: {overlay}");
+    }
+    let on_firmware: Vec<usize> =
+        (3..MEMBERS).filter(|&i| buddies(&boxes[i].data).iter().any(|(a, _)| a == FIRMWARE)).collect();
+    let &y = on_firmware.first().unwrap_or_else(|| panic!("no group Y member chose the firmware\n{}", log()));
+    let coverage = asked_coverage(&logs[y]).unwrap_or_else(|| panic!("box {y} never asked the firmware\n{}", log()));
+    eprintln!("box {y} chose the firmware, coverage {coverage} ppm (group Y members on it: {on_firmware:?})");
+    assert!(coverage > 0, "the firmware's coverage of group Y's data is {coverage} ppm\n{}", log());
+    let fw_lines = lan.firmware.as_ref().unwrap().lines();
+    assert!(fw_lines.iter().any(|l| l.contains("pairing: accepted a LAN request")), "{}", fw_lines.join("\n"));
+    let listed = run_ok(pastiche(&lan, y, &bin, &boxes[y].data).args(["buddy", "list"]));
+    let line = listed.lines().find(|l| l.contains(FIRMWARE)).unwrap_or_else(|| panic!("buddy list: {listed}"));
+    assert!(line.contains("found on the lan, coverage "), "buddy list tells how and coverage: {line}");
+    let target = tmp.path().join("restored-from-firmware");
+    run_ok(
+        pastiche(&lan, y, &bin, &boxes[y].data)
+            .args(["restore", "latest", "--target"])
+            .arg(&target)
+            .args(["--from-buddy", FIRMWARE]),
+    );
+    let tree = &boxes[y].tree;
+    assert_same_tree(tree, &target.join(tree.strip_prefix("/").unwrap()));
 
     // 2. A flood of forged datagrams, to every box and to the broadcast
     // address, from the stranger's namespace, changes nothing.
@@ -395,8 +472,8 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
 
     // 3. A buddy dies: its box replaces it, ships a full copy to the new
     // one, and restores exactly from it.
-    let victim_of = 3; // group Y: its other buddy is in group X.
-    let victim_addr = buddies(&boxes[victim_of].data)[0].0.clone();
+    let victim_of = 3; // group Y: its buddies are box 4, the firmware or group X.
+    let victim_addr = buddies(&boxes[victim_of].data).into_iter().map(|b| b.0).find(|a| a != FIRMWARE).unwrap();
     let victim = (0..MEMBERS).find(|&j| ip_of(&victim_addr) == Lan::addr(j)).unwrap();
     lan.kill(victim);
     eprintln!("killed box {victim}, a buddy of box {victim_of}");
@@ -428,8 +505,87 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
     assert_same_tree(tree, &target.join(tree.strip_prefix("/").unwrap()));
 
     // The replacement is on record, with its reason; the old buddy is out.
-    let record = fs::read_to_string(boxes[victim_of].data.join("lan/replacing.json")).unwrap_or_default();
+    let replacing = boxes[victim_of].data.join("lan/replacing.json");
+    let record = fs::read_to_string(&replacing).unwrap_or_default();
     assert!(record.contains(&victim_addr) && record.contains("\"silent\""), "replacement record: {record}");
+
+    // 4. The old buddy comes back: it is told (a signed drop request) to
+    // drop the box's data, and releases it.
+    let client = format!("box{victim_of}.lan.example");
+    // The bytes box `victim` holds for box `victim_of`, from its `clients list`.
+    let held = |lan: &Lan| -> Option<u64> {
+        let out = run_ok(pastiche(lan, victim, &bin, &boxes[victim].data).args(["clients", "list", "--json"]));
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|c| c["name"].as_str().is_some_and(|n| n.contains(&client)))
+            .and_then(|c| c["used_bytes"].as_u64())
+    };
+    let before_drop = held(&lan).unwrap_or_else(|| panic!("box {victim_of} is not a client of box {victim}"));
+    assert!(before_drop > 0, "the old buddy held nothing to drop");
+    start_daemon(&mut lan, victim, &boxes);
+    eprintln!("restarted box {victim}");
+    wait_for(
+        "the old buddy told to drop the box's data",
+        Duration::from_secs(180),
+        &mut lan,
+        || stage_of(&replacing, &victim_addr).as_deref() == Some("dropped"),
+        || format!("{}\nreplacing.json: {}", log(), fs::read_to_string(&replacing).unwrap_or_default()),
+    );
+    let after = held(&lan).unwrap_or(0);
+    assert_eq!(after, 0, "the old buddy still holds {after} bytes of the box's data (held {before_drop})");
+    // The box still restores exactly from the buddies it kept.
+    let kept = buddies(&boxes[victim_of].data);
+    assert!(kept.iter().all(|(a, _)| ip_of(a) != Lan::addr(victim)), "the old buddy is back in the list: {kept:?}");
+    let target = tmp.path().join("restored-after-drop");
+    run_ok(
+        pastiche(&lan, victim_of, &bin, &boxes[victim_of].data)
+            .args(["restore", "latest", "--target"])
+            .arg(&target)
+            .args(["--from-buddy", &new]),
+    );
+    assert_same_tree(tree, &target.join(tree.strip_prefix("/").unwrap()));
+
+    // 5. `buddy list` tells how each buddy was found, and its coverage and
+    // round-trip time as the daemon measured them again since pairing: box
+    // 0's appliance buddies, and the firmware as box y's buddy.
+    let mut listed = String::new();
+    let measured = |out: &str, n: usize| {
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains("key ")).collect();
+        lines.len() == n && lines.iter().all(|l| l.contains(" measured ") && l.contains(" ago ("))
+    };
+    wait_for(
+        "box 0's buddies and box y's firmware buddy measured again after pairing",
+        Duration::from_secs(150),
+        &mut lan,
+        || {
+            listed = run_ok(pastiche_in(&ns[0], &bin, &boxes[0].data).args(["buddy", "list"]));
+            let of_y = run_ok(pastiche_in(&ns[y], &bin, &boxes[y].data).args(["buddy", "list"]));
+            let firmware: String = of_y.lines().filter(|l| l.contains(FIRMWARE)).collect();
+            measured(&listed, 2) && measured(&firmware, 1)
+        },
+        log,
+    );
+    for line in listed.lines().filter(|l| l.contains("key ")) {
+        assert!(line.contains("found on the lan, coverage "), "buddy list tells how and coverage: {line}");
+        assert!(line.contains(" ms"), "buddy list tells the round-trip time: {line}");
+    }
+}
+
+/// The stage of the replacement of `addr` in `lan/replacing.json` (parsed:
+/// its `reason` is an object of its own, so the text cannot be split on `}`).
+fn stage_of(replacing: &Path, addr: &str) -> Option<String> {
+    let text = fs::read_to_string(replacing).ok()?;
+    let list: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let r = list.as_array()?.iter().find(|r| r["addr"] == addr)?;
+    r["stage"].as_str().map(str::to_string)
+}
+
+/// The coverage (ppm) box's daemon logged when it asked the firmware to pair.
+fn asked_coverage(daemon_log: &Path) -> Option<u64> {
+    let text = fs::read_to_string(daemon_log).unwrap_or_default();
+    let needle = format!("asking {FIRMWARE_FOUND} to pair (found on the lan, coverage ");
+    let at = text.find(&needle)? + needle.len();
+    text[at..].split_whitespace().next()?.parse().ok()
 }
 
 /// The confirmation code (`123 456`) in a line of `pastiche buddy requests`.

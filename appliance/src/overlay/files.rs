@@ -70,6 +70,18 @@ pub struct FoundBuddy {
     pub paired: u64,
 }
 
+/// A buddy's coverage and round-trip time as the daemon last measured them
+/// (it probes every buddy now and then, `service::measuring`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Share of this box's fingerprint it held (0 to 1).
+    pub coverage: f64,
+    /// Round-trip time in milliseconds, when known.
+    pub rtt_ms: Option<f64>,
+    /// Unix seconds of the measurement.
+    pub at: u64,
+}
+
 /// The folder of `data`'s LAN files.
 pub fn dir(data: &Path) -> PathBuf {
     data.join(LAN_DIR)
@@ -126,6 +138,27 @@ pub fn found(data: &Path) -> Result<BTreeMap<String, FoundBuddy>> {
 /// Saves how buddies were found.
 pub fn save_found(data: &Path, map: &BTreeMap<String, FoundBuddy>) -> Result<()> {
     write(data, "found.json", map)
+}
+
+/// Each buddy's last measurement, by buddy address (`IP:PORT`).
+pub fn measured(data: &Path) -> Result<BTreeMap<String, Measured>> {
+    read(&dir(data).join("measured.json"))
+}
+
+/// Saves the buddies' last measurements.
+pub fn save_measured(data: &Path, map: &BTreeMap<String, Measured>) -> Result<()> {
+    write(data, "measured.json", map)
+}
+
+/// How long ago `at` was, for people: `40 s`, `3 min`, `2 h`, `5 days`.
+pub fn ago(at: u64, now: u64) -> String {
+    let s = now.saturating_sub(at);
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
 }
 
 /// The owner's answer to a request.
@@ -204,4 +237,19 @@ pub fn pending_summaries(data: &Path) -> Vec<String> {
         .filter(|r| r.status == "pending")
         .map(|r| format!("{} {} from {}, confirmation {}", r.id, r.name, r.from, r.confirm))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ago;
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(ago(100, 100), "0 s");
+        assert_eq!(ago(100, 140), "40 s");
+        assert_eq!(ago(0, 600), "10 min");
+        assert_eq!(ago(0, 3 * 3600), "3 h");
+        assert_eq!(ago(0, 5 * 86_400), "5 days");
+        assert_eq!(ago(500, 100), "0 s", "a clock that went back");
+    }
 }

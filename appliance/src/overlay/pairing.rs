@@ -4,16 +4,18 @@
 //! invitations.
 //!
 //! Received requests are hostile datagrams: at most [`MAX_INCOMING`] are
-//! kept, at most [`MAX_PER_SOURCE`] from one address; a request naming
-//! another box's key, or this box's own as the client, is dropped. A
-//! request is accepted only by the owner (`buddy accept`), or on its own
-//! when `pairing = "auto"` and it carries a valid tag of the same pairing
+//! kept, at most [`MAX_PER_SOURCE`] from one address. What a request is
+//! follows core's rule ([`pastiche_core::pairing::judge`], shared with the
+//! firmware): a request naming another box's key, or this box's own as the
+//! client, is dropped; one is accepted only by the owner (`buddy accept`),
+//! or on its own when `pairing = "auto"` and it proves the same pairing
 //! secret. Accepting files the request's code digest as an invitation, so
 //! only the box that drew the code can redeem it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use pastiche_core::pairing::{judge, Asked, Verdict};
 use pastiche_core::wire::pairing::{
     confirmation_code, proof, proof_ok, Label, PairAnswer, PairRequest, PairStatus, MAX_PAIR_NAME,
 };
@@ -92,7 +94,8 @@ impl IncomingTable {
         unix_now: u64,
     ) -> OnRequest {
         let (client, buddy, digest) = (&req.client_key.0, &req.buddy_key.0, &req.code_digest.0);
-        if client == own_key || (*buddy != [0; 32] && buddy != own_key) {
+        let verdict = judge(req, own_key, secret.as_ref());
+        if verdict == Verdict::NotOurs {
             return OnRequest::Drop;
         }
         if let Some(i) = self.entries.iter().position(|e| e.digest == *digest && e.client_key == *client) {
@@ -101,10 +104,7 @@ impl IncomingTable {
         if self.entries.iter().filter(|e| e.from.ip() == from.ip()).count() >= MAX_PER_SOURCE {
             return OnRequest::Drop;
         }
-        let secret_ok = match (secret, &req.proof) {
-            (Some(key), Some(tag)) => proof_ok(key, Label::Request, client, buddy, digest, &tag.0),
-            _ => false,
-        };
+        let secret_ok = verdict == Verdict::ProvesSecret;
         if self.entries.len() >= MAX_INCOMING {
             // Make room by forgetting the oldest request still waiting.
             let Some(oldest) = self.entries.iter().position(|e| e.status == PairStatus::Pending) else {
@@ -137,13 +137,8 @@ impl IncomingTable {
     /// The answer to send for entry `i`, answering request `token`.
     pub fn answer(&self, i: usize, token: u64, own_key: &[u8; 32], tcp_port: u16, secret: &SecretKey) -> PairAnswer {
         let e = &self.entries[i];
-        let tag = match secret {
-            Some(key) if e.status == PairStatus::Accepted && e.secret_ok => {
-                Some(Fixed(proof(key, Label::Accept, &e.client_key, &e.asked_key, &e.digest)))
-            }
-            _ => None,
-        };
-        PairAnswer { token, buddy_key: Fixed(*own_key), tcp_port, status: e.status, proof: tag }
+        let asked = Asked { client_key: e.client_key, asked_key: e.asked_key, code_digest: e.digest };
+        asked.answer(token, own_key, tcp_port, e.status, e.secret_ok, secret.as_ref())
     }
 
     /// Entry `i`.
@@ -425,6 +420,32 @@ mod tests {
         assert!(!out.on_answer(&forged, stranger, &A, &ours, false), "from another address");
         assert!(!out.on_answer(&PairAnswer { token: 1, ..forged }, me, &A, &ours, false), "another token");
         assert!(out.on_answer(&forged, me, &A, &ours, false), "manual pairing takes the owner's acceptance");
+    }
+
+    /// The cases every box runs (core's `testing::pairing`): with
+    /// `pairing = "auto"`, the table accepts, keeps and ignores exactly what
+    /// the firmware does.
+    #[test]
+    fn the_table_passes_the_pairing_conformance_cases() {
+        use pastiche_core::testing::pairing::{conformance, Observed};
+        use pastiche_core::wire::pairing::{PairingMessage, MAX_PAIRING_PAYLOAD};
+        let from: SocketAddr = "10.0.0.9:7468".parse().unwrap();
+        conformance(|datagram, own_key, key| {
+            let Ok(PairingMessage::Request(req)) = PairingMessage::decode(datagram) else { return Observed::Ignored };
+            let secret = key.copied();
+            let mut table = IncomingTable::default();
+            match table.on_request(&req, from, own_key, &secret, true, 0) {
+                OnRequest::Drop => Observed::Ignored,
+                OnRequest::New(_) | OnRequest::Answer(_) => Observed::NotAccepted,
+                OnRequest::AutoAccept(i) => {
+                    table.set_status(i, PairStatus::Accepted);
+                    let answer = table.answer(i, req.token, own_key, 7467, &secret);
+                    let mut out = [0u8; MAX_PAIRING_PAYLOAD];
+                    let n = PairingMessage::Answer(answer).encode(&mut out).unwrap();
+                    Observed::Accepted(out[..n].to_vec())
+                }
+            }
+        });
     }
 
     /// The attack: a flood of requests from many sources keeps the table

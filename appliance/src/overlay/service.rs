@@ -39,6 +39,7 @@ use crate::daemon::status::{JobKind, StatusBoard};
 use crate::repo::{Repo, SharedBox};
 use crate::sync::{load_buddies, save_buddies, BuddyEntry};
 
+mod measuring;
 mod replacing;
 
 /// Pairing requests read per second, from everybody together.
@@ -49,8 +50,6 @@ const FINGERPRINT_CHECK: Duration = Duration::from_secs(5);
 /// Buddies are chosen once the first discovery round ended, or this long
 /// after the start when it cannot end (no data yet, no overlay).
 const FIRST_ROUND_WAIT: Duration = Duration::from_secs(60);
-/// Each buddy's coverage is measured (a probe routed to its nodeId) this often.
-const BUDDY_COVERAGE_EVERY: Duration = Duration::from_secs(600);
 /// LAN neighbours whose coverage is unknown are probed this often, a few at a
 /// time, each at most once per [`UNKNOWN_PROBE_AGAIN`].
 const MEASURE_EVERY: Duration = Duration::from_secs(3);
@@ -219,7 +218,9 @@ impl Service {
     fn new(parts: Parts, socket: UdpSocket, local: SocketAddr) -> Result<Service> {
         let repo = parts.shared.repo().clone();
         let own_key = repo.identity.public_key().0;
-        let me = to_peer(local);
+        let reachable = super::addr::reachable(local, &parts.config.beacon_to);
+        tracing::info!("overlay nodes reachable at {reachable}");
+        let me = to_peer(reachable);
         let now = 0;
         let mut net = Node::new(node_config(OverlayId::Network), repo.node, me, rand::random(), now);
         let mut cov = Node::new(node_config(OverlayId::Coverage), repo.node, me, rand::random(), now);
@@ -353,6 +354,7 @@ impl Service {
                     self.rep.heard(&key);
                 }
                 self.files_dirty = true;
+                self.meet(to_peer(from));
                 // Only a box alone joins through a neighbour: one that is in
                 // an overlay already is found by newcomers, and a forged
                 // beacon must not send it seeking a box that does not exist.
@@ -362,6 +364,22 @@ impl Service {
             }
             Ok(Heard::Again) => {}
             Err(_) => {}
+        }
+    }
+
+    /// Measures a LAN neighbour in both overlays unless they hold it: a box
+    /// that only answers measurements (the firmware) is known to the
+    /// overlays only so, and its coverage must be known for it to be chosen.
+    fn meet(&mut self, addr: PeerAddr) {
+        let now = self.us();
+        let with_coverage = !self.fingerprint.is_empty();
+        let repo = self.shared.repo().clone();
+        let mut host = host!(self, repo);
+        if !self.net.state().peers().any(|p| p.addr == addr) {
+            self.net.meet(addr, now, &mut host);
+        }
+        if with_coverage && !self.cov.state().peers().any(|p| p.addr == addr) {
+            self.cov.meet(addr, now, &mut host);
         }
     }
 
@@ -438,13 +456,17 @@ impl Service {
         }
         for event in std::mem::take(&mut self.events) {
             match event {
-                Event::Coverage { token, addr, matched, of, .. } if self.measure_tokens.contains(&token) => {
+                Event::Coverage { token, addr, matched, of, rtt_us, .. } if self.measure_tokens.contains(&token) => {
                     self.rep.measured(to_socket(&addr).ip(), f64::from(coverage_ppm(matched, of)) / 1e6);
+                    self.buddy_measured(addr, coverage_ppm(matched, of), rtt_us);
                     self.files_dirty = true;
                 }
                 Event::Coverage { token, id, addr, matched, of, rtt_us } if self.probe_tokens.contains(&token) => {
                     self.rep.measured(to_socket(&addr).ip(), f64::from(coverage_ppm(matched, of)) / 1e6);
                     self.sweep.record(Candidate { id, addr, coverage_ppm: coverage_ppm(matched, of), rtt_us });
+                }
+                Event::Measured { addr, overlay: OverlayId::Coverage, distance, rtt_us, .. } => {
+                    self.buddy_measured(addr, 1_000_000u32.saturating_sub(distance), Some(rtt_us));
                 }
                 Event::Joined => tracing::info!("joined an overlay"),
                 Event::PeerFailed { id } => tracing::info!("overlay peer {id:?} failed"),
@@ -819,13 +841,15 @@ impl Service {
         self.resend_requests();
     }
 
-    /// LAN neighbours held in the network overlay whose coverage of this
-    /// box's fingerprint is not known yet.
-    fn unmeasured(&self) -> impl Iterator<Item = (NodeId, IpAddr)> + '_ {
-        self.net.state().peers().filter_map(move |p| {
-            let ip = to_socket(&p.addr).ip();
-            let lan = self.lan.iter().any(|n| to_socket(&n.addr).ip() == ip);
-            (lan && self.coverage_known(ip).is_none()).then_some((p.id, ip))
+    /// LAN neighbours whose coverage of this box's fingerprint is not known
+    /// yet, with their nodeId when the network overlay holds them (one it
+    /// does not hold yet is unmeasured too: choosing before it is measured
+    /// would take it for a box holding nothing).
+    fn unmeasured(&self) -> impl Iterator<Item = (Option<NodeId>, IpAddr)> + '_ {
+        self.lan.iter().filter_map(move |n| {
+            let ip = to_socket(&n.addr).ip();
+            let id = self.net.state().peers().find(|p| to_socket(&p.addr).ip() == ip).map(|p| p.id);
+            self.coverage_known(ip).is_none().then_some((id, ip))
         })
     }
 
@@ -839,29 +863,37 @@ impl Service {
     }
 
     /// Routes coverage probes to the nodeIds of LAN neighbours not measured
-    /// yet (a few at a time), and of every buddy now and then, so a buddy
-    /// whose data drifted away from this box's is noticed.
+    /// yet (a few at a time), and measures every buddy directly each
+    /// [`measuring::BUDDY_MEASURE_EVERY`] (`buddy list` shows it, and a
+    /// buddy whose data drifted away from this box's is noticed).
     fn measure_coverage(&mut self) {
         if Instant::now() < self.next_measure || self.fingerprint.is_empty() {
             return;
         }
         self.next_measure = Instant::now() + MEASURE_EVERY;
         self.probed_at.retain(|_, t| t.elapsed() < UNKNOWN_PROBE_AGAIN);
-        let mut targets: Vec<(NodeId, IpAddr)> =
+        let targets: Vec<(Option<NodeId>, IpAddr)> =
             self.unmeasured().filter(|(_, ip)| !self.probed_at.contains_key(ip)).take(4).collect();
+        // A box that answers measurements only (the firmware) does not
+        // answer probes: the coverage overlay measures it directly.
+        let mut meet: Vec<PeerAddr> = targets
+            .iter()
+            .filter(|(_, ip)| self.coverage_known(*ip).is_none())
+            .filter_map(|(_, ip)| self.overlay_addr_of(*ip))
+            .collect();
         if Instant::now() >= self.next_buddy_coverage {
-            self.next_buddy_coverage = Instant::now() + BUDDY_COVERAGE_EVERY;
-            let buddies = load_buddies(&self.data).unwrap_or_default();
-            let ips: Vec<IpAddr> =
-                buddies.iter().filter_map(|b| b.addr.parse::<SocketAddr>().ok()).map(|a| a.ip()).collect();
-            let peers = self.net.state().peers().map(|p| (p.id, to_socket(&p.addr).ip()));
-            targets.extend(peers.filter(|(_, ip)| ips.contains(ip)));
+            self.next_buddy_coverage = Instant::now() + measuring::BUDDY_MEASURE_EVERY;
+            meet.extend(self.buddies_to_measure());
         }
         let now = self.us();
         let repo = self.shared.repo().clone();
         let mut host = host!(self, repo);
+        for addr in meet {
+            self.cov.meet(addr, now, &mut host);
+        }
         for (id, ip) in targets {
             self.probed_at.insert(ip, Instant::now());
+            let Some(id) = id else { continue };
             if let Some(token) = self.net.probe(id, now, &mut host) {
                 if self.measure_tokens.len() >= 64 {
                     self.measure_tokens.remove(0);

@@ -161,6 +161,22 @@ pub enum Event<A> {
         /// Round-trip time to it in microseconds, when it answered a ping.
         rtt_us: Option<u32>,
     },
+    /// A node was measured (a node met, learnt of or found while joining
+    /// or repairing): its distance in this overlay, the round-trip time for
+    /// the network overlay and the uncovered share of this box's fingerprint
+    /// ([`coverage_distance`]) for the coverage overlay.
+    Measured {
+        /// The node.
+        id: NodeId,
+        /// Its address.
+        addr: A,
+        /// The overlay that measured it.
+        overlay: OverlayId,
+        /// Its distance in that overlay.
+        distance: u32,
+        /// Round-trip time to it in microseconds.
+        rtt_us: u32,
+    },
     /// A node stopped answering and was removed from the state.
     PeerFailed {
         /// The node.
@@ -421,6 +437,17 @@ impl<A: Address> Node<A> {
         self.pump(now, host);
     }
 
+    /// Measures the node at `addr`, heard of outside the overlay (its LAN
+    /// beacon): like any node measured, it is kept if it fits. This is how a
+    /// node that only answers measurements (the firmware, which keeps no
+    /// overlay state) enters a box's state, so its coverage and round-trip
+    /// time are known. A node already queued or being measured is not
+    /// measured twice; the queue and the measurements in flight are bounded.
+    pub fn meet<H: Host<A>>(&mut self, addr: A, now: u64, host: &mut H) {
+        self.consider(None, addr, false);
+        self.pump(now, host);
+    }
+
     /// Sends a `Lookup` for `key` on its way; `token` comes back in the
     /// [`Event::Delivered`] at the node it ends at.
     pub fn lookup<H: Host<A>>(&mut self, key: NodeId, token: u64, host: &mut H) {
@@ -587,6 +614,10 @@ impl<A: Address> Node<A> {
                 self.remember(sender, now);
                 self.accept(Peer { id: sender, addr: from, distance }, now, host);
                 self.note_rtt(sender, rtt);
+                if p.purpose == Purpose::Measure {
+                    let overlay = self.config.overlay;
+                    host.event(Event::Measured { id: sender, addr: from, overlay, distance, rtt_us: rtt });
+                }
             }
             Purpose::Report { token, matched, of } => {
                 host.event(Event::Coverage { token, id: sender, addr: from, matched, of, rtt_us: Some(rtt) })

@@ -532,3 +532,38 @@ proptest::proptest! {
         assert_leaf_sets_exact(&net);
     }
 }
+
+/// A node that only answers measurements (the firmware: core's
+/// `answer_measurement`, no overlay state), heard of by its LAN beacon, is
+/// met: both overlays measure it and keep it, the coverage overlay with the
+/// share of the fingerprint it holds.
+#[test]
+fn a_node_met_on_the_lan_that_only_answers_measurements_is_kept_with_its_coverage() {
+    use super::answer::answer_measurement;
+    let fw_id = NodeId([0x5a; 16]);
+    let held: Vec<[u8; 20]> = (0..4u8).map(|i| [i; 20]).collect();
+    for overlay in [OverlayId::Network, OverlayId::Coverage] {
+        let mut node = Node::new(Config::new(overlay), NodeId([0x11; 16]), Ix(0), [3; 16], 0);
+        node.start_alone();
+        // A fingerprint of 8 chunkIds, 4 of which the firmware holds.
+        let mut host = Outbox { fingerprint: (0..8u8).flat_map(|i| [i; 20]).collect(), ..Outbox::default() };
+        node.meet(Ix(9), 1_000, &mut host);
+        node.meet(Ix(9), 1_000, &mut host);
+        let sent = core::mem::take(&mut host.sent);
+        assert_eq!(sent.len(), 1, "{overlay:?}: met twice, measured once");
+        let (to, question) = &sent[0];
+        assert_eq!(*to, Ix(9));
+        let mut answer = [0u8; MAX_OVERLAY_PAYLOAD];
+        let has = |id: &ChunkId| held.contains(&id.0);
+        let n = answer_measurement(fw_id, question, has, &mut answer).unwrap().expect("a measurement");
+        node.handle(Ix(9), &answer[..n], 1_500, &mut host).unwrap();
+        let peer = node.state().peers().find(|p| p.id == fw_id).expect("the firmware is kept");
+        assert_eq!(peer.addr, Ix(9));
+        match overlay {
+            OverlayId::Network => assert_eq!(peer.distance, 500, "the round-trip time"),
+            OverlayId::Coverage => assert_eq!(peer.distance, super::node::coverage_distance(4, 8)),
+        }
+        let measured = Event::Measured { id: fw_id, addr: Ix(9), overlay, distance: peer.distance, rtt_us: 500 };
+        assert_eq!(host.events, [measured], "{overlay:?}: the host is told");
+    }
+}

@@ -7,11 +7,14 @@
 //! - [`conformance`]: the checks every store implementation must pass (the
 //!   appliance's redb store, the firmware's log store and [`MemStore`] all
 //!   run them), so the stores cannot drift from the rules of
-//!   [`session`](crate::session).
+//!   [`session`](crate::session);
+//! - [`pairing`]: the cases every box's handling of LAN pairing requests
+//!   must pass (the rule of [`crate::pairing`]).
 
 pub mod conformance;
 mod link;
 mod mem;
+pub mod pairing;
 
 pub use link::{Ev, Link, LinkCut};
 pub use mem::{MemClient, MemStaging, MemStore, MemVersion};

@@ -12,10 +12,8 @@
 //! box knows the acceptance is not forged. Every other request is refused:
 //! a stranger is never admitted, and its request costs one small answer.
 
-use pastiche_core::wire::pairing::{
-    is_pairing_kind, proof, proof_ok, secret_key, Label, PairAnswer, PairStatus, PairingMessage, MAX_PAIRING_PAYLOAD,
-};
-use pastiche_core::wire::Fixed;
+use pastiche_core::pairing::{judge, Asked, Verdict};
+use pastiche_core::wire::pairing::{is_pairing_kind, secret_key, PairStatus, PairingMessage, MAX_PAIRING_PAYLOAD};
 
 /// A pairing the firmware accepted: the client key and the digest of the
 /// one-time code it will present.
@@ -34,7 +32,8 @@ pub fn tag_key(secret: &str) -> [u8; 32] {
 
 /// Answers a pairing datagram for the firmware with key `own_key`, buddy
 /// service on `tcp_port` and pairing-secret tag key `key` (`None`: no
-/// secret set, every request is refused). Returns the answer's length in
+/// secret set, every request is refused), by core's rule
+/// ([`pastiche_core::pairing::judge`]). Returns the answer's length in
 /// `out` (sent back to where the request came from) and, when accepted, the
 /// invitation to file; `None` for anything that is not a request to this
 /// firmware.
@@ -49,32 +48,27 @@ pub fn answer_request(
         return None;
     }
     let Ok(PairingMessage::Request(req)) = PairingMessage::decode(datagram) else { return None };
-    let (client, asked, digest) = (&req.client_key.0, &req.buddy_key.0, &req.code_digest.0);
-    // A request naming another box (or none: the zero key) is not ours.
-    if client == own_key || asked != own_key {
-        return None;
-    }
-    let vouched = match (key, &req.proof) {
-        (Some(k), Some(tag)) => proof_ok(k, Label::Request, client, asked, digest, &tag.0),
-        _ => false,
+    let asked = Asked::of(&req);
+    // No owner at hand: what proves the secret is accepted, the rest refused.
+    let (status, invitation) = match judge(&req, own_key, key) {
+        Verdict::NotOurs => return None,
+        Verdict::Unproven => (PairStatus::Refused, None),
+        Verdict::ProvesSecret => {
+            (PairStatus::Accepted, Some(Invitation { client_key: asked.client_key, code_digest: asked.code_digest }))
+        }
     };
-    let (status, tag, invitation) = match key {
-        Some(k) if vouched => (
-            PairStatus::Accepted,
-            Some(Fixed(proof(k, Label::Accept, client, asked, digest))),
-            Some(Invitation { client_key: *client, code_digest: *digest }),
-        ),
-        _ => (PairStatus::Refused, None, None),
-    };
-    let answer = PairAnswer { token: req.token, buddy_key: Fixed(*own_key), tcp_port, status, proof: tag };
+    let answer = asked.answer(req.token, own_key, tcp_port, status, invitation.is_some(), key);
     let len = PairingMessage::Answer(answer).encode(out).ok()?;
     Some((len, invitation))
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
-    use pastiche_core::wire::pairing::{code_digest, PairRequest};
+    use pastiche_core::testing::pairing::{conformance, Observed};
+    use pastiche_core::wire::pairing::{code_digest, proof, proof_ok, Label, PairAnswer, PairRequest};
+    use pastiche_core::wire::Fixed;
 
     const FW: [u8; 32] = [0xf1; 32];
     const BOX: [u8; 32] = [0xb0; 32];
@@ -129,20 +123,20 @@ mod tests {
         }
     }
 
+    /// The cases every box runs (core's `testing::pairing`): the firmware
+    /// accepts, refuses and ignores exactly what the appliance does.
     #[test]
-    fn requests_to_another_box_answers_and_garbage_are_ignored() {
-        let key = tag_key("s");
-        let (mut req, mut out) = ([0u8; MAX_PAIRING_PAYLOAD], [0u8; MAX_PAIRING_PAYLOAD]);
-        let n = request(Some("s"), [0x33; 32], &mut req);
-        assert_eq!(answer_request(&req[..n], &FW, 7467, Some(&key), &mut out), None);
-        let n = request(Some("s"), [0; 32], &mut req);
-        assert_eq!(answer_request(&req[..n], &FW, 7467, Some(&key), &mut out), None);
-        let answer =
-            PairAnswer { token: 1, buddy_key: Fixed(BOX), tcp_port: 1, status: PairStatus::Accepted, proof: None };
-        let n = PairingMessage::Answer(answer).encode(&mut req).unwrap();
-        assert_eq!(answer_request(&req[..n], &FW, 7467, Some(&key), &mut out), None);
-        assert_eq!(answer_request(&[105, 1, 2, 3], &FW, 7467, Some(&key), &mut out), None);
-        assert_eq!(answer_request(&[96, 0], &FW, 7467, Some(&key), &mut out), None);
-        assert_eq!(answer_request(&[], &FW, 7467, Some(&key), &mut out), None);
+    fn the_firmware_passes_the_pairing_conformance_cases() {
+        conformance(|datagram, own_key, key| {
+            let mut out = [0u8; MAX_PAIRING_PAYLOAD];
+            match answer_request(datagram, own_key, 7467, key, &mut out) {
+                None => Observed::Ignored,
+                Some((len, Some(_))) => Observed::Accepted(out[..len].to_vec()),
+                Some((len, None)) => {
+                    assert_eq!(decode_answer(&out[..len]).status, PairStatus::Refused);
+                    Observed::NotAccepted
+                }
+            }
+        });
     }
 }

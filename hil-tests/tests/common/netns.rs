@@ -1,9 +1,10 @@
-//! A network namespace for the QEMU tests that need a TAP link (shared by
-//! `firmware_netns.rs` and `firmware_overlay_netns.rs`).
+//! A network namespace for the tests that need their own network (the
+//! QEMU tests' TAP link, the LAN's switch).
 
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hil_tests::decode_log;
 
@@ -34,8 +35,11 @@ impl Netns {
         if !Path::new("/dev/net/tun").exists() {
             return Err("/dev/net/tun is missing".into());
         }
+        // Unique per process and per call (one test may make several).
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let name = format!("pst-hil-{}-{nanos:x}", std::process::id());
+        let name = format!("pst-hil-{}-{n}-{nanos:x}", std::process::id());
         ip(&["netns", "add", &name])?;
         Ok(Netns { name, children: Vec::new() })
     }
@@ -60,6 +64,7 @@ impl Netns {
         self.children.len() - 1
     }
 
+    /// The exit status of child `i` if it has exited.
     pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         self.children[i].try_wait().ok().flatten()
     }
