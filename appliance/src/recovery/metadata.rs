@@ -28,6 +28,9 @@ const THREADS: usize = 2;
 /// The largest object accepted (a directory of about a million entries).
 const MAX_OBJECT: usize = 256 << 20;
 
+/// One object as fetched: its kind, name, the source that served it, and its sealed bytes.
+type Served = (Kind, ObjectName, usize, Vec<u8>);
+
 /// What was fetched.
 #[derive(Debug, Default)]
 pub struct Fetched {
@@ -53,7 +56,7 @@ pub fn fetch_all(repo: &Repo, root: &RootObject, sources: &[(String, PublicKey)]
     while !level.is_empty() {
         level.retain(|(_, name)| seen.insert(*name));
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<(Kind, ObjectName, usize, Vec<u8>)>> = Mutex::new(Vec::new());
+        let results: Mutex<Vec<Served>> = Mutex::new(Vec::new());
         let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
         std::thread::scope(|scope| {
             for _ in 0..THREADS.min(level.len()) {
