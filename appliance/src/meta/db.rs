@@ -3,6 +3,7 @@
 //! A snapshot's objects and the new root object are written in one redb
 //! transaction, so a snapshot appears whole or not at all.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -66,6 +67,19 @@ impl MetaDb {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
         Ok(table.get(&name.0[..])?.map(|v| v.value().to_vec()))
+    }
+
+    /// Which of `names` are not stored (one read transaction).
+    pub fn missing(&self, names: impl IntoIterator<Item = ObjectName>) -> Result<HashSet<ObjectName>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        let mut out = HashSet::new();
+        for name in names {
+            if table.get(&name.0[..])?.is_none() {
+                out.insert(name);
+            }
+        }
+        Ok(out)
     }
 
     /// Writes and deletes objects in one durable transaction.
