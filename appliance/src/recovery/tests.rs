@@ -255,11 +255,9 @@ fn a_chunk_no_buddy_holds_fails_the_sync_and_is_not_recorded_as_shipped() {
     let root = repo.load_root().unwrap();
     let first_only = crate::meta::walk::entries(&repo, &root.snapshots[1]).unwrap();
     for e in first_only.iter().filter(|e| e.path.to_string_lossy().contains("file2-")) {
-        if let crate::meta::model::Content::File { handles, .. } = &e.version.content {
-            for h in handles {
-                let id = pastiche_core::Handle(*h).chunk_id();
-                assert!(!shipped.contains(&id), "{} recorded as shipped to B", e.path.display());
-            }
+        for h in &e.handles {
+            let id = pastiche_core::Handle(*h).chunk_id();
+            assert!(!shipped.contains(&id), "{} recorded as shipped to B", e.path.display());
         }
     }
 }
@@ -424,9 +422,7 @@ fn a_chunk_a_buddy_serves_damaged_is_taken_from_another() {
     let root = repo.load_root().unwrap();
     let mut handles = Vec::new();
     for e in crate::meta::walk::entries(&repo, root.snapshots.last().unwrap()).unwrap() {
-        if let crate::meta::model::Content::File { handles: h, .. } = &e.version.content {
-            handles.extend(h.iter().map(|h| pastiche_core::Handle(*h)));
-        }
+        handles.extend(e.handles.iter().map(|h| pastiche_core::Handle(*h)));
     }
     // B holds other bytes under one chunkId (uploaded first under it: the
     // offer then finds it "held"); it serves them as that chunk.

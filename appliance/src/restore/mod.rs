@@ -100,10 +100,7 @@ pub fn run(
     let next = AtomicUsize::new(0);
     let sample: Vec<Handle> = files
         .iter()
-        .filter_map(|e| match &e.version.content {
-            Content::File { handles, .. } => handles.first().map(|h| Handle(*h)),
-            _ => None,
-        })
+        .filter_map(|e| e.handles.first().map(|h| Handle(*h)))
         .take(WRITERS_SAMPLE)
         .collect();
     std::thread::scope(|scope| {
