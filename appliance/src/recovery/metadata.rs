@@ -20,7 +20,7 @@ use crate::meta::object::ObjectName;
 use crate::meta::tree::Kind;
 use crate::repo::Repo;
 use crate::sync::conn::BuddyConn;
-use crate::sync::split::{parse_first, part_name};
+use crate::sync::split::{parse_first, part_count, part_name};
 use crate::sync::{connect, state, BuddyEntry};
 
 /// Connections per holder while fetching.
@@ -51,7 +51,7 @@ pub fn fetch_all(repo: &Repo, root: &RootObject, sources: &[(String, PublicKey)]
         root.snapshots.iter().flat_map(|s| s.roots.iter()).filter_map(object_of).collect();
     let mut seen: HashSet<ObjectName> = HashSet::new();
     let mut fetched = Fetched::default();
-    let mut served: Vec<Vec<([u8; 20], [u8; 20])>> = vec![Vec::new(); sources.len()];
+    let mut served: Vec<Vec<([u8; 20], state::ShippedObject)>> = vec![Vec::new(); sources.len()];
     let pools: Vec<Mutex<Vec<BuddyConn>>> = sources.iter().map(|_| Mutex::new(Vec::new())).collect();
     while !level.is_empty() {
         level.retain(|(_, name)| seen.insert(*name));
@@ -86,14 +86,16 @@ pub fn fetch_all(repo: &Repo, root: &RootObject, sources: &[(String, PublicKey)]
             }
             fetched.objects += 1;
             fetched.bytes += bytes.len() as u64;
-            served[from].push((name.0, crate::meta::db::digest(&bytes)));
+            let shipped =
+                state::ShippedObject { digest: crate::meta::db::digest(&bytes), parts: part_count(bytes.len()) as u16 };
+            served[from].push((name.0, shipped));
             puts.push((name, bytes));
         }
         repo.meta.apply(&puts, &[])?;
         level = children;
     }
     for ((_, key), digests) in sources.iter().zip(&served) {
-        state::record_commit(repo.meta.database(), key, digests, &[])?;
+        state::record_commit(repo.meta.database(), key, digests, &[], &[])?;
     }
     Ok(fetched)
 }
