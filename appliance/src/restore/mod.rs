@@ -98,11 +98,8 @@ pub fn run(
     progress.set_totals(files.len() as u64, total);
     let errors = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
-    let sample: Vec<Handle> = files
-        .iter()
-        .filter_map(|e| e.handles.first().map(|h| Handle(*h)))
-        .take(WRITERS_SAMPLE)
-        .collect();
+    let sample: Vec<Handle> =
+        files.iter().filter_map(|e| e.handles.first().map(|h| Handle(*h))).take(WRITERS_SAMPLE).collect();
     std::thread::scope(|scope| {
         for _ in 0..source.writers(opts.threads, &sample).max(1) {
             scope.spawn(|| {
