@@ -199,6 +199,10 @@ mod tests {
             let puts: Vec<(ObjectName, Vec<u8>)> = names.iter().map(|n| (*n, vec![n.0[3]; 20_000])).collect();
             db.apply(&puts, &[]).unwrap();
             db.apply(&[], &names[..350]).unwrap();
+            // redb reuses the pages a commit freed only after later
+            // commits: until then they count as allocated.
+            db.apply(&[], &[]).unwrap();
+            db.apply(&[], &[]).unwrap();
             assert!(db.free_bytes().unwrap() > 4 << 20, "the deletion left room in the file");
             std::fs::metadata(&path).unwrap().len()
         };
