@@ -100,10 +100,10 @@ pub fn run_verifying(
             repo,
             snap,
             |e| {
-                if let Content::File { handles, .. } = &e.version.content {
+                if let Content::File { .. } = &e.node.content {
                     let place = places.len();
                     places.push(format!("{}: {}", &snap.id_hex()[..8], e.path.display()));
-                    for h in handles {
+                    for h in &e.handles {
                         let u = users.entry(Handle(*h)).or_default();
                         if u.last() != Some(&place) {
                             u.push(place);

@@ -18,7 +18,6 @@ pub fn attrs_of(m: &Metadata) -> Attrs {
         gid: m.gid(),
         size: m.size(),
         mtime: Timestamp { secs: m.mtime(), nanos: m.mtime_nsec() as u32 },
-        atime: Timestamp { secs: m.atime(), nanos: m.atime_nsec() as u32 },
         ctime: Timestamp { secs: m.ctime(), nanos: m.ctime_nsec() as u32 },
         inode: m.ino(),
         dev: m.dev(),
@@ -48,7 +47,8 @@ pub fn apply(path: &Path, attrs: &Attrs, is_symlink: bool) -> io::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(attrs.mode & 0o7777))?;
     }
     let times = Timestamps {
-        last_access: Timespec { tv_sec: attrs.atime.secs, tv_nsec: attrs.atime.nanos.into() },
+        // Access times are not kept (docs/METADATA.md): the modification time stands in.
+        last_access: Timespec { tv_sec: attrs.mtime.secs, tv_nsec: attrs.mtime.nanos.into() },
         last_modification: Timespec { tv_sec: attrs.mtime.secs, tv_nsec: attrs.mtime.nanos.into() },
     };
     utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;

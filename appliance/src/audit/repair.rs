@@ -62,7 +62,7 @@ pub fn repair(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Resul
         Err(e) if e.downcast_ref::<BuddyRefused>().is_some_and(|r| !r.code.is_fatal()) => {}
         Err(e) => return Err(e),
     }
-    state::record_commit(db, &buddy, &[], &lost)?;
+    state::record_commit(db, &buddy, &[], &[], &lost)?;
     drop(conn);
     let report = sync::sync_one(repo, entry, progress)?;
     Ok((lost.len() as u64, report.chunks_sent))

@@ -123,18 +123,8 @@ pub(crate) fn challenge(repo: &Repo, conn: &mut BuddyConn, ids: &[ChunkId]) -> R
 /// fetched chunks when the box has no sealed copy, after a disaster).
 fn handles(repo: &Repo) -> Result<HashMap<ChunkId, Handle>> {
     let root = repo.load_root()?;
-    let mut out = HashMap::new();
-    for snap in &root.snapshots {
-        for e in crate::meta::walk::entries(repo, snap)? {
-            if let crate::meta::model::Content::File { handles, .. } = &e.version.content {
-                for h in handles {
-                    let h = Handle(*h);
-                    out.insert(h.chunk_id(), h);
-                }
-            }
-        }
-    }
-    Ok(out)
+    let reached = crate::meta::walk::reach(repo, &root.snapshots)?;
+    Ok(reached.handles.into_iter().map(|h| (Handle(h).chunk_id(), Handle(h))).collect())
 }
 
 /// Fetches `id` whole and checks it: equal to the local copy, or opening

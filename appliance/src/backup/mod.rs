@@ -9,7 +9,7 @@ pub mod exclude;
 mod read;
 mod scan;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -17,8 +17,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use rand::RngCore;
 
-use crate::meta::model::{Content, DirEntry, NodeObject, SnapshotInfo, Summary, Timestamp, Version};
-use crate::meta::object::{ObjectKey, ObjectName, ObjectRef};
+use crate::meta::model::{self, Chunks, Content, SnapshotInfo, Summary, Timestamp, Tree as TreeObject, INLINE_HANDLES};
+use crate::meta::object::ObjectName;
 use crate::progress::Progress;
 use crate::repo::Repo;
 use exclude::Excludes;
@@ -66,8 +66,7 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
     let scan_opts = ScanOptions { excludes: &excludes, one_file_system: opts.one_file_system };
     let mut tree = Tree::default();
     for path in &paths {
-        let prev = root.path_roots.iter().find(|(p, _)| p == path.as_os_str().as_bytes()).map(|(_, r)| *r);
-        tree.scan_root(repo, path, prev, &scan_opts)?;
+        tree.scan_root(repo, path, previous_entry(&root.snapshots, path), &scan_opts)?;
     }
     for n in &tree.notices {
         progress.warn(n);
@@ -89,11 +88,8 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
             Kind::File { link_group, .. } => {
                 summary.files += 1;
                 summary.bytes += node.attrs.size;
-                let unchanged = node
-                    .prev
-                    .as_ref()
-                    .and_then(|p| p.log.latest())
-                    .filter(|v| matches!(v.content, Content::File { .. }) && v.attrs.same_as(&node.attrs));
+                let unchanged =
+                    node.prev.as_ref().filter(|v| matches!(v.content, Content::File { .. }) && v.attrs == node.attrs);
                 match unchanged {
                     Some(v) => {
                         node.content = Some(v.content.clone());
@@ -133,22 +129,14 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
     summary.chunks_new = stats.chunks_new.into_inner();
     summary.bytes_added = stats.bytes_added.into_inner();
 
-    let (puts, refs) = build_objects(repo, &mut tree, &mut root.next_object_seq, seq);
+    let (puts, mut built) = build_objects(repo, &mut tree)?;
     summary.errors = tree.errors;
     summary.duration_ms = started.elapsed().as_millis() as u64;
 
     let mut id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut id);
-    let mut roots = Vec::new();
-    for (path, &node) in paths.iter().zip(&tree.roots) {
-        let r = refs[node].expect("a root is never left out");
-        roots.push(r);
-        let key = path.as_os_str().as_bytes().to_vec();
-        match root.path_roots.iter_mut().find(|(p, _)| *p == key) {
-            Some(entry) => entry.1 = r,
-            None => root.path_roots.push((key, r)),
-        }
-    }
+    let roots: Vec<model::Node> =
+        tree.roots.iter().map(|&node| built[node].take().expect("a root is never left out")).collect();
     let snapshot = SnapshotInfo {
         seq,
         id,
@@ -170,53 +158,55 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
 /// An object ready to store: its name and sealed bytes.
 type SealedObject = (ObjectName, Vec<u8>);
 
-/// Turns the scanned tree into version logs, children before parents.
-/// Returns the objects to write and each node's object reference.
-fn build_objects(
-    repo: &Repo,
-    tree: &mut Tree,
-    next_object_seq: &mut u64,
-    seq: u64,
-) -> (Vec<SealedObject>, Vec<Option<ObjectRef>>) {
-    let mut refs: Vec<Option<ObjectRef>> = vec![None; tree.nodes.len()];
-    let mut puts = Vec::new();
+/// The entry at `path` in the newest snapshot that backed it up: where the
+/// scan finds what it can take without reading.
+fn previous_entry(snapshots: &[SnapshotInfo], path: &Path) -> Option<model::Node> {
+    let key = path.as_os_str().as_bytes();
+    snapshots.iter().rev().find_map(|s| s.paths.iter().position(|p| p == key).map(|i| s.roots[i].clone()))
+}
+
+/// Turns the scanned tree into tree and handle list objects, children
+/// before parents. Returns the objects the metadata database does not hold
+/// yet (content-addressed: an unchanged subtree is an object it has) and
+/// each node's entry for its parent (`None` for entries left out).
+fn build_objects(repo: &Repo, tree: &mut Tree) -> Result<(Vec<SealedObject>, Vec<Option<model::Node>>)> {
+    let mut built: Vec<Option<model::Node>> = vec![None; tree.nodes.len()];
+    let mut candidates: Vec<SealedObject> = Vec::new();
+    let mut seen: HashSet<ObjectName> = HashSet::new();
     for i in (0..tree.nodes.len()).rev() {
         let node = &tree.nodes[i];
         if node.failed {
             continue;
         }
         let content = match &node.kind {
-            Kind::File { .. } => node.content.clone().expect("files are read or reused before this"),
-            Kind::Symlink { target } => Content::Symlink { target: target.clone() },
-            Kind::Dir { children } => Content::Dir {
-                entries: children
-                    .iter()
-                    .filter_map(|&c| refs[c].map(|object| DirEntry { name: tree.nodes[c].name.clone(), object }))
-                    .collect(),
+            Kind::File { .. } => match node.content.clone().expect("files are read or reused before this") {
+                Content::File { chunks: Chunks::Inline(handles), sparse, link_group }
+                    if handles.len() > INLINE_HANDLES =>
+                {
+                    let (list, sealed) = repo.seal_list(&handles);
+                    if seen.insert(list) {
+                        candidates.push((list, sealed));
+                    }
+                    Content::File { chunks: Chunks::List { list, count: handles.len() as u64 }, sparse, link_group }
+                }
+                other => other,
             },
-        };
-        let version = Version { from: seq, attrs: node.attrs.clone(), content };
-        let node = &mut tree.nodes[i];
-        let (object, log) = match node.prev.take() {
-            Some(prev) if prev.log.latest().is_some_and(|v| v.same_as(&version)) => {
-                refs[i] = Some(prev.object);
-                continue;
-            }
-            Some(mut prev) => {
-                prev.log.versions.push(version);
-                (prev.object, prev.log)
-            }
-            None => {
-                let object_seq = *next_object_seq;
-                *next_object_seq += 1;
-                let name = ObjectName::new(&repo.node, object_seq);
-                (ObjectRef { name, seq: object_seq, key: ObjectKey::random() }, NodeObject { versions: vec![version] })
+            Kind::Symlink { target } => Content::Symlink { target: target.clone() },
+            Kind::Dir { children } => {
+                let nodes = children.iter().filter_map(|&c| built[c].take()).collect();
+                let (name, sealed) = repo.seal_tree(&TreeObject { nodes });
+                let known = matches!(&node.prev, Some(p) if p.content == Content::Dir { tree: name });
+                if !known && seen.insert(name) {
+                    candidates.push((name, sealed));
+                }
+                Content::Dir { tree: name }
             }
         };
-        puts.push(repo.seal_object(&object, &log));
-        refs[i] = Some(object);
+        built[i] = Some(model::Node { name: node.name.clone(), attrs: node.attrs.clone(), content });
     }
-    (puts, refs)
+    let missing = repo.meta.missing(candidates.iter().map(|(n, _)| *n))?;
+    candidates.retain(|(n, _)| missing.contains(n));
+    Ok((candidates, built))
 }
 
 /// The current time.
@@ -229,3 +219,6 @@ pub fn now() -> Timestamp {
 pub fn display_path(raw: &[u8]) -> String {
     Path::new(std::ffi::OsStr::from_bytes(raw)).display().to_string()
 }
+
+#[cfg(test)]
+mod tests;

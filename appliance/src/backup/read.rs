@@ -14,7 +14,7 @@ use pastiche_core::{ChunkId, Handle};
 
 use crate::chunk_stream::ChunkStream;
 use crate::fsmeta::attrs_of;
-use crate::meta::model::{Attrs, Content};
+use crate::meta::model::{Attrs, Chunks, Content};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::sealing::Sealer;
@@ -180,7 +180,11 @@ fn read_one(
         a.size() != before.size() || a.mtime_nsec() != before.mtime_nsec() || a.mtime() != before.mtime()
     }) || attrs.size != scanned.size
         || attrs.mtime != scanned.mtime;
-    Ok(Outcome::Read { attrs, content: Content::File { handles, sparse, link_group }, changed_while_reading: changed })
+    Ok(Outcome::Read {
+        attrs,
+        content: Content::File { chunks: Chunks::Inline(handles), sparse, link_group },
+        changed_while_reading: changed,
+    })
 }
 
 /// Opens without updating the access time where the kernel allows it.

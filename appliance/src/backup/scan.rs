@@ -10,19 +10,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::fsmeta::{attrs_of, is_sparse, kind_name, link_group};
-use crate::meta::model::{Attrs, Content, NodeObject};
-use crate::meta::object::ObjectRef;
+use crate::meta::model::{self, Attrs, Content};
 use crate::repo::Repo;
 
 use super::exclude::Excludes;
-
-/// An entry's object from earlier snapshots.
-pub struct Prev {
-    /// Its reference (kept for the new version).
-    pub object: ObjectRef,
-    /// Its decrypted version log.
-    pub log: NodeObject,
-}
 
 /// What kind of entry, with what the scan learned about it.
 pub enum Kind {
@@ -55,8 +46,8 @@ pub struct Node {
     pub attrs: Attrs,
     /// Type-specific facts.
     pub kind: Kind,
-    /// The earlier object for this path, if any.
-    pub prev: Option<Prev>,
+    /// The entry at this path in the previous snapshot of its root, if any.
+    pub prev: Option<model::Node>,
     /// File content once known: reused from `prev` or read.
     pub content: Option<Content>,
     /// Could not be backed up: left out of its parent.
@@ -94,13 +85,12 @@ impl Tree {
         &mut self,
         repo: &Repo,
         path: &Path,
-        prev: Option<ObjectRef>,
+        prev: Option<model::Node>,
         opts: &ScanOptions<'_>,
     ) -> anyhow::Result<()> {
         let meta = fs::symlink_metadata(path).map_err(|e| anyhow::anyhow!("cannot back up {}: {e}", path.display()))?;
         let root_dev = meta.dev();
         let name = path.file_name().unwrap_or(OsStr::new("/")).as_bytes().to_vec();
-        let prev = prev.and_then(|r| self.load_prev(repo, r, path));
         let Some(root) = self.add(path.to_path_buf(), name, &meta, prev) else {
             anyhow::bail!("cannot back up {}: it is a {}", path.display(), kind_name(meta.mode()));
         };
@@ -141,12 +131,18 @@ impl Tree {
             }
         }
         entries.sort();
-        let earlier: HashMap<Vec<u8>, ObjectRef> = match self.nodes[dir].prev.as_ref().and_then(|p| p.log.latest()) {
-            Some(v) => match &v.content {
-                Content::Dir { entries } => entries.iter().map(|e| (e.name.clone(), e.object)).collect(),
-                _ => HashMap::new(),
+        let mut earlier: HashMap<Vec<u8>, model::Node> = match self.nodes[dir].prev.as_ref().map(|p| &p.content) {
+            Some(Content::Dir { tree }) => match repo.load_tree(tree) {
+                Ok(tree) => tree.nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+                Err(e) => {
+                    self.notices.push(format!(
+                        "earlier metadata of {} unreadable, backing it up afresh: {e:#}",
+                        path.display()
+                    ));
+                    HashMap::new()
+                }
             },
-            None => HashMap::new(),
+            _ => HashMap::new(),
         };
         let mut children = Vec::with_capacity(entries.len());
         for (name, child_path) in entries {
@@ -160,7 +156,7 @@ impl Tree {
                     continue;
                 }
             };
-            let prev = earlier.get(&name).and_then(|r| self.load_prev(repo, *r, &child_path));
+            let prev = earlier.remove(&name);
             if let Some(i) = self.add(child_path.clone(), name, &meta, prev) {
                 children.push(i);
             }
@@ -168,19 +164,8 @@ impl Tree {
         children
     }
 
-    fn load_prev(&mut self, repo: &Repo, object: ObjectRef, path: &Path) -> Option<Prev> {
-        match repo.load_object::<NodeObject>(&object) {
-            Ok(log) => Some(Prev { object, log }),
-            Err(e) => {
-                self.notices
-                    .push(format!("earlier metadata of {} unreadable, backing it up afresh: {e:#}", path.display()));
-                None
-            }
-        }
-    }
-
     /// Adds a node; `None` for entries that are not backed up.
-    fn add(&mut self, path: PathBuf, name: Vec<u8>, meta: &fs::Metadata, prev: Option<Prev>) -> Option<usize> {
+    fn add(&mut self, path: PathBuf, name: Vec<u8>, meta: &fs::Metadata, prev: Option<model::Node>) -> Option<usize> {
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             Kind::File { sparse: is_sparse(meta), link_group: link_group(meta) }

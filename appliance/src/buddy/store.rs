@@ -261,6 +261,19 @@ impl BuddyStorage {
         self.shared.account(client, &rec).map(Some)
     }
 
+    /// How many committed metadata objects `client` has here, and their
+    /// bytes (what its deletes free).
+    pub fn client_objects(&self, client: &PublicKey) -> Result<(u64, u64)> {
+        const C: &str = "counting objects";
+        let txn = self.shared.db.begin_read().db(C)?;
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for row in txn.open_table(OBJECTS).db(C)?.range(obj_range(client)).db(C)? {
+            count += 1;
+            bytes += row.db(C)?.1.value().len() as u64;
+        }
+        Ok((count, bytes))
+    }
+
     /// Every admitted client, in key order.
     pub fn clients(&self) -> Result<Vec<ClientInfo>> {
         const C: &str = "listing clients";
@@ -582,8 +595,9 @@ impl Shared {
     }
 
     /// Applies a prepared epoch ([`Epochs::apply`]): releases the delete
-    /// list's references, then in one transaction moves the staging into
-    /// the committed tables and records the epoch. Idempotent: returns
+    /// list's references, then in one transaction deletes the objects the
+    /// delete list names, moves the staging into the committed tables and
+    /// records the epoch. Idempotent: returns
     /// `false` when the epoch was already applied.
     pub(super) fn apply(&self, client: &PublicKey, epoch: u64) -> Result<bool> {
         const C: &str = "applying an epoch";
@@ -627,12 +641,18 @@ impl Shared {
                 staged.push((k.value().1, v.value().to_vec()));
             }
             let mut objects = txn.open_table(OBJECTS).db(C)?;
+            let mut names = txn.open_table(CHUNK_NAMES).db(C)?;
+            // A deleted id is a chunk reference released, or one of the
+            // client's objects it no longer references (PROTOCOL.md 4.3).
+            for row in txn.open_table(STAGED_DELETES).db(C)?.range(obj_range(client)).db(C)? {
+                let key = row.db(C)?.0.value();
+                names.remove(key).db(C)?;
+                objects.remove(key).db(C)?;
+            }
+            // Staged objects go in after the deletes: an object both put and
+            // deleted in one epoch is kept.
             for (name, data) in &staged {
                 objects.insert((client.0, *name), data.as_slice()).db(C)?;
-            }
-            let mut names = txn.open_table(CHUNK_NAMES).db(C)?;
-            for row in txn.open_table(STAGED_DELETES).db(C)?.range(obj_range(client)).db(C)? {
-                names.remove(row.db(C)?.0.value()).db(C)?;
             }
             let root = txn.open_table(STAGED_ROOTS).db(C)?.get(&client.0).db(C)?.map(|g| g.value().to_vec());
             if let Some(root) = root {

@@ -15,7 +15,7 @@ use crate::engine::snapshots::{self, DiffReport, ForgetReport};
 use crate::engine::{self, BackupOptions, PruneSummary, ReadData, RestoreOptions};
 use crate::exit;
 use crate::fsmeta::kind_name;
-use crate::meta::model::{Content, SnapshotInfo, Version};
+use crate::meta::model::{Content, Node, SnapshotInfo};
 use crate::progress::human_bytes;
 use crate::repo::hostname::local_fqdn;
 use crate::repo::keys::KdfParams;
@@ -171,7 +171,7 @@ pub fn snapshots(g: &Global, b: &SharedBox) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn entry_json(path: &std::path::Path, v: &Version) -> serde_json::Value {
+fn entry_json(path: &std::path::Path, v: &Node) -> serde_json::Value {
     json!({"path": path.to_string_lossy(), "type": kind_name(v.attrs.mode), "size": v.attrs.size,
         "mode": format!("{:o}", v.attrs.mode & 0o7777), "mtime": iso_time(v.attrs.mtime),
         "uid": v.attrs.uid, "gid": v.attrs.gid})
@@ -181,9 +181,9 @@ fn entry_json(path: &std::path::Path, v: &Version) -> serde_json::Value {
 pub fn ls(g: &Global, b: &SharedBox, snap: &str, under: Option<PathBuf>) -> Result<u8> {
     for e in snapshots::ls(&b.read(), snap, under.as_deref())? {
         if g.json {
-            g.json(&entry_json(&e.path, &e.version))?;
+            g.json(&entry_json(&e.path, &e.node))?;
         } else {
-            let suffix = match &e.version.content {
+            let suffix = match &e.node.content {
                 Content::Dir { .. } => "/".to_string(),
                 Content::Symlink { target } => format!(" -> {}", String::from_utf8_lossy(target)),
                 Content::File { .. } => String::new(),
@@ -293,9 +293,8 @@ fn print_prune(g: &Global, s: &PruneSummary) -> Result<()> {
         g.json(&json!({"message_type": "prune", "summary": s}))?;
     } else if !g.quiet {
         g.line(format!(
-            "pruned: {} objects deleted, {} trimmed, {} chunks released, {} freed",
+            "pruned: {} objects deleted, {} chunks released, {} freed",
             s.objects_deleted,
-            s.objects_trimmed,
             s.chunks_released,
             human_bytes(s.bytes_freed)
         ))?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Error;
 use crate::fsmeta::kind_name;
-use crate::meta::model::{Content, RootObject, SnapshotInfo, Version};
+use crate::meta::model::{Content, Node, RootObject, SnapshotInfo};
 use crate::meta::walk;
 use crate::repo::Repo;
 use crate::retention::{self, KeepPolicy};
@@ -39,7 +39,7 @@ pub struct Entry {
     /// Its absolute path.
     pub path: PathBuf,
     /// Its attributes and content.
-    pub version: Version,
+    pub node: Node,
 }
 
 /// The entries of snapshot `spec`, only those under `under` if given.
@@ -49,7 +49,7 @@ pub fn ls(repo: &Repo, spec: &str, under: Option<&Path>) -> Result<Vec<Entry>> {
     Ok(walk::entries(repo, snap)?
         .into_iter()
         .filter(|e| under.is_none_or(|u| e.path.starts_with(u)))
-        .map(|e| Entry { path: e.path, version: e.version })
+        .map(|e| Entry { path: e.path, node: e.node })
         .collect())
 }
 
@@ -97,9 +97,9 @@ pub struct DiffReport {
 /// Compares snapshots `a` (older) and `b` (newer).
 pub fn diff(repo: &Repo, a: &str, b: &str) -> Result<DiffReport> {
     let root = repo.load_root()?;
-    let collect = |spec: &str| -> Result<BTreeMap<PathBuf, Version>> {
+    let collect = |spec: &str| -> Result<BTreeMap<PathBuf, Node>> {
         let snap = find(&root, spec)?;
-        Ok(walk::entries(repo, snap)?.into_iter().map(|e| (e.path, e.version)).collect())
+        Ok(walk::entries(repo, snap)?.into_iter().map(|e| (e.path, e.node)).collect())
     };
     let (old, new) = (collect(a)?, collect(b)?);
     let mut report = DiffReport::default();
@@ -109,9 +109,7 @@ pub fn diff(repo: &Repo, a: &str, b: &str) -> Result<DiffReport> {
             Some(w) if w.content != v.content || kind_name(w.attrs.mode) != kind_name(v.attrs.mode) => {
                 (!matches!(v.content, Content::Dir { .. })).then_some(Change::Modified)
             }
-            Some(w) if !w.attrs.same_as(&v.attrs) && !matches!(v.content, Content::Dir { .. }) => {
-                Some(Change::MetadataOnly)
-            }
+            Some(w) if w.attrs != v.attrs && !matches!(v.content, Content::Dir { .. }) => Some(Change::MetadataOnly),
             Some(_) => None,
         };
         if let Some(c) = change {

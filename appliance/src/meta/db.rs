@@ -3,7 +3,8 @@
 //! A snapshot's objects and the new root object are written in one redb
 //! transaction, so a snapshot appears whole or not at all.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -32,7 +33,12 @@ pub struct Conflict {
 /// The metadata database of a box.
 pub struct MetaDb {
     db: Database,
+    path: PathBuf,
 }
+
+/// Free space worth giving back when the database is closed: at least this
+/// many bytes, and at least a quarter of the file.
+const SLACK_TO_COMPACT: u64 = 1 << 20;
 
 impl MetaDb {
     /// Creates the database file (for a new box).
@@ -40,7 +46,7 @@ impl MetaDb {
         let db = crate::redb_guard::open_guarded(path, || Database::create(path))
             .map_err(anyhow::Error::msg)?
             .with_context(|| format!("cannot create metadata database {}", path.display()))?;
-        Self::with_table(db)
+        Self::with_table(db, path)
     }
 
     /// Opens the existing database file; a missing or damaged one is an error.
@@ -51,14 +57,35 @@ impl MetaDb {
         let db = crate::redb_guard::open_guarded(path, || Database::open(path))
             .map_err(anyhow::Error::msg)?
             .with_context(|| format!("cannot open metadata database {}", path.display()))?;
-        Self::with_table(db)
+        Self::with_table(db, path)
     }
 
-    fn with_table(db: Database) -> Result<MetaDb> {
+    fn with_table(db: Database, path: &Path) -> Result<MetaDb> {
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
         txn.commit()?;
-        Ok(MetaDb { db })
+        Ok(MetaDb { db, path: path.to_path_buf() })
+    }
+
+    /// Bytes of the file that hold no page: what compaction could give back.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let stats = self.db.begin_write()?.stats()?;
+        let used = stats.allocated_pages() * stats.page_size() as u64;
+        let len = std::fs::metadata(&self.path)?.len();
+        Ok(len.saturating_sub(used))
+    }
+
+    /// Moves every page to the front of the file and truncates it, if at
+    /// least [`SLACK_TO_COMPACT`] bytes and a quarter of the file are free.
+    /// Returns whether it compacted.
+    pub fn compact_if_slack(&mut self) -> Result<bool> {
+        let free = self.free_bytes()?;
+        let len = std::fs::metadata(&self.path)?.len();
+        if free < SLACK_TO_COMPACT || free < len / 4 {
+            return Ok(false);
+        }
+        self.db.compact().context("cannot compact the metadata database")?;
+        Ok(true)
     }
 
     /// The sealed bytes of an object, if stored.
@@ -66,6 +93,19 @@ impl MetaDb {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OBJECTS)?;
         Ok(table.get(&name.0[..])?.map(|v| v.value().to_vec()))
+    }
+
+    /// Which of `names` are not stored (one read transaction).
+    pub fn missing(&self, names: impl IntoIterator<Item = ObjectName>) -> Result<HashSet<ObjectName>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OBJECTS)?;
+        let mut out = HashSet::new();
+        for name in names {
+            if table.get(&name.0[..])?.is_none() {
+                out.insert(name);
+            }
+        }
+        Ok(out)
     }
 
     /// Writes and deletes objects in one durable transaction.
@@ -122,5 +162,56 @@ impl MetaDb {
             }
         }
         Ok(out)
+    }
+}
+
+/// redb doubles a small file whenever it needs room and gives back only
+/// free pages at its end, so a backup that rewrites a few trees could leave
+/// the file twice its content: every box closing its metadata gives the
+/// slack back (rarely more than once per doubling). Errors are left to the
+/// next open, which finds a consistent file either way.
+impl Drop for MetaDb {
+    fn drop(&mut self) {
+        let _ = self.compact_if_slack();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(i: u32) -> ObjectName {
+        let mut n = [0u8; 20];
+        n[..4].copy_from_slice(&i.to_be_bytes());
+        ObjectName(n)
+    }
+
+    /// A database left mostly empty by a large deletion is compacted when
+    /// closed: its file shrinks to well under half, and every kept object
+    /// reads back.
+    #[test]
+    fn closing_gives_back_the_room_a_large_deletion_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let names: Vec<ObjectName> = (0..400).map(name).collect();
+        let before = {
+            let db = MetaDb::create(&path).unwrap();
+            let puts: Vec<(ObjectName, Vec<u8>)> = names.iter().map(|n| (*n, vec![n.0[3]; 20_000])).collect();
+            db.apply(&puts, &[]).unwrap();
+            db.apply(&[], &names[..350]).unwrap();
+            // redb reuses the pages a commit freed only after later
+            // commits: until then they count as allocated.
+            db.apply(&[], &[]).unwrap();
+            db.apply(&[], &[]).unwrap();
+            assert!(db.free_bytes().unwrap() > 4 << 20, "the deletion left room in the file");
+            std::fs::metadata(&path).unwrap().len()
+        };
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < before / 2, "{before} bytes before closing, {after} after");
+        let db = MetaDb::open(&path).unwrap();
+        assert_eq!(db.names().unwrap().len(), 50);
+        for n in &names[350..] {
+            assert_eq!(db.get(n).unwrap(), Some(vec![n.0[3]; 20_000]));
+        }
     }
 }

@@ -1,18 +1,18 @@
 //! The metadata model: what is encrypted inside each object (docs/METADATA.md).
 //!
-//! Every file-system entry backed up at a path has one object for its whole
-//! life: a log of versions, each valid from the snapshot that introduced it
-//! until the next version. An entry that does not change between snapshots
-//! costs nothing: its object is not rewritten. Directories list their
-//! children by name with each child's object reference, so a directory's
-//! object changes only when names come or go or its own attributes change.
-//! This is the metadata skeleton: restoring snapshot `s` walks from the
-//! snapshot's roots, taking in each object the latest version with
-//! `from <= s`.
+//! A snapshot is a tree of content-addressed objects, as in restic: each
+//! directory is a [`Tree`] object listing its children (name, attributes,
+//! and for a file its chunk handles, for a subdirectory the name of its
+//! tree), named by a keyed hash of its plaintext. An unchanged subtree is
+//! therefore the same object in every snapshot and under every path that
+//! reaches it; a changed file rewrites the trees from its directory up to
+//! the snapshot's root entry, which the root object holds with the path.
+//! The handles of files with many chunks live in their own content-addressed
+//! list objects, so rewriting a directory does not copy them.
 
 use serde::{Deserialize, Serialize};
 
-use super::object::ObjectRef;
+use super::object::ObjectName;
 
 /// Seconds and nanoseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -23,7 +23,10 @@ pub struct Timestamp {
     pub nanos: u32,
 }
 
-/// The `lstat` attributes kept for an entry.
+/// The `lstat` attributes kept for an entry. Access times are not kept
+/// (as Borg by default): listing a directory changes its own, which would
+/// make every tree above it a new object at each backup. A restore sets
+/// them to the modification time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attrs {
     /// `st_mode`: type and permission bits.
@@ -36,8 +39,6 @@ pub struct Attrs {
     pub size: u64,
     /// Modification time.
     pub mtime: Timestamp,
-    /// Access time (restored, never compared).
-    pub atime: Timestamp,
     /// Status-change time (compared to detect changes, not restorable).
     pub ctime: Timestamp,
     /// Inode number (compared to detect replaced files).
@@ -46,13 +47,24 @@ pub struct Attrs {
     pub dev: u64,
 }
 
-impl Attrs {
-    /// True when nothing restorable or change-revealing differs (access
-    /// times are ignored: reading a file changes them).
-    pub fn same_as(&self, other: &Attrs) -> bool {
-        Attrs { atime: other.atime, ..self.clone() } == *other
-    }
+/// The chunks of a file, as a tree stores them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Chunks {
+    /// At most [`INLINE_HANDLES`] handles, kept in the tree itself.
+    Inline(Vec<[u8; 20]>),
+    /// More: a content-addressed handle list object (docs/METADATA.md), so
+    /// a directory rewritten because one file changed does not copy the
+    /// handle lists of the files that did not.
+    List {
+        /// The list object's name.
+        list: ObjectName,
+        /// How many handles it holds.
+        count: u64,
+    },
 }
+
+/// Files with at most this many chunks keep their handles in their tree.
+pub const INLINE_HANDLES: usize = 4;
 
 /// What an entry holds, by type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +72,7 @@ pub enum Content {
     /// A regular file: the handles of its chunks, in order.
     File {
         /// Chunk handles (SHA-1 of each plaintext chunk).
-        handles: Vec<[u8; 20]>,
+        chunks: Chunks,
         /// The file had holes (fewer blocks than its size): all-zero chunks
         /// are restored as holes.
         sparse: bool,
@@ -68,10 +80,10 @@ pub enum Content {
         /// one file (set when the link count is above one).
         link_group: Option<u64>,
     },
-    /// A directory: its children, sorted by name.
+    /// A directory: the content-addressed tree of its children.
     Dir {
-        /// Children.
-        entries: Vec<DirEntry>,
+        /// The tree object's name.
+        tree: ObjectName,
     },
     /// A symbolic link.
     Symlink {
@@ -80,51 +92,24 @@ pub enum Content {
     },
 }
 
-/// One child of a directory.
+/// One entry of a directory (or a snapshot's root).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirEntry {
+pub struct Node {
     /// File name, raw bytes.
     pub name: Vec<u8>,
-    /// The child's object.
-    pub object: ObjectRef,
-}
-
-/// One version of an entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Version {
-    /// The snapshot sequence number from which this version holds.
-    pub from: u64,
     /// Attributes.
     pub attrs: Attrs,
     /// Content.
     pub content: Content,
 }
 
-impl Version {
-    /// True when `other` would restore the same thing and shows no sign of
-    /// change (see [`Attrs::same_as`]).
-    pub fn same_as(&self, other: &Version) -> bool {
-        self.attrs.same_as(&other.attrs) && self.content == other.content
-    }
-}
-
-/// The decrypted body of an entry's object: its version log.
+/// A directory's children, sorted by name: the plaintext of a tree object.
+/// Trees are content-addressed, so an unchanged subtree is one object
+/// however many snapshots or paths reach it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeObject {
-    /// Versions, oldest first (`from` strictly increasing).
-    pub versions: Vec<Version>,
-}
-
-impl NodeObject {
-    /// The version in force at snapshot `seq`.
-    pub fn at(&self, seq: u64) -> Option<&Version> {
-        self.versions.iter().rev().find(|v| v.from <= seq)
-    }
-
-    /// The newest version.
-    pub fn latest(&self) -> Option<&Version> {
-        self.versions.last()
-    }
+pub struct Tree {
+    /// Children, sorted by name.
+    pub nodes: Vec<Node>,
 }
 
 /// What a snapshot did, for `snapshots` and the JSON summary.
@@ -159,7 +144,7 @@ pub struct Summary {
 /// One snapshot, as listed in the root object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
-    /// Sequence number: versions with `from <= seq` are candidates.
+    /// Sequence number, increasing with each snapshot of the box.
     pub seq: u64,
     /// Random identifier shown to users (hex).
     pub id: [u8; 16],
@@ -169,8 +154,9 @@ pub struct SnapshotInfo {
     pub hostname: String,
     /// Absolute paths backed up, raw bytes.
     pub paths: Vec<Vec<u8>>,
-    /// The object of each path (same order).
-    pub roots: Vec<ObjectRef>,
+    /// The entry of each path (same order), named by its last component;
+    /// a directory's points to its tree.
+    pub roots: Vec<Node>,
     /// Statistics.
     pub summary: Summary,
 }
@@ -190,14 +176,10 @@ pub struct RootObject {
     pub name: String,
     /// The box's Ed25519 secret seed, so a rebuilt box has its identity back.
     pub identity_seed: [u8; 32],
-    /// Next free object sequence number.
-    pub next_object_seq: u64,
     /// Next snapshot sequence number.
     pub next_snapshot_seq: u64,
     /// Retained snapshots, oldest first.
     pub snapshots: Vec<SnapshotInfo>,
-    /// The persistent object of each path ever backed up.
-    pub path_roots: Vec<(Vec<u8>, ObjectRef)>,
 }
 
 /// Serializes with postcard.

@@ -112,13 +112,20 @@ pub enum ObjectError {
 pub fn seal_object(key: &ObjectKey, node: &NodeId, seq: u64, plaintext: &[u8]) -> Vec<u8> {
     let mut iv = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut iv);
+    seal_object_with_iv(key, node, seq, &iv, plaintext)
+}
+
+/// [`seal_object`] with a given IV. Only for objects whose key and IV are
+/// both functions of their plaintext (content-addressed objects,
+/// [`super::tree`]): the same key then never encrypts two plaintexts.
+pub fn seal_object_with_iv(key: &ObjectKey, node: &NodeId, seq: u64, iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + plaintext.len() + TAG);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&node.0);
     out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(&iv);
+    out.extend_from_slice(iv);
     out.extend_from_slice(plaintext);
-    cipher(key, &iv).apply_keystream(&mut out[HEADER..]);
+    cipher(key, iv).apply_keystream(&mut out[HEADER..]);
     let tag = tag(key, &out);
     out.extend_from_slice(&tag);
     out

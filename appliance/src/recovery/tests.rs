@@ -255,11 +255,9 @@ fn a_chunk_no_buddy_holds_fails_the_sync_and_is_not_recorded_as_shipped() {
     let root = repo.load_root().unwrap();
     let first_only = crate::meta::walk::entries(&repo, &root.snapshots[1]).unwrap();
     for e in first_only.iter().filter(|e| e.path.to_string_lossy().contains("file2-")) {
-        if let crate::meta::model::Content::File { handles, .. } = &e.version.content {
-            for h in handles {
-                let id = pastiche_core::Handle(*h).chunk_id();
-                assert!(!shipped.contains(&id), "{} recorded as shipped to B", e.path.display());
-            }
+        for h in &e.handles {
+            let id = pastiche_core::Handle(*h).chunk_id();
+            assert!(!shipped.contains(&id), "{} recorded as shipped to B", e.path.display());
         }
     }
 }
@@ -424,9 +422,7 @@ fn a_chunk_a_buddy_serves_damaged_is_taken_from_another() {
     let root = repo.load_root().unwrap();
     let mut handles = Vec::new();
     for e in crate::meta::walk::entries(&repo, root.snapshots.last().unwrap()).unwrap() {
-        if let crate::meta::model::Content::File { handles: h, .. } = &e.version.content {
-            handles.extend(h.iter().map(|h| pastiche_core::Handle(*h)));
-        }
+        handles.extend(e.handles.iter().map(|h| pastiche_core::Handle(*h)));
     }
     // B holds other bytes under one chunkId (uploaded first under it: the
     // offer then finds it "held"); it serves them as that chunk.
@@ -455,4 +451,100 @@ fn a_chunk_a_buddy_serves_damaged_is_taken_from_another() {
             Ok(())
         })
         .unwrap();
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.insert(path.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The objects a box holds (its root aside), counted as the buddy stores
+/// them: each in its parts.
+fn parts_held(repo: &Repo) -> u64 {
+    let root = repo.root_ref().name;
+    let mut parts = 0;
+    for name in repo.meta.names().unwrap().into_iter().filter(|n| *n != root) {
+        parts += sync::split::part_count(repo.meta.get(&name).unwrap().unwrap().len()) as u64;
+    }
+    parts
+}
+
+/// What `forget` and `prune` free on the box is freed on its buddy by the
+/// next sync: the commit carries signed deletes of the objects and chunks
+/// no kept snapshot reaches, so the buddy's objects for the box come down to
+/// exactly the kept ones and its bytes for the box go down; a box rebuilt
+/// from that buddy alone then restores the kept snapshot exactly.
+#[test]
+fn what_forget_and_prune_free_is_deleted_on_the_buddy_and_the_rest_recovers_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("home");
+    let buddy = Buddy::start("a.buddy.test");
+    let sync_all = |repo: &Repo| -> Vec<sync::SyncReport> {
+        let mut buddies = load_buddies(&repo.dir).unwrap();
+        let reports = buddies.iter_mut().map(|b| sync::sync_one(repo, b, &quiet()).unwrap()).collect();
+        save_buddies(&repo.dir, &buddies).unwrap();
+        reports
+    };
+    let key;
+    {
+        let repo = Repo::init(&tmp.path().join("box"), NAME, PASS, cheap()).unwrap();
+        key = repo.identity.public_key();
+        buddy.pair(&repo);
+        let opts = BackupOptions { paths: vec![source.clone()], excludes: vec![], one_file_system: false, threads: 2 };
+        // Two snapshots: the second drops the first one's directory.
+        write_tree(&source.join("old"), 1, 4);
+        write_tree(&source.join("kept"), 2, 3);
+        backup::run(&repo, &opts, &quiet()).unwrap();
+        sync_all(&repo);
+        std::fs::remove_dir_all(source.join("old")).unwrap();
+        write_tree(&source.join("new"), 3, 2);
+        backup::run(&repo, &opts, &quiet()).unwrap();
+        sync_all(&repo);
+        let (objects_before, object_bytes_before) = buddy.storage.client_objects(&key).unwrap();
+        let used_before = buddy.storage.client_record(&key).unwrap().unwrap().used_bytes;
+        assert_eq!(objects_before, parts_held(&repo), "before: the buddy holds what the box holds");
+
+        let policy = crate::retention::KeepPolicy { last: Some(1), ..Default::default() };
+        assert_eq!(crate::engine::snapshots::forget(&repo, &policy, false).unwrap().removed, 1);
+        let pruned = crate::prune::run(&repo).unwrap();
+        assert!(pruned.objects_deleted > 0 && pruned.chunks_released > 0, "{pruned:?}");
+        let report = sync_all(&repo).remove(0);
+        assert!(report.objects_deleted > 0 && report.deletes > 0, "{report:?}");
+
+        let (objects_after, object_bytes_after) = buddy.storage.client_objects(&key).unwrap();
+        let used_after = buddy.storage.client_record(&key).unwrap().unwrap().used_bytes;
+        assert_eq!(objects_after, parts_held(&repo), "after: exactly the kept snapshot's objects are left");
+        assert!(objects_after < objects_before, "{objects_after} objects left of {objects_before}");
+        assert!(object_bytes_after < object_bytes_before, "{object_bytes_after} of {object_bytes_before} bytes");
+        assert!(used_after < used_before, "the box's usage on the buddy went from {used_before} to {used_after}");
+        // Nothing is left to delete.
+        assert_eq!(sync_all(&repo).remove(0).objects_deleted, 0);
+    }
+    std::fs::remove_dir_all(tmp.path().join("box")).unwrap();
+
+    let dir = tmp.path().join("rebuilt");
+    let report = recover(&options(&dir, &[buddy.addr]), &NoDiscovery).unwrap();
+    assert_eq!(report.snapshots, 1);
+    let repo = Repo::open(&dir, PASS, LockMode::Exclusive).unwrap();
+    let root = repo.load_root().unwrap();
+    let target = tmp.path().join("restored");
+    let opts = RestoreOptions { target: target.clone(), include: vec![], threads: 2 };
+    let summary = restore::run(&repo, &root.snapshots[0], &opts, &LocalThenBuddy::new(&repo), &quiet()).unwrap();
+    assert_eq!(summary.errors, 0);
+    let restored = files_under(&target.join(source.strip_prefix("/").unwrap()));
+    let expected = files_under(&source);
+    assert_eq!(restored.len(), 5);
+    assert!(restored == expected, "the kept snapshot restored from the buddy differs from the source");
 }

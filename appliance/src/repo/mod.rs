@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::{ExitError, NO_BOX, WRONG_PASSPHRASE};
 use crate::meta::db::MetaDb;
-use crate::meta::model::{decode, encode, RootObject};
+use crate::meta::model::{decode, encode, Chunks, RootObject, Tree};
 use crate::meta::object::{open_object, seal_object, ObjectKey, ObjectName, ObjectRef, ROOT_SEQ};
+use crate::meta::tree::{ContentKeys, Kind};
 use crate::store::ChunkStore;
 pub use access::SharedBox;
 use keys::{KdfParams, RootKey};
@@ -32,10 +33,11 @@ pub use lock::LockMode;
 
 /// The box's public configuration file in its data directory.
 pub const CONFIG_FILE: &str = "box.json";
-/// Version 2: chunks are sealed with a body tag byte and maybe compressed
-/// (SPEC §2a). Version 1 boxes (raw SPEC §2 chunks) are refused, not
-/// migrated: there were no deployed users (docs/STORE.md, "Versions").
-const FORMAT_VERSION: u32 = 2;
+/// Version 3: metadata is content-addressed trees (docs/METADATA.md).
+/// Version 2 (per-entry version logs) and version 1 (raw SPEC §2 chunks)
+/// boxes are refused, not migrated: there were no deployed users
+/// (docs/STORE.md, "Versions").
+const FORMAT_VERSION: u32 = 3;
 
 /// The public configuration of a box (`box.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -81,6 +83,8 @@ pub struct Repo {
     pub store: ChunkStore,
     /// Metadata objects.
     pub meta: MetaDb,
+    /// Keys of the content-addressed metadata objects.
+    content: ContentKeys,
     root_key: RootKey,
     _lock: File,
 }
@@ -113,15 +117,10 @@ impl Repo {
         };
         let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
         let meta = MetaDb::create(&dir.join("meta.redb"))?;
-        let repo = Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, root_key, _lock: lock };
-        let root = RootObject {
-            name: name.to_string(),
-            identity_seed: seed,
-            next_object_seq: 0,
-            next_snapshot_seq: 1,
-            snapshots: Vec::new(),
-            path_roots: Vec::new(),
-        };
+        let content = content_keys(&root_key);
+        let repo = Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, content, root_key, _lock: lock };
+        let root =
+            RootObject { name: name.to_string(), identity_seed: seed, next_snapshot_seq: 1, snapshots: Vec::new() };
         repo.write_metadata(&[], &[], &root, None)?;
         // The config goes last: a box without it is not a box, so a crash
         // during init leaves nothing half-made that `open` would accept.
@@ -145,8 +144,9 @@ impl Repo {
             serde_json::from_str(&text).with_context(|| format!("{} is damaged", config_path.display()))?;
         if config.version != FORMAT_VERSION {
             bail!(
-                "box format version {} is not supported (this pastiche reads {FORMAT_VERSION}; version 1 boxes hold \
-                 chunks sealed before compression and cannot be migrated: back up into a new box)",
+                "box format version {} is not supported (this pastiche reads {FORMAT_VERSION}, content-addressed \
+                 metadata trees; version 2 boxes keep per-entry version logs and version 1 boxes hold chunks sealed \
+                 before compression: they cannot be migrated, back up into a new box)",
                 config.version
             );
         }
@@ -164,7 +164,8 @@ impl Repo {
         if identity.public_key().to_string() != config.public_key {
             bail!("the root object's identity does not match box.json: the box is damaged");
         }
-        Ok(Repo { dir: dir.to_path_buf(), identity, config, node, store, meta, root_key, _lock: lock })
+        let content = content_keys(&root_key);
+        Ok(Repo { dir: dir.to_path_buf(), identity, config, node, store, meta, content, root_key, _lock: lock })
     }
 
     /// The key of the root record the buddies keep for disaster recovery
@@ -195,7 +196,10 @@ impl Repo {
         let node = NodeId::from_name(name);
         let r = root_ref(&node, &root_key);
         let (_, _, plain) = open_object(&r.key, sealed_root).context("the recovered root object does not open")?;
-        let root: RootObject = decode(&plain, "recovered root object")?;
+        let root: RootObject = decode(&plain, "recovered root object").context(
+            "the recovered root object is not of box format 3 (content-addressed metadata trees): boxes of format 2 \
+             cannot be recovered by this pastiche",
+        )?;
         if root.name != name {
             bail!("the recovered root object is for {:?}, not {name:?}", root.name);
         }
@@ -219,7 +223,8 @@ impl Repo {
         }
         let meta = MetaDb::create(&meta_path)?;
         meta.apply(&[(r.name, sealed_root.to_vec())], &[])?;
-        Ok(Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, root_key, _lock: lock })
+        let content = content_keys(&root_key);
+        Ok(Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, content, root_key, _lock: lock })
     }
 
     /// Writes `box.json`, which makes the directory a box: the last step of
@@ -244,16 +249,44 @@ impl Repo {
         load_root(&self.meta, &self.root_ref())
     }
 
-    /// Reads and decrypts a metadata object.
-    pub fn load_object<T: for<'a> Deserialize<'a>>(&self, r: &ObjectRef) -> Result<T> {
-        let bytes = self.meta.get(&r.name)?.with_context(|| format!("metadata object {} is missing", r.name))?;
-        let (_, _, plain) = open_object(&r.key, &bytes).with_context(|| format!("metadata object {}", r.name))?;
-        decode(&plain, "metadata object")
+    /// Seals a directory tree: its name and sealed bytes.
+    pub fn seal_tree(&self, tree: &Tree) -> (ObjectName, Vec<u8>) {
+        self.content.seal(&self.node, Kind::Tree, &encode(tree))
     }
 
-    /// Encrypts an object for storage, stamped with this node and its sequence number.
-    pub fn seal_object<T: Serialize>(&self, r: &ObjectRef, value: &T) -> (ObjectName, Vec<u8>) {
-        (r.name, seal_object(&r.key, &self.node, r.seq, &encode(value)))
+    /// Seals a file's handle list: its name and sealed bytes.
+    pub fn seal_list(&self, handles: &[[u8; 20]]) -> (ObjectName, Vec<u8>) {
+        self.content.seal(&self.node, Kind::List, &encode(&handles))
+    }
+
+    /// Reads, checks and decodes the tree `name`.
+    pub fn load_tree(&self, name: &ObjectName) -> Result<Tree> {
+        decode(&self.open_content(Kind::Tree, name)?, "metadata tree")
+    }
+
+    /// The handles of a file, reading its list object if it has one.
+    pub fn load_handles(&self, chunks: &Chunks) -> Result<Vec<[u8; 20]>> {
+        match chunks {
+            Chunks::Inline(handles) => Ok(handles.clone()),
+            Chunks::List { list, count } => {
+                let handles: Vec<[u8; 20]> = decode(&self.open_content(Kind::List, list)?, "handle list")?;
+                if handles.len() as u64 != *count {
+                    bail!("handle list {list} holds {} handles, its file says {count}", handles.len());
+                }
+                Ok(handles)
+            }
+        }
+    }
+
+    /// The plaintext of a content-addressed object read from `bytes`, which
+    /// were stored (or fetched) as `name`.
+    pub fn open_content_bytes(&self, kind: Kind, name: &ObjectName, bytes: &[u8]) -> Result<Vec<u8>> {
+        self.content.open(kind, name, bytes).with_context(|| format!("metadata object {name}"))
+    }
+
+    fn open_content(&self, kind: Kind, name: &ObjectName) -> Result<Vec<u8>> {
+        let bytes = self.meta.get(name)?.with_context(|| format!("metadata object {name} is missing"))?;
+        self.open_content_bytes(kind, name, &bytes)
     }
 
     /// Atomically writes objects, deletes others and replaces the root
@@ -290,6 +323,10 @@ impl Repo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RootVersion([u8; 20]);
 
+fn content_keys(root_key: &RootKey) -> ContentKeys {
+    ContentKeys::new(root_key.subkey("tree-name"), root_key.subkey("tree-key"))
+}
+
 fn root_ref(node: &NodeId, root_key: &RootKey) -> ObjectRef {
     ObjectRef { name: ObjectName::root(node), seq: ROOT_SEQ, key: ObjectKey(root_key.subkey("root-object")) }
 }
@@ -320,17 +357,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_version_1_box_is_refused_with_a_clear_error() {
+    fn boxes_of_older_formats_are_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let kdf = KdfParams { memory_kib: 256, iterations: 1, parallelism: 1 };
         drop(Repo::init(dir.path(), "nas.example", "pw", kdf).unwrap());
         assert!(Repo::open(dir.path(), "pw", LockMode::Exclusive).is_ok());
         let path = dir.path().join(CONFIG_FILE);
         let mut config: BoxConfig = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-        config.version = 1;
-        fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
-        let Err(err) = Repo::open(dir.path(), "pw", LockMode::Exclusive) else { panic!("a version 1 box is refused") };
-        let msg = err.to_string();
-        assert!(msg.contains("version 1") && msg.contains("cannot be migrated"), "{msg}");
+        for old in [1, 2] {
+            config.version = old;
+            fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+            let Err(err) = Repo::open(dir.path(), "pw", LockMode::Exclusive) else {
+                panic!("version {old} is refused")
+            };
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("version {old} is not supported")) && msg.contains("cannot be migrated"),
+                "{msg}"
+            );
+            assert!(msg.contains("content-addressed metadata trees"), "names the format it reads: {msg}");
+        }
     }
 }

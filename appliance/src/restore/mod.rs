@@ -72,7 +72,7 @@ pub fn run(
             fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
     }
-    for e in selected.iter().filter(|e| matches!(e.version.content, Content::Dir { .. })) {
+    for e in selected.iter().filter(|e| matches!(e.node.content, Content::Dir { .. })) {
         let d = dest(e);
         fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
         summary.dirs += 1;
@@ -82,7 +82,7 @@ pub fn run(
     let mut files = Vec::new();
     let mut links = Vec::new();
     for e in &selected {
-        if let Content::File { link_group, .. } = &e.version.content {
+        if let Content::File { link_group, .. } = &e.node.content {
             match link_group.and_then(|g| link_first.get(&g)) {
                 Some(first) => links.push((first.clone(), dest(e))),
                 None => {
@@ -94,18 +94,12 @@ pub fn run(
             }
         }
     }
-    let total: u64 = files.iter().map(|e| e.version.attrs.size).sum();
+    let total: u64 = files.iter().map(|e| e.node.attrs.size).sum();
     progress.set_totals(files.len() as u64, total);
     let errors = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
-    let sample: Vec<Handle> = files
-        .iter()
-        .filter_map(|e| match &e.version.content {
-            Content::File { handles, .. } => handles.first().map(|h| Handle(*h)),
-            _ => None,
-        })
-        .take(WRITERS_SAMPLE)
-        .collect();
+    let sample: Vec<Handle> =
+        files.iter().filter_map(|e| e.handles.first().map(|h| Handle(*h))).take(WRITERS_SAMPLE).collect();
     std::thread::scope(|scope| {
         for _ in 0..source.writers(opts.threads, &sample).max(1) {
             scope.spawn(|| {
@@ -131,11 +125,11 @@ pub fn run(
         }
     }
     for e in &selected {
-        if let Content::Symlink { target } = &e.version.content {
+        if let Content::Symlink { target } = &e.node.content {
             let d = dest(e);
             let _ = fs::remove_file(&d);
             let made = std::os::unix::fs::symlink(OsStr::from_bytes(target), &d)
-                .and_then(|()| fsmeta::apply(&d, &e.version.attrs, true));
+                .and_then(|()| fsmeta::apply(&d, &e.node.attrs, true));
             match made {
                 Ok(()) => summary.links += 1,
                 Err(err) => errors.push(format!("cannot create symlink {}: {err}", d.display())),
@@ -143,9 +137,9 @@ pub fn run(
         }
     }
     // Directory times last, deepest first: creating their contents changed them.
-    for e in selected.iter().rev().filter(|e| matches!(e.version.content, Content::Dir { .. })) {
+    for e in selected.iter().rev().filter(|e| matches!(e.node.content, Content::Dir { .. })) {
         let d = dest(e);
-        if let Err(err) = fsmeta::apply(&d, &e.version.attrs, false) {
+        if let Err(err) = fsmeta::apply(&d, &e.node.attrs, false) {
             errors.push(format!("cannot set attributes of {}: {err}", d.display()));
         }
     }
@@ -158,11 +152,11 @@ pub fn run(
 
 /// Writes one file from its chunks, checking each chunk's tag and handle.
 fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8], progress: &Progress) -> Result<()> {
-    let Content::File { handles, sparse, .. } = &e.version.content else { unreachable!("only files") };
+    let Content::File { sparse, .. } = &e.node.content else { unreachable!("only files") };
     let _ = fs::remove_file(dest);
     let file = File::create(dest).context("cannot create")?;
     let mut offset = 0u64;
-    let handles: Vec<Handle> = handles.iter().map(|h| Handle(*h)).collect();
+    let handles: Vec<Handle> = e.handles.iter().map(|h| Handle(*h)).collect();
     // Contiguous data is gathered into large writes: one syscall per MiB,
     // not per chunk.
     let mut pending = WriteBuffer { file: &file, start: 0, buf: Vec::with_capacity(WRITE_BUFFER) };
@@ -181,7 +175,7 @@ fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8]
     pending.flush()?;
     file.set_len(offset).context("cannot set length")?;
     drop(file);
-    fsmeta::apply(dest, &e.version.attrs, false).context("cannot set attributes")?;
+    fsmeta::apply(dest, &e.node.attrs, false).context("cannot set attributes")?;
     Ok(())
 }
 

@@ -3,8 +3,9 @@
 //! A sync ships to one buddy exactly what it lacks: the chunks of every
 //! retained snapshot it does not hold (offered in batches; it answers which
 //! it lacks and takes references to the rest), every metadata object that
-//! changed since the last sync, a signed delete list for chunks no snapshot
-//! needs any more, and the root object; then it commits the epoch in two
+//! changed since the last sync, a signed delete list for the chunks and
+//! metadata objects no retained snapshot needs any more (so what `forget`
+//! and `prune` free here is freed there too), and the root object; then it commits the epoch in two
 //! phases. A cut connection loses nothing: flushed chunks are recorded as
 //! shipped and are not sent again, and an unfinished epoch is simply staged
 //! again by the next sync.
@@ -18,7 +19,7 @@ pub mod relay;
 pub mod split;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use pastiche_core::{ChunkId, PublicKey};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
+use crate::meta::object::ObjectName;
 use crate::progress::Progress;
 use crate::prune;
 use crate::repo::{write_atomically, Repo};
@@ -103,6 +105,8 @@ pub struct SyncReport {
     pub objects_sent: u64,
     /// Chunk references released.
     pub deletes: u64,
+    /// Metadata objects deleted there (each with its parts).
+    pub objects_deleted: u64,
     /// Wall-clock time.
     pub seconds: f64,
     /// The buddy reported an epoch below the last one it committed for us
@@ -182,11 +186,12 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     // the buddy checks one signature per object, which would otherwise wait
     // for every chunk.
     let objects_entry = entry.clone();
+    let marks = &marks;
     std::thread::scope(|scope| -> Result<SyncReport> {
         let objects = scope.spawn(move || -> Result<StagedObjects> {
             let mut entry = objects_entry;
             let mut conn2 = connect(repo, &mut entry)?;
-            let staged = stage_objects(repo, &mut conn2, &buddy, epoch)?;
+            let staged = stage_objects(repo, &mut conn2, &buddy, epoch, &marks.objects)?;
             conn2.flush()?;
             Ok(staged)
         });
@@ -264,12 +269,19 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
         }
 
         let staged_objects = objects.join().map_err(|_| anyhow::anyhow!("the object-staging thread panicked"))?;
-        // Chunks the buddy holds for us that no retained snapshot needs.
-        let deletes: Vec<ChunkId> = shipped.iter().filter(|id| !marks.chunks.contains(id)).copied().collect();
+        // Chunks the buddy holds for us that no retained snapshot needs, and
+        // objects it holds that none reaches (their names, with their parts').
+        let released: Vec<ChunkId> = shipped.iter().filter(|id| !marks.chunks.contains(id)).copied().collect();
+        let dropped = unreferenced_objects(repo, &buddy, &marks.objects)?;
+        let mut deletes = released.clone();
+        for (name, shipped) in &dropped {
+            deletes.extend(split::names_of(name, shipped.parts).map(ChunkId));
+        }
         for batch in deletes.chunks(OFFER_BATCH) {
             conn.delete_list(epoch, batch)?;
         }
-        report.deletes = deletes.len() as u64;
+        report.deletes = released.len() as u64;
+        report.objects_deleted = dropped.len() as u64;
 
         // The root goes out as a signed root record naming the buddies, so
         // that passphrase and name alone recover the box (crate::recovery).
@@ -301,7 +313,7 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
                 for batch in deletes.chunks(OFFER_BATCH) {
                     conn.delete_list(epoch, batch)?;
                 }
-                let staged = stage_objects(repo, &mut conn, &buddy, epoch)?;
+                let staged = stage_objects(repo, &mut conn, &buddy, epoch, &marks.objects)?;
                 conn.put_root(epoch, &root_bytes)?;
                 conn.commit(
                     epoch,
@@ -314,7 +326,8 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
         };
         report.objects_sent = staged.parts.len() as u64;
         let shipped_digests = staged.digests;
-        state::record_commit(db, &buddy, &shipped_digests, &deletes)?;
+        let dropped: Vec<[u8; 20]> = dropped.iter().map(|(name, _)| *name).collect();
+        state::record_commit(db, &buddy, &shipped_digests, &dropped, &released)?;
         floor::record_committed(db, &buddy, epoch)?;
         // The buddy holds our full copy again.
         notice::settle(db, &buddy)?;
@@ -330,7 +343,7 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
 /// each whole object, recorded once the epoch commits.
 struct StagedObjects {
     parts: BTreeMap<[u8; 20], [u8; 32]>,
-    digests: Vec<([u8; 20], [u8; 20])>,
+    digests: Vec<([u8; 20], state::ShippedObject)>,
 }
 
 impl StagedObjects {
@@ -351,27 +364,53 @@ impl StagedObjects {
     }
 }
 
-/// Stages every object that changed since the last sync to this buddy.
-fn stage_objects(repo: &Repo, conn: &mut BuddyConn, buddy: &PublicKey, epoch: u64) -> Result<StagedObjects> {
+/// Stages every object a retained snapshot reaches (`reached`) that changed
+/// since the last sync to this buddy. Objects only forgotten snapshots
+/// reach, which `prune` has not yet removed, are not shipped.
+fn stage_objects(
+    repo: &Repo,
+    conn: &mut BuddyConn,
+    buddy: &PublicKey,
+    epoch: u64,
+    reached: &HashSet<ObjectName>,
+) -> Result<StagedObjects> {
     let already = state::shipped_objects(repo.meta.database(), buddy)?;
-    let root_name = repo.root_ref().name;
     let mut staged = StagedObjects { parts: BTreeMap::new(), digests: Vec::new() };
     for name in repo.meta.names()? {
-        if name == root_name {
+        if !reached.contains(&name) {
             continue;
         }
         let Some(bytes) = repo.meta.get(&name)? else { continue };
         let digest: [u8; 20] = Sha1::digest(&bytes).into();
-        if already.get(&name.0) == Some(&digest) {
+        if already.get(&name.0).map(|o| o.digest) == Some(digest) {
             continue;
         }
-        for (part, data) in split::split(&name.0, &bytes)? {
+        let parts = split::split(&name.0, &bytes)?;
+        let shipped = state::ShippedObject { digest, parts: parts.len() as u16 };
+        for (part, data) in parts {
             conn.put_object(epoch, part, &data)?;
             staged.parts.insert(part, DataDigest::of(&data));
         }
-        staged.digests.push((name.0, digest));
+        staged.digests.push((name.0, shipped));
     }
     Ok(staged)
+}
+
+/// The objects recorded as shipped to `buddy` that no retained snapshot
+/// reaches any more: the next commit there deletes them. The root object
+/// goes by root records (`PutRoot`), never by name, so it is never listed.
+fn unreferenced_objects(
+    repo: &Repo,
+    buddy: &PublicKey,
+    reached: &HashSet<ObjectName>,
+) -> Result<Vec<([u8; 20], state::ShippedObject)>> {
+    let root_name = repo.root_ref().name;
+    let mut out: Vec<_> = state::shipped_objects(repo.meta.database(), buddy)?
+        .into_iter()
+        .filter(|(name, _)| *name != root_name.0 && !reached.contains(&ObjectName(*name)))
+        .collect();
+    out.sort_unstable_by_key(|(name, _)| *name);
+    Ok(out)
 }
 
 /// The reachable buddy with the shortest hello round trip, or the one asked for.

@@ -16,7 +16,6 @@ use pastiche_core::{ChunkId, Handle};
 
 use super::pull::Puller;
 use super::{load_buddies, BuddyEntry};
-use crate::meta::model::Content;
 use crate::meta::walk;
 use crate::repo::Repo;
 
@@ -67,13 +66,7 @@ impl<'a> Relay<'a> {
 
 /// The handle of every chunk the snapshots reach.
 fn handles_of(repo: &Repo) -> Result<HashMap<ChunkId, Handle>> {
-    let mut found = HashMap::new();
-    for snap in &repo.load_root()?.snapshots {
-        for e in walk::entries(repo, snap)? {
-            if let Content::File { handles, .. } = &e.version.content {
-                found.extend(handles.iter().map(|h| (Handle(*h).chunk_id(), Handle(*h))));
-            }
-        }
-    }
-    Ok(found)
+    let root = repo.load_root()?;
+    let reached = walk::reach(repo, &root.snapshots)?;
+    Ok(reached.handles.into_iter().map(|h| (Handle(h).chunk_id(), Handle(h))).collect())
 }

@@ -22,11 +22,21 @@ pub fn part_name(name: &[u8; 20], k: u32) -> [u8; 20] {
     h.finalize().into()
 }
 
+/// How many parts an object of `len` bytes is shipped in.
+pub fn part_count(len: usize) -> usize {
+    1 + len.saturating_sub(SEGMENT).div_ceil(SEGMENT)
+}
+
+/// Every name an object shipped in `parts` parts is stored under there.
+pub fn names_of(name: &[u8; 20], parts: u16) -> impl Iterator<Item = [u8; 20]> + '_ {
+    std::iter::once(*name).chain((1..u32::from(parts.max(1))).map(move |k| part_name(name, k)))
+}
+
 /// The (name, bytes) pairs to stage for one object.
 pub fn split(name: &[u8; 20], data: &[u8]) -> Result<Vec<([u8; 20], Vec<u8>)>> {
     let first_len = data.len().min(SEGMENT);
     let rest = &data[first_len..];
-    let parts = 1 + rest.len().div_ceil(SEGMENT);
+    let parts = part_count(data.len());
     if parts > u16::MAX as usize || data.len() > u32::MAX as usize {
         bail!("metadata object of {} bytes is too large to ship", data.len());
     }
@@ -68,6 +78,9 @@ mod tests {
             assert!(parts.iter().all(|(_, p)| p.len() <= MAX_OBJECT_DATA));
             let (total, count, first) = parse_first(&parts[0].1).unwrap();
             assert_eq!((total, count as usize), (len, parts.len()));
+            assert_eq!(part_count(len), parts.len());
+            let names: Vec<[u8; 20]> = names_of(&[3; 20], count as u16).collect();
+            assert_eq!(names, parts.iter().map(|(n, _)| *n).collect::<Vec<_>>());
             let mut joined = first.to_vec();
             for (k, (name, p)) in parts.iter().enumerate().skip(1) {
                 assert_eq!(*name, part_name(&[3; 20], k as u32));

@@ -7,7 +7,9 @@ use redb::{Database, TableDefinition};
 
 /// (buddy key || chunkId) for every chunk a buddy holds for us.
 const SHIPPED_CHUNKS: TableDefinition<&[u8], ()> = TableDefinition::new("sync_chunks");
-/// (buddy key || object name) -> SHA-1 of the sealed object last shipped.
+/// (buddy key || object name) -> SHA-1 of the sealed object last shipped ||
+/// the number of parts it was shipped in (2 bytes, big-endian; absent in
+/// entries written before objects were deleted on buddies: one part).
 const SHIPPED_OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sync_objects");
 
 fn key(buddy: &PublicKey, id: &[u8; 20]) -> [u8; 52] {
@@ -51,12 +53,40 @@ pub fn shipped_chunks(db: &Database, buddy: &PublicKey) -> Result<std::collectio
     Ok(out)
 }
 
-/// The digest of each object last shipped to a buddy.
-pub fn shipped_objects(db: &Database, buddy: &PublicKey) -> Result<std::collections::HashMap<[u8; 20], [u8; 20]>> {
+/// An object as last shipped to a buddy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShippedObject {
+    /// SHA-1 of the sealed object.
+    pub digest: [u8; 20],
+    /// The parts it was shipped in ([`super::split`]): deleting it there
+    /// deletes each of them.
+    pub parts: u16,
+}
+
+impl ShippedObject {
+    fn to_val(self) -> [u8; 22] {
+        let mut v = [0u8; 22];
+        v[..20].copy_from_slice(&self.digest);
+        v[20..].copy_from_slice(&self.parts.to_be_bytes());
+        v
+    }
+
+    fn from_val(v: &[u8]) -> Option<Self> {
+        let digest = v.get(..20)?.try_into().ok()?;
+        let parts = match v.get(20..) {
+            Some([hi, lo]) => u16::from_be_bytes([*hi, *lo]),
+            _ => 1,
+        };
+        Some(ShippedObject { digest, parts })
+    }
+}
+
+/// Each object last shipped to a buddy, by name.
+pub fn shipped_objects(db: &Database, buddy: &PublicKey) -> Result<std::collections::HashMap<[u8; 20], ShippedObject>> {
     let mut out = std::collections::HashMap::new();
-    scan(db, SHIPPED_OBJECTS, buddy, |name, digest: &[u8]| {
-        if let Ok(d) = digest.try_into() {
-            out.insert(name, d);
+    scan(db, SHIPPED_OBJECTS, buddy, |name, v: &[u8]| {
+        if let Some(o) = ShippedObject::from_val(v) {
+            out.insert(name, o);
         }
     })?;
     Ok(out)
@@ -75,18 +105,23 @@ pub fn add_chunks(db: &Database, buddy: &PublicKey, ids: &[ChunkId]) -> Result<(
     Ok(())
 }
 
-/// After a commit: objects shipped, chunk references released.
+/// After a commit: objects shipped, objects deleted there, chunk references
+/// released.
 pub fn record_commit(
     db: &Database,
     buddy: &PublicKey,
-    objects: &[([u8; 20], [u8; 20])],
+    objects: &[([u8; 20], ShippedObject)],
+    deleted_objects: &[[u8; 20]],
     released: &[ChunkId],
 ) -> Result<()> {
     let txn = db.begin_write()?;
     {
         let mut t = txn.open_table(SHIPPED_OBJECTS)?;
-        for (name, digest) in objects {
-            t.insert(&key(buddy, name)[..], &digest[..])?;
+        for name in deleted_objects {
+            t.remove(&key(buddy, name)[..])?;
+        }
+        for (name, shipped) in objects {
+            t.insert(&key(buddy, name)[..], &shipped.to_val()[..])?;
         }
         let mut c = txn.open_table(SHIPPED_CHUNKS)?;
         for id in released {

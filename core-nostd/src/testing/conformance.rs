@@ -44,6 +44,7 @@ pub fn run_all<H: Harness>(mut fresh: impl FnMut() -> H) {
     the_quota_refuses_uploads(&mut fresh());
     staged_metadata_counts_against_the_quota(&mut fresh());
     deletes_release_only_the_signers_reference(&mut fresh());
+    deletes_remove_only_the_signers_objects(&mut fresh());
     audits_prove_only_the_clients_own_bytes(&mut fresh());
 }
 
@@ -349,6 +350,60 @@ pub fn deletes_release_only_the_signers_reference<H: Harness>(h: &mut H) {
     assert_eq!(stage_and_commit(h, &a, 1, 1, 1, &[id], true), vec![Ev::Staged(1), Ev::Committed(1)]);
     assert_eq!(get(h, &a, id), Ev::Refused(ErrorCode::NotFound));
     assert_eq!(get(h, &b, id), Ev::Chunk(data));
+}
+
+fn object<H: Harness>(h: &mut H, me: &Identity, name: u8) -> Ev {
+    let (mut link, _) = Link::open(h.store(), me, None).expect("not cut");
+    let n = link.client.get_object([name; 20], &mut link.out).expect("encodes");
+    link.request(n).expect("not cut").remove(0)
+}
+
+fn used_bytes<H: Harness>(h: &mut H, me: &Identity) -> u64 {
+    Link::open(h.store(), me, None).expect("not cut").1.used_bytes
+}
+
+/// A delete list naming objects the client no longer references deletes
+/// them when the epoch applies (also when a restart rolls it forward), and
+/// frees their bytes; another client's objects of the same names stay. A
+/// delete list signed by another key, or a staging discarded by a commit
+/// that differs from it, deletes nothing.
+pub fn deletes_remove_only_the_signers_objects<H: Harness>(h: &mut H) {
+    let (a, b) = (key(16), key(17));
+    pair(h, &a);
+    pair(h, &b);
+    assert_eq!(stage_and_commit(h, &a, 1, 4, 4, &[], true), vec![Ev::Staged(1), Ev::Committed(1)]);
+    assert_eq!(stage_and_commit(h, &b, 1, 4, 4, &[], true), vec![Ev::Staged(1), Ev::Committed(1)]);
+    let before = used_bytes(h, &a);
+    let gone = [ChunkId([1; 20]), ChunkId([2; 20])];
+    assert_eq!(stage_and_commit(h, &a, 2, 0, 0, &gone, true), vec![Ev::Staged(2), Ev::Committed(2)]);
+    assert_eq!(object(h, &a, 1), Ev::Refused(ErrorCode::NotFound));
+    assert_eq!(object(h, &a, 2), Ev::Refused(ErrorCode::NotFound));
+    assert_eq!(object(h, &a, 0), Ev::Object(sealed(0, 100)));
+    assert_eq!(object(h, &b, 1), Ev::Object(sealed(1, 100)), "another client's object was deleted");
+    // The root was replaced by one of the same size: only the objects went.
+    assert_eq!(used_bytes(h, &a), before - 200);
+
+    // Forged: a delete list naming object 3, signed by b on a's session.
+    let (mut link, _) = Link::open(h.store(), &a, None).expect("not cut");
+    let mut packed = [0u8; 20];
+    let ids = IdList::pack([[3; 20]], &mut packed).expect("fits");
+    let mut m = crate::wire::DeleteList { epoch: 3, ids, signature: crate::identity::Signature([0; 64]) };
+    crate::wire::SignedMessage::sign(&mut m, &b, &link.buddy_key, [0; 16]);
+    let n = crate::wire::encode_frame(&crate::wire::Message::DeleteList(m), &mut link.out).expect("encodes");
+    assert_eq!(link.request(n).expect("not cut"), vec![Ev::Refused(ErrorCode::BadSignature)]);
+    drop(link);
+    // A staging that differs from its commit (5 objects announced, none
+    // staged) is discarded: object 3 stays, also after a restart.
+    let refused = stage_and_commit(h, &a, 3, 0, 5, &[ChunkId([3; 20])], true);
+    assert_eq!(refused, vec![Ev::Refused(ErrorCode::UnexpectedMessage)]);
+    h.restart();
+    assert_eq!(object(h, &a, 3), Ev::Object(sealed(3, 100)), "a refused delete removed the object");
+
+    // Prepared, then a crash before phase two: the restart rolls it forward.
+    assert_eq!(stage_and_commit(h, &a, 4, 0, 0, &[ChunkId([3; 20])], false), vec![Ev::Staged(4)]);
+    h.restart();
+    assert_eq!(object(h, &a, 3), Ev::Refused(ErrorCode::NotFound));
+    assert_eq!(object(h, &a, 0), Ev::Object(sealed(0, 100)));
 }
 
 /// Audits `ids` as `me` under `nonce`: the buddy's answers.

@@ -180,6 +180,11 @@ impl MemStore {
             return;
         }
         let s = core::mem::take(&mut c.staging);
+        // A deleted id names a chunk reference or one of the client's
+        // objects; objects staged in the same epoch are kept.
+        for id in &s.deletes {
+            c.objects.remove(id);
+        }
         c.objects.extend(s.objects);
         if let Some(r) = s.root {
             c.root = Some((epoch, r));

@@ -96,9 +96,24 @@ impl ChunkEntry {
     }
 }
 
-/// An object-table entry: `a` is the client slot, `b` is 1 while staged.
+/// `b` of a committed object.
+const OBJECT_COMMITTED: u8 = 0;
+/// `b` of a staged object.
+const OBJECT_STAGED: u8 = 1;
+/// `b` of a committed object a staged delete list names: it goes when the
+/// epoch applies, and stays (back to committed) if the staging is dropped.
+const OBJECT_DELETING: u8 = 2;
+
+/// An object-table entry: `a` is the client slot, `b` one of the
+/// `OBJECT_*` states; `staged` picks staged objects, or committed ones
+/// (deleting or not).
 fn object_is(o: &Entry, slot: usize, staged: bool) -> bool {
-    o.a as usize == slot && (o.b != 0) == staged
+    o.a as usize == slot && (o.b == OBJECT_STAGED) == staged
+}
+
+/// A committed object of `slot` that the staged delete list names.
+fn object_deleting(o: &Entry, slot: usize) -> bool {
+    o.a as usize == slot && o.b == OBJECT_DELETING
 }
 
 /// A data extent on disk: offset and length.
@@ -106,6 +121,24 @@ fn object_is(o: &Entry, slot: usize, staged: bool) -> bool {
 struct Extent {
     off: u64,
     len: u32,
+}
+
+/// Keeps `e` in `batch` (ascending, distinct keys above `above`) if it is
+/// among the batch's smallest.
+fn consider_for_batch(above: Option<[u8; 20]>, e: Entry, batch: &mut Vec<Entry, DIGEST_BATCH>) {
+    if above.is_some_and(|a| e.key <= a) {
+        return;
+    }
+    if let Err(at) = batch.binary_search_by(|b| b.key.cmp(&e.key)) {
+        if batch.is_full() {
+            if at == batch.len() {
+                return;
+            }
+            batch.pop();
+        }
+        // Room was made just above.
+        let _ = batch.insert(at, e);
+    }
 }
 
 impl ClientState {
@@ -129,7 +162,8 @@ struct ClientState {
     object_bytes: u64,
     /// Staged objects (a sweep of the object table is skipped at 0).
     staged_objects: u32,
-    /// Chunks with the slot's staged-removal bit (likewise for the chunk table).
+    /// Chunks with the slot's staged-removal bit and objects deleting
+    /// (likewise for the chunk and object tables).
     staged_deletes: u32,
 }
 
@@ -760,8 +794,9 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             Kind::Committed => self.ix.clients[slot].committed = f.epoch,
             Kind::LiveRoot => self.ix.clients[slot].root = Some((f.epoch, data)),
             Kind::LiveObject => {
-                let staged = f.flags != 0;
-                let e = Entry { key: f.name, off: data.off, len: data.len, a: f.slot, b: staged as u8 };
+                let state = f.flags.min(OBJECT_DELETING);
+                let staged = state == OBJECT_STAGED;
+                let e = Entry { key: f.name, off: data.off, len: data.len, a: f.slot, b: state };
                 let table = self.object_table;
                 if !table.insert(&mut self.io(), e)? {
                     return Err(StoreError::Full("object index"));
@@ -770,6 +805,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                 let c = &mut self.ix.clients[slot];
                 c.object_bytes += data.len as u64;
                 c.staged_objects += staged as u32;
+                c.staged_deletes += (state == OBJECT_DELETING) as u32;
             }
             // Each Chunk record is a version of its own: the same id may be
             // stored with different bytes for different owners.
@@ -797,11 +833,11 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             }
             Kind::Object => {
                 self.begin_staging(slot, f.epoch)?;
-                let e = Entry { key: f.name, off: data.off, len: data.len, a: f.slot, b: 1 };
+                let e = Entry { key: f.name, off: data.off, len: data.len, a: f.slot, b: OBJECT_STAGED };
                 let table = self.object_table;
                 let c = &mut self.ix.clients[slot];
                 match table.find(&mut Io { disk: &mut self.disk, cache: &mut self.ix.cache }, &f.name, |o| {
-                    o.a == f.slot && o.b != 0
+                    object_is(o, slot, true)
                 })? {
                     Some((i, old)) => {
                         c.object_bytes = c.object_bytes - old.len as u64 + data.len as u64;
@@ -829,8 +865,18 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                     self.disk.seek(SeekFrom::Start(at))?;
                     self.disk.read_exact(&mut id).map_err(read_err)?;
                     at += 20;
-                    match self.find_owned(&id, slot)? {
-                        Some((i, mut e)) => {
+                    // An id names a chunk the slot references, else one of
+                    // its committed objects (PROTOCOL.md 4.3), else nothing here.
+                    let owned = self.find_owned(&id, slot)?;
+                    let object = match owned {
+                        Some(_) => None,
+                        None => {
+                            let table = self.object_table;
+                            table.find(&mut self.io(), &id, |o| object_is(o, slot, false))?
+                        }
+                    };
+                    match (owned, object) {
+                        (Some((i, mut e)), _) => {
                             if e.b & bit == 0 {
                                 e.b |= bit;
                                 let table = self.chunk_table;
@@ -838,7 +884,15 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                                 self.ix.clients[slot].staged_deletes += 1;
                             }
                         }
-                        None => {
+                        (None, Some((i, mut o))) => {
+                            if o.b == OBJECT_COMMITTED {
+                                o.b = OBJECT_DELETING;
+                                let table = self.object_table;
+                                table.set(&mut self.io(), i, Some(o))?;
+                                self.ix.clients[slot].staged_deletes += 1;
+                            }
+                        }
+                        (None, None) => {
                             let u = &mut self.ix.clients[slot].unknown_deletes;
                             if !u.contains(&id) {
                                 u.push(id).map_err(|_| StoreError::Full("unknown deletes"))?;
@@ -924,6 +978,14 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         }
         if self.ix.clients[slot].staged_deletes > 0 {
             self.sweep_chunks(slot, |e| e.b &= !bit)?;
+            self.sweep_objects(|o| {
+                if object_deleting(o, slot) {
+                    o.b = OBJECT_COMMITTED;
+                    Sweep::Update
+                } else {
+                    Sweep::Keep
+                }
+            })?;
         }
         let c = &mut self.ix.clients[slot];
         c.staged_epoch = 0;
@@ -965,7 +1027,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
             self.ix.clients[slot].object_bytes -= freed;
             self.sweep_objects(|o| {
                 if object_is(o, slot, true) {
-                    o.b = 0;
+                    o.b = OBJECT_COMMITTED;
                     Sweep::Update
                 } else {
                     Sweep::Keep
@@ -979,6 +1041,16 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                     e.b &= !bit;
                 }
             })?;
+            let mut freed = 0u64;
+            self.sweep_objects(|o| {
+                if object_deleting(o, slot) {
+                    freed += o.len as u64;
+                    Sweep::Remove
+                } else {
+                    Sweep::Keep
+                }
+            })?;
+            self.ix.clients[slot].object_bytes -= freed;
         }
         let c = &mut self.ix.clients[slot];
         if let Some(root) = c.staged_root.take() {
@@ -1162,6 +1234,8 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         if deletes {
             loop {
                 self.next_batch(self.chunk_table, above, |e| e.b & bit != 0, Some(slot), &mut batch)?;
+                // Deleted objects merge into the same ascending order.
+                self.merge_batch(self.object_table, above, |o| object_deleting(o, slot), &mut batch)?;
                 let Some(last) = batch.last() else { break };
                 above = Some(last.key);
                 for e in batch.iter() {
@@ -1187,31 +1261,29 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
         batch: &mut Vec<Entry, DIGEST_BATCH>,
     ) -> Result<(), StoreError> {
         batch.clear();
-        let consider = |e: Entry, batch: &mut Vec<Entry, DIGEST_BATCH>| {
-            if above.is_some_and(|a| e.key <= a) {
-                return;
+        self.merge_batch(table, above, pick, batch)?;
+        if let Some(slot) = unknown_of {
+            for key in self.ix.clients[slot].unknown_deletes.iter() {
+                consider_for_batch(above, Entry { key: *key, off: 0, len: 0, a: 0, b: 0 }, batch);
             }
-            if let Err(at) = batch.binary_search_by(|b| b.key.cmp(&e.key)) {
-                if batch.is_full() {
-                    if at == batch.len() {
-                        return;
-                    }
-                    batch.pop();
-                }
-                // Room was made just above.
-                let _ = batch.insert(at, e);
-            }
-        };
+        }
+        Ok(())
+    }
+
+    /// Adds to `batch` the smallest distinct keys above `above` among the
+    /// entries of `table` that `pick` takes, keeping the batch's smallest.
+    fn merge_batch(
+        &mut self,
+        table: Table,
+        above: Option<[u8; 20]>,
+        pick: impl Fn(&Entry) -> bool,
+        batch: &mut Vec<Entry, DIGEST_BATCH>,
+    ) -> Result<(), StoreError> {
         for i in 0..table.slots {
             if let Some(e) = table.get(&mut self.io(), i)? {
                 if pick(&e) {
-                    consider(e, batch);
+                    consider_for_batch(above, e, batch);
                 }
-            }
-        }
-        if let Some(slot) = unknown_of {
-            for key in self.ix.clients[slot].unknown_deletes.iter() {
-                consider(Entry { key: *key, off: 0, len: 0, a: 0, b: 0 }, batch);
             }
         }
         Ok(())

@@ -1,0 +1,99 @@
+//! What metadata a backup writes: content-addressed trees make an unchanged
+//! subtree free, under the same path or a new one.
+
+use std::fs;
+use std::path::Path;
+
+use super::{run, BackupOptions};
+use crate::meta::model::{Chunks, Content};
+use crate::meta::walk;
+use crate::progress::{Mode, Progress};
+use crate::repo::keys::KdfParams;
+use crate::repo::Repo;
+
+fn backup(repo: &Repo, path: &Path) -> super::BackupResult {
+    let opts = BackupOptions { paths: vec![path.to_path_buf()], excludes: vec![], one_file_system: false, threads: 2 };
+    run(repo, &opts, &Progress::start(Mode::Quiet, "test")).unwrap()
+}
+
+fn objects(repo: &Repo) -> usize {
+    repo.meta.names().unwrap().len()
+}
+
+/// Three levels of directories, small files (inline handles) and big ones
+/// (handle lists).
+fn write_tree(root: &Path) {
+    for d in 0..3u32 {
+        for e in 0..3u32 {
+            let dir = root.join(format!("d{d}/e{e}"));
+            fs::create_dir_all(&dir).unwrap();
+            for f in 0..4u32 {
+                let len = if f == 0 { 400_000 } else { 3_000 + f as usize };
+                // Every file distinct (xorshift64), so no two share a chunk.
+                let mut x = u64::from((d * 3 + e) * 4 + f + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                fs::write(dir.join(format!("f{f}")), data).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn unchanged_trees_are_shared_across_snapshots_and_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::init(
+        &tmp.path().join("box"),
+        "nas.example",
+        "pw",
+        KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 },
+    )
+    .unwrap();
+    let src = tmp.path().join("src");
+    write_tree(&src);
+    let first = backup(&repo, &src).snapshot;
+    // 1 + 3 + 9 trees, 9 handle lists (the big files), and the root object.
+    assert_eq!(objects(&repo), 13 + 9 + 1);
+    let lists = walk::entries(&repo, &first)
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(&e.node.content, Content::File { chunks: Chunks::List { .. }, .. }))
+        .count();
+    assert_eq!(lists, 9, "files of more than 4 chunks keep their handles in a list");
+
+    // Nothing changed: no object written.
+    backup(&repo, &src);
+    assert_eq!(objects(&repo), 23);
+
+    // The same tree under a new path: no object written either.
+    let moved = tmp.path().join("moved");
+    fs::rename(&src, &moved).unwrap();
+    let at_new_path = backup(&repo, &moved).snapshot;
+    assert_eq!(objects(&repo), 23, "a moved tree shares every object");
+    assert_eq!(at_new_path.roots[0].content, first.roots[0].content);
+
+    // One edited small file rewrites its directory's tree and those above
+    // it (3), nothing else.
+    fs::write(moved.join("d1/e2/f3"), b"edited").unwrap();
+    let edited = backup(&repo, &moved).snapshot;
+    assert_eq!(objects(&repo), 26);
+    let restored = walk::entries(&repo, &edited).unwrap();
+    let f3 = restored.iter().find(|e| e.path.ends_with("d1/e2/f3")).unwrap();
+    assert_eq!(f3.node.attrs.size, 6);
+    assert_eq!(edited.summary.files_unmodified, 35);
+
+    // Prune after forgetting nothing keeps everything; the first snapshots'
+    // trees go once no snapshot reaches them.
+    assert_eq!(crate::prune::run(&repo).unwrap().objects_deleted, 0);
+    let (mut root, read) = repo.load_root_versioned().unwrap();
+    root.snapshots.retain(|s| s.id == edited.id);
+    repo.commit_metadata(&[], &[], &root, read).unwrap();
+    assert_eq!(crate::prune::run(&repo).unwrap().objects_deleted, 3);
+    assert_eq!(walk::entries(&repo, &edited).unwrap().len(), restored.len());
+}
