@@ -39,11 +39,8 @@ fn run(shared: &SharedBox, board: &StatusBoard, config: &AuditConfig) {
     let mut next = Instant::now() + interval;
     let mut n = 0u64;
     loop {
-        while Instant::now() < next {
-            if board.report().stopping {
-                return;
-            }
-            thread::sleep(Duration::from_secs(1).min(next.saturating_duration_since(Instant::now())));
+        if !board.sleep_until(next) {
+            return;
         }
         next = Instant::now() + interval;
         let repo = shared.write();

@@ -83,7 +83,7 @@ pub(super) struct RawAudit {
     buddy_reads_per_hour: Option<Spanned<u32>>,
 }
 
-type Fail<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> super::ConfigError;
+use super::{at_least_one, percent, Fail};
 
 impl RawAudit {
     /// Checks the section; `fail` makes an error at a span.
@@ -93,16 +93,10 @@ impl RawAudit {
             c.enabled = e;
         }
         if let Some(i) = self.interval_seconds {
-            if *i.get_ref() == 0 {
-                return Err(fail(Some(i.span()), "interval_seconds must be at least 1".into()));
-            }
-            c.interval_seconds = i.into_inner();
+            c.interval_seconds = at_least_one(i, "interval_seconds", fail)?;
         }
         if let Some(p) = self.monthly_fetch_percent {
-            if !(0.0..=100.0).contains(p.get_ref()) {
-                return Err(fail(Some(p.span()), "monthly_fetch_percent must be between 0 and 100".into()));
-            }
-            c.monthly_fetch_percent = p.into_inner();
+            c.monthly_fetch_percent = percent(p, "monthly_fetch_percent", fail)?;
         }
         c.samples = match self.samples {
             Some(s) => s.into_inner(),

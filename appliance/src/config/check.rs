@@ -43,7 +43,7 @@ pub(super) struct RawCheck {
     repair: Option<bool>,
 }
 
-type Fail<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> super::ConfigError;
+use super::{at_least_one, percent, Fail};
 
 impl RawCheck {
     /// Checks the section; `fail` makes an error at a span.
@@ -56,16 +56,10 @@ impl RawCheck {
             c.repair = r;
         }
         if let Some(i) = self.interval_seconds {
-            if *i.get_ref() == 0 {
-                return Err(fail(Some(i.span()), "interval_seconds must be at least 1".into()));
-            }
-            c.interval_seconds = i.into_inner();
+            c.interval_seconds = at_least_one(i, "interval_seconds", fail)?;
         }
         if let Some(p) = self.read_data_percent {
-            if !(0.0..=100.0).contains(p.get_ref()) {
-                return Err(fail(Some(p.span()), "read_data_percent must be between 0 and 100".into()));
-            }
-            c.read_data_percent = p.into_inner();
+            c.read_data_percent = percent(p, "read_data_percent", fail)?;
         }
         Ok(c)
     }

@@ -231,6 +231,29 @@ impl Default for Config {
     }
 }
 
+/// How a section's parser makes an error at a span of the file.
+pub(super) type Fail<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> ConfigError;
+
+/// The value of `key`, refused unless it is at least 1.
+pub(super) fn at_least_one<T: PartialOrd + From<u8>>(
+    v: Spanned<T>,
+    key: &str,
+    fail: Fail<'_>,
+) -> Result<T, ConfigError> {
+    if *v.get_ref() < T::from(1) {
+        return Err(fail(Some(v.span()), format!("{key} must be at least 1")));
+    }
+    Ok(v.into_inner())
+}
+
+/// The value of `key`, refused unless it is a percentage (0 to 100).
+pub(super) fn percent(v: Spanned<f64>, key: &str, fail: Fail<'_>) -> Result<f64, ConfigError> {
+    if !(0.0..=100.0).contains(v.get_ref()) {
+        return Err(fail(Some(v.span()), format!("{key} must be between 0 and 100")));
+    }
+    Ok(v.into_inner())
+}
+
 /// Why a configuration file was refused: where, and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {

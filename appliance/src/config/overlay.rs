@@ -112,7 +112,7 @@ pub(super) struct RawOverlay {
     spares: Vec<Spanned<String>>,
 }
 
-type Fail<'a> = &'a dyn Fn(Option<std::ops::Range<usize>>, String) -> super::ConfigError;
+use super::{at_least_one, Fail};
 
 impl RawOverlay {
     /// Checks the section; `fail` makes an error at a span.
@@ -152,10 +152,7 @@ impl RawOverlay {
                 .map_err(|e| fail(Some(r.span()), format!("replace_after: {e}")))?;
         }
         if let Some(n) = self.replace_after_failures {
-            if *n.get_ref() == 0 {
-                return Err(fail(Some(n.span()), "replace_after_failures must be at least 1".into()));
-            }
-            c.replace_after_failures = n.into_inner();
+            c.replace_after_failures = at_least_one(n, "replace_after_failures", fail)?;
         }
         if let Some(k) = self.buddies {
             if *k.get_ref() > pastiche_core::discovery::MAX_BUDDIES {
@@ -171,10 +168,7 @@ impl RawOverlay {
             c.min_coverage = m.into_inner();
         }
         if let Some(d) = self.discovery_seconds {
-            if *d.get_ref() == 0 {
-                return Err(fail(Some(d.span()), "discovery_seconds must be at least 1".into()));
-            }
-            c.discovery_seconds = d.into_inner();
+            c.discovery_seconds = at_least_one(d, "discovery_seconds", fail)?;
         }
         if let Some(p) = &self.pairing {
             c.pairing = match p.get_ref().as_str() {

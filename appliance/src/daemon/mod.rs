@@ -333,7 +333,7 @@ fn spawn_crisis_watch(
         move || Floor { min_free: live.get().serve.min_free },
         move || Ok(shared.reclaim().store.compact(crate::prune::COMPACT_THRESHOLD)?.bytes_freed),
         log.clone(),
-        move || board.report().stopping,
+        move || board.is_stopping(),
     )
 }
 
@@ -351,6 +351,6 @@ fn spawn_client_sweeper(
         storage.clone(),
         move || Grace::days(live.get().serve.client_grace_days),
         log.clone(),
-        move || board.report().stopping,
+        move || board.is_stopping(),
     )
 }

@@ -210,6 +210,26 @@ impl StatusBoard {
         inner.report.last_result.insert(kind, JobResult { finished: now_text(), ok, message, seconds });
     }
 
+    /// Whether the daemon is stopping (without building a whole report).
+    pub fn is_stopping(&self) -> bool {
+        self.lock().report.stopping
+    }
+
+    /// Sleeps until `deadline`, waking each second to see whether the
+    /// daemon is stopping; returns false if it is.
+    pub fn sleep_until(&self, deadline: std::time::Instant) -> bool {
+        loop {
+            if self.is_stopping() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(std::time::Duration::from_secs(1)));
+        }
+    }
+
     /// The status now.
     pub fn report(&self) -> StatusReport {
         let inner = self.lock();

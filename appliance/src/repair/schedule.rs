@@ -43,11 +43,8 @@ fn run(shared: &SharedBox, board: &StatusBoard, config: &CheckConfig, threads: u
     let interval = Duration::from_secs(config.interval_seconds.max(1));
     let mut next = Instant::now() + interval;
     loop {
-        while Instant::now() < next {
-            if board.report().stopping {
-                return;
-            }
-            thread::sleep(Duration::from_secs(1).min(next.saturating_duration_since(Instant::now())));
+        if !board.sleep_until(next) {
+            return;
         }
         next = Instant::now() + interval;
         let previous = record::load(&shared.repo().dir).ok().flatten();
