@@ -34,7 +34,9 @@ use pastiche_core::session::{
     source_v4, source_v6, AuditBudget, AuditMeter, BuddySession, Buffers, Gate, PairingGuard, PairingLimits, Reply,
     DEFAULT_AUDIT_READS_PER_WINDOW,
 };
-use pastiche_core::wire::{encode_frame, ErrorCode, ErrorMsg, Frame, FrameDecoder, Message, DECODER_BUFFER_LEN};
+use pastiche_core::wire::{
+    encode_frame, ErrorCode, ErrorMsg, Frame, FrameDecoder, Message, WireError, DECODER_BUFFER_LEN,
+};
 use pastiche_core::{Identity, PublicKey};
 use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -540,6 +542,18 @@ const REPLY_BATCH: usize = 128 * 1024;
 /// The largest record message the appliance accepts.
 const RECORD_LIMIT: usize = MAX_NOISE_MESSAGE;
 
+/// Where [`Conn::run_frames`] stopped.
+enum Stop {
+    /// Every frame given was handled (a partial one waits in the decoder).
+    Drained,
+    /// This reply needs [`Conn::answer`] (it may write or close).
+    Reply(Reply),
+    /// The peer sent a malformed frame.
+    BadFrame(WireError),
+    /// The hello claims another key than the channel proved.
+    BadHello(String),
+}
+
 /// The channel state of a connection.
 enum Phase {
     Handshake(Box<Handshake>),
@@ -752,9 +766,20 @@ impl Conn {
         bufs: &mut Bufs,
     ) -> Option<String> {
         while !plain.is_empty() {
-            let fed = match decoder.feed(plain) {
-                Ok(fed) => fed,
-                Err(e) => {
+            // Frames whose replies only need queueing run back to back in
+            // one blocking section: a `block_in_place` per `GetChunk`
+            // handed the runtime to another thread and back for every chunk.
+            let (consumed, stop) =
+                tokio::task::block_in_place(|| self.run_frames(plain, channel, decoder, session, store, bufs));
+            plain = &plain[consumed..];
+            match stop {
+                Stop::Drained => {}
+                Stop::Reply(r) => {
+                    if let Some(why) = self.answer(r, channel, session, store, bufs).await {
+                        return Some(why);
+                    }
+                }
+                Stop::BadFrame(e) => {
                     let r = session.on_wire_error(e, bufs.reply_space());
                     bufs.queued += r.len;
                     let _ = self.flush_replies(channel, bufs).await;
@@ -762,8 +787,47 @@ impl Conn {
                     self.drain().await;
                     return Some("bad frame".into());
                 }
+                Stop::BadHello(why) => {
+                    let msg = Message::Error(ErrorMsg {
+                        code: ErrorCode::NotAuthenticated,
+                        message: "hello key differs from the channel's",
+                    });
+                    if let Ok(n) = encode_frame(&msg, &mut bufs.out[bufs.queued..]) {
+                        bufs.queued += n;
+                    }
+                    let _ = self.flush_replies(channel, bufs).await;
+                    self.log(&format!("refused: {why}"));
+                    self.drain().await;
+                    return Some(why);
+                }
+            }
+        }
+        None
+    }
+
+    /// Handles the frames of `plain` in order, queueing their replies,
+    /// until one needs more than queueing ([`Stop`]) or all are handled.
+    /// Returns the bytes of `plain` consumed and why it stopped. Blocking:
+    /// it reads and writes the store.
+    fn run_frames(
+        &mut self,
+        plain: &[u8],
+        channel: &Channel,
+        decoder: &mut FrameDecoder<'_>,
+        session: &mut BuddySession,
+        store: &mut BuddyHandle,
+        bufs: &mut Bufs,
+    ) -> (usize, Stop) {
+        let ctx = self.ctx.clone();
+        let mut audits = SharedAudits(&ctx.audits);
+        let now = ctx.now_ms();
+        let mut at = 0;
+        while at < plain.len() {
+            let fed = match decoder.feed(&plain[at..]) {
+                Ok(fed) => fed,
+                Err(e) => return (at, Stop::BadFrame(e)),
             };
-            plain = &plain[fed.consumed..];
+            at += fed.consumed;
             let Some(payload) = fed.frame else {
                 if self.frame_since.is_none() {
                     self.frame_since = Some(Instant::now());
@@ -772,28 +836,18 @@ impl Conn {
             };
             self.frame_since = None;
             if let Some(why) = self.check_hello(payload, channel) {
-                let msg = Message::Error(ErrorMsg {
-                    code: ErrorCode::NotAuthenticated,
-                    message: "hello key differs from the channel's",
-                });
-                if let Ok(n) = encode_frame(&msg, &mut bufs.out[bufs.queued..]) {
-                    bufs.queued += n;
-                }
-                let _ = self.flush_replies(channel, bufs).await;
-                self.log(&format!("refused: {why}"));
-                self.drain().await;
-                return Some(why);
+                return (at, Stop::BadHello(why));
             }
-            let now = self.ctx.now_ms();
-            let r = tokio::task::block_in_place(|| {
-                let mut audits = SharedAudits(&self.ctx.audits);
-                session.handle(payload, store, &mut audits, &mut self.pairing, bufs.reply_space(), now)
-            });
-            if let Some(why) = self.answer(r, channel, session, store, bufs).await {
-                return Some(why);
+            let r = session.handle(payload, store, &mut audits, &mut self.pairing, bufs.reply_space(), now);
+            // The welcome, a close, a commit's second phase and a full
+            // batch are [`Conn::answer`]'s to send.
+            if !self.welcomed || r.close || r.resume || bufs.queued + r.len >= REPLY_BATCH {
+                return (at, Stop::Reply(r));
             }
+            self.describe(bufs.reply(r.len), &r, store);
+            bufs.queued += r.len;
         }
-        None
+        (at, Stop::Drained)
     }
 
     /// The hello must claim the key the channel proved: otherwise a peer

@@ -428,29 +428,48 @@ impl BuddyConn {
         mut each: impl FnMut(usize, Option<&[u8]>) -> Result<()>,
     ) -> Result<()> {
         let mut sent = 0;
-        let mut got = 0;
-        while got < ids.len() {
-            while sent < ids.len() && self.session.gets_in_flight() < MAX_PIPELINED_GETS {
-                let n = self.session.get_chunk(ids[sent], &mut self.out)?;
-                self.send(n)?;
+        for got in 0..ids.len() {
+            while sent < ids.len() && self.chunks_in_flight() < MAX_PIPELINED_GETS {
+                self.request_chunk(ids[sent])?;
                 sent += 1;
             }
-            let len = self.read_frame()?;
-            let event = self
-                .session
-                .handle(&self.payload[..len], &mut self.out)
-                .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
-            match event {
-                ClientEvent::Chunk { sealed, .. } => each(got, Some(sealed))?,
-                ClientEvent::Refused { code: ErrorCode::NotFound, .. } => each(got, None)?,
-                ClientEvent::Refused { code, message } => {
-                    return Err(BuddyRefused { code, message: format!("chunk {}: {message}", ids[got]) }.into())
-                }
-                other => bail!("buddy {} sent {other:?} unasked", self.addr),
-            }
-            got += 1;
+            each(got, self.next_chunk()?)?;
         }
         Ok(())
+    }
+
+    /// Asks for chunk `id` without waiting for it: the request leaves with
+    /// the next read ([`BuddyConn::next_chunk`]). At most
+    /// [`MAX_PIPELINED_GETS`] may be in flight.
+    pub fn request_chunk(&mut self, id: ChunkId) -> Result<()> {
+        let n = self.session.get_chunk(id, &mut self.out)?;
+        self.send(n)
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn chunks_in_flight(&self) -> usize {
+        self.session.gets_in_flight()
+    }
+
+    /// Sends what is queued and reads the answer to the oldest request in
+    /// flight: its sealed bytes, or `None` when the buddy does not hold the
+    /// chunk (the session stays usable). Any other refusal is an error.
+    pub fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
+        let len = self.read_frame()?;
+        let asked = self.session.oldest_get();
+        let event = self
+            .session
+            .handle(&self.payload[..len], &mut self.out)
+            .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+        match event {
+            ClientEvent::Chunk { sealed, .. } => Ok(Some(sealed)),
+            ClientEvent::Refused { code: ErrorCode::NotFound, .. } => Ok(None),
+            ClientEvent::Refused { code, message } => {
+                let chunk = asked.map(|id| id.to_string()).unwrap_or_default();
+                Err(BuddyRefused { code, message: format!("chunk {chunk}: {message}") }.into())
+            }
+            other => bail!("buddy {} sent {other:?} unasked", self.addr),
+        }
     }
 
     /// Stages an object for `epoch`.

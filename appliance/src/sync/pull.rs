@@ -1,23 +1,29 @@
 //! Pulling chunks from several buddies at once.
 //!
 //! A [`Puller`] keeps a few connections to every buddy, each driven by a
-//! worker thread that takes the next batch of wanted chunks from one shared
-//! queue and fetches it pipelined
-//! ([`BuddyConn::get_chunks_or_missing`]). A connection takes more work as
-//! soon as it is done, so the fastest buddy serves the most chunks, and the
-//! requests of every caller (every file a restore writes) share the
-//! batches, so small files do not cost a round trip each. A chunk that a
-//! buddy does not hold, or serves damaged (its tag or handle does not
-//! check), goes back to the queue for the buddies that have not tried it;
-//! the chunks of a buddy that dies midway are taken up by the others.
-//! Callers ask for runs of handles and get each chunk, checked and opened,
-//! in order.
+//! worker thread that keeps up to [`MAX_PIPELINED_GETS`] requests in flight,
+//! topping its pipeline up from one shared queue of wanted chunks as answers
+//! come in ([`BuddyConn::request_chunk`], [`BuddyConn::next_chunk`]), so it
+//! never drains between batches. A connection takes more work as soon as it
+//! has room, so the fastest buddy serves the most chunks, and the requests
+//! of every caller (every file a restore writes) share the pipelines, so
+//! small files do not cost a round trip each. A chunk that a buddy does not
+//! hold, or serves damaged (its tag or handle does not check), goes back to
+//! the queue for the buddies that have not tried it; the chunks of a buddy
+//! that dies midway are taken up by the others. Callers ask for runs of
+//! handles and get each chunk, checked and opened, in order.
+//!
+//! The hot path is lean: a worker opens into a buffer of its own and copies
+//! out only what the caller keeps (the plaintext for a restore), and a
+//! thread is woken only when what it waits for is there (the caller
+//! waiting for that very chunk; a worker only when it is idle).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Result};
+use pastiche_core::session::MAX_PIPELINED_GETS;
 use pastiche_core::{ChunkId, Handle, Identity, NodeId, PublicKey, MAX_CHUNK};
 
 use super::conn::BuddyConn;
@@ -27,8 +33,9 @@ use crate::sealing::open_into;
 
 /// Connections (and worker threads) per buddy.
 pub const CONNECTIONS_PER_BUDDY: usize = 2;
-/// Chunks one connection takes from the queue at a time.
-const BATCH: usize = 64;
+/// A worker tops its pipeline up once this many requests have been
+/// answered (taking several jobs per lock, not one per answer).
+const REFILL: usize = 8;
 /// Chunks one caller has asked for ahead of what it consumed (bounds memory).
 const WINDOW: usize = 64;
 /// Failed connections in a row after which a worker gives up its buddy.
@@ -38,9 +45,11 @@ const MAX_BUDDIES: usize = 64;
 
 /// A chunk pulled from a buddy, checked.
 pub struct Pulled {
-    /// The sealed chunk as the buddy served it.
+    /// The sealed chunk as the buddy served it (empty when the caller
+    /// asked for the plaintext alone).
     pub sealed: Vec<u8>,
-    /// Its plaintext (empty when it was pulled without a handle).
+    /// Its plaintext (empty when it was pulled without a handle or for its
+    /// sealed bytes alone).
     pub plain: Vec<u8>,
     /// The buddy that served it (index in the puller's list).
     pub from: usize,
@@ -48,11 +57,33 @@ pub struct Pulled {
     pub failed_by: u64,
 }
 
+/// What a caller keeps of each chunk it pulls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// The plaintext (a restore writes it).
+    Plain,
+    /// The sealed bytes (to store or ship them).
+    Sealed,
+    /// Both.
+    Both,
+}
+
+impl Keep {
+    fn plain(self) -> bool {
+        self != Keep::Sealed
+    }
+
+    fn sealed(self) -> bool {
+        self != Keep::Plain
+    }
+}
+
 /// One wanted chunk.
 struct Job {
     id: ChunkId,
     /// Checked against when given; without it the sealed bytes are taken as served.
     handle: Option<Handle>,
+    keep: Keep,
     /// Bit `b`: buddy `b` tried and could not serve it.
     tried: u64,
     errors: Vec<String>,
@@ -61,10 +92,19 @@ struct Job {
     /// writer for every chunk, and the futex traffic cost more than the
     /// cipher).
     waiter: Arc<Condvar>,
+    /// Whether that caller sleeps waiting for this very job: only then is
+    /// it woken (a notify costs a system call even with no one waiting).
+    awaited: bool,
 }
 
-/// A job a worker took: (job id, (chunkId, handle)).
-type Taken = (u64, (ChunkId, Option<Handle>));
+/// A job a worker took.
+#[derive(Clone, Copy)]
+struct Taken {
+    job: u64,
+    id: ChunkId,
+    handle: Option<Handle>,
+    keep: Keep,
+}
 
 enum Outcome {
     Done(Pulled),
@@ -80,6 +120,8 @@ struct State {
     workers_left: Vec<usize>,
     /// Chunks served per buddy.
     served: Vec<u64>,
+    /// Workers asleep waiting for jobs: new jobs wake them only if any.
+    idle_workers: usize,
     closing: bool,
 }
 
@@ -96,9 +138,39 @@ impl State {
             let job = self.jobs.remove(&id).expect("checked");
             let why = if job.errors.is_empty() { "no buddy is reachable".to_string() } else { job.errors.join("; ") };
             self.outcomes.insert(id, Outcome::Failed(format!("chunk {}: no buddy could serve it: {why}", job.id)));
-            job.waiter.notify_one();
+            job.wake();
         }
         stranded
+    }
+
+    /// Up to `max` queued jobs that `buddy` has not tried, oldest first;
+    /// the jobs it skips keep their places.
+    fn take_untried(&mut self, buddy: usize, max: usize) -> VecDeque<Taken> {
+        let mut batch = VecDeque::new();
+        let mut skipped = Vec::new();
+        while batch.len() < max {
+            let Some(id) = self.queue.pop_front() else { break };
+            match self.jobs.get(&id) {
+                Some(j) if j.tried & (1 << buddy) == 0 => {
+                    batch.push_back(Taken { job: id, id: j.id, handle: j.handle, keep: j.keep })
+                }
+                Some(_) => skipped.push(id),
+                None => {}
+            }
+        }
+        for id in skipped.into_iter().rev() {
+            self.queue.push_front(id);
+        }
+        batch
+    }
+}
+
+impl Job {
+    /// Wakes the caller if it sleeps waiting for this job.
+    fn wake(&self) {
+        if self.awaited {
+            self.waiter.notify_one();
+        }
     }
 }
 
@@ -135,6 +207,7 @@ impl Puller {
                 next_id: 0,
                 workers_left: vec![CONNECTIONS_PER_BUDDY; entries.len()],
                 served: vec![0; entries.len()],
+                idle_workers: 0,
                 closing: false,
             }),
             work: Condvar::new(),
@@ -164,23 +237,27 @@ impl Puller {
     }
 
     /// Pulls the chunks of `handles` (checked against them, opened) and
-    /// hands each to `each` in order.
+    /// hands each to `each` in order, plaintext and sealed bytes.
     pub fn pull(&self, handles: &[Handle], each: impl FnMut(usize, Pulled) -> Result<()>) -> Result<()> {
-        let wanted: Vec<(ChunkId, Option<Handle>)> = handles.iter().map(|h| (h.chunk_id(), Some(*h))).collect();
-        self.pull_jobs(&wanted, each)
+        self.pull_jobs(&with_handles(handles), Keep::Both, each)
+    }
+
+    /// [`Puller::pull`] keeping only the plaintext (`sealed` is empty):
+    /// what a restore needs, without copying the sealed bytes.
+    pub fn pull_plain(&self, handles: &[Handle], each: impl FnMut(usize, Pulled) -> Result<()>) -> Result<()> {
+        self.pull_jobs(&with_handles(handles), Keep::Plain, each)
     }
 
     /// Pulls sealed chunks by id alone (nothing to check them against).
     pub fn pull_sealed(&self, ids: &[ChunkId], each: impl FnMut(usize, Pulled) -> Result<()>) -> Result<()> {
         let wanted: Vec<(ChunkId, Option<Handle>)> = ids.iter().map(|id| (*id, None)).collect();
-        self.pull_jobs(&wanted, each)
+        self.pull_jobs(&wanted, Keep::Sealed, each)
     }
 
     /// Like [`Puller::pull`], but a chunk no buddy could serve does not stop
     /// the others: `each` gets every chunk's outcome, in order.
     pub fn pull_each(&self, handles: &[Handle], mut each: impl FnMut(usize, Result<Pulled>)) {
-        let wanted: Vec<(ChunkId, Option<Handle>)> = handles.iter().map(|h| (h.chunk_id(), Some(*h))).collect();
-        let all = self.pull_outcomes(&wanted, |i, outcome| {
+        let all = self.pull_outcomes(&with_handles(handles), Keep::Both, |i, outcome| {
             each(i, outcome);
             Ok(())
         });
@@ -190,14 +267,16 @@ impl Puller {
     fn pull_jobs(
         &self,
         wanted: &[(ChunkId, Option<Handle>)],
+        keep: Keep,
         mut each: impl FnMut(usize, Pulled) -> Result<()>,
     ) -> Result<()> {
-        self.pull_outcomes(wanted, |i, outcome| each(i, outcome?))
+        self.pull_outcomes(wanted, keep, |i, outcome| each(i, outcome?))
     }
 
     fn pull_outcomes(
         &self,
         wanted: &[(ChunkId, Option<Handle>)],
+        keep: Keep,
         mut each: impl FnMut(usize, Result<Pulled>) -> Result<()>,
     ) -> Result<()> {
         let mut ids: VecDeque<u64> = VecDeque::new();
@@ -206,9 +285,11 @@ impl Puller {
         let mut consumed = 0;
         let result = (|| -> Result<()> {
             while consumed < wanted.len() {
-                if submitted < wanted.len() && submitted - consumed < WINDOW {
+                // Refill the window by halves: one lock and one wake-up per
+                // half window, not per chunk.
+                if submitted < wanted.len() && submitted - consumed <= WINDOW / 2 {
                     let end = wanted.len().min(consumed + WINDOW);
-                    ids.extend(self.submit(&wanted[submitted..end], &waiter));
+                    ids.extend(self.submit(&wanted[submitted..end], keep, &waiter));
                     submitted = end;
                 }
                 let id = *ids.front().expect("submitted ahead");
@@ -226,20 +307,24 @@ impl Puller {
     }
 
     /// Queues `wanted` for a caller waiting on `waiter`; returns their job ids.
-    fn submit(&self, wanted: &[(ChunkId, Option<Handle>)], waiter: &Arc<Condvar>) -> Vec<u64> {
+    fn submit(&self, wanted: &[(ChunkId, Option<Handle>)], keep: Keep, waiter: &Arc<Condvar>) -> Vec<u64> {
         let mut state = self.shared.lock();
         let mut ids = Vec::with_capacity(wanted.len());
         for &(id, handle) in wanted {
             let job_id = state.next_id;
             state.next_id += 1;
-            state.jobs.insert(job_id, Job { id, handle, tried: 0, errors: Vec::new(), waiter: waiter.clone() });
+            let job = Job { id, handle, keep, tried: 0, errors: Vec::new(), waiter: waiter.clone(), awaited: false };
+            state.jobs.insert(job_id, job);
             if !state.fail_if_stranded(job_id) {
                 state.queue.push_back(job_id);
             }
             ids.push(job_id);
         }
+        let idle = state.idle_workers > 0;
         drop(state);
-        self.shared.work.notify_all();
+        if idle {
+            self.shared.work.notify_all();
+        }
         ids
     }
 
@@ -250,7 +335,13 @@ impl Puller {
             match state.outcomes.remove(&id) {
                 Some(Outcome::Done(p)) => return Ok(p),
                 Some(Outcome::Failed(why)) => return Err(anyhow!(why)),
-                None => state = waiter.wait(state).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    let Some(job) = state.jobs.get_mut(&id) else {
+                        return Err(anyhow!("chunk job {id} was cancelled"));
+                    };
+                    job.awaited = true;
+                    state = waiter.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
             }
         }
     }
@@ -302,7 +393,7 @@ impl ChunkSource for Puller {
         _plain: &mut [u8],
         each: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        self.pull(handles, |_, p| each(&p.plain))
+        self.pull_plain(handles, |_, p| each(&p.plain))
     }
 
     fn writers(&self, asked: usize, _sample: &[Handle]) -> usize {
@@ -311,8 +402,13 @@ impl ChunkSource for Puller {
 }
 
 /// Files written at once when chunks come from buddies: enough callers
-/// that the connections' batches stay full of small files.
+/// that the connections' pipelines stay full of small files.
 pub const PULL_WRITERS: usize = 16;
+
+/// `handles` as jobs checked against them.
+fn with_handles(handles: &[Handle]) -> Vec<(ChunkId, Option<Handle>)> {
+    handles.iter().map(|h| (h.chunk_id(), Some(*h))).collect()
+}
 
 /// One connection to one buddy.
 struct Worker {
@@ -326,36 +422,27 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
+        let mut opened = vec![0u8; MAX_CHUNK];
         let mut conn: Option<BuddyConn> = None;
+        // Requests sent on `conn` and not yet answered, oldest first.
+        let mut in_flight: VecDeque<Taken> = VecDeque::new();
         let mut failures = 0;
-        while let Some(batch) = self.take() {
-            let c = match conn.as_mut() {
-                Some(c) => c,
-                None => match BuddyConn::connect_pinned(&self.addr, &self.identity, self.node, self.pinned, None) {
-                    Ok(c) => conn.insert(c),
-                    Err(e) => {
-                        failures += 1;
-                        self.put_back(&batch, 0);
-                        if failures >= MAX_FAILURES {
-                            return self.give_up(&e);
-                        }
-                        continue;
-                    }
-                },
-            };
-            let ids: Vec<ChunkId> = batch.iter().map(|(_, j)| j.0).collect();
-            let mut answered = 0;
-            let result = c.get_chunks_or_missing(&ids, |i, sealed| {
-                answered = i + 1;
-                self.answer(batch[i].0, batch[i].1, sealed);
-                Ok(())
-            });
-            match result {
+        loop {
+            // Top the pipeline up; wait for work only when nothing is in flight.
+            let room = MAX_PIPELINED_GETS - in_flight.len();
+            let mut fresh = VecDeque::new();
+            if in_flight.is_empty() || room >= REFILL {
+                match self.take(room, in_flight.is_empty()) {
+                    Some(jobs) => fresh = jobs,
+                    None => return,
+                }
+            }
+            match self.step(&mut conn, &mut in_flight, &mut fresh, &mut opened) {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     conn = None;
                     failures += 1;
-                    self.put_back(&batch, answered);
+                    self.put_back(in_flight.drain(..).chain(fresh));
                     if failures >= MAX_FAILURES {
                         return self.give_up(&e);
                     }
@@ -364,87 +451,105 @@ impl Worker {
         }
     }
 
-    /// The next batch of jobs this buddy has not tried; `None` when closing.
-    fn take(&self) -> Option<Vec<Taken>> {
+    /// Sends the requests for `fresh` (connecting first if need be), then
+    /// reads and records the answer to the oldest request in flight. On an
+    /// error, what is left in `in_flight` and `fresh` was not answered.
+    fn step(
+        &self,
+        conn: &mut Option<BuddyConn>,
+        in_flight: &mut VecDeque<Taken>,
+        fresh: &mut VecDeque<Taken>,
+        opened: &mut [u8],
+    ) -> Result<()> {
+        let c = match conn {
+            Some(c) => c,
+            None => conn.insert(BuddyConn::connect_pinned(&self.addr, &self.identity, self.node, self.pinned, None)?),
+        };
+        while let Some(t) = fresh.front().copied() {
+            c.request_chunk(t.id)?;
+            fresh.pop_front();
+            in_flight.push_back(t);
+        }
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        let sealed = c.next_chunk()?;
+        let t = in_flight.pop_front().expect("a request in flight");
+        self.answer(t, sealed, opened);
+        Ok(())
+    }
+
+    /// Up to `max` jobs this buddy has not tried; when `block`, waits until
+    /// there is at least one. `None` when closing.
+    fn take(&self, max: usize, block: bool) -> Option<VecDeque<Taken>> {
         let mut state = self.shared.lock();
         loop {
             if state.closing {
                 return None;
             }
-            let mut batch = Vec::new();
-            let mut kept = VecDeque::new();
-            while let Some(id) = state.queue.pop_front() {
-                match state.jobs.get(&id) {
-                    Some(j) if batch.len() < BATCH && j.tried & (1 << self.buddy) == 0 => {
-                        batch.push((id, (j.id, j.handle)))
-                    }
-                    Some(_) => kept.push_back(id),
-                    None => {}
-                }
-                if batch.len() == BATCH {
-                    break;
-                }
-            }
-            kept.append(&mut state.queue);
-            state.queue = kept;
-            if !batch.is_empty() {
+            let batch = state.take_untried(self.buddy, max);
+            if !batch.is_empty() || !block {
                 return Some(batch);
             }
+            state.idle_workers += 1;
             state = self.shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.idle_workers -= 1;
         }
     }
 
     /// Checks and records one answer: a miss or a damaged chunk goes back
-    /// to the queue for the other buddies.
-    fn answer(&self, job_id: u64, (id, handle): (ChunkId, Option<Handle>), sealed: Option<&[u8]>) {
+    /// to the queue for the other buddies. The chunk is opened into
+    /// `opened`; only what the caller keeps is copied out.
+    fn answer(&self, t: Taken, sealed: Option<&[u8]>, opened: &mut [u8]) {
         // Err((why, whether the buddy served it damaged)).
-        let checked = match (sealed, handle) {
+        let checked = match (sealed, t.handle) {
             (None, _) => Err((format!("{}: does not hold it", self.addr), false)),
             (Some(s), None) => Ok(Pulled { sealed: s.to_vec(), plain: Vec::new(), from: self.buddy, failed_by: 0 }),
-            (Some(s), Some(h)) => {
-                let mut plain = vec![0u8; MAX_CHUNK];
-                match open_into(s, &h, &mut plain) {
-                    Ok(n) => {
-                        plain.truncate(n);
-                        plain.shrink_to_fit();
-                        Ok(Pulled { sealed: s.to_vec(), plain, from: self.buddy, failed_by: 0 })
-                    }
-                    Err(e) => Err((format!("{}: served it damaged ({e})", self.addr), true)),
-                }
-            }
+            (Some(s), Some(h)) => match open_into(s, &h, opened) {
+                Ok(n) => Ok(Pulled {
+                    sealed: if t.keep.sealed() { s.to_vec() } else { Vec::new() },
+                    plain: if t.keep.plain() { opened[..n].to_vec() } else { Vec::new() },
+                    from: self.buddy,
+                    failed_by: 0,
+                }),
+                Err(e) => Err((format!("{}: served it damaged ({e})", self.addr), true)),
+            },
         };
         let mut state = self.shared.lock();
         match checked {
             Ok(mut pulled) => {
-                if let Some(job) = state.jobs.remove(&job_id) {
+                if let Some(job) = state.jobs.remove(&t.job) {
                     pulled.failed_by = job.tried;
                     state.served[self.buddy] += 1;
-                    state.outcomes.insert(job_id, Outcome::Done(pulled));
-                    job.waiter.notify_one();
+                    state.outcomes.insert(t.job, Outcome::Done(pulled));
+                    job.wake();
                 }
             }
             Err((why, damaged)) => {
-                let Some(job) = state.jobs.get_mut(&job_id) else { return };
+                let Some(job) = state.jobs.get_mut(&t.job) else { return };
                 if damaged {
-                    eprintln!("pastiche: chunk {id}: buddy {why}; taking it from another buddy");
+                    eprintln!("pastiche: chunk {}: buddy {why}; taking it from another buddy", t.id);
                 }
                 job.tried |= 1 << self.buddy;
                 job.errors.push(why);
-                if !state.fail_if_stranded(job_id) {
-                    state.queue.push_front(job_id);
+                if !state.fail_if_stranded(t.job) {
+                    state.queue.push_front(t.job);
+                    let idle = state.idle_workers > 0;
                     drop(state);
-                    self.shared.work.notify_all();
+                    if idle {
+                        self.shared.work.notify_all();
+                    }
                 }
             }
         }
     }
 
-    /// Returns the unanswered jobs of a batch to the queue, untried.
-    fn put_back(&self, batch: &[Taken], answered: usize) {
+    /// Returns unanswered jobs to the front of the queue, untried, in order.
+    fn put_back(&self, jobs: impl DoubleEndedIterator<Item = Taken>) {
         let mut state = self.shared.lock();
-        for (id, _) in batch[answered..].iter().rev() {
-            if state.jobs.contains_key(id) {
-                state.queue.push_front(*id);
+        for t in jobs.rev() {
+            if state.jobs.contains_key(&t.job) {
+                state.queue.push_front(t.job);
             }
         }
         drop(state);

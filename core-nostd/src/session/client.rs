@@ -315,6 +315,11 @@ impl ClientSession {
         self.gets.len()
     }
 
+    /// The chunk the next answer to a get is about, if any is in flight.
+    pub fn oldest_get(&self) -> Option<ChunkId> {
+        self.gets.front().copied()
+    }
+
     /// Stages a metadata object for `epoch` (signed).
     pub fn put_object(
         &mut self,
