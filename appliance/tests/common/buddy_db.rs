@@ -49,3 +49,20 @@ pub fn edit_client_chunks<R>(
     txn.commit().unwrap();
     out
 }
+
+/// The buddy's last drop notice of each client: client key -> (seq, dropped
+/// at, bytes, reason, delivered at) (`appliance/src/buddy/notices.rs`).
+pub const DROP_NOTICES: TableDefinition<[u8; 32], (u64, u64, u64, u8, u64)> = TableDefinition::new("drop_notices");
+
+/// Makes buddy `b` (stopped) hold drop notice `notice` for `client`, not
+/// delivered yet, as if it had dropped that client's data: what it hands
+/// the client at its next `GetNotice`, whatever it really holds.
+pub fn set_drop_notice(b: &TestBox, client: &PublicKey, notice: &pastiche_core::wire::DropNotice) {
+    let db = redb::Database::open(b.data.join("buddy.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(DROP_NOTICES)
+        .unwrap()
+        .insert(client.0, (notice.seq, notice.dropped_at, notice.bytes, notice.reason, 0))
+        .unwrap();
+    txn.commit().unwrap();
+}
