@@ -9,15 +9,11 @@ mod common;
 use std::path::Path;
 
 use common::buddy::*;
+use common::buddy_db::*;
 use common::*;
 use pastiche::store::ChunkStore;
 use pastiche_core::{ChunkId, PublicKey};
 use rand::{Rng, SeedableRng};
-use redb::{ReadableTable, TableDefinition};
-
-/// The buddy's record of where a client's chunk is stored:
-/// (client key, chunkId) -> stored name (`appliance/src/buddy/store.rs`).
-const CHUNK_NAMES: TableDefinition<([u8; 32], [u8; 20]), [u8; 20]> = TableDefinition::new("chunk_names");
 
 fn tree(root: &Path) -> std::path::PathBuf {
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
@@ -39,26 +35,16 @@ fn client_key(b: &TestBox) -> PublicKey {
 /// `client`: its record and its reference go, as a faithless buddy's would.
 /// Returns how many it lost.
 fn lose_chunks(b: &TestBox, client: &PublicKey, nth: usize) -> usize {
-    let db = redb::Database::open(b.data.join("buddy.redb")).unwrap();
-    let txn = db.begin_write().unwrap();
-    let mut stored = Vec::new();
-    {
-        let mut t = txn.open_table(CHUNK_NAMES).unwrap();
-        let rows: Vec<([u8; 20], [u8; 20])> = t
-            .iter()
-            .unwrap()
-            .map(|r| r.unwrap())
-            .filter(|(k, _)| k.value().0 == client.0)
-            .map(|(k, v)| (k.value().1, v.value()))
-            .collect();
+    let stored: Vec<ChunkId> = edit_client_chunks(b, client, |table, rows| {
         assert!(rows.len() > 100, "the client's chunks are stored under names: {} rows", rows.len());
-        for (id, name) in rows.iter().step_by(nth) {
-            t.remove((client.0, *id)).unwrap();
-            stored.push(ChunkId(*name));
-        }
-    }
-    txn.commit().unwrap();
-    drop(db);
+        rows.iter()
+            .step_by(nth)
+            .map(|r| {
+                table.remove((client.0, r.id.0)).unwrap();
+                r.name
+            })
+            .collect()
+    });
     let chunks = ChunkStore::open(b.data.join("store")).unwrap();
     let released = chunks.release(client, &stored).unwrap();
     assert!(released.missing.is_empty(), "references released: {released:?}");

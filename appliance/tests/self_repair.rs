@@ -20,18 +20,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use common::buddy::*;
+use common::buddy_db::*;
 use common::daemon::*;
 use common::*;
 use pastiche::store::pack::{parse_pack_name, scan_pack, ScannedRecord, RECORD_HEADER_LEN};
 use pastiche::store::ChunkStore;
 use pastiche_core::{ChunkId, PublicKey};
 use rand::{Rng, SeedableRng};
-use redb::{ReadableTable, TableDefinition};
 use serde_json::Value;
-
-/// The buddy's record of where a client's chunk is stored:
-/// (client key, chunkId) -> stored name (`appliance/src/buddy/store.rs`).
-const CHUNK_NAMES: TableDefinition<([u8; 32], [u8; 20]), [u8; 20]> = TableDefinition::new("chunk_names");
 
 fn tree(root: &Path, seed: u64, files: usize) -> PathBuf {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -72,27 +68,14 @@ fn flip_payload(path: &Path, r: &ScannedRecord) {
 /// of another chunk it holds for `client`: well-formed, stored intact, and
 /// wrong. Returns how many it forged.
 fn forge_chunks(b: &TestBox, client: &PublicKey, forged: &[ChunkId]) -> usize {
-    let db = redb::Database::open(b.data.join("buddy.redb")).unwrap();
-    let txn = db.begin_write().unwrap();
-    let mut n = 0;
-    {
-        let mut t = txn.open_table(CHUNK_NAMES).unwrap();
-        let names: Vec<([u8; 20], [u8; 20])> = t
-            .iter()
-            .unwrap()
-            .map(|r| r.unwrap())
-            .filter(|(k, _)| k.value().0 == client.0)
-            .map(|(k, v)| (k.value().1, v.value()))
-            .collect();
-        let decoy = names.iter().find(|(id, _)| !forged.iter().any(|f| f.0 == *id)).unwrap().1;
+    edit_client_chunks(b, client, |table, rows| {
+        let decoy = rows.iter().find(|r| !forged.contains(&r.id)).unwrap().name;
         for id in forged {
-            assert!(names.iter().any(|(k, _)| *k == id.0), "B holds chunk {id}");
-            t.insert((client.0, id.0), decoy).unwrap();
-            n += 1;
+            assert!(rows.iter().any(|r| r.id == *id), "B holds chunk {id}");
+            table.insert((client.0, id.0), decoy.0).unwrap();
         }
-    }
-    txn.commit().unwrap();
-    n
+        forged.len()
+    })
 }
 
 fn box_key(b: &TestBox) -> PublicKey {

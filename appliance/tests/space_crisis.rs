@@ -9,6 +9,12 @@
 //! is really back, and keeps its own backups restorable. The dropped
 //! client sees the notice at its next contact, reports it, and re-homes its
 //! data on a spare buddy, from which it restores exactly.
+//!
+//! The repeated-notice attack: a paired buddy turned hostile hands a drop
+//! notice with a new number at every contact while it keeps everything.
+//! Each sync costs one full offer and ships only what it lacks; the box and
+//! its other buddy are untouched, restores are exact, and from the second
+//! drop on the buddy stays marked for replacement whatever it commits.
 
 mod common;
 
@@ -17,9 +23,14 @@ use std::path::Path;
 use std::process::Command;
 
 use common::buddy::*;
+use common::buddy_db::*;
 use common::daemon::*;
 use common::*;
+use pastiche_core::wire::DropNotice;
+use pastiche_core::PublicKey;
 use rand::SeedableRng;
+use redb::{ReadableTableMetadata, TableDefinition};
+use serde_json::Value;
 
 const DAY: u64 = 86_400;
 const MIB: u64 = 1 << 20;
@@ -227,4 +238,142 @@ fn a_box_posing_as_the_buddy_cannot_make_the_client_forget_anything() {
     let report = &lines.iter().find(|l| l["message_type"] == "sync").expect("a sync report")["report"];
     assert_eq!(report["chunks_offered"], 0, "the shipped state is intact: {report}");
     assert_eq!(report["went_back"], false);
+}
+
+/// The sync report of each buddy in the JSON output of `sync` or `backup`,
+/// by address.
+fn sync_reports(r: &Run) -> std::collections::BTreeMap<String, Value> {
+    let reports: std::collections::BTreeMap<String, Value> = r
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["message_type"] == "sync")
+        .map(|l| (l["report"]["addr"].as_str().unwrap().to_string(), l["report"].clone()))
+        .collect();
+    assert_eq!(reports.len(), 2, "both buddies synced: {}", r.describe());
+    reports
+}
+
+/// `buddy list --json`, by address.
+fn buddy_list(a: &TestBox) -> std::collections::BTreeMap<String, Value> {
+    let lines = a.run(["--json", "buddy", "list"]).ok().json_lines();
+    lines.into_iter().map(|l| (l["addr"].as_str().unwrap().to_string(), l)).collect()
+}
+
+/// The client's record of what it shipped to each buddy and of the drop
+/// notices it acted on (`appliance/src/sync/state.rs`, `sync/notice.rs`).
+const SHIPPED_CHUNKS: TableDefinition<&[u8], ()> = TableDefinition::new("sync_chunks");
+const NOTICES_SEEN: TableDefinition<[u8; 32], NoticeSeenRow> = TableDefinition::new("sync_drop_notices");
+/// (seq, dropped at, bytes, reason, seen at, state).
+type NoticeSeenRow = (u64, u64, u64, u8, u64, u8);
+
+/// How many chunks box `a` records as shipped to `buddy`, and how many
+/// notice rows it keeps in all.
+fn client_records(a: &TestBox, buddy: &PublicKey) -> (usize, u64) {
+    let db = redb::Database::open(a.data.join("meta.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let shipped = txn.open_table(SHIPPED_CHUNKS).unwrap();
+    let chunks = shipped
+        .range(&buddy.0[..]..)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .take_while(|(k, _)| k.value()[..32] == buddy.0)
+        .count();
+    let notices = txn.open_table(NOTICES_SEEN).unwrap().len().unwrap();
+    (chunks, notices)
+}
+
+#[test]
+fn a_buddy_that_numbers_a_new_drop_notice_at_every_contact_costs_one_offer_per_sync_and_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) =
+        (TestBox::init(tmp.path().join("A")), TestBox::init(tmp.path().join("B")), TestBox::init(tmp.path().join("C")));
+    let (key_a, key_b, key_c): (PublicKey, PublicKey, PublicKey) =
+        (key_of(&a).parse().unwrap(), key_of(&b).parse().unwrap(), key_of(&c).parse().unwrap());
+    let home = tree(&tmp.path().join("home"), 11, 8, 150_000);
+    let addr_b = free_addr();
+    let mut server_b = Server::start_at(&b, &addr_b);
+    let server_c = Server::start(&c);
+    let addr_c = server_c.addr.clone();
+    pair(&a, &b, &addr_b);
+    pair(&a, &c, &addr_c);
+    let first = sync_reports(&a.run([OsStr::new("--json"), OsStr::new("backup"), home.as_os_str()]).ok());
+    // Every chunk of the box, as offered to each buddy once.
+    let mut chunks = first[&addr_c]["chunks_offered"].as_u64().unwrap();
+    assert!(chunks >= 8, "{first:?}");
+    assert_eq!(first[&addr_b]["chunks_offered"], chunks);
+    let mut epoch_b = first[&addr_b]["epoch"].as_u64().unwrap();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    for seq in 1..=3u64 {
+        // B, stopped, numbers a new notice; it keeps all it holds. A has
+        // new data meanwhile.
+        server_b.kill();
+        let notice =
+            DropNotice { seq, dropped_at: 1_700_000_000 + seq, bytes: 1 << 30, reason: DropNotice::SPACE_CRISIS };
+        set_drop_notice(&b, &key_a, &notice);
+        server_b = Server::start_at(&b, &addr_b);
+        write_random(&home.join(format!("new{seq}.bin")), 120_000, &mut rng);
+
+        let r = a.run([OsStr::new("--json"), OsStr::new("backup"), home.as_os_str()]).ok();
+        assert!(r.stderr.contains("dropped our data"), "the notice is reported: {}", r.describe());
+        let reports = sync_reports(&r);
+        let (to_b, to_c) = (&reports[&addr_b], &reports[&addr_c]);
+        // C, untouched, is offered the new chunks only; its shipped state holds.
+        assert!(to_c["dropped"].is_null() && to_c["went_back"] == false, "{to_c}");
+        let new = to_c["chunks_offered"].as_u64().unwrap();
+        assert!(new >= 1 && to_c["chunks_sent"] == new, "{to_c}");
+        chunks += new;
+        // B: the notice acted on, one full offer (each chunk once), and only
+        // what it lacks shipped; the commit went through.
+        assert_eq!(to_b["dropped"]["seq"], seq, "{to_b}");
+        assert_eq!(to_b["chunks_offered"], chunks, "one offer of every chunk, no more: {to_b}");
+        assert_eq!(to_b["chunks_sent"], new, "B lacked only the new chunks: {to_b}");
+        let epoch = to_b["epoch"].as_u64().unwrap();
+        assert!(epoch > epoch_b, "committed at a new epoch: {to_b}");
+        epoch_b = epoch;
+
+        // The rule: a first drop is settled by the commit that followed it;
+        // a drop again soon after stays unsettled (the daemon replaces the
+        // buddy) whatever B commits.
+        let listed = buddy_list(&a);
+        let dropped = &listed[&addr_b]["dropped"];
+        assert_eq!(dropped["seq"], seq, "{dropped}");
+        assert_eq!(dropped["settled"], seq == 1, "{dropped}");
+        assert_eq!(dropped["repeated"], seq > 1, "{dropped}");
+        assert!(listed[&addr_c]["dropped"].is_null());
+
+        // Told the same notice again: acted on once, nothing offered again.
+        let again = sync_reports(&a.run(["--json", "sync"]).ok());
+        for (addr, report) in &again {
+            assert!(report["dropped"].is_null(), "{addr}: {report}");
+            assert_eq!(report["chunks_offered"], 0, "{addr}: nothing to offer again: {report}");
+        }
+    }
+    let text = a.run(["buddy", "list"]).ok().stdout;
+    assert!(text.contains("being replaced"), "{text}");
+
+    // What A keeps is bounded by its own data, whatever B says: one notice
+    // row, each chunk recorded once per buddy.
+    assert_eq!(client_records(&a, &key_b), (chunks as usize, 1));
+    assert_eq!(client_records(&a, &key_c).0, chunks as usize);
+    a.check_read_data();
+    let expected = manifest(&home);
+    let target = tmp.path().join("restored-local");
+    a.restore("latest", &target);
+    assert_tree_matches(&expected, &restored_path(&target, &home), "A's own store");
+
+    // B, for all its lies, holds everything: A recovers and restores from
+    // it alone; then from C alone.
+    drop(server_c);
+    std::fs::remove_dir_all(&a.data).unwrap();
+    let name = TestBox::name_for(&a.data);
+    a.run(["recover", "--name", &name, "--via", &addr_b]).ok();
+    let target = tmp.path().join("restored-b");
+    a.restore("latest", &target);
+    assert_tree_matches(&expected, &restored_path(&target, &home), "restored from B alone");
+    server_b.kill();
+    let _server_c = Server::start_at(&c, &addr_c);
+    let target = tmp.path().join("restored-c");
+    a.restore("latest", &target);
+    assert_tree_matches(&expected, &restored_path(&target, &home), "restored from C alone");
 }

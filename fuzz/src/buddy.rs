@@ -5,6 +5,7 @@
 //! audit is checked against the store: a proof for exactly the bytes the
 //! client stored, "not held" otherwise (never another owner's bytes).
 
+use crate::records;
 use pastiche_core::audit::ProofDigest;
 use pastiche_core::identity::{Identity, NodeId, PublicKey};
 use pastiche_core::seal::ChunkId;
@@ -26,8 +27,8 @@ fn resign(msg: &mut Message<'_>, me: &Identity, buddy: &PublicKey) {
     }
 }
 
-/// The `buddy_session` target. The input is a sequence of
-/// `[flags: u8][len: u16 big-endian][payload]` records; flag bit 0 re-signs
+/// The `buddy_session` target. The input is a sequence of [`records`]
+/// whose tag holds flags: bit 0 re-signs
 /// a signed request with the client's key before it is delivered.
 pub fn buddy_session(data: &[u8]) {
     let me = Identity::from_seed([5; 32]).expect("fixed seed");
@@ -65,15 +66,14 @@ pub fn buddy_session(data: &[u8]) {
         assert!(!r.close);
     }
 
-    let mut rest = data;
     let mut now = 1;
     // Chunk reads answered by audits, held to the budget whatever the input.
     let mut audited: u64 = 0;
-    while rest.len() >= 3 && !session.is_closed() {
-        let flags = rest[0];
-        let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
-        let mut payload = rest[3..3 + len].to_vec();
-        rest = &rest[3 + len..];
+    for (flags, payload) in records(data) {
+        if session.is_closed() {
+            break;
+        }
+        let mut payload = payload.to_vec();
         if flags & 1 == 1 {
             if let Ok(mut msg) = Message::decode(&payload) {
                 resign(&mut msg, &me, &buddy_key);

@@ -11,7 +11,7 @@ use pastiche_core::channel::{
 use pastiche_core::wire::{FrameDecoder, Message, DECODER_BUFFER_LEN};
 use pastiche_core::Identity;
 
-use crate::CONTROL_LEN;
+use crate::slices;
 
 /// The buddy's identity and ephemeral key in the harness: fixed, so a seed
 /// recorded from a real client reaches the transport phase.
@@ -21,11 +21,9 @@ pub const BUDDY_EPHEMERAL: [u8; 32] = [0x17; 32];
 /// The record limit the harness's buddy announces (like the firmware's).
 pub const RECORD_LIMIT: usize = 1022;
 
-/// Runs the responder over `data` (control bytes first, as in
-/// [`crate::frame_decoder`]); returns the frames decoded from the channel.
+/// Runs the responder over `data` (control bytes first, then the stream in
+/// [`slices`]); returns the frames decoded from the channel.
 pub fn channel_responder(data: &[u8]) -> usize {
-    let split = data.len().min(CONTROL_LEN);
-    let (control, mut stream) = data.split_at(split);
     let identity = Identity::from_seed(BUDDY_SEED).expect("a fixed seed");
     let mut hs = Some(Handshake::responder(&identity, BUDDY_EPHEMERAL, RECORD_LIMIT).expect("a valid limit"));
     let mut channel = None;
@@ -34,16 +32,8 @@ pub fn channel_responder(data: &[u8]) -> usize {
     let mut dec_buf = vec![0u8; DECODER_BUFFER_LEN];
     let mut decoder = FrameDecoder::new(&mut dec_buf).expect("buffer is large enough");
     let mut reply = [0u8; HANDSHAKE_RECORD_LEN];
-    let mut i = 0;
     let mut frames = 0;
-    while !stream.is_empty() {
-        let size = match control.get(i % control.len().max(1)) {
-            Some(255) | None => stream.len(),
-            Some(&b) => (b as usize % 64 + 1).min(stream.len()),
-        };
-        i += 1;
-        let (mut slice, rest) = stream.split_at(size);
-        stream = rest;
+    for mut slice in slices(data) {
         while !slice.is_empty() {
             let read = match reader.feed(slice) {
                 Ok(read) => read,

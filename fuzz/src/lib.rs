@@ -3,42 +3,32 @@
 
 mod buddy;
 mod channel;
+mod input;
 mod lan;
 mod open;
 mod overlay;
+#[cfg(test)]
+mod seed_files;
 pub use buddy::buddy_session;
 pub use channel::channel_responder;
+pub use input::{push_record, records, slices, Records, Slices, CONTROL_LEN};
 pub use lan::lan_datagram;
 pub use open::open_chunk;
 pub use overlay::overlay_node;
 
 use pastiche_core::wire::{encode_frame, FrameDecoder, Message, WireError, DECODER_BUFFER_LEN, FRAME_HEADER_LEN};
 
-/// Control bytes at the start of an input: they choose the slice sizes.
-pub const CONTROL_LEN: usize = 4;
-
 /// The `frame_decoder` target.
 ///
 /// The first [`CONTROL_LEN`] bytes choose the slice sizes the rest is fed in
-/// (each control byte `b` gives a slice of `b % 64 + 1` bytes, cycling; 255
-/// means "all that is left"). Every payload the decoder yields is decoded as a
+/// (see [`slices`]). Every payload the decoder yields is decoded as a
 /// [`Message`]; a decoded message must re-encode to exactly its payload and
 /// decode again to an equal message. Nothing may panic.
 pub fn frame_decoder(data: &[u8]) {
-    let split = data.len().min(CONTROL_LEN);
-    let (control, mut stream) = data.split_at(split);
     let mut buf = vec![0u8; DECODER_BUFFER_LEN];
     let mut out = vec![0u8; DECODER_BUFFER_LEN];
     let mut decoder = FrameDecoder::new(&mut buf).expect("buffer is large enough");
-    let mut i = 0;
-    while !stream.is_empty() {
-        let size = match control.get(i % control.len().max(1)) {
-            Some(255) | None => stream.len(),
-            Some(&b) => (b as usize % 64 + 1).min(stream.len()),
-        };
-        i += 1;
-        let (slice, rest) = stream.split_at(size);
-        stream = rest;
+    for slice in slices(data) {
         let fed = decoder.feed_all(slice, |payload| {
             if let Ok(msg) = Message::decode(payload) {
                 let n = encode_frame(&msg, &mut out).expect("a decoded message encodes");
@@ -62,55 +52,21 @@ pub fn frame_decoder(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seed_files::*;
     use pastiche_core::identity::{NodeId, PublicKey, Signature};
     use pastiche_core::seal::ChunkId;
     use pastiche_core::wire::*;
-    use std::path::Path;
-
-    /// Asserts that the committed seed `seeds/TARGET/NAME` is `seed` (the
-    /// generator's current output), rewriting it first under
-    /// `PASTICHE_WRITE_SEEDS=1`.
-    fn check_seed(target: &str, name: &str, seed: &[u8]) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds").join(target).join(name);
-        if std::env::var_os("PASTICHE_WRITE_SEEDS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, seed).unwrap();
-        }
-        assert_eq!(std::fs::read(&path).unwrap(), seed, "seeds/{target} is stale: PASTICHE_WRITE_SEEDS=1 cargo test");
-    }
-
-    fn replay_dir(dir: &Path) -> usize {
-        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-        let mut n = 0;
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                frame_decoder(&std::fs::read(&path).unwrap());
-                n += 1;
-            }
-        }
-        n
-    }
 
     /// The channel seed (a real client's handshake, hello and flush) is
     /// current, reaches the transport phase, and every seed, corpus input
     /// and artifact of `channel_responder` replays without a panic.
     #[test]
     fn channel_responder_seed_and_corpus() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let seed = crate::channel::client_seed();
         check_seed("channel_responder", "handshake-hello-flush", &seed);
-        let mut n = 0;
-        for dir in ["seeds", "corpus", "artifacts"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join("channel_responder")) else { continue };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if path.is_file() {
-                    crate::channel_responder(&std::fs::read(&path).unwrap());
-                    n += 1;
-                }
-            }
-        }
+        let n = replay("channel_responder", &ALL, |input| {
+            crate::channel_responder(input);
+        });
         // Every single-byte alteration of the seed is refused without a panic.
         for i in 4..seed.len() {
             let mut bent = seed.clone();
@@ -124,43 +80,18 @@ mod tests {
     /// earlier fuzzing runs when they are present.
     #[test]
     fn replay_seeds_and_corpus() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let seeds = replay_dir(&root.join("seeds/frame_decoder"));
+        let seeds = replay("frame_decoder", &["seeds"], frame_decoder);
         assert!(seeds > 0, "no seeds");
-        let corpus = replay_dir(&root.join("corpus/frame_decoder"));
-        let artifacts = replay_dir(&root.join("artifacts/frame_decoder"));
+        let corpus = replay("frame_decoder", &["corpus"], frame_decoder);
+        let artifacts = replay("frame_decoder", &["artifacts"], frame_decoder);
         println!("replayed {seeds} seeds, {corpus} corpus inputs, {artifacts} artifacts");
     }
 
     /// Replays the `open_chunk` seeds, corpus and crash artifacts.
     #[test]
     fn replay_open_chunk() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut n = 0;
-        for dir in ["seeds", "corpus", "artifacts"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join("open_chunk")) else { continue };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if path.is_file() {
-                    crate::open_chunk(&std::fs::read(&path).unwrap());
-                    n += 1;
-                }
-            }
-        }
+        let n = replay("open_chunk", &ALL, crate::open_chunk);
         assert!(n >= 4, "the open_chunk seeds are missing");
-    }
-
-    fn replay_buddy(dir: &Path) -> usize {
-        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-        let mut n = 0;
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                crate::buddy_session(&std::fs::read(&path).unwrap());
-                n += 1;
-            }
-        }
-        n
     }
 
     /// A whole snapshot upload and restore as `buddy_session` input records.
@@ -170,16 +101,8 @@ mod tests {
         let list = IdList::new(&ids).unwrap();
         let sig = Signature([0; 64]);
         // The digests the commits sign, so the seed reaches applied epochs.
-        let digest = |objects: &[([u8; 20], &[u8])], deletes: &[[u8; 20]], root: &[u8]| {
-            let staging = pastiche_core::testing::MemStaging {
-                objects: objects.iter().map(|(n, d)| (*n, d.to_vec())).collect(),
-                deletes: deletes.iter().copied().collect(),
-                root: Some(root.to_vec()),
-            };
-            staging.digest()
-        };
-        let first = digest(&[([3; 20], b"object")], &[], b"root");
-        let second = digest(&[], &[[0x11; 20]], b"root2");
+        let first = staged_digest(&[([3; 20], b"object")], &[], b"root");
+        let second = staged_digest(&[], &[[0x11; 20]], b"root2");
         let msgs = [
             Message::Offer(Offer { ids: list }),
             Message::PutChunk(PutChunk { id: ChunkId([0x11; 20]), sealed: &sealed }),
@@ -195,25 +118,16 @@ mod tests {
             Message::Commit(Commit { epoch: 2, objects: 0, deletes: 1, staged: second, signature: sig }),
             Message::DropAll(DropAll { epoch: 3, signature: sig }),
         ];
-        let mut out = Vec::new();
-        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
-        for m in msgs {
-            let n = encode_frame(&m, &mut frame).unwrap();
-            out.push(1);
-            out.extend_from_slice(&((n - 4) as u16).to_be_bytes());
-            out.extend_from_slice(&frame[4..n]);
-        }
-        out
+        session_input(&msgs)
     }
 
     #[test]
     fn buddy_session_seed_and_corpus() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let seed = buddy_seed();
         crate::buddy_session(&seed);
         check_seed("buddy_session", "upload-restore-drop", &seed);
-        let corpus = replay_buddy(&root.join("corpus/buddy_session"));
-        let artifacts = replay_buddy(&root.join("artifacts/buddy_session"));
+        let corpus = replay("buddy_session", &["corpus"], crate::buddy_session);
+        let artifacts = replay("buddy_session", &["artifacts"], crate::buddy_session);
         println!("replayed the buddy seed, {corpus} corpus inputs, {artifacts} artifacts");
     }
 
@@ -230,12 +144,7 @@ mod tests {
         let mine = IdList::new(&ids[..20]).unwrap();
         let sig = Signature([0; 64]);
         // The digest the commit signs, so the seed reaches the applied epoch.
-        let staged = pastiche_core::testing::MemStaging {
-            objects: Default::default(),
-            deletes: [[0x22u8; 20]].into_iter().collect(),
-            root: Some(b"root".to_vec()),
-        }
-        .digest();
+        let staged = staged_digest(&[], &[[0x22; 20]], b"root");
         let msgs = [
             Message::PutChunk(PutChunk { id: ChunkId([0x22; 20]), sealed: &sealed }),
             Message::Flush,
@@ -245,15 +154,7 @@ mod tests {
             Message::Commit(Commit { epoch: 1, objects: 0, deletes: 1, staged, signature: sig }),
             Message::AuditRequest(AuditRequest { nonce: AuditNonce([2; 32]), ids: asked }),
         ];
-        let mut out = Vec::new();
-        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
-        for m in msgs {
-            let n = encode_frame(&m, &mut frame).unwrap();
-            out.push(1);
-            out.extend_from_slice(&((n - 4) as u16).to_be_bytes());
-            out.extend_from_slice(&frame[4..n]);
-        }
-        out
+        session_input(&msgs)
     }
 
     #[test]
@@ -277,15 +178,7 @@ mod tests {
             msgs.push(Message::AuditRequest(AuditRequest { nonce: AuditNonce([i; 32]), ids: asked }));
         }
         msgs.push(Message::GetChunk(GetChunk { id: ChunkId([0x22; 20]) }));
-        let mut out = Vec::new();
-        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
-        for m in msgs {
-            let n = encode_frame(&m, &mut frame).unwrap();
-            out.push(1);
-            out.extend_from_slice(&((n - 4) as u16).to_be_bytes());
-            out.extend_from_slice(&frame[4..n]);
-        }
-        out
+        session_input(&msgs)
     }
 
     #[test]
@@ -306,13 +199,10 @@ mod tests {
             Message::AuditRequest(AuditRequest { nonce: AuditNonce([3; 32]), ids: IdList::new(&ids).unwrap() }),
             Message::AuditProofs(AuditProofs { held: &[0b11], proofs: &proofs }),
         ];
-        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
         for msg in &messages {
-            let n = encode_frame(msg, &mut frame).unwrap();
-            let mut one = vec![255, 255, 255, 255];
-            one.extend_from_slice(&frame[..n]);
-            frame_decoder(&one);
-            check_seed("frame_decoder", &format!("{:02}-{:?}", msg.kind() as u8, msg.kind()).to_lowercase(), &one);
+            let (name, seed) = frame_seed(msg);
+            frame_decoder(&seed);
+            check_seed("frame_decoder", &name, &seed);
         }
     }
 
@@ -356,33 +246,15 @@ mod tests {
             Message::Ok,
             Message::Error(ErrorMsg { code: ErrorCode::NotFound, message: "no root" }),
         ];
-        let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut seeds: Vec<(String, Vec<u8>)> = messages.iter().map(frame_seed).collect();
         let mut all = vec![0, 7, 63, 255];
-        let mut frame = vec![0u8; DECODER_BUFFER_LEN];
-        for msg in &messages {
-            let n = encode_frame(msg, &mut frame).unwrap();
-            let mut one = vec![255, 255, 255, 255];
-            one.extend_from_slice(&frame[..n]);
-            seeds.push((format!("{:02}-{:?}", msg.kind() as u8, msg.kind()).to_lowercase(), one));
-            all.extend_from_slice(&frame[..n]);
+        for (_, one) in &seeds {
+            all.extend_from_slice(&one[CONTROL_LEN..]);
         }
         seeds.push(("all-kinds".into(), all));
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/frame_decoder");
-        let write = std::env::var_os("PASTICHE_WRITE_SEEDS").is_some();
-        for (name, bytes) in seeds {
-            let path = dir.join(name);
-            frame_decoder(&bytes);
-            if write {
-                std::fs::create_dir_all(&dir).unwrap();
-                std::fs::write(&path, &bytes).unwrap();
-            } else {
-                assert_eq!(
-                    std::fs::read(&path).ok(),
-                    Some(bytes),
-                    "{} is stale: rerun with PASTICHE_WRITE_SEEDS=1",
-                    path.display()
-                );
-            }
+        for (name, seed) in seeds {
+            frame_decoder(&seed);
+            check_seed("frame_decoder", &name, &seed);
         }
     }
 
@@ -415,20 +287,11 @@ mod tests {
         for (i, body) in bodies.into_iter().enumerate() {
             let mut buf = [0u8; MAX_OVERLAY_PAYLOAD];
             let n = OverlayMessage { overlay: OverlayId::Network, from, body }.encode(&mut buf).unwrap();
-            seed.push(if i % 3 == 0 { 12 } else { 1 });
-            seed.extend_from_slice(&(n as u16).to_be_bytes());
-            seed.extend_from_slice(&buf[..n]);
+            push_record(&mut seed, if i % 3 == 0 { 12 } else { 1 }, &buf[..n]);
         }
         crate::overlay_node(&seed);
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         check_seed("overlay_node", "join-and-route", &seed);
-        let mut n = 0;
-        for dir in ["corpus/overlay_node", "artifacts/overlay_node"] {
-            for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten() {
-                crate::overlay_node(&std::fs::read(entry.unwrap().path()).unwrap());
-                n += 1;
-            }
-        }
+        let n = replay("overlay_node", &["corpus", "artifacts"], crate::overlay_node);
         println!("replayed the overlay seed and {n} corpus inputs and artifacts");
     }
 
@@ -442,29 +305,17 @@ mod tests {
     /// seeds/overlay_node/coverage-join.
     #[test]
     fn overlay_node_coverage_seed() {
-        use pastiche_core::overlay::{Config, Event, Host, Node};
-        use pastiche_core::seal::ChunkId;
+        use crate::overlay::Sink;
+        use pastiche_core::overlay::{Config, Node};
         use pastiche_core::wire::overlay::*;
 
-        #[derive(Default)]
-        struct Capture(Vec<(PeerAddr, Vec<u8>)>);
-        impl Host<PeerAddr> for Capture {
-            fn send(&mut self, to: PeerAddr, payload: &[u8]) {
-                self.0.push((to, payload.to_vec()));
-            }
-            fn event(&mut self, _: Event<PeerAddr>) {}
-            fn has_chunk(&mut self, id: &ChunkId) -> bool {
-                id.0[0] & 1 == 0
-            }
-            fn fingerprint(&self) -> &[u8] {
-                &[7u8; 40]
-            }
-        }
         let addr = |k: u8| PeerAddr::v4([10, 0, 0, k], 7468);
         let id = |k: u8| NodeId([0x10 + k; 16]);
         let mut node = Node::new(Config::new(OverlayId::Coverage), NodeId([0x42; 16]), addr(1), [9; 16], 0);
-        let mut host = Capture::default();
+        let mut host = Sink::keeping();
         node.join(addr(2), 0, &mut host);
+        // What the node sent and the scripted peers have yet to answer.
+        let mut unanswered = host.take_sent();
         let (mut seed, mut now) = (Vec::new(), 0u64);
         let record = |k: u8, body: Body<'_>, seed: &mut Vec<u8>, now: &mut u64, node: &mut Node<PeerAddr>| {
             let mut buf = [0u8; MAX_OVERLAY_PAYLOAD];
@@ -473,15 +324,13 @@ mod tests {
             // overlay, its low 2 bits the sender; time moves on selector x 100 ms.
             let selector = (k - 2) | if seed.is_empty() { 0x80 } else { 0 };
             *now += u64::from(selector) * 100_000;
-            seed.push(selector);
-            seed.extend_from_slice(&(n as u16).to_be_bytes());
-            seed.extend_from_slice(&buf[..n]);
-            let mut out = Capture::default();
+            push_record(seed, selector, &buf[..n]);
+            let mut out = Sink::keeping();
             node.handle(addr(k), &buf[..n], *now, &mut out).unwrap();
-            out.0
+            out.take_sent()
         };
         for _ in 0..100 {
-            let outgoing = std::mem::take(&mut host.0);
+            let outgoing = std::mem::take(&mut unanswered);
             if outgoing.is_empty() {
                 break;
             }
@@ -516,7 +365,7 @@ mod tests {
                     }
                     _ => Vec::new(),
                 };
-                host.0.extend(sent);
+                unanswered.extend(sent);
             }
         }
         assert!(node.is_ready(), "the scripted peers carried the join through");
@@ -577,14 +426,7 @@ mod tests {
         }
         crate::lan_datagram(&seed);
         check_seed("lan_datagram", "beacons-and-pairing", &seed);
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut n = 0;
-        for dir in ["corpus/lan_datagram", "artifacts/lan_datagram"] {
-            for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten() {
-                crate::lan_datagram(&std::fs::read(entry.unwrap().path()).unwrap());
-                n += 1;
-            }
-        }
+        let n = replay("lan_datagram", &["corpus", "artifacts"], crate::lan_datagram);
         println!("replayed the LAN seed and {n} corpus inputs and artifacts");
     }
 }

@@ -6,36 +6,63 @@
 //! goes to the stateless answerer the firmware runs
 //! (`overlay::answer_measurement`): at most one small, decodable answer.
 
+use crate::records;
 use pastiche_core::identity::NodeId;
 use pastiche_core::overlay::{answer_measurement, Address, Config, Event, Host, Node, Side};
 use pastiche_core::seal::ChunkId;
 use pastiche_core::wire::overlay::{Body, OverlayId, OverlayMessage, PeerAddr, MAX_OVERLAY_PAYLOAD};
 
+/// The chunks the harness's box holds: those whose id starts with an even
+/// byte (so that coverage queries get partial answers).
+pub(crate) fn holds(id: &ChunkId) -> bool {
+    id.0[0] & 1 == 0
+}
+
+/// The harness's host: checks what the node sends, counts it, and keeps it
+/// when asked (the seed generator answers it).
 #[derive(Default)]
-struct Sink {
+pub(crate) struct Sink {
     sent: usize,
     largest: usize,
+    kept: Option<Vec<(PeerAddr, Vec<u8>)>>,
+}
+
+impl Sink {
+    /// A host that also keeps every datagram sent, for [`Sink::take_sent`].
+    #[cfg(test)]
+    pub(crate) fn keeping() -> Sink {
+        Sink { kept: Some(Vec::new()), ..Sink::default() }
+    }
+
+    /// The datagrams sent since the last call (with [`Sink::keeping`]).
+    #[cfg(test)]
+    pub(crate) fn take_sent(&mut self) -> Vec<(PeerAddr, Vec<u8>)> {
+        self.kept.as_mut().map(std::mem::take).unwrap_or_default()
+    }
 }
 
 impl Host<PeerAddr> for Sink {
-    fn send(&mut self, _: PeerAddr, payload: &[u8]) {
+    fn send(&mut self, to: PeerAddr, payload: &[u8]) {
         assert!(payload.len() <= MAX_OVERLAY_PAYLOAD);
         assert!(OverlayMessage::decode(payload).is_ok(), "the node sent an undecodable payload");
         self.sent += 1;
         self.largest = self.largest.max(payload.len());
+        if let Some(kept) = self.kept.as_mut() {
+            kept.push((to, payload.to_vec()));
+        }
     }
     fn event(&mut self, _: Event<PeerAddr>) {}
     fn has_chunk(&mut self, id: &ChunkId) -> bool {
-        id.0[0] & 1 == 0
+        holds(id)
     }
     fn fingerprint(&self) -> &[u8] {
         &[7u8; 40]
     }
 }
 
-/// Input: records of `[selector u8][len u16 BE][payload]`. The selector's
-/// low 2 bits pick the sender's address, bit 2 asks for a timeout first, and
-/// the time moves on by `selector` x 100 ms every record.
+/// Input: [`records`] whose tag is a selector: its low 2 bits pick the
+/// sender's address, bit 2 asks for a timeout first, and the time moves on
+/// by `selector` x 100 ms every record.
 pub fn overlay_node(data: &[u8]) {
     let overlay = if data.first().is_some_and(|b| b & 0x80 != 0) { OverlayId::Coverage } else { OverlayId::Network };
     let me = NodeId([0x42; 16]);
@@ -43,12 +70,7 @@ pub fn overlay_node(data: &[u8]) {
     let mut host = Sink::default();
     node.join(PeerAddr::v4([10, 0, 0, 2], 7468), 0, &mut host);
     let mut now = 0u64;
-    let mut rest = data;
-    while rest.len() >= 3 {
-        let selector = rest[0];
-        let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
-        let payload = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (selector, payload) in records(data) {
         now += u64::from(selector) * 100_000;
         let from = PeerAddr::v4([10, 0, 0, 2 + (selector & 3)], 7468);
         if selector & 4 != 0 {
@@ -60,7 +82,7 @@ pub fn overlay_node(data: &[u8]) {
             assert_eq!(&buf[..n], payload, "re-encoding differs");
         }
         let mut answer = [0u8; 64];
-        if let Ok(Some(n)) = answer_measurement(me, payload, |id| id.0[0] & 1 == 0, &mut answer) {
+        if let Ok(Some(n)) = answer_measurement(me, payload, holds, &mut answer) {
             let back = OverlayMessage::decode(&answer[..n]).expect("an answer decodes");
             assert!(matches!(back.body, Body::Pong(_) | Body::CoverageReport(_)), "{back:?}");
             assert_eq!(back.from, me);

@@ -80,7 +80,14 @@ pub fn list(g: &Global, b: &SharedBox) -> Result<u8> {
                 crate::audit::record::summary(audit)
             ))?;
             if let Some(n) = dropped.as_ref() {
-                let state = if n.settled { "it holds our full copy again" } else { "being re-homed" };
+                let state = match (n.settled, n.repeated) {
+                    (true, _) => "it holds our full copy again".to_string(),
+                    (false, true) => format!(
+                        "it dropped us again within {} days: being replaced",
+                        sync::notice::REPEAT_WINDOW / 86_400
+                    ),
+                    (false, false) => "being re-homed".to_string(),
+                };
                 g.line(format!("  DROPPED: {}; {state}", sync::notice::describe(&e.addr, n)))?;
             }
             if let Some(w) = floor.went_back {

@@ -24,7 +24,7 @@ pub fn take_out(shared: &SharedBox, addr: &str) -> Result<Option<BuddyEntry>> {
     if let Some(key) = sync::pinned_key(&entry) {
         sync::state::forget_buddy(repo.meta.database(), &key)?;
         // A drop it noticed us of is settled: it is no longer a buddy.
-        sync::notice::settle(repo.meta.database(), &key)?;
+        sync::notice::settle_replaced(repo.meta.database(), &key)?;
     }
     let mut found = files::found(&repo.dir).unwrap_or_default();
     if found.remove(addr).is_some() {

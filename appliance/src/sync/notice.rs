@@ -12,6 +12,13 @@
 //! stays *unsettled* until a commit on that buddy succeeds again or the
 //! buddy is replaced: meanwhile the daemon re-homes the data on another
 //! buddy ([`crate::overlay::replace`]).
+//!
+//! A buddy that drops us again within [`REPEAT_WINDOW`] of the last drop
+//! (or says so: a hostile buddy can number a new notice at every contact)
+//! is not settled by a commit: each of its notices costs a full offer, so
+//! it stays unsettled until it is replaced. Otherwise a commit in the same
+//! sync would settle every new notice before the daemon saw it, and the
+//! buddy would cost a full offer per sync forever without being replaced.
 
 use anyhow::Result;
 use pastiche_core::wire::DropNotice;
@@ -19,8 +26,17 @@ use pastiche_core::PublicKey;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-/// (seq, dropped at (buddy's clock), bytes, reason, seen at, settled).
+/// (seq, dropped at (buddy's clock), bytes, reason, seen at, state).
 type Row = (u64, u64, u64, u8, u64, u8);
+/// Row states: unsettled; settled; unsettled, and settled only by replacing
+/// the buddy (it dropped us again within [`REPEAT_WINDOW`]).
+const UNSETTLED: u8 = 0;
+const SETTLED: u8 = 1;
+const REPEATED: u8 = 2;
+
+/// A new notice this soon (our clock) after the last one acted on marks the
+/// buddy for replacement whatever it commits afterwards: 30 days.
+pub const REPEAT_WINDOW: u64 = 30 * 86_400;
 /// buddy key -> [`Row`]: the last notice acted on.
 const NOTICES: TableDefinition<[u8; 32], Row> = TableDefinition::new("sync_drop_notices");
 
@@ -40,16 +56,21 @@ pub struct NoticeSeen {
     /// Whether the buddy holds our full copy again (a commit succeeded
     /// there since) or was replaced.
     pub settled: bool,
+    /// It dropped us again within [`REPEAT_WINDOW`] of the previous drop:
+    /// only replacing it settles this notice.
+    #[serde(default)]
+    pub repeated: bool,
 }
 
-fn from_row((seq, dropped_at, bytes, reason, seen_at, settled): Row) -> NoticeSeen {
+fn from_row((seq, dropped_at, bytes, reason, seen_at, state): Row) -> NoticeSeen {
     NoticeSeen {
         seq,
         dropped_at,
         bytes,
         reason: crate::buddy::notices::reason_name(reason).to_string(),
         seen_at,
-        settled: settled != 0,
+        settled: state == SETTLED,
+        repeated: state == REPEATED,
     }
 }
 
@@ -103,32 +124,45 @@ pub fn unsettled(db: &Database) -> Result<Vec<(PublicKey, NoticeSeen)>> {
 }
 
 /// Acts on `notice` from the authenticated `buddy`, if it is new (its
-/// number above the last acted on): records it and forgets what was shipped
+/// number above the last acted on): records it (as repeated when the last
+/// one was acted on within [`REPEAT_WINDOW`]) and forgets what was shipped
 /// there, in one transaction. Returns whether it was new.
 pub fn act_on(db: &Database, buddy: &PublicKey, notice: &DropNotice, now: u64) -> Result<bool> {
     let txn = db.begin_write()?;
     {
         let mut table = txn.open_table(NOTICES)?;
-        let last = table.get(&buddy.0)?.map_or(0, |v| v.value().0);
-        if notice.seq <= last {
+        let last = table.get(&buddy.0)?.map(|v| v.value());
+        if notice.seq <= last.map_or(0, |row| row.0) {
             return Ok(false);
         }
-        table.insert(&buddy.0, (notice.seq, notice.dropped_at, notice.bytes, notice.reason, now, 0))?;
+        let again = last.is_some_and(|row| now.saturating_sub(row.4) < REPEAT_WINDOW);
+        let state = if again { REPEATED } else { UNSETTLED };
+        table.insert(&buddy.0, (notice.seq, notice.dropped_at, notice.bytes, notice.reason, now, state))?;
         super::state::forget_buddy_in(&txn, buddy)?;
     }
     txn.commit()?;
     Ok(true)
 }
 
-/// Records that `buddy`'s last notice is settled (it committed our data
-/// again, or it was replaced).
+/// Records that `buddy` committed our data again: its last notice is
+/// settled, unless it was a repeated drop (see [`settle_replaced`]).
 pub fn settle(db: &Database, buddy: &PublicKey) -> Result<()> {
+    settle_from(db, buddy, &[UNSETTLED])
+}
+
+/// Records that `buddy` was replaced: its last notice is settled, repeated
+/// or not.
+pub fn settle_replaced(db: &Database, buddy: &PublicKey) -> Result<()> {
+    settle_from(db, buddy, &[UNSETTLED, REPEATED])
+}
+
+fn settle_from(db: &Database, buddy: &PublicKey, states: &[u8]) -> Result<()> {
     let Some(row) = read_row(db, buddy)? else { return Ok(()) };
-    if row.5 != 0 {
+    if !states.contains(&row.5) {
         return Ok(());
     }
     let txn = db.begin_write()?;
-    txn.open_table(NOTICES)?.insert(&buddy.0, (row.0, row.1, row.2, row.3, row.4, 1))?;
+    txn.open_table(NOTICES)?.insert(&buddy.0, (row.0, row.1, row.2, row.3, row.4, SETTLED))?;
     txn.commit()?;
     Ok(())
 }
@@ -177,7 +211,33 @@ mod tests {
         settle(&db, &b).unwrap();
         assert!(load(&db, &b).unwrap().unwrap().settled);
         assert!(unsettled(&db).unwrap().is_empty());
-        assert!(act_on(&db, &b, &DropNotice { seq: 3, ..n }, 400).unwrap(), "a new drop");
+        let later = 200 + REPEAT_WINDOW;
+        assert!(act_on(&db, &b, &DropNotice { seq: 3, ..n }, later).unwrap(), "a new drop, long after");
         assert!(!load(&db, &b).unwrap().unwrap().settled);
+        settle(&db, &b).unwrap();
+        assert!(load(&db, &b).unwrap().unwrap().settled, "a commit settles a drop after a quiet month");
+    }
+
+    /// A buddy that drops us again soon after (or numbers a new notice at
+    /// every contact) stays unsettled whatever it commits: only its
+    /// replacement settles it.
+    #[test]
+    fn a_repeated_drop_is_settled_only_by_replacing_the_buddy() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("meta.redb")).unwrap();
+        let b = PublicKey([3; 32]);
+        let n = DropNotice { seq: 1, dropped_at: 100, bytes: 5000, reason: DropNotice::SPACE_CRISIS };
+        assert!(act_on(&db, &b, &n, 200).unwrap());
+        assert!(!load(&db, &b).unwrap().unwrap().repeated, "a first drop");
+        settle(&db, &b).unwrap();
+        assert!(act_on(&db, &b, &DropNotice { seq: 2, ..n }, 300).unwrap());
+        let seen = load(&db, &b).unwrap().unwrap();
+        assert!(seen.repeated && !seen.settled, "{seen:?}");
+        settle(&db, &b).unwrap();
+        assert!(!load(&db, &b).unwrap().unwrap().settled, "a commit does not settle a repeated drop");
+        assert_eq!(unsettled(&db).unwrap().len(), 1, "the daemon replaces it");
+        settle_replaced(&db, &b).unwrap();
+        assert!(load(&db, &b).unwrap().unwrap().settled);
+        assert!(unsettled(&db).unwrap().is_empty());
     }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod buddy;
+pub mod buddy_db;
 pub mod daemon;
 
 use std::collections::{BTreeMap, BTreeSet};
