@@ -130,17 +130,41 @@ impl Opener {
             }
             Body::Zstd { frame, content_size } => {
                 let out = plain.get_mut(..content_size).ok_or(OpenError::BufferTooSmall { needed: content_size })?;
-                decode(&mut self.decompressor, frame, out)?;
+                decode(&mut self.decompressor, frame, out, content_size)?;
                 check_plain(handle, out)?;
                 Ok(content_size)
             }
         }
     }
+
+    /// [`Opener::open`] into `plain`, replaced by exactly the plaintext:
+    /// allocated at its size and written once (no buffer to zero, no copy
+    /// out of one), for callers that keep each chunk.
+    pub fn open_to_vec(&mut self, sealed: &[u8], handle: &Handle, plain: &mut Vec<u8>) -> Result<(), OpenError> {
+        plain.clear();
+        match seal::open_into(sealed, handle, &mut self.body)? {
+            Body::Raw(p) => plain.extend_from_slice(p),
+            Body::Zstd { frame, content_size } => {
+                plain.reserve_exact(content_size);
+                // The frame is decoded into the spare capacity, so one that
+                // produces more than it declared fails instead of growing it.
+                decode(&mut self.decompressor, frame, plain, content_size)?;
+                check_plain(handle, plain)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Decodes `frame`, which must be exactly one complete zstd frame, into
-/// exactly `out.len()` bytes (the size its header declares).
-fn decode(decompressor: &mut Decompressor<'static>, frame: &[u8], out: &mut [u8]) -> Result<(), FrameError> {
+/// `out` (room for exactly the `declared` bytes its header declares), and
+/// checks that it produced exactly that many.
+fn decode<C: zstd_safe::WriteBuf + ?Sized>(
+    decompressor: &mut Decompressor<'static>,
+    frame: &[u8],
+    out: &mut C,
+    declared: usize,
+) -> Result<(), FrameError> {
     match zstd_safe::find_frame_compressed_size(frame) {
         Ok(n) if n == frame.len() => {}
         Ok(n) => return Err(FrameError::TrailingBytes { extra: frame.len().saturating_sub(n) }),
@@ -148,8 +172,8 @@ fn decode(decompressor: &mut Decompressor<'static>, frame: &[u8], out: &mut [u8]
         Err(_) => return Err(FrameError::Corrupt),
     }
     let produced = decompressor.decompress_to_buffer(frame, out).map_err(|_| FrameError::Corrupt)?;
-    if produced != out.len() {
-        return Err(FrameError::SizeMismatch { declared: out.len(), produced });
+    if produced != declared {
+        return Err(FrameError::SizeMismatch { declared, produced });
     }
     Ok(())
 }
@@ -170,6 +194,11 @@ pub fn seal_into(plain: &[u8], handle: &Handle, out: &mut [u8]) -> Sealed {
 /// [`Opener::open`] with this thread's opener.
 pub fn open_into(sealed: &[u8], handle: &Handle, plain: &mut [u8]) -> Result<usize, OpenError> {
     OPENER.with(|o| o.borrow_mut().open(sealed, handle, plain))
+}
+
+/// [`Opener::open_to_vec`] with this thread's opener.
+pub fn open_to_vec(sealed: &[u8], handle: &Handle, plain: &mut Vec<u8>) -> Result<(), OpenError> {
+    OPENER.with(|o| o.borrow_mut().open_to_vec(sealed, handle, plain))
 }
 
 #[cfg(test)]

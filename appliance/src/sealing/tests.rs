@@ -44,11 +44,21 @@ fn seal_vec(plain: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Opens with both of the opener's ways ([`Opener::open`] into a buffer,
+/// [`Opener::open_to_vec`] into a vector, fresh and one reused with room to
+/// spare) and checks that they agree, so every test here covers all three.
 fn open_vec(sealed: &[u8], handle: &Handle) -> Result<Vec<u8>, OpenError> {
+    let mut opener = Opener::new();
     let mut plain = vec![0u8; MAX_CHUNK];
-    let n = Opener::new().open(sealed, handle, &mut plain)?;
-    plain.truncate(n);
-    Ok(plain)
+    let into = opener.open(sealed, handle, &mut plain).map(|n| plain[..n].to_vec());
+    let mut fresh = Vec::new();
+    let to_vec = opener.open_to_vec(sealed, handle, &mut fresh).map(|()| fresh);
+    assert_eq!(into, to_vec, "open and open_to_vec disagree");
+    let mut reused = Vec::with_capacity(4 * MAX_CHUNK);
+    reused.extend_from_slice(b"left over");
+    let reused = opener.open_to_vec(sealed, handle, &mut reused).map(|()| reused);
+    assert_eq!(into, reused, "open_to_vec into a vector with room to spare disagrees");
+    into
 }
 
 /// The body tag byte of a sealed chunk.

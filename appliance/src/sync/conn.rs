@@ -2,7 +2,7 @@
 //! ([`pastiche_core::channel`]) first, then the core's sans-IO
 //! [`ClientSession`] over it.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -42,21 +42,29 @@ pub struct BuddyConn {
 
 /// The client's end of the secure channel as a blocking byte pipe:
 /// plaintext in, records out through a buffered writer; records in through
-/// a buffered reader, decrypted in place, plaintext out.
+/// a buffer of received bytes, each decrypted where it lies (no copy out
+/// of a reader's buffer), plaintext out.
 pub struct SecureStream {
     addr: SocketAddr,
     channel: Channel,
-    reader: BufReader<TcpStream>,
+    stream: TcpStream,
     writer: BufWriter<TcpStream>,
     /// Plaintext waiting to be sealed.
     pending: Vec<u8>,
     /// Sealed records waiting to be written.
     sealed: Vec<u8>,
-    /// The last record read; its plaintext is `record[start..end]`.
-    record: Vec<u8>,
+    /// Bytes received: `input[taken..filled]` are not yet taken as records.
+    input: Vec<u8>,
+    taken: usize,
+    filled: usize,
+    /// The plaintext of the last record opened, not yet read: `input[start..end]`.
     start: usize,
     end: usize,
 }
+
+/// Bytes asked of the socket per read: large, so a pipelined restore
+/// receives many records per system call.
+const READ_AHEAD: usize = 1 << 18;
 
 impl SecureStream {
     /// Runs the channel handshake on a connected `stream` as `identity`,
@@ -70,12 +78,13 @@ impl SecureStream {
         Ok(SecureStream {
             addr,
             channel,
-            // Large buffered reads: a pipelined restore receives many records per syscall.
-            reader: BufReader::with_capacity(1 << 18, stream),
+            stream,
             writer,
             pending: Vec::with_capacity(SEAL_BATCH + DECODER_BUFFER_LEN),
             sealed: Vec::new(),
-            record: vec![0; RECORD_HEADER_LEN + MAX_NOISE_MESSAGE],
+            input: vec![0; READ_AHEAD + RECORD_HEADER_LEN + MAX_NOISE_MESSAGE],
+            taken: 0,
+            filled: 0,
             start: 0,
             end: 0,
         })
@@ -124,6 +133,11 @@ impl SecureStream {
         self.writer.flush().with_context(|| format!("sending to buddy {}", self.addr))
     }
 
+    /// Whether plaintext or received bytes wait in a buffer, unread.
+    pub fn has_buffered_input(&self) -> bool {
+        self.start < self.end || self.filled > self.taken
+    }
+
     /// Fills `buf` with plaintext, reading and opening records as needed.
     pub fn read_exact(&mut self, mut buf: &mut [u8]) -> Result<()> {
         while !buf.is_empty() {
@@ -131,7 +145,7 @@ impl SecureStream {
                 self.next_record()?;
             }
             let n = buf.len().min(self.end - self.start);
-            buf[..n].copy_from_slice(&self.record[self.start..self.start + n]);
+            buf[..n].copy_from_slice(&self.input[self.start..self.start + n]);
             self.start += n;
             buf = &mut buf[n..];
         }
@@ -144,19 +158,76 @@ impl SecureStream {
         self.flush()?;
         let mut header = [0u8; 4];
         self.read_exact(&mut header)?;
-        let len = u32::from_be_bytes(header) as usize;
-        if len == 0 || len > MAX_FRAME_PAYLOAD {
-            bail!("buddy {} sent a frame of {len} bytes", self.addr);
-        }
+        let len = self.frame_len(header)?;
         self.read_exact(&mut payload[..len])?;
         Ok(len)
     }
 
+    /// [`SecureStream::read_frame`] without a copy when it can: a frame
+    /// whole inside the record it arrived in is returned from there; one
+    /// split across records is gathered into `payload`.
+    pub fn next_frame<'a>(&'a mut self, payload: &'a mut [u8]) -> Result<&'a [u8]> {
+        self.flush()?;
+        if self.start == self.end {
+            self.next_record()?;
+        }
+        if let Some(header) = self.input.get(self.start..self.start + 4).filter(|_| self.end - self.start >= 4) {
+            let len = self.frame_len(header.try_into().expect("four bytes"))?;
+            let at = self.start + 4;
+            if at + len <= self.end {
+                self.start = at + len;
+                return Ok(&self.input[at..at + len]);
+            }
+        }
+        let len = self.read_frame(payload)?;
+        Ok(&payload[..len])
+    }
+
+    /// The payload length a frame header gives, refused outside 1..=[`MAX_FRAME_PAYLOAD`].
+    fn frame_len(&self, header: [u8; 4]) -> Result<usize> {
+        let len = u32::from_be_bytes(header) as usize;
+        if len == 0 || len > MAX_FRAME_PAYLOAD {
+            bail!("buddy {} sent a frame of {len} bytes", self.addr);
+        }
+        Ok(len)
+    }
+
+    /// Opens the next record where it lies in `input`; the last one's
+    /// plaintext must all have been read.
     fn next_record(&mut self) -> Result<()> {
-        let body = read_record(&mut self.reader, &mut self.record, TAG_LEN + 1, self.channel.recv_limit(), self.addr)?;
-        let plain = self.channel.open(body).map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
-        self.start = RECORD_HEADER_LEN;
-        self.end = RECORD_HEADER_LEN + plain.len();
+        self.receive(RECORD_HEADER_LEN, "closed the connection")?;
+        let header = self.input[self.taken..self.taken + RECORD_HEADER_LEN].try_into().expect("a record header");
+        let len = record_len(header, TAG_LEN + 1, self.channel.recv_limit())
+            .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+        self.receive(RECORD_HEADER_LEN + len, "closed the connection inside a record")?;
+        let at = self.taken + RECORD_HEADER_LEN;
+        let plain =
+            self.channel.open(&mut self.input[at..at + len]).map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+        self.start = at;
+        self.end = at + plain.len();
+        self.taken = at + len;
+        Ok(())
+    }
+
+    /// Reads until `need` bytes not yet taken are buffered, first moving
+    /// them to the front when the buffer's tail is too short (everything
+    /// before them is read already).
+    fn receive(&mut self, need: usize, closed: &str) -> Result<()> {
+        if self.taken + need > self.input.len() {
+            self.input.copy_within(self.taken..self.filled, 0);
+            self.filled -= self.taken;
+            self.taken = 0;
+            self.start = 0;
+            self.end = 0;
+        }
+        while self.filled - self.taken < need {
+            match self.stream.read(&mut self.input[self.filled..]) {
+                Ok(0) => bail!("buddy {} {closed}", self.addr),
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(anyhow!(e).context(format!("buddy {} {closed}", self.addr))),
+            }
+        }
         Ok(())
     }
 }
@@ -446,6 +517,12 @@ impl BuddyConn {
         self.send(n)
     }
 
+    /// Whether input is already read and waiting: the next answer (or part
+    /// of it) can be taken without blocking.
+    pub fn has_buffered_input(&self) -> bool {
+        self.link.has_buffered_input()
+    }
+
     /// Requests sent and not yet answered.
     pub fn chunks_in_flight(&self) -> usize {
         self.session.gets_in_flight()
@@ -455,12 +532,9 @@ impl BuddyConn {
     /// flight: its sealed bytes, or `None` when the buddy does not hold the
     /// chunk (the session stays usable). Any other refusal is an error.
     pub fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
-        let len = self.read_frame()?;
         let asked = self.session.oldest_get();
-        let event = self
-            .session
-            .handle(&self.payload[..len], &mut self.out)
-            .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+        let frame = self.link.next_frame(&mut self.payload)?;
+        let event = self.session.handle(frame, &mut self.out).map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
         match event {
             ClientEvent::Chunk { sealed, .. } => Ok(Some(sealed)),
             ClientEvent::Refused { code: ErrorCode::NotFound, .. } => Ok(None),

@@ -13,10 +13,11 @@
 //! that dies midway are taken up by the others. Callers ask for runs of
 //! handles and get each chunk, checked and opened, in order.
 //!
-//! The hot path is lean: a worker opens into a buffer of its own and copies
-//! out only what the caller keeps (the plaintext for a restore), and a
-//! thread is woken only when what it waits for is there (the caller
-//! waiting for that very chunk; a worker only when it is idle).
+//! The hot path is lean: a worker opens each chunk straight into a buffer
+//! of its size and copies the sealed bytes only for callers that keep them,
+//! and a thread is woken only when what it waits for is there (the caller
+//! waiting for that very chunk, once for all the answers read in one go; a
+//! worker only when it is idle).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -24,12 +25,12 @@ use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Result};
 use pastiche_core::session::MAX_PIPELINED_GETS;
-use pastiche_core::{ChunkId, Handle, Identity, NodeId, PublicKey, MAX_CHUNK};
+use pastiche_core::{ChunkId, Handle, Identity, NodeId, PublicKey};
 
 use super::conn::BuddyConn;
 use super::fetch::ChunkSource;
 use super::{pinned_key, BuddyEntry};
-use crate::sealing::open_into;
+use crate::sealing::open_to_vec;
 
 /// Connections (and worker threads) per buddy.
 pub const CONNECTIONS_PER_BUDDY: usize = 2;
@@ -162,6 +163,33 @@ impl State {
             self.queue.push_front(id);
         }
         batch
+    }
+}
+
+/// Callers a worker wakes together: one wake-up per caller for all the
+/// answers read in one go (a caller restoring a large file gets many of
+/// them), not one per chunk.
+#[derive(Default)]
+struct Wakes(Vec<Arc<Condvar>>);
+
+impl Wakes {
+    /// At most this many callers wait for a batch of wakes.
+    const MAX: usize = 16;
+
+    fn add(&mut self, waiter: Arc<Condvar>) {
+        if !self.0.iter().any(|w| Arc::ptr_eq(w, &waiter)) {
+            self.0.push(waiter);
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.0.len() >= Wakes::MAX
+    }
+
+    fn wake_all(&mut self) {
+        for w in self.0.drain(..) {
+            w.notify_one();
+        }
     }
 }
 
@@ -422,10 +450,11 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        let mut opened = vec![0u8; MAX_CHUNK];
         let mut conn: Option<BuddyConn> = None;
         // Requests sent on `conn` and not yet answered, oldest first.
         let mut in_flight: VecDeque<Taken> = VecDeque::new();
+        // Callers to wake once the answers already read are handled.
+        let mut wakes = Wakes::default();
         let mut failures = 0;
         loop {
             // Top the pipeline up; wait for work only when nothing is in flight.
@@ -437,7 +466,13 @@ impl Worker {
                     None => return,
                 }
             }
-            match self.step(&mut conn, &mut in_flight, &mut fresh, &mut opened) {
+            let stepped = self.step(&mut conn, &mut in_flight, &mut fresh, &mut wakes);
+            // Wake the callers before this worker may block: on a read
+            // (nothing more is buffered), for work, or at a failure.
+            if !conn.as_ref().is_some_and(BuddyConn::has_buffered_input) || wakes.is_full() || stepped.is_err() {
+                wakes.wake_all();
+            }
+            match stepped {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     conn = None;
@@ -459,7 +494,7 @@ impl Worker {
         conn: &mut Option<BuddyConn>,
         in_flight: &mut VecDeque<Taken>,
         fresh: &mut VecDeque<Taken>,
-        opened: &mut [u8],
+        wakes: &mut Wakes,
     ) -> Result<()> {
         let c = match conn {
             Some(c) => c,
@@ -475,7 +510,7 @@ impl Worker {
         }
         let sealed = c.next_chunk()?;
         let t = in_flight.pop_front().expect("a request in flight");
-        self.answer(t, sealed, opened);
+        self.answer(t, sealed, wakes);
         Ok(())
     }
 
@@ -498,22 +533,26 @@ impl Worker {
     }
 
     /// Checks and records one answer: a miss or a damaged chunk goes back
-    /// to the queue for the other buddies. The chunk is opened into
-    /// `opened`; only what the caller keeps is copied out.
-    fn answer(&self, t: Taken, sealed: Option<&[u8]>, opened: &mut [u8]) {
+    /// to the queue for the other buddies. The chunk is opened straight
+    /// into a buffer of its size; the sealed bytes are copied only if the
+    /// caller keeps them. A caller waiting for it is added to `wakes`.
+    fn answer(&self, t: Taken, sealed: Option<&[u8]>, wakes: &mut Wakes) {
         // Err((why, whether the buddy served it damaged)).
         let checked = match (sealed, t.handle) {
             (None, _) => Err((format!("{}: does not hold it", self.addr), false)),
             (Some(s), None) => Ok(Pulled { sealed: s.to_vec(), plain: Vec::new(), from: self.buddy, failed_by: 0 }),
-            (Some(s), Some(h)) => match open_into(s, &h, opened) {
-                Ok(n) => Ok(Pulled {
-                    sealed: if t.keep.sealed() { s.to_vec() } else { Vec::new() },
-                    plain: if t.keep.plain() { opened[..n].to_vec() } else { Vec::new() },
-                    from: self.buddy,
-                    failed_by: 0,
-                }),
-                Err(e) => Err((format!("{}: served it damaged ({e})", self.addr), true)),
-            },
+            (Some(s), Some(h)) => {
+                let mut plain = Vec::new();
+                match open_to_vec(s, &h, &mut plain) {
+                    Ok(()) => Ok(Pulled {
+                        sealed: if t.keep.sealed() { s.to_vec() } else { Vec::new() },
+                        plain: if t.keep.plain() { plain } else { Vec::new() },
+                        from: self.buddy,
+                        failed_by: 0,
+                    }),
+                    Err(e) => Err((format!("{}: served it damaged ({e})", self.addr), true)),
+                }
+            }
         };
         let mut state = self.shared.lock();
         match checked {
@@ -522,7 +561,9 @@ impl Worker {
                     pulled.failed_by = job.tried;
                     state.served[self.buddy] += 1;
                     state.outcomes.insert(t.job, Outcome::Done(pulled));
-                    job.wake();
+                    if job.awaited {
+                        wakes.add(job.waiter);
+                    }
                 }
             }
             Err((why, damaged)) => {
