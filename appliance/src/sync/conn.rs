@@ -133,9 +133,14 @@ impl SecureStream {
         self.writer.flush().with_context(|| format!("sending to buddy {}", self.addr))
     }
 
-    /// Whether plaintext or received bytes wait in a buffer, unread.
-    pub fn has_buffered_input(&self) -> bool {
-        self.start < self.end || self.filled > self.taken
+    /// Whether the next frame is whole in the record being read, so that
+    /// taking it cannot block.
+    pub fn frame_ready(&self) -> bool {
+        let Some(header) = self.input.get(self.start..self.start + 4).filter(|_| self.end - self.start >= 4) else {
+            return false;
+        };
+        let len = u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
+        self.start + 4 + len <= self.end
     }
 
     /// Fills `buf` with plaintext, reading and opening records as needed.
@@ -517,10 +522,10 @@ impl BuddyConn {
         self.send(n)
     }
 
-    /// Whether input is already read and waiting: the next answer (or part
-    /// of it) can be taken without blocking.
-    pub fn has_buffered_input(&self) -> bool {
-        self.link.has_buffered_input()
+    /// Whether the next answer is already received whole: taking it with
+    /// [`BuddyConn::next_chunk`] cannot block.
+    pub fn answer_ready(&self) -> bool {
+        self.link.frame_ready()
     }
 
     /// Requests sent and not yet answered.

@@ -36,7 +36,7 @@ use crate::sealing::open_to_vec;
 pub const CONNECTIONS_PER_BUDDY: usize = 2;
 /// A worker tops its pipeline up once this many requests have been
 /// answered (taking several jobs per lock, not one per answer).
-const REFILL: usize = 8;
+const REFILL: usize = 16;
 /// Chunks one caller has asked for ahead of what it consumed (bounds memory).
 const WINDOW: usize = 64;
 /// Failed connections in a row after which a worker gives up its buddy.
@@ -468,8 +468,9 @@ impl Worker {
             }
             let stepped = self.step(&mut conn, &mut in_flight, &mut fresh, &mut wakes);
             // Wake the callers before this worker may block: on a read
-            // (nothing more is buffered), for work, or at a failure.
-            if !conn.as_ref().is_some_and(BuddyConn::has_buffered_input) || wakes.is_full() || stepped.is_err() {
+            // (the next answer is not whole in hand), for work, or at a
+            // failure. A buddy that stalls mid-answer delays no one.
+            if !conn.as_ref().is_some_and(BuddyConn::answer_ready) || wakes.is_full() || stepped.is_err() {
                 wakes.wake_all();
             }
             match stepped {
