@@ -60,6 +60,8 @@ pub struct SecureStream {
     /// The plaintext of the last record opened, not yet read: `input[start..end]`.
     start: usize,
     end: usize,
+    /// How long one record may take to arrive whole, however it trickles.
+    record_deadline: Duration,
 }
 
 /// Bytes asked of the socket per read: large, so a pipelined restore
@@ -87,6 +89,7 @@ impl SecureStream {
             filled: 0,
             start: 0,
             end: 0,
+            record_deadline: TIMEOUT,
         })
     }
 
@@ -200,11 +203,15 @@ impl SecureStream {
     /// Opens the next record where it lies in `input`; the last one's
     /// plaintext must all have been read.
     fn next_record(&mut self) -> Result<()> {
-        self.receive(RECORD_HEADER_LEN, "closed the connection")?;
+        // One deadline for the whole record: the socket's timeout bounds
+        // each read only, and a buddy sending a byte a minute would hold
+        // this connection (and the chunks asked of it) forever.
+        let deadline = Instant::now() + self.record_deadline;
+        self.receive(RECORD_HEADER_LEN, "closed the connection", deadline)?;
         let header = self.input[self.taken..self.taken + RECORD_HEADER_LEN].try_into().expect("a record header");
         let len = record_len(header, TAG_LEN + 1, self.channel.recv_limit())
             .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
-        self.receive(RECORD_HEADER_LEN + len, "closed the connection inside a record")?;
+        self.receive(RECORD_HEADER_LEN + len, "closed the connection inside a record", deadline)?;
         let at = self.taken + RECORD_HEADER_LEN;
         let plain =
             self.channel.open(&mut self.input[at..at + len]).map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
@@ -217,7 +224,7 @@ impl SecureStream {
     /// Reads until `need` bytes not yet taken are buffered, first moving
     /// them to the front when the buffer's tail is too short (everything
     /// before them is read already).
-    fn receive(&mut self, need: usize, closed: &str) -> Result<()> {
+    fn receive(&mut self, need: usize, closed: &str, deadline: Instant) -> Result<()> {
         if self.taken + need > self.input.len() {
             self.input.copy_within(self.taken..self.filled, 0);
             self.filled -= self.taken;
@@ -226,6 +233,15 @@ impl SecureStream {
             self.end = 0;
         }
         while self.filled - self.taken < need {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "buddy {} is too slow: a record did not arrive whole within {} s",
+                    self.addr,
+                    self.record_deadline.as_secs_f32()
+                );
+            }
+            self.stream.set_read_timeout(Some(left)).with_context(|| format!("buddy {}", self.addr))?;
             match self.stream.read(&mut self.input[self.filled..]) {
                 Ok(0) => bail!("buddy {} {closed}", self.addr),
                 Ok(n) => self.filled += n,
@@ -659,4 +675,53 @@ pub struct BuddyRefused {
     pub code: ErrorCode,
     /// The buddy's words.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread;
+
+    use super::*;
+
+    /// A buddy that completes the channel handshake, then sends a valid
+    /// record a byte every 20 ms: each read gets data well within the
+    /// socket's timeout, so only the record's own deadline stops it.
+    #[test]
+    fn a_buddy_trickling_a_record_is_cut_off_at_the_record_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let buddy = thread::spawn(move || {
+            let (mut sock, peer) = listener.accept().unwrap();
+            let me = Identity::from_seed([7; 32]).unwrap();
+            let mut hs = Handshake::responder(&me, [8; 32], MAX_NOISE_MESSAGE).unwrap();
+            let mut msg = [0u8; HANDSHAKE_RECORD_LEN];
+            let body = read_record(&mut sock, &mut msg, 1, MAX_HANDSHAKE_MESSAGE, peer).unwrap();
+            hs.read(body).unwrap();
+            let n = hs.write(&mut msg).unwrap();
+            sock.write_all(&msg[..n]).unwrap();
+            let body = read_record(&mut sock, &mut msg, 1, MAX_HANDSHAKE_MESSAGE, peer).unwrap();
+            hs.read(body).unwrap();
+            let mut channel = hs.finish().unwrap();
+            let mut record = vec![0u8; 4096];
+            let n = channel.seal_record(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], &mut record).unwrap();
+            for byte in &record[..n] {
+                if sock.write_all(std::slice::from_ref(byte)).is_err() {
+                    return; // the client hung up: what is wanted
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let stream = TcpStream::connect(addr).unwrap();
+        let me = Identity::from_seed([9; 32]).unwrap();
+        let mut link = SecureStream::handshake(stream, &me, None).unwrap();
+        link.record_deadline = Duration::from_millis(200);
+        // The record has 30 bytes: trickled whole it takes 600 ms, and
+        // without the deadline the frame would be read.
+        let mut payload = vec![0u8; MAX_FRAME_PAYLOAD];
+        let err = link.read_frame(&mut payload).expect_err("a trickled record is refused");
+        assert!(format!("{err:#}").contains("too slow"), "{err:#}");
+        drop(link);
+        buddy.join().unwrap();
+    }
 }
