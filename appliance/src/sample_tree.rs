@@ -8,6 +8,14 @@ use std::path::Path;
 
 use rand::{Rng, RngCore, SeedableRng};
 
+/// `len` incompressible bytes, the same for the same `seed`: distinct seeds
+/// give data that shares no chunk (for tests and benchmarks).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}
+
 /// Writes the sample tree under `root` (created if missing). Deterministic
 /// for a given `seed`. Returns the number of regular files written.
 pub fn create(root: &Path, seed: u64) -> io::Result<usize> {

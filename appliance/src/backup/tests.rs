@@ -29,16 +29,8 @@ fn write_tree(root: &Path) {
             fs::create_dir_all(&dir).unwrap();
             for f in 0..4u32 {
                 let len = if f == 0 { 400_000 } else { 3_000 + f as usize };
-                // Every file distinct (xorshift64), so no two share a chunk.
-                let mut x = u64::from((d * 3 + e) * 4 + f + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                let data: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect();
+                // Every file distinct, so no two share a chunk.
+                let data = crate::sample_tree::noise(u64::from((d * 3 + e) * 4 + f + 1), len);
                 fs::write(dir.join(format!("f{f}")), data).unwrap();
             }
         }

@@ -45,16 +45,8 @@ impl TestBox {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("home");
         std::fs::create_dir_all(source.join("docs")).unwrap();
-        let mut x = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
         for i in 0..6usize {
-            let bytes: Vec<u8> = (0..(40_000 + i * 70_000))
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x as u8
-                })
-                .collect();
+            let bytes = crate::sample_tree::noise(u64::from(seed) << 32 | i as u64, 40_000 + i * 70_000);
             std::fs::write(source.join(format!("docs/file{i}.bin")), bytes).unwrap();
         }
         let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };

@@ -116,13 +116,8 @@ impl RawAudit {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Config;
+    use super::super::tests::parse;
     use super::*;
-    use std::path::Path;
-
-    fn parse(text: &str) -> Result<Config, super::super::ConfigError> {
-        Config::parse(text, Path::new("pastiche.toml"))
-    }
 
     #[test]
     fn the_audit_section() {

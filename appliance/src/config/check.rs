@@ -67,13 +67,8 @@ impl RawCheck {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Config;
+    use super::super::tests::parse;
     use super::*;
-    use std::path::Path;
-
-    fn parse(text: &str) -> Result<Config, super::super::ConfigError> {
-        Config::parse(text, Path::new("pastiche.toml"))
-    }
 
     #[test]
     fn the_check_section() {

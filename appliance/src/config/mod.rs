@@ -539,7 +539,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    /// Parses `text` as `pastiche.toml` (the section modules' tests use it too).
+    pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("pastiche.toml"))
     }
 

@@ -194,13 +194,8 @@ impl RawOverlay {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Config;
+    use super::super::tests::parse;
     use super::*;
-    use std::path::Path;
-
-    fn parse(text: &str) -> Result<Config, super::super::ConfigError> {
-        Config::parse(text, Path::new("pastiche.toml"))
-    }
 
     #[test]
     fn the_overlay_section() {

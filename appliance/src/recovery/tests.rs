@@ -109,16 +109,8 @@ struct Lost {
 
 fn write_tree(dir: &Path, seed: u32, files: usize) {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
     for i in 0..files {
-        let bytes: Vec<u8> = (0..(30_000 + i * 50_000))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let bytes = crate::sample_tree::noise(u64::from(seed) << 32 | i as u64, 30_000 + i * 50_000);
         std::fs::write(dir.join(format!("sub/file{seed}-{i}.bin")), bytes).unwrap();
     }
 }

@@ -22,15 +22,7 @@ pub(super) fn owner(n: u8) -> PublicKey {
 /// chunks (the bytes stand in for a sealed chunk; the store treats them as
 /// opaque).
 pub(super) fn chunk(seed: u64, len: usize) -> (ChunkId, Vec<u8>) {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let bytes = crate::sample_tree::noise(seed, len);
     (Handle::of(&bytes).chunk_id(), bytes)
 }
 
