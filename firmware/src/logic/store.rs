@@ -965,16 +965,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
     fn clear_staging(&mut self, slot: usize) -> Result<(), StoreError> {
         let bit = 1u8 << slot;
         if self.ix.clients[slot].staged_objects > 0 {
-            let mut freed = 0u64;
-            self.sweep_objects(|o| {
-                if object_is(o, slot, true) {
-                    freed += o.len as u64;
-                    Sweep::Remove
-                } else {
-                    Sweep::Keep
-                }
-            })?;
-            self.ix.clients[slot].object_bytes -= freed;
+            self.remove_objects(slot, |o| object_is(o, slot, true))?;
         }
         if self.ix.clients[slot].staged_deletes > 0 {
             self.sweep_chunks(slot, |e| e.b &= !bit)?;
@@ -1041,16 +1032,7 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
                     e.b &= !bit;
                 }
             })?;
-            let mut freed = 0u64;
-            self.sweep_objects(|o| {
-                if object_deleting(o, slot) {
-                    freed += o.len as u64;
-                    Sweep::Remove
-                } else {
-                    Sweep::Keep
-                }
-            })?;
-            self.ix.clients[slot].object_bytes -= freed;
+            self.remove_objects(slot, |o| object_deleting(o, slot))?;
         }
         let c = &mut self.ix.clients[slot];
         if let Some(root) = c.staged_root.take() {
@@ -1102,6 +1084,22 @@ impl<'i, D: Read + Write + Seek, const CHUNKS: usize, const OBJECTS: usize> LogS
     }
 
     /// Runs `what` on every object entry: keep, update or remove it.
+    /// Removes `slot`'s objects that match `which`, taking their bytes off
+    /// its usage.
+    fn remove_objects(&mut self, slot: usize, which: impl Fn(&Entry) -> bool) -> Result<(), StoreError> {
+        let mut freed = 0u64;
+        self.sweep_objects(|o| {
+            if which(o) {
+                freed += o.len as u64;
+                Sweep::Remove
+            } else {
+                Sweep::Keep
+            }
+        })?;
+        self.ix.clients[slot].object_bytes -= freed;
+        Ok(())
+    }
+
     fn sweep_objects(&mut self, mut what: impl FnMut(&mut Entry) -> Sweep) -> Result<(), StoreError> {
         let table = self.object_table;
         let mut i = 0;
