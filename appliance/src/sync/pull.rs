@@ -468,9 +468,11 @@ impl Worker {
             }
             let stepped = self.step(&mut conn, &mut in_flight, &mut fresh, &mut wakes);
             // Wake the callers before this worker may block: on a read
-            // (the next answer is not whole in hand), for work, or at a
-            // failure. A buddy that stalls mid-answer delays no one.
-            if !conn.as_ref().is_some_and(BuddyConn::answer_ready) || wakes.is_full() || stepped.is_err() {
+            // (the next answer is not whole in hand), for work (nothing in
+            // flight, whatever a buddy sent unasked), or at a failure. A
+            // buddy that stalls mid-answer delays no one.
+            let may_block = in_flight.is_empty() || !conn.as_ref().is_some_and(BuddyConn::answer_ready);
+            if may_block || wakes.is_full() || stepped.is_err() {
                 wakes.wake_all();
             }
             match stepped {
