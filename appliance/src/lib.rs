@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod backup;
 pub mod buddy;
+pub mod channel;
 pub mod check;
 pub mod chunk_stream;
 pub mod cli;

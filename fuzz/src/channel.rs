@@ -25,7 +25,8 @@ pub const RECORD_LIMIT: usize = 1022;
 /// [`slices`]); returns the frames decoded from the channel.
 pub fn channel_responder(data: &[u8]) -> usize {
     let identity = Identity::from_seed(BUDDY_SEED).expect("a fixed seed");
-    let mut hs = Some(Handshake::responder(&identity, BUDDY_EPHEMERAL, RECORD_LIMIT).expect("a valid limit"));
+    let mut hs: Option<Handshake> =
+        Some(Handshake::responder(&identity, BUDDY_EPHEMERAL, RECORD_LIMIT).expect("a valid limit"));
     let mut channel = None;
     let mut rec_buf = vec![0u8; RECORD_HEADER_LEN + MAX_NOISE_MESSAGE];
     let mut reader = RecordReader::new(&mut rec_buf, 1, MAX_HANDSHAKE_MESSAGE).expect("buffer is large enough");

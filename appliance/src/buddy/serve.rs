@@ -26,9 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use pastiche_core::channel::{
-    Channel, ChannelError, Handshake, RecordReader, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE, RECORD_HEADER_LEN,
-};
+use pastiche_core::channel::{ChannelError, RecordReader, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE, RECORD_HEADER_LEN};
 use pastiche_core::seal::MAX_SEALED;
 use pastiche_core::session::{
     source_v4, source_v6, AuditBudget, AuditMeter, BuddySession, Buffers, Gate, PairingGuard, PairingLimits, Reply,
@@ -45,6 +43,7 @@ use tokio::sync::watch;
 
 use super::slots::{Caps, Refusal, Slot, Slots};
 use super::store::{BuddyHandle, BuddyStorage};
+use crate::channel::{Channel, Handshake};
 use crate::repo::Repo;
 
 /// The TCP port buddies listen on by default.

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pastiche_core::channel::{
-    record_len, Channel, ChannelError, Handshake, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE,
-    RECORD_HEADER_LEN, TAG_LEN,
+    record_len, ChannelError, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE, RECORD_HEADER_LEN,
+    TAG_LEN,
 };
 use pastiche_core::session::{ClientEvent, ClientSession, MAX_PIPELINED_GETS};
 use pastiche_core::wire::{ErrorCode, IdList, Message, Welcome, DECODER_BUFFER_LEN, MAX_FRAME_PAYLOAD};
 use pastiche_core::{ChunkId, Identity, NodeId, PublicKey};
+
+use crate::channel::{Channel, Handshake};
 use rand::RngCore;
 
 /// How long to wait for a buddy to connect or answer.

@@ -18,7 +18,7 @@ use clatter::crypto::dh::X25519;
 use clatter::crypto::hash::Blake2s;
 use clatter::handshakepattern::noise_xx;
 use clatter::rand_core::{CryptoRng, Error as RngError, RngCore};
-use clatter::traits::{Dh, Handshaker};
+use clatter::traits::{Cipher, CryptoComponent, Dh, Handshaker};
 use clatter::{KeyPair, NqHandshakeCore};
 
 use super::transport::Channel;
@@ -56,7 +56,7 @@ impl RngCore for NoRng {
 
 impl CryptoRng for NoRng {}
 
-type Noise = NqHandshakeCore<X25519, ChaChaPoly, Blake2s, NoRng>;
+type Noise<C> = NqHandshakeCore<X25519, C, Blake2s, NoRng>;
 type X25519Pair = KeyPair<<X25519 as Dh>::PubKey, <X25519 as Dh>::PrivateKey>;
 
 /// Which end of the connection: the client initiates, the buddy responds.
@@ -86,8 +86,13 @@ fn key_pair(secret: [u8; 32]) -> X25519Pair {
 
 /// A handshake in progress: write and read handshake messages in turn
 /// until [`Handshake::is_finished`], then [`Handshake::finish`].
-pub struct Handshake {
-    noise: Noise,
+///
+/// `C` is the ChaCha20-Poly1305 implementation: the protocol
+/// ([`super::NOISE_NAME`]) fixes the cipher, but a host may bring a faster
+/// implementation of it (the appliance's uses the CPU's vector units); the
+/// bytes on the wire are the same. A `C` naming another cipher is refused.
+pub struct Handshake<C: Cipher = ChaChaPoly> {
+    noise: Noise<C>,
     role: Role,
     /// Our payload: key, signature over our static key, record limit.
     pub(super) payload: [u8; PAYLOAD_LEN],
@@ -99,13 +104,13 @@ pub struct Handshake {
     failed: bool,
 }
 
-impl core::fmt::Debug for Handshake {
+impl<C: Cipher> core::fmt::Debug for Handshake<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Handshake").field("role", &self.role).field("peer", &self.peer).finish_non_exhaustive()
     }
 }
 
-impl Handshake {
+impl<C: Cipher> Handshake<C> {
     /// The client's side. `ephemeral` is 32 fresh random bytes; `pinned`
     /// the buddy's key if known (the handshake fails with
     /// [`ChannelError::WrongPeer`] before our identity is sent otherwise);
@@ -116,13 +121,13 @@ impl Handshake {
         ephemeral: [u8; 32],
         pinned: Option<PublicKey>,
         record_limit: usize,
-    ) -> Result<Handshake, ChannelError> {
-        Handshake::new(Role::Initiator, identity, ephemeral, pinned, record_limit)
+    ) -> Result<Self, ChannelError> {
+        Self::new(Role::Initiator, identity, ephemeral, pinned, record_limit)
     }
 
     /// The buddy's side; see [`Handshake::initiator`].
-    pub fn responder(identity: &Identity, ephemeral: [u8; 32], record_limit: usize) -> Result<Handshake, ChannelError> {
-        Handshake::new(Role::Responder, identity, ephemeral, None, record_limit)
+    pub fn responder(identity: &Identity, ephemeral: [u8; 32], record_limit: usize) -> Result<Self, ChannelError> {
+        Self::new(Role::Responder, identity, ephemeral, None, record_limit)
     }
 
     fn new(
@@ -131,7 +136,10 @@ impl Handshake {
         ephemeral: [u8; 32],
         pinned: Option<PublicKey>,
         record_limit: usize,
-    ) -> Result<Handshake, ChannelError> {
+    ) -> Result<Self, ChannelError> {
+        if C::name() != ChaChaPoly::name() {
+            return Err(ChannelError::Handshake("the channel's cipher is ChaCha20-Poly1305"));
+        }
         if !(MIN_RECORD_LIMIT..=MAX_NOISE_MESSAGE).contains(&record_limit) {
             return Err(ChannelError::LimitTooSmall { limit: record_limit });
         }
@@ -262,7 +270,7 @@ impl Handshake {
     }
 
     /// The established channel, once [`Handshake::is_finished`].
-    pub fn finish(self) -> Result<Channel, ChannelError> {
+    pub fn finish(self) -> Result<Channel<C>, ChannelError> {
         let Some((peer, send_limit)) = self.peer.filter(|_| self.is_finished()) else {
             return Err(ChannelError::Handshake("the handshake is not finished"));
         };

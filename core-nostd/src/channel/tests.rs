@@ -4,6 +4,7 @@ use std::vec::Vec;
 
 use super::*;
 use crate::identity::{Domain, Identity, PublicKey};
+use clatter::crypto::cipher::ChaChaPoly;
 
 fn id(n: u8) -> Identity {
     Identity::from_seed([n; 32]).unwrap()
@@ -198,7 +199,10 @@ fn records_over_the_limit_or_too_short_are_refused_at_the_header() {
     assert_eq!(receive(&mut b, &[0x08, 0x01], 2), Err(ChannelError::RecordTooLarge { len: 2049, limit: 2048 }));
     assert_eq!(receive(&mut b, &[0x00, 0x10], 2), Err(ChannelError::RecordTooShort { len: 16 }));
     assert_eq!(receive(&mut b, &[0x00, 0x00], 2), Err(ChannelError::RecordTooShort { len: 0 }));
-    assert_eq!(Handshake::responder(&id(2), [2; 32], 511).unwrap_err(), ChannelError::LimitTooSmall { limit: 511 });
+    assert_eq!(
+        Handshake::<ChaChaPoly>::responder(&id(2), [2; 32], 511).unwrap_err(),
+        ChannelError::LimitTooSmall { limit: 511 }
+    );
 }
 
 #[test]
@@ -265,7 +269,7 @@ fn a_peer_presenting_someone_elses_identity_is_refused() {
 
     // 2. The victim's real payload (key and signature over the victim's
     // static key), replayed over the impostor's own static key.
-    let real = Handshake::responder(&victim, [7; 32], 4096).unwrap().payload;
+    let real = Handshake::<ChaChaPoly>::responder(&victim, [7; 32], 4096).unwrap().payload;
     let mut b = Handshake::responder(&impostor, [2; 32], 4096).unwrap();
     b.payload = real;
     let mut c = Handshake::initiator(&client, [1; 32], Some(victim.public_key()), 4096).unwrap();
@@ -275,7 +279,7 @@ fn a_peer_presenting_someone_elses_identity_is_refused() {
     assert_eq!(c.read(body(&m2)), Err(ChannelError::BadIdentity));
 
     // 3. The same, forged by a client towards a buddy.
-    let real = Handshake::initiator(&victim, [7; 32], None, 4096).unwrap().payload;
+    let real = Handshake::<ChaChaPoly>::initiator(&victim, [7; 32], None, 4096).unwrap().payload;
     let mut c = Handshake::initiator(&impostor, [1; 32], None, 4096).unwrap();
     c.payload = real;
     let mut b = Handshake::responder(&id(4), [2; 32], 4096).unwrap();
@@ -293,7 +297,7 @@ fn the_static_key_signature_uses_its_own_domain() {
     let me = id(1);
     let statics = static_secret(&me);
     let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(statics));
-    let payload = Handshake::responder(&me, [2; 32], 4096).unwrap().payload;
+    let payload = Handshake::<ChaChaPoly>::responder(&me, [2; 32], 4096).unwrap().payload;
     let sig = crate::Signature(payload[32..96].try_into().unwrap());
     assert_eq!(me.public_key().verify(Domain::ChannelStatic, &[public.as_bytes()], &sig), Ok(()));
     assert!(me.public_key().verify(Domain::Hello, &[public.as_bytes()], &sig).is_err());
@@ -302,17 +306,22 @@ fn the_static_key_signature_uses_its_own_domain() {
 
 #[test]
 fn out_of_turn_and_garbage_messages_fail() {
-    let mut b = Handshake::responder(&id(2), [2; 32], 4096).unwrap();
+    let mut b: Handshake = Handshake::responder(&id(2), [2; 32], 4096).unwrap();
     let mut out = [0u8; HANDSHAKE_RECORD_LEN];
     assert!(b.write(&mut out).is_err(), "the responder cannot speak first");
-    let mut b = Handshake::responder(&id(2), [2; 32], 4096).unwrap();
+    let mut b: Handshake = Handshake::responder(&id(2), [2; 32], 4096).unwrap();
     assert!(b.read(&[0u8; 31]).is_err(), "short ephemeral key");
-    let mut b = Handshake::responder(&id(2), [2; 32], 4096).unwrap();
+    let mut b: Handshake = Handshake::responder(&id(2), [2; 32], 4096).unwrap();
     assert!(b.read(&[7u8; 40]).is_err(), "payload in message 1");
-    let mut c = Handshake::initiator(&id(1), [1; 32], None, 4096).unwrap();
+    let mut c: Handshake = Handshake::initiator(&id(1), [1; 32], None, 4096).unwrap();
     assert!(c.read(&[0u8; 194]).is_err(), "the initiator cannot read first");
-    let mut c = Handshake::initiator(&id(1), [1; 32], None, 4096).unwrap();
+    let mut c: Handshake = Handshake::initiator(&id(1), [1; 32], None, 4096).unwrap();
     let _ = write(&mut c);
     assert!(c.read(&[0u8; 194]).is_err(), "garbage message 2");
     assert_eq!(c.read(&[0u8; 194]), Err(ChannelError::Poisoned));
+}
+
+#[test]
+fn the_default_cipher_passes_the_cipher_conformance_suite() {
+    crate::testing::cipher::conformance::<ChaChaPoly>();
 }

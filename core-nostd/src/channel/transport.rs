@@ -2,15 +2,17 @@
 
 use clatter::crypto::cipher::ChaChaPoly;
 use clatter::crypto::hash::Blake2s;
+use clatter::traits::Cipher;
 use clatter::transportstate::TransportState;
 
 use super::{ChannelError, HASH_LEN, RECORD_HEADER_LEN, TAG_LEN};
 use crate::identity::PublicKey;
 
 /// An established channel: the peer's proven identity, the handshake hash,
-/// and the two cipher states. Any failure poisons it.
-pub struct Channel {
-    transport: TransportState<ChaChaPoly, Blake2s>,
+/// and the two cipher states. Any failure poisons it. `C` is the
+/// ChaCha20-Poly1305 implementation (see [`super::Handshake`]).
+pub struct Channel<C: Cipher = ChaChaPoly> {
+    transport: TransportState<C, Blake2s>,
     peer: PublicKey,
     hash: [u8; HASH_LEN],
     /// The largest record message the peer accepts.
@@ -20,20 +22,20 @@ pub struct Channel {
     failed: bool,
 }
 
-impl core::fmt::Debug for Channel {
+impl<C: Cipher> core::fmt::Debug for Channel<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Channel").field("peer", &self.peer).finish_non_exhaustive()
     }
 }
 
-impl Channel {
+impl<C: Cipher> Channel<C> {
     pub(super) fn new(
-        transport: TransportState<ChaChaPoly, Blake2s>,
+        transport: TransportState<C, Blake2s>,
         peer: PublicKey,
         hash: [u8; HASH_LEN],
         send_limit: usize,
         recv_limit: usize,
-    ) -> Channel {
+    ) -> Self {
         Channel { transport, peer, hash, send_limit, recv_limit, failed: false }
     }
 

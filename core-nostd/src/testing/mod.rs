@@ -9,8 +9,11 @@
 //!   run them), so the stores cannot drift from the rules of
 //!   [`session`](crate::session);
 //! - [`pairing`]: the cases every box's handling of LAN pairing requests
-//!   must pass (the rule of [`crate::pairing`]).
+//!   must pass (the rule of [`crate::pairing`]);
+//! - [`cipher`]: the cases a host's own implementation of the channel's
+//!   cipher must pass (the same bytes as the default, the same refusals).
 
+pub mod cipher;
 pub mod conformance;
 mod link;
 mod mem;
