@@ -8,7 +8,7 @@
 use core::hint::black_box;
 use cortex_m_rt::entry;
 use panic_halt as _;
-use pastiche_core::channel::{Handshake, HANDSHAKE_RECORD_LEN, RECORD_HEADER_LEN};
+use pastiche_core::channel::{ChaChaPoly, Handshake, HANDSHAKE_RECORD_LEN, RECORD_HEADER_LEN};
 use pastiche_core::seal::{open_in_place, raw_sealed_len, seal_in_place, Body};
 use pastiche_core::{Chunker, Domain, Identity};
 
@@ -19,9 +19,10 @@ fn channel_round_trip() -> bool {
     let (Ok(a), Ok(b)) = (Identity::from_seed(black_box([1; 32])), Identity::from_seed(black_box([2; 32]))) else {
         return false;
     };
-    let (Ok(mut c), Ok(mut r)) =
-        (Handshake::initiator(&a, [3; 32], None, 4094), Handshake::responder(&b, [4; 32], 4094))
-    else {
+    let (Ok(mut c), Ok(mut r)) = (
+        Handshake::<ChaChaPoly>::initiator(&a, [3; 32], None, 4094),
+        Handshake::<ChaChaPoly>::responder(&b, [4; 32], 4094),
+    ) else {
         return false;
     };
     let mut msg = [0u8; HANDSHAKE_RECORD_LEN];

@@ -34,6 +34,12 @@ pub mod transport;
 #[cfg(test)]
 mod tests;
 
+/// The portable ChaCha20-Poly1305 (RustCrypto): the default cipher of
+/// [`Handshake`] and [`Channel`], the one the firmware runs.
+pub use clatter::crypto::cipher::ChaChaPoly;
+/// What a host's own ChaCha20-Poly1305 implements to replace the default
+/// (checked by `testing::cipher`).
+pub use clatter::traits::Cipher;
 pub use handshake::{static_secret, Handshake, Role};
 pub use record::{record_len, RecordRead, RecordReader};
 pub use transport::Channel;

@@ -2,9 +2,9 @@ extern crate std;
 use std::vec;
 use std::vec::Vec;
 
+use super::ChaChaPoly;
 use super::*;
 use crate::identity::{Domain, Identity, PublicKey};
-use clatter::crypto::cipher::ChaChaPoly;
 
 fn id(n: u8) -> Identity {
     Identity::from_seed([n; 32]).unwrap()
