@@ -232,18 +232,21 @@ pub fn decode_log(elf: &Path, bytes: &[u8]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// A tree of incompressible files (xorshift bytes: no two chunks alike), `mib` MiB in all.
+/// `len` pseudo-random bytes, the same for the same `seed` (incompressible,
+/// so no two chunks alike).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut data = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}
+
+/// A tree of incompressible files ([`noise`]), `mib` MiB in all.
 pub fn make_tree(root: &Path, mib: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut bytes = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+    let mut file = 0u64;
+    let mut bytes = |n: usize| {
+        file += 1;
+        noise(seed.wrapping_mul(1_000_003).wrapping_add(file), n)
     };
     fs::create_dir_all(root.join("docs/deep")).unwrap();
     fs::write(root.join("big.bin"), bytes(mib * 1024 * 1024 - 200_000)).unwrap();

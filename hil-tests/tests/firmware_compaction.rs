@@ -17,6 +17,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use hil_tests::{
     assert_same_tree, build_pastiche, free_port, make_tree, pastiche, require_qemu, run_ok, Firmware, Qemu,
     PAIRING_SECRET,
@@ -144,18 +147,16 @@ fn compaction_cut_at_random_points_loses_nothing_and_reclaims_the_space() {
     assert!(compacted + (5 << 20) < before, "compaction left {compacted} of {before} bytes");
     assert_eq!(boot_and_compact(&fw, &disk, &tmp.path().join("full2.defmt"), port, &restores, true), compacted);
 
-    let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     eprintln!("cut points from seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
     let (mut cuts, mut attempts) = (0, 0);
     // Cuts at random points of the measured duration until RUNS landed
     // inside a compaction (one landing after the switch proves less).
     while cuts < RUNS {
         attempts += 1;
         assert!(attempts <= 2 * RUNS, "only {cuts} of {attempts} cuts landed inside a compaction");
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = Duration::from_millis(seed % full.as_millis().max(1) as u64);
+        let delay = Duration::from_millis(rng.gen_range(0..full.as_millis().max(1) as u64));
         fs::copy(&prepared, &disk).unwrap();
         let log = tmp.path().join(format!("cut{attempts}.defmt"));
         let mut qemu = Qemu::start_with(&fw, &disk, &log, port, PACED).expect("boots");

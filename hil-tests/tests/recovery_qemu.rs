@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use hil_tests::{build_pastiche, free_port, pastiche, require_qemu, run_ok, Firmware, Qemu, PAIRING_SECRET};
+use hil_tests::{build_pastiche, free_port, noise, pastiche, require_qemu, run_ok, Firmware, Qemu, PAIRING_SECRET};
 use serde_json::Value;
 
 const NAME: &str = "recover-me.example.org";
@@ -128,7 +128,7 @@ fn a_wiped_box_comes_back_from_passphrase_name_and_one_buddy() {
 
     // The firmware buddy is down for the second backup: it keeps the older root.
     qemu.kill();
-    fs::write(tree.join("docs/added-while-fw-down.bin"), pseudo_random(40_000, 7)).unwrap();
+    fs::write(tree.join("docs/added-while-fw-down.bin"), noise(7, 40_000)).unwrap();
     let second = run_ok(pastiche(&bin, &data).arg("--json").arg("backup").arg(&tree), &qemu);
     assert_eq!(sync_report(&json_lines(&second), &appliance_addr)["epoch"], 2);
     drop(qemu);
@@ -169,7 +169,7 @@ fn a_wiped_box_comes_back_from_passphrase_name_and_one_buddy() {
     // add a file, back up. Only the new file's chunk goes to the appliance;
     // the firmware also gets what it missed while down.
     fs::rename(&restored, &tree).unwrap();
-    fs::write(tree.join("new-after-recovery.txt"), pseudo_random(1_500, 9)).unwrap();
+    fs::write(tree.join("new-after-recovery.txt"), noise(9, 1_500)).unwrap();
     let next = json_lines(&run_ok(pastiche(&bin, &data).arg("--json").arg("backup").arg(&tree), &qemu));
     let to_appliance = sync_report(&next, &appliance_addr);
     assert_eq!(to_appliance["chunks_sent"], 1, "only the new chunk: {to_appliance}");
@@ -182,27 +182,15 @@ fn a_wiped_box_comes_back_from_passphrase_name_and_one_buddy() {
     assert!(!log.iter().any(|l| l.contains("panic") || l.contains("halted")), "{}", log.join("\n"));
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A 2 MiB tree of ten entries with a file of mode 0640, a directory of
 /// mode 0750, an old mtime, a symlink, a dangling symlink and an empty file.
 /// Small, because the firmware's RAM index holds 240 chunks and 32 objects,
 /// staged and committed together (firmware/MEMORY.md).
 fn make_small_tree(tree: &Path) {
     fs::create_dir_all(tree.join("docs/deep")).unwrap();
-    fs::write(tree.join("big.bin"), pseudo_random(2 << 20, 1)).unwrap();
-    fs::write(tree.join("docs/private.dat"), pseudo_random(30_000, 2)).unwrap();
-    fs::write(tree.join("docs/old.dat"), pseudo_random(20_000, 3)).unwrap();
+    fs::write(tree.join("big.bin"), noise(1, 2 << 20)).unwrap();
+    fs::write(tree.join("docs/private.dat"), noise(2, 30_000)).unwrap();
+    fs::write(tree.join("docs/old.dat"), noise(3, 20_000)).unwrap();
     fs::write(tree.join("docs/deep/notes.txt"), b"a small text file\n").unwrap();
     fs::write(tree.join("empty"), b"").unwrap();
     fs::set_permissions(tree.join("docs/private.dat"), fs::Permissions::from_mode(0o640)).unwrap();

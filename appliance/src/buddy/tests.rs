@@ -649,13 +649,7 @@ fn bad_frames_close_only_their_own_session() {
 
     // Random garbage (its first four bytes read as a huge length).
     let mut junk = vec![0xde, 0xad, 0xbe, 0xef];
-    let mut x = 0x1234_5678u32;
-    for _ in 0..4000 {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        junk.push(x as u8);
-    }
+    junk.extend(crate::sample_tree::noise(0x1234_5678, 4000));
     assert_eq!(expect_error_then_close(&mut raw(&junk)).0, ErrorCode::TooLarge);
 
     // A well-framed payload of an unknown kind.

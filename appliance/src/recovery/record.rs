@@ -205,15 +205,12 @@ mod tests {
         let node = NodeId::from_name("nas.example");
         let key = ObjectKey([9; 32]);
         let genuine = seal(&me, &node, &key, &body(5));
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for round in 0..2_000usize {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+        for round in 0..2_000u64 {
             // Random lengths around the header, random bytes; every tenth
             // keeps the genuine header so the later checks run too.
-            let len = (x % 400) as usize;
-            let mut bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8 ^ i as u8).collect();
+            let mut bytes = crate::sample_tree::noise(round, 400);
+            bytes.truncate(bytes[0] as usize + bytes[1] as usize % 145);
+            let len = bytes.len();
             if round % 10 == 0 && len > HEADER {
                 bytes[..HEADER].copy_from_slice(&genuine[..HEADER]);
             }

@@ -14,6 +14,8 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use rand::{RngCore, SeedableRng};
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut seconds = 5u64;
@@ -35,13 +37,8 @@ fn main() -> anyhow::Result<()> {
             Ok(s)
         })
         .collect::<anyhow::Result<_>>()?;
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
-    let mut rand = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
+    let mut rand = move || rng.next_u64();
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut sent = 0u64;
     let mut round = 0usize;
