@@ -46,6 +46,10 @@ enum Attack {
     NeverAsked,
     /// Every answer after the welcome goes out twice.
     Twice,
+    /// After each `Chunk` answer, a "not held" refusal nobody asked for
+    /// (it carries no id: the client takes it for its next request, whose
+    /// real answer then comes unasked).
+    ExtraNotHeld,
     /// Right after the welcome, before any request: a chunk, a need, a
     /// flush, a staged epoch and a not-held refusal.
     BeforeRequest,
@@ -179,6 +183,10 @@ fn with_attack(attack: Attack, p: &[u8], welcomed: &mut bool, rng: &mut impl Rng
     let n = added.len();
     out.extend(added);
     out.push(p.to_vec());
+    if let (Attack::ExtraNotHeld, Message::Chunk(_)) = (attack, msg) {
+        out.push(secure::payload(&Message::Error(ErrorMsg { code: ErrorCode::NotFound, message: "not held" })));
+        return (out, n + 1);
+    }
     if attack == Attack::Twice && !matches!(msg, Message::Error(_)) {
         out.push(p.to_vec());
         return (out, n + 1);
@@ -242,7 +250,7 @@ fn a_restore_with_a_buddy_answering_unasked_fails_over_to_the_honest_one_exactly
     let text = std::fs::read_to_string(&list).unwrap();
     std::fs::write(&list, text.replace(&sb.addr, &hostile.addr)).unwrap();
 
-    for attack in [Attack::NeverAsked, Attack::Twice, Attack::BeforeRequest, Attack::Flood] {
+    for attack in [Attack::NeverAsked, Attack::Twice, Attack::ExtraNotHeld, Attack::BeforeRequest, Attack::Flood] {
         hostile.set(attack);
         let target = tmp.path().join(format!("restored-{attack:?}"));
         let r = Run::watched(a.cmd(["restore", "latest", "--target", target.to_str().unwrap()]), WATCHDOG);
