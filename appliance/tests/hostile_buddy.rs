@@ -55,6 +55,10 @@ enum Attack {
     BeforeRequest,
     /// Right after the welcome, [`FLOOD`] unasked answers of every kind.
     Flood,
+    /// Right after the welcome, quota refusals without end (a refused
+    /// upload has no answer of its own, so they are not matched to a
+    /// request; only their number is bounded: one per upload sent).
+    EndlessRefusals,
 }
 
 /// Buddy B turned hostile (see the module's documentation).
@@ -123,6 +127,14 @@ fn relay(mut down_sock: TcpStream, buddy: &Identity, client: &Identity, upstream
         let (out, added) = with_attack(attack, &p, &mut welcomed, &mut rng);
         n.fetch_add(added as u64, Ordering::SeqCst);
         if down.send_payloads(out.iter().map(Vec::as_slice)).is_err() {
+            break;
+        }
+        if attack == Attack::EndlessRefusals && welcomed {
+            let refusal = secure::payload(&Message::Error(ErrorMsg { code: ErrorCode::QuotaExceeded, message: "" }));
+            let batch = vec![&refusal[..]; 1000];
+            while down.send_payloads(batch.iter().copied()).is_ok() {
+                n.fetch_add(batch.len() as u64, Ordering::SeqCst);
+            }
             break;
         }
     }
@@ -294,7 +306,7 @@ fn a_sync_to_a_buddy_answering_offers_unasked_records_nothing_there() {
     assert_names_breach(&r, &hostile.addr, "backup under Twice");
     assert_eq!(shipped_to(&a, &b_key), (0, 0), "Twice: recorded as shipped or committed");
 
-    for attack in [Attack::NeverAsked, Attack::BeforeRequest, Attack::Flood] {
+    for attack in [Attack::NeverAsked, Attack::BeforeRequest, Attack::Flood, Attack::EndlessRefusals] {
         hostile.set(attack);
         let r = Run::watched(a.cmd(["sync"]), WATCHDOG);
         assert_ne!(r.code, Some(0), "{attack:?}: the sync succeeded\n{}", r.describe());
