@@ -43,17 +43,6 @@ const RECORD_PLAIN: usize = 65_000;
 /// sessions (32), allocator arenas and runtime (64).
 const ALLOWED_GROWTH_MIB: u64 = 64 + 32 + 16 + 16 + 32 + 64;
 
-/// `VmHWM` (peak resident set) of process `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading the buddy's status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kib / 1024
-}
-
 /// Opens a channel to the buddy at `addr` as `me` and completes the hello
 /// (presenting `code`, which admits `me` once and is a plain proof after).
 fn session(addr: &str, me: &Identity, code: &str) -> std::io::Result<SecureEnd> {
