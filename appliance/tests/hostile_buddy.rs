@@ -7,7 +7,8 @@
 //! and forwards A's requests to B's real `pastiche serve` (the relay's own
 //! connection there proves A's key, so B answers from A's data), but adds
 //! answers to what it sends back: answers for chunks never requested,
-//! every answer twice, answers before any request, a flood of them.
+//! every answer twice, "not held" refusals nobody asked for, answers
+//! before any request, a flood of them, quota refusals without end.
 //!
 //! Each case shows the command ends (a watchdog fails the test on a hang),
 //! its error or log names the buddy, and the box's state is right: a
