@@ -12,7 +12,7 @@ mod common;
 
 use std::thread;
 
-use common::buddy::{pair, Server};
+use common::buddy::{pair, peak_rss_mib, Server};
 use common::{assert_tree_matches, manifest, restored_path, write_random, TestBox};
 use rand::SeedableRng;
 
@@ -25,17 +25,6 @@ const MIB_EACH: usize = 24;
 /// 64 for the allocator (glibc keeps an arena per busy thread) and the
 /// runtime. Buffering each session's uploads whole would need 384 more.
 const ALLOWED_GROWTH_MIB: u64 = 64 + 32 + 16 + 16 + 32 + 64;
-
-/// `VmHWM` (peak resident set) of process `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading the buddy's status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kib / 1024
-}
 
 #[test]
 fn thirty_two_busy_sessions_keep_the_buddy_within_its_memory_limits() {

@@ -11,7 +11,7 @@ use pastiche_core::channel::{
     record_len, ChannelError, HANDSHAKE_RECORD_LEN, MAX_HANDSHAKE_MESSAGE, MAX_NOISE_MESSAGE, RECORD_HEADER_LEN,
     TAG_LEN,
 };
-use pastiche_core::session::{ClientEvent, ClientSession, MAX_PIPELINED_GETS};
+use pastiche_core::session::{ClientEvent, ClientSession, SessionError, MAX_PIPELINED_GETS};
 use pastiche_core::wire::{ErrorCode, IdList, Message, Welcome, DECODER_BUFFER_LEN, MAX_FRAME_PAYLOAD};
 use pastiche_core::{ChunkId, Identity, NodeId, PublicKey};
 
@@ -417,10 +417,11 @@ impl BuddyConn {
         let mut data = data;
         loop {
             let len = self.read_frame()?;
+            let addr = self.addr;
             let event = self
                 .session
                 .handle(&self.payload[..len], &mut self.out)
-                .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+                .map_err(|error| BrokeProtocol { addr, error })?;
             let answer = match event {
                 ClientEvent::Need(n) => Answer::Need((0..n.bitmap.len() * 8).map(|i| n.lacks(i)).collect()),
                 ClientEvent::Flushed(n) => Answer::Flushed(n),
@@ -557,7 +558,8 @@ impl BuddyConn {
     pub fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
         let asked = self.session.oldest_get();
         let frame = self.link.next_frame(&mut self.payload)?;
-        let event = self.session.handle(frame, &mut self.out).map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+        let addr = self.addr;
+        let event = self.session.handle(frame, &mut self.out).map_err(|error| BrokeProtocol { addr, error })?;
         match event {
             ClientEvent::Chunk { sealed, .. } => Ok(Some(sealed)),
             ClientEvent::Refused { code: ErrorCode::NotFound, .. } => Ok(None),
@@ -634,10 +636,9 @@ impl BuddyConn {
         let n = self.session.audit(nonce, list, &mut self.out)?;
         self.send(n)?;
         let len = self.read_frame()?;
-        let event = self
-            .session
-            .handle(&self.payload[..len], &mut self.out)
-            .map_err(|e| anyhow!("buddy {}: {e}", self.addr))?;
+        let addr = self.addr;
+        let event =
+            self.session.handle(&self.payload[..len], &mut self.out).map_err(|error| BrokeProtocol { addr, error })?;
         match event {
             ClientEvent::AuditProofs(p) => Ok((0..p.len()).map(|i| p.answer(i)).collect()),
             ClientEvent::Refused { code, message } => Err(BuddyRefused { code, message: message.to_string() }.into()),
@@ -667,6 +668,18 @@ impl BuddyConn {
             other => bail!("expected Dropped, got {other:?}"),
         }
     }
+}
+
+/// The buddy broke the protocol (an answer that was not asked for, a
+/// frame that does not decode): a fault of the buddy, not of the network,
+/// so reconnecting to it is no cure.
+#[derive(Debug, thiserror::Error)]
+#[error("buddy {addr}: {error}")]
+pub struct BrokeProtocol {
+    /// The buddy.
+    pub addr: SocketAddr,
+    /// What it did.
+    pub error: SessionError,
 }
 
 /// The buddy answered with an error.

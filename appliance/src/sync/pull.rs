@@ -27,7 +27,7 @@ use anyhow::{anyhow, Result};
 use pastiche_core::session::MAX_PIPELINED_GETS;
 use pastiche_core::{ChunkId, Handle, Identity, NodeId, PublicKey};
 
-use super::conn::BuddyConn;
+use super::conn::{BrokeProtocol, BuddyConn};
 use super::fetch::ChunkSource;
 use super::{pinned_key, BuddyEntry};
 use crate::sealing::open_to_vec;
@@ -481,7 +481,10 @@ impl Worker {
                     conn = None;
                     failures += 1;
                     self.put_back(in_flight.drain(..).chain(fresh));
-                    if failures >= MAX_FAILURES {
+                    // A buddy that broke the protocol is given up at once:
+                    // one that answered a request right, then once more,
+                    // was reconnected after every chunk, and silently.
+                    if failures >= MAX_FAILURES || e.downcast_ref::<BrokeProtocol>().is_some() {
                         return self.give_up(&e);
                     }
                 }
@@ -603,7 +606,11 @@ impl Worker {
     /// This connection is gone; the last one of a buddy fails the jobs no
     /// other buddy can serve.
     fn give_up(&self, e: &anyhow::Error) {
-        eprintln!("pastiche: buddy {} stopped answering ({e:#}); its chunks are taken from the others", self.addr);
+        if e.downcast_ref::<BrokeProtocol>().is_some() {
+            eprintln!("pastiche: {e:#}; its chunks are taken from the others");
+        } else {
+            eprintln!("pastiche: buddy {} stopped answering ({e:#}); its chunks are taken from the others", self.addr);
+        }
         let mut state = self.shared.lock();
         state.workers_left[self.buddy] -= 1;
         if state.workers_left[self.buddy] == 0 {

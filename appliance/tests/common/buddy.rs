@@ -97,6 +97,17 @@ impl Drop for Server {
     }
 }
 
+/// `VmHWM` (peak resident set) of process `pid`, in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading the buddy's status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib / 1024
+}
+
 /// A loopback address nobody listens on.
 pub fn free_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -8,6 +8,7 @@
 pub mod buddy;
 pub mod buddy_db;
 pub mod daemon;
+pub mod secure;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr, OsString};
@@ -84,6 +85,45 @@ impl Run {
             "the binary panicked instead of reporting an error:\n{}",
             run.describe()
         );
+        run
+    }
+
+    /// Runs `cmd` like [`Run::of`], but fails the test if it has not ended
+    /// within `limit` (it is killed first): a watchdog against a hang,
+    /// generous, not a timing assertion.
+    pub fn watched(mut cmd: Command, limit: std::time::Duration) -> Run {
+        let cmdline = format!("{cmd:?}");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = r.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+        let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for the command") {
+                break Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let run = Run {
+            cmdline,
+            code: status.and_then(|s| s.code()),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        };
+        assert!(status.is_some(), "still running after {limit:?} (a hang): killed\n{}", run.describe());
+        assert!(!run.stderr.contains("panicked"), "the binary panicked:\n{}", run.describe());
         run
     }
 

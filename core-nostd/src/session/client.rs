@@ -141,6 +141,11 @@ pub struct ClientSession {
     gets: heapless::Deque<ChunkId, MAX_PIPELINED_GETS>,
     /// A pairing code to present instead of a plain proof.
     pairing_code: Option<heapless::String<MAX_PAIRING_CODE>>,
+    /// Uploads (chunks, objects, roots) sent and not refused: each may be
+    /// refused once, with `QuotaExceeded`, which has no request of its
+    /// own to match. More refusals than that were not asked for (a buddy
+    /// sending them endlessly kept a client waiting for an answer forever).
+    refusable: u32,
 }
 
 impl ClientSession {
@@ -156,6 +161,7 @@ impl ClientSession {
             expect: Expect::Nothing,
             gets: heapless::Deque::new(),
             pairing_code: None,
+            refusable: 0,
         }
     }
 
@@ -199,13 +205,20 @@ impl ClientSession {
             // A refused upload has no answer of its own: it arrives ahead of
             // the answer still expected (say, to a flush). Any other refusal
             // is the answer to the outstanding request.
-            if self.expect == Expect::Chunks && e.code == ErrorCode::NotFound {
+            if e.code == ErrorCode::QuotaExceeded {
+                if !matches!(self.state, State::Ready { .. }) || self.refusable == 0 {
+                    return Err(SessionError::Protocol(
+                        "a refusal that was not asked for: more quota refusals than uploads sent",
+                    ));
+                }
+                self.refusable -= 1;
+            } else if self.expect == Expect::Chunks && e.code == ErrorCode::NotFound {
                 // The oldest outstanding get was for a chunk the buddy lacks.
                 self.gets.pop_front();
                 if self.gets.is_empty() {
                     self.expect = Expect::Nothing;
                 }
-            } else if e.code != ErrorCode::QuotaExceeded {
+            } else {
                 self.expect = Expect::Nothing;
                 self.gets.clear();
             }
@@ -289,7 +302,9 @@ impl ClientSession {
 
     /// Uploads a sealed chunk (no answer unless refused).
     pub fn put_chunk(&mut self, id: ChunkId, sealed: &[u8], out: &mut [u8]) -> Result<usize, SessionError> {
-        self.send(&Message::PutChunk(PutChunk { id, sealed }), Expect::Nothing, out)
+        let n = self.send(&Message::PutChunk(PutChunk { id, sealed }), Expect::Nothing, out)?;
+        self.refusable = self.refusable.saturating_add(1);
+        Ok(n)
     }
 
     /// Asks the buddy to make every put durable.
@@ -330,7 +345,9 @@ impl ClientSession {
     ) -> Result<usize, SessionError> {
         let mut m = PutObject { epoch, name, data, signature: crate::identity::Signature([0; 64]) };
         self.sign(&mut m)?;
-        self.send(&Message::PutObject(m), Expect::Nothing, out)
+        let n = self.send(&Message::PutObject(m), Expect::Nothing, out)?;
+        self.refusable = self.refusable.saturating_add(1);
+        Ok(n)
     }
 
     /// Stages the removal of our references to `ids` at `epoch` (signed).
@@ -344,7 +361,9 @@ impl ClientSession {
     pub fn put_root(&mut self, epoch: u64, data: &[u8], out: &mut [u8]) -> Result<usize, SessionError> {
         let mut m = PutRoot { epoch, data, signature: crate::identity::Signature([0; 64]) };
         self.sign(&mut m)?;
-        self.send(&Message::PutRoot(m), Expect::Nothing, out)
+        let n = self.send(&Message::PutRoot(m), Expect::Nothing, out)?;
+        self.refusable = self.refusable.saturating_add(1);
+        Ok(n)
     }
 
     /// Commits `epoch`: `objects` distinct objects and `deletes` distinct ids

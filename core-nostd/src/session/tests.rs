@@ -372,6 +372,32 @@ fn pipelined_gets_are_answered_in_order() {
     assert_eq!(link.request(n).unwrap(), vec![Ev::Flushed(0)]);
 }
 
+/// A quota refusal answers an upload: the client takes at most one per
+/// upload sent, so a buddy cannot keep it waiting with endless refusals.
+#[test]
+fn a_client_refuses_quota_refusals_beyond_its_uploads() {
+    use crate::wire::{encode_frame, ErrorMsg, Message};
+    let mut store = store(1000);
+    let refusal = Message::Error(ErrorMsg { code: ErrorCode::QuotaExceeded, message: "quota exceeded" });
+    let mut frame = vec![0u8; DECODER_BUFFER_LEN];
+    let n = encode_frame(&refusal, &mut frame).unwrap();
+    let mut out = vec![0u8; DECODER_BUFFER_LEN];
+    {
+        let (mut link, _) = Link::open(&mut store, &me(), None).unwrap();
+        assert!(link.client.handle(&frame[4..n], &mut out).is_err(), "a refusal before any upload was taken");
+    }
+    let (mut link, _) = Link::open(&mut store, &me(), None).unwrap();
+    for id in 1..=2u8 {
+        let m = link.client.put_chunk(ChunkId([id; 20]), &[0u8; 800], &mut link.out).unwrap();
+        link.request(m).unwrap();
+    }
+    // The second upload was refused for real; one more refusal may come
+    // (for the first), a second one was never asked for.
+    let ev = link.client.handle(&frame[4..n], &mut out).unwrap();
+    assert_eq!(ev, ClientEvent::Refused { code: ErrorCode::QuotaExceeded, message: "quota exceeded" });
+    assert!(link.client.handle(&frame[4..n], &mut out).is_err(), "more refusals than uploads were taken");
+}
+
 /// The client takes an audit answer only when it answers exactly the ids
 /// asked, and only while an audit is outstanding.
 #[test]
