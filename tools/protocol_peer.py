@@ -1,0 +1,744 @@
+#!/usr/bin/env python3
+"""An independent client of the buddy protocol, written from docs/PROTOCOL.md
+and SPEC.md alone (not from the Rust code), run against a real `pastiche
+serve` by tools/protocol_peer.sh.
+
+It shares no code with the Rust side:
+- the channel (PROTOCOL.md §1a) is a small hand-written Noise XX
+  (Noise_XX_25519_ChaChaPoly_BLAKE2s, Noise spec revision 34) over the
+  `cryptography` package's X25519 and ChaCha20-Poly1305 and hashlib's
+  BLAKE2s; the `noiseprotocol` PyPI package would fit too, but it has not
+  had a release since 2020, and the handshake is 100 lines here;
+- frames and messages (§1, §2) are encoded by hand (LEB128 varints);
+- signatures (§3, §1a) use the `cryptography` package's Ed25519;
+- sealed chunks (SPEC §2, §2a) come from tools/spec_reference.py.
+
+usage: protocol_peer.py HOST:PORT DATA_DIR PASTICHE
+  HOST:PORT is a `pastiche serve` under test,
+  DATA_DIR that buddy's --data, PASTICHE the binary (for `clients list`).
+Runs the scenarios of `run` in order; exits non-zero at the first disagreement.
+"""
+import hashlib
+import hmac
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.exceptions import InvalidSignature, InvalidTag
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import spec_reference  # noqa: E402  (SPEC §1, §2, §2a)
+
+
+class Disagreement(Exception):
+    """The server did something the documentation says it does not."""
+
+
+def expect(cond, what):
+    if not cond:
+        raise Disagreement(what)
+
+
+# ---------------------------------------------------------------- Noise XX
+
+PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2s"
+PROLOGUE = b"pastiche/v2/channel\0"
+HASHLEN = 32
+TAG = 16
+
+
+def blake2s(data):
+    return hashlib.blake2s(data).digest()
+
+
+def hkdf(ck, ikm, n):
+    """Noise §4.3 HKDF with HMAC-BLAKE2s."""
+    temp = hmac.new(ck, ikm, hashlib.blake2s).digest()
+    out1 = hmac.new(temp, b"\x01", hashlib.blake2s).digest()
+    out2 = hmac.new(temp, out1 + b"\x02", hashlib.blake2s).digest()
+    return (out1, out2) if n == 2 else (out1, out2, hmac.new(temp, out2 + b"\x03", hashlib.blake2s).digest())
+
+
+def x25519_pub(private):
+    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def dh(private, public_bytes):
+    return private.exchange(X25519PublicKey.from_public_bytes(public_bytes))
+
+
+class CipherState:
+    """Noise §5.1: a key and the implicit 64-bit counter nonce."""
+
+    def __init__(self, key=None):
+        self.key = key
+        self.n = 0
+
+    def nonce(self):
+        return b"\0\0\0\0" + struct.pack("<Q", self.n)
+
+    def encrypt(self, ad, plaintext):
+        if self.key is None:
+            return plaintext
+        out = ChaCha20Poly1305(self.key).encrypt(self.nonce(), plaintext, ad)
+        self.n += 1
+        return out
+
+    def decrypt(self, ad, ciphertext):
+        if self.key is None:
+            return ciphertext
+        out = ChaCha20Poly1305(self.key).decrypt(self.nonce(), ciphertext, ad)
+        self.n += 1
+        return out
+
+
+class SymmetricState:
+    """Noise §5.2."""
+
+    def __init__(self):
+        self.h = PROTOCOL_NAME.ljust(HASHLEN, b"\0") if len(PROTOCOL_NAME) <= HASHLEN else blake2s(PROTOCOL_NAME)
+        self.ck = self.h
+        self.cipher = CipherState()
+
+    def mix_hash(self, data):
+        self.h = blake2s(self.h + data)
+
+    def mix_key(self, ikm):
+        self.ck, temp_k = hkdf(self.ck, ikm, 2)
+        self.cipher = CipherState(temp_k)
+
+    def encrypt_and_hash(self, plaintext):
+        c = self.cipher.encrypt(self.h, plaintext)
+        self.mix_hash(c)
+        return c
+
+    def decrypt_and_hash(self, ciphertext):
+        p = self.cipher.decrypt(self.h, ciphertext)
+        self.mix_hash(ciphertext)
+        return p
+
+    def split(self):
+        k1, k2 = hkdf(self.ck, b"", 2)
+        return CipherState(k1), CipherState(k2)
+
+
+# ---------------------------------------------------------------- identity (§1a, §3)
+
+SIG_PREFIX = {
+    "Hello": b"pastiche/v1/sig/hello",
+    "DeleteList": b"pastiche/v1/sig/delete",
+    "MetadataPut": b"pastiche/v1/sig/metadata",
+    "RootPut": b"pastiche/v1/sig/root",
+    "Commit": b"pastiche/v1/sig/commit",
+    "Drop": b"pastiche/v1/sig/drop",
+    "Pair": b"pastiche/v1/sig/pair",
+    "ChannelStatic": b"pastiche/v2/sig/channel-static",
+}
+
+
+def signed_bytes(domain, parts):
+    """§3: prefix, one zero byte, then each part with its u32 BE length."""
+    out = SIG_PREFIX[domain] + b"\0"
+    for p in parts:
+        out += struct.pack(">I", len(p)) + p
+    return out
+
+
+def verify(key_bytes, signature, domain, parts):
+    try:
+        Ed25519PublicKey.from_public_bytes(key_bytes).verify(signature, signed_bytes(domain, parts))
+        return True
+    except InvalidSignature:
+        return False
+
+
+class Identity:
+    """A box's Ed25519 key and the Noise static key derived from it (§1a)."""
+
+    def __init__(self, seed=None, name="peer.protocol-peer.test"):
+        self.seed = seed or os.urandom(32)
+        self.key = Ed25519PrivateKey.from_private_bytes(self.seed)
+        self.public = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.static = X25519PrivateKey.from_private_bytes(blake2s(b"pastiche/v2/noise-static\0" + self.seed))
+        self.static_public = x25519_pub(self.static)
+        # SPEC §3: nodeId = first 128 bits of SHA1(fully-qualified name).
+        self.node = hashlib.sha1(name.encode()).digest()[:16]
+
+    def sign(self, domain, parts):
+        return self.key.sign(signed_bytes(domain, parts))
+
+
+# ---------------------------------------------------------------- the channel (§1a)
+
+OUR_LIMIT = 65535
+MIN_LIMIT = 512
+
+
+class ChannelClosed(Exception):
+    """The peer closed the TCP connection."""
+
+
+class Channel:
+    """The client (initiator) side of the secure channel over one socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.plain = b""  # decrypted bytes not yet taken by the frame layer
+
+    def recv_exact(self, n):
+        out = b""
+        while len(out) < n:
+            got = self.sock.recv(n - len(out))
+            if not got:
+                raise ChannelClosed(f"closed after {len(out)} of {n} bytes")
+            out += got
+        return out
+
+    def send_record(self, body):
+        self.sock.sendall(struct.pack(">H", len(body)) + body)
+
+    def recv_record(self):
+        (n,) = struct.unpack(">H", self.recv_exact(2))
+        return self.recv_exact(n)
+
+    def handshake(self, me, pinned=None, payload_override=None):
+        """Runs XX as initiator; returns the buddy's Ed25519 key."""
+        ss = SymmetricState()
+        ss.mix_hash(PROLOGUE)
+        # -> e
+        e = X25519PrivateKey.generate()
+        e_pub = x25519_pub(e)
+        ss.mix_hash(e_pub)
+        msg1 = e_pub + ss.encrypt_and_hash(b"")
+        expect(len(msg1) == 32, "message 1 is 32 bytes")
+        self.send_record(msg1)
+        # <- e, ee, s, es
+        msg2 = self.recv_record()
+        expect(len(msg2) == 32 + 48 + 98 + 16, f"message 2 is 194 bytes, got {len(msg2)}")
+        re = msg2[:32]
+        ss.mix_hash(re)
+        ss.mix_key(dh(e, re))
+        rs = ss.decrypt_and_hash(msg2[32:80])
+        ss.mix_key(dh(e, rs))
+        payload_b = ss.decrypt_and_hash(msg2[80:])
+        buddy_key, sig, limit = payload_b[:32], payload_b[32:96], struct.unpack(">H", payload_b[96:98])[0]
+        expect(verify(buddy_key, sig, "ChannelStatic", [rs]), "the buddy's payload signs its Noise static key")
+        expect(limit >= MIN_LIMIT, f"the buddy's record limit {limit} is at least 512")
+        if pinned is not None and buddy_key != pinned:
+            raise Disagreement("the buddy's key is not the pinned one")
+        # -> s, se
+        enc_s = ss.encrypt_and_hash(me.static_public)
+        ss.mix_key(dh(me.static, re))
+        payload = payload_override or (
+            me.public + me.sign("ChannelStatic", [me.static_public]) + struct.pack(">H", OUR_LIMIT)
+        )
+        msg3 = enc_s + ss.encrypt_and_hash(payload)
+        self.send_record(msg3)
+        self.send_cipher, self.recv_cipher = ss.split()
+        self.handshake_hash = ss.h
+        self.buddy_limit = limit
+        self.buddy_key = buddy_key
+        return buddy_key
+
+    def send(self, data):
+        """Sends plaintext bytes in records the buddy accepts."""
+        step = self.buddy_limit - TAG
+        for at in range(0, len(data), step):
+            self.send_record(self.send_cipher.encrypt(b"", data[at:at + step]))
+
+    def send_raw_record(self, record_body):
+        self.send_record(record_body)
+
+    def recv_plain(self, n):
+        while len(self.plain) < n:
+            record = self.recv_record()
+            expect(17 <= len(record) <= OUR_LIMIT, f"transport record of {len(record)} bytes")
+            self.plain += self.recv_cipher.decrypt(b"", record)
+        out, self.plain = self.plain[:n], self.plain[n:]
+        return out
+
+
+# ---------------------------------------------------------------- messages (§1, §2)
+
+MAX_FRAME_PAYLOAD = 66 * 1024
+KINDS = {
+    "Hello": 1, "Challenge": 2, "Proof": 3, "Welcome": 4, "Pair": 5,
+    "Offer": 10, "Need": 11, "PutChunk": 12, "Flush": 13, "Flushed": 14,
+    "GetChunk": 15, "Chunk": 16, "PutObject": 20, "DeleteList": 21,
+    "PutRoot": 22, "Commit": 23, "Staged": 24, "Committed": 25, "Abort": 26,
+    "GetObject": 27, "Object": 28, "GetRoot": 29, "Root": 30, "DropAll": 31,
+    "Dropped": 32, "Ok": 60, "Error": 61,
+}
+NAMES = {v: k for k, v in KINDS.items()}
+ERRORS = {
+    1: "BadFrame", 2: "UnexpectedMessage", 3: "BadSignature", 4: "Replayed",
+    5: "QuotaExceeded", 6: "NotFound", 7: "VersionMismatch", 8: "TooLarge",
+    9: "Internal", 10: "NotAuthenticated", 11: "RateLimited",
+}
+# Each kind's fields, in order: (name, type). Types: "u" a varint,
+# an int N exactly N raw bytes, "bytes" and "str" length-prefixed.
+FIELDS = {
+    "Hello": [("version", "u"), ("client_key", 32), ("client_node", 16), ("client_nonce", 32)],
+    "Challenge": [("buddy_key", 32), ("buddy_nonce", 32)],
+    "Proof": [("signature", 64)],
+    "Welcome": [("quota_bytes", "u"), ("used_bytes", "u"), ("committed_epoch", "u"), ("staged_epoch", "u")],
+    "Pair": [("code", "str"), ("signature", 64)],
+    "Offer": [("ids", "bytes")],
+    "Need": [("bitmap", "bytes")],
+    "PutChunk": [("id", 20), ("sealed", "bytes")],
+    "Flush": [],
+    "Flushed": [("stored", "u")],
+    "GetChunk": [("id", 20)],
+    "Chunk": [("id", 20), ("sealed", "bytes")],
+    "PutObject": [("epoch", "u"), ("name", 20), ("data", "bytes"), ("signature", 64)],
+    "DeleteList": [("epoch", "u"), ("ids", "bytes"), ("signature", 64)],
+    "PutRoot": [("epoch", "u"), ("data", "bytes"), ("signature", 64)],
+    "Commit": [("epoch", "u"), ("objects", "u"), ("deletes", "u"), ("staged", 32), ("signature", 64)],
+    "Staged": [("epoch", "u")],
+    "Committed": [("epoch", "u")],
+    "Abort": [("epoch", "u")],
+    "GetObject": [("name", 20)],
+    "Object": [("name", 20), ("data", "bytes")],
+    "GetRoot": [],
+    "Root": [("epoch", "u"), ("data", "bytes")],
+    "DropAll": [("epoch", "u"), ("signature", 64)],
+    "Dropped": [],
+    "Ok": [],
+    "Error": [("code", "u"), ("message", "str")],
+}
+
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def read_varint(buf, at):
+    n = shift = 0
+    while True:
+        expect(at < len(buf), "truncated varint")
+        b = buf[at]
+        at += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, at
+        expect(shift < 70, "over-long varint")
+
+
+def encode(kind, **fields):
+    out = bytes([KINDS[kind]])
+    for name, typ in FIELDS[kind]:
+        v = fields[name]
+        if typ == "u":
+            out += varint(v)
+        elif isinstance(typ, int):
+            assert len(v) == typ, (kind, name)
+            out += v
+        else:
+            v = v.encode() if typ == "str" else v
+            out += varint(len(v)) + v
+    return out
+
+
+def decode(payload):
+    expect(payload and payload[0] in NAMES, f"unknown kind {payload[:1].hex()}")
+    kind = NAMES[payload[0]]
+    at = 1
+    msg = {"kind": kind}
+    for name, typ in FIELDS[kind]:
+        if typ == "u":
+            msg[name], at = read_varint(payload, at)
+        elif isinstance(typ, int):
+            expect(at + typ <= len(payload), f"{kind}.{name} truncated")
+            msg[name], at = payload[at:at + typ], at + typ
+        else:
+            n, at = read_varint(payload, at)
+            expect(at + n <= len(payload), f"{kind}.{name} truncated")
+            v = payload[at:at + n]
+            msg[name], at = (v.decode() if typ == "str" else v), at + n
+    expect(at == len(payload), f"{kind}: {len(payload) - at} bytes after the last field")
+    expect(encode(kind, **{k: v for k, v in msg.items() if k != "kind"}) == payload, f"{kind} not canonical")
+    return msg
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+# ---------------------------------------------------------------- the session (§4)
+
+VERSION = 3
+
+
+class Refused(Exception):
+    """The buddy answered Error (code name, message)."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Session:
+    def __init__(self, addr, me, pinned=None, timeout=20):
+        host, port = addr.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.channel = Channel(self.sock)
+        self.me = me
+        self.pinned = pinned
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, kind, **fields):
+        self.channel.send(frame(encode(kind, **fields)))
+
+    def recv(self):
+        (n,) = struct.unpack(">I", self.channel.recv_plain(4))
+        expect(1 <= n <= MAX_FRAME_PAYLOAD, f"frame of {n} bytes")
+        return decode(self.channel.recv_plain(n))
+
+    def expect(self, kind):
+        msg = self.recv()
+        if msg["kind"] == "Error":
+            raise Refused(ERRORS.get(msg["code"], msg["code"]), msg["message"])
+        expect(msg["kind"] == kind, f"expected {kind}, got {msg['kind']}")
+        return msg
+
+    def open(self, code=None):
+        """Channel handshake, then Hello / Challenge / Proof or Pair / Welcome."""
+        self.buddy_key = self.channel.handshake(self.me, self.pinned)
+        nonce = os.urandom(32)
+        self.send("Hello", version=VERSION, client_key=self.me.public, client_node=self.me.node, client_nonce=nonce)
+        challenge = self.expect("Challenge")
+        expect(challenge["buddy_key"] == self.buddy_key, "Challenge.buddy_key is the key the channel proved")
+        parts = [challenge["buddy_nonce"], nonce, self.buddy_key]
+        if code is None:
+            self.send("Proof", signature=self.me.sign("Hello", parts))
+        else:
+            self.send("Pair", code=code, signature=self.me.sign("Pair", parts + [code.encode()]))
+        self.welcome = self.expect("Welcome")
+        return self.welcome
+
+    def signed(self, kind, domain, parts, **fields):
+        self.send(kind, signature=self.me.sign(domain, [self.buddy_key] + parts), **fields)
+
+    def offer(self, ids):
+        self.send("Offer", ids=b"".join(ids))
+        bitmap = self.expect("Need")["bitmap"]
+        expect(len(bitmap) == (len(ids) + 7) // 8, "Need bitmap length")
+        return [bool(bitmap[i // 8] >> (i % 8) & 1) for i in range(len(ids))]
+
+    def get_chunk(self, cid):
+        msg = self.expect("Chunk")
+        expect(msg["id"] == cid, "Chunk answers the id asked")
+        return msg["sealed"]
+
+
+def be64(n):
+    return struct.pack(">Q", n)
+
+
+def be32(n):
+    return struct.pack(">I", n)
+
+
+def staging_digest(objects, deletes, root):
+    """§4.4: objects {name: data}, deletes a set of ids, root data."""
+    h = hashlib.sha256(b"pastiche/v3/staging\0")
+    for name in sorted(objects):
+        h.update(b"\x01" + name + hashlib.sha256(objects[name]).digest())
+    for cid in sorted(set(deletes)):
+        h.update(b"\x02" + cid)
+    h.update(b"\x03" + hashlib.sha256(root).digest())
+    return h.digest()
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+class Buddy:
+    """The `pastiche serve` under test and its CLI."""
+
+    def __init__(self, addr, data, pastiche):
+        self.addr, self.data, self.pastiche = addr, data, pastiche
+
+    def cli(self, *args):
+        return subprocess.run([self.pastiche, "--data", self.data, *args], check=True, capture_output=True,
+                              text=True).stdout
+
+    def invite(self):
+        return self.cli("buddy", "invite").strip().splitlines()[-1].strip()
+
+    def clients(self):
+        return self.cli("clients", "list")
+
+
+def refused(what, code, fn):
+    """fn() must fail with Error `code` from the buddy."""
+    try:
+        fn()
+    except Refused as e:
+        expect(e.code == code, f"{what}: refused {e.code} ({e.message}), the documentation says {code}")
+        return e.message
+    raise Disagreement(f"{what}: accepted, the documentation says {code}")
+
+
+def closed_silently(what, session):
+    """The buddy must close the connection without sending anything more."""
+    try:
+        record = session.channel.recv_record()
+    except (ChannelClosed, ConnectionResetError):
+        return
+    except socket.timeout:
+        raise Disagreement(f"{what}: the buddy neither answered nor closed")
+    raise Disagreement(f"{what}: the buddy sent a {len(record)}-byte record instead of closing")
+
+
+def sample_chunks():
+    """Chunks cut from a file by SPEC §1, sealed by §2a: random (stored
+    raw), text (compressed) and a short tail."""
+    rng = __import__("random").Random(os.urandom(8))
+    words = [b"backup ", b"buddy ", b"chunk\n", b"pastiche ", b"the "]
+    data = rng.randbytes(40_000) + b"".join(rng.choice(words) for _ in range(12_000)) + rng.randbytes(1_000)
+    chunks = {}
+    for off, n in spec_reference.cuts(data):
+        handle, cid, sealed = spec_reference.seal(data[off:off + n])
+        chunks[cid] = (handle, sealed, data[off:off + n])
+    return chunks
+
+
+def upload(session, chunks):
+    """§4.2: offer, put what is lacked, flush; returns how many were put."""
+    ids = list(chunks)
+    lacked = session.offer(ids)
+    put = 0
+    for cid, lack in zip(ids, lacked):
+        if lack:
+            session.send("PutChunk", id=cid, sealed=chunks[cid][1])
+            put += 1
+    session.send("Flush")
+    stored = session.expect("Flushed")["stored"]
+    expect(stored == put, f"Flushed.stored {stored} counts the {put} PutChunks")
+    return put
+
+
+def commit_epoch(session, epoch, objects, deletes, root):
+    """§4.3 and §4.4: stage, then commit with the signed staging digest."""
+    for name, data in objects.items():
+        session.signed("PutObject", "MetadataPut", [be64(epoch), name, data], epoch=epoch, name=name, data=data)
+    if deletes:
+        ids = b"".join(deletes)
+        session.signed("DeleteList", "DeleteList", [be64(epoch), ids], epoch=epoch, ids=ids)
+    session.signed("PutRoot", "RootPut", [be64(epoch), root], epoch=epoch, data=root)
+    digest = staging_digest(objects, deletes, root)
+    n_obj, n_del = len(objects), len(set(deletes))
+    session.signed("Commit", "Commit", [be64(epoch), be32(n_obj), be32(n_del), digest],
+                   epoch=epoch, objects=n_obj, deletes=n_del, staged=digest)
+    expect(session.expect("Staged")["epoch"] == epoch, "Staged names the epoch")
+    expect(session.expect("Committed")["epoch"] == epoch, "Committed names the epoch")
+
+
+def run(addr, data, pastiche):
+    buddy = Buddy(addr, data, pastiche)
+    log = []
+
+    def done(what):
+        log.append(what)
+        print(f"protocol_peer: ok: {what}", flush=True)
+
+    # 1. A stranger (an unpaired key) is refused and leaves no record.
+    stranger = Identity()
+    s = Session(addr, stranger)
+    message = refused("a stranger's Proof", "NotAuthenticated", s.open)
+    s.close()
+    expect(stranger.public.hex() not in buddy.clients(), "the stranger is not in `clients list`")
+    done(f"stranger refused NotAuthenticated ({message!r}), not in `clients list`")
+
+    # 2. Pairing with an invite code.
+    alice = Identity(name="alice.protocol-peer.test")
+    s = Session(addr, alice)
+    welcome = s.open(code=buddy.invite())
+    pinned = s.buddy_key
+    expect(welcome["committed_epoch"] == 0 and welcome["staged_epoch"] == 0, f"a new client's Welcome {welcome}")
+    expect(alice.public.hex() in buddy.clients(), "the paired key is in `clients list`")
+    done(f"paired with an invite code: Welcome quota {welcome['quota_bytes']} used {welcome['used_bytes']}")
+
+    # 3. Chunks sealed here per SPEC §2a, offered and put (§4.2).
+    chunks = sample_chunks()
+    put = upload(s, chunks)
+    expect(put == len(chunks), f"a new client lacks all {len(chunks)} offered chunks, the buddy asked {put}")
+    expect(s.offer(list(chunks)) == [False] * len(chunks), "once flushed, nothing offered is lacked")
+    done(f"{put} sealed chunks offered, put and flushed; offered again, none lacked")
+
+    # 4. An epoch staged and committed with a signed commit (§4.3, §4.4).
+    epoch = max(welcome["committed_epoch"], welcome["staged_epoch"]) + 1
+    objects = {os.urandom(20): os.urandom(300), os.urandom(20): b"second object"}
+    root = b"root record " + os.urandom(40)
+    released = list(chunks)[-1]
+    commit_epoch(s, epoch, objects, [released], root)
+    s.close()
+    done(f"epoch {epoch} staged ({len(objects)} objects, 1 delete, a root) and committed")
+
+    # 5. Read back in a new session (pinned key): chunks opened per SPEC.
+    s = Session(addr, alice, pinned=pinned)
+    welcome = s.open()
+    expect(welcome["committed_epoch"] == epoch, f"Welcome.committed_epoch {welcome['committed_epoch']} is {epoch}")
+    for cid in chunks:
+        s.send("GetChunk", id=cid)
+    kinds = {"raw": 0, "zstd": 0}
+    for cid, (handle, sealed, plain) in chunks.items():
+        if cid == released:
+            refused("a released chunk", "NotFound", lambda: s.get_chunk(cid))
+            continue
+        got = s.get_chunk(cid)
+        expect(got == sealed, "GetChunk serves the bytes uploaded")
+        kind, opened = spec_reference.open_sealed(got, handle)
+        expect(opened == plain, "the chunk read back opens to its plaintext")
+        kinds[kind] += 1
+    for name, data_ in objects.items():
+        s.send("GetObject", name=name)
+        expect(s.expect("Object") == {"kind": "Object", "name": name, "data": data_}, "GetObject")
+    s.send("GetRoot")
+    got_root = s.expect("Root")
+    expect(got_root["epoch"] == epoch and got_root["data"] == root, "GetRoot serves the committed root")
+    expect(kinds["raw"] and kinds["zstd"], f"both body kinds read back: {kinds}")
+    done(f"{sum(kinds.values())} chunks read back and opened ({kinds}), the released one NotFound, "
+         f"objects and root served")
+
+    # 6. A replayed signed request: the committed epoch's staging again.
+    name, data_ = next(iter(objects.items()))
+    refused("a replayed PutObject of a committed epoch", "Replayed",
+            lambda: (s.signed("PutObject", "MetadataPut", [be64(epoch), name, data_], epoch=epoch, name=name,
+                              data=data_), s.expect("Ok")))
+    closed_silently("after Replayed (fatal)", s)
+    s.close()
+    done("a replayed PutObject (committed epoch) refused Replayed, session closed")
+
+    # 7. Forged signatures: by another key, and for another buddy.
+    mallory = Identity()
+    for what, sign in [
+        ("signed by another key", lambda parts: mallory.sign("MetadataPut", [pinned] + parts)),
+        ("signed for another buddy", lambda parts: alice.sign("MetadataPut", [os.urandom(32)] + parts)),
+    ]:
+        s = Session(addr, alice, pinned=pinned)
+        s.open()
+        parts = [be64(epoch + 1), name, b"forged"]
+        s.send("PutObject", epoch=epoch + 1, name=name, data=b"forged", signature=sign(parts))
+        refused(f"a PutObject {what}", "BadSignature", lambda: s.expect("Ok"))
+        s.close()
+    s = Session(addr, alice, pinned=pinned)
+    s.channel.handshake(alice, pinned)
+    s.send("Hello", version=VERSION, client_key=alice.public, client_node=alice.node, client_nonce=os.urandom(32))
+    challenge = s.expect("Challenge")
+    s.send("Proof", signature=alice.sign("Hello", [os.urandom(32), os.urandom(32), pinned]))
+    refused("a Proof over other nonces", "BadSignature", lambda: s.expect("Welcome"))
+    s.close()
+    del challenge
+    done("PutObjects signed by another key or for another buddy refused BadSignature; a stale Proof too")
+
+    # 8. The oracle: another owner's chunks are "not held", and its
+    #    forged upload under alice's ids does not touch alice's bytes.
+    bob = Identity(name="bob.protocol-peer.test")
+    s = Session(addr, bob)
+    s.open(code=buddy.invite())
+    ids = [cid for cid in chunks if cid != released]
+    expect(s.offer(ids) == [True] * len(ids), "another owner's chunks are lacked by bob (no oracle)")
+    for cid in ids:
+        s.send("GetChunk", id=cid)
+    for cid in ids:
+        refused("bob's GetChunk of alice's chunk", "NotFound", lambda: s.get_chunk(cid))
+    for cid in ids:
+        s.send("PutChunk", id=cid, sealed=bytes(len(chunks[cid][1])))
+    s.send("Flush")
+    expect(s.expect("Flushed")["stored"] == len(ids), "bob's forged uploads are taken")
+    s.send("GetChunk", id=ids[0])
+    expect(s.get_chunk(ids[0]) == bytes(len(chunks[ids[0]][1])), "bob reads back his own version")
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    s.open()
+    for cid in ids:
+        s.send("GetChunk", id=cid)
+    for cid in ids:
+        expect(s.get_chunk(cid) == chunks[cid][1], "alice still reads her own bytes after bob's forgery")
+    s.close()
+    done(f"bob: {len(ids)} of alice's ids lacked and NotFound; his forged uploads under them "
+         "leave alice's bytes intact")
+
+    # 9. An altered record ends the session: no answer, the connection closes.
+    s = Session(addr, alice, pinned=pinned)
+    s.open()
+    record = bytearray(s.channel.send_cipher.encrypt(b"", frame(encode("GetRoot"))))
+    record[3] ^= 0x01
+    s.channel.send_raw_record(bytes(record))
+    closed_silently("an altered record", s)
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    s.open()
+    s.channel.send_cipher.n += 1  # a record numbered as if one had been lost (replay/reorder)
+    s.send("GetRoot")
+    closed_silently("a record out of order", s)
+    s.close()
+    done("an altered record and an out-of-order record end the session without an answer")
+
+    # 10. Identity binding: alice's channel payload copied by mallory (his
+    #     own Noise static key) is refused before any hello.
+    s = Session(addr, mallory)
+    stolen = alice.public + alice.sign("ChannelStatic", [alice.static_public]) + struct.pack(">H", OUR_LIMIT)
+    s.channel.handshake(mallory, pinned, payload_override=stolen)
+    s.channel.plain = b""
+    try:
+        s.send("Hello", version=VERSION, client_key=alice.public, client_node=alice.node,
+               client_nonce=os.urandom(32))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    closed_silently("a copied channel payload", s)
+    s.close()
+    # ... and a hello claiming another key than the channel proved.
+    s = Session(addr, mallory)
+    s.channel.handshake(mallory, pinned)
+    s.send("Hello", version=VERSION, client_key=alice.public, client_node=alice.node, client_nonce=os.urandom(32))
+    refused("a Hello claiming another key", "NotAuthenticated", lambda: s.expect("Challenge"))
+    s.close()
+    expect(mallory.public.hex() not in buddy.clients(), "mallory is not in `clients list`")
+    done("a copied identity payload closes the channel; a Hello claiming another key is NotAuthenticated")
+
+    # 11. A spent code admits nobody.
+    code = buddy.invite()
+    s = Session(addr, Identity())
+    s.open(code=code)
+    s.close()
+    late = Identity()
+    s = Session(addr, late)
+    refused("a spent invite code", "NotAuthenticated", lambda: s.open(code=code))
+    s.close()
+    expect(late.public.hex() not in buddy.clients(), "a refused pairing leaves no record")
+    done("a spent invite code is NotAuthenticated and leaves no record")
+    return log
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit("usage: protocol_peer.py HOST:PORT DATA_DIR PASTICHE")
+    try:
+        log = run(*sys.argv[1:])
+    except (Disagreement, Refused, ChannelClosed, InvalidTag, OSError) as e:
+        sys.exit(f"protocol_peer: DISAGREEMENT with docs/PROTOCOL.md: {type(e).__name__}: {e}")
+    print(f"protocol_peer: all {len(log)} scenarios agree with docs/PROTOCOL.md")
+
+
+if __name__ == "__main__":
+    main()
