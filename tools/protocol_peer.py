@@ -273,7 +273,8 @@ KINDS = {
     "GetChunk": 15, "Chunk": 16, "PutObject": 20, "DeleteList": 21,
     "PutRoot": 22, "Commit": 23, "Staged": 24, "Committed": 25, "Abort": 26,
     "GetObject": 27, "Object": 28, "GetRoot": 29, "Root": 30, "DropAll": 31,
-    "Dropped": 32, "Ok": 60, "Error": 61,
+    "Dropped": 32, "Ok": 60, "Error": 61, "AuditRequest": 64, "AuditProofs": 65,
+    "GetNotice": 88, "Notice": 89,
 }
 NAMES = {v: k for k, v in KINDS.items()}
 ERRORS = {
@@ -311,6 +312,10 @@ FIELDS = {
     "Dropped": [],
     "Ok": [],
     "Error": [("code", "u"), ("message", "str")],
+    "AuditRequest": [("nonce", 32), ("ids", "bytes")],
+    "AuditProofs": [("held", "bytes"), ("proofs", "bytes")],
+    "GetNotice": [],
+    "Notice": [("seq", "u"), ("dropped_at", "u"), ("bytes", "u"), ("reason", 1)],
 }
 
 
@@ -410,6 +415,13 @@ class Session:
         (n,) = struct.unpack(">I", self.channel.recv_plain(4))
         expect(1 <= n <= MAX_FRAME_PAYLOAD, f"frame of {n} bytes")
         return decode(self.channel.recv_plain(n))
+
+    def recv_and_raise(self):
+        """Reads one message; an Error is raised as Refused."""
+        msg = self.recv()
+        if msg["kind"] == "Error":
+            raise Refused(ERRORS.get(msg["code"], msg["code"]), msg["message"])
+        return msg
 
     def expect(self, kind):
         msg = self.recv()
@@ -716,7 +728,204 @@ def run(addr, data, pastiche):
     expect(mallory.public.hex() not in buddy.clients(), "mallory is not in `clients list`")
     done("a copied identity payload closes the channel; a Hello claiming another key is NotAuthenticated")
 
-    # 11. A spent code admits nobody.
+    # 11. Framing and decoding errors inside the channel (§1, §2, §6):
+    #     Error with the documented code, then the buddy closes.
+    for what, raw, code in [
+        ("an empty frame", struct.pack(">I", 0), "BadFrame"),
+        ("a frame over 67,584 bytes", struct.pack(">I", MAX_FRAME_PAYLOAD + 1), "TooLarge"),
+        ("an unassigned kind (6)", frame(b"\x06"), "BadFrame"),
+        ("a reserved kind (66)", frame(b"\x42"), "BadFrame"),
+        ("a non-canonical varint", frame(b"\x1a\x81\x00"), "BadFrame"),
+        ("a byte after the last field", frame(b"\x1d\x00"), "BadFrame"),
+        ("a truncated body", frame(b"\x0f" + bytes(19)), "BadFrame"),
+        ("ids not a multiple of 20", frame(b"\x0a\x15" + bytes(21)), "TooLarge"),
+        ("an Offer of 2,049 ids", frame(b"\x0a" + varint(2049 * 20) + bytes(2049 * 20)), "TooLarge"),
+        ("a PutChunk of 65,558 sealed bytes", frame(b"\x0c" + bytes(20) + varint(65558) + bytes(65558)), "TooLarge"),
+        ("a Challenge (wrong direction)", frame(encode("Challenge", buddy_key=bytes(32), buddy_nonce=bytes(32))),
+         "UnexpectedMessage"),
+    ]:
+        s = Session(addr, alice, pinned=pinned)
+        s.open()
+        s.channel.send(raw)
+        refused(what, code, s.recv_and_raise)
+        closed_silently(f"after {what}", s)
+        s.close()
+    done("empty, oversized, unknown, reserved, non-canonical, trailing, truncated and out-of-bounds "
+         "frames refused with the documented codes, then closed")
+
+    # 12. Before Welcome: a wrong version, and a request instead of a proof.
+    s = Session(addr, alice, pinned=pinned)
+    s.channel.handshake(alice, pinned)
+    s.send("Hello", version=2, client_key=alice.public, client_node=alice.node, client_nonce=os.urandom(32))
+    refused("a version-2 Hello", "VersionMismatch", lambda: s.expect("Challenge"))
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    s.channel.handshake(alice, pinned)
+    s.send("Hello", version=VERSION, client_key=alice.public, client_node=alice.node, client_nonce=os.urandom(32))
+    s.expect("Challenge")
+    s.send("GetRoot")
+    refused("a request before Welcome", "NotAuthenticated", lambda: s.expect("Root"))
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    s.channel.handshake(alice, pinned)
+    s.channel.send_raw_record(bytes(16))
+    closed_silently("a 16-byte transport record", s)
+    s.close()
+    done("a version-2 Hello is VersionMismatch, a request before Welcome NotAuthenticated, "
+         "a record shorter than 17 bytes closes")
+
+    # 13. Staging: abort, a commit whose digest differs (two attempts
+    #     mixed), then a clean attempt.
+    s = Session(addr, alice, pinned=pinned)
+    w = s.open()
+    e = max(w["committed_epoch"], w["staged_epoch"]) + 1
+    first = {os.urandom(20): b"first attempt"}
+    for n_, d_ in first.items():
+        s.signed("PutObject", "MetadataPut", [be64(e), n_, d_], epoch=e, name=n_, data=d_)
+    s.send("Flush")
+    s.expect("Flushed")
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    w = s.open()
+    expect(w["staged_epoch"] == e, f"Welcome.staged_epoch {w['staged_epoch']} reports the flushed staging {e}")
+    second = {os.urandom(20): b"second attempt"}
+    for n_, d_ in second.items():
+        s.signed("PutObject", "MetadataPut", [be64(e), n_, d_], epoch=e, name=n_, data=d_)
+    root2 = b"root of the second attempt"
+    s.signed("PutRoot", "RootPut", [be64(e), root2], epoch=e, data=root2)
+    digest = staging_digest(second, [], root2)
+    s.signed("Commit", "Commit", [be64(e), be32(1), be32(0), digest], epoch=e, objects=1, deletes=0, staged=digest)
+    message = refused("a commit over a staging mixed from two attempts", "UnexpectedMessage",
+                      lambda: s.expect("Staged"))
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    w = s.open()
+    expect(w["staged_epoch"] == 0 and w["committed_epoch"] == epoch,
+           f"after the refused commit nothing is staged or committed: {w}")
+    s.signed("PutRoot", "RootPut", [be64(e), root2], epoch=e, data=root2)
+    s.send("Flush")
+    s.expect("Flushed")
+    s.send("Abort", epoch=e)
+    s.expect("Ok")
+    s.send("Abort", epoch=e + 7)
+    s.expect("Ok")
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    w = s.open()
+    expect(w["staged_epoch"] == 0, f"Abort discards the staging: {w}")
+    e = max(w["committed_epoch"], w["staged_epoch"]) + 1
+    commit_epoch(s, e, second, [], root2)
+    s.send("GetRoot")
+    expect(s.expect("Root") == {"kind": "Root", "epoch": e, "data": root2}, "the second attempt is committed")
+    for n_ in first:
+        s.send("GetObject", name=n_)
+        refused("an object of the refused attempt", "NotFound", lambda: s.expect("Object"))
+    s.close()
+    epoch = e
+    done(f"a mixed staging refused ({message!r}) and discarded; Abort answers Ok; epoch {e} committed clean")
+
+    # 13b. A replayed staging message of an earlier attempt at the same
+    #      epoch: counts match, the digest does not; the commit is refused.
+    e = epoch + 1
+    name_x = os.urandom(20)
+    s = Session(addr, alice, pinned=pinned)
+    s.open()
+    old = alice.sign("MetadataPut", [pinned, be64(e), name_x, b"attempt one"])
+    s.send("PutObject", epoch=e, name=name_x, data=b"attempt one", signature=old)
+    s.send("Flush")
+    s.expect("Flushed")
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    w = s.open()
+    expect(w["staged_epoch"] == e, "the first attempt is staged")
+    s.signed("PutObject", "MetadataPut", [be64(e), name_x, b"attempt two"], epoch=e, name=name_x,
+             data=b"attempt two")
+    s.signed("PutRoot", "RootPut", [be64(e), root2], epoch=e, data=root2)
+    s.send("PutObject", epoch=e, name=name_x, data=b"attempt one", signature=old)  # the replay
+    digest = staging_digest({name_x: b"attempt two"}, [], root2)
+    s.signed("Commit", "Commit", [be64(e), be32(1), be32(0), digest], epoch=e, objects=1, deletes=0, staged=digest)
+    message = refused("a commit after a replayed staging message", "UnexpectedMessage", lambda: s.expect("Staged"))
+    expect("digest" in message, f"the refusal names the digest: {message!r}")
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    w = s.open()
+    expect(w["staged_epoch"] == 0 and w["committed_epoch"] == epoch, f"nothing of the mixed epoch stays: {w}")
+    s.close()
+    done(f"a replayed staging message of an earlier attempt makes the commit fail ({message!r}), never mix")
+
+    # 14. Audits (§4.8): proofs over the bytes held for the asker only.
+    s = Session(addr, alice, pinned=pinned)
+    s.open()
+    ids = [cid for cid in chunks if cid != released] + [os.urandom(20)]
+    nonce = os.urandom(32)
+    s.send("AuditRequest", nonce=nonce, ids=b"".join(ids))
+    proofs = s.expect("AuditProofs")
+    expect(len(proofs["held"]) == (len(ids) + 7) // 8 and len(proofs["proofs"]) == 32 * len(ids),
+           "AuditProofs has one slot per id")
+    for i, cid in enumerate(ids):
+        held = bool(proofs["held"][i // 8] >> (i % 8) & 1)
+        slot = proofs["proofs"][32 * i:32 * i + 32]
+        if cid in chunks:
+            want = hashlib.sha256(b"pastiche/v1/audit\0" + nonce + cid + chunks[cid][1]).digest()
+            expect(held and slot == want, f"audit proof of held chunk {i}")
+        else:
+            expect(not held and slot == bytes(32), "an unknown id is not held, zero proof")
+    s.send("GetNotice")
+    refused("GetNotice of a client never dropped", "NotFound", lambda: s.expect("Notice"))
+    s.send("GetRoot")
+    s.expect("Root")
+    s.close()
+    s = Session(addr, bob)
+    s.open()
+    s.send("AuditRequest", nonce=nonce, ids=b"".join(ids[:-1]))
+    proofs = s.expect("AuditProofs")
+    for i, cid in enumerate(ids[:-1]):
+        want = hashlib.sha256(b"pastiche/v1/audit\0" + nonce + cid + bytes(len(chunks[cid][1]))).digest()
+        expect(proofs["proofs"][32 * i:32 * i + 32] == want, "bob's audit proves his own (forged) version")
+    s.close()
+    done(f"audit of {len(ids)} ids proven byte for byte; bob's audit proves his own version; GetNotice NotFound")
+
+    # 15. Quota (§4.2): QuotaExceeded refuses one PutChunk, the session goes on.
+    carol = Identity(name="carol.protocol-peer.test")
+    s = Session(addr, carol)
+    quota = 150_000
+    w = s.open(code=buddy.cli("buddy", "invite", "--quota", str(quota)).strip().splitlines()[-1].strip())
+    expect(w["quota_bytes"] == quota, f"Welcome.quota_bytes {w['quota_bytes']} is the invite's {quota}")
+    big = {}
+    for _ in range(3):
+        plain = os.urandom(65536)
+        handle, cid, sealed = spec_reference.seal(plain)
+        expect(len(sealed) == 65557, "a random 64 KiB chunk seals raw to 65,557 bytes")
+        big[cid] = (handle, sealed, plain)
+    expect(s.offer(list(big)) == [True] * 3, "carol lacks her new chunks")
+    for cid, (_, sealed, _) in big.items():
+        s.send("PutChunk", id=cid, sealed=sealed)
+    s.send("Flush")
+    refused("the third 64 KiB chunk over a 150,000-byte quota", "QuotaExceeded", lambda: s.expect("Flushed"))
+    flushed = s.expect("Flushed")["stored"]
+    lacked = s.offer(list(big))
+    expect(lacked == [False, False, True], f"the two chunks within the quota are held, the third not: {lacked}")
+    for cid in list(big)[:2]:
+        s.send("GetChunk", id=cid)
+        expect(spec_reference.open_sealed(s.get_chunk(cid), big[cid][0])[1] == big[cid][2],
+               "a 65,557-byte chunk read back across records opens")
+    done(f"invite --quota {quota}: two 65,557-byte chunks stored, the third QuotaExceeded (Flushed.stored "
+         f"{flushed}), session goes on")
+
+    # 16. DropAll (§4.7), and its replay.
+    s.signed("DropAll", "Drop", [be64(5)], epoch=5)
+    s.expect("Dropped")
+    s.close()
+    s = Session(addr, carol, pinned=pinned)
+    w = s.open()
+    expect(w["committed_epoch"] == 5 and w["used_bytes"] == 0, f"after DropAll at 5: {w}")
+    expect(s.offer(list(big)) == [True] * 3, "after DropAll nothing is held")
+    s.signed("DropAll", "Drop", [be64(5)], epoch=5)
+    refused("a replayed DropAll", "Replayed", lambda: s.expect("Dropped"))
+    s.close()
+    done("DropAll at epoch 5 releases everything (Welcome used 0, committed 5); its replay is Replayed")
+
+    # 17. A spent code admits nobody.
     code = buddy.invite()
     s = Session(addr, Identity())
     s.open(code=code)
