@@ -21,10 +21,12 @@ Runs the scenarios of `run` in order; exits non-zero at the first disagreement.
 import hashlib
 import hmac
 import os
+import random
 import socket
 import struct
 import subprocess
 import sys
+import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -523,7 +525,7 @@ def closed_silently(what, session):
 def sample_chunks():
     """Chunks cut from a file by SPEC §1, sealed by §2a: random (stored
     raw), text (compressed) and a short tail."""
-    rng = __import__("random").Random(os.urandom(8))
+    rng = random.Random(os.urandom(8))
     words = [b"backup ", b"buddy ", b"chunk\n", b"pastiche ", b"the "]
     data = rng.randbytes(40_000) + b"".join(rng.choice(words) for _ in range(12_000)) + rng.randbytes(1_000)
     chunks = {}
@@ -936,6 +938,46 @@ def run(addr, data, pastiche):
     s.close()
     expect(late.public.hex() not in buddy.clients(), "a refused pairing leaves no record")
     done("a spent invite code is NotAuthenticated and leaves no record")
+
+    # 18. The channel's checks at the buddy (§1a): a payload whose signature
+    #     does not verify, and a record limit below 512, close the channel.
+    for what, payload in [
+        ("a payload signing another static key",
+         lambda me: me.public + me.sign("ChannelStatic", [os.urandom(32)]) + struct.pack(">H", OUR_LIMIT)),
+        ("a record limit of 511",
+         lambda me: me.public + me.sign("ChannelStatic", [me.static_public]) + struct.pack(">H", 511)),
+    ]:
+        s = Session(addr, alice)
+        s.channel.handshake(alice, pinned, payload_override=payload(alice))
+        try:
+            s.send("Hello", version=VERSION, client_key=alice.public, client_node=alice.node,
+                   client_nonce=os.urandom(32))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        closed_silently(what, s)
+        s.close()
+    done("message 3 with a bad static-key signature or a limit below 512 closes the channel")
+
+    # 19. Limits on guessing codes (§4.1): 3 wrong codes free, the 4th
+    #     makes this address wait 1 s; meanwhile a right code is refused
+    #     unchecked and not spent; after the wait it admits.
+    for i in range(3):  # the spent code of 17 was the first wrong one
+        s = Session(addr, Identity())
+        message = refused(f"wrong code {i + 2}", "NotAuthenticated", lambda: s.open(code="0000000000"))
+        expect("unknown, used or expired" in message, f"wrong code {i + 2} is checked: {message!r}")
+        s.close()
+    right = buddy.invite()
+    dave = Identity()
+    s = Session(addr, dave)
+    message = refused("a right code during the wait", "NotAuthenticated", lambda: s.open(code=right))
+    expect("too many wrong pairing codes from this address" in message, f"refused unchecked: {message!r}")
+    s.close()
+    expect(dave.public.hex() not in buddy.clients(), "a code refused unchecked admits no one")
+    time.sleep(1.2)
+    s = Session(addr, dave)
+    s.open(code=right)
+    s.close()
+    done("after 4 wrong codes a right one is refused unchecked for 1 s, not spent, and admits after the wait")
     return log
 
 
