@@ -527,7 +527,8 @@ def sample_chunks():
     raw), text (compressed) and a short tail."""
     rng = random.Random(os.urandom(8))
     words = [b"backup ", b"buddy ", b"chunk\n", b"pastiche ", b"the "]
-    data = rng.randbytes(40_000) + b"".join(rng.choice(words) for _ in range(12_000)) + rng.randbytes(1_000)
+    # The first chunk ends by 65,536 bytes: inside the random part, so raw.
+    data = rng.randbytes(70_000) + b"".join(rng.choice(words) for _ in range(12_000)) + rng.randbytes(1_000)
     chunks = {}
     for off, n in spec_reference.cuts(data):
         handle, cid, sealed = spec_reference.seal(data[off:off + n])
@@ -573,6 +574,13 @@ def run(addr, data, pastiche):
     def done(what):
         log.append(what)
         print(f"protocol_peer: ok: {what}", flush=True)
+
+    # A connection that starts message 1 and goes silent: checked at the
+    # end (scenario 20) against the 10 s handshake deadline.
+    host, port = addr.rsplit(":", 1)
+    stalled = socket.create_connection((host, int(port)), timeout=20)
+    stalled.sendall(b"\x00\x20" + bytes(10))
+    stalled_since = time.monotonic()
 
     # 1. A stranger (an unpaired key) is refused and leaves no record.
     stranger = Identity()
@@ -978,6 +986,42 @@ def run(addr, data, pastiche):
     s.open(code=right)
     s.close()
     done("after 4 wrong codes a right one is refused unchecked for 1 s, not spent, and admits after the wait")
+
+    # 20. Bounds (§1a): 32 connections from one address, the 33rd closed
+    #     at once; the stalled handshake cut at its 10 s deadline.
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(31)]  # + `stalled`
+    extra = Session(addr, alice, pinned=pinned)
+    try:
+        extra.open()
+        raise Disagreement("a 33rd connection from one address was served")
+    except (ChannelClosed, ConnectionResetError, BrokenPipeError):
+        pass
+    extra.close()
+    for c in idle:
+        c.close()
+    left = 10 + 5 - (time.monotonic() - stalled_since)
+    stalled.settimeout(max(left, 0.1))
+    try:
+        expect(stalled.recv(1) == b"", "a stalled handshake gets no answer")
+    except socket.timeout:
+        raise Disagreement("a handshake stalled for 15 s is still open (deadline 10 s)")
+    except ConnectionResetError:
+        pass
+    stalled.close()
+    waited = time.monotonic() - stalled_since
+    for _ in range(50):  # the buddy counts the closed ones down as it notices them
+        s = Session(addr, alice, pinned=pinned)
+        try:
+            s.open()
+            break
+        except (ChannelClosed, ConnectionResetError, BrokenPipeError):
+            time.sleep(0.1)
+        finally:
+            s.close()
+    else:
+        raise Disagreement("no session served after the 32 connections closed")
+    done(f"a 33rd connection from one address is closed at once; a stalled handshake was cut "
+         f"after {waited:.1f} s (deadline 10 s); sessions are served again after")
     return log
 
 

@@ -25,8 +25,11 @@ for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || { cat "$work/serve.log"; echo "protocol_peer: pastiche serve died"; exit 1; }
     sleep 0.1
 done
-if ! python3 "$here/tools/protocol_peer.py" "127.0.0.1:$port" "$work/buddy" "$pastiche"; then
+# PROTOCOL_PEER_LOG=1 shows the server's log even when every scenario agrees.
+status=0
+python3 "$here/tools/protocol_peer.py" "127.0.0.1:$port" "$work/buddy" "$pastiche" || status=$?
+if [ "$status" -ne 0 ] || [ -n "${PROTOCOL_PEER_LOG:-}" ]; then
     echo "--- pastiche serve's log:"
     cat "$work/serve.log"
-    exit 1
 fi
+exit "$status"
