@@ -567,7 +567,25 @@ def commit_epoch(session, epoch, objects, deletes, root):
     expect(session.expect("Committed")["epoch"] == epoch, "Committed names the epoch")
 
 
+def check_documented_examples():
+    """The examples PROTOCOL.md gives, computed here from their definitions."""
+    example = signed_bytes("RootPut", [b"\x22" * 32, be64(7), b"root"])
+    expect(example == bytes.fromhex("7061737469636865 2f76312f7369672f726f6f7400".replace(" ", ""))
+           + b"\0\0\0\x20" + b"\x22" * 32 + b"\0\0\0\x08" + be64(7) + b"\0\0\0\x04root",
+           "§3's PutRoot signed-bytes example")
+    digest = staging_digest({b"\x01" * 20: b"one"}, [], b"root")
+    hashed = (b"pastiche/v3/staging\0" + b"\x01" + b"\x01" * 20 + hashlib.sha256(b"one").digest() + b"\x03"
+              + hashlib.sha256(b"root").digest())
+    expect(digest == hashlib.sha256(hashed).digest(), "§4.4's staging digest example")
+    golden = frame(encode("Commit", epoch=128, objects=2, deletes=0, staged=b"\x55" * 32, signature=b"\x77" * 64))
+    expect(golden == bytes.fromhex("00000065 17 8001 02 00".replace(" ", "")) + b"\x55" * 32 + b"\x77" * 64,
+           "§2's Commit golden bytes")
+    golden = frame(encode("Welcome", quota_bytes=1 << 40, used_bytes=300, committed_epoch=7, staged_epoch=0))
+    expect(golden == bytes.fromhex("0000000b04808080808020ac020700"), "§2's Welcome golden bytes")
+
+
 def run(addr, data, pastiche):
+    check_documented_examples()
     buddy = Buddy(addr, data, pastiche)
     log = []
 
@@ -690,6 +708,18 @@ def run(addr, data, pastiche):
     s.send("GetChunk", id=ids[0])
     expect(s.get_chunk(ids[0]) == bytes(len(chunks[ids[0]][1])), "bob reads back his own version")
     s.close()
+    # A re-put of an id bob holds changes nothing (his first bytes stay).
+    s = Session(addr, bob, pinned=pinned)
+    used = s.open()["used_bytes"]
+    s.send("PutChunk", id=ids[0], sealed=chunks[ids[0]][1])
+    s.send("Flush")
+    s.expect("Flushed")
+    s.send("GetChunk", id=ids[0])
+    expect(s.get_chunk(ids[0]) == bytes(len(chunks[ids[0]][1])), "a re-put of a held id keeps the first bytes")
+    s.close()
+    s = Session(addr, bob, pinned=pinned)
+    expect(s.open()["used_bytes"] == used, "a re-put of a held id charges nothing")
+    s.close()
     s = Session(addr, alice, pinned=pinned)
     s.open()
     for cid in ids:
@@ -751,6 +781,14 @@ def run(addr, data, pastiche):
         ("ids not a multiple of 20", frame(b"\x0a\x15" + bytes(21)), "TooLarge"),
         ("an Offer of 2,049 ids", frame(b"\x0a" + varint(2049 * 20) + bytes(2049 * 20)), "TooLarge"),
         ("a PutChunk of 65,558 sealed bytes", frame(b"\x0c" + bytes(20) + varint(65558) + bytes(65558)), "TooLarge"),
+        ("a Pair with an empty code", frame(b"\x05\x00" + bytes(64)), "TooLarge"),
+        ("a Pair with a 33-byte code", frame(b"\x05\x21" + b"A" * 33 + bytes(64)), "TooLarge"),
+        ("a PutObject of 61,441 bytes",
+         frame(b"\x14\x09" + bytes(20) + varint(61441) + bytes(61441) + bytes(64)), "TooLarge"),
+        ("an Error with bad UTF-8", frame(b"\x3d\x02\x01\xff"), "BadFrame"),
+        ("an Error with an unknown code (12)", frame(b"\x3d\x0c\x00"), "BadFrame"),
+        ("an 11-byte varint", frame(b"\x1a" + b"\x80" * 10 + b"\x01"), "BadFrame"),
+        ("a u64 varint overflowing", frame(b"\x1a" + b"\xff" * 9 + b"\x7f"), "BadFrame"),
         ("a Challenge (wrong direction)", frame(encode("Challenge", buddy_key=bytes(32), buddy_nonce=bytes(32))),
          "UnexpectedMessage"),
     ]:
@@ -760,6 +798,11 @@ def run(addr, data, pastiche):
         refused(what, code, s.recv_and_raise)
         closed_silently(f"after {what}", s)
         s.close()
+    s = Session(addr, alice, pinned=pinned)
+    s.open()
+    s.send("Error", code=9, message="the client failed")
+    closed_silently("an Error from the client (never answered by an Error)", s)
+    s.close()
     done("empty, oversized, unknown, reserved, non-canonical, trailing, truncated and out-of-bounds "
          "frames refused with the documented codes, then closed")
 
