@@ -567,8 +567,98 @@ def commit_epoch(session, epoch, objects, deletes, root):
     expect(session.expect("Committed")["epoch"] == epoch, "Committed names the epoch")
 
 
+def golden_transcript():
+    """§1a's example handshake, both ends run here with fixed keys: client
+    seed 01×32 and ephemeral 03×32, buddy seed 02×32 and ephemeral 04×32,
+    both announcing 65,535; then the client's first record carries §2's
+    golden Hello frame. Ed25519 signatures by pastiche are hedged (a
+    random-looking nonce), not RFC 8032's deterministic ones, so the example
+    takes the documented signature bytes (checked here) rather than making
+    its own. Returns {name: bytes}."""
+    client, buddy = Identity(seed=b"\x01" * 32), Identity(seed=b"\x02" * 32)
+    ce, be = X25519PrivateKey.from_private_bytes(b"\x03" * 32), X25519PrivateKey.from_private_bytes(b"\x04" * 32)
+    limit = struct.pack(">H", OUR_LIMIT)
+
+    def payload(me):
+        sig = bytes.fromhex(GOLDEN_SIGNATURES[me.public == buddy.public])
+        expect(verify(me.public, sig, "ChannelStatic", [me.static_public]), "golden: the documented signature")
+        return me.public + sig + limit
+
+    i, r = SymmetricState(), SymmetricState()
+    for ss in (i, r):
+        ss.mix_hash(PROLOGUE)
+    # -> e
+    msg1 = x25519_pub(ce)
+    i.mix_hash(msg1)
+    msg1 += i.encrypt_and_hash(b"")
+    r.mix_hash(msg1[:32])
+    r.decrypt_and_hash(msg1[32:])
+    # <- e, ee, s, es
+    msg2 = x25519_pub(be)
+    r.mix_hash(msg2)
+    r.mix_key(dh(be, msg1[:32]))
+    msg2 += r.encrypt_and_hash(buddy.static_public)
+    r.mix_key(dh(buddy.static, msg1[:32]))
+    msg2 += r.encrypt_and_hash(payload(buddy))
+    i.mix_hash(msg2[:32])
+    i.mix_key(dh(ce, msg2[:32]))
+    expect(i.decrypt_and_hash(msg2[32:80]) == buddy.static_public, "golden: s")
+    i.mix_key(dh(ce, buddy.static_public))
+    expect(i.decrypt_and_hash(msg2[80:]) == payload(buddy), "golden: payload 2")
+    # -> s, se
+    msg3 = i.encrypt_and_hash(client.static_public)
+    i.mix_key(dh(client.static, msg2[:32]))
+    msg3 += i.encrypt_and_hash(payload(client))
+    r.decrypt_and_hash(msg3[:48])
+    r.mix_key(dh(be, client.static_public))
+    expect(r.decrypt_and_hash(msg3[48:]) == payload(client), "golden: payload 3")
+    expect(i.h == r.h, "golden: both ends hold one handshake hash")
+    send, _ = i.split()
+    hello = frame(encode("Hello", version=3, client_key=b"\x11" * 32, client_node=b"\x22" * 16,
+                         client_nonce=b"\x33" * 32))
+    record = send.encrypt(b"", hello)
+
+    def rec(body):
+        return struct.pack(">H", len(body)) + body
+
+    return {
+        "client_key": client.public,
+        "client_static": client.static_public,
+        "buddy_key": buddy.public,
+        "buddy_static": buddy.static_public,
+        "message1": rec(msg1),
+        "message2": rec(msg2),
+        "message3": rec(msg3),
+        "handshake_hash": i.h,
+        "first_record": rec(record),
+    }
+
+
+# The signatures of §1a's example (client's, buddy's), made by pastiche.
+GOLDEN_SIGNATURES = [
+    "1a983fed3bda2596b156716b33a8dc946f1fdb15bb3a1efdf8eab992ab25059e0e9c54dac58e011c05e45e463827f80247eea37dbd56938c21042f456670020f",
+    "94b9fb7cb235b9d8c622dea299014e19a864f74903643cafc2b7c19e84667c79606c29a1ee251d641a80ad43df9a586f9ecb9b7ef8ccb38dcab375cb51fe280a",
+]
+# PROTOCOL.md §1a's example handshake, as documented (SHA-256 of the
+# longer records).
+GOLDEN = {
+    "client_key": "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+    "client_static": "3b462355dcba91d11050a8906c53d761966f3d55f66e48ca63635049a6983654",
+    "buddy_key": "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394",
+    "buddy_static": "4c492ed85c61de032945fb3e8e86edfa13925697ba3d422d82a2deea9fcfe118",
+    "message1": "00205dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d488bdaf9df1c6e0124b3ef22",
+    "message2": "sha256 aad680af922c6b8a86c0ab545b26ab1704abd7e72a0114a1ba1d40746dd2941c",
+    "message3": "sha256 66dbe6db04cedb5e2c23c595b32eee4a0376499eb4a5bd274742547a4b5c0c22",
+    "handshake_hash": "0b4c762cc3c341069a35ca3d8bcfef6b93f21ef9cb64592695471100cddeffc7",
+    "first_record": "sha256 7da7d59199cb9e4e6cbf1c51985d7a1b852cd9abd3d229f3c0d1b1d2ee2e2354",
+}
+
+
 def check_documented_examples():
     """The examples PROTOCOL.md gives, computed here from their definitions."""
+    for name, value in golden_transcript().items():
+        got = value.hex() if len(value) <= 40 else "sha256 " + hashlib.sha256(value).hexdigest()
+        expect(got == GOLDEN[name], f"§1a's example handshake: {name} is {got}, documented {GOLDEN[name]}")
     example = signed_bytes("RootPut", [b"\x22" * 32, be64(7), b"root"])
     expect(example == bytes.fromhex("7061737469636865 2f76312f7369672f726f6f7400".replace(" ", ""))
            + b"\0\0\0\x20" + b"\x22" * 32 + b"\0\0\0\x08" + be64(7) + b"\0\0\0\x04root",
