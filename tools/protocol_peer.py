@@ -727,6 +727,10 @@ def run(addr, data, pastiche):
     s = Session(addr, alice, pinned=pinned)
     welcome = s.open()
     expect(welcome["committed_epoch"] == epoch, f"Welcome.committed_epoch {welcome['committed_epoch']} is {epoch}")
+    charged = sum(len(sealed) for cid, (_, sealed, _) in chunks.items() if cid != released) \
+        + sum(len(d) for d in objects.values()) + len(root)
+    expect(welcome["used_bytes"] == charged, f"Welcome.used_bytes {welcome['used_bytes']}: the sealed chunks held, "
+           f"objects' and root's data make {charged}")
     for cid in chunks:
         s.send("GetChunk", id=cid)
     kinds = {"raw": 0, "zstd": 0}
@@ -773,11 +777,10 @@ def run(addr, data, pastiche):
     s = Session(addr, alice, pinned=pinned)
     s.channel.handshake(alice, pinned)
     s.send("Hello", version=VERSION, client_key=alice.public, client_node=alice.node, client_nonce=os.urandom(32))
-    challenge = s.expect("Challenge")
+    s.expect("Challenge")
     s.send("Proof", signature=alice.sign("Hello", [os.urandom(32), os.urandom(32), pinned]))
     refused("a Proof over other nonces", "BadSignature", lambda: s.expect("Welcome"))
     s.close()
-    del challenge
     done("PutObjects signed by another key or for another buddy refused BadSignature; a stale Proof too")
 
     # 8. The oracle: another owner's chunks are "not held", and its
@@ -791,6 +794,10 @@ def run(addr, data, pastiche):
         s.send("GetChunk", id=cid)
     for cid in ids:
         refused("bob's GetChunk of alice's chunk", "NotFound", lambda: s.get_chunk(cid))
+    s.send("GetObject", name=next(iter(objects)))
+    refused("bob's GetObject of alice's object", "NotFound", lambda: s.expect("Object"))
+    s.send("GetRoot")
+    refused("bob's GetRoot (he has none; alice has one)", "NotFound", lambda: s.expect("Root"))
     for cid in ids:
         s.send("PutChunk", id=cid, sealed=bytes(len(chunks[cid][1])))
     s.send("Flush")
@@ -819,6 +826,22 @@ def run(addr, data, pastiche):
     s.close()
     done(f"bob: {len(ids)} of alice's ids lacked and NotFound; his forged uploads under them "
          "leave alice's bytes intact")
+
+    # 8b. Cross-box dedup: erin uploads alice's very bytes; each owner is
+    #     charged the full sealed size, and alice's account is untouched.
+    erin = Identity(name="erin.protocol-peer.test")
+    s = Session(addr, erin)
+    s.open(code=buddy.invite())
+    expect(upload(s, {cid: chunks[cid] for cid in ids}) == len(ids), "erin lacks every id (no oracle)")
+    s.close()
+    s = Session(addr, erin, pinned=pinned)
+    held = sum(len(chunks[cid][1]) for cid in ids)
+    expect(s.open()["used_bytes"] == held, f"erin is charged the {held} sealed bytes she shares")
+    s.close()
+    s = Session(addr, alice, pinned=pinned)
+    expect(s.open()["used_bytes"] == charged, "alice's charge is unchanged by erin's identical uploads")
+    s.close()
+    done(f"identical uploads by a second owner are charged in full to each ({held} bytes), the first owner untouched")
 
     # 9. An altered record ends the session: no answer, the connection closes.
     s = Session(addr, alice, pinned=pinned)
