@@ -20,11 +20,13 @@ export PASTICHE_PASSWORD=protocol-peer PASTICHE_KDF_MIB=8
 "$pastiche" --data "$work/buddy" --quiet init --name buddy.protocol-peer.test >/dev/null
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$pastiche" --data "$work/buddy" serve --listen "127.0.0.1:$port" 2>"$work/serve.log" & pid=$!
+listening=""
 for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { listening=1; break; }
     kill -0 "$pid" 2>/dev/null || { cat "$work/serve.log"; echo "protocol_peer: pastiche serve died"; exit 1; }
     sleep 0.1
 done
+[ -n "$listening" ] || { cat "$work/serve.log"; echo "protocol_peer: pastiche serve not listening after 10 s"; exit 1; }
 # PROTOCOL_PEER_LOG=1 shows the server's log even when every scenario agrees.
 status=0
 python3 "$here/tools/protocol_peer.py" "127.0.0.1:$port" "$work/buddy" "$pastiche" || status=$?
