@@ -1021,6 +1021,45 @@ def run(addr, data, pastiche):
     s.close()
     done(f"a replayed staging message of an earlier attempt makes the commit fail ({message!r}), never mix")
 
+    # 13c. A delete list names objects too (§4.3): a committed object is
+    #      deleted; one staged in the same epoch as a delete of its name is
+    #      kept. And a commit with no root staged is refused.
+    e = epoch + 1
+    gone, kept = next(iter(objects)), os.urandom(20)
+    s = Session(addr, alice, pinned=pinned)
+    s.open()
+    s.signed("PutObject", "MetadataPut", [be64(e), kept, b"kept"], epoch=e, name=kept, data=b"kept")
+    s.signed("DeleteList", "DeleteList", [be64(e), gone + kept], epoch=e, ids=gone + kept)
+    root3 = b"root three"
+    s.signed("PutRoot", "RootPut", [be64(e), root3], epoch=e, data=root3)
+    digest = staging_digest({kept: b"kept"}, [gone, kept], root3)
+    s.signed("Commit", "Commit", [be64(e), be32(1), be32(2), digest], epoch=e, objects=1, deletes=2, staged=digest)
+    s.expect("Staged")
+    s.expect("Committed")
+    s.send("GetObject", name=gone)
+    refused("an object deleted by a delete list", "NotFound", lambda: s.expect("Object"))
+    s.send("GetObject", name=kept)
+    expect(s.expect("Object")["data"] == b"kept", "an object staged with a delete of its name is kept")
+    epoch = e
+    e += 1
+    s.signed("PutObject", "MetadataPut", [be64(e), kept, b"no root"], epoch=e, name=kept, data=b"no root")
+    digest = staging_digest({kept: b"no root"}, [], b"")
+    s.signed("Commit", "Commit", [be64(e), be32(1), be32(0), digest], epoch=e, objects=1, deletes=0, staged=digest)
+    message = refused("a commit with no root staged", "UnexpectedMessage", lambda: s.expect("Staged"))
+    expect("no root staged" in message, f"the refusal says no root: {message!r}")
+    s.close()
+    # Pair from a key already admitted is a Proof: the code is not spent.
+    code = buddy.invite()
+    s = Session(addr, alice, pinned=pinned)
+    expect(s.open(code=code)["committed_epoch"] == epoch, "Pair by an admitted key is a Proof")
+    s.close()
+    frank = Identity()
+    s = Session(addr, frank, pinned=pinned)
+    s.open(code=code)
+    s.close()
+    done("a delete list deletes a committed object and keeps one staged with it; a rootless commit is refused; "
+         "Pair by an admitted key spends no code")
+
     # 14. Audits (§4.8): proofs over the bytes held for the asker only.
     s = Session(addr, alice, pinned=pinned)
     s.open()
