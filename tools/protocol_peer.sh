@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs tools/protocol_peer.py, an independent client written from
+# Runs tools/protocol_checks.py: tools/protocol_peer.py, an independent client written from
 # docs/PROTOCOL.md and SPEC.md, against a real `pastiche serve` on a free
 # loopback port: channel handshake, pairing, uploads, a committed epoch,
 # reads opened per SPEC, and the attacks of issue 8. Any disagreement with
@@ -29,7 +29,7 @@ done
 [ -n "$listening" ] || { cat "$work/serve.log"; echo "protocol_peer: pastiche serve not listening after 10 s"; exit 1; }
 # PROTOCOL_PEER_LOG=1 shows the server's log even when every scenario agrees.
 status=0
-python3 "$here/tools/protocol_peer.py" "127.0.0.1:$port" "$work/buddy" "$pastiche" || status=$?
+python3 "$here/tools/protocol_checks.py" "127.0.0.1:$port" "$work/buddy" "$pastiche" || status=$?
 if [ "$status" -ne 0 ] || [ -n "${PROTOCOL_PEER_LOG:-}" ]; then
     echo "--- pastiche serve's log:"
     cat "$work/serve.log"
