@@ -19,7 +19,8 @@ export PASTICHE_PASSWORD=protocol-peer PASTICHE_KDF_MIB=8
 
 "$pastiche" --data "$work/buddy" --quiet init --name buddy.protocol-peer.test >/dev/null
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$pastiche" --data "$work/buddy" serve --listen "127.0.0.1:$port" 2>"$work/serve.log" & pid=$!
+# No overlay (nothing sent onto the host's network) and no status page.
+"$pastiche" --data "$work/buddy" serve --listen "127.0.0.1:$port" --overlay off --http off 2>"$work/serve.log" & pid=$!
 listening=""
 for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { listening=1; break; }
