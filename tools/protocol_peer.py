@@ -447,6 +447,7 @@ class Session:
         self.send("Offer", ids=b"".join(ids))
         bitmap = self.expect("Need")["bitmap"]
         expect(len(bitmap) == (len(ids) + 7) // 8, "Need bitmap length")
+        expect(not bitmap or bitmap[-1] >> (len(ids) - 8 * (len(bitmap) - 1)) == 0, "Need's unused high bits are 0")
         return [bool(bitmap[i // 8] >> (i % 8) & 1) for i in range(len(ids))]
 
     def get_chunk(self, cid):
