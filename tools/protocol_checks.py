@@ -330,6 +330,7 @@ def run(addr, data, pastiche):
         ("ids not a multiple of 20", frame(b"\x0a\x15" + bytes(21)), "TooLarge"),
         ("an Offer of 2,049 ids", frame(b"\x0a" + varint(2049 * 20) + bytes(2049 * 20)), "TooLarge"),
         ("a PutChunk of 65,558 sealed bytes", frame(b"\x0c" + bytes(20) + varint(65558) + bytes(65558)), "TooLarge"),
+        ("an AuditRequest of 65 ids", frame(b"\x40" + bytes(32) + varint(65 * 20) + bytes(65 * 20)), "TooLarge"),
         ("a Pair with an empty code", frame(b"\x05\x00" + bytes(64)), "TooLarge"),
         ("a Pair with a 33-byte code", frame(b"\x05\x21" + b"A" * 33 + bytes(64)), "TooLarge"),
         ("a PutObject of 61,441 bytes",
