@@ -166,6 +166,13 @@ impl BuddySession {
         now: u64,
     ) -> Result<Reply, StoreFailed> {
         let Buffers { out, scratch } = bufs;
+        if let Message::Error(_) = msg {
+            // Never an `Error` in answer to an `Error` (PROTOCOL.md §6): a
+            // client that gives up is let go without a word, so two peers
+            // can never trade errors.
+            self.state = State::Closed;
+            return Ok(Reply { close: true, ..Reply::default() });
+        }
         let (client, committed) = match (self.state, msg) {
             (State::Closed, _) => return Ok(Reply { close: true, ..Reply::default() }),
             (State::AwaitHello, Message::Hello(hello)) => {

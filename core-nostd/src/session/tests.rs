@@ -325,6 +325,21 @@ fn requests_before_the_hello_and_bad_proofs_are_refused() {
     assert_eq!(r.refused.unwrap().code, ErrorCode::BadSignature);
     assert!(store.clients.values().all(|c| c.epochs.committed == 0));
 
+    // An Error from the client is never answered with an Error: the
+    // session closes without a word.
+    let mut buddy = BuddySession::new(buddy_identity().public_key(), [7; 32], 0);
+    let error = crate::wire::Message::Error(crate::wire::ErrorMsg { code: ErrorCode::Internal, message: "gone" });
+    let n = crate::wire::encode_frame(&error, &mut f).unwrap();
+    let r = buddy.handle(
+        Frame::new_checked(&f[..n]).unwrap().payload(),
+        &mut store,
+        &mut Unmetered,
+        &mut guard.from_source([0; 16]),
+        Buffers { out: &mut out, scratch: &mut scratch },
+        1,
+    );
+    assert!(r.close && r.len == 0 && r.refused.is_none(), "an Error answered: {r:?}");
+
     // Garbage payloads close the session without touching the store.
     let mut buddy = BuddySession::new(buddy_identity().public_key(), [7; 32], 0);
     let r = buddy.handle(
