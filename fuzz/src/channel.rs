@@ -91,8 +91,8 @@ pub fn client_seed() -> Vec<u8> {
     use pastiche_core::channel::Handshake as Hs;
     let client = Identity::from_seed([0x33; 32]).expect("a fixed seed");
     let buddy = Identity::from_seed(BUDDY_SEED).expect("a fixed seed");
-    let mut c = Hs::initiator(&client, [0x21; 32], Some(buddy.public_key()), MAX_NOISE_MESSAGE).expect("valid");
-    let mut b = Hs::responder(&buddy, BUDDY_EPHEMERAL, RECORD_LIMIT).expect("valid");
+    let mut c: Hs = Hs::initiator(&client, [0x21; 32], Some(buddy.public_key()), MAX_NOISE_MESSAGE).expect("valid");
+    let mut b: Hs = Hs::responder(&buddy, BUDDY_EPHEMERAL, RECORD_LIMIT).expect("valid");
     let mut wire = vec![0xff, 0xff, 0xff, 0xff]; // control: whole slices
     let mut msg = [0u8; HANDSHAKE_RECORD_LEN];
     let n = c.write(&mut msg).expect("message 1");
