@@ -26,6 +26,7 @@ use crate::meta::db::MetaDb;
 use crate::meta::model::{decode, encode, Chunks, RootObject, Tree};
 use crate::meta::object::{open_object, seal_object, ObjectKey, ObjectName, ObjectRef, ROOT_SEQ};
 use crate::meta::tree::{ContentKeys, Kind};
+use crate::store::group::GroupKey;
 use crate::store::ChunkStore;
 pub use access::SharedBox;
 use keys::{KdfParams, RootKey};
@@ -118,6 +119,7 @@ impl Repo {
         let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
         let meta = MetaDb::create(&dir.join("meta.redb"))?;
         let content = content_keys(&root_key);
+        store.set_group_key(GroupKey::derive(&identity.seed()));
         let repo = Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, content, root_key, _lock: lock };
         let root =
             RootObject { name: name.to_string(), identity_seed: seed, next_snapshot_seq: 1, snapshots: Vec::new() };
@@ -165,6 +167,7 @@ impl Repo {
             bail!("the root object's identity does not match box.json: the box is damaged");
         }
         let content = content_keys(&root_key);
+        store.set_group_key(GroupKey::derive(&identity.seed()));
         Ok(Repo { dir: dir.to_path_buf(), identity, config, node, store, meta, content, root_key, _lock: lock })
     }
 
@@ -224,6 +227,7 @@ impl Repo {
         let meta = MetaDb::create(&meta_path)?;
         meta.apply(&[(r.name, sealed_root.to_vec())], &[])?;
         let content = content_keys(&root_key);
+        store.set_group_key(GroupKey::derive(&identity.seed()));
         Ok(Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, content, root_key, _lock: lock })
     }
 

@@ -22,6 +22,7 @@
 mod check;
 mod compact;
 mod error;
+pub mod group;
 mod index;
 mod journal;
 mod legacy;
@@ -43,11 +44,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 pub use check::{CheckMode, CheckReport, DamagedChunk, PackProblem};
 pub use compact::CompactSummary;
 pub use error::{Damage, Result, StoreError};
+pub use read::Stored;
 pub use journal::{LOG_FILE, STATE_FILE};
 pub use legacy::REDB_FILE;
 pub use recover::{RecoveryReport, INDEX_FILE};
@@ -57,7 +59,9 @@ pub use stats::{OwnerUsage, StoreStats};
 pub use write::{BatchWriter, PutSummary};
 
 use index::{IndexView, Tables};
+use group::GroupKey;
 use journal::Log;
+use read::GroupCache;
 use run::Run;
 use write::WriterState;
 
@@ -132,6 +136,12 @@ pub struct ChunkStore {
     /// compaction holds it exclusively while it deletes pack files.
     gate: RwLock<()>,
     recovery: RecoveryReport,
+    /// The key of the box's own groups, once the box's identity is known
+    /// ([`ChunkStore::set_group_key`]). Without it the store writes sealed
+    /// chunks only and cannot read grouped ones.
+    group_key: OnceLock<GroupKey>,
+    /// Groups opened lately, for the reads that follow.
+    groups: Mutex<GroupCache>,
     /// Test hook: make every pack write fail as if the disk were full.
     fail_writes: AtomicBool,
 }
@@ -143,6 +153,14 @@ impl std::fmt::Debug for ChunkStore {
 }
 
 impl ChunkStore {
+    /// Gives the store the key of the box's own groups: from then on
+    /// [`BatchWriter::add_plain`] gathers chunks into groups, and grouped
+    /// chunks can be read. Set once; later calls with another key are
+    /// ignored (a box has one identity).
+    pub fn set_group_key(&self, key: GroupKey) {
+        let _ = self.group_key.set(key);
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
