@@ -22,6 +22,7 @@
 mod check;
 mod compact;
 mod error;
+pub mod group;
 mod index;
 mod journal;
 mod legacy;
