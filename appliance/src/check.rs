@@ -14,8 +14,8 @@ use crate::meta::model::Content;
 use crate::meta::walk;
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::sync::fetch::{ChunkSource, Local};
 use crate::store::{CheckMode, PackProblem};
+use crate::sync::fetch::{ChunkSource, Local};
 
 /// How much chunk data to read.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -245,7 +245,13 @@ impl ChunkStore {
     /// Reads the record at `e`; if that fails, and only then, asks the live
     /// index whether compaction has moved or dropped the chunk since the
     /// snapshot, and follows it.
-    fn read_current(&self, id: &ChunkId, e: &ChunkEntry, buf: &mut Vec<u8>, last: &mut LastGroup) -> Result<(), Damage> {
+    fn read_current(
+        &self,
+        id: &ChunkId,
+        e: &ChunkEntry,
+        buf: &mut Vec<u8>,
+        last: &mut LastGroup,
+    ) -> Result<(), Damage> {
         let first = {
             let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
             self.verify_entry(id, e, buf, last)

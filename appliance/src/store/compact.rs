@@ -14,8 +14,8 @@ use std::io;
 use pastiche_core::ChunkId;
 
 use super::error::{Result, StoreError};
-use super::index::ChunkEntry;
 use super::group::{seal_group, shares};
+use super::index::ChunkEntry;
 use super::pack::{pack_path, read_record, record_len, sync_dir, RecordHeader, RecordKind, PACKS_DIR, PACK_HEADER_LEN};
 use super::write::{Appender, WriterState};
 use super::ChunkStore;
@@ -198,7 +198,12 @@ impl ChunkStore {
         if !e.is_grouped() {
             let mut payload = Vec::new();
             self.read_entry(&id, &e, &mut payload)?;
-            return Ok(Copy { header: RecordHeader::for_payload(id, &payload), payload, entries: unit.to_vec(), shares: None });
+            return Ok(Copy {
+                header: RecordHeader::for_payload(id, &payload),
+                payload,
+                entries: unit.to_vec(),
+                shares: None,
+            });
         }
         let (group, _) = self.read_grouped(&id, &e)?;
         let live: HashSet<ChunkId> = unit.iter().map(|(id, _)| *id).collect();
@@ -206,7 +211,8 @@ impl ChunkStore {
             // Every chunk still lives here: the record is copied as it is,
             // and each keeps its share.
             let file = self.pack_file(e.pack)?;
-            let want = RecordHeader { kind: RecordKind::Group, id: group.table[0].id, len: group.record_len, crc: e.crc };
+            let want =
+                RecordHeader { kind: RecordKind::Group, id: group.table[0].id, len: group.record_len, crc: e.crc };
             let mut payload = Vec::new();
             read_record(&file, e.offset, &want, &mut payload).map_err(|damage| StoreError::Damaged {
                 id,

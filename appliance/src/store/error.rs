@@ -56,7 +56,7 @@ pub enum StoreError {
     },
     /// The index was written by an incompatible version of the store.
     #[error(
-        "chunk store format version {found} is not supported (this build reads version {supported} and migrates version 2; version 1 \
+        "chunk store format version {found} is not supported (this build reads version {supported} and upgrades versions 2 to 4; version 1 \
          stores hold chunks sealed before compression and cannot be migrated)"
     )]
     UnsupportedFormat {

@@ -2,7 +2,7 @@
 //! (docs/STORE.md, "Group records").
 //!
 //! Chunks sealed one by one (SPEC §2a) are compressed alone, about 16 KiB at
-//! a time, which costs about 9% more disk than compressing ~256 KiB pieces.
+//! a time, which costs about 10% more disk than compressing ~1 MiB pieces.
 //! SPEC §2a fixes what leaves the box, not how the box keeps its own chunks,
 //! so the store keeps a box's own new chunks as groups: their plaintexts,
 //! back to back, in one zstd frame, encrypted and authenticated with a key
@@ -35,7 +35,7 @@ type HmacSha256 = Hmac<Sha256>;
 type Aes256Ctr = ctr::Ctr128BE<Aes256>;
 
 /// Plaintext a writer gathers before it closes a group.
-pub const GROUP_TARGET_PLAIN: usize = 256 * 1024;
+pub const GROUP_TARGET_PLAIN: usize = 1024 * 1024;
 /// Most chunks in one group.
 pub const MAX_GROUP_CHUNKS: usize = 1024;
 /// Most plaintext in one group: the target plus one maximal chunk (65,536) that crossed it.
@@ -141,7 +141,7 @@ pub enum GroupError {
     #[error("group of {0} chunks: a group holds 1..=1024")]
     ChunkCount(usize),
     /// The header's total plaintext length is above [`MAX_GROUP_PLAIN`].
-    #[error("group declares {0} bytes of plaintext, more than the 327,680 a group may hold")]
+    #[error("group declares {0} bytes of plaintext, more than the 1,114,112 a group may hold")]
     PlainTooLarge(u64),
     /// A table entry's length is 0 or above a chunk's 65,536.
     #[error("group table entry {index} has length {len}: a chunk has 1..=65,536 bytes")]

@@ -44,7 +44,7 @@ pub(crate) struct GroupCache {
 }
 
 /// Opened groups kept: enough for each reading thread's current group.
-const CACHED_GROUPS: usize = 16;
+const CACHED_GROUPS: usize = 8;
 
 impl GroupCache {
     fn get(&mut self, key: &(u32, u64, u32)) -> Option<Arc<OpenedGroup>> {
@@ -172,7 +172,8 @@ impl ChunkStore {
     /// Reads the group record grouped chunk `id`'s entry points to from
     /// disk (no cache) and opens it.
     pub(crate) fn open_group_at(&self, id: &ChunkId, e: &ChunkEntry) -> Result<Arc<OpenedGroup>> {
-        let damaged = |damage| StoreError::Damaged { id: *id, pack: pack_path(&self.dir, e.pack), offset: e.offset, damage };
+        let damaged =
+            |damage| StoreError::Damaged { id: *id, pack: pack_path(&self.dir, e.pack), offset: e.offset, damage };
         let file = self.open_for(id, e)?;
         let header = read_record_header(&file, e.offset).map_err(damaged)?;
         let want = RecordHeader { kind: RecordKind::Group, id: header.id, len: header.len, crc: e.crc };
@@ -199,12 +200,14 @@ impl ChunkStore {
     /// The pack file of `e`; a missing pack is damage to chunk `id`.
     fn open_for(&self, id: &ChunkId, e: &ChunkEntry) -> Result<Arc<File>> {
         match self.pack_file(e.pack) {
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Err(StoreError::Damaged {
-                id: *id,
-                pack: pack_path(&self.dir, e.pack),
-                offset: e.offset,
-                damage: Damage::MissingPack,
-            }),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::Damaged {
+                    id: *id,
+                    pack: pack_path(&self.dir, e.pack),
+                    offset: e.offset,
+                    damage: Damage::MissingPack,
+                })
+            }
             other => other,
         }
     }

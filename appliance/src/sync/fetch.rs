@@ -11,8 +11,8 @@ use super::conn::BuddyConn;
 use super::pull::Puller;
 use super::{connect, BuddyEntry};
 use crate::repo::Repo;
-use crate::store::Stored;
 use crate::sealing::open_into;
+use crate::store::Stored;
 
 /// A source of sealed chunks, shared by the restore threads.
 pub trait ChunkSource: Sync {

@@ -209,7 +209,8 @@ fn sealing_too_many_chunks_panics() {
 #[test]
 #[should_panic]
 fn sealing_too_much_plain_panics() {
-    let plains: Vec<Vec<u8>> = (0..6).map(|i| text(i, 65_536)).collect();
+    let plains: Vec<Vec<u8>> = (0..18).map(|i| text(i, 65_536)).collect();
+    assert!(plains.iter().map(Vec::len).sum::<usize>() > MAX_GROUP_PLAIN);
     seal(&key(), &plains);
 }
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use super::*;
 use crate::store::group::GroupKey;
 use crate::store::pack::{pack_path, RECORD_HEADER_LEN};
-use crate::store::{CheckMode, Damage, Stored, StoreError};
+use crate::store::{CheckMode, Damage, StoreError, Stored};
 
 /// A store with the group key of a test box.
 fn keyed(dir: &std::path::Path) -> ChunkStore {
