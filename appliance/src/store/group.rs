@@ -279,6 +279,8 @@ struct Codec {
     decompressor: Decompressor<'static>,
     /// Sealing gathers a group's plaintext here; opening decrypts its frame here.
     plain: Vec<u8>,
+    /// Sealing compresses into this.
+    frame: Vec<u8>,
 }
 
 impl Codec {
@@ -291,7 +293,7 @@ impl Codec {
             compressor.set_parameter(p).expect("zstd accepts its own frame parameters");
         }
         let decompressor = Decompressor::new().expect("zstd can allocate a decompression context");
-        Codec { compressor, decompressor, plain: Vec::new() }
+        Codec { compressor, decompressor, plain: Vec::new(), frame: Vec::new() }
     }
 }
 
@@ -322,7 +324,7 @@ pub fn seal_group(key: &GroupKey, chunks: &[(ChunkId, &[u8])], out: &mut Vec<u8>
     assert!(chunks.iter().all(|(_, p)| !p.is_empty() && p.len() <= MAX_CHUNK), "a chunk has 1..=65,536 bytes");
 
     out.clear();
-    out.reserve(GROUP_HEADER_LEN + GROUP_ENTRY_LEN * chunks.len() + total + GROUP_TAG_LEN);
+    out.reserve(GROUP_HEADER_LEN + GROUP_ENTRY_LEN * chunks.len());
     // Header with the kind and nonce filled in below.
     out.extend_from_slice(&[GROUP_VERSION, BODY_RAW]);
     out.extend_from_slice(&(chunks.len() as u16).to_le_bytes());
@@ -341,22 +343,25 @@ pub fn seal_group(key: &GroupKey, chunks: &[(ChunkId, &[u8])], out: &mut Vec<u8>
             codec.plain.extend_from_slice(plain);
         }
         let skip = chunks.iter().all(|(_, p)| looks_incompressible(p));
-        // A frame that does not fit in one byte less than the plaintext is no
-        // use: zstd stops with an error instead of finishing it.
-        out.resize(body_start + total - 1, 0);
-        let framed =
-            if skip { None } else { codec.compressor.compress_to_buffer(&codec.plain, &mut out[body_start..]).ok() };
-        match framed {
-            Some(len) => {
-                out.truncate(body_start + len);
-                BODY_ZSTD
-            }
-            None => {
-                out.truncate(body_start);
-                out.extend_from_slice(&codec.plain);
-                BODY_RAW
-            }
+        // The frame goes to the thread's buffer, and only its bytes to `out`:
+        // a payload waiting for its commit holds no more memory than it
+        // needs. A frame that does not fit in one byte less than the
+        // plaintext is no use: zstd stops with an error instead of finishing it.
+        if codec.frame.len() < total {
+            codec.frame.resize(total, 0);
         }
+        let framed = if skip {
+            None
+        } else {
+            codec.compressor.compress_to_buffer(&codec.plain, &mut codec.frame[..total - 1]).ok()
+        };
+        let (kind, body) = match framed {
+            Some(len) => (BODY_ZSTD, &codec.frame[..len]),
+            None => (BODY_RAW, &codec.plain[..]),
+        };
+        out.reserve_exact(body.len() + GROUP_TAG_LEN);
+        out.extend_from_slice(body);
+        kind
     });
     out[1] = kind;
 
