@@ -140,6 +140,9 @@ pub struct ChunkStore {
     /// ([`ChunkStore::set_group_key`]). Without it the store writes sealed
     /// chunks only and cannot read grouped ones.
     group_key: OnceLock<GroupKey>,
+    /// Whether [`BatchWriter::add_plain`] gathers chunks into groups (with
+    /// the key set); off, it seals each alone.
+    grouping: AtomicBool,
     /// Groups opened lately, for the reads that follow.
     groups: Mutex<GroupCache>,
     /// Test hook: make every pack write fail as if the disk were full.
@@ -159,6 +162,18 @@ impl ChunkStore {
     /// ignored (a box has one identity).
     pub fn set_group_key(&self, key: GroupKey) {
         let _ = self.group_key.set(key);
+    }
+
+    /// Whether new chunks added by plaintext are gathered into groups
+    /// (the default, once the key is set) or sealed alone. Existing groups
+    /// stay readable either way.
+    pub fn set_grouping(&self, on: bool) {
+        self.grouping.store(on, Ordering::Relaxed);
+    }
+
+    /// The group key, if the store groups new chunks.
+    fn grouping_key(&self) -> Option<&GroupKey> {
+        self.group_key.get().filter(|_| self.grouping.load(Ordering::Relaxed))
     }
 
     /// The store's directory.

@@ -188,6 +188,7 @@ impl ChunkStore {
             gate: RwLock::new(()),
             recovery,
             group_key: std::sync::OnceLock::new(),
+            grouping: AtomicBool::new(true),
             groups: Mutex::new(Default::default()),
             fail_writes: AtomicBool::new(false),
         };

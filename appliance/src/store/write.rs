@@ -418,7 +418,11 @@ impl BatchWriter<'_> {
         if plain.is_empty() || plain.len() > MAX_CHUNK {
             return Err(StoreError::BadChunkLen { id, len: plain.len() });
         }
-        if self.store.group_key.get().is_none() {
+        // A chunk the store already has (garbage awaiting compaction, or
+        // stored since the caller looked) only gains a reference: sealed
+        // alone it is deduplicated by the commit, and still stored should
+        // compaction drop it meanwhile. In a group it would be dead weight.
+        if self.store.grouping_key().is_none() || self.store.contains(&id)? {
             let mut sealed = vec![0u8; raw_sealed_len(plain.len())];
             let s = seal_into(plain, &Handle::of(plain), &mut sealed);
             sealed.truncate(s.len);
@@ -434,7 +438,7 @@ impl BatchWriter<'_> {
 
     /// Seals the group being gathered and queues it for the next commit.
     fn close_group(&mut self) -> Result<()> {
-        let Some(key) = self.store.group_key.get() else {
+        let Some(key) = self.store.grouping_key() else {
             return Ok(());
         };
         if self.open_group.is_empty() {

@@ -255,3 +255,23 @@ fn places_order_chunks_as_they_lie_on_disk() {
     sorted.sort();
     assert_eq!(sorted, places[..60].to_vec(), "written in order, stored in order");
 }
+
+#[test]
+fn a_pack_of_groups_scans_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keyed(dir.path());
+    let items = texts(0, 30);
+    add_plain(&store, &owner(1), &items);
+    let e = store.lookup(&items[0].0).unwrap().unwrap();
+    let f = std::fs::File::open(pack_path(dir.path(), e.pack)).unwrap();
+    let scan = crate::store::pack::scan_pack(&f, e.pack, None).unwrap();
+    assert!(scan.stopped.is_none(), "{scan:?}");
+    let groups: Vec<_> = scan.records.iter().filter(|r| r.header.kind == crate::store::pack::RecordKind::Group).collect();
+    assert!(!groups.is_empty() && groups.iter().all(|r| r.payload_ok));
+    // Its table lists the chunks without the key.
+    let mut payload = vec![0u8; groups[0].header.len as usize];
+    f.read_exact_at(&mut payload, groups[0].offset + RECORD_HEADER_LEN as u64).unwrap();
+    let table = crate::store::group::read_table(&payload).unwrap();
+    assert_eq!(table[0].id, groups[0].header.id, "the header names the first chunk");
+    assert!(table.iter().any(|c| c.id == items[0].0));
+}
