@@ -38,6 +38,13 @@ pub trait ChunkSource: Sync {
         Ok(())
     }
 
+    /// Sort keys putting chunks in the order a restore should read them
+    /// (where they lie in the local store), or `None` when order does not
+    /// matter to this source.
+    fn order(&self, _chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+        Ok(None)
+    }
+
     /// How many files a restore should write at once, given the `asked`
     /// number and the first chunk of some of the files: sources whose
     /// chunks come over the network want more, to keep their connections busy.
@@ -52,6 +59,11 @@ pub struct Local<'a>(pub &'a Repo);
 impl ChunkSource for Local<'_> {
     fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
         Ok(self.0.store.get_into(id, out)?)
+    }
+
+    fn order(&self, chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+        let ids: Vec<ChunkId> = chunks.iter().map(Handle::chunk_id).collect();
+        Ok(Some(self.0.store.places(&ids)?))
     }
 
     /// The box's own grouped chunks come back as plaintext, which only
@@ -170,6 +182,10 @@ impl ChunkSource for LocalThenBuddy<'_> {
                 None => Err(e),
             },
         }
+    }
+
+    fn order(&self, chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+        self.local.order(chunks)
     }
 
     /// More writers when the store lacks chunks of this restore.
