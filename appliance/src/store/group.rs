@@ -289,7 +289,19 @@ impl Codec {
         // The same frame parameters as single chunks (sealing.rs): the
         // reader needs the content size to bound its output, and the tag
         // already authenticates every byte, so a zstd checksum adds nothing.
-        for p in [CParameter::ContentSizeFlag(true), CParameter::ChecksumFlag(false), CParameter::DictIdFlag(false)] {
+        //
+        // Level 3 sizes its match tables for the input: for 1 MiB, tables
+        // larger than the caches. Capped at 2^15 entries they compress a
+        // group about 14% faster for about 1% more bytes (measured on the
+        // benchmark tree: 394.6 against 390.0 MB, 3.8 against 4.4 s on one
+        // core), which keeps a first backup as fast as sealing chunk by chunk.
+        for p in [
+            CParameter::ContentSizeFlag(true),
+            CParameter::ChecksumFlag(false),
+            CParameter::DictIdFlag(false),
+            CParameter::HashLog(15),
+            CParameter::ChainLog(15),
+        ] {
             compressor.set_parameter(p).expect("zstd accepts its own frame parameters");
         }
         let decompressor = Decompressor::new().expect("zstd can allocate a decompression context");

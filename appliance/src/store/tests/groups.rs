@@ -266,7 +266,8 @@ fn a_pack_of_groups_scans_without_the_key() {
     let f = std::fs::File::open(pack_path(dir.path(), e.pack)).unwrap();
     let scan = crate::store::pack::scan_pack(&f, e.pack, None).unwrap();
     assert!(scan.stopped.is_none(), "{scan:?}");
-    let groups: Vec<_> = scan.records.iter().filter(|r| r.header.kind == crate::store::pack::RecordKind::Group).collect();
+    let groups: Vec<_> =
+        scan.records.iter().filter(|r| r.header.kind == crate::store::pack::RecordKind::Group).collect();
     assert!(!groups.is_empty() && groups.iter().all(|r| r.payload_ok));
     // Its table lists the chunks without the key.
     let mut payload = vec![0u8; groups[0].header.len as usize];
