@@ -14,8 +14,8 @@ use crate::meta::model::Content;
 use crate::meta::walk;
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::sealing::open_into;
 use crate::store::{CheckMode, PackProblem};
+use crate::sync::fetch::{ChunkSource, Local};
 
 /// How much chunk data to read.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -130,7 +130,7 @@ pub fn run_verifying(
     }
 
     // End to end: open each chunk with its handle, as a restore would.
-    let to_verify: Vec<(ChunkId, Handle)> = ids
+    let mut to_verify: Vec<(ChunkId, Handle)> = ids
         .iter()
         .filter(|(id, _)| !bad_chunks.contains_key(*id))
         .filter(|(id, _)| match read {
@@ -143,6 +143,11 @@ pub fn run_verifying(
         })
         .map(|(id, h)| (*id, *h))
         .collect();
+    // In the store's order, so each group of the box's chunks is opened once.
+    let order = repo.store.places(&to_verify.iter().map(|(id, _)| *id).collect::<Vec<_>>())?;
+    let mut keyed: Vec<_> = order.into_iter().zip(to_verify).collect();
+    keyed.sort_unstable_by_key(|(place, _)| *place);
+    to_verify = keyed.into_iter().map(|(_, v)| v).collect();
     progress.set_totals(to_verify.len() as u64, 0);
     let failures = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
@@ -152,11 +157,7 @@ pub fn run_verifying(
                 let mut sealed = Vec::new();
                 let mut plain = vec![0u8; MAX_CHUNK];
                 while let Some((id, handle)) = to_verify.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let result = repo
-                        .store
-                        .get_into(id, &mut sealed)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| open_into(&sealed, handle, &mut plain).map_err(|e| e.to_string()));
+                    let result = Local(repo).open(handle, &mut sealed, &mut plain);
                     if let Err(e) = result {
                         failures.lock().expect("no panics hold this lock").push((*id, format!("chunk {id}: {e}")));
                     }

@@ -23,7 +23,8 @@ use common::buddy::*;
 use common::buddy_db::*;
 use common::daemon::*;
 use common::*;
-use pastiche::store::pack::{parse_pack_name, scan_pack, ScannedRecord, RECORD_HEADER_LEN};
+use pastiche::store::group::read_table;
+use pastiche::store::pack::{parse_pack_name, scan_pack, RecordKind, ScannedRecord, RECORD_HEADER_LEN};
 use pastiche::store::ChunkStore;
 use pastiche_core::{ChunkId, PublicKey};
 use rand::{Rng, SeedableRng};
@@ -96,7 +97,7 @@ fn damaged_and_missing_chunks_are_repaired_from_buddies_and_forged_copies_refuse
     let tmp = tempfile::tempdir().unwrap();
     let home = tree(tmp.path(), 21, 24);
     let expected = manifest(&home);
-    let a = TestBox::init(tmp.path().join("A"));
+    let a = TestBox::init(tmp.path().join("A")).sealing_alone();
     let b = TestBox::init(tmp.path().join("B"));
     let c = TestBox::init(tmp.path().join("C"));
     let (sb, sc) = (Server::start(&b), Server::start(&c));
@@ -193,7 +194,7 @@ fn damaged_and_missing_chunks_are_repaired_from_buddies_and_forged_copies_refuse
 fn without_buddies_a_repair_reports_what_it_could_not_do() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tree(tmp.path(), 22, 6);
-    let a = TestBox::init(tmp.path().join("A"));
+    let a = TestBox::init(tmp.path().join("A")).sealing_alone();
     a.backup(&home);
     let (pack, records) = the_pack(&a);
     flip_payload(&pack, &records[3]);
@@ -209,7 +210,7 @@ fn without_buddies_a_repair_reports_what_it_could_not_do() {
 fn the_daemon_repairs_after_its_own_local_check_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tree(tmp.path(), 23, 8);
-    let a = TestBox::init(tmp.path().join("A"));
+    let a = TestBox::init(tmp.path().join("A")).sealing_alone();
     let b = TestBox::init(tmp.path().join("B"));
     let server = Server::start(&b);
     pair(&a, &b, &server.addr);
@@ -264,4 +265,45 @@ fn the_daemon_repairs_after_its_own_local_check_fails() {
     let target = tmp.path().join("restore");
     a.restore("latest", &target);
     assert_tree_matches(&manifest(&home), &restored_path(&target, &home), "restore after the daemon's repair");
+}
+
+/// A box keeps its own chunks in compressed groups: one flipped byte
+/// damages every chunk of a group, `check --read-data` names them, and
+/// `check --repair` brings each back from the buddy as a sealed copy.
+#[test]
+fn a_damaged_group_is_repaired_chunk_by_chunk_from_a_buddy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tree(tmp.path(), 24, 30);
+    let expected = manifest(&home);
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let server = Server::start(&b);
+    pair(&a, &b, &server.addr);
+    a.run([OsStr::new("backup"), home.as_os_str()]).ok();
+    a.check_read_data();
+
+    let packs = a.packs();
+    let name = packs.keys().next().unwrap();
+    let pack = a.data.join("store/packs").join(name);
+    let file = File::open(&pack).unwrap();
+    let scan = scan_pack(&file, parse_pack_name(name).unwrap(), None).unwrap();
+    let group = scan.records.iter().find(|r| r.header.kind == RecordKind::Group).expect("the backup wrote groups");
+    let mut payload = vec![0u8; group.header.len as usize];
+    file.read_exact_at(&mut payload, group.offset + RECORD_HEADER_LEN as u64).unwrap();
+    let members: Vec<ChunkId> = read_table(&payload).unwrap().iter().map(|c| c.id).collect();
+    assert!(members.len() > 1, "a group of several chunks");
+    flip_payload(&pack, group);
+
+    let r = a.run(["--json", "check", "--read-data"]).code_is(1);
+    for id in &members {
+        assert!(r.stdout.contains(&id.to_string()), "chunk {id} of the damaged group is named: {}", r.describe());
+    }
+    let result = repair(&a, 0);
+    assert_eq!(result["chunks_damaged"], members.len(), "{result:#}");
+    assert_eq!(result["chunks_repaired"], members.len(), "{result:#}");
+    server.kill();
+    a.check_read_data();
+    let target = tmp.path().join("restore");
+    a.restore("latest", &target);
+    assert_tree_matches(&expected, &restored_path(&target, &home), "local restore after a group's repair");
 }

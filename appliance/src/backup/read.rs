@@ -1,5 +1,6 @@
-//! The second pass of a backup: read the files that changed, cut, hash and
-//! seal their chunks, and store the chunks the store lacks, on all cores.
+//! The second pass of a backup: read the files that changed, cut and hash
+//! their chunks, and store the chunks the store lacks (gathered into
+//! compressed groups, [`crate::store::group`]), on all cores.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -9,7 +10,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use pastiche_core::seal::MAX_SEALED;
 use pastiche_core::{ChunkId, Handle};
 
 use crate::chunk_stream::ChunkStream;
@@ -17,7 +17,6 @@ use crate::fsmeta::attrs_of;
 use crate::meta::model::{Attrs, Chunks, Content};
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::sealing::Sealer;
 
 use super::scan::{Kind, Tree};
 
@@ -28,7 +27,7 @@ pub struct ReadStats {
     pub bytes_read: AtomicU64,
     /// Chunks added to the store.
     pub chunks_new: AtomicU64,
-    /// Sealed bytes added to the store.
+    /// Bytes the new chunks take in the store (their groups' records).
     pub bytes_added: AtomicU64,
 }
 
@@ -63,8 +62,6 @@ pub fn read_files(
                     let owner = repo.identity.public_key();
                     let mut writer = repo.store.writer(owner);
                     let mut refs = repo.store.ref_lookup(owner);
-                    let mut sealer = Sealer::new();
-                    let mut sealed = vec![0u8; MAX_SEALED];
                     let mut read_buf = vec![0u8; READ_BUFFER];
                     loop {
                         let j = next.fetch_add(1, Ordering::Relaxed);
@@ -74,7 +71,7 @@ pub fn read_files(
                             Kind::File { sparse, link_group } => (sparse, link_group),
                             _ => unreachable!("only files are read"),
                         };
-                        let mut add = |id: ChunkId, handle: &Handle, plain: &[u8]| -> anyhow::Result<()> {
+                        let mut add = |id: ChunkId, _handle: &Handle, plain: &[u8]| -> anyhow::Result<()> {
                             // Only a chunk this box already references may be skipped:
                             // an unreferenced one may be garbage awaiting compaction.
                             if !in_flight.lock().expect("no panics hold this lock").insert(id)
@@ -82,10 +79,8 @@ pub fn read_files(
                             {
                                 return Ok(());
                             }
-                            let s = sealer.seal(plain, handle, &mut sealed);
-                            writer.add(id, &sealed[..s.len])?;
+                            writer.add_plain(id, plain)?;
                             stats.chunks_new.fetch_add(1, Ordering::Relaxed);
-                            stats.bytes_added.fetch_add(s.len as u64, Ordering::Relaxed);
                             Ok(())
                         };
                         let outcome =
@@ -93,7 +88,8 @@ pub fn read_files(
                         progress.file_done();
                         *results[j].lock().expect("no panics hold this lock") = Some(outcome);
                     }
-                    writer.flush()?;
+                    let written = writer.commit()?;
+                    stats.bytes_added.fetch_add(written.bytes_written, Ordering::Relaxed);
                     Ok(())
                 })
             })

@@ -26,6 +26,7 @@ use crate::meta::db::MetaDb;
 use crate::meta::model::{decode, encode, Chunks, RootObject, Tree};
 use crate::meta::object::{open_object, seal_object, ObjectKey, ObjectName, ObjectRef, ROOT_SEQ};
 use crate::meta::tree::{ContentKeys, Kind};
+use crate::store::group::GroupKey;
 use crate::store::ChunkStore;
 pub use access::SharedBox;
 use keys::{KdfParams, RootKey};
@@ -118,6 +119,7 @@ impl Repo {
         let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
         let meta = MetaDb::create(&dir.join("meta.redb"))?;
         let content = content_keys(&root_key);
+        keep_own_chunks(&store, &identity);
         let repo = Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, content, root_key, _lock: lock };
         let root =
             RootObject { name: name.to_string(), identity_seed: seed, next_snapshot_seq: 1, snapshots: Vec::new() };
@@ -165,6 +167,7 @@ impl Repo {
             bail!("the root object's identity does not match box.json: the box is damaged");
         }
         let content = content_keys(&root_key);
+        keep_own_chunks(&store, &identity);
         Ok(Repo { dir: dir.to_path_buf(), identity, config, node, store, meta, content, root_key, _lock: lock })
     }
 
@@ -224,6 +227,7 @@ impl Repo {
         let meta = MetaDb::create(&meta_path)?;
         meta.apply(&[(r.name, sealed_root.to_vec())], &[])?;
         let content = content_keys(&root_key);
+        keep_own_chunks(&store, &identity);
         Ok(Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, content, root_key, _lock: lock })
     }
 
@@ -329,6 +333,18 @@ fn content_keys(root_key: &RootKey) -> ContentKeys {
 
 fn root_ref(node: &NodeId, root_key: &RootKey) -> ObjectRef {
     ObjectRef { name: ObjectName::root(node), seq: ROOT_SEQ, key: ObjectKey(root_key.subkey("root-object")) }
+}
+
+/// Gives the store the box's group key, so the box's own chunks are kept
+/// in compressed groups ([`crate::store::group`]); `PASTICHE_GROUP_CHUNKS=off`
+/// makes new chunks be stored sealed alone instead (existing groups stay
+/// readable): for a box that ships far more than it keeps, at about 10% more
+/// disk.
+fn keep_own_chunks(store: &ChunkStore, identity: &Identity) {
+    store.set_group_key(GroupKey::derive(&identity.seed()));
+    if std::env::var("PASTICHE_GROUP_CHUNKS").is_ok_and(|v| v == "off") {
+        store.set_grouping(false);
+    }
 }
 
 fn load_root(meta: &MetaDb, r: &ObjectRef) -> Result<(RootObject, RootVersion)> {

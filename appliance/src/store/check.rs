@@ -4,11 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use pastiche_core::{ChunkId, PublicKey};
+use pastiche_core::{ChunkId, Handle, PublicKey};
 
 use super::error::{Damage, Result};
 use super::index::{ChunkEntry, IndexView, META_CHUNKS, META_GARBAGE, META_NEXT_PACK};
-use super::pack::{check_pack_header, MAX_SEALED, MIN_SEALED, PACKS_DIR, PACK_HEADER_LEN};
+use super::pack::{check_pack_header, MAX_SEALED, MIN_SEALED, PACKS_DIR, PACK_HEADER_LEN, RECORD_HEADER_LEN};
 use super::recover::list_packs;
 use super::ChunkStore;
 
@@ -97,6 +97,9 @@ impl CheckReport {
     }
 }
 
+/// The group a check read last, by (pack, offset, payload CRC).
+type LastGroup = Option<((u32, u64, u32), std::sync::Arc<super::read::OpenedGroup>)>;
+
 /// Records are read in batches of this many, each sorted by position so the
 /// disk sees mostly sequential reads, with bounded memory on a huge store.
 const READ_BATCH: usize = 1 << 18;
@@ -169,7 +172,7 @@ impl ChunkStore {
                     }
                     Some(owner) => {
                         let u = usage.entry(*owner).or_default();
-                        u.0 += u64::from(e.len);
+                        u.0 += e.size();
                         u.1 += 1;
                     }
                     None => report.inconsistencies.push(format!("chunk {id} names unknown owner number {number}")),
@@ -229,9 +232,10 @@ impl ChunkStore {
     fn read_batch(&self, batch: &mut Vec<(ChunkId, ChunkEntry)>, report: &mut CheckReport) {
         batch.sort_by_key(|(_, e)| (e.pack, e.offset));
         let mut buf = Vec::new();
+        let mut last = None;
         for (id, e) in batch.drain(..) {
             report.chunks_read += 1;
-            match self.read_current(&id, &e, &mut buf) {
+            match self.read_current(&id, &e, &mut buf, &mut last) {
                 Ok(()) => report.bytes_read += buf.len() as u64,
                 Err(damage) => report.damaged.push(DamagedChunk { id, pack: e.pack, offset: e.offset, damage }),
             }
@@ -241,10 +245,16 @@ impl ChunkStore {
     /// Reads the record at `e`; if that fails, and only then, asks the live
     /// index whether compaction has moved or dropped the chunk since the
     /// snapshot, and follows it.
-    fn read_current(&self, id: &ChunkId, e: &ChunkEntry, buf: &mut Vec<u8>) -> Result<(), Damage> {
+    fn read_current(
+        &self,
+        id: &ChunkId,
+        e: &ChunkEntry,
+        buf: &mut Vec<u8>,
+        last: &mut LastGroup,
+    ) -> Result<(), Damage> {
         let first = {
             let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-            self.read_entry(id, e, buf)
+            self.verify_entry(id, e, buf, last)
         };
         let Err(err) = first else {
             return Ok(());
@@ -253,10 +263,44 @@ impl ChunkStore {
         match self.lookup(id) {
             Ok(None) => Ok(()),
             Ok(Some(now)) if (now.pack, now.offset) != (e.pack, e.offset) => {
-                self.read_entry(id, &now, buf).map_err(as_damage)
+                self.verify_entry(id, &now, buf, last).map_err(as_damage)
             }
             _ => Err(as_damage(err)),
         }
+    }
+
+    /// Reads what `e` points to and checks all the store can: a sealed
+    /// chunk's record (its seal needs the handle), a grouped chunk's group
+    /// (tag, format) and that its plaintext hashes to its chunkId. `buf`
+    /// gets the bytes read.
+    /// Groups are read from disk, not from the readers' cache, once for
+    /// all their chunks (`last`: the group read last, as the batch is in
+    /// disk order).
+    fn verify_entry(&self, id: &ChunkId, e: &ChunkEntry, buf: &mut Vec<u8>, last: &mut LastGroup) -> super::Result<()> {
+        if !e.is_grouped() {
+            return self.read_entry(id, e, buf);
+        }
+        let key = (e.pack, e.offset, e.crc);
+        let group = match last {
+            Some((k, g)) if *k == key => g.clone(),
+            _ => {
+                let g = self.open_group_at(id, e)?;
+                *last = Some((key, g.clone()));
+                g
+            }
+        };
+        let range = self.place_in(id, e, &group)?;
+        buf.clear();
+        buf.extend_from_slice(&group.plain[range]);
+        if Handle::of(buf).chunk_id() != *id {
+            return Err(super::StoreError::Damaged {
+                id: *id,
+                pack: super::pack::pack_path(&self.dir, e.pack),
+                offset: e.offset,
+                damage: Damage::WrongContent,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -292,10 +336,14 @@ fn placement(packs: &HashMap<u32, super::index::PackEntry>, unusable: &HashSet<u
     if unusable.contains(&e.pack) {
         return Some(Damage::MissingPack);
     }
-    if !(MIN_SEALED..=MAX_SEALED).contains(&(e.len as usize)) {
+    // A group record's length is in its header, which a read checks.
+    let end = if e.is_grouped() {
+        e.offset.saturating_add(RECORD_HEADER_LEN as u64)
+    } else if !(MIN_SEALED..=MAX_SEALED).contains(&(e.len as usize)) {
         return Some(Damage::WrongLength { header: e.len, index: e.len });
-    }
-    let end = e.offset.saturating_add(e.record_len());
+    } else {
+        e.offset.saturating_add(e.record_len())
+    };
     if e.offset < PACK_HEADER_LEN || end > p.committed {
         return Some(Damage::OutsideCommitted { end, committed: p.committed });
     }

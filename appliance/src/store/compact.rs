@@ -7,15 +7,16 @@
 //! crash before a commit leaves an uncommitted tail (truncated at open); a
 //! crash after the last commit leaves an orphan pack file (deleted at open).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 
 use pastiche_core::ChunkId;
 
 use super::error::{Result, StoreError};
+use super::group::{seal_group, shares};
 use super::index::ChunkEntry;
-use super::pack::{pack_path, sync_dir, PACKS_DIR, PACK_HEADER_LEN};
+use super::pack::{pack_path, read_record, record_len, sync_dir, RecordHeader, RecordKind, PACKS_DIR, PACK_HEADER_LEN};
 use super::write::{Appender, WriterState};
 use super::ChunkStore;
 
@@ -143,48 +144,44 @@ impl ChunkStore {
     /// drops the pack from the index. `Ok(Err(why))` when a record could not
     /// be read: the pack stays (what was copied stays copied).
     pub(super) fn evacuate(&self, state: &mut WriterState, pack: u32, entries: Entries) -> Result<Result<u64, String>> {
+        let units = records_of(entries);
         let mut moved = 0u64;
-        let mut rest = entries.as_slice();
+        let mut rest = units.as_slice();
         while !rest.is_empty() {
             // Read one batch (bounded memory), verifying every record.
-            let mut batch: Vec<(ChunkId, ChunkEntry, Vec<u8>)> = Vec::new();
+            let mut batch: Vec<Copy> = Vec::new();
             let mut bytes = 0usize;
-            while let Some(((id, e), tail)) = rest.split_first() {
+            while let Some((unit, tail)) = rest.split_first() {
                 if bytes >= self.config.batch_bytes {
                     break;
                 }
-                let mut buf = Vec::new();
-                if let Err(err) = self.read_entry(id, e, &mut buf) {
-                    return Ok(Err(err.to_string()));
-                }
-                bytes += buf.len();
-                batch.push((*id, *e, buf));
+                let copy = match self.copy_of(unit) {
+                    Ok(c) => c,
+                    Err(err) => return Ok(Err(err.to_string())),
+                };
+                bytes += copy.payload.len();
+                batch.push(copy);
                 rest = tail;
             }
             // Append, fsync, then commit the new locations.
             let mut app = Appender::new(self, state);
             let mut placed = Vec::with_capacity(batch.len());
-            for (id, e, bytes) in &batch {
-                let (np, off) = app.append(id, bytes)?;
-                placed.push((*id, *e, np, off));
+            for copy in &batch {
+                let (np, off) = app.append_record(&copy.header, &copy.payload)?;
+                placed.push((copy, np, off));
             }
             app.sync()?;
             self.write_txn(|t| {
                 app.record(t)?;
-                for &(id, old, np, off) in &placed {
-                    let rec = old.record_len() as i64;
-                    let mut src = t.pack(old.pack)?.unwrap_or_default();
-                    src.live = src.live.saturating_add_signed(-rec);
-                    t.put_pack(old.pack, src)?;
-                    let mut dst = t.pack(np)?.unwrap_or_default();
-                    dst.live = dst.live.saturating_add_signed(rec);
-                    t.put_pack(np, dst)?;
-                    t.move_chunk(&id, &ChunkEntry { pack: np, offset: off, ..old })?;
+                for &(copy, np, off) in &placed {
+                    for (id, new) in copy.entries_at(np, off) {
+                        t.relocate(&id, &new)?;
+                    }
                 }
                 Ok(())
             })?;
             app.finish();
-            moved += placed.len() as u64;
+            moved += placed.iter().map(|(c, _, _)| c.entries.len() as u64).sum::<u64>();
         }
         self.write_txn(|t| {
             t.remove_pack(pack);
@@ -192,4 +189,92 @@ impl ChunkStore {
         })?;
         Ok(Ok(moved))
     }
+
+    /// Reads one record to copy. A group that lists chunks no longer kept
+    /// in it is rewritten with the live ones only (when the box's key is
+    /// here to open it), so compaction gives their bytes back too.
+    fn copy_of(&self, unit: &[(ChunkId, ChunkEntry)]) -> Result<Copy> {
+        let (id, e) = unit[0];
+        if !e.is_grouped() {
+            let mut payload = Vec::new();
+            self.read_entry(&id, &e, &mut payload)?;
+            return Ok(Copy {
+                header: RecordHeader::for_payload(id, &payload),
+                payload,
+                entries: unit.to_vec(),
+                shares: None,
+            });
+        }
+        let (group, _) = self.read_grouped(&id, &e)?;
+        let live: HashSet<ChunkId> = unit.iter().map(|(id, _)| *id).collect();
+        if group.table.iter().all(|c| live.contains(&c.id)) {
+            // Every chunk still lives here: the record is copied as it is,
+            // and each keeps its share.
+            let file = self.pack_file(e.pack)?;
+            let want =
+                RecordHeader { kind: RecordKind::Group, id: group.table[0].id, len: group.record_len, crc: e.crc };
+            let mut payload = Vec::new();
+            read_record(&file, e.offset, &want, &mut payload).map_err(|damage| StoreError::Damaged {
+                id,
+                pack: pack_path(&self.dir, e.pack),
+                offset: e.offset,
+                damage,
+            })?;
+            return Ok(Copy { header: want, payload, entries: unit.to_vec(), shares: None });
+        }
+        let key = self.group_key.get().ok_or(StoreError::NoGroupKey(id))?;
+        let mut chunks = Vec::new();
+        let mut at = 0usize;
+        for c in &group.table {
+            let end = at + c.len as usize;
+            if live.contains(&c.id) {
+                chunks.push((c.id, &group.plain[at..end]));
+            }
+            at = end;
+        }
+        let mut payload = Vec::new();
+        seal_group(key, &chunks, &mut payload);
+        let header = RecordHeader::for_group(chunks[0].0, &payload);
+        let lens: Vec<u32> = chunks.iter().map(|(_, p)| p.len() as u32).collect();
+        let split = shares(record_len(header.len), &lens);
+        let by_id: HashMap<ChunkId, u64> = chunks.iter().map(|(id, _)| *id).zip(split).collect();
+        Ok(Copy { header, payload, entries: unit.to_vec(), shares: Some(by_id) })
+    }
+}
+
+/// A record read for copying, with the entries that point at it.
+struct Copy {
+    header: RecordHeader,
+    payload: Vec<u8>,
+    entries: Vec<(ChunkId, ChunkEntry)>,
+    /// For a rewritten group, each chunk's share of the new record.
+    shares: Option<HashMap<ChunkId, u64>>,
+}
+
+impl Copy {
+    /// The entries once the record is at `offset` of `pack`.
+    fn entries_at(&self, pack: u32, offset: u64) -> impl Iterator<Item = (ChunkId, ChunkEntry)> + '_ {
+        self.entries.iter().map(move |&(id, old)| {
+            let new = match &self.shares {
+                Some(shares) => ChunkEntry::grouped(pack, offset, shares[&id], self.header.crc),
+                None => ChunkEntry { pack, offset, ..old },
+            };
+            (id, new)
+        })
+    }
+}
+
+/// A victim's entries, sorted by offset, as one slice per record: a group
+/// record's chunks all point at its offset.
+fn records_of(entries: Entries) -> Vec<Vec<(ChunkId, ChunkEntry)>> {
+    let mut out: Vec<Vec<(ChunkId, ChunkEntry)>> = Vec::new();
+    for (id, e) in entries {
+        match out.last_mut() {
+            Some(last) if e.is_grouped() && last[0].1.is_grouped() && last[0].1.offset == e.offset => {
+                last.push((id, e))
+            }
+            _ => out.push(vec![(id, e)]),
+        }
+    }
+    out
 }

@@ -56,7 +56,7 @@ pub enum StoreError {
     },
     /// The index was written by an incompatible version of the store.
     #[error(
-        "chunk store format version {found} is not supported (this build reads version {supported} and migrates version 2; version 1 \
+        "chunk store format version {found} is not supported (this build reads version {supported} and upgrades versions 2 to 4; version 1 \
          stores hold chunks sealed before compression and cannot be migrated)"
     )]
     UnsupportedFormat {
@@ -88,6 +88,10 @@ pub enum StoreError {
         /// Its length.
         len: usize,
     },
+    /// A chunk kept in one of the box's own groups was read before the
+    /// store was given the box's group key.
+    #[error("chunk {0} is kept in a group and the store has no group key to open it")]
+    NoGroupKey(ChunkId),
     /// The configuration passed to `open_with` is unusable.
     #[error("invalid chunk store configuration: {0}")]
     Config(String),
@@ -177,6 +181,12 @@ pub enum Damage {
     },
     /// Reading the record failed.
     Io(String),
+    /// The group record is refused when opened (tag, format, compression).
+    Group(String),
+    /// The group record does not list the chunk.
+    NotInGroup,
+    /// The chunk's plaintext in its group does not hash to its chunkId.
+    WrongContent,
 }
 
 impl fmt::Display for Damage {
@@ -200,6 +210,9 @@ impl fmt::Display for Damage {
                 write!(f, "payload CRC-32 is {actual:08x}, expected {expected:08x}")
             }
             Damage::Io(e) => write!(f, "read failed: {e}"),
+            Damage::Group(why) => write!(f, "its group record is refused: {why}"),
+            Damage::NotInGroup => f.write_str("its group record does not list it"),
+            Damage::WrongContent => f.write_str("its plaintext in its group does not hash to its chunkId"),
         }
     }
 }

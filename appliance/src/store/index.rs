@@ -26,11 +26,13 @@ pub(crate) type IdKey = [u8; 20];
 pub(crate) type OwnerKey = [u8; 32];
 
 /// The on-disk format version this build reads and writes.
-/// Version 4 keeps the small tables in a snapshot file and a log beside the
-/// dense run; versions 3 (small tables in redb beside the run) and 2 (every
-/// entry in redb) are migrated at open; version 1 stores (chunks sealed
-/// before SPEC §2a) are refused.
-pub(crate) const FORMAT_VERSION: u64 = 4;
+/// Version 5 adds group records (the box's own chunks compressed together,
+/// [`super::group`]); version 4 (the small tables in a snapshot file and a
+/// log beside the dense run) is upgraded at open by a new snapshot;
+/// versions 3 (small tables in redb beside the run) and 2 (every entry in
+/// redb) are migrated at open; version 1 stores (chunks sealed before
+/// SPEC §2a) are refused.
+pub(crate) const FORMAT_VERSION: u64 = 5;
 /// Meta key: format version.
 pub(crate) const META_FORMAT: &str = "format";
 /// Meta key: the lowest pack number never yet committed.
@@ -46,6 +48,11 @@ pub(crate) const META_RUN_GEN: &str = "run_gen";
 pub(crate) const META_RUN_ROWS: &str = "run_rows";
 pub(crate) const META_RUN_CRC: &str = "run_crc";
 
+/// The bit of [`ChunkEntry::len`] that marks a chunk kept in a group record
+/// ([`super::group`]). A sealed chunk is at most 65,557 bytes, so a real
+/// length never has it set, and the rows keep their 44 bytes.
+pub(crate) const GROUPED: u32 = 1 << 31;
+
 /// Where a chunk's record is and how many owners it has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkEntry {
@@ -53,9 +60,10 @@ pub(crate) struct ChunkEntry {
     pub pack: u32,
     /// Offset of the record header in the pack.
     pub offset: u64,
-    /// Payload length.
+    /// Payload length; for a chunk kept in a group, [`GROUPED`] with the
+    /// chunk's share of the group record's bytes.
     pub len: u32,
-    /// CRC-32 of the payload.
+    /// CRC-32 of the payload (of the group's payload, for a grouped chunk).
     pub crc: u32,
     /// Distinct owners referencing the chunk; 0 means garbage.
     pub owners: u32,
@@ -81,9 +89,33 @@ impl ChunkEntry {
         Ok(Location { pack: self.pack, offset, len: self.len, crc: self.crc })
     }
 
-    /// Bytes the record takes in its pack.
+    /// The entry of a chunk kept in the group record at `offset` of
+    /// `pack`, charged `share` bytes of it.
+    pub fn grouped(pack: u32, offset: u64, share: u64, crc: u32) -> ChunkEntry {
+        let share = u32::try_from(share).ok().filter(|s| s & GROUPED == 0).expect("a group record is far below 2 GiB");
+        ChunkEntry { pack, offset, len: GROUPED | share, crc, owners: 0 }
+    }
+
+    /// Whether the chunk is kept in a group record.
+    pub fn is_grouped(&self) -> bool {
+        self.len & GROUPED != 0
+    }
+
+    /// Bytes charged to each owner of the chunk: its sealed length, or its
+    /// share of its group record.
+    pub fn size(&self) -> u64 {
+        u64::from(self.len & !GROUPED)
+    }
+
+    /// Bytes of its pack the chunk keeps alive: its whole record, or its
+    /// share of its group record (the shares of a group's chunks add up to
+    /// the group record's length, header included).
     pub fn record_len(&self) -> u64 {
-        record_len(self.len)
+        if self.is_grouped() {
+            self.size()
+        } else {
+            record_len(self.len)
+        }
     }
 }
 
@@ -319,14 +351,42 @@ impl<'t> WriteTables<'t> {
         }
     }
 
-    /// Moves an indexed chunk's record to `e`'s location (owners unchanged).
-    pub fn move_chunk(&mut self, id: &ChunkId, e: &ChunkEntry) -> Result<()> {
-        let loc = e.location()?;
-        if let Some(mut g) = self.group(id)? {
-            g.loc = loc;
-            self.put_group(id, &g)?;
+    /// Moves an indexed chunk to `new`, another record that may be of
+    /// another size (a group rewritten by compaction, a grouped chunk
+    /// replaced by a sealed copy): its live bytes move between the packs,
+    /// and every owner's usage changes by the difference in size. The pack
+    /// entry of `new.pack` must already be in the transaction.
+    pub fn relocate(&mut self, id: &ChunkId, new: &ChunkEntry) -> Result<()> {
+        let Some(mut g) = self.group(id)? else {
+            return Ok(());
+        };
+        let old = ChunkEntry::of(&g);
+        g.loc = new.location()?;
+        self.put_group(id, &g)?;
+        if old.owners > 0 {
+            self.add_live(old.pack, -(old.record_len() as i64))?;
+            self.add_live(new.pack, new.record_len() as i64)?;
+        }
+        let change = new.size() as i64 - old.size() as i64;
+        if change != 0 {
+            for &(number, count) in &g.refs {
+                if count == 0 {
+                    continue;
+                }
+                if let Some(owner) = self.owner_key(number) {
+                    self.add_usage(&owner, change, 0)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The key of owner `number`, committed or numbered in this transaction.
+    fn owner_key(&self, number: u32) -> Option<PublicKey> {
+        if let Some((k, _)) = self.changes.owners.iter().find(|(_, n)| *n == number) {
+            return Some(PublicKey(*k));
+        }
+        self.read().state.owner_keys.get(&number).map(|k| PublicKey(*k))
     }
 
     /// Indexes a freshly appended chunk with no owner yet (the caller adds
@@ -435,7 +495,7 @@ impl<'t> WriteTables<'t> {
         self.put_group(id, &g)?;
         if old == 0 {
             let e = ChunkEntry::of(&g);
-            self.add_usage(owner, i64::from(e.len), 1)?;
+            self.add_usage(owner, e.size() as i64, 1)?;
             if e.owners == 1 {
                 self.add_live(e.pack, e.record_len() as i64)?;
                 self.add_meta(META_GARBAGE, -1)?;
@@ -463,7 +523,7 @@ impl<'t> WriteTables<'t> {
             return Ok(Released::Decremented);
         }
         let e = ChunkEntry::of(&g);
-        self.add_usage(owner, -i64::from(e.len), -1)?;
+        self.add_usage(owner, -(e.size() as i64), -1)?;
         let garbage = e.owners == 0;
         if garbage {
             self.add_live(e.pack, -(e.record_len() as i64))?;

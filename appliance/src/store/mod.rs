@@ -22,6 +22,7 @@
 mod check;
 mod compact;
 mod error;
+pub mod group;
 mod index;
 mod journal;
 mod legacy;
@@ -43,21 +44,24 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 pub use check::{CheckMode, CheckReport, DamagedChunk, PackProblem};
 pub use compact::CompactSummary;
 pub use error::{Damage, Result, StoreError};
 pub use journal::{LOG_FILE, STATE_FILE};
 pub use legacy::REDB_FILE;
+pub use read::Stored;
 pub use recover::{RecoveryReport, INDEX_FILE};
 pub use refs::{RefLookup, RefSummary};
 pub use repair::{ReplaceSummary, RetireSummary};
 pub use stats::{OwnerUsage, StoreStats};
 pub use write::{BatchWriter, PutSummary};
 
+use group::GroupKey;
 use index::{IndexView, Tables};
 use journal::Log;
+use read::GroupCache;
 use run::Run;
 use write::WriterState;
 
@@ -132,6 +136,15 @@ pub struct ChunkStore {
     /// compaction holds it exclusively while it deletes pack files.
     gate: RwLock<()>,
     recovery: RecoveryReport,
+    /// The key of the box's own groups, once the box's identity is known
+    /// ([`ChunkStore::set_group_key`]). Without it the store writes sealed
+    /// chunks only and cannot read grouped ones.
+    group_key: OnceLock<GroupKey>,
+    /// Whether [`BatchWriter::add_plain`] gathers chunks into groups (with
+    /// the key set); off, it seals each alone.
+    grouping: AtomicBool,
+    /// Groups opened lately, for the reads that follow.
+    groups: Mutex<GroupCache>,
     /// Test hook: make every pack write fail as if the disk were full.
     fail_writes: AtomicBool,
 }
@@ -143,6 +156,26 @@ impl std::fmt::Debug for ChunkStore {
 }
 
 impl ChunkStore {
+    /// Gives the store the key of the box's own groups: from then on
+    /// [`BatchWriter::add_plain`] gathers chunks into groups, and grouped
+    /// chunks can be read. Set once; later calls with another key are
+    /// ignored (a box has one identity).
+    pub fn set_group_key(&self, key: GroupKey) {
+        let _ = self.group_key.set(key);
+    }
+
+    /// Whether new chunks added by plaintext are gathered into groups
+    /// (the default, once the key is set) or sealed alone. Existing groups
+    /// stay readable either way.
+    pub fn set_grouping(&self, on: bool) {
+        self.grouping.store(on, Ordering::Relaxed);
+    }
+
+    /// The group key, if the store groups new chunks.
+    fn grouping_key(&self) -> Option<&GroupKey> {
+        self.group_key.get().filter(|_| self.grouping.load(Ordering::Relaxed))
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use pastiche_core::ChunkId;
 
 use super::error::Damage;
+use super::group::{GROUP_ENTRY_LEN, GROUP_HEADER_LEN, GROUP_TAG_LEN, MAX_GROUP_PAYLOAD};
 
 /// The smallest sealed chunk: an empty plaintext's raw body plus its tag.
 pub const MIN_SEALED: usize = pastiche_core::seal::MIN_SEALED;
@@ -25,13 +26,48 @@ pub const PACK_VERSION: u32 = 1;
 /// Bytes of the pack file header (magic, version, pack number).
 pub const PACK_HEADER_LEN: u64 = 16;
 
-/// First 4 bytes of every record.
+/// First 4 bytes of a record holding one sealed chunk.
 pub const RECORD_MAGIC: [u8; 4] = *b"PCHK";
+/// First 4 bytes of a record holding a group of the box's own chunks
+/// ([`super::group`]).
+pub const GROUP_RECORD_MAGIC: [u8; 4] = *b"PGRP";
 /// Bytes of a record header.
 pub const RECORD_HEADER_LEN: usize = 36;
 
 /// Name of the directory holding the packs, inside the store directory.
 pub const PACKS_DIR: &str = "packs";
+
+/// The smallest group payload: header, one table entry, one body byte, tag.
+const MIN_GROUP_PAYLOAD: usize = GROUP_HEADER_LEN + GROUP_ENTRY_LEN + 1 + GROUP_TAG_LEN;
+
+/// What a record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// One sealed chunk (SPEC §2a), named by its chunkId.
+    Chunk,
+    /// A group of the box's own chunks ([`super::group`]), named by its
+    /// first chunk's id; its table lists the others.
+    Group,
+}
+
+impl RecordKind {
+    fn magic(self) -> [u8; 4] {
+        match self {
+            RecordKind::Chunk => RECORD_MAGIC,
+            RecordKind::Group => GROUP_RECORD_MAGIC,
+        }
+    }
+
+    /// Whether a payload of `len` bytes is possible for this kind: a bound
+    /// checked before anything is allocated for it.
+    pub fn plausible_len(self, len: u32) -> bool {
+        let len = len as usize;
+        match self {
+            RecordKind::Chunk => (MIN_SEALED..=MAX_SEALED).contains(&len),
+            RecordKind::Group => (MIN_GROUP_PAYLOAD..=MAX_GROUP_PAYLOAD).contains(&len),
+        }
+    }
+}
 
 /// The bytes a record of a `payload_len`-byte chunk takes in a pack.
 pub fn record_len(payload_len: u32) -> u64 {
@@ -83,7 +119,9 @@ pub fn check_pack_header(file: &File, id: u32) -> io::Result<Result<(), String>>
 /// The header of one record, as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
-    /// The chunk the record holds.
+    /// What the record holds.
+    pub kind: RecordKind,
+    /// The chunk the record holds (for a group, its first chunk).
     pub id: ChunkId,
     /// Payload length in bytes.
     pub len: u32,
@@ -95,6 +133,7 @@ impl RecordHeader {
     /// The header for `payload` named `id`.
     pub fn for_payload(id: ChunkId, payload: &[u8]) -> RecordHeader {
         RecordHeader {
+            kind: RecordKind::Chunk,
             id,
             // Callers have checked payload.len() <= MAX_SEALED.
             len: payload.len() as u32,
@@ -102,10 +141,15 @@ impl RecordHeader {
         }
     }
 
+    /// The header for a group `payload` whose first chunk is `first`.
+    pub fn for_group(first: ChunkId, payload: &[u8]) -> RecordHeader {
+        RecordHeader { kind: RecordKind::Group, ..RecordHeader::for_payload(first, payload) }
+    }
+
     /// The 36 header bytes: magic, length, chunkId, payload CRC, header CRC.
     pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
         let mut h = [0u8; RECORD_HEADER_LEN];
-        h[0..4].copy_from_slice(&RECORD_MAGIC);
+        h[0..4].copy_from_slice(&self.kind.magic());
         h[4..8].copy_from_slice(&self.len.to_le_bytes());
         h[8..28].copy_from_slice(&self.id.0);
         h[28..32].copy_from_slice(&self.crc.to_le_bytes());
@@ -116,16 +160,32 @@ impl RecordHeader {
 
     /// Parses and checks header bytes (magic, header CRC, plausible length).
     pub fn decode(h: &[u8; RECORD_HEADER_LEN]) -> Result<RecordHeader, Damage> {
-        if h[0..4] != RECORD_MAGIC {
-            return Err(Damage::BadMagic);
-        }
+        let kind = match [h[0], h[1], h[2], h[3]] {
+            RECORD_MAGIC => RecordKind::Chunk,
+            GROUP_RECORD_MAGIC => RecordKind::Group,
+            _ => return Err(Damage::BadMagic),
+        };
         if crc32fast::hash(&h[0..32]) != le32(&h[32..36]) {
             return Err(Damage::BadHeaderChecksum);
         }
         let mut id = [0u8; 20];
         id.copy_from_slice(&h[8..28]);
-        Ok(RecordHeader { id: ChunkId(id), len: le32(&h[4..8]), crc: le32(&h[28..32]) })
+        Ok(RecordHeader { kind, id: ChunkId(id), len: le32(&h[4..8]), crc: le32(&h[28..32]) })
     }
+}
+
+/// Reads and parses the record header at `offset` of `file` alone: a
+/// group's length is in its header, not in the index entries pointing at it.
+pub fn read_record_header(file: &File, offset: u64) -> Result<RecordHeader, Damage> {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    file.read_exact_at(&mut h, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Damage::Truncated { file_len: file.metadata().map(|m| m.len()).unwrap_or(0) }
+        } else {
+            Damage::Io(e.to_string())
+        }
+    })?;
+    RecordHeader::decode(&h)
 }
 
 fn le32(b: &[u8]) -> u32 {
@@ -142,7 +202,7 @@ fn le32(b: &[u8]) -> u32 {
 /// system call).
 pub fn read_record(file: &File, offset: u64, want: &RecordHeader, buf: &mut Vec<u8>) -> Result<(), Damage> {
     buf.clear();
-    if !(MIN_SEALED..=MAX_SEALED).contains(&(want.len as usize)) {
+    if !want.kind.plausible_len(want.len) {
         // A damaged index entry must not make us allocate gigabytes.
         return Err(Damage::WrongLength { header: want.len, index: want.len });
     }
@@ -168,7 +228,12 @@ pub fn read_record(file: &File, offset: u64, want: &RecordHeader, buf: &mut Vec<
 
 fn verify(h: &[u8; RECORD_HEADER_LEN], payload: &[u8], want: &RecordHeader) -> Result<(), Damage> {
     let got = RecordHeader::decode(h)?;
-    if got.id != want.id {
+    if got.kind != want.kind {
+        return Err(Damage::BadMagic);
+    }
+    // A group's header names its first chunk; which chunks it holds is its
+    // table's to say, checked by the reader.
+    if got.kind == RecordKind::Chunk && got.id != want.id {
         return Err(Damage::WrongId(got.id));
     }
     if got.len != want.len {
@@ -227,7 +292,7 @@ pub fn scan_pack(file: &File, id: u32, end: Option<u64>) -> io::Result<PackScan>
         }
         file.read_exact_at(&mut h, offset)?;
         let header = match RecordHeader::decode(&h) {
-            Ok(header) if (MIN_SEALED..=MAX_SEALED).contains(&(header.len as usize)) => header,
+            Ok(header) if header.kind.plausible_len(header.len) => header,
             Ok(header) => {
                 scan.stopped = Some(format!("record at offset {offset} has impossible length {}", header.len));
                 break;

@@ -1,15 +1,63 @@
 //! The read path: lookups in the index and checked reads from packs.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
-use pastiche_core::ChunkId;
+use pastiche_core::{ChunkId, Handle};
 
 use super::error::{Damage, Result, StoreError};
+use super::group::{locate, open_group, GroupEntry};
 use super::index::ChunkEntry;
-use super::pack::{pack_path, read_record, RecordHeader};
+use super::pack::{pack_path, read_record, read_record_header, RecordHeader, RecordKind};
 use super::ChunkStore;
+
+/// What [`ChunkStore::read_chunk`] put in the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// The sealed chunk (SPEC §2a), to be opened with its handle.
+    Sealed,
+    /// The plaintext, from one of the box's own groups: authenticated by
+    /// the group's tag, still to be checked against its handle.
+    Plain,
+}
+
+/// A group record, checked and opened.
+#[derive(Debug)]
+pub(crate) struct OpenedGroup {
+    /// Its chunks, in order.
+    pub table: Vec<GroupEntry>,
+    /// Their plaintexts, back to back.
+    pub plain: Vec<u8>,
+    /// The record's payload length.
+    pub record_len: u32,
+}
+
+/// Opened groups kept for the next reads, by (pack, offset, payload CRC).
+/// Pack numbers are never reused and a committed record never changes, so
+/// an entry never goes stale.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCache {
+    groups: VecDeque<((u32, u64, u32), Arc<OpenedGroup>)>,
+}
+
+/// Opened groups kept: enough for each reading thread's current group.
+const CACHED_GROUPS: usize = 8;
+
+impl GroupCache {
+    fn get(&mut self, key: &(u32, u64, u32)) -> Option<Arc<OpenedGroup>> {
+        self.groups.iter().find(|(k, _)| k == key).map(|(_, g)| g.clone())
+    }
+
+    fn put(&mut self, key: (u32, u64, u32), group: Arc<OpenedGroup>) {
+        if self.groups.len() >= CACHED_GROUPS {
+            self.groups.pop_front();
+        }
+        self.groups.push_back((key, group));
+    }
+}
 
 /// Open pack handles kept for reads; past this many the cache is emptied
 /// rather than risk running out of file descriptors.
@@ -28,6 +76,16 @@ impl ChunkStore {
     /// the answers are in the order of `ids`.
     pub fn contains_many(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
         self.view()?.contains_many(ids)
+    }
+
+    /// A sort key per chunk giving the order its records lie on disk
+    /// (absent chunks last): reading in this order opens each group of the
+    /// box's own chunks once and reads packs front to back.
+    pub fn places(&self, ids: &[ChunkId]) -> Result<Vec<(u32, u64)>> {
+        let view = self.view()?;
+        ids.iter()
+            .map(|id| Ok(view.group(id)?.map_or((u32::MAX, 0), |g| (g.loc.pack, u64::from(g.loc.offset)))))
+            .collect()
     }
 
     /// Reads a chunk, checking its record header and CRC-32.
@@ -51,27 +109,107 @@ impl ChunkStore {
         Ok(self.view()?.group(id)?.as_ref().map(ChunkEntry::of))
     }
 
-    /// Reads and checks the record `entry` points to.
+    /// Reads a chunk the way it is kept: a sealed chunk as its sealed bytes,
+    /// a chunk of the box's own groups as its plaintext (no sealing: what a
+    /// restore wants). Says which into `buf` it put.
+    pub fn read_chunk(&self, id: &ChunkId, buf: &mut Vec<u8>) -> Result<Stored> {
+        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        let entry = self.lookup(id)?.ok_or(StoreError::NotFound(*id))?;
+        if entry.is_grouped() {
+            let (group, range) = self.read_grouped(id, &entry)?;
+            buf.clear();
+            buf.extend_from_slice(&group.plain[range]);
+            Ok(Stored::Plain)
+        } else {
+            self.read_record_at(id, &entry, buf)?;
+            Ok(Stored::Sealed)
+        }
+    }
+
+    /// Reads and checks the record `entry` points to; `buf` gets the sealed
+    /// chunk. A grouped chunk is sealed here, as SPEC §2a says, from its
+    /// plaintext: the same bytes the box would have written alone.
     pub(crate) fn read_entry(&self, id: &ChunkId, e: &ChunkEntry, buf: &mut Vec<u8>) -> Result<()> {
-        let file = match self.pack_file(e.pack) {
-            Ok(f) => f,
-            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::Damaged {
-                    id: *id,
-                    pack: pack_path(&self.dir, e.pack),
-                    offset: e.offset,
-                    damage: Damage::MissingPack,
-                })
+        if !e.is_grouped() {
+            return self.read_record_at(id, e, buf);
+        }
+        let (group, range) = self.read_grouped(id, e)?;
+        let plain = &group.plain[range];
+        buf.resize(pastiche_core::seal::raw_sealed_len(plain.len()), 0);
+        let sealed = crate::sealing::seal_into(plain, &Handle::of(plain), buf);
+        buf.truncate(sealed.len);
+        Ok(())
+    }
+
+    /// The opened group holding grouped chunk `id`, and where the chunk is
+    /// in its plaintext. Opened groups are cached: a restore or a shipping
+    /// reads a group's chunks one after another.
+    pub(crate) fn read_grouped(&self, id: &ChunkId, e: &ChunkEntry) -> Result<(Arc<OpenedGroup>, Range<usize>)> {
+        let key = (e.pack, e.offset, e.crc);
+        let cached = self.groups.lock().unwrap_or_else(|p| p.into_inner()).get(&key);
+        let group = match cached {
+            Some(g) => g,
+            None => {
+                let g = self.open_group_at(id, e)?;
+                self.groups.lock().unwrap_or_else(|p| p.into_inner()).put(key, g.clone());
+                g
             }
-            Err(other) => return Err(other),
         };
-        let want = RecordHeader { id: *id, len: e.len, crc: e.crc };
+        let range = self.place_in(id, e, &group)?;
+        Ok((group, range))
+    }
+
+    /// Where grouped chunk `id` is in `group`'s plaintext.
+    pub(crate) fn place_in(&self, id: &ChunkId, e: &ChunkEntry, group: &OpenedGroup) -> Result<Range<usize>> {
+        locate(&group.table, id).ok_or_else(|| StoreError::Damaged {
+            id: *id,
+            pack: pack_path(&self.dir, e.pack),
+            offset: e.offset,
+            damage: Damage::NotInGroup,
+        })
+    }
+
+    /// Reads the group record grouped chunk `id`'s entry points to from
+    /// disk (no cache) and opens it.
+    pub(crate) fn open_group_at(&self, id: &ChunkId, e: &ChunkEntry) -> Result<Arc<OpenedGroup>> {
+        let damaged =
+            |damage| StoreError::Damaged { id: *id, pack: pack_path(&self.dir, e.pack), offset: e.offset, damage };
+        let file = self.open_for(id, e)?;
+        let header = read_record_header(&file, e.offset).map_err(damaged)?;
+        let want = RecordHeader { kind: RecordKind::Group, id: header.id, len: header.len, crc: e.crc };
+        let mut payload = Vec::new();
+        read_record(&file, e.offset, &want, &mut payload).map_err(damaged)?;
+        let key = self.group_key.get().ok_or(StoreError::NoGroupKey(*id))?;
+        let mut plain = Vec::new();
+        let table = open_group(key, &payload, &mut plain).map_err(|err| damaged(Damage::Group(err.to_string())))?;
+        Ok(Arc::new(OpenedGroup { table, plain, record_len: header.len }))
+    }
+
+    /// Reads and checks the sealed-chunk record `e` points to.
+    fn read_record_at(&self, id: &ChunkId, e: &ChunkEntry, buf: &mut Vec<u8>) -> Result<()> {
+        let file = self.open_for(id, e)?;
+        let want = RecordHeader { kind: RecordKind::Chunk, id: *id, len: e.len, crc: e.crc };
         read_record(&file, e.offset, &want, buf).map_err(|damage| StoreError::Damaged {
             id: *id,
             pack: pack_path(&self.dir, e.pack),
             offset: e.offset,
             damage,
         })
+    }
+
+    /// The pack file of `e`; a missing pack is damage to chunk `id`.
+    fn open_for(&self, id: &ChunkId, e: &ChunkEntry) -> Result<Arc<File>> {
+        match self.pack_file(e.pack) {
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::Damaged {
+                    id: *id,
+                    pack: pack_path(&self.dir, e.pack),
+                    offset: e.offset,
+                    damage: Damage::MissingPack,
+                })
+            }
+            other => other,
+        }
     }
 
     /// A shared read handle on pack `id`.

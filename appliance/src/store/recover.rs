@@ -98,11 +98,18 @@ fn load(dir: &Path, files: &BTreeMap<u32, u64>) -> Result<Loaded> {
             remove_orphan(&redb)?;
             sync_dir(dir).map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
         }
-        match state.meta(META_FORMAT) {
-            Some(FORMAT_VERSION) => {}
+        // Format 4 differs only in having no group records: it is upgraded
+        // by writing the new number in a fresh snapshot, so a build that
+        // cannot read groups refuses the store from then on.
+        let upgrade = match state.meta(META_FORMAT) {
+            Some(FORMAT_VERSION) => false,
+            Some(4) => true,
             found => {
                 return Err(StoreError::UnsupportedFormat { found: found.unwrap_or(0), supported: FORMAT_VERSION })
             }
+        };
+        if upgrade {
+            state.meta.insert(META_FORMAT.to_string(), FORMAT_VERSION);
         }
         let Some((log, replay)) = Log::open(dir, seq)? else {
             return Ok(Loaded { state, log: None, seq, torn: 0, migrated: 0 });
@@ -116,7 +123,7 @@ fn load(dir: &Path, files: &BTreeMap<u32, u64>) -> Result<Loaded> {
                 )
             })?;
         }
-        let keep = replay.records.is_empty() && replay.torn == 0;
+        let keep = !upgrade && replay.records.is_empty() && replay.torn == 0;
         return Ok(Loaded { state, log: keep.then_some(log), seq, torn: replay.torn, migrated: 0 });
     }
     let migrated = if redb.exists() { legacy::read_redb(&redb)? } else { None };
@@ -180,6 +187,9 @@ impl ChunkStore {
             files: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),
             recovery,
+            group_key: std::sync::OnceLock::new(),
+            grouping: AtomicBool::new(true),
+            groups: Mutex::new(Default::default()),
             fail_writes: AtomicBool::new(false),
         };
         store.maybe_merge(&mut writer, delta_len);

@@ -7,21 +7,24 @@
 //! the new locations and the pack's new committed length. Until that commit
 //! the bytes are an uncommitted tail that the next open truncates away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use pastiche_core::{ChunkId, PublicKey};
+use pastiche_core::seal::raw_sealed_len;
+use pastiche_core::{ChunkId, Handle, PublicKey, MAX_CHUNK};
 
 use super::error::{Result, StoreError};
+use super::group::{seal_group, shares, GroupEntry, GROUP_TARGET_PLAIN, MAX_GROUP_CHUNKS};
 use super::index::{ChunkEntry, PackEntry, WriteTables, META_NEXT_PACK};
 use super::pack::{
     encode_pack_header, pack_path, record_len, sync_dir, RecordHeader, MAX_SEALED, MIN_SEALED, PACKS_DIR,
     PACK_HEADER_LEN,
 };
 use super::ChunkStore;
+use crate::sealing::seal_into;
 
 /// Appended bytes are gathered up to this size before one `pwrite`.
 const WRITE_BUF: usize = 1 << 20;
@@ -105,9 +108,14 @@ impl<'a> Appender<'a> {
         }
     }
 
-    /// Appends one record; returns its (pack, offset). Nothing is durable or
-    /// visible until [`Appender::sync`] and the index commit.
+    /// Appends one sealed-chunk record; returns its (pack, offset). Nothing
+    /// is durable or visible until [`Appender::sync`] and the index commit.
     pub fn append(&mut self, id: &ChunkId, payload: &[u8]) -> Result<(u32, u64)> {
+        self.append_record(&RecordHeader::for_payload(*id, payload), payload)
+    }
+
+    /// Appends a record with header `header` (made for `payload`).
+    pub fn append_record(&mut self, header: &RecordHeader, payload: &[u8]) -> Result<(u32, u64)> {
         let rec = record_len(payload.len() as u32);
         if self.spans.is_empty() {
             self.start()?;
@@ -121,7 +129,7 @@ impl<'a> Appender<'a> {
         }
         let span = self.spans.last_mut().expect("a span was just started");
         let offset = span.end;
-        self.buf.extend_from_slice(&RecordHeader::for_payload(*id, payload).encode());
+        self.buf.extend_from_slice(&header.encode());
         self.buf.extend_from_slice(payload);
         span.end += rec;
         let pack = span.id;
@@ -271,10 +279,17 @@ impl ChunkStore {
     /// Each call costs an fsync and a commit, so give it batches of tens of
     /// MiB (see [`ChunkStore::writer`], which does that for you).
     pub fn put_batch(&self, owner: &PublicKey, items: &[(ChunkId, &[u8])]) -> Result<PutSummary> {
+        self.put_items(owner, items, &[])
+    }
+
+    /// [`ChunkStore::put_batch`] with groups of the box's own chunks
+    /// besides the sealed ones: a group is written only if it holds a chunk
+    /// the store lacks, and only those chunks are indexed in it.
+    fn put_items(&self, owner: &PublicKey, items: &[(ChunkId, &[u8])], groups: &[SealedGroup]) -> Result<PutSummary> {
         for (id, bytes) in items {
             check_len(id, bytes)?;
         }
-        if items.is_empty() {
+        if items.is_empty() && groups.is_empty() {
             return Ok(PutSummary::default());
         }
         let mut state = self.lock_writer();
@@ -294,6 +309,32 @@ impl ChunkStore {
             sum.chunks_written += 1;
             sum.bytes_written += bytes.len() as u64;
         }
+        for g in groups {
+            let mut fresh = Vec::with_capacity(g.table.len());
+            let mut seen = HashSet::new();
+            for c in &g.table {
+                fresh.push(seen.insert(c.id) && !placed.contains_key(&c.id) && t.chunk(&c.id)?.is_none());
+            }
+            if !fresh.contains(&true) {
+                sum.chunks_deduplicated += g.table.len() as u64;
+                sum.bytes_deduplicated += g.table.iter().map(|c| u64::from(c.len)).sum::<u64>();
+                continue;
+            }
+            let header = RecordHeader::for_group(g.table[0].id, &g.payload);
+            let (pack, offset) = app.append_record(&header, &g.payload)?;
+            let lens: Vec<u32> = g.table.iter().map(|c| c.len).collect();
+            let shares = shares(record_len(header.len), &lens);
+            for ((c, share), fresh) in g.table.iter().zip(shares).zip(fresh) {
+                if fresh {
+                    placed.insert(c.id, ChunkEntry::grouped(pack, offset, share, header.crc));
+                    sum.chunks_written += 1;
+                    sum.bytes_written += share;
+                } else {
+                    sum.chunks_deduplicated += 1;
+                    sum.bytes_deduplicated += u64::from(c.len);
+                }
+            }
+        }
         app.sync()?;
         app.record(&mut t)?;
         for (id, e) in &placed {
@@ -301,6 +342,9 @@ impl ChunkStore {
         }
         for (id, _) in items {
             t.add_ref(owner, id, 1)?;
+        }
+        for c in groups.iter().flat_map(|g| &g.table) {
+            t.add_ref(owner, &c.id, 1)?;
         }
         let delta_len = self.commit(t)?;
         app.finish();
@@ -311,8 +355,23 @@ impl ChunkStore {
     /// A buffering writer for `owner` that commits every
     /// [`StoreConfig::batch_bytes`](super::StoreConfig::batch_bytes) bytes.
     pub fn writer(&self, owner: PublicKey) -> BatchWriter<'_> {
-        BatchWriter { store: self, owner, pending: Vec::new(), pending_bytes: 0, summary: PutSummary::default() }
+        BatchWriter {
+            store: self,
+            owner,
+            pending: Vec::new(),
+            pending_groups: Vec::new(),
+            pending_bytes: 0,
+            open_group: Vec::new(),
+            open_plain: Vec::new(),
+            summary: PutSummary::default(),
+        }
     }
+}
+
+/// A group of the box's own chunks, sealed and waiting for its batch.
+struct SealedGroup {
+    table: Vec<GroupEntry>,
+    payload: Vec<u8>,
 }
 
 /// Gathers chunks for one owner and commits them in large batches, so a
@@ -325,7 +384,11 @@ pub struct BatchWriter<'s> {
     store: &'s ChunkStore,
     owner: PublicKey,
     pending: Vec<(ChunkId, Vec<u8>)>,
+    pending_groups: Vec<SealedGroup>,
     pending_bytes: usize,
+    /// The group being gathered: its chunks and their plaintexts back to back.
+    open_group: Vec<GroupEntry>,
+    open_plain: Vec<u8>,
     summary: PutSummary,
 }
 
@@ -342,7 +405,59 @@ impl BatchWriter<'_> {
         self.pending_bytes += sealed.len();
         self.pending.push((id, sealed));
         if self.pending_bytes >= self.store.config.batch_bytes {
-            self.flush()?;
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Adds one of the box's own chunks by its plaintext (`id` must be its
+    /// chunkId). With the box's group key set, chunks are gathered into
+    /// groups of about [`GROUP_TARGET_PLAIN`] bytes compressed together
+    /// ([`super::group`]); without it each is sealed alone (SPEC §2a).
+    pub fn add_plain(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
+        if plain.is_empty() || plain.len() > MAX_CHUNK {
+            return Err(StoreError::BadChunkLen { id, len: plain.len() });
+        }
+        // A chunk the store already has (garbage awaiting compaction, or
+        // stored since the caller looked) only gains a reference: sealed
+        // alone it is deduplicated by the commit, and still stored should
+        // compaction drop it meanwhile. In a group it would be dead weight.
+        if self.store.grouping_key().is_none() || self.store.contains(&id)? {
+            let mut sealed = vec![0u8; raw_sealed_len(plain.len())];
+            let s = seal_into(plain, &Handle::of(plain), &mut sealed);
+            sealed.truncate(s.len);
+            return self.add_owned(id, sealed);
+        }
+        self.open_group.push(GroupEntry { id, len: plain.len() as u32 });
+        self.open_plain.extend_from_slice(plain);
+        if self.open_plain.len() >= GROUP_TARGET_PLAIN || self.open_group.len() >= MAX_GROUP_CHUNKS {
+            self.close_group()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the group being gathered and queues it for the next commit.
+    fn close_group(&mut self) -> Result<()> {
+        let Some(key) = self.store.grouping_key() else {
+            return Ok(());
+        };
+        if self.open_group.is_empty() {
+            return Ok(());
+        }
+        let mut chunks = Vec::with_capacity(self.open_group.len());
+        let mut at = 0;
+        for c in &self.open_group {
+            let end = at + c.len as usize;
+            chunks.push((c.id, &self.open_plain[at..end]));
+            at = end;
+        }
+        let mut payload = Vec::new();
+        seal_group(key, &chunks, &mut payload);
+        self.pending_bytes += payload.len();
+        self.pending_groups.push(SealedGroup { table: std::mem::take(&mut self.open_group), payload });
+        self.open_plain.clear();
+        if self.pending_bytes >= self.store.config.batch_bytes {
+            self.flush_pending()?;
         }
         Ok(())
     }
@@ -352,15 +467,22 @@ impl BatchWriter<'_> {
         self.pending_bytes
     }
 
-    /// Commits the pending chunks now.
+    /// Commits the pending chunks now, closing the group being gathered.
     pub fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        self.close_group()?;
+        self.flush_pending()
+    }
+
+    /// Commits the sealed chunks and closed groups pending.
+    fn flush_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() && self.pending_groups.is_empty() {
             return Ok(());
         }
         let items: Vec<(ChunkId, &[u8])> = self.pending.iter().map(|(id, b)| (*id, b.as_slice())).collect();
-        let s = self.store.put_batch(&self.owner, &items)?;
+        let s = self.store.put_items(&self.owner, &items, &self.pending_groups)?;
         self.summary.merge(s);
         self.pending.clear();
+        self.pending_groups.clear();
         self.pending_bytes = 0;
         Ok(())
     }

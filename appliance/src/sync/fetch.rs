@@ -12,6 +12,7 @@ use super::pull::Puller;
 use super::{connect, BuddyEntry};
 use crate::repo::Repo;
 use crate::sealing::open_into;
+use crate::store::Stored;
 
 /// A source of sealed chunks, shared by the restore threads.
 pub trait ChunkSource: Sync {
@@ -37,6 +38,13 @@ pub trait ChunkSource: Sync {
         Ok(())
     }
 
+    /// Sort keys putting chunks in the order a restore should read them
+    /// (where they lie in the local store), or `None` when order does not
+    /// matter to this source.
+    fn order(&self, _chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+        Ok(None)
+    }
+
     /// How many files a restore should write at once, given the `asked`
     /// number and the first chunk of some of the files: sources whose
     /// chunks come over the network want more, to keep their connections busy.
@@ -51,6 +59,27 @@ pub struct Local<'a>(pub &'a Repo);
 impl ChunkSource for Local<'_> {
     fn fetch(&self, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
         Ok(self.0.store.get_into(id, out)?)
+    }
+
+    fn order(&self, chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+        let ids: Vec<ChunkId> = chunks.iter().map(Handle::chunk_id).collect();
+        Ok(Some(self.0.store.places(&ids)?))
+    }
+
+    /// The box's own grouped chunks come back as plaintext, which only
+    /// needs checking against the handle; sealed ones are opened.
+    fn open(&self, handle: &Handle, buf: &mut Vec<u8>, plain: &mut [u8]) -> Result<usize> {
+        let id = handle.chunk_id();
+        match self.0.store.read_chunk(&id, buf)? {
+            Stored::Sealed => open_into(buf, handle, plain).map_err(|e| anyhow!("chunk {id}: {e}")),
+            Stored::Plain => {
+                if Handle::of(buf) != *handle || buf.len() > plain.len() {
+                    return Err(anyhow!("chunk {id}: the plaintext kept for it does not match its handle"));
+                }
+                plain[..buf.len()].copy_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
     }
 }
 
@@ -153,6 +182,10 @@ impl ChunkSource for LocalThenBuddy<'_> {
                 None => Err(e),
             },
         }
+    }
+
+    fn order(&self, chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+        self.local.order(chunks)
     }
 
     /// More writers when the store lacks chunks of this restore.

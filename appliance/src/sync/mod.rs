@@ -196,8 +196,13 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
             Ok(staged)
         });
         let shipped = state::shipped_chunks(db, &buddy)?;
-        let mut to_offer: Vec<ChunkId> = marks.chunks.iter().filter(|id| !shipped.contains(id)).copied().collect();
-        to_offer.sort();
+        let to_offer: Vec<ChunkId> = marks.chunks.iter().filter(|id| !shipped.contains(id)).copied().collect();
+        // Offered in the store's order: the chunks a batch ships are read
+        // together, and each group of the box's own chunks is opened once.
+        let places = repo.store.places(&to_offer)?;
+        let mut keyed: Vec<_> = places.into_iter().zip(to_offer).collect();
+        keyed.sort_unstable();
+        let to_offer: Vec<ChunkId> = keyed.into_iter().map(|(_, id)| id).collect();
         report.chunks_offered = to_offer.len() as u64;
         let mut quota_refusals = 0;
         let mut unflushed: Vec<ChunkId> = Vec::new();
@@ -218,7 +223,19 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
                         Ok(here) => here,
                         Err(e) => return drop(tx.send(Err(e.into()))),
                     };
-                    for (id, _) in needed.iter().zip(&here).filter(|(_, &here)| here) {
+                    // In the store's order, so each group of the box's own
+                    // chunks is opened once (it is sealed chunk by chunk).
+                    let mut present: Vec<ChunkId> =
+                        needed.iter().zip(&here).filter(|(_, &here)| here).map(|(id, _)| *id).collect();
+                    match repo.store.places(&present) {
+                        Ok(places) => {
+                            let mut keyed: Vec<_> = places.into_iter().zip(present).collect();
+                            keyed.sort_unstable();
+                            present = keyed.into_iter().map(|(_, id)| id).collect();
+                        }
+                        Err(e) => return drop(tx.send(Err(e.into()))),
+                    }
+                    for id in &present {
                         let mut sealed = Vec::new();
                         let r = repo.store.get_into(id, &mut sealed).map(|()| (*id, sealed));
                         let failed = r.is_err();

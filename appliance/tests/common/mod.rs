@@ -188,12 +188,14 @@ pub struct TestBox {
     pub data: PathBuf,
     /// A command prefix (like `setpriv ...`) to run the binary through.
     pub wrapper: Vec<OsString>,
+    /// Environment variables set for every command of this box.
+    pub env: Vec<(String, String)>,
 }
 
 impl TestBox {
     /// Handle on a data directory, without creating anything.
     pub fn at(data: PathBuf) -> TestBox {
-        TestBox { data, wrapper: Vec::new() }
+        TestBox { data, wrapper: Vec::new(), env: Vec::new() }
     }
 
     /// Creates a box in `data`, named after the directory: a box's identity
@@ -234,8 +236,17 @@ impl TestBox {
             test_env(&mut c, &self.data, password);
             c
         };
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.args(args);
         c
+    }
+
+    /// This box, storing its own chunks sealed one by one rather than in
+    /// groups (`PASTICHE_GROUP_CHUNKS=off`): for tests that damage
+    /// particular chunks' records.
+    pub fn sealing_alone(mut self) -> TestBox {
+        self.env.push(("PASTICHE_GROUP_CHUNKS".into(), "off".into()));
+        self
     }
 
     /// Runs `args` to completion.

@@ -131,7 +131,7 @@ fn a_version_1_store_is_refused_with_a_clear_error() {
     txn.commit().unwrap();
     drop(db);
     let err = ChunkStore::open_with(dir.path(), small_config()).unwrap_err();
-    assert!(matches!(err, StoreError::UnsupportedFormat { found: 1, supported: 4 }), "{err}");
+    assert!(matches!(err, StoreError::UnsupportedFormat { found: 1, supported: 5 }), "{err}");
     assert!(err.to_string().contains("cannot be migrated"), "{err}");
     assert!(dir.path().join(REDB_FILE).exists(), "a refused index is left alone");
 }

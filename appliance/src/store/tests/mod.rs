@@ -4,6 +4,7 @@ mod basic;
 mod check;
 mod compact;
 mod crash;
+mod groups;
 mod legacy;
 mod refs;
 mod repair;
