@@ -172,7 +172,8 @@ fn kill9_at_any_moment_never_damages_the_box() {
     };
     println!("a full backup takes {full:?}; kills land in 0..{full:?}");
 
-    let bx = TestBox::init(tmp.path().join("box"));
+    // Its own chunks in groups: their writes are killed at any moment too.
+    let bx = TestBox::init(tmp.path().join("box")).grouping_chunks();
     let log = tmp.path().join("round.log");
     let mut killed = 0;
     let mut figures = store_figures(&bx);

@@ -275,7 +275,7 @@ fn a_damaged_group_is_repaired_chunk_by_chunk_from_a_buddy() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tree(tmp.path(), 24, 30);
     let expected = manifest(&home);
-    let a = TestBox::init(tmp.path().join("A"));
+    let a = TestBox::init(tmp.path().join("A")).grouping_chunks();
     let b = TestBox::init(tmp.path().join("B"));
     let server = Server::start(&b);
     pair(&a, &b, &server.addr);

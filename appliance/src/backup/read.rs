@@ -74,12 +74,14 @@ pub fn read_files(
                         let mut add = |id: ChunkId, _handle: &Handle, plain: &[u8]| -> anyhow::Result<()> {
                             // Only a chunk this box already references may be skipped:
                             // an unreferenced one may be garbage awaiting compaction.
-                            if !in_flight.lock().expect("no panics hold this lock").insert(id)
-                                || refs.refcount(&id)? > 0
-                            {
+                            if !in_flight.lock().expect("no panics hold this lock").insert(id) {
                                 return Ok(());
                             }
-                            writer.add_plain(id, plain)?;
+                            match refs.lookup(&id)? {
+                                Some(n) if n > 0 => return Ok(()),
+                                Some(_) => writer.add_plain(id, plain)?,
+                                None => writer.add_absent_plain(id, plain)?,
+                            }
                             stats.chunks_new.fetch_add(1, Ordering::Relaxed);
                             Ok(())
                         };

@@ -335,16 +335,15 @@ fn root_ref(node: &NodeId, root_key: &RootKey) -> ObjectRef {
     ObjectRef { name: ObjectName::root(node), seq: ROOT_SEQ, key: ObjectKey(root_key.subkey("root-object")) }
 }
 
-/// Gives the store the box's group key, so the box's own chunks are kept
-/// in compressed groups ([`crate::store::group`]); `PASTICHE_GROUP_CHUNKS=off`
-/// makes new chunks be stored sealed alone instead (existing groups stay
-/// readable): for a box that ships far more than it keeps, at about 10% more
-/// disk.
+/// Gives the store the box's group key, so grouped chunks can be read.
+/// New chunks are kept in compressed groups ([`crate::store::group`], about
+/// 10% less disk) only with `PASTICHE_GROUP_CHUNKS=on`: shipping a grouped
+/// chunk seals it again, which makes a first sync about three times slower
+/// today (docs/BENCHMARKS.md), so it stays opt-in until shipping seals in
+/// parallel. Otherwise every chunk is sealed alone, as before.
 fn keep_own_chunks(store: &ChunkStore, identity: &Identity) {
     store.set_group_key(GroupKey::derive(&identity.seed()));
-    if std::env::var("PASTICHE_GROUP_CHUNKS").is_ok_and(|v| v == "off") {
-        store.set_grouping(false);
-    }
+    store.set_grouping(std::env::var("PASTICHE_GROUP_CHUNKS").is_ok_and(|v| v == "on"));
 }
 
 fn load_root(meta: &MetaDb, r: &ObjectRef) -> Result<(RootObject, RootVersion)> {

@@ -330,31 +330,43 @@ thread_local! {
 /// is not caught here (hashing every chunk again would double the cost):
 /// [`first_mismatch`] checks that on demand.
 pub fn seal_group(key: &GroupKey, chunks: &[(ChunkId, &[u8])], out: &mut Vec<u8>) {
-    assert!(!chunks.is_empty() && chunks.len() <= MAX_GROUP_CHUNKS, "a group has 1..=1024 chunks");
-    let total: usize = chunks.iter().map(|(_, p)| p.len()).sum();
+    let table: Vec<GroupEntry> = chunks.iter().map(|(id, p)| GroupEntry { id: *id, len: p.len() as u32 }).collect();
+    assert!(chunks.iter().all(|(_, p)| p.len() <= MAX_CHUNK), "a chunk has 1..=65,536 bytes");
+    let plain: Vec<u8> = chunks.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    seal_group_plain(key, &table, &plain, out);
+}
+
+/// [`seal_group`] for chunks already back to back in `plain`, listed in
+/// order by `table`: what a writer gathering a group has, sealed without
+/// copying it again.
+pub fn seal_group_plain(key: &GroupKey, table: &[GroupEntry], plain: &[u8], out: &mut Vec<u8>) {
+    assert!(!table.is_empty() && table.len() <= MAX_GROUP_CHUNKS, "a group has 1..=1024 chunks");
+    let total: usize = table.iter().map(|c| c.len as usize).sum();
+    assert!(total == plain.len(), "the table lists exactly the plaintext");
     assert!(total <= MAX_GROUP_PLAIN, "a group holds at most {MAX_GROUP_PLAIN} bytes of plaintext");
-    assert!(chunks.iter().all(|(_, p)| !p.is_empty() && p.len() <= MAX_CHUNK), "a chunk has 1..=65,536 bytes");
+    assert!(table.iter().all(|c| c.len != 0 && c.len as usize <= MAX_CHUNK), "a chunk has 1..=65,536 bytes");
 
     out.clear();
-    out.reserve(GROUP_HEADER_LEN + GROUP_ENTRY_LEN * chunks.len());
+    out.reserve(GROUP_HEADER_LEN + GROUP_ENTRY_LEN * table.len());
     // Header with the kind and nonce filled in below.
     out.extend_from_slice(&[GROUP_VERSION, BODY_RAW]);
-    out.extend_from_slice(&(chunks.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(table.len() as u16).to_le_bytes());
     out.extend_from_slice(&(total as u32).to_le_bytes());
     out.extend_from_slice(&[0u8; NONCE_LEN]);
-    for (id, plain) in chunks {
-        out.extend_from_slice(&id.0);
-        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+    for c in table {
+        out.extend_from_slice(&c.id.0);
+        out.extend_from_slice(&c.len.to_le_bytes());
     }
     let body_start = out.len();
 
     let kind = CODEC.with(|codec| {
         let codec = &mut *codec.borrow_mut();
-        codec.plain.clear();
-        for (_, plain) in chunks {
-            codec.plain.extend_from_slice(plain);
-        }
-        let skip = chunks.iter().all(|(_, p)| looks_incompressible(p));
+        let mut at = 0;
+        let skip = table.iter().all(|c| {
+            let chunk = &plain[at..at + c.len as usize];
+            at += c.len as usize;
+            looks_incompressible(chunk)
+        });
         // The frame goes to the thread's buffer, and only its bytes to `out`:
         // a payload waiting for its commit holds no more memory than it
         // needs. A frame that does not fit in one byte less than the
@@ -362,14 +374,11 @@ pub fn seal_group(key: &GroupKey, chunks: &[(ChunkId, &[u8])], out: &mut Vec<u8>
         if codec.frame.len() < total {
             codec.frame.resize(total, 0);
         }
-        let framed = if skip {
-            None
-        } else {
-            codec.compressor.compress_to_buffer(&codec.plain, &mut codec.frame[..total - 1]).ok()
-        };
+        let framed =
+            if skip { None } else { codec.compressor.compress_to_buffer(plain, &mut codec.frame[..total - 1]).ok() };
         let (kind, body) = match framed {
             Some(len) => (BODY_ZSTD, &codec.frame[..len]),
-            None => (BODY_RAW, &codec.plain[..]),
+            None => (BODY_RAW, plain),
         };
         out.reserve_exact(body.len() + GROUP_TAG_LEN);
         out.extend_from_slice(body);

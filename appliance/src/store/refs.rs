@@ -37,6 +37,19 @@ impl RefLookup<'_> {
         };
         Ok(self.view.group(id)?.map_or(0, |g| g.count(number)))
     }
+
+    /// `owner`'s reference count of `id`, or `None` if the store does not
+    /// have the chunk at all (for any owner), as of the last commit: one
+    /// lookup says both whether to skip a chunk and how to add it.
+    pub fn lookup(&mut self, id: &ChunkId) -> Result<Option<u32>> {
+        if self.number.is_none() {
+            self.number = self.view.owner_number(&self.owner)?;
+        }
+        let Some(g) = self.view.group(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.number.map_or(0, |n| g.count(n))))
+    }
 }
 
 /// What a reference operation did.

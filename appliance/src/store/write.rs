@@ -17,7 +17,7 @@ use pastiche_core::seal::raw_sealed_len;
 use pastiche_core::{ChunkId, Handle, PublicKey, MAX_CHUNK};
 
 use super::error::{Result, StoreError};
-use super::group::{seal_group, shares, GroupEntry, GROUP_TARGET_PLAIN, MAX_GROUP_CHUNKS};
+use super::group::{seal_group_plain, shares, GroupEntry, GROUP_TARGET_PLAIN, MAX_GROUP_CHUNKS};
 use super::index::{ChunkEntry, PackEntry, WriteTables, META_NEXT_PACK};
 use super::pack::{
     encode_pack_header, pack_path, record_len, sync_dir, RecordHeader, MAX_SEALED, MIN_SEALED, PACKS_DIR,
@@ -422,11 +422,22 @@ impl BatchWriter<'_> {
         // stored since the caller looked) only gains a reference: sealed
         // alone it is deduplicated by the commit, and still stored should
         // compaction drop it meanwhile. In a group it would be dead weight.
-        if self.store.grouping_key().is_none() || self.store.contains(&id)? {
-            let mut sealed = vec![0u8; raw_sealed_len(plain.len())];
-            let s = seal_into(plain, &Handle::of(plain), &mut sealed);
-            sealed.truncate(s.len);
-            return self.add_owned(id, sealed);
+        if self.store.contains(&id)? {
+            return self.add_sealed_alone(id, plain);
+        }
+        self.add_absent_plain(id, plain)
+    }
+
+    /// [`BatchWriter::add_plain`] for a chunk the caller has just found
+    /// absent from the store ([`super::RefLookup::lookup`]), which saves
+    /// looking it up again. Should another writer store it meanwhile, the
+    /// commit only references it (its bytes in the group are dead weight).
+    pub fn add_absent_plain(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
+        if plain.is_empty() || plain.len() > MAX_CHUNK {
+            return Err(StoreError::BadChunkLen { id, len: plain.len() });
+        }
+        if self.store.grouping_key().is_none() {
+            return self.add_sealed_alone(id, plain);
         }
         self.open_group.push(GroupEntry { id, len: plain.len() as u32 });
         self.open_plain.extend_from_slice(plain);
@@ -434,6 +445,14 @@ impl BatchWriter<'_> {
             self.close_group()?;
         }
         Ok(())
+    }
+
+    /// Seals one plaintext chunk alone (SPEC §2a) and adds it.
+    fn add_sealed_alone(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
+        let mut sealed = vec![0u8; raw_sealed_len(plain.len())];
+        let s = seal_into(plain, &Handle::of(plain), &mut sealed);
+        sealed.truncate(s.len);
+        self.add_owned(id, sealed)
     }
 
     /// Seals the group being gathered and queues it for the next commit.
@@ -444,15 +463,8 @@ impl BatchWriter<'_> {
         if self.open_group.is_empty() {
             return Ok(());
         }
-        let mut chunks = Vec::with_capacity(self.open_group.len());
-        let mut at = 0;
-        for c in &self.open_group {
-            let end = at + c.len as usize;
-            chunks.push((c.id, &self.open_plain[at..end]));
-            at = end;
-        }
         let mut payload = Vec::new();
-        seal_group(key, &chunks, &mut payload);
+        seal_group_plain(key, &self.open_group, &self.open_plain, &mut payload);
         self.pending_bytes += payload.len();
         self.pending_groups.push(SealedGroup { table: std::mem::take(&mut self.open_group), payload });
         self.open_plain.clear();

@@ -247,7 +247,13 @@ impl SecureStream {
             match self.stream.read(&mut self.input[self.filled..]) {
                 Ok(0) => bail!("buddy {} {closed}", self.addr),
                 Ok(n) => self.filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // The read's timeout is what is left of the record's deadline:
+                // when it fires, the loop says the buddy is too slow.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => return Err(anyhow!(e).context(format!("buddy {} {closed}", self.addr))),
             }
         }
