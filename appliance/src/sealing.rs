@@ -191,6 +191,15 @@ pub fn seal_into(plain: &[u8], handle: &Handle, out: &mut [u8]) -> Sealed {
     SEALER.with(|s| s.borrow_mut().seal(plain, handle, out))
 }
 
+/// [`seal_into`] into a vector of exactly the sealed chunk's length: the
+/// box's own chunk sealed alone, as it leaves the box.
+pub fn seal_to_vec(plain: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; seal::raw_sealed_len(plain.len())];
+    let sealed = seal_into(plain, &Handle::of(plain), &mut out);
+    out.truncate(sealed.len);
+    out
+}
+
 /// [`Opener::open`] with this thread's opener.
 pub fn open_into(sealed: &[u8], handle: &Handle, plain: &mut [u8]) -> Result<usize, OpenError> {
     OPENER.with(|o| o.borrow_mut().open(sealed, handle, plain))

@@ -6,7 +6,7 @@ use std::io;
 use std::ops::Range;
 use std::sync::Arc;
 
-use pastiche_core::{ChunkId, Handle};
+use pastiche_core::ChunkId;
 
 use super::error::{Damage, Result, StoreError};
 use super::group::{locate, open_group, GroupEntry};
@@ -134,10 +134,7 @@ impl ChunkStore {
             return self.read_record_at(id, e, buf);
         }
         let (group, range) = self.read_grouped(id, e)?;
-        let plain = &group.plain[range];
-        buf.resize(pastiche_core::seal::raw_sealed_len(plain.len()), 0);
-        let sealed = crate::sealing::seal_into(plain, &Handle::of(plain), buf);
-        buf.truncate(sealed.len);
+        *buf = crate::sealing::seal_to_vec(&group.plain[range]);
         Ok(())
     }
 

@@ -29,13 +29,7 @@ pub struct RefLookup<'a> {
 impl RefLookup<'_> {
     /// `owner`'s reference count of `id` (0 if none) as of the last commit.
     pub fn refcount(&mut self, id: &ChunkId) -> Result<u32> {
-        if self.number.is_none() {
-            self.number = self.view.owner_number(&self.owner)?;
-        }
-        let Some(number) = self.number else {
-            return Ok(0);
-        };
-        Ok(self.view.group(id)?.map_or(0, |g| g.count(number)))
+        Ok(self.lookup(id)?.unwrap_or(0))
     }
 
     /// `owner`'s reference count of `id`, or `None` if the store does not

@@ -13,8 +13,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use pastiche_core::seal::raw_sealed_len;
-use pastiche_core::{ChunkId, Handle, PublicKey, MAX_CHUNK};
+use pastiche_core::{ChunkId, PublicKey, MAX_CHUNK};
 
 use super::error::{Result, StoreError};
 use super::group::{seal_group_plain, shares, GroupEntry, GROUP_TARGET_PLAIN, MAX_GROUP_CHUNKS};
@@ -24,7 +23,7 @@ use super::pack::{
     PACK_HEADER_LEN,
 };
 use super::ChunkStore;
-use crate::sealing::seal_into;
+use crate::sealing::seal_to_vec;
 
 /// Appended bytes are gathered up to this size before one `pwrite`.
 const WRITE_BUF: usize = 1 << 20;
@@ -449,10 +448,7 @@ impl BatchWriter<'_> {
 
     /// Seals one plaintext chunk alone (SPEC §2a) and adds it.
     fn add_sealed_alone(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
-        let mut sealed = vec![0u8; raw_sealed_len(plain.len())];
-        let s = seal_into(plain, &Handle::of(plain), &mut sealed);
-        sealed.truncate(s.len);
-        self.add_owned(id, sealed)
+        self.add_owned(id, seal_to_vec(plain))
     }
 
     /// Seals the group being gathered and queues it for the next commit.

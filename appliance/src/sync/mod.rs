@@ -223,19 +223,10 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
                         Ok(here) => here,
                         Err(e) => return drop(tx.send(Err(e.into()))),
                     };
-                    // In the store's order, so each group of the box's own
-                    // chunks is opened once (it is sealed chunk by chunk).
-                    let mut present: Vec<ChunkId> =
-                        needed.iter().zip(&here).filter(|(_, &here)| here).map(|(id, _)| *id).collect();
-                    match repo.store.places(&present) {
-                        Ok(places) => {
-                            let mut keyed: Vec<_> = places.into_iter().zip(present).collect();
-                            keyed.sort_unstable();
-                            present = keyed.into_iter().map(|(_, id)| id).collect();
-                        }
-                        Err(e) => return drop(tx.send(Err(e.into()))),
-                    }
-                    for id in &present {
+                    // `needed` keeps the store's order the offers were
+                    // made in, so each group of the box's own chunks is
+                    // opened once.
+                    for (id, _) in needed.iter().zip(&here).filter(|(_, &here)| here) {
                         let mut sealed = Vec::new();
                         let r = repo.store.get_into(id, &mut sealed).map(|()| (*id, sealed));
                         let failed = r.is_err();
