@@ -144,10 +144,7 @@ pub fn run_verifying(
         .map(|(id, h)| (*id, *h))
         .collect();
     // In the store's order, so each group of the box's chunks is opened once.
-    let order = repo.store.places(&to_verify.iter().map(|(id, _)| *id).collect::<Vec<_>>())?;
-    let mut keyed: Vec<_> = order.into_iter().zip(to_verify).collect();
-    keyed.sort_unstable_by_key(|(place, _)| *place);
-    to_verify = keyed.into_iter().map(|(_, v)| v).collect();
+    to_verify = repo.store.in_store_order(to_verify, |(id, _)| *id)?;
     progress.set_totals(to_verify.len() as u64, 0);
     let failures = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);

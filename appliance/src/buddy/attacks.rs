@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -117,11 +117,26 @@ struct Buddy {
 
 impl Buddy {
     fn start(limits: Limits, max_sessions: usize) -> Buddy {
+        Buddy::start_holding(limits, max_sessions, None)
+    }
+
+    /// A buddy that has backed up `own` first (its own chunks, kept in its
+    /// compressed groups).
+    fn start_holding(limits: Limits, max_sessions: usize, own: Option<&Path>) -> Buddy {
         let dir = tempfile::tempdir().unwrap();
         let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
         // A name of its own: the identity derives from passphrase and name.
         let name = format!("buddy-{:08x}.attack", rand::random::<u32>());
         let repo = Repo::init(dir.path(), &name, PASS, kdf).unwrap();
+        if let Some(own) = own {
+            let opts = BackupOptions {
+                paths: vec![own.to_path_buf()],
+                excludes: Vec::new(),
+                one_file_system: false,
+                threads: 2,
+            };
+            backup::run(&repo, &opts, &quiet("backup")).unwrap();
+        }
         let key = repo.identity.public_key();
         let storage = BuddyStorage::for_repo(Arc::new(repo), DEFAULT_QUOTA).unwrap();
         let logs = Logs::default();
@@ -446,4 +461,71 @@ fn tampered_records_end_the_session_and_nothing_is_recorded_as_shipped() {
         client.restore_from(&entry);
     }
     assert!(buddy.logs.count("refused: channel: record failed authentication") >= 3, "{}", buddy.logs.dump());
+}
+
+/// A paired client whose data is also the buddy box's own (deduplicated:
+/// the box keeps those chunks in its compressed groups and seals each when
+/// it is asked for) requests its chunks in an order that needs a different
+/// group every time, so that each answer of 16 KiB would cost the box a
+/// group of about 1 MiB. That work is charged to the box's throttle, which
+/// makes the requests wait once its bucket is spent; every answer is still
+/// the client's exact sealed chunk, and a restore afterwards is exact.
+#[test]
+fn scattered_reads_of_chunks_the_box_keeps_in_groups_are_charged_and_throttled() {
+    let client = TestBox::new("client.attack", 21);
+    // Twelve more MiB: the box's own copy spans more groups than its cache of 8.
+    for i in 0..12u64 {
+        let bytes = crate::sample_tree::noise(0x5ca7 << 8 | i, 1 << 20);
+        std::fs::write(client.source.join(format!("docs/big{i}.bin")), bytes).unwrap();
+    }
+    let opts =
+        BackupOptions { paths: vec![client.source.clone()], excludes: Vec::new(), one_file_system: false, threads: 2 };
+    backup::run(&client.repo, &opts, &quiet("backup")).unwrap();
+    let buddy = Buddy::start_holding(Limits::default(), 4, Some(&client.source));
+    buddy.pair(&client);
+    let mut entry = buddy.entry();
+    sync::sync_one(&client.repo, &mut entry, &quiet("sync")).unwrap();
+
+    // The client's chunks were referenced where the box keeps its own:
+    // one copy, in the box's groups.
+    let ids: Vec<pastiche_core::ChunkId> = crate::prune::mark(&client.repo).unwrap().chunks.into_iter().collect();
+    let chunks = buddy.storage.chunks();
+    let client_key = client.repo.identity.public_key();
+    let own_key = buddy.storage.own_key();
+    for id in &ids {
+        assert_eq!(chunks.refcount(&client_key, id).unwrap(), 1, "the client references {id} itself");
+        assert_eq!(chunks.refcount(&own_key, id).unwrap(), 1, "the box holds {id} as its own");
+    }
+    let mut groups: std::collections::BTreeMap<(u32, u64), Vec<pastiche_core::ChunkId>> = Default::default();
+    for (place, id) in chunks.places(&ids).unwrap().into_iter().zip(&ids) {
+        groups.entry(place).or_default().push(*id);
+    }
+    groups.retain(|_, members| members.len() > 1);
+    assert!(groups.len() > 8, "{} groups hold the shared chunks", groups.len());
+
+    // One chunk from each group in turn: no two requests in a row, nor
+    // any within 8 of each other, need the same group.
+    let lists: Vec<&Vec<pastiche_core::ChunkId>> = groups.values().collect();
+    let scattered: Vec<pastiche_core::ChunkId> =
+        (0..4).flat_map(|round| lists.iter().filter_map(move |m| m.get(round).copied())).take(48).collect();
+    assert_eq!(scattered.len(), 48);
+    buddy.storage.set_work_rate(16 << 20);
+    let before = buddy.storage.work_stats();
+    let mut conn = sync::connect(&client.repo, &mut entry).unwrap();
+    conn.get_chunks(&scattered, |i, sealed| {
+        let ours = client.repo.store.get(&scattered[i])?;
+        anyhow::ensure!(sealed == ours.as_slice(), "chunk {} differs from the client's own seal", scattered[i]);
+        Ok(())
+    })
+    .unwrap();
+    drop(conn);
+    let after = buddy.storage.work_stats();
+
+    // Every request opened a group (at least half a MiB each, the last
+    // group of a backup may be short) and was charged for it; past the
+    // bucket's 16 MiB the requests waited.
+    let charged = after.charged - before.charged;
+    assert!(charged >= 48 * (512 << 10), "charged {charged} bytes for 48 scattered reads");
+    assert!(after.waits > before.waits, "the scattered reads were throttled: {after:?}");
+    client.restore_from(&entry);
 }

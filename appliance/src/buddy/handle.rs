@@ -239,7 +239,11 @@ impl BuddyHandle {
         for (id, data) in &self.pending {
             let box_holds = chunks.refcount(&own, id).chunks("reading a reference")? > 0;
             if box_holds {
-                match chunks.get_into(id, &mut self.read_buf) {
+                let read = chunks.get_into_metered(id, &mut self.read_buf);
+                if let Ok(work) = read {
+                    shared.work.pay(work);
+                }
+                match read.map(drop) {
                     Ok(()) if self.read_buf == *data => {
                         if chunks.refcount(client, id).chunks("reading a reference")? == 0 {
                             plain.push(*id);
@@ -348,8 +352,8 @@ impl BuddyHandle {
         // Only the client's own reference is served (no oracle), and it is
         // to the bytes it uploaded.
         let Some(stored) = self.stored_as(client, id)? else { return Ok(None) };
-        match self.shared.chunks().get_into(&stored, &mut self.read_buf) {
-            Ok(()) => {}
+        match self.shared.chunks().get_into_metered(&stored, &mut self.read_buf) {
+            Ok(work) => self.shared.work.pay(work),
             Err(StoreError::NotFound(_)) => return Ok(None),
             // Rot on this disk: the copy cannot be served or proven, so it
             // is "not held" and the client ships it again. Refusing would

@@ -12,6 +12,8 @@
 //! - [`lifecycle`]: decommissioned clients, released after a grace period.
 //! - [`crisis`]: a space crisis: clients' data dropped by a stated policy
 //!   when the free disk falls below its floor.
+//! - [`throttle`]: what serving the box's own grouped chunks to clients
+//!   may cost it.
 //! - [`notices`]: the drop notices a dropped client is told at its next
 //!   contact.
 //! - [`serve`](mod@serve): `pastiche serve`, the TCP daemon driving one
@@ -28,6 +30,7 @@ pub mod serve;
 mod slots;
 pub mod store;
 mod tables;
+pub mod throttle;
 
 #[cfg(test)]
 mod attacks;

@@ -58,6 +58,7 @@ use super::admission::{self, unix_now};
 use super::error::{BuddyError, ChunkContext, DbContext, Result};
 pub use super::handle::BuddyHandle;
 use super::tables::*;
+use super::throttle::{ThrottleStats, WorkThrottle};
 use crate::repo::Repo;
 use crate::store::ChunkStore;
 
@@ -104,6 +105,8 @@ pub(super) struct Shared {
     /// Chunk bytes all sessions' handles buffer (bounded by
     /// [`MAX_BUFFERED_BYTES`](super::tables::MAX_BUFFERED_BYTES)).
     pub(super) buffered: std::sync::atomic::AtomicU64,
+    /// What serving clients the box's own grouped chunks may cost.
+    pub(super) work: WorkThrottle,
 }
 
 /// What [`BuddyStorage::recover`] did.
@@ -185,6 +188,7 @@ impl BuddyStorage {
             min_free: std::sync::atomic::AtomicU64::new(0),
             refs: Mutex::new(()),
             buffered: std::sync::atomic::AtomicU64::new(0),
+            work: WorkThrottle::default(),
         };
         Ok(BuddyStorage { shared: Arc::new(shared) })
     }
@@ -203,6 +207,17 @@ impl BuddyStorage {
     /// (0, the default: no floor).
     pub fn set_min_free(&self, bytes: u64) {
         self.shared.min_free.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Work bytes per second (groups opened, chunks sealed) all clients
+    /// together may cost the box ([`super::throttle`]).
+    pub fn set_work_rate(&self, per_sec: u64) {
+        self.shared.work.set_rate(per_sec);
+    }
+
+    /// What serving clients has cost so far, and how often it was throttled.
+    pub fn work_stats(&self) -> ThrottleStats {
+        self.shared.work.stats()
     }
 
     /// Bytes free for unprivileged writers on the disk of the box's data.

@@ -335,15 +335,14 @@ fn root_ref(node: &NodeId, root_key: &RootKey) -> ObjectRef {
     ObjectRef { name: ObjectName::root(node), seq: ROOT_SEQ, key: ObjectKey(root_key.subkey("root-object")) }
 }
 
-/// Gives the store the box's group key, so grouped chunks can be read.
-/// New chunks are kept in compressed groups ([`crate::store::group`], about
-/// 10% less disk) only with `PASTICHE_GROUP_CHUNKS=on`: shipping a grouped
-/// chunk seals it again, which makes a first sync about three times slower
-/// today (docs/BENCHMARKS.md), so it stays opt-in until shipping seals in
-/// parallel. Otherwise every chunk is sealed alone, as before.
+/// Gives the store the box's group key, so grouped chunks can be read, and
+/// keeps new chunks in compressed groups ([`crate::store::group`], about
+/// 10% less disk than sealing each alone) unless `PASTICHE_GROUP_CHUNKS=off`
+/// (every new chunk sealed alone, as before groups; what is grouped stays
+/// readable either way).
 fn keep_own_chunks(store: &ChunkStore, identity: &Identity) {
     store.set_group_key(GroupKey::derive(&identity.seed()));
-    store.set_grouping(std::env::var("PASTICHE_GROUP_CHUNKS").is_ok_and(|v| v == "on"));
+    store.set_grouping(std::env::var("PASTICHE_GROUP_CHUNKS").map_or(true, |v| v != "off"));
 }
 
 fn load_root(meta: &MetaDb, r: &ObjectRef) -> Result<(RootObject, RootVersion)> {

@@ -98,10 +98,8 @@ pub fn run(
     // chunks are kept in groups of about 1 MiB, and this way each group is
     // opened once rather than once per file that needs it.
     let firsts: Vec<Handle> = files.iter().map(|e| Handle(e.handles.first().copied().unwrap_or_default())).collect();
-    if let Some(order) = source.order(&firsts)? {
-        let mut keyed: Vec<_> = order.into_iter().zip(files).collect();
-        keyed.sort_by_key(|(place, _)| *place);
-        files = keyed.into_iter().map(|(_, e)| e).collect();
+    if let Some(places) = source.order(&firsts)? {
+        files = crate::store::sorted_by_place(places, files);
     }
     let total: u64 = files.iter().map(|e| e.node.attrs.size).sum();
     progress.set_totals(files.len() as u64, total);

@@ -278,7 +278,7 @@ impl ChunkStore {
     /// disk order).
     fn verify_entry(&self, id: &ChunkId, e: &ChunkEntry, buf: &mut Vec<u8>, last: &mut LastGroup) -> super::Result<()> {
         if !e.is_grouped() {
-            return self.read_entry(id, e, buf);
+            return self.read_entry(id, e, buf).map(drop);
         }
         let key = (e.pack, e.offset, e.crc);
         let group = match last {

@@ -205,7 +205,7 @@ impl ChunkStore {
                 shares: None,
             });
         }
-        let (group, _) = self.read_grouped(&id, &e)?;
+        let (group, _, _) = self.read_grouped(&id, &e)?;
         let live: HashSet<ChunkId> = unit.iter().map(|(id, _)| *id).collect();
         if group.table.iter().all(|c| live.contains(&c.id)) {
             // Every chunk still lives here: the record is copied as it is,

@@ -13,7 +13,7 @@
 //!   tables and their encoding; `journal`: their snapshot and log files;
 //!   `legacy`: reading the redb index of formats 2 and 3 once.
 //! - `write`: the commit protocol (append, fsync, then commit).
-//! - `read`, `refs`, `check`, `compact`, `repair`, `stats`, `recover`: one job each.
+//! - `read`, `read_many` (many chunks in disk order, sealed on every core), `refs`, `check`, `compact`, `repair`, `stats`, `recover`: one job each.
 //!
 //! [`ChunkStore`] is `Send + Sync`; share it in an `Arc`. Writes are
 //! serialised internally, reads run in parallel with each other and with
@@ -29,6 +29,7 @@ mod legacy;
 mod merge;
 pub mod pack;
 mod read;
+mod read_many;
 mod recover;
 mod refs;
 mod repair;
@@ -52,6 +53,7 @@ pub use error::{Damage, Result, StoreError};
 pub use journal::{LOG_FILE, STATE_FILE};
 pub use legacy::REDB_FILE;
 pub use read::Stored;
+pub use read_many::{sorted_by_place, Place};
 pub use recover::{RecoveryReport, INDEX_FILE};
 pub use refs::{RefLookup, RefSummary};
 pub use repair::{ReplaceSummary, RetireSummary};

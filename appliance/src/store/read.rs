@@ -12,6 +12,7 @@ use super::error::{Damage, Result, StoreError};
 use super::group::{locate, open_group, GroupEntry};
 use super::index::ChunkEntry;
 use super::pack::{pack_path, read_record, read_record_header, RecordHeader, RecordKind};
+use super::read_many::Place;
 use super::ChunkStore;
 
 /// What [`ChunkStore::read_chunk`] put in the buffer.
@@ -78,10 +79,9 @@ impl ChunkStore {
         self.view()?.contains_many(ids)
     }
 
-    /// A sort key per chunk giving the order its records lie on disk
-    /// (absent chunks last): reading in this order opens each group of the
-    /// box's own chunks once and reads packs front to back.
-    pub fn places(&self, ids: &[ChunkId]) -> Result<Vec<(u32, u64)>> {
+    /// Where each chunk's record lies on disk (absent chunks last), a sort
+    /// key: see [`ChunkStore::in_store_order`].
+    pub fn places(&self, ids: &[ChunkId]) -> Result<Vec<Place>> {
         let view = self.view()?;
         ids.iter()
             .map(|id| Ok(view.group(id)?.map_or((u32::MAX, 0), |g| (g.loc.pack, u64::from(g.loc.offset)))))
@@ -98,6 +98,15 @@ impl ChunkStore {
     /// Like [`ChunkStore::get`] but reads into `buf` (replacing its
     /// contents), so a restore can reuse one buffer for every chunk.
     pub fn get_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> Result<()> {
+        self.get_into_metered(id, buf).map(drop)
+    }
+
+    /// [`ChunkStore::get_into`], also saying what the read cost beyond
+    /// reading a record: the bytes of a group's plaintext when its group had
+    /// to be opened, plus the chunk's when it had to be sealed (a chunk of
+    /// the box's own groups); 0 for a sealed chunk, read as it is kept. A
+    /// buddy charges it to the client that asked ([`crate::buddy`]).
+    pub fn get_into_metered(&self, id: &ChunkId, buf: &mut Vec<u8>) -> Result<u64> {
         // Held across lookup and read, so compaction cannot delete the pack
         // between the two (it takes the gate exclusively to delete).
         let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
@@ -116,7 +125,7 @@ impl ChunkStore {
         let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let entry = self.lookup(id)?.ok_or(StoreError::NotFound(*id))?;
         if entry.is_grouped() {
-            let (group, range) = self.read_grouped(id, &entry)?;
+            let (group, range, _) = self.read_grouped(id, &entry)?;
             buf.clear();
             buf.extend_from_slice(&group.plain[range]);
             Ok(Stored::Plain)
@@ -128,32 +137,36 @@ impl ChunkStore {
 
     /// Reads and checks the record `entry` points to; `buf` gets the sealed
     /// chunk. A grouped chunk is sealed here, as SPEC §2a says, from its
-    /// plaintext: the same bytes the box would have written alone.
-    pub(crate) fn read_entry(&self, id: &ChunkId, e: &ChunkEntry, buf: &mut Vec<u8>) -> Result<()> {
+    /// plaintext: the same bytes the box would have written alone. Returns
+    /// the work beyond the read, as [`ChunkStore::get_into_metered`] does.
+    pub(crate) fn read_entry(&self, id: &ChunkId, e: &ChunkEntry, buf: &mut Vec<u8>) -> Result<u64> {
         if !e.is_grouped() {
-            return self.read_record_at(id, e, buf);
+            return self.read_record_at(id, e, buf).map(|()| 0);
         }
-        let (group, range) = self.read_grouped(id, e)?;
+        let (group, range, opened) = self.read_grouped(id, e)?;
+        let sealed = range.len() as u64;
         *buf = crate::sealing::seal_to_vec(&group.plain[range]);
-        Ok(())
+        Ok(opened + sealed)
     }
 
-    /// The opened group holding grouped chunk `id`, and where the chunk is
-    /// in its plaintext. Opened groups are cached: a restore or a shipping
+    /// The opened group holding grouped chunk `id`, where the chunk is in
+    /// its plaintext, and the plaintext bytes opened to get it (0 when the
+    /// group was cached). Opened groups are cached: a restore or a shipping
     /// reads a group's chunks one after another.
-    pub(crate) fn read_grouped(&self, id: &ChunkId, e: &ChunkEntry) -> Result<(Arc<OpenedGroup>, Range<usize>)> {
+    pub(crate) fn read_grouped(&self, id: &ChunkId, e: &ChunkEntry) -> Result<(Arc<OpenedGroup>, Range<usize>, u64)> {
         let key = (e.pack, e.offset, e.crc);
         let cached = self.groups.lock().unwrap_or_else(|p| p.into_inner()).get(&key);
-        let group = match cached {
-            Some(g) => g,
+        let (group, opened) = match cached {
+            Some(g) => (g, 0),
             None => {
                 let g = self.open_group_at(id, e)?;
                 self.groups.lock().unwrap_or_else(|p| p.into_inner()).put(key, g.clone());
-                g
+                let opened = g.plain.len() as u64;
+                (g, opened)
             }
         };
         let range = self.place_in(id, e, &group)?;
-        Ok((group, range))
+        Ok((group, range, opened))
     }
 
     /// Where grouped chunk `id` is in `group`'s plaintext.

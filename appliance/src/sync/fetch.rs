@@ -12,7 +12,7 @@ use super::pull::Puller;
 use super::{connect, BuddyEntry};
 use crate::repo::Repo;
 use crate::sealing::open_into;
-use crate::store::Stored;
+use crate::store::{Place, Stored};
 
 /// A source of sealed chunks, shared by the restore threads.
 pub trait ChunkSource: Sync {
@@ -41,7 +41,7 @@ pub trait ChunkSource: Sync {
     /// Sort keys putting chunks in the order a restore should read them
     /// (where they lie in the local store), or `None` when order does not
     /// matter to this source.
-    fn order(&self, _chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+    fn order(&self, _chunks: &[Handle]) -> Result<Option<Vec<Place>>> {
         Ok(None)
     }
 
@@ -61,7 +61,7 @@ impl ChunkSource for Local<'_> {
         Ok(self.0.store.get_into(id, out)?)
     }
 
-    fn order(&self, chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+    fn order(&self, chunks: &[Handle]) -> Result<Option<Vec<Place>>> {
         let ids: Vec<ChunkId> = chunks.iter().map(Handle::chunk_id).collect();
         Ok(Some(self.0.store.places(&ids)?))
     }
@@ -184,7 +184,7 @@ impl ChunkSource for LocalThenBuddy<'_> {
         }
     }
 
-    fn order(&self, chunks: &[Handle]) -> Result<Option<Vec<(u32, u64)>>> {
+    fn order(&self, chunks: &[Handle]) -> Result<Option<Vec<Place>>> {
         self.local.order(chunks)
     }
 

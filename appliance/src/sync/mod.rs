@@ -16,6 +16,7 @@ pub mod floor;
 pub mod notice;
 pub mod pull;
 pub mod relay;
+mod ship;
 pub mod split;
 pub mod state;
 
@@ -34,29 +35,9 @@ use crate::progress::Progress;
 use crate::prune;
 use crate::repo::{write_atomically, Repo};
 use conn::BuddyConn;
+use ship::OFFER_BATCH;
 
 const BUDDIES_FILE: &str = "buddies.json";
-/// Ids per offer (the protocol's maximum).
-const OFFER_BATCH: usize = pastiche_core::wire::MAX_IDS_PER_MESSAGE;
-/// Bytes sent between two flushes.
-const FLUSH_BYTES: u64 = 256 << 20;
-
-/// Asks the buddy to make everything durable; records the chunks as held
-/// there unless some were refused. Returns how many were refused.
-fn flush_and_record(
-    conn: &mut BuddyConn,
-    db: &redb::Database,
-    buddy: &PublicKey,
-    ids: &mut Vec<ChunkId>,
-) -> Result<u32> {
-    let (_, refused) = conn.flush()?;
-    if refused == 0 {
-        state::add_chunks(db, buddy, ids)?;
-    }
-    ids.clear();
-    Ok(refused)
-}
-
 /// A configured buddy.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BuddyEntry {
@@ -197,84 +178,7 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
         });
         let shipped = state::shipped_chunks(db, &buddy)?;
         let to_offer: Vec<ChunkId> = marks.chunks.iter().filter(|id| !shipped.contains(id)).copied().collect();
-        // Offered in the store's order: the chunks a batch ships are read
-        // together, and each group of the box's own chunks is opened once.
-        let places = repo.store.places(&to_offer)?;
-        let mut keyed: Vec<_> = places.into_iter().zip(to_offer).collect();
-        keyed.sort_unstable();
-        let to_offer: Vec<ChunkId> = keyed.into_iter().map(|(_, id)| id).collect();
-        report.chunks_offered = to_offer.len() as u64;
-        let mut quota_refusals = 0;
-        let mut unflushed: Vec<ChunkId> = Vec::new();
-        let mut unflushed_bytes = 0u64;
-        let relay = relay::Relay::new(repo, entry);
-        for batch in to_offer.chunks(OFFER_BATCH) {
-            let lacks = conn.offer(batch)?;
-            let needed: Vec<ChunkId> = batch.iter().zip(&lacks).filter(|(_, &l)| l).map(|(id, _)| *id).collect();
-            // Reading from the store overlaps with sending: a reader thread
-            // fetches the sealed chunks in order while this thread writes them.
-            let sent = std::thread::scope(|scope| -> Result<u64> {
-                let (tx, rx) = crossbeam_channel::bounded::<Result<(ChunkId, Vec<u8>)>>(256);
-                let needed = &needed;
-                let relay = &relay;
-                scope.spawn(move || {
-                    // What this box lacks (it was recovered) comes from the other buddies.
-                    let here = match repo.store.contains_many(needed) {
-                        Ok(here) => here,
-                        Err(e) => return drop(tx.send(Err(e.into()))),
-                    };
-                    // `needed` keeps the store's order the offers were
-                    // made in, so each group of the box's own chunks is
-                    // opened once.
-                    for (id, _) in needed.iter().zip(&here).filter(|(_, &here)| here) {
-                        let mut sealed = Vec::new();
-                        let r = repo.store.get_into(id, &mut sealed).map(|()| (*id, sealed));
-                        let failed = r.is_err();
-                        if tx.send(r.with_context(|| format!("reading chunk {id} to ship"))).is_err() || failed {
-                            return;
-                        }
-                    }
-                    let absent: Vec<ChunkId> =
-                        needed.iter().zip(&here).filter(|(_, &here)| !here).map(|(id, _)| *id).collect();
-                    if !absent.is_empty() {
-                        let pulled = relay.pull(&absent, |id, sealed| {
-                            tx.send(Ok((id, sealed))).map_err(|_| anyhow!("the shipping stopped"))
-                        });
-                        if let Err(e) = pulled {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
-                let mut sent = 0u64;
-                for item in rx {
-                    let (id, sealed) = item?;
-                    conn.put_chunk(id, &sealed)?;
-                    sent += sealed.len() as u64;
-                }
-                Ok(sent)
-            })?;
-            report.chunks_sent += needed.len() as u64;
-            report.bytes_sent += sent;
-            progress.bytes_done(sent);
-            unflushed.extend_from_slice(batch);
-            unflushed_bytes += sent;
-            // Durability costs a round trip and an fsync on the buddy: ask for it
-            // every 256 MiB, and at the end.
-            if unflushed_bytes >= FLUSH_BYTES {
-                quota_refusals += flush_and_record(&mut conn, db, &buddy, &mut unflushed)?;
-                unflushed_bytes = 0;
-            }
-        }
-        quota_refusals += flush_and_record(&mut conn, db, &buddy, &mut unflushed)?;
-        if quota_refusals > 0 {
-            bail!(
-                "buddy {} is out of quota for us ({} chunks refused; quota {} bytes, used {}): nothing committed there",
-                entry.addr,
-                quota_refusals,
-                conn.welcome.quota_bytes,
-                conn.welcome.used_bytes
-            );
-        }
+        ship::ship_chunks(repo, &mut conn, entry, to_offer, progress, &mut report)?;
 
         let staged_objects = objects.join().map_err(|_| anyhow::anyhow!("the object-staging thread panicked"))?;
         // Chunks the buddy holds for us that no retained snapshot needs, and

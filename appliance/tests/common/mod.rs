@@ -242,15 +242,15 @@ impl TestBox {
     }
 
     /// This box, storing its own chunks sealed one by one rather than in
-    /// groups (`PASTICHE_GROUP_CHUNKS=off`, the default today): for tests
-    /// that damage particular chunks' records.
+    /// groups (`PASTICHE_GROUP_CHUNKS=off`): for tests that damage
+    /// particular chunks' records.
     pub fn sealing_alone(mut self) -> TestBox {
         self.env.push(("PASTICHE_GROUP_CHUNKS".into(), "off".into()));
         self
     }
 
-    /// This box, keeping its own chunks in compressed groups
-    /// (`PASTICHE_GROUP_CHUNKS=on`).
+    /// This box, keeping its own chunks in compressed groups, whatever the
+    /// default (`PASTICHE_GROUP_CHUNKS=on`).
     pub fn grouping_chunks(mut self) -> TestBox {
         self.env.push(("PASTICHE_GROUP_CHUNKS".into(), "on".into()));
         self
