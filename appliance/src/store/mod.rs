@@ -78,7 +78,7 @@ pub struct StoreConfig {
     /// take it past this many bytes. Default 256 MiB.
     pub pack_limit: u64,
     /// [`BatchWriter`] commits whenever this many bytes are pending.
-    /// Default 32 MiB: one fsync per 32 MiB keeps a backup disk-bound.
+    /// Default 8 MiB (of sealed chunks and compressed groups, per writer).
     pub batch_bytes: usize,
     /// Memory the index may use for caching. Unused since store format 4
     /// (the small tables live in RAM, the run is read from the page
@@ -91,7 +91,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
-        StoreConfig { pack_limit: 256 << 20, batch_bytes: 32 << 20, cache_bytes: 64 << 20, merge_min: 2048 }
+        StoreConfig { pack_limit: 256 << 20, batch_bytes: 8 << 20, cache_bytes: 64 << 20, merge_min: 2048 }
     }
 }
 

@@ -374,7 +374,7 @@ struct SealedGroup {
 }
 
 /// Gathers chunks for one owner and commits them in large batches, so a
-/// backup pays one fsync and one index commit per ~32 MiB, not per chunk.
+/// backup pays one fsync and one index commit per ~8 MiB, not per chunk.
 ///
 /// Chunks added since the last commit are lost if the writer is dropped
 /// without [`BatchWriter::commit`] (or the process dies): exactly as if they
