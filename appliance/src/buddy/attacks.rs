@@ -485,6 +485,10 @@ fn scattered_reads_of_chunks_the_box_keeps_in_groups_are_charged_and_throttled()
     buddy.pair(&client);
     let mut entry = buddy.entry();
     sync::sync_one(&client.repo, &mut entry, &quiet("sync")).unwrap();
+    // Each upload was compared with the box's own copy, sealed from its
+    // group: that work (the 13 MiB of chunks, at least) was charged too.
+    let compared = buddy.storage.work_stats().charged;
+    assert!(compared >= 12 << 20, "uploads compared with grouped copies charged {compared} bytes");
 
     // The client's chunks were referenced where the box keeps its own:
     // one copy, in the box's groups.

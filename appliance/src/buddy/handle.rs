@@ -232,7 +232,10 @@ impl BuddyHandle {
         let shared = self.shared.clone();
         let chunks = shared.chunks();
         let own = shared.own_key;
-        let _refs = shared.lock_refs();
+        let refs = shared.lock_refs();
+        // Comparing with the box's own grouped copy seals it: charged once
+        // the lock is released, so a throttled client waits alone.
+        let mut work = 0u64;
         let mut plain: Vec<ChunkId> = Vec::new();
         let mut named: Vec<(ChunkId, &[u8])> = Vec::new();
         let mut rows: Vec<(ChunkId, ChunkId)> = Vec::new();
@@ -240,9 +243,7 @@ impl BuddyHandle {
             let box_holds = chunks.refcount(&own, id).chunks("reading a reference")? > 0;
             if box_holds {
                 let read = chunks.get_into_metered(id, &mut self.read_buf);
-                if let Ok(work) = read {
-                    shared.work.pay(work);
-                }
+                work += read.as_ref().map_or(0, |w| *w);
                 match read.map(drop) {
                     Ok(()) if self.read_buf == *data => {
                         if chunks.refcount(client, id).chunks("reading a reference")? == 0 {
@@ -280,6 +281,8 @@ impl BuddyHandle {
             }
             txn.commit().db(C)?;
         }
+        drop(refs);
+        shared.work.pay(work);
         self.pending.clear();
         self.pending_ids.clear();
         self.set_pending_bytes(0);
