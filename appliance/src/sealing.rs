@@ -194,10 +194,17 @@ pub fn seal_into(plain: &[u8], handle: &Handle, out: &mut [u8]) -> Sealed {
 /// [`seal_into`] into a vector of exactly the sealed chunk's length: the
 /// box's own chunk sealed alone, as it leaves the box.
 pub fn seal_to_vec(plain: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; seal::raw_sealed_len(plain.len())];
-    let sealed = seal_into(plain, &Handle::of(plain), &mut out);
-    out.truncate(sealed.len);
+    let mut out = Vec::new();
+    seal_into_vec(plain, &mut out);
     out
+}
+
+/// [`seal_to_vec`] into `out` (replacing its contents), reusing its
+/// allocation: for readers that seal chunk after chunk into one buffer.
+pub fn seal_into_vec(plain: &[u8], out: &mut Vec<u8>) {
+    out.resize(seal::raw_sealed_len(plain.len()), 0);
+    let sealed = seal_into(plain, &Handle::of(plain), out);
+    out.truncate(sealed.len);
 }
 
 /// [`Opener::open`] with this thread's opener.

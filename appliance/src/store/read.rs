@@ -12,7 +12,7 @@ use super::error::{Damage, Result, StoreError};
 use super::group::{locate, open_group, GroupEntry};
 use super::index::ChunkEntry;
 use super::pack::{pack_path, read_record, read_record_header, RecordHeader, RecordKind};
-use super::read_many::Place;
+use super::read_many::{place_of, Place};
 use super::ChunkStore;
 
 /// What [`ChunkStore::read_chunk`] put in the buffer.
@@ -83,9 +83,7 @@ impl ChunkStore {
     /// key: see [`ChunkStore::in_store_order`].
     pub fn places(&self, ids: &[ChunkId]) -> Result<Vec<Place>> {
         let view = self.view()?;
-        ids.iter()
-            .map(|id| Ok(view.group(id)?.map_or((u32::MAX, 0), |g| (g.loc.pack, u64::from(g.loc.offset)))))
-            .collect()
+        ids.iter().map(|id| Ok(view.group(id)?.map_or((u32::MAX, 0), |g| place_of(&g)))).collect()
     }
 
     /// Reads a chunk, checking its record header and CRC-32.
@@ -145,7 +143,7 @@ impl ChunkStore {
         }
         let (group, range, opened) = self.read_grouped(id, e)?;
         let sealed = range.len() as u64;
-        *buf = crate::sealing::seal_to_vec(&group.plain[range]);
+        crate::sealing::seal_into_vec(&group.plain[range], buf);
         Ok(opened + sealed)
     }
 

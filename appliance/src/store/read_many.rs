@@ -13,11 +13,17 @@ use std::sync::Mutex;
 use pastiche_core::ChunkId;
 
 use super::error::{Result, StoreError};
+use super::run::Group;
 use super::ChunkStore;
 
 /// Where a chunk's record lies: pack and offset (absent chunks last). Every
 /// chunk of one group has its group's place.
 pub type Place = (u32, u64);
+
+/// The place of a chunk the index holds.
+pub(crate) fn place_of(g: &Group) -> Place {
+    (g.loc.pack, u64::from(g.loc.offset))
+}
 
 /// `items` sorted by `places`, given in the same order (one per item).
 pub fn sorted_by_place<T>(places: Vec<Place>, items: Vec<T>) -> Vec<T> {
@@ -35,19 +41,35 @@ impl ChunkStore {
         Ok(sorted_by_place(self.places(&ids)?, items))
     }
 
-    /// Reads every chunk of `ids` sealed, as [`ChunkStore::get`] does, on
-    /// `threads` threads, and hands each to `each`, called on those threads
-    /// in no particular order. `ids` should be in the store's order
-    /// ([`ChunkStore::in_store_order`]): the chunks of one group that follow
-    /// each other are read by one thread, so the group is opened once.
+    /// Reads every chunk of `ids` the store holds sealed, as
+    /// [`ChunkStore::get`] does, on `threads` threads, and hands each to
+    /// `each`, called on those threads in no particular order; returns the
+    /// chunks the store does not hold. `ids` should be in the store's order
+    /// ([`ChunkStore::in_store_order`]): the chunks of one group that
+    /// follow each other are read by one thread, so the group is opened once.
     ///
-    /// Stops early when `each` returns false (Ok) or at the first chunk
-    /// that cannot be read (that error).
-    pub fn read_sealed_many<F>(&self, ids: &[ChunkId], threads: usize, each: F) -> Result<()>
+    /// Each read holds the compaction gate for that chunk alone, never
+    /// while `each` runs: a slow consumer (a buddy on a slow link) must not
+    /// hold up compaction, nor the reads queued behind it. Stops early
+    /// when `each` returns false, or at the first chunk that cannot be read
+    /// (that error).
+    pub fn read_sealed_many<F>(&self, ids: &[ChunkId], threads: usize, each: F) -> Result<Vec<ChunkId>>
     where
         F: Fn(ChunkId, Vec<u8>) -> bool + Sync,
     {
-        let runs = runs_by_place(&self.places(ids)?);
+        let mut absent = Vec::new();
+        let mut held: Vec<(ChunkId, Place)> = Vec::with_capacity(ids.len());
+        {
+            let view = self.view()?;
+            for id in ids {
+                match view.group(id)? {
+                    Some(g) => held.push((*id, place_of(&g))),
+                    None => absent.push(*id),
+                }
+            }
+        }
+        let places: Vec<Place> = held.iter().map(|(_, place)| *place).collect();
+        let runs = runs_by_place(&places);
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let failed: Mutex<Option<StoreError>> = Mutex::new(None);
@@ -56,10 +78,12 @@ impl ChunkStore {
                 scope.spawn(|| {
                     let mut sealed = Vec::new();
                     while let Some(run) = runs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        for id in &ids[run.clone()] {
+                        for (id, _) in &held[run.clone()] {
                             if stop.load(Ordering::Relaxed) {
                                 return;
                             }
+                            // Looked up again under the gate: compaction
+                            // may have moved it since the pass above.
                             if let Err(e) = self.get_into(id, &mut sealed) {
                                 failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                                 stop.store(true, Ordering::Relaxed);
@@ -76,7 +100,7 @@ impl ChunkStore {
         });
         match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(absent),
         }
     }
 }

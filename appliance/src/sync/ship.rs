@@ -101,24 +101,19 @@ fn read_batch(
     needed: &[ChunkId],
     tx: &crossbeam_channel::Sender<Result<(ChunkId, Vec<u8>)>>,
 ) -> Result<()> {
-    let here = repo.store.contains_many(needed)?;
-    let here_or_not = |want: bool| -> Vec<ChunkId> {
-        needed.iter().zip(&here).filter(|(_, &h)| h == want).map(|(id, _)| *id).collect()
-    };
-    let present = here_or_not(true);
     let gone = AtomicBool::new(false);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    repo.store
-        .read_sealed_many(&present, threads, |id, sealed| {
+    let absent = repo
+        .store
+        .read_sealed_many(needed, threads, |id, sealed| {
             let ok = tx.send(Ok((id, sealed))).is_ok();
             gone.fetch_or(!ok, Ordering::Relaxed);
             ok
         })
         .context("reading the chunks to ship")?;
-    if present.len() == needed.len() || gone.load(Ordering::Relaxed) {
+    if absent.is_empty() || gone.load(Ordering::Relaxed) {
         return Ok(());
     }
-    let absent = here_or_not(false);
     relay.pull(&absent, |id, sealed| tx.send(Ok((id, sealed))).map_err(|_| anyhow!("the shipping stopped")))
 }
 
