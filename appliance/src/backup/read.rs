@@ -55,12 +55,17 @@ pub fn read_files(
     let in_flight: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
     let results: Vec<Mutex<Option<Outcome>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let nodes = &tree.nodes;
+    // Full batches are committed on a thread of their own, so the reading
+    // threads never idle while a pack is fsync'd.
+    let (queue, committer) = repo.store.commit_queue();
     std::thread::scope(|scope| -> anyhow::Result<()> {
+        let committing = scope.spawn(|| committer.run());
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
+                let queue = queue.clone();
                 scope.spawn(|| -> anyhow::Result<()> {
                     let owner = repo.identity.public_key();
-                    let mut writer = repo.store.writer(owner);
+                    let mut writer = repo.store.queued_writer(owner, queue);
                     let mut refs = repo.store.ref_lookup(owner);
                     let mut read_buf = vec![0u8; READ_BUFFER];
                     loop {
@@ -90,16 +95,19 @@ pub fn read_files(
                         progress.file_done();
                         *results[j].lock().expect("no panics hold this lock") = Some(outcome);
                     }
-                    let written = writer.commit()?;
-                    stats.bytes_added.fetch_add(written.bytes_written, Ordering::Relaxed);
+                    writer.commit()?;
                     Ok(())
                 })
             })
             .collect();
-        for w in workers {
-            w.join().expect("a backup thread panicked")?;
-        }
-        Ok(())
+        drop(queue);
+        let read: Vec<anyhow::Result<()>> =
+            workers.into_iter().map(|w| w.join().expect("a backup thread panicked")).collect();
+        // The committer's error first: a reader that failed because the
+        // committer stopped only reports that it did.
+        let written = committing.join().expect("the commit thread panicked")?;
+        stats.bytes_added.store(written.bytes_written, Ordering::Relaxed);
+        read.into_iter().collect()
     })?;
     for (j, result) in jobs.iter().zip(results) {
         let node = &mut tree.nodes[*j];

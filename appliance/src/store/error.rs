@@ -92,6 +92,10 @@ pub enum StoreError {
     /// store was given the box's group key.
     #[error("chunk {0} is kept in a group and the store has no group key to open it")]
     NoGroupKey(ChunkId),
+    /// A writer's batch could not be queued: the thread committing the
+    /// queue stopped after an error, which it returns itself.
+    #[error("the thread committing this backup's batches has stopped after an error")]
+    CommitStopped,
     /// The configuration passed to `open_with` is unusable.
     #[error("invalid chunk store configuration: {0}")]
     Config(String),

@@ -12,7 +12,8 @@
 //! - `index`: the tables and the reference bookkeeping; `state`: the small
 //!   tables and their encoding; `journal`: their snapshot and log files;
 //!   `legacy`: reading the redb index of formats 2 and 3 once.
-//! - `write`: the commit protocol (append, fsync, then commit).
+//! - `write`: the commit protocol (append, fsync, then commit);
+//!   `commit_queue`: a backup's batches committed on a thread of their own.
 //! - `read`, `read_many` (many chunks in disk order, sealed on every core), `refs`, `check`, `compact`, `repair`, `stats`, `recover`: one job each.
 //!
 //! [`ChunkStore`] is `Send + Sync`; share it in an `Arc`. Writes are
@@ -20,6 +21,7 @@
 //! writes.
 
 mod check;
+mod commit_queue;
 mod compact;
 mod error;
 pub mod group;
@@ -48,6 +50,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 pub use check::{CheckMode, CheckReport, DamagedChunk, PackProblem};
+pub use commit_queue::{CommitSender, Committer};
 pub use compact::CompactSummary;
 pub use error::{Damage, Result, StoreError};
 pub use journal::{LOG_FILE, STATE_FILE};

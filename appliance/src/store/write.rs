@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use pastiche_core::{ChunkId, PublicKey, MAX_CHUNK};
 
+use super::commit_queue::{Batch, CommitSender};
 use super::error::{Result, StoreError};
 use super::group::{seal_group_plain, shares, GroupEntry, GROUP_TARGET_PLAIN, MAX_GROUP_CHUNKS};
 use super::index::{ChunkEntry, PackEntry, WriteTables, META_NEXT_PACK};
@@ -61,7 +62,7 @@ pub struct PutSummary {
 }
 
 impl PutSummary {
-    fn merge(&mut self, o: PutSummary) {
+    pub(super) fn merge(&mut self, o: PutSummary) {
         self.chunks_written += o.chunks_written;
         self.bytes_written += o.bytes_written;
         self.chunks_deduplicated += o.chunks_deduplicated;
@@ -284,7 +285,12 @@ impl ChunkStore {
     /// [`ChunkStore::put_batch`] with groups of the box's own chunks
     /// besides the sealed ones: a group is written only if it holds a chunk
     /// the store lacks, and only those chunks are indexed in it.
-    fn put_items(&self, owner: &PublicKey, items: &[(ChunkId, &[u8])], groups: &[SealedGroup]) -> Result<PutSummary> {
+    pub(super) fn put_items(
+        &self,
+        owner: &PublicKey,
+        items: &[(ChunkId, &[u8])],
+        groups: &[SealedGroup],
+    ) -> Result<PutSummary> {
         for (id, bytes) in items {
             check_len(id, bytes)?;
         }
@@ -363,14 +369,23 @@ impl ChunkStore {
             open_group: Vec::new(),
             open_plain: Vec::new(),
             summary: PutSummary::default(),
+            queue: None,
         }
+    }
+
+    /// A writer for `owner` like [`ChunkStore::writer`] that hands its full
+    /// batches to `queue` instead of committing them itself: they are
+    /// committed, and counted, by the queue's
+    /// [`Committer`](super::Committer).
+    pub fn queued_writer(&self, owner: PublicKey, queue: CommitSender) -> BatchWriter<'_> {
+        BatchWriter { queue: Some(queue), ..self.writer(owner) }
     }
 }
 
 /// A group of the box's own chunks, sealed and waiting for its batch.
-struct SealedGroup {
-    table: Vec<GroupEntry>,
-    payload: Vec<u8>,
+pub(super) struct SealedGroup {
+    pub table: Vec<GroupEntry>,
+    pub payload: Vec<u8>,
 }
 
 /// Gathers chunks for one owner and commits them in large batches, so a
@@ -389,6 +404,8 @@ pub struct BatchWriter<'s> {
     open_group: Vec<GroupEntry>,
     open_plain: Vec<u8>,
     summary: PutSummary,
+    /// Where full batches go when another thread commits them.
+    queue: Option<CommitSender>,
 }
 
 impl BatchWriter<'_> {
@@ -486,6 +503,12 @@ impl BatchWriter<'_> {
         if self.pending.is_empty() && self.pending_groups.is_empty() {
             return Ok(());
         }
+        if let Some(queue) = &self.queue {
+            let items = std::mem::take(&mut self.pending);
+            let groups = std::mem::take(&mut self.pending_groups);
+            self.pending_bytes = 0;
+            return queue.send(Batch { owner: self.owner, items, groups });
+        }
         let items: Vec<(ChunkId, &[u8])> = self.pending.iter().map(|(id, b)| (*id, b.as_slice())).collect();
         let s = self.store.put_items(&self.owner, &items, &self.pending_groups)?;
         self.summary.merge(s);
@@ -495,7 +518,9 @@ impl BatchWriter<'_> {
         Ok(())
     }
 
-    /// Commits what is pending and returns the totals of this writer.
+    /// Commits what is pending and returns the totals of this writer: for
+    /// a [queued writer](ChunkStore::queued_writer), hands it to the queue
+    /// and returns zeros (the committer counts what it commits).
     pub fn commit(mut self) -> Result<PutSummary> {
         self.flush()?;
         Ok(self.summary)

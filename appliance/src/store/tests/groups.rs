@@ -11,7 +11,7 @@ use crate::store::pack::{pack_path, RECORD_HEADER_LEN};
 use crate::store::{CheckMode, Damage, StoreError, Stored};
 
 /// A store with the group key of a test box.
-fn keyed(dir: &std::path::Path) -> ChunkStore {
+pub(super) fn keyed(dir: &std::path::Path) -> ChunkStore {
     let store = open_small(dir);
     store.set_group_key(GroupKey::derive(&[7; 32]));
     store
@@ -32,7 +32,7 @@ fn text(seed: u64, len: usize) -> (ChunkId, Vec<u8>) {
     (Handle::of(&out).chunk_id(), out)
 }
 
-fn texts(first: u64, n: u64) -> Vec<(ChunkId, Vec<u8>)> {
+pub(super) fn texts(first: u64, n: u64) -> Vec<(ChunkId, Vec<u8>)> {
     (first..first + n).map(|s| text(s, 4000 + (s as usize * 97) % 9000)).collect()
 }
 
@@ -49,7 +49,7 @@ fn sealed_alone(plain: &[u8]) -> Vec<u8> {
     crate::sealing::seal_to_vec(plain)
 }
 
-fn assert_plain(store: &ChunkStore, items: &[(ChunkId, Vec<u8>)]) {
+pub(super) fn assert_plain(store: &ChunkStore, items: &[(ChunkId, Vec<u8>)]) {
     let mut buf = Vec::new();
     for (id, plain) in items {
         assert_eq!(store.read_chunk(id, &mut buf).unwrap(), Stored::Plain, "chunk {id}");

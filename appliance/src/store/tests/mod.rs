@@ -2,6 +2,7 @@
 
 mod basic;
 mod check;
+mod commit_queue;
 mod compact;
 mod crash;
 mod groups;
