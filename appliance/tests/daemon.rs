@@ -335,10 +335,14 @@ fn config_reload_applies_a_valid_file_at_once_and_keeps_the_old_one_on_a_bad_fil
     // `config reload`: the new schedule and paths apply without a restart.
     configure(
         &a,
-        &format!("[backup]\npaths = [{}]\nschedule = \"every 1s\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\n", q(&second)),
+        &format!(
+            "[backup]\npaths = [{}]\nschedule = \"every 1s\"\n[serve]\nlisten = [\"127.0.0.1:0\"]\ngroup_work_per_sec = \"16 MiB\"\n",
+            q(&second)
+        ),
     );
     let r = a.run(["config", "reload"]).ok();
     assert!(r.stdout.contains("backup schedule every 1s (was never)"), "{}", r.describe());
+    assert!(r.stdout.contains("group work limited to 16777216 bytes a second"), "{}", r.describe());
     assert!(r.stdout.contains(second.to_str().unwrap()), "{}", r.describe());
     Daemon::wait_status(&a, 60, "a backup on the reloaded schedule", |s| s["last_result"]["backup"]["ok"] == true);
     let snaps = a.snapshots();

@@ -9,7 +9,8 @@
 //! time. Such work is charged to one token bucket shared by every client:
 //! past its burst, a read waits until the bucket refills, so clients
 //! together cost the box at most [`DEFAULT_WORK_PER_SEC`] of it (about a
-//! tenth of a core), however they order their requests.
+//! tenth of a core; `[serve] group_work_per_sec` sets it), however they
+//! order their requests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -23,6 +23,7 @@
 //! max_sessions = 32
 //! min_free = "1 GiB"                # free disk kept for this box's own backups
 //! client_grace_days = 90            # a client silent this long is decommissioned (0: never)
+//! group_work_per_sec = "128 MiB"    # work clients may cost reading this box's own grouped chunks
 //! [serve.client_quotas]
 //! "<client public key, 64 hex digits>" = "200 GiB"
 //!
@@ -103,6 +104,8 @@ pub struct Config {
 
 /// The status page's default address.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8484";
+/// The smallest `[serve] group_work_per_sec`: about one group's plaintext.
+pub const MIN_GROUP_WORK_PER_SEC: u64 = 1 << 20;
 
 /// `[http]`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -199,6 +202,10 @@ pub struct ServeConfig {
     /// Days a client may stay silent before its data is released (warned
     /// at half; 0: never).
     pub client_grace_days: u64,
+    /// Work bytes per second (groups opened, chunks sealed) all clients
+    /// together may cost the box when they read chunks it keeps in its
+    /// own compressed groups ([`crate::buddy::throttle`]).
+    pub group_work_per_sec: u64,
 }
 
 impl Default for Config {
@@ -221,6 +228,7 @@ impl Default for Config {
                 min_free: crate::buddy::DEFAULT_MIN_FREE,
                 client_quotas: BTreeMap::new(),
                 client_grace_days: crate::buddy::lifecycle::DEFAULT_GRACE_DAYS,
+                group_work_per_sec: crate::buddy::throttle::DEFAULT_WORK_PER_SEC,
             },
             http: HttpConfig { listen: DEFAULT_HTTP_LISTEN.parse().ok(), session_minutes: 60 },
             alerts: AlertsConfig::default(),
@@ -345,6 +353,7 @@ struct RawServe {
     #[serde(default)]
     client_quotas: BTreeMap<Spanned<String>, Spanned<Size>>,
     client_grace_days: Option<u64>,
+    group_work_per_sec: Option<Spanned<Size>>,
 }
 
 /// A byte count: a number, or a string like `"64 GiB"`.
@@ -473,6 +482,20 @@ impl Config {
             }
             c.serve.max_sessions = m.into_inner();
         }
+        if let Some(w) = raw.serve.group_work_per_sec {
+            let span = w.span();
+            let rate = size(w)?;
+            // One scattered read may open a whole group (up to about
+            // 1 MiB): below that a single read would wait past the
+            // throttle's longest wait.
+            if rate < MIN_GROUP_WORK_PER_SEC {
+                return Err(fail(
+                    Some(span),
+                    "group_work_per_sec must be at least 1 MiB: opening one group costs about that much".into(),
+                ));
+            }
+            c.serve.group_work_per_sec = rate;
+        }
         if let Some(days) = raw.serve.client_grace_days {
             c.serve.client_grace_days = days;
         }
@@ -585,6 +608,16 @@ disk_floor = "5 GiB"
         // What `pastiche config` shows parses back to the same configuration.
         let again = parse(&c.to_toml()).unwrap();
         assert_eq!(Config { source: None, ..again }, Config { source: None, ..c });
+    }
+
+    #[test]
+    fn the_work_clients_may_cost_is_a_rate_of_at_least_one_mebibyte() {
+        assert_eq!(parse("").unwrap().serve.group_work_per_sec, crate::buddy::throttle::DEFAULT_WORK_PER_SEC);
+        let c = parse("[serve]\ngroup_work_per_sec = \"32 MiB\"\n").unwrap();
+        assert_eq!(c.serve.group_work_per_sec, 32 << 20);
+        assert_eq!(parse(&c.to_toml()).unwrap().serve, c.serve);
+        let err = parse("[serve]\ngroup_work_per_sec = 1000\n").unwrap_err().to_string();
+        assert!(err.contains("group_work_per_sec must be at least 1 MiB"), "{err}");
     }
 
     #[test]

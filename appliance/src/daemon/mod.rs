@@ -194,6 +194,7 @@ pub fn run(opts: DaemonOptions) -> Result<u8> {
         storage.set_quota(&key, Some(*quota))?;
     }
     storage.set_min_free(config.serve.min_free);
+    storage.set_work_rate(config.serve.group_work_per_sec);
     let log: LogSink = Arc::new(|line: &str| tracing::info!("{line}"));
     let mut servers: Vec<(crate::buddy::Stopper, JoinHandle<Result<()>>)> = Vec::new();
     let mut listening = Vec::new();

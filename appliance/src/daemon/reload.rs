@@ -72,6 +72,7 @@ impl Reloader {
         }
 
         self.storage.set_min_free(new.serve.min_free);
+        self.storage.set_work_rate(new.serve.group_work_per_sec);
         for (key, quota) in &new.serve.client_quotas {
             if old.serve.client_quotas.get(key) == Some(quota) {
                 continue;
@@ -126,6 +127,9 @@ fn changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.serve.client_quotas != new.serve.client_quotas || old.serve.min_free != new.serve.min_free {
         lines.push("client quotas or free-disk floor changed".into());
+    }
+    if old.serve.group_work_per_sec != new.serve.group_work_per_sec {
+        lines.push(format!("clients' group work limited to {} bytes a second", new.serve.group_work_per_sec));
     }
     lines
 }
