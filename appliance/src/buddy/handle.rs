@@ -282,7 +282,7 @@ impl BuddyHandle {
             txn.commit().db(C)?;
         }
         drop(refs);
-        shared.work.pay(work);
+        shared.work.pay(client, work);
         self.pending.clear();
         self.pending_ids.clear();
         self.set_pending_bytes(0);
@@ -356,7 +356,7 @@ impl BuddyHandle {
         // to the bytes it uploaded.
         let Some(stored) = self.stored_as(client, id)? else { return Ok(None) };
         match self.shared.chunks().get_into_metered(&stored, &mut self.read_buf) {
-            Ok(work) => self.shared.work.pay(work),
+            Ok(work) => self.shared.work.pay(client, work),
             Err(StoreError::NotFound(_)) => return Ok(None),
             // Rot on this disk: the copy cannot be served or proven, so it
             // is "not held" and the client ships it again. Refusing would

@@ -11,31 +11,82 @@
 //! together cost the box at most [`DEFAULT_WORK_PER_SEC`] of it (about a
 //! tenth of a core; `[serve] group_work_per_sec` sets it), however they
 //! order their requests.
+//!
+//! Each client is also charged to a bucket of its own, filled at its share
+//! of the rate: all of it while no other client has read in the last
+//! [`ACTIVE`], an equal part of it otherwise. A client alone (a box
+//! recovering from this buddy) gets the whole rate; a hostile client,
+//! however hard it asks, leaves the others their part, so it cannot slow
+//! honest clients' restores down to nothing.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use pastiche_core::PublicKey;
+
 /// Work (bytes opened or sealed) all clients may cost per second, by default.
 pub const DEFAULT_WORK_PER_SEC: u64 = 128 << 20;
+/// How recently a client must have read to count as active, so that
+/// others share the rate with it.
+pub const ACTIVE: Duration = Duration::from_secs(2);
 /// The longest one read waits: a client that asked for more than a
 /// second's worth at once pays it over its next reads.
 const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Clients' buckets kept before those of clients idle for [`ACTIVE`] are
+/// forgotten.
+const CLIENTS_KEPT: usize = 64;
 
-/// A token bucket of work bytes: holds up to one second's worth.
+/// Token buckets of work bytes, one for all clients and one per client:
+/// each holds up to one second's worth of its rate.
 #[derive(Debug)]
 pub struct WorkThrottle {
-    bucket: Mutex<Bucket>,
+    buckets: Mutex<Buckets>,
     charged: AtomicU64,
     waits: AtomicU64,
 }
 
 #[derive(Debug)]
-struct Bucket {
+struct Buckets {
     per_sec: u64,
+    all: Bucket,
+    clients: HashMap<PublicKey, Bucket>,
+}
+
+/// One token bucket.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
     /// Bytes that may be spent now (negative: owed).
     tokens: f64,
     last: Option<Instant>,
+}
+
+impl Bucket {
+    fn full(per_sec: f64) -> Bucket {
+        Bucket { tokens: per_sec, last: None }
+    }
+
+    /// Refills for the time since the last charge at `per_sec`, up to a
+    /// second's worth of it.
+    fn refill(&mut self, per_sec: f64, now: Instant) {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * per_sec;
+            self.tokens = (self.tokens + refill).min(per_sec);
+        }
+        self.last = Some(now);
+    }
+
+    /// Takes `bytes` at `now`; returns how long until the bucket is no longer overdrawn.
+    fn take(&mut self, per_sec: f64, bytes: u64, now: Instant) -> Duration {
+        self.refill(per_sec, now);
+        self.tokens -= bytes as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / per_sec)
+        }
+    }
 }
 
 /// What a throttle charged and made wait, since it was made.
@@ -54,48 +105,61 @@ impl Default for WorkThrottle {
 }
 
 impl WorkThrottle {
-    /// A throttle allowing `per_sec` work bytes per second, its bucket full.
+    /// A throttle allowing `per_sec` work bytes per second, its buckets full.
     pub fn new(per_sec: u64) -> WorkThrottle {
-        let bucket = Bucket { per_sec: per_sec.max(1), tokens: per_sec.max(1) as f64, last: None };
-        WorkThrottle { bucket: Mutex::new(bucket), charged: AtomicU64::new(0), waits: AtomicU64::new(0) }
+        let per_sec = per_sec.max(1);
+        let buckets = Buckets { per_sec, all: Bucket::full(per_sec as f64), clients: HashMap::new() };
+        WorkThrottle { buckets: Mutex::new(buckets), charged: AtomicU64::new(0), waits: AtomicU64::new(0) }
     }
 
-    /// Changes the rate (the bucket keeps what it holds, up to the new size).
+    /// Changes the rate (buckets keep what they hold, up to their new size).
     pub fn set_rate(&self, per_sec: u64) {
-        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         b.per_sec = per_sec.max(1);
-        b.tokens = b.tokens.min(b.per_sec as f64);
+        let all = b.per_sec as f64;
+        b.all.tokens = b.all.tokens.min(all);
+        for c in b.clients.values_mut() {
+            c.tokens = c.tokens.min(all);
+        }
     }
 
-    /// Charges `bytes` of work and sleeps for as long as the bucket is
-    /// overdrawn (at most [`MAX_WAIT`]). Called where blocking is allowed
-    /// (the buddy's store calls run in `block_in_place`).
-    pub fn pay(&self, bytes: u64) {
+    /// Charges `bytes` of work done for `client` and sleeps for as long as
+    /// its bucket or the shared one is overdrawn (at most [`MAX_WAIT`]).
+    /// Called where blocking is allowed (the buddy's store calls run in
+    /// `block_in_place`).
+    pub fn pay(&self, client: &PublicKey, bytes: u64) {
         if bytes == 0 {
             return;
         }
-        let wait = self.charge(bytes, Instant::now());
+        let wait = self.charge(client, bytes, Instant::now());
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
     }
 
-    /// Charges `bytes` at `now`; returns how long the caller must wait.
-    pub fn charge(&self, bytes: u64, now: Instant) -> Duration {
+    /// Charges `bytes` done for `client` at `now`; returns how long the caller must wait.
+    pub fn charge(&self, client: &PublicKey, bytes: u64, now: Instant) -> Duration {
         self.charged.fetch_add(bytes, Ordering::Relaxed);
-        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let per_sec = b.per_sec as f64;
-        if let Some(last) = b.last {
-            let refill = now.saturating_duration_since(last).as_secs_f64() * per_sec;
-            b.tokens = (b.tokens + refill).min(per_sec);
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let all = b.per_sec as f64;
+        let active = |c: &Bucket| c.last.is_some_and(|last| now.saturating_duration_since(last) < ACTIVE);
+        if b.clients.len() >= CLIENTS_KEPT && !b.clients.contains_key(client) {
+            // Forgetting idle clients keeps the map as small as the
+            // clients active lately. One that owed work pays it no more,
+            // but the shared bucket still holds the debt, and it had to
+            // stay idle for the whole [`ACTIVE`] to escape.
+            b.clients.retain(|_, c| active(c));
         }
-        b.last = Some(now);
-        b.tokens -= bytes as f64;
-        if b.tokens >= 0.0 {
-            return Duration::ZERO;
+        let others = b.clients.iter().filter(|(k, c)| *k != client && active(c)).count();
+        let share = all / (1 + others) as f64;
+        let own = b.clients.entry(*client).or_insert(Bucket::full(share)).take(share, bytes, now);
+        let shared = b.all.take(all, bytes, now);
+        let wait = own.max(shared);
+        if wait.is_zero() {
+            return wait;
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
-        Duration::from_secs_f64(-b.tokens / per_sec).min(MAX_WAIT)
+        wait.min(MAX_WAIT)
     }
 
     /// What was charged and made to wait so far.
@@ -109,16 +173,18 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+    const A: PublicKey = PublicKey([1; 32]);
+    const B: PublicKey = PublicKey([2; 32]);
 
     #[test]
     fn a_full_bucket_lets_a_seconds_worth_through_then_makes_reads_wait() {
         let t = WorkThrottle::new(4 * MIB);
         let now = Instant::now();
         for _ in 0..4 {
-            assert_eq!(t.charge(MIB, now), Duration::ZERO);
+            assert_eq!(t.charge(&A, MIB, now), Duration::ZERO);
         }
         // Overdrawn by 1 MiB at 4 MiB/s: a quarter of a second.
-        assert_eq!(t.charge(MIB, now), Duration::from_millis(250));
+        assert_eq!(t.charge(&A, MIB, now), Duration::from_millis(250));
         assert_eq!(t.stats(), ThrottleStats { charged: 5 * MIB, waits: 1 });
     }
 
@@ -126,35 +192,89 @@ mod tests {
     fn the_bucket_refills_with_time_but_never_past_one_second() {
         let t = WorkThrottle::new(4 * MIB);
         let start = Instant::now();
-        assert_eq!(t.charge(4 * MIB, start), Duration::ZERO);
+        assert_eq!(t.charge(&A, 4 * MIB, start), Duration::ZERO);
         // Half a second later, 2 MiB are back.
-        assert_eq!(t.charge(2 * MIB, start + Duration::from_millis(500)), Duration::ZERO);
-        assert!(t.charge(MIB, start + Duration::from_millis(500)) > Duration::ZERO);
+        assert_eq!(t.charge(&A, 2 * MIB, start + Duration::from_millis(500)), Duration::ZERO);
+        assert!(t.charge(&A, MIB, start + Duration::from_millis(500)) > Duration::ZERO);
         // An hour idle refills to 4 MiB, not more.
         let later = start + Duration::from_secs(3600);
-        assert_eq!(t.charge(4 * MIB, later), Duration::ZERO);
-        assert!(t.charge(1, later) > Duration::ZERO);
+        assert_eq!(t.charge(&A, 4 * MIB, later), Duration::ZERO);
+        assert!(t.charge(&A, 1, later) > Duration::ZERO);
     }
 
     #[test]
     fn a_huge_charge_waits_at_most_a_second_and_is_paid_off_later() {
         let t = WorkThrottle::new(MIB);
         let now = Instant::now();
-        assert_eq!(t.charge(10 * MIB, now), MAX_WAIT);
-        // Still owed 9 MiB: the next read waits too.
-        assert_eq!(t.charge(1, now + Duration::from_secs(1)), MAX_WAIT);
+        assert_eq!(t.charge(&A, 10 * MIB, now), MAX_WAIT);
+        // Still owed: the next read waits too.
+        assert_eq!(t.charge(&A, 1, now + Duration::from_secs(1)), MAX_WAIT);
     }
 
     #[test]
     fn scattered_requests_cost_no_more_than_the_rate_allows() {
-        // Every request opens a 1 MiB group: at 8 MiB/s, 100 of them over
-        // a simulated clock must take at least (100 - 8) / 8 seconds.
+        // Every request opens a 1 MiB group: at 8 MiB/s, two clients
+        // asking 100 each over a simulated clock must take at least
+        // (200 - 8) / 8 seconds.
         let t = WorkThrottle::new(8 * MIB);
         let mut now = Instant::now();
         let start = now;
         for _ in 0..100 {
-            now += t.charge(MIB, now);
+            for client in [A, B] {
+                now += t.charge(&client, MIB, now);
+            }
         }
-        assert!(now - start >= Duration::from_secs_f64(92.0 / 8.0) - Duration::from_millis(1));
+        assert!(now - start >= Duration::from_secs_f64(192.0 / 8.0) - Duration::from_millis(1));
+    }
+
+    #[test]
+    fn one_client_asking_without_pause_leaves_the_others_their_part() {
+        // A asks 1 MiB every 10 ms (100 MiB/s) against a rate of 8 MiB/s;
+        // B asks 1 MiB every half second. Over 20 simulated seconds, A gets
+        // at most its half of the rate, and B never waits more than a
+        // little: the shared bucket keeps the other half for it.
+        let t = WorkThrottle::new(8 * MIB);
+        let start = Instant::now();
+        let (mut a_next, mut b_next) = (start, start);
+        let (mut a_got, mut b_waited) = (0u64, Duration::ZERO);
+        let end = start + Duration::from_secs(20);
+        while a_next < end || b_next < end {
+            if a_next <= b_next {
+                a_next += t.charge(&A, MIB, a_next) + Duration::from_millis(10);
+                a_got += 1;
+            } else {
+                let wait = t.charge(&B, MIB, b_next);
+                b_waited += wait;
+                b_next += wait + Duration::from_millis(500);
+            }
+        }
+        assert!(a_got <= 4 * 20 + 8 + 1, "A got {a_got} MiB in 20 s: more than half of 8 MiB/s");
+        assert!(b_waited < Duration::from_secs(2), "B waited {b_waited:?} for 40 reads");
+    }
+
+    #[test]
+    fn a_client_alone_gets_the_whole_rate() {
+        // A recovering box is the only reader: at 8 MiB/s, 1 MiB reads
+        // back to back for 10 simulated seconds get about 80 MiB.
+        let t = WorkThrottle::new(8 * MIB);
+        let start = Instant::now();
+        let mut now = start;
+        let mut got = 0u64;
+        while now < start + Duration::from_secs(10) {
+            now += t.charge(&A, MIB, now);
+            got += 1;
+        }
+        assert!(got >= 80, "a client alone got {got} MiB in 10 s at 8 MiB/s");
+    }
+
+    #[test]
+    fn idle_clients_are_forgotten_once_many_were_seen() {
+        let t = WorkThrottle::new(8 * MIB);
+        let start = Instant::now();
+        for i in 0..CLIENTS_KEPT as u8 {
+            t.charge(&PublicKey([i; 32]), MIB, start);
+        }
+        t.charge(&PublicKey([200; 32]), MIB, start + ACTIVE);
+        assert_eq!(t.buckets.lock().unwrap().clients.len(), 1);
     }
 }
