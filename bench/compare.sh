@@ -15,6 +15,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-bench}"
+# shellcheck source=bench/lib.sh
+. "$here/bench/lib.sh"
 if ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr/bin/time ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq restic borgbackup time >/dev/null
@@ -29,10 +31,7 @@ src="$work/src"
 if [ $# -ge 1 ]; then
     cp -a "$1" "$src"
 else
-    mkdir -p "$src"
-    cp -a /usr/lib/x86_64-linux-gnu "$src/lib"
-    cp -a /usr/share/doc "$src/doc"
-    cp -a /usr/lib/python3.11 "$src/py"
+    default_tree "$src"
 fi
 export PASTICHE_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
@@ -50,7 +49,7 @@ measure() {
 }
 
 # Warm the page cache so every tool reads from memory alike.
-find "$src" -type f -exec cat {} + > /dev/null
+warm "$src"
 
 measure pastiche_first "$pastiche" --data "$work/pastiche" --quiet backup "$src"
 measure restic_first restic -q --repo "$work/restic" backup "$src"
@@ -86,7 +85,7 @@ for path in rng.sample(files, 10):
 for i in range(5):
     open(os.path.join(root, f"new-{i}.bin"), "wb").write(rng.randbytes(200_000))
 PY
-find "$src" -type f -exec cat {} + > /dev/null
+warm "$src"
 
 measure pastiche_second "$pastiche" --data "$work/pastiche" --quiet backup "$src"
 measure restic_second restic -q --repo "$work/restic" backup "$src"

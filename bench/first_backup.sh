@@ -24,10 +24,7 @@ mkdir -p "$work"
 src="${1:-}"
 if [ -z "$src" ]; then
     src="$work/src"
-    mkdir -p "$src"
-    cp -a /usr/lib/x86_64-linux-gnu "$src/lib"
-    cp -a /usr/share/doc "$src/doc"
-    cp -a /usr/lib/python3.11 "$src/py"
+    default_tree "$src"
 fi
 runs="${2:-5}"
 export PASTICHE_PASSWORD=bench BORG_PASSPHRASE=bench

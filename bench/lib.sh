@@ -12,6 +12,15 @@ bench_pastiche() {
     pastiche="$PASTICHE"
 }
 
+# default_tree DIR: the benchmarks' default source tree, copied into DIR:
+# this machine's installed libraries, documentation and Python library.
+default_tree() {
+    mkdir -p "$1"
+    cp -a /usr/lib/x86_64-linux-gnu "$1/lib"
+    cp -a /usr/share/doc "$1/doc"
+    cp -a /usr/lib/python3.11 "$1/py"
+}
+
 # Reads every file of a tree once, so the first run does not pay for the disk.
 warm() { find "$1" -type f -exec cat {} + > /dev/null 2>&1 || true; }
 

@@ -28,6 +28,10 @@ use pastiche_core::PublicKey;
 
 /// Work (bytes opened or sealed) all clients may cost per second, by default.
 pub const DEFAULT_WORK_PER_SEC: u64 = 128 << 20;
+/// The smallest rate a box may set: about one group's plaintext a second.
+/// One scattered read may open a whole group, so below it a single read
+/// would owe more than the longest wait.
+pub const MIN_WORK_PER_SEC: u64 = 1 << 20;
 /// How recently a client must have read to count as active, so that
 /// others share the rate with it.
 pub const ACTIVE: Duration = Duration::from_secs(2);
@@ -105,17 +109,19 @@ impl Default for WorkThrottle {
 }
 
 impl WorkThrottle {
-    /// A throttle allowing `per_sec` work bytes per second, its buckets full.
+    /// A throttle allowing `per_sec` work bytes per second (at least
+    /// [`MIN_WORK_PER_SEC`]), its buckets full.
     pub fn new(per_sec: u64) -> WorkThrottle {
-        let per_sec = per_sec.max(1);
+        let per_sec = per_sec.max(MIN_WORK_PER_SEC);
         let buckets = Buckets { per_sec, all: Bucket::full(per_sec as f64), clients: HashMap::new() };
         WorkThrottle { buckets: Mutex::new(buckets), charged: AtomicU64::new(0), waits: AtomicU64::new(0) }
     }
 
-    /// Changes the rate (buckets keep what they hold, up to their new size).
+    /// Changes the rate (at least [`MIN_WORK_PER_SEC`]; buckets keep what
+    /// they hold, up to their new size).
     pub fn set_rate(&self, per_sec: u64) {
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        b.per_sec = per_sec.max(1);
+        b.per_sec = per_sec.max(MIN_WORK_PER_SEC);
         let all = b.per_sec as f64;
         b.all.tokens = b.all.tokens.min(all);
         for c in b.clients.values_mut() {

@@ -104,8 +104,6 @@ pub struct Config {
 
 /// The status page's default address.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8484";
-/// The smallest `[serve] group_work_per_sec`: about one group's plaintext.
-pub const MIN_GROUP_WORK_PER_SEC: u64 = 1 << 20;
 
 /// `[http]`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -485,10 +483,7 @@ impl Config {
         if let Some(w) = raw.serve.group_work_per_sec {
             let span = w.span();
             let rate = size(w)?;
-            // One scattered read may open a whole group (up to about
-            // 1 MiB): below that a single read would wait past the
-            // throttle's longest wait.
-            if rate < MIN_GROUP_WORK_PER_SEC {
+            if rate < crate::buddy::throttle::MIN_WORK_PER_SEC {
                 return Err(fail(
                     Some(span),
                     "group_work_per_sec must be at least 1 MiB: opening one group costs about that much".into(),

@@ -61,8 +61,7 @@ impl Committer<'_> {
     pub fn run(self) -> Result<PutSummary> {
         let mut total = PutSummary::default();
         for batch in self.batches {
-            let items: Vec<(ChunkId, &[u8])> = batch.items.iter().map(|(id, b)| (*id, b.as_slice())).collect();
-            total.merge(self.store.put_items(&batch.owner, &items, &batch.groups)?);
+            total.merge(self.store.put_pending(&batch.owner, &batch.items, &batch.groups)?);
         }
         Ok(total)
     }

@@ -282,15 +282,21 @@ impl ChunkStore {
         self.put_items(owner, items, &[])
     }
 
+    /// Commits a writer's pending batch: its sealed chunks and its groups.
+    pub(super) fn put_pending(
+        &self,
+        owner: &PublicKey,
+        pending: &[(ChunkId, Vec<u8>)],
+        groups: &[SealedGroup],
+    ) -> Result<PutSummary> {
+        let items: Vec<(ChunkId, &[u8])> = pending.iter().map(|(id, b)| (*id, b.as_slice())).collect();
+        self.put_items(owner, &items, groups)
+    }
+
     /// [`ChunkStore::put_batch`] with groups of the box's own chunks
     /// besides the sealed ones: a group is written only if it holds a chunk
     /// the store lacks, and only those chunks are indexed in it.
-    pub(super) fn put_items(
-        &self,
-        owner: &PublicKey,
-        items: &[(ChunkId, &[u8])],
-        groups: &[SealedGroup],
-    ) -> Result<PutSummary> {
+    fn put_items(&self, owner: &PublicKey, items: &[(ChunkId, &[u8])], groups: &[SealedGroup]) -> Result<PutSummary> {
         for (id, bytes) in items {
             check_len(id, bytes)?;
         }
@@ -509,8 +515,7 @@ impl BatchWriter<'_> {
             self.pending_bytes = 0;
             return queue.send(Batch { owner: self.owner, items, groups });
         }
-        let items: Vec<(ChunkId, &[u8])> = self.pending.iter().map(|(id, b)| (*id, b.as_slice())).collect();
-        let s = self.store.put_items(&self.owner, &items, &self.pending_groups)?;
+        let s = self.store.put_pending(&self.owner, &self.pending, &self.pending_groups)?;
         self.summary.merge(s);
         self.pending.clear();
         self.pending_groups.clear();

@@ -52,39 +52,47 @@ fn writers_get_an_error_once_the_committer_has_stopped() {
 fn a_failed_commit_stops_the_queue_with_its_own_error_and_commits_nothing_after() {
     let dir = tempfile::tempdir().unwrap();
     let store = keyed(dir.path());
-    let first = texts(0, 20);
-    let second = texts(100, 20);
+    let (first, second, third) = (texts(0, 20), texts(100, 20), texts(200, 5));
     let (queue, committer) = store.commit_queue();
-    let (committed, written) = std::thread::scope(|scope| {
+    let (committed, mut writer) = std::thread::scope(|scope| {
         let committing = scope.spawn(|| committer.run());
+        // Made in here so that a failed assertion drops it, and with it
+        // the sender the committer waits on.
         let mut writer = store.queued_writer(owner(1), queue);
         for (id, plain) in &first {
             writer.add_absent_plain(*id, plain).unwrap();
         }
         writer.flush().unwrap();
-        // Wait for that batch to be committed before the disk "fills".
+        // That batch is committed before the disk "fills".
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !first.iter().all(|(id, _)| store.contains(id).unwrap()) {
-            std::thread::yield_now();
+            assert!(std::time::Instant::now() < deadline, "the first batch was never committed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         store.set_fail_writes(true);
-        let mut result = Ok(());
         for (id, plain) in &second {
-            result = result.and_then(|()| writer.add_absent_plain(*id, plain));
+            writer.add_absent_plain(*id, plain).unwrap();
         }
-        let written = result.and_then(|()| writer.flush()).and_then(|()| writer.flush());
-        drop(writer);
-        (committing.join().unwrap(), written)
+        // Queued: the committer takes it and fails (it would wait for more
+        // batches forever if it did not: the writer still holds the sender).
+        writer.flush().unwrap();
+        while !committing.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "the committer went on after a failed commit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        (committing.join().unwrap(), writer)
     });
     let err = committed.unwrap_err();
     assert!(err.is_storage_full(), "the committer returns the commit's own error: {err}");
-    // The writer learns of it at its next hand-over at the latest.
-    if let Err(e) = written {
-        assert!(matches!(e, StoreError::CommitStopped), "{e}");
+    // A writer handing over a batch after that learns the queue stopped.
+    for (id, plain) in &third {
+        writer.add_absent_plain(*id, plain).unwrap();
     }
+    assert!(matches!(writer.flush(), Err(StoreError::CommitStopped)));
     store.set_fail_writes(false);
     assert_plain(&store, &first);
-    for (id, _) in &second {
-        assert!(!store.contains(id).unwrap());
+    for (id, _) in second.iter().chain(&third) {
+        assert!(!store.contains(id).unwrap(), "nothing after the failed commit is in the store");
     }
     assert!(store.check(crate::store::CheckMode::ReadAll).unwrap().is_ok());
 }
