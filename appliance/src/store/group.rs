@@ -9,11 +9,13 @@
 //! only this box has. A group is re-sealed chunk by chunk when shipped.
 //!
 //! The payload is a cleartext header and table (so packs can be scanned and
-//! the index rebuilt without the key), then the encrypted body, then an
-//! HMAC over everything before it. Opening checks the tag before it decrypts
-//! anything, and never decodes more than the header's total, which is at
-//! most [`MAX_GROUP_PLAIN`]: no input makes it panic or allocate more than
-//! about [`MAX_GROUP_PAYLOAD`] + [`MAX_GROUP_PLAIN`] bytes.
+//! the index rebuilt without the key), then the encrypted body, then a tag
+//! over everything before it: version 2 (written) is AES-256-GCM with the
+//! header and table as associated data; version 1 (still read) was
+//! AES-256-CTR and HMAC-SHA256, which cost six times as much CPU
+//! (docs/BENCHMARKS.md). Opening never decodes more than the header's
+//! total, which is at most [`MAX_GROUP_PLAIN`]: no input makes it panic or
+//! allocate more than about [`MAX_GROUP_PAYLOAD`] + [`MAX_GROUP_PLAIN`] bytes.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -23,6 +25,7 @@ use aes::Aes256;
 use ctr::cipher::{KeyIvInit, StreamCipher};
 use hmac::{Hmac, Mac};
 use pastiche_core::{ChunkId, MAX_CHUNK};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -44,14 +47,22 @@ pub const MAX_GROUP_PLAIN: usize = GROUP_TARGET_PLAIN + 65_536;
 pub const GROUP_HEADER_LEN: usize = 24;
 /// Bytes of one table entry: chunkId (20) and plaintext length (u32).
 pub const GROUP_ENTRY_LEN: usize = 24;
-/// Bytes of the tag that ends every payload (HMAC-SHA256).
-pub const GROUP_TAG_LEN: usize = 32;
-/// Largest payload a group record can have (header, full table, raw body, tag).
+/// Bytes of the tag that ends a version 2 payload (AES-256-GCM).
+pub const GROUP_TAG_LEN: usize = 16;
+/// Bytes of the tag that ends a version 1 payload (HMAC-SHA256).
+pub const GROUP_TAG_LEN_V1: usize = 32;
+/// Largest payload a group record can have (header, full table, raw body,
+/// the longer tag of the versions read).
 pub const MAX_GROUP_PAYLOAD: usize =
-    GROUP_HEADER_LEN + GROUP_ENTRY_LEN * MAX_GROUP_CHUNKS + MAX_GROUP_PLAIN + GROUP_TAG_LEN;
+    GROUP_HEADER_LEN + GROUP_ENTRY_LEN * MAX_GROUP_CHUNKS + MAX_GROUP_PLAIN + GROUP_TAG_LEN_V1;
 
-/// The payload format version, its first byte.
-pub const GROUP_VERSION: u8 = 1;
+/// The payload format version written, its first byte: AES-256-GCM.
+pub const GROUP_VERSION: u8 = 2;
+/// The first version, still read: AES-256-CTR, then HMAC-SHA256.
+pub const GROUP_VERSION_V1: u8 = 1;
+/// zstd's match tables for groups, as log2 of their entries (see `Codec::new`).
+const GROUP_HASH_LOG: u8 = 15;
+const GROUP_CHAIN_LOG: u8 = 15;
 /// Body kind: the plaintexts back to back, as they are.
 pub const BODY_RAW: u8 = 0;
 /// Body kind: one zstd frame of the plaintexts back to back.
@@ -61,7 +72,8 @@ const NONCE_LEN: usize = 16;
 const ENC_ROOT_LABEL: &[u8] = b"pastiche/v1/group-enc-root";
 const MAC_LABEL: &[u8] = b"pastiche/v1/group-mac";
 const ENC_LABEL: &[u8] = b"pastiche/v1/group-enc";
-const NONCE_LABEL: &[u8] = b"pastiche/v1/group-nonce";
+const GCM_LABEL: &[u8] = b"pastiche/v2/group-gcm";
+const NONCE_LABEL_V2: &[u8] = b"pastiche/v2/group-nonce";
 
 /// The box's key for its groups, derived from its 32-byte identity seed.
 #[derive(Clone)]
@@ -88,18 +100,29 @@ impl GroupKey {
         GroupKey { enc_root: hmac(identity_seed, &[ENC_ROOT_LABEL]), mac_key: hmac(identity_seed, &[MAC_LABEL]) }
     }
 
-    /// The cipher of the body of the group whose nonce is `nonce`: a fresh
-    /// AES-256 key per nonce, so the all-zero IV is never reused under one key
-    /// for two different groups.
-    fn cipher(&self, nonce: &[u8]) -> Aes256Ctr {
+    /// The AEAD of the version 2 group whose nonce is `nonce`: a fresh
+    /// AES-256-GCM key per nonce, used with the all-zero IV. A nonce names
+    /// one body (see [`nonce`]), so no key ever seals two different bodies.
+    fn aead(&self, nonce: &[u8]) -> LessSafeKey {
+        let key = hmac(&self.enc_root, &[GCM_LABEL, nonce]);
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).expect("AES-256 takes a 32-byte key"))
+    }
+
+    /// The cipher of the body of the version 1 group whose nonce is `nonce`.
+    fn cipher_v1(&self, nonce: &[u8]) -> Aes256Ctr {
         let key = hmac(&self.enc_root, &[ENC_LABEL, nonce]);
         Aes256Ctr::new(&key.into(), &[0u8; 16].into())
     }
 
-    /// The tag of `covered`, every payload byte before the tag.
-    fn tag(&self, covered: &[u8]) -> [u8; 32] {
+    /// The version 1 tag of `covered`, every payload byte before the tag.
+    fn tag_v1(&self, covered: &[u8]) -> [u8; 32] {
         hmac(&self.mac_key, &[covered])
     }
+}
+
+/// The IV of every version 2 body: each key seals one body only.
+fn zero_iv() -> Nonce {
+    Nonce::assume_unique_for_key([0u8; 12])
 }
 
 /// HMAC-SHA256 of the concatenation of `parts` under `key`.
@@ -132,7 +155,7 @@ pub enum GroupError {
         need: usize,
     },
     /// The first byte is not a version this build reads.
-    #[error("group payload version {0} is not supported (this build reads version 1)")]
+    #[error("group payload version {0} is not supported (this build reads versions 1 and 2)")]
     Version(u8),
     /// The body kind byte is neither raw (0) nor zstd (1).
     #[error("group body kind {0} is unknown (0 is raw, 1 is zstd)")]
@@ -204,6 +227,7 @@ pub enum GroupError {
 
 /// A payload's header fields and where its parts lie.
 struct Layout {
+    version: u8,
     kind: u8,
     n: usize,
     total: u64,
@@ -217,9 +241,12 @@ struct Layout {
 fn layout(payload: &[u8]) -> Result<Layout, GroupError> {
     let min = GROUP_HEADER_LEN + GROUP_ENTRY_LEN + GROUP_TAG_LEN;
     let header = payload.get(..GROUP_HEADER_LEN).ok_or(GroupError::Short { len: payload.len(), need: min })?;
-    if header[0] != GROUP_VERSION {
-        return Err(GroupError::Version(header[0]));
-    }
+    let version = header[0];
+    let tag_len = match version {
+        GROUP_VERSION => GROUP_TAG_LEN,
+        GROUP_VERSION_V1 => GROUP_TAG_LEN_V1,
+        other => return Err(GroupError::Version(other)),
+    };
     let kind = header[1];
     if kind != BODY_RAW && kind != BODY_ZSTD {
         return Err(GroupError::BodyKind(kind));
@@ -234,11 +261,11 @@ fn layout(payload: &[u8]) -> Result<Layout, GroupError> {
     }
     // n is at most 1024, so none of this can overflow.
     let body_start = GROUP_HEADER_LEN + GROUP_ENTRY_LEN * n;
-    let need = body_start + GROUP_TAG_LEN;
+    let need = body_start + tag_len;
     if payload.len() < need {
         return Err(GroupError::Short { len: payload.len(), need });
     }
-    Ok(Layout { kind, n, total, body_start, tag_start: payload.len() - GROUP_TAG_LEN })
+    Ok(Layout { version, kind, n, total, body_start, tag_start: payload.len() - tag_len })
 }
 
 /// Parses the table `layout` found and checks its lengths against the total.
@@ -299,8 +326,8 @@ impl Codec {
             CParameter::ContentSizeFlag(true),
             CParameter::ChecksumFlag(false),
             CParameter::DictIdFlag(false),
-            CParameter::HashLog(15),
-            CParameter::ChainLog(15),
+            CParameter::HashLog(GROUP_HASH_LOG.into()),
+            CParameter::ChainLog(GROUP_CHAIN_LOG.into()),
         ] {
             compressor.set_parameter(p).expect("zstd accepts its own frame parameters");
         }
@@ -388,56 +415,106 @@ pub fn seal_group_plain(key: &GroupKey, table: &[GroupEntry], plain: &[u8], out:
 
     let nonce = nonce(key, kind, &out[GROUP_HEADER_LEN..body_start]);
     out[8..GROUP_HEADER_LEN].copy_from_slice(&nonce);
-    key.cipher(&nonce).apply_keystream(&mut out[body_start..]);
-    let tag = key.tag(out);
-    out.extend_from_slice(&tag);
+    let (head, body) = out.split_at_mut(body_start);
+    let tag = key
+        .aead(&nonce)
+        .seal_in_place_separate_tag(zero_iv(), Aad::from(&*head), body)
+        .expect("a group body is far below GCM's limit");
+    out.extend_from_slice(tag.as_ref());
 }
 
-/// The nonce of a group: the first 16 bytes of
-/// `HMAC-SHA256(mac_key, "pastiche/v1/group-nonce" || kind || zstd version (u32) || table)`.
+/// The nonce of a version 2 group: the first 16 bytes of
+/// `HMAC-SHA256(mac_key, "pastiche/v2/group-nonce" || kind || zstd version (u32)
+/// || level || hash log || chain log || table)`.
 ///
 /// Deterministic, so the same chunks give the same payload without a random
 /// source. The table names the plaintext (its ids are hashes of it); the
-/// body kind and the zstd version are in too because they decide the body
-/// bytes: two builds that frame the same plaintext differently must not
-/// encrypt the two frames with the same keystream, which would reveal their
-/// XOR. Readers take the nonce from the header and never recompute it.
+/// body kind, the zstd version and the compression parameters are in too
+/// because they decide the body bytes: two builds that frame the same
+/// plaintext differently must never seal two different bodies under one GCM
+/// key, which would reveal their XOR and let the tag be forged. Readers take
+/// the nonce from the header and never recompute it. (Version 1 derived it
+/// the same way under `"pastiche/v1/group-nonce"`, without the parameters.)
 fn nonce(key: &GroupKey, kind: u8, table: &[u8]) -> [u8; NONCE_LEN] {
     let version = zstd_safe::version_number().to_le_bytes();
-    let full = hmac(&key.mac_key, &[NONCE_LABEL, &[kind], &version, table]);
+    let params = [ZSTD_LEVEL as u8, GROUP_HASH_LOG, GROUP_CHAIN_LOG];
+    let full = hmac(&key.mac_key, &[NONCE_LABEL_V2, &[kind], &version, &params, table]);
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&full[..NONCE_LEN]);
     nonce
 }
 
+/// What decrypts a payload's body, by version.
+enum BodyKey {
+    /// Version 1: the tag was already checked; the body is only decrypted.
+    /// (Both keys are boxed: their expanded schedules are large and uneven.)
+    Ctr(Box<Aes256Ctr>),
+    /// Version 2: decrypting checks the tag over the header, table and body.
+    Gcm(Box<LessSafeKey>, Tag),
+}
+
+impl BodyKey {
+    /// The key of `payload`'s body; for version 1, after checking its tag in constant time.
+    fn of(key: &GroupKey, payload: &[u8], layout: &Layout) -> Result<BodyKey, GroupError> {
+        let nonce = &payload[8..GROUP_HEADER_LEN];
+        let tag = &payload[layout.tag_start..];
+        if layout.version == GROUP_VERSION_V1 {
+            if !bool::from(key.tag_v1(&payload[..layout.tag_start]).ct_eq(tag)) {
+                return Err(GroupError::BadTag);
+            }
+            return Ok(BodyKey::Ctr(Box::new(key.cipher_v1(nonce))));
+        }
+        let tag = Tag::try_from(tag).map_err(|_| GroupError::BadTag)?;
+        Ok(BodyKey::Gcm(Box::new(key.aead(nonce)), tag))
+    }
+
+    /// Decrypts `body`, a copy of the payload's body, in place. A version 2
+    /// tag that does not match the header and table before the body
+    /// (`head`) and the body is refused, and `body` is then zeroed.
+    fn open(self, head: &[u8], body: &mut [u8]) -> Result<(), GroupError> {
+        match self {
+            BodyKey::Ctr(mut cipher) => cipher.apply_keystream(body),
+            BodyKey::Gcm(aead, tag) => {
+                if aead.open_in_place_separate_tag(zero_iv(), Aad::from(head), tag, body, 0..).is_err() {
+                    body.fill(0);
+                    return Err(GroupError::BadTag);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Checks the tag, decrypts and decompresses; `plain` (cleared first) gets the chunks back to back in table order. Returns the table.
 ///
 /// In this order: the header and table are checked as [`read_table`] does;
-/// the tag is compared in constant time before anything is decrypted; a raw
-/// body must be exactly the total long; a zstd body must be shorter than the
-/// total (the writer frames only what shrinks), exactly one frame, whose
-/// header declares exactly the total and which decodes to exactly that, into
-/// at most the total bytes of `plain` (a frame that would produce more fails
-/// instead of growing it). The ids are not checked against
-/// the plaintext: the tag proves this box wrote the payload; callers who want
-/// more call [`first_mismatch`]. On error `plain` holds nothing meaningful.
+/// a raw body must be exactly the total long; a zstd body must be shorter
+/// than the total (the writer frames only what shrinks); the tag is checked
+/// (version 1: compared in constant time before anything is decrypted;
+/// version 2: by GCM while decrypting, nothing decrypted is used if it
+/// fails); a zstd body must be exactly one frame, whose header declares
+/// exactly the total and which decodes to exactly that, into at most the
+/// total bytes of `plain` (a frame that would produce more fails instead of
+/// growing it). The ids are not checked against the plaintext: the tag
+/// proves this box wrote the payload; callers who want more call
+/// [`first_mismatch`]. On error `plain` holds nothing meaningful.
 pub fn open_group(key: &GroupKey, payload: &[u8], plain: &mut Vec<u8>) -> Result<Vec<GroupEntry>, GroupError> {
     plain.clear();
     let layout = layout(payload)?;
     let table = parse_table(payload, &layout)?;
-    let covered = &payload[..layout.tag_start];
-    if !bool::from(key.tag(covered).ct_eq(&payload[layout.tag_start..])) {
-        return Err(GroupError::BadTag);
-    }
+    let body_key = BodyKey::of(key, payload, &layout)?;
     let total = layout.total as usize;
+    let head = &payload[..layout.body_start];
     let body = &payload[layout.body_start..layout.tag_start];
-    let mut cipher = key.cipher(&payload[8..GROUP_HEADER_LEN]);
     if layout.kind == BODY_RAW {
         if body.len() != total {
             return Err(GroupError::RawLength { body: body.len(), total: layout.total });
         }
         plain.extend_from_slice(body);
-        cipher.apply_keystream(plain);
+        if let Err(e) = body_key.open(head, plain) {
+            plain.clear();
+            return Err(e);
+        }
         return Ok(table);
     }
     // The writer frames a body only when that makes it smaller; refusing
@@ -450,7 +527,7 @@ pub fn open_group(key: &GroupKey, payload: &[u8], plain: &mut Vec<u8>) -> Result
         let frame = &mut codec.plain;
         frame.clear();
         frame.extend_from_slice(body);
-        cipher.apply_keystream(frame);
+        body_key.open(head, frame)?;
         let declared = zstd_safe::get_frame_content_size(frame).ok().flatten().ok_or(GroupError::NoContentSize)?;
         if declared != layout.total {
             return Err(GroupError::WrongContentSize { declared, total: layout.total });

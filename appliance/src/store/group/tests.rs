@@ -103,7 +103,7 @@ impl Forge {
             table.extend_from_slice(&len.to_le_bytes());
         }
         let total = entries.iter().map(|e| e.1).sum();
-        Forge { version: 1, kind, n: entries.len() as u16, total, nonce: [3u8; 16], table, body }
+        Forge { version: GROUP_VERSION, kind, n: entries.len() as u16, total, nonce: [3u8; 16], table, body }
     }
 
     /// One chunk whose plaintext is `plain`, in a body of kind `kind`.
@@ -120,11 +120,23 @@ impl Forge {
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.table);
         let mut body = self.body.clone();
-        let enc = hmac256(&enc_root, &[b"pastiche/v1/group-enc".as_slice(), &self.nonce].concat());
-        ctr::Ctr128BE::<Aes256>::new(&enc.into(), &[0u8; 16].into()).apply_keystream(&mut body);
+        if self.version == GROUP_VERSION_V1 {
+            // Version 1: AES-256-CTR, then HMAC-SHA256 over everything.
+            let enc = hmac256(&enc_root, &[b"pastiche/v1/group-enc".as_slice(), &self.nonce].concat());
+            ctr::Ctr128BE::<Aes256>::new(&enc.into(), &[0u8; 16].into()).apply_keystream(&mut body);
+            out.extend_from_slice(&body);
+            let tag = hmac256(&mac_key, &out);
+            out.extend_from_slice(&tag);
+            return out;
+        }
+        // Version 2 (and any other number, to test refusals): AES-256-GCM,
+        // IV all zero, the header and table as associated data.
+        let gcm = hmac256(&enc_root, &[b"pastiche/v2/group-gcm".as_slice(), &self.nonce].concat());
+        let aead = ring::aead::LessSafeKey::new(ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &gcm).unwrap());
+        let iv = ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
+        let tag = aead.seal_in_place_separate_tag(iv, ring::aead::Aad::from(&out), &mut body).unwrap();
         out.extend_from_slice(&body);
-        let tag = hmac256(&mac_key, &out);
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
         out
     }
 }
@@ -188,7 +200,8 @@ fn round_trip_most_chunks_and_most_plain() {
     // most plaintext.
     let full: Vec<Vec<u8>> =
         (0..MAX_GROUP_CHUNKS).map(|_| random(&mut r, MAX_GROUP_PLAIN / MAX_GROUP_CHUNKS)).collect();
-    assert_eq!(round_trip(&full).len(), MAX_GROUP_PAYLOAD);
+    // (Version 1's longer tag sets the bound readers accept.)
+    assert_eq!(round_trip(&full).len(), MAX_GROUP_PAYLOAD - (GROUP_TAG_LEN_V1 - GROUP_TAG_LEN));
     let big: Vec<Vec<u8>> = (0..5).map(|_| random(&mut r, 65_536)).collect();
     round_trip(&big);
 }
@@ -236,13 +249,16 @@ fn determinism_and_keys() {
 fn format_follows_the_documented_formulas() {
     let plains = vec![text(0, 3000), text(1, 5000)];
     let payload = seal(&key(), &plains);
-    // The nonce: HMAC(mac_key, label || kind || zstd version || table), cut to 16.
+    assert_eq!(payload[0], 2);
+    // The nonce: HMAC(mac_key, label || kind || zstd version || level ||
+    // hash log || chain log || table), cut to 16.
     let mac_key = hmac256(&SEED, b"pastiche/v1/group-mac");
     let body_start = 24 + 2 * 24;
     let input = [
-        b"pastiche/v1/group-nonce".as_slice(),
+        b"pastiche/v2/group-nonce".as_slice(),
         &[payload[1]],
         &zstd_safe::version_number().to_le_bytes(),
+        &[3, 15, 15],
         &payload[24..body_start],
     ]
     .concat();
@@ -288,7 +304,7 @@ fn every_truncation_and_extension_is_refused() {
         let body_start = 24 + 2 * 24;
         for len in 0..payload.len() {
             assert!(open(&key(), &payload[..len]).is_err(), "cut to {len}");
-            assert_eq!(read_table(&payload[..len]).is_ok(), len >= body_start + 32, "cut to {len}");
+            assert_eq!(read_table(&payload[..len]).is_ok(), len >= body_start + 16, "cut to {len}");
         }
         let mut longer = payload.clone();
         longer.push(0);
@@ -304,7 +320,7 @@ fn header_and_table_refusals() {
     assert_eq!(open(&key(), &ok.build(&SEED)).unwrap().1, p);
 
     let cases: Vec<(Forge, GroupError)> = vec![
-        (Forge { version: 2, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::Version(2)),
+        (Forge { version: 3, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::Version(3)),
         (Forge { version: 0, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::Version(0)),
         (Forge { kind: 2, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::BodyKind(2)),
         (Forge { kind: 0xFF, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::BodyKind(0xFF)),
@@ -341,7 +357,37 @@ fn header_and_table_refusals() {
     assert_eq!(open(&key(), &payload), Err(GroupError::ChunkCount(MAX_GROUP_CHUNKS + 1)));
     // A count whose table does not fit the payload.
     let payload = Forge { n: 10, ..Forge::one(BODY_RAW, &p, p.clone()) }.build(&SEED);
+    assert_eq!(read_table(&payload), Err(GroupError::Short { len: payload.len(), need: 24 + 240 + 16 }));
+    let payload = Forge { n: 10, version: GROUP_VERSION_V1, ..Forge::one(BODY_RAW, &p, p.clone()) }.build(&SEED);
     assert_eq!(read_table(&payload), Err(GroupError::Short { len: payload.len(), need: 24 + 240 + 32 }));
+}
+
+/// Groups written before version 2 (AES-256-CTR and HMAC-SHA256) still open,
+/// and are refused when damaged or sealed under another key.
+#[test]
+fn version_1_payloads_still_open() {
+    let plains = [text(0, 3000), text(1, 5000)];
+    let entries: Vec<(ChunkId, u32)> = plains.iter().map(|p| (id_of(p), p.len() as u32)).collect();
+    let mut r = rng(9);
+    let noise = random(&mut r, 700);
+    let cases = [
+        (Forge::new(BODY_ZSTD, &entries, frame(&plains.concat())), plains.concat()),
+        (Forge::one(BODY_RAW, &noise, noise.clone()), noise.clone()),
+    ];
+    for (forge, plain) in cases {
+        let payload = Forge { version: GROUP_VERSION_V1, ..forge }.build(&SEED);
+        assert_eq!(payload[0], 1);
+        let (table, opened) = open(&key(), &payload).unwrap();
+        assert_eq!(opened, plain);
+        assert_eq!(Some(table.clone()), read_table(&payload).ok());
+        assert_eq!(first_mismatch(&table, &opened), None);
+        for bit in (0..payload.len() * 8).step_by(7) {
+            let mut bad = payload.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(open(&key(), &bad).is_err(), "bit {bit} of a version 1 payload");
+        }
+        assert_eq!(open(&GroupKey::derive(&[8u8; 32]), &payload), Err(GroupError::BadTag));
+    }
 }
 
 #[test]
@@ -508,7 +554,7 @@ proptest! {
     fn arbitrary_headers_never_panic(head in prop::collection::vec(any::<u8>(), 8), body in prop::collection::vec(any::<u8>(), 0..3000)) {
         // Headers with a plausible version and kind, to get past the first checks.
         let mut bytes = head;
-        bytes[0] = 1;
+        bytes[0] = 1 + (bytes[0] & 1);
         bytes[1] &= 1;
         bytes[3] &= 0x03;
         bytes.extend_from_slice(&body);
