@@ -14,10 +14,14 @@
 //!
 //! Each client is also charged to a bucket of its own, filled at its share
 //! of the rate: all of it while no other client has read in the last
-//! [`ACTIVE`], an equal part of it otherwise. A client alone (a box
-//! recovering from this buddy) gets the whole rate; a hostile client,
-//! however hard it asks, leaves the others their part, so it cannot slow
-//! honest clients' restores down to nothing.
+//! [`ACTIVE`], less as others read. Another client counts for the part of
+//! an equal share it used lately (its rate, averaged over about [`ACTIVE`]),
+//! at most one: two clients reading without pause get half each, while one
+//! that reads a chunk now and then takes almost nothing from the others'
+//! share. A client alone (a box recovering from this buddy) gets the whole
+//! rate; a hostile client, however hard it asks, leaves the others their
+//! part, so it cannot slow honest clients' restores down to nothing, and it
+//! cannot halve their rate cheaply by reading a little every second.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,11 +68,29 @@ struct Bucket {
     /// Bytes that may be spent now (negative: owed).
     tokens: f64,
     last: Option<Instant>,
+    /// Bytes a second charged lately, as of `last`: an average decaying
+    /// with time constant [`ACTIVE`].
+    usage: f64,
 }
 
 impl Bucket {
     fn full(per_sec: f64) -> Bucket {
-        Bucket { tokens: per_sec, last: None }
+        Bucket { tokens: per_sec, last: None, usage: 0.0 }
+    }
+
+    /// The recent rate of charges, decayed to `now`.
+    fn usage_at(&self, now: Instant) -> f64 {
+        match self.last {
+            Some(last) => {
+                self.usage * (-now.saturating_duration_since(last).as_secs_f64() / ACTIVE.as_secs_f64()).exp()
+            }
+            None => 0.0,
+        }
+    }
+
+    /// Adds a charge of `bytes` at `now` to the recent rate (before [`Bucket::take`] moves `last`).
+    fn record(&mut self, bytes: u64, now: Instant) {
+        self.usage = self.usage_at(now) + bytes as f64 / ACTIVE.as_secs_f64();
     }
 
     /// Refills for the time since the last charge at `per_sec`, up to a
@@ -156,9 +178,12 @@ impl WorkThrottle {
             // stay idle for the whole [`ACTIVE`] to escape.
             b.clients.retain(|_, c| active(c));
         }
-        let others = b.clients.iter().filter(|(k, c)| *k != client && active(c)).count();
-        let share = all / (1 + others) as f64;
-        let own = b.clients.entry(*client).or_insert(Bucket::full(share)).take(share, bytes, now);
+        let others: Vec<f64> =
+            b.clients.iter().filter(|(k, c)| *k != client && active(c)).map(|(_, c)| c.usage_at(now)).collect();
+        let share = share_of(all, &others);
+        let bucket = b.clients.entry(*client).or_insert(Bucket::full(share));
+        bucket.record(bytes, now);
+        let own = bucket.take(share, bytes, now);
         let shared = b.all.take(all, bytes, now);
         let wait = own.max(shared);
         if wait.is_zero() {
@@ -172,6 +197,15 @@ impl WorkThrottle {
     pub fn stats(&self) -> ThrottleStats {
         ThrottleStats { charged: self.charged.load(Ordering::Relaxed), waits: self.waits.load(Ordering::Relaxed) }
     }
+}
+
+/// A client's share of `rate` while other active clients use `others`
+/// (bytes a second each, lately): each other client counts for the part
+/// of an equal share it used, at most one.
+fn share_of(rate: f64, others: &[f64]) -> f64 {
+    let equal = rate / (1 + others.len()) as f64;
+    let counted: f64 = others.iter().map(|u| (u / equal).min(1.0)).sum();
+    rate / (1.0 + counted)
 }
 
 #[cfg(test)]
@@ -233,12 +267,10 @@ mod tests {
         assert!(now - start >= Duration::from_secs_f64(192.0 / 8.0) - Duration::from_millis(1));
     }
 
-    #[test]
-    fn one_client_asking_without_pause_leaves_the_others_their_part() {
-        // A asks 1 MiB every 10 ms (100 MiB/s) against a rate of 8 MiB/s;
-        // B asks 1 MiB every half second. Over 20 simulated seconds, A gets
-        // at most its half of the rate, and B never waits more than a
-        // little: the shared bucket keeps the other half for it.
+    /// Over 20 simulated seconds at 8 MiB/s, A asks 1 MiB every 10 ms
+    /// (100 MiB/s) and B 1 MiB every `b_every`. Returns the MiB A got and
+    /// how long B waited in all.
+    fn heavy_against_light(b_every: Duration) -> (u64, Duration) {
         let t = WorkThrottle::new(8 * MIB);
         let start = Instant::now();
         let (mut a_next, mut b_next) = (start, start);
@@ -251,11 +283,59 @@ mod tests {
             } else {
                 let wait = t.charge(&B, MIB, b_next);
                 b_waited += wait;
-                b_next += wait + Duration::from_millis(500);
+                b_next += wait + b_every;
             }
         }
-        assert!(a_got <= 4 * 20 + 8 + 1, "A got {a_got} MiB in 20 s: more than half of 8 MiB/s");
+        (a_got, b_waited)
+    }
+
+    #[test]
+    fn one_client_asking_without_pause_leaves_the_others_their_part() {
+        // B reads 2 MiB/s, half of an equal share: it counts for half a
+        // client, so A's share is 8 / 1.5 MiB/s. A gets more than half of
+        // the rate (B leaves part of its share unused) but never what B
+        // reads, and B hardly waits.
+        let (a_got, b_waited) = heavy_against_light(Duration::from_millis(500));
+        assert!(a_got > 4 * 20 + 8, "A got {a_got} MiB in 20 s: B's unused share went to nobody");
+        assert!(a_got <= 6 * 20 + 8, "A got {a_got} MiB in 20 s: more than B leaves of 8 MiB/s");
         assert!(b_waited < Duration::from_secs(2), "B waited {b_waited:?} for 40 reads");
+    }
+
+    #[test]
+    fn a_client_reading_a_little_does_not_halve_the_others_share() {
+        // B reads 1 MiB every 1.9 s, enough to count as active: A still
+        // gets about 7 MiB/s of the 8 (with B counted as a whole client it
+        // got 88 MiB in 20 s), and B hardly waits.
+        let (a_got, b_waited) = heavy_against_light(Duration::from_millis(1900));
+        assert!(a_got >= 130, "A got {a_got} MiB in 20 s next to a client reading 0.5 MiB/s");
+        assert!(b_waited < Duration::from_secs(1), "B waited {b_waited:?} for 11 reads");
+    }
+
+    #[test]
+    fn two_clients_reading_without_pause_get_half_each() {
+        let t = WorkThrottle::new(8 * MIB);
+        let start = Instant::now();
+        let mut next = [start, start];
+        let mut got = [0u64; 2];
+        let end = start + Duration::from_secs(20);
+        while next.iter().any(|&n| n < end) {
+            let i = if next[0] <= next[1] { 0 } else { 1 };
+            next[i] += t.charge(&[A, B][i], MIB, next[i]);
+            got[i] += 1;
+        }
+        for (i, g) in got.iter().enumerate() {
+            assert!((70..=100).contains(g), "client {i} got {g} MiB of 168 in 20 s: {got:?}");
+        }
+    }
+
+    #[test]
+    fn shares_count_each_other_client_for_what_it_used() {
+        assert_eq!(share_of(8.0, &[]), 8.0);
+        assert_eq!(share_of(8.0, &[4.0]), 4.0);
+        assert_eq!(share_of(8.0, &[100.0]), 4.0);
+        assert_eq!(share_of(8.0, &[2.0]), 8.0 / 1.5);
+        assert_eq!(share_of(8.0, &[0.0, 0.0, 0.0]), 8.0);
+        assert_eq!(share_of(9.0, &[9.0, 9.0]), 3.0);
     }
 
     #[test]
