@@ -178,9 +178,10 @@ impl WorkThrottle {
             // stay idle for the whole [`ACTIVE`] to escape.
             b.clients.retain(|_, c| active(c));
         }
-        let others: Vec<f64> =
-            b.clients.iter().filter(|(k, c)| *k != client && active(c)).map(|(_, c)| c.usage_at(now)).collect();
-        let share = share_of(all, &others);
+        // Every read of a grouped chunk passes here: no allocation, two
+        // passes over at most CLIENTS_KEPT buckets.
+        let others = || b.clients.iter().filter(|(k, c)| *k != client && active(c)).map(|(_, c)| c.usage_at(now));
+        let share = share_of(all, others().count(), others());
         let bucket = b.clients.entry(*client).or_insert(Bucket::full(share));
         bucket.record(bytes, now);
         let own = bucket.take(share, bytes, now);
@@ -199,12 +200,12 @@ impl WorkThrottle {
     }
 }
 
-/// A client's share of `rate` while other active clients use `others`
+/// A client's share of `rate` while `n` other active clients use `usage`
 /// (bytes a second each, lately): each other client counts for the part
 /// of an equal share it used, at most one.
-fn share_of(rate: f64, others: &[f64]) -> f64 {
-    let equal = rate / (1 + others.len()) as f64;
-    let counted: f64 = others.iter().map(|u| (u / equal).min(1.0)).sum();
+fn share_of(rate: f64, n: usize, usage: impl Iterator<Item = f64>) -> f64 {
+    let equal = rate / (1 + n) as f64;
+    let counted: f64 = usage.map(|u| (u / equal).min(1.0)).sum();
     rate / (1.0 + counted)
 }
 
@@ -330,12 +331,13 @@ mod tests {
 
     #[test]
     fn shares_count_each_other_client_for_what_it_used() {
-        assert_eq!(share_of(8.0, &[]), 8.0);
-        assert_eq!(share_of(8.0, &[4.0]), 4.0);
-        assert_eq!(share_of(8.0, &[100.0]), 4.0);
-        assert_eq!(share_of(8.0, &[2.0]), 8.0 / 1.5);
-        assert_eq!(share_of(8.0, &[0.0, 0.0, 0.0]), 8.0);
-        assert_eq!(share_of(9.0, &[9.0, 9.0]), 3.0);
+        let share = |rate: f64, others: &[f64]| share_of(rate, others.len(), others.iter().copied());
+        assert_eq!(share(8.0, &[]), 8.0);
+        assert_eq!(share(8.0, &[4.0]), 4.0);
+        assert_eq!(share(8.0, &[100.0]), 4.0);
+        assert_eq!(share(8.0, &[2.0]), 8.0 / 1.5);
+        assert_eq!(share(8.0, &[0.0, 0.0, 0.0]), 8.0);
+        assert_eq!(share(9.0, &[9.0, 9.0]), 3.0);
     }
 
     #[test]

@@ -486,7 +486,10 @@ impl Config {
             if rate < crate::buddy::throttle::MIN_WORK_PER_SEC {
                 return Err(fail(
                     Some(span),
-                    "group_work_per_sec must be at least 1 MiB: opening one group costs about that much".into(),
+                    format!(
+                        "group_work_per_sec must be at least {} bytes (1 MiB): opening one group costs about that much",
+                        crate::buddy::throttle::MIN_WORK_PER_SEC
+                    ),
                 ));
             }
             c.serve.group_work_per_sec = rate;
@@ -612,7 +615,7 @@ disk_floor = "5 GiB"
         assert_eq!(c.serve.group_work_per_sec, 32 << 20);
         assert_eq!(parse(&c.to_toml()).unwrap().serve, c.serve);
         let err = parse("[serve]\ngroup_work_per_sec = 1000\n").unwrap_err().to_string();
-        assert!(err.contains("group_work_per_sec must be at least 1 MiB"), "{err}");
+        assert!(err.contains("group_work_per_sec must be at least 1048576 bytes (1 MiB)"), "{err}");
     }
 
     #[test]
