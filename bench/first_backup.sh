@@ -32,8 +32,9 @@ export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS
 
 # run TOOL: one first backup into a fresh repository; appends "TOOL wall cpu".
 run() {
+    local tool="$1"
     rm -rf "$work/repo"
-    if [ "$1" = borg ]; then
+    if [ "$tool" = borg ]; then
         borg init -e repokey "$work/repo" 2>/dev/null
         set -- borg create "$work/repo::first" "$src"
     else
@@ -44,7 +45,7 @@ run() {
     sync
     /usr/bin/time -f "%e %U %S" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
     read -r wall user sys < "$work/t"
-    echo "$(basename "$1") $wall $(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" | tee -a "$work/results"
+    echo "$tool $wall $(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" | tee -a "$work/results"
 }
 
 for _ in $(seq "$runs"); do
