@@ -59,7 +59,7 @@ fn a_silent_client_is_warned_about_then_decommissioned_and_its_space_reclaimed()
         s["health"]["alerts"].as_array().unwrap().iter().any(|a| a["code"] == "client_silent")
     });
     assert_eq!(s["health"]["verdict"], "warning", "{s:#}");
-    assert!(daemon.logged("silent for 50 days"), "the sweep logs the warning");
+    daemon.wait_logged(20, "silent for 50 days");
     assert_eq!(the_client(&b)["used_bytes"], held["used_bytes"], "nothing released yet");
     daemon.stop();
 
@@ -67,7 +67,7 @@ fn a_silent_client_is_warned_about_then_decommissioned_and_its_space_reclaimed()
     std::env::set_var(OFFSET, (91 * DAY).to_string());
     let mut daemon = Daemon::start(&b, "B", &["--listen", &addr, "--http", "off"]);
     wait_for(20, "the release", || the_client(&b)["used_bytes"] == 0);
-    assert!(daemon.logged("decommissioned"), "the release is logged");
+    daemon.wait_logged(20, "decommissioned");
     let released = the_client(&b);
     assert_eq!(released["committed_epoch"], 0, "{released}");
     assert_eq!(released["standing"], "decommissioned");

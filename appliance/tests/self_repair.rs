@@ -248,8 +248,8 @@ fn the_daemon_repairs_after_its_own_local_check_fails() {
         "{}",
         human.describe()
     );
-    assert!(daemon.logged("local check FAILED"), "the failed check is logged");
-    assert!(daemon.logged("local repair: repaired"), "the repair is logged");
+    daemon.wait_logged(20, "local check FAILED");
+    daemon.wait_logged(20, "local repair: repaired");
     a.run(["check", "--read-data"]).ok();
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(a.data.join("local-check.json")).unwrap()).unwrap();

@@ -465,13 +465,10 @@ fn tampered_records_end_the_session_and_nothing_is_recorded_as_shipped() {
 
 /// A paired client whose data is also the buddy box's own (deduplicated:
 /// the box keeps those chunks in its compressed groups and seals each when
-/// it is asked for) requests its chunks in an order that needs a different
-/// group every time, so that each answer of 16 KiB would cost the box a
-/// group of about 1 MiB. That work is charged to the box's throttle, which
-/// makes the requests wait once its bucket is spent; every answer is still
-/// the client's exact sealed chunk, and a restore afterwards is exact.
-#[test]
-fn scattered_reads_of_chunks_the_box_keeps_in_groups_are_charged_and_throttled() {
+/// it is asked for), synced to a buddy allowing `sessions` at once; with 48
+/// of its chunkIds in an order that needs a different group every time, so
+/// that each answer of 16 KiB would cost the box a group of about 1 MiB.
+fn scattered_over_groups(sessions: usize) -> (TestBox, Buddy, BuddyEntry, Vec<pastiche_core::ChunkId>) {
     let client = TestBox::new("client.attack", 21);
     // Twelve more MiB: the box's own copy spans more groups than its cache of 8.
     for i in 0..12u64 {
@@ -481,7 +478,7 @@ fn scattered_reads_of_chunks_the_box_keeps_in_groups_are_charged_and_throttled()
     let opts =
         BackupOptions { paths: vec![client.source.clone()], excludes: Vec::new(), one_file_system: false, threads: 2 };
     backup::run(&client.repo, &opts, &quiet("backup")).unwrap();
-    let buddy = Buddy::start_holding(Limits::default(), 4, Some(&client.source));
+    let buddy = Buddy::start_holding(Limits::default(), sessions, Some(&client.source));
     buddy.pair(&client);
     let mut entry = buddy.entry();
     sync::sync_one(&client.repo, &mut entry, &quiet("sync")).unwrap();
@@ -513,16 +510,32 @@ fn scattered_reads_of_chunks_the_box_keeps_in_groups_are_charged_and_throttled()
     let scattered: Vec<pastiche_core::ChunkId> =
         (0..4).flat_map(|round| lists.iter().filter_map(move |m| m.get(round).copied())).take(48).collect();
     assert_eq!(scattered.len(), 48);
-    buddy.storage.set_work_rate(16 << 20);
-    let before = buddy.storage.work_stats();
+    (client, buddy, entry, scattered)
+}
+
+/// Asks `buddy` for `ids` over a session of its own, checking every answer
+/// is the client's exact sealed chunk.
+fn get_exact(client: &TestBox, entry: &BuddyEntry, ids: &[pastiche_core::ChunkId]) {
+    let mut entry = entry.clone();
     let mut conn = sync::connect(&client.repo, &mut entry).unwrap();
-    conn.get_chunks(&scattered, |i, sealed| {
-        let ours = client.repo.store.get(&scattered[i])?;
-        anyhow::ensure!(sealed == ours.as_slice(), "chunk {} differs from the client's own seal", scattered[i]);
+    conn.get_chunks(ids, |i, sealed| {
+        let ours = client.repo.store.get(&ids[i])?;
+        anyhow::ensure!(sealed == ours.as_slice(), "chunk {} differs from the client's own seal", ids[i]);
         Ok(())
     })
     .unwrap();
-    drop(conn);
+}
+
+/// The client of [`scattered_over_groups`] asks for its scattered chunks.
+/// That work is charged to the box's throttle, which makes the requests
+/// wait once its bucket is spent; every answer is still the client's exact
+/// sealed chunk, and a restore afterwards is exact.
+#[test]
+fn scattered_reads_of_chunks_the_box_keeps_in_groups_are_charged_and_throttled() {
+    let (client, buddy, entry, scattered) = scattered_over_groups(4);
+    buddy.storage.set_work_rate(16 << 20);
+    let before = buddy.storage.work_stats();
+    get_exact(&client, &entry, &scattered);
     let after = buddy.storage.work_stats();
 
     // Every request opened a group (at least half a MiB each, the last
@@ -532,4 +545,43 @@ fn scattered_reads_of_chunks_the_box_keeps_in_groups_are_charged_and_throttled()
     assert!(charged >= 48 * (512 << 10), "charged {charged} bytes for 48 scattered reads");
     assert!(after.waits > before.waits, "the scattered reads were throttled: {after:?}");
     client.restore_from(&entry);
+}
+
+/// The same client opens 16 sessions under its one key and asks in each
+/// for 3 of its scattered chunks, hoping each session gets an allowance of
+/// its own (while each wait was capped at a second, 16 sessions got 16
+/// group reads a second whatever the rate). Its debt queues its sessions
+/// behind each other: over the whole attack the box does no more group
+/// work than the rate allows, beyond one bucket and one read; every answer
+/// is exact.
+#[test]
+fn many_sessions_under_one_key_share_one_allowance_of_group_work() {
+    const SESSIONS: usize = 16;
+    const RATE: u64 = 4 << 20;
+    let (client, buddy, entry, scattered) = scattered_over_groups(SESSIONS + 1);
+    buddy.storage.set_work_rate(RATE);
+    let before = buddy.storage.work_stats();
+    let started = Instant::now();
+    thread::scope(|s| {
+        for ids in scattered.chunks(scattered.len() / SESSIONS) {
+            let (client, entry) = (&client, &entry);
+            s.spawn(move || get_exact(client, entry, ids));
+        }
+    });
+    let elapsed = started.elapsed();
+    let after = buddy.storage.work_stats();
+
+    // Sessions may find a group another just opened in the cache: less
+    // than a group per read, but far more than the bucket and one read.
+    let charged = after.charged - before.charged;
+    assert!(charged >= 16 << 20, "charged {charged} bytes for 48 scattered reads");
+    // A slower machine only makes `elapsed` longer: the bound cannot be
+    // met by luck, only exceeded by a throttle that lets sessions through.
+    let allowed = RATE as f64 * elapsed.as_secs_f64() + (RATE + 2 * super::throttle::RESERVED) as f64;
+    assert!(
+        charged as f64 <= allowed,
+        "{SESSIONS} sessions under one key got {charged} bytes of group work in {elapsed:?} at {RATE} bytes/s"
+    );
+    eprintln!("{SESSIONS} sessions under one key: {charged} bytes of group work in {elapsed:?} at {RATE} bytes/s");
+    assert!(after.waits > before.waits, "the sessions were throttled: {after:?}");
 }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pastiche_core::session::{BuddyStore, ClientRecord, PutOutcome, Recovery, StagedCounts};
 use pastiche_core::wire::IdList;
@@ -13,6 +14,7 @@ use super::error::{BuddyError, ChunkContext, DbContext, Result};
 use super::names::stored_name;
 use super::store::{Shared, StageBuf};
 use super::tables::*;
+use super::throttle::Reservation;
 use crate::store::pack::{MAX_SEALED, MIN_SEALED};
 use crate::store::StoreError;
 
@@ -34,6 +36,9 @@ pub struct BuddyHandle {
     puts: u32,
     stage: Option<StageBuf>,
     read_buf: Vec<u8>,
+    /// Work done for the client (grouped chunks opened and sealed) not
+    /// yet settled with the throttle ([`BuddyHandle::settle_work`]).
+    work: u64,
     last_error: Option<String>,
 }
 
@@ -75,6 +80,7 @@ impl BuddyHandle {
             puts: 0,
             stage: None,
             read_buf: Vec::new(),
+            work: 0,
             last_error: None,
         }
     }
@@ -83,6 +89,28 @@ impl BuddyHandle {
     /// session only reports `Internal` to the peer; this is for the log).
     pub fn take_error(&mut self) -> Option<String> {
         self.last_error.take()
+    }
+
+    /// Asks the box's throttle whether the client's next frame may run at
+    /// `now` ([`WorkThrottle::reserve`](super::throttle::WorkThrottle::reserve)): `Ok(None)` while no client is
+    /// authenticated (such frames do no grouped work), `Err` with how long
+    /// to wait before asking again.
+    pub fn reserve_work(&self, now: Instant) -> std::result::Result<Option<Reservation>, Duration> {
+        match &self.client {
+            Some(client) => self.shared.work.reserve(client, now).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Settles `reservation` at `now` with the work done since the last
+    /// settlement (work done outside a reserved frame is charged here too).
+    pub fn settle_work(&mut self, reservation: Reservation, now: Instant) {
+        self.shared.work.settle(reservation, std::mem::take(&mut self.work), now);
+    }
+
+    /// Counts a frame the throttle made wait.
+    pub fn note_work_wait(&self) {
+        self.shared.work.note_wait();
     }
 
     /// The client this handle serves, once authenticated.
@@ -282,7 +310,7 @@ impl BuddyHandle {
             txn.commit().db(C)?;
         }
         drop(refs);
-        shared.work.pay(client, work);
+        self.work = self.work.saturating_add(work);
         self.pending.clear();
         self.pending_ids.clear();
         self.set_pending_bytes(0);
@@ -356,7 +384,7 @@ impl BuddyHandle {
         // to the bytes it uploaded.
         let Some(stored) = self.stored_as(client, id)? else { return Ok(None) };
         match self.shared.chunks().get_into_metered(&stored, &mut self.read_buf) {
-            Ok(work) => self.shared.work.pay(client, work),
+            Ok(work) => self.work = self.work.saturating_add(work),
             Err(StoreError::NotFound(_)) => return Ok(None),
             // Rot on this disk: the copy cannot be served or proven, so it
             // is "not held" and the client ships it again. Refusing would

@@ -475,6 +475,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, slot: Slot, ctx: Arc<Ct
         welcomed: false,
         record_since: None,
         frame_since: None,
+        deferred: None,
     };
     conn.log("connected");
     let why = conn.serve().await;
@@ -508,6 +509,9 @@ struct Conn {
     record_since: Option<Instant>,
     /// When the frame being received started, if one is partly in.
     frame_since: Option<Instant>,
+    /// A whole frame the work throttle held back: it runs, before any later
+    /// input, once the client's debt is paid ([`super::throttle`]).
+    deferred: Option<Vec<u8>>,
 }
 
 /// Buffers of one connection: fixed, whatever the peer sends.
@@ -551,6 +555,9 @@ enum Stop {
     BadFrame(WireError),
     /// The hello claims another key than the channel proved.
     BadHello(String),
+    /// The client owes the throttle: its next frame (kept in
+    /// [`Conn::deferred`]) waits this long, then asks again.
+    Wait(Duration),
 }
 
 /// The channel state of a connection.
@@ -764,7 +771,7 @@ impl Conn {
         store: &mut BuddyHandle,
         bufs: &mut Bufs,
     ) -> Option<String> {
-        while !plain.is_empty() {
+        while !plain.is_empty() || self.deferred.is_some() {
             // Frames whose replies only need queueing run back to back in
             // one blocking section: a `block_in_place` per `GetChunk`
             // handed the runtime to another thread and back for every chunk.
@@ -773,6 +780,17 @@ impl Conn {
             plain = &plain[consumed..];
             match stop {
                 Stop::Drained => {}
+                Stop::Wait(wait) => {
+                    // What is answered goes out first; the wait holds no
+                    // thread, and a stop ends it.
+                    if let Err(why) = self.flush_replies(channel, bufs).await {
+                        return Some(why);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.ctx.stop.stopped() => return Some("server shutting down".into()),
+                    }
+                }
                 Stop::Reply(r) => {
                     if let Some(why) = self.answer(r, channel, session, store, bufs).await {
                         return Some(why);
@@ -817,9 +835,11 @@ impl Conn {
         store: &mut BuddyHandle,
         bufs: &mut Bufs,
     ) -> (usize, Stop) {
-        let ctx = self.ctx.clone();
-        let mut audits = SharedAudits(&ctx.audits);
-        let now = ctx.now_ms();
+        if let Some(payload) = self.deferred.take() {
+            if let Some(stop) = self.run_frame(&payload, true, channel, session, store, bufs) {
+                return (0, stop);
+            }
+        }
         let mut at = 0;
         while at < plain.len() {
             let fed = match decoder.feed(&plain[at..]) {
@@ -834,19 +854,52 @@ impl Conn {
                 continue;
             };
             self.frame_since = None;
-            if let Some(why) = self.check_hello(payload, channel) {
-                return (at, Stop::BadHello(why));
+            if let Some(stop) = self.run_frame(payload, false, channel, session, store, bufs) {
+                return (at, stop);
             }
-            let r = session.handle(payload, store, &mut audits, &mut self.pairing, bufs.reply_space(), now);
-            // The welcome, a close, a commit's second phase and a full
-            // batch are [`Conn::answer`]'s to send.
-            if !self.welcomed || r.close || r.resume || bufs.queued + r.len >= REPLY_BATCH {
-                return (at, Stop::Reply(r));
-            }
-            self.describe(bufs.reply(r.len), &r, store);
-            bufs.queued += r.len;
         }
         (at, Stop::Drained)
+    }
+
+    /// Runs one whole frame once the work throttle lets it; returns where
+    /// [`Conn::run_frames`] must stop, if it must. A frame held back is
+    /// kept in [`Conn::deferred`] (`retry`: it was held back before).
+    fn run_frame(
+        &mut self,
+        payload: &[u8],
+        retry: bool,
+        channel: &Channel,
+        session: &mut BuddySession,
+        store: &mut BuddyHandle,
+        bufs: &mut Bufs,
+    ) -> Option<Stop> {
+        if let Some(why) = self.check_hello(payload, channel) {
+            return Some(Stop::BadHello(why));
+        }
+        let reservation = match store.reserve_work(Instant::now()) {
+            Ok(reservation) => reservation,
+            Err(wait) => {
+                if !retry {
+                    store.note_work_wait();
+                }
+                self.deferred = Some(payload.to_vec());
+                return Some(Stop::Wait(wait));
+            }
+        };
+        let ctx = self.ctx.clone();
+        let mut audits = SharedAudits(&ctx.audits);
+        let r = session.handle(payload, store, &mut audits, &mut self.pairing, bufs.reply_space(), ctx.now_ms());
+        if let Some(reservation) = reservation {
+            store.settle_work(reservation, Instant::now());
+        }
+        // The welcome, a close, a commit's second phase and a full
+        // batch are [`Conn::answer`]'s to send.
+        if !self.welcomed || r.close || r.resume || bufs.queued + r.len >= REPLY_BATCH {
+            return Some(Stop::Reply(r));
+        }
+        self.describe(bufs.reply(r.len), &r, store);
+        bufs.queued += r.len;
+        None
     }
 
     /// The hello must claim the key the channel proved: otherwise a peer

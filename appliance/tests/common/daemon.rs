@@ -136,6 +136,13 @@ impl Daemon {
     pub fn logged(&self, text: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
+
+    /// Waits up to `secs` for a line containing `text`: the log is read
+    /// from the daemon's stderr by another thread, so it may trail what
+    /// the daemon did (and a test saw on disk).
+    pub fn wait_logged(&self, secs: u64, text: &str) {
+        wait_for(secs, &format!("the daemon to log {text:?}"), || self.logged(text));
+    }
 }
 
 impl Drop for Daemon {
