@@ -149,6 +149,33 @@ fn restore_recreates_every_entry_exactly() {
     }
 }
 
+/// A second restore into the same target replaces what it finds there:
+/// files changed since, a file swapped for a link to a file outside the
+/// target, a link swapped for a file, a longer file where a sparse one
+/// goes. Each is replaced, never written through: the file outside stays
+/// as it was.
+#[test]
+fn restoring_over_an_earlier_restore_replaces_entries_and_never_writes_through_links() {
+    let fx = fixture("over");
+    let target = fx.tmp.join("restore");
+    fx.bx.restore("latest", &target);
+    let restored = restored_path(&target, &fx.src);
+    let outside = fx.tmp.join("outside.txt");
+    write_bytes(&outside, b"not the restore's to change\n");
+    fs::remove_file(restored.join("big.bin")).unwrap();
+    symlink(&outside, restored.join("big.bin")).unwrap();
+    fs::remove_file(restored.join("link-to-readme")).unwrap();
+    write_bytes(&restored.join("link-to-readme"), b"a file where a link was\n");
+    write_bytes(&restored.join("text/notes.md"), &vec![b'x'; 200_000]);
+    let long = OpenOptions::new().write(true).truncate(true).open(restored.join("sparse.img")).unwrap();
+    long.set_len(2 * SPARSE_SIZE).unwrap();
+    drop(long);
+
+    fx.bx.restore("latest", &target);
+    assert_tree_matches(&fx.manifest, &restored, "restore over an earlier one");
+    assert_eq!(fs::read(&outside).unwrap(), b"not the restore's to change\n");
+}
+
 #[test]
 fn include_restores_only_that_subtree() {
     let fx = fixture("include");

@@ -125,8 +125,7 @@ pub fn run(
     summary.bytes = total;
     let mut errors = errors.into_inner().expect("no panics hold this lock");
     for (first, d) in links {
-        let _ = fs::remove_file(&d);
-        match fs::hard_link(&first, &d) {
+        match replacing(&d, || fs::hard_link(&first, &d)) {
             Ok(()) => summary.links += 1,
             Err(err) => errors.push(format!("cannot link {} to {}: {err}", d.display(), first.display())),
         }
@@ -134,8 +133,7 @@ pub fn run(
     for e in &selected {
         if let Content::Symlink { target } = &e.node.content {
             let d = dest(e);
-            let _ = fs::remove_file(&d);
-            let made = std::os::unix::fs::symlink(OsStr::from_bytes(target), &d)
+            let made = replacing(&d, || std::os::unix::fs::symlink(OsStr::from_bytes(target), &d))
                 .and_then(|()| fsmeta::apply(&d, &e.node.attrs, true));
             match made {
                 Ok(()) => summary.links += 1,
@@ -160,8 +158,9 @@ pub fn run(
 /// Writes one file from its chunks, checking each chunk's tag and handle.
 fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8], progress: &Progress) -> Result<()> {
     let Content::File { sparse, .. } = &e.node.content else { unreachable!("only files") };
-    let _ = fs::remove_file(dest);
-    let file = File::create(dest).context("cannot create")?;
+    // A new file, never one already there: writing through a link planted
+    // at `dest` could change a file outside the target.
+    let file = replacing(dest, || File::options().write(true).create_new(true).open(dest)).context("cannot create")?;
     let mut offset = 0u64;
     let handles: Vec<Handle> = e.handles.iter().map(|h| Handle(*h)).collect();
     // Contiguous data is gathered into large writes: one syscall per MiB,
@@ -180,10 +179,32 @@ fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8]
         Ok(())
     })?;
     pending.flush()?;
-    file.set_len(offset).context("cannot set length")?;
+    if *sparse {
+        // A hole at the end was never written: the length makes it.
+        file.set_len(offset).context("cannot set length")?;
+    }
     drop(file);
     fsmeta::apply(dest, &e.node.attrs, false).context("cannot set attributes")?;
     Ok(())
+}
+
+/// Makes `path` with `make`, which fails with `AlreadyExists` when
+/// something is there: that is removed and `make` runs again. Into an
+/// empty target, as a restore usually is, no removal is tried: a failed
+/// unlink still takes the directory's lock, which the writing threads
+/// then queue on.
+fn replacing<T>(path: &Path, mut make: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    match make() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            make()
+        }
+        made => made,
+    }
 }
 
 /// Files whose first chunk tells the source where this restore's chunks are.
