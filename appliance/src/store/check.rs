@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use pastiche_core::{ChunkId, Handle, PublicKey};
 
 use super::error::{Damage, Result};
-use super::index::{ChunkEntry, IndexView, META_CHUNKS, META_GARBAGE, META_NEXT_PACK};
+use super::index::{ChunkEntry, IndexMoment};
 use super::pack::{check_pack_header, MAX_SEALED, MIN_SEALED, PACKS_DIR, PACK_HEADER_LEN, RECORD_HEADER_LEN};
 use super::recover::list_packs;
 use super::ChunkStore;
@@ -115,6 +115,7 @@ impl ChunkStore {
         // compaction deletes a pack in between.
         let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let view = self.view()?;
+        let mut moment = view.moment();
         let mut files = list_packs(&self.dir.join(PACKS_DIR))?;
         let mut report = CheckReport {
             mode,
@@ -127,8 +128,8 @@ impl ChunkStore {
         };
 
         // Pack files against the packs table.
-        let packs: HashMap<u32, _> = view.packs()?.into_iter().collect();
-        let next_pack = view.meta(META_NEXT_PACK)?.unwrap_or(0);
+        let packs: HashMap<u32, _> = std::mem::take(&mut moment.packs).into_iter().collect();
+        let next_pack = moment.next_pack;
         let mut sorted: Vec<_> = packs.iter().map(|(&k, &v)| (k, v)).collect();
         sorted.sort_by_key(|&(k, _)| k);
         let mut unusable = HashSet::new();
@@ -157,12 +158,12 @@ impl ChunkStore {
         drop(gate);
 
         // Every index entry: placement, and reading when asked.
-        let keys = view.owner_keys()?;
+        let keys = std::mem::take(&mut moment.owner_keys);
         let mut live: HashMap<u32, u64> = HashMap::new();
         let mut garbage = 0u64;
         let mut usage: HashMap<PublicKey, (u64, u64)> = HashMap::new();
         let mut to_read: Vec<(ChunkId, ChunkEntry)> = Vec::new();
-        view.for_each_group(|id, g| {
+        moment.for_each_group(|id, g| {
             let e = ChunkEntry::of(&g);
             report.chunks += 1;
             for &(number, n) in &g.refs {
@@ -196,8 +197,7 @@ impl ChunkStore {
         self.read_batch(&mut to_read, &mut report);
 
         // Counters against what the entries say.
-        let recorded_garbage = view.meta(META_GARBAGE)?.unwrap_or(0);
-        let recorded_chunks = view.meta(META_CHUNKS)?.unwrap_or(0);
+        let (recorded_garbage, recorded_chunks) = (moment.garbage, moment.chunks);
         if recorded_chunks != report.chunks {
             report
                 .inconsistencies
@@ -224,7 +224,7 @@ impl ChunkStore {
                     .push(format!("pack {id:08x} records {} live bytes, its live chunks take {actual}", p.live));
             }
         }
-        check_usage(&view, usage, &mut report)?;
+        check_usage(&moment, usage, &mut report);
         Ok(report)
     }
 
@@ -312,8 +312,8 @@ fn as_damage(err: super::StoreError) -> Damage {
 }
 
 /// Per-owner usage matches the references the chunks list.
-fn check_usage(view: &IndexView, mut usage: HashMap<PublicKey, (u64, u64)>, report: &mut CheckReport) -> Result<()> {
-    for (owner, u) in view.usage()? {
+fn check_usage(moment: &IndexMoment, mut usage: HashMap<PublicKey, (u64, u64)>, report: &mut CheckReport) {
+    for &(owner, u) in &moment.usage {
         let actual = usage.remove(&owner).unwrap_or_default();
         if (u.bytes, u.chunks) != actual {
             report.inconsistencies.push(format!(
@@ -325,7 +325,6 @@ fn check_usage(view: &IndexView, mut usage: HashMap<PublicKey, (u64, u64)>, repo
     for owner in usage.keys() {
         report.inconsistencies.push(format!("owner {owner} has references but no usage entry"));
     }
-    Ok(())
 }
 
 /// Whether an entry points inside the committed part of a usable pack.

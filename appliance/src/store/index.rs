@@ -201,6 +201,32 @@ pub(crate) fn for_each_group(
     Ok(())
 }
 
+/// The index as of one moment ([`IndexView::moment`]).
+pub(crate) struct IndexMoment {
+    delta: Vec<(IdKey, Option<Group>)>,
+    run: Arc<Run>,
+    /// Owner numbers and the keys they stand for.
+    pub owner_keys: HashMap<u32, PublicKey>,
+    /// Every owner with its usage.
+    pub usage: Vec<(PublicKey, Usage)>,
+    /// The chunk counter.
+    pub chunks: u64,
+    /// The counter of chunks no owner references.
+    pub garbage: u64,
+    /// Every pack, in pack order.
+    pub packs: Vec<(u32, PackEntry)>,
+    /// The number the next pack will get.
+    pub next_pack: u64,
+}
+
+impl IndexMoment {
+    /// Every chunk with its group, in chunkId order: once (the changes
+    /// since the run are handed over, not copied again).
+    pub fn for_each_group(&mut self, f: impl FnMut(ChunkId, Group) -> Result<()>) -> Result<()> {
+        for_each_group(std::mem::take(&mut self.delta), &self.run, f)
+    }
+}
+
 fn read_tables(tables: &RwLock<Tables>) -> RwLockReadGuard<'_, Tables> {
     // Tables are only changed by applying a whole commit under the write
     // lock; a panic elsewhere cannot leave them half changed.
@@ -260,6 +286,24 @@ impl<'a> IndexView<'a> {
     /// Every owner with its usage.
     pub fn usage(&self) -> Result<Vec<(PublicKey, Usage)>> {
         Ok(self.read().state.usage.iter().map(|(k, u)| (PublicKey(*k), *u)).collect())
+    }
+
+    /// The entries with the packs, counters and usage that must agree
+    /// with them, all as of one moment: read one by one, a commit between two reads
+    /// (a buddy session's, while `check` runs in the daemon) would make
+    /// them disagree.
+    pub fn moment(&self) -> IndexMoment {
+        let t = self.read();
+        IndexMoment {
+            delta: t.sorted_delta(),
+            run: t.run.clone(),
+            owner_keys: t.state.owner_keys.iter().map(|(&n, k)| (n, PublicKey(*k))).collect(),
+            usage: t.state.usage.iter().map(|(k, u)| (PublicKey(*k), *u)).collect(),
+            chunks: t.state.meta(META_CHUNKS).unwrap_or(0),
+            garbage: t.state.meta(META_GARBAGE).unwrap_or(0),
+            packs: t.state.packs.iter().map(|(&n, p)| (n, *p)).collect(),
+            next_pack: t.state.meta(META_NEXT_PACK).unwrap_or(0),
+        }
     }
 
     /// Every chunk with its group, in chunkId order, as of this call.
