@@ -37,8 +37,10 @@ pub struct BuddyHandle {
     stage: Option<StageBuf>,
     read_buf: Vec<u8>,
     /// Work done for the client (grouped chunks opened and sealed) not
-    /// yet settled with the throttle ([`BuddyHandle::settle_work`]).
+    /// yet settled with the throttle ([`BuddyHandle::end_frame`]).
     work: u64,
+    /// The throttle's hold on the client's bucket for the frame running.
+    reservation: Option<Reservation>,
     last_error: Option<String>,
 }
 
@@ -53,6 +55,9 @@ impl Drop for BuddyHandle {
         // What was buffered is lost (the protocol allows it): give its
         // share of the server-wide budget back.
         self.set_pending_bytes(0);
+        // A frame cut short (a panic in the session) still lets go of the
+        // client's bucket: a hold never settled would block it for good.
+        self.end_frame(Instant::now());
     }
 }
 
@@ -81,6 +86,7 @@ impl BuddyHandle {
             stage: None,
             read_buf: Vec::new(),
             work: 0,
+            reservation: None,
             last_error: None,
         }
     }
@@ -92,20 +98,25 @@ impl BuddyHandle {
     }
 
     /// Asks the box's throttle whether the client's next frame may run at
-    /// `now` ([`WorkThrottle::reserve`](super::throttle::WorkThrottle::reserve)): `Ok(None)` while no client is
-    /// authenticated (such frames do no grouped work), `Err` with how long
-    /// to wait before asking again.
-    pub fn reserve_work(&self, now: Instant) -> std::result::Result<Option<Reservation>, Duration> {
-        match &self.client {
-            Some(client) => self.shared.work.reserve(client, now).map(Some),
-            None => Ok(None),
+    /// `now` ([`WorkThrottle::reserve`](super::throttle::WorkThrottle::reserve)),
+    /// holding part of the client's bucket until [`BuddyHandle::end_frame`];
+    /// `Err` says how long to wait before asking again. Frames before a
+    /// client is authenticated do no grouped work and always run.
+    pub fn begin_frame(&mut self, now: Instant) -> std::result::Result<(), Duration> {
+        self.end_frame(now);
+        if let Some(client) = &self.client {
+            self.reservation = Some(self.shared.work.reserve(client, now)?);
         }
+        Ok(())
     }
 
-    /// Settles `reservation` at `now` with the work done since the last
-    /// settlement (work done outside a reserved frame is charged here too).
-    pub fn settle_work(&mut self, reservation: Reservation, now: Instant) {
-        self.shared.work.settle(reservation, std::mem::take(&mut self.work), now);
+    /// Ends the frame begun at [`BuddyHandle::begin_frame`]: the throttle
+    /// is charged the work done since the last frame ended (work done
+    /// between frames is charged here too).
+    pub fn end_frame(&mut self, now: Instant) {
+        if let Some(reservation) = self.reservation.take() {
+            self.shared.work.settle(reservation, std::mem::take(&mut self.work), now);
+        }
     }
 
     /// Counts a frame the throttle made wait.

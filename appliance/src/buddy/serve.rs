@@ -876,22 +876,17 @@ impl Conn {
         if let Some(why) = self.check_hello(payload, channel) {
             return Some(Stop::BadHello(why));
         }
-        let reservation = match store.reserve_work(Instant::now()) {
-            Ok(reservation) => reservation,
-            Err(wait) => {
-                if !retry {
-                    store.note_work_wait();
-                }
-                self.deferred = Some(payload.to_vec());
-                return Some(Stop::Wait(wait));
+        if let Err(wait) = store.begin_frame(Instant::now()) {
+            if !retry {
+                store.note_work_wait();
             }
-        };
+            self.deferred = Some(payload.to_vec());
+            return Some(Stop::Wait(wait));
+        }
         let ctx = self.ctx.clone();
         let mut audits = SharedAudits(&ctx.audits);
         let r = session.handle(payload, store, &mut audits, &mut self.pairing, bufs.reply_space(), ctx.now_ms());
-        if let Some(reservation) = reservation {
-            store.settle_work(reservation, Instant::now());
-        }
+        store.end_frame(Instant::now());
         // The welcome, a close, a commit's second phase and a full
         // batch are [`Conn::answer`]'s to send.
         if !self.welcomed || r.close || r.resume || bufs.queued + r.len >= REPLY_BATCH {

@@ -792,3 +792,26 @@ impl pastiche_core::testing::conformance::Harness for Appliance {
 fn the_appliance_store_conforms() {
     pastiche_core::testing::conformance::run_all(Appliance::new);
 }
+
+/// A session whose frame never ended (a panic in the session machine)
+/// lets go of its client's bucket when it is dropped: another session of
+/// the client runs, not waits for good.
+#[test]
+fn a_dropped_session_lets_go_of_its_clients_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(new_box(dir.path()));
+    let me = key(5);
+    let storage = reopen(dir.path(), u64::MAX);
+    storage.enroll(&me, "test", None).unwrap();
+    // At the lowest rate the bucket holds less than one frame's hold.
+    storage.set_work_rate(0);
+    let (mut first, mut second) = (storage.session(), storage.session());
+    first.client(&me).unwrap();
+    second.client(&me).unwrap();
+    let now = std::time::Instant::now();
+    first.begin_frame(now).unwrap();
+    assert!(second.begin_frame(now).is_err(), "two frames of one client ran at once");
+    drop(first);
+    second.begin_frame(now).expect("the dropped session's hold is gone");
+    second.end_frame(now);
+}

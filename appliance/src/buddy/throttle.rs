@@ -194,9 +194,17 @@ impl WorkThrottle {
     /// charged to its client's bucket (in place of the [`RESERVED`] it
     /// held) and to the shared one.
     pub fn settle(&self, reservation: Reservation, used: u64, now: Instant) {
-        self.charged.fetch_add(used, Ordering::Relaxed);
         let mut guard = self.lock();
         let b = &mut *guard;
+        if used == 0 {
+            // Most frames (uploads, reads of the box's sealed records) do
+            // no grouped work: only the hold goes, no share is worked out.
+            if let Some(c) = b.clients.get_mut(&reservation.client) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            }
+            return;
+        }
+        self.charged.fetch_add(used, Ordering::Relaxed);
         b.advance(&reservation.client, now);
         let c = b.clients.get_mut(&reservation.client).expect("advance keeps the client's bucket");
         c.in_flight = c.in_flight.saturating_sub(1);
@@ -319,9 +327,9 @@ mod tests {
 
     #[test]
     fn a_client_running_a_frame_holds_its_bucket_until_the_frame_settles() {
-        // A little over one read left: a second frame of the same client
-        // (another session) waits while the first runs; another client's
-        // does not.
+        // The bucket (1 MiB) holds less than one reservation: a second
+        // frame of the same client (another session) waits while the first
+        // runs; another client's does not.
         let t = WorkThrottle::new(MIB);
         let now = Instant::now();
         let first = t.reserve(&A, now).unwrap();

@@ -156,6 +156,21 @@ impl Tables {
         }
     }
 
+    /// Every owner number with its key.
+    fn owner_keys(&self) -> HashMap<u32, PublicKey> {
+        self.state.owner_keys.iter().map(|(&n, k)| (n, PublicKey(*k))).collect()
+    }
+
+    /// Every pack, in pack order.
+    fn packs(&self) -> Vec<(u32, PackEntry)> {
+        self.state.packs.iter().map(|(&n, p)| (n, *p)).collect()
+    }
+
+    /// Every owner with its usage.
+    fn usage(&self) -> Vec<(PublicKey, Usage)> {
+        self.state.usage.iter().map(|(k, u)| (PublicKey(*k), *u)).collect()
+    }
+
     /// Every delta entry, sorted by chunkId (`None`: the chunk was dropped).
     pub fn sorted_delta(&self) -> Vec<(IdKey, Option<Group>)> {
         let mut out: Vec<_> = self.state.delta.iter().map(|(k, g)| (*k, g.clone())).collect();
@@ -270,7 +285,7 @@ impl<'a> IndexView<'a> {
 
     /// Every owner number with its key.
     pub fn owner_keys(&self) -> Result<HashMap<u32, PublicKey>> {
-        Ok(self.read().state.owner_keys.iter().map(|(&n, k)| (n, PublicKey(*k))).collect())
+        Ok(self.read().owner_keys())
     }
 
     /// Reads a meta counter.
@@ -280,28 +295,28 @@ impl<'a> IndexView<'a> {
 
     /// Every pack in the index, in pack order.
     pub fn packs(&self) -> Result<Vec<(u32, PackEntry)>> {
-        Ok(self.read().state.packs.iter().map(|(&n, p)| (n, *p)).collect())
+        Ok(self.read().packs())
     }
 
     /// Every owner with its usage.
     pub fn usage(&self) -> Result<Vec<(PublicKey, Usage)>> {
-        Ok(self.read().state.usage.iter().map(|(k, u)| (PublicKey(*k), *u)).collect())
+        Ok(self.read().usage())
     }
 
     /// The entries with the packs, counters and usage that must agree
-    /// with them, all as of one moment: read one by one, a commit between two reads
-    /// (a buddy session's, while `check` runs in the daemon) would make
-    /// them disagree.
+    /// with them, all as of one moment: read one by one, a commit between
+    /// two reads (a buddy session's, while `check` runs in the daemon)
+    /// would make them disagree.
     pub fn moment(&self) -> IndexMoment {
         let t = self.read();
         IndexMoment {
             delta: t.sorted_delta(),
             run: t.run.clone(),
-            owner_keys: t.state.owner_keys.iter().map(|(&n, k)| (n, PublicKey(*k))).collect(),
-            usage: t.state.usage.iter().map(|(k, u)| (PublicKey(*k), *u)).collect(),
+            owner_keys: t.owner_keys(),
+            usage: t.usage(),
             chunks: t.state.meta(META_CHUNKS).unwrap_or(0),
             garbage: t.state.meta(META_GARBAGE).unwrap_or(0),
-            packs: t.state.packs.iter().map(|(&n, p)| (n, *p)).collect(),
+            packs: t.packs(),
             next_pack: t.state.meta(META_NEXT_PACK).unwrap_or(0),
         }
     }
