@@ -12,6 +12,7 @@ mod scan;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -45,12 +46,20 @@ pub struct BackupResult {
     pub warnings: Vec<String>,
 }
 
-/// Runs a backup into `repo`.
-pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
-    let started = Instant::now();
-    let time = now();
-    let (mut root, read) = repo.load_root_versioned()?;
-    let seq = root.next_snapshot_seq;
+/// A backup's source tree, walked before the box is needed: the walk can
+/// run while the box opens ([`walk`], then [`run_walked`]).
+pub struct Walk {
+    /// When the walk began: the snapshot's time.
+    time: Timestamp,
+    started: Instant,
+    /// The paths backed up, absolute.
+    paths: Vec<PathBuf>,
+    tree: Tree,
+}
+
+/// Walks the paths of `opts`; gives up with an error once `stop` is set.
+pub fn walk(opts: &BackupOptions, stop: &AtomicBool) -> Result<Walk> {
+    let (started, time) = (Instant::now(), now());
     let paths: Vec<PathBuf> = opts
         .paths
         .iter()
@@ -61,12 +70,27 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
                 .with_context(|| format!("bad path {}", p.display()))
         })
         .collect::<Result<_>>()?;
-
     let excludes = Excludes::new(&opts.excludes)?;
-    let scan_opts = ScanOptions { excludes: &excludes, one_file_system: opts.one_file_system };
+    let scan_opts = ScanOptions { excludes: &excludes, one_file_system: opts.one_file_system, stop };
     let mut tree = Tree::default();
     for path in &paths {
-        tree.scan_root(repo, path, previous_entry(&root.snapshots, path), &scan_opts)?;
+        tree.walk_root(path, &scan_opts)?;
+    }
+    Ok(Walk { time, started, paths, tree })
+}
+
+/// Runs a backup into `repo`.
+pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
+    run_walked(repo, walk(opts, &AtomicBool::new(false))?, opts, progress)
+}
+
+/// Runs a backup of the tree `walk` found into `repo`.
+pub fn run_walked(repo: &Repo, walk: Walk, opts: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
+    let Walk { time, started, paths, mut tree } = walk;
+    let (mut root, read) = repo.load_root_versioned()?;
+    let seq = root.next_snapshot_seq;
+    for (i, path) in paths.iter().enumerate() {
+        tree.match_previous(repo, tree.roots[i], previous_entry(&root.snapshots, path));
     }
     for n in &tree.notices {
         progress.warn(n);

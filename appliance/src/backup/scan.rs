@@ -1,6 +1,7 @@
-//! The first pass of a backup: walk the source tree with `lstat`, match each
-//! entry with its object from the previous snapshots, and decide which files
-//! must be read.
+//! The first pass of a backup: walk the source tree with `lstat`, then match
+//! each entry with its object from the previous snapshots, so the caller can
+//! decide which files must be read. The walk needs no box, so it can run
+//! while the box opens (deriving its key is most of that).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -8,6 +9,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::fsmeta::{attrs_of, is_sparse, kind_name, link_group};
 use crate::meta::model::{self, Attrs, Content};
@@ -77,31 +79,31 @@ pub struct ScanOptions<'a> {
     pub excludes: &'a Excludes,
     /// Do not descend into other file systems.
     pub one_file_system: bool,
+    /// Set when the walk's result is no longer wanted: it stops at the next directory.
+    pub stop: &'a AtomicBool,
 }
 
 impl Tree {
-    /// Adds the tree under `path` (absolute), matched against `prev`.
-    pub fn scan_root(
-        &mut self,
-        repo: &Repo,
-        path: &Path,
-        prev: Option<model::Node>,
-        opts: &ScanOptions<'_>,
-    ) -> anyhow::Result<()> {
+    /// Adds the tree under `path` (absolute), walking the file system only:
+    /// no entry has its previous version yet ([`Tree::match_previous`]).
+    pub fn walk_root(&mut self, path: &Path, opts: &ScanOptions<'_>) -> anyhow::Result<()> {
         let meta = fs::symlink_metadata(path).map_err(|e| anyhow::anyhow!("cannot back up {}: {e}", path.display()))?;
         let root_dev = meta.dev();
         let name = path.file_name().unwrap_or(OsStr::new("/")).as_bytes().to_vec();
-        let Some(root) = self.add(path.to_path_buf(), name, &meta, prev) else {
+        let Some(root) = self.add(path.to_path_buf(), name, &meta) else {
             anyhow::bail!("cannot back up {}: it is a {}", path.display(), kind_name(meta.mode()));
         };
         self.roots.push(root);
         // Depth-first with an explicit stack, so deep trees cannot overflow.
         let mut stack = vec![root];
         while let Some(dir) = stack.pop() {
+            if opts.stop.load(Ordering::Relaxed) {
+                anyhow::bail!("the walk of {} was stopped", path.display());
+            }
             if !matches!(self.nodes[dir].kind, Kind::Dir { .. }) {
                 continue;
             }
-            let children = self.scan_dir(repo, dir, root_dev, opts);
+            let children = self.scan_dir(dir, root_dev, opts);
             // Push in reverse so the walk stays in name order.
             stack.extend(children.iter().rev());
             if let Kind::Dir { children: c } = &mut self.nodes[dir].kind {
@@ -111,7 +113,37 @@ impl Tree {
         Ok(())
     }
 
-    fn scan_dir(&mut self, repo: &Repo, dir: usize, root_dev: u64, opts: &ScanOptions<'_>) -> Vec<usize> {
+    /// Gives the walked tree under the node `root` its previous versions:
+    /// `prev` is the entry at its path in the newest snapshot that backed
+    /// the path up, and each entry below takes the one of the same name in
+    /// its parent's previous tree object.
+    pub fn match_previous(&mut self, repo: &Repo, root: usize, prev: Option<model::Node>) {
+        self.nodes[root].prev = prev;
+        // Only directories that had a previous version have children to match.
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            let (Kind::Dir { children }, Some(Content::Dir { tree })) =
+                (&self.nodes[dir].kind, self.nodes[dir].prev.as_ref().map(|p| &p.content))
+            else {
+                continue;
+            };
+            let children = children.clone();
+            let mut earlier: HashMap<Vec<u8>, model::Node> = match repo.load_tree(tree) {
+                Ok(tree) => tree.nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+                Err(e) => {
+                    let path = self.nodes[dir].path.display();
+                    self.notices.push(format!("earlier metadata of {path} unreadable, backing it up afresh: {e:#}"));
+                    continue;
+                }
+            };
+            for child in children {
+                self.nodes[child].prev = earlier.remove(&self.nodes[child].name);
+                stack.push(child);
+            }
+        }
+    }
+
+    fn scan_dir(&mut self, dir: usize, root_dev: u64, opts: &ScanOptions<'_>) -> Vec<usize> {
         let path = self.nodes[dir].path.clone();
         if opts.one_file_system && self.nodes[dir].attrs.dev != root_dev {
             return Vec::new();
@@ -131,19 +163,6 @@ impl Tree {
             }
         }
         entries.sort();
-        let mut earlier: HashMap<Vec<u8>, model::Node> = match self.nodes[dir].prev.as_ref().map(|p| &p.content) {
-            Some(Content::Dir { tree }) => match repo.load_tree(tree) {
-                Ok(tree) => tree.nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
-                Err(e) => {
-                    self.notices.push(format!(
-                        "earlier metadata of {} unreadable, backing it up afresh: {e:#}",
-                        path.display()
-                    ));
-                    HashMap::new()
-                }
-            },
-            _ => HashMap::new(),
-        };
         let mut children = Vec::with_capacity(entries.len());
         for (name, child_path) in entries {
             if !opts.excludes.is_empty() && opts.excludes.excludes(&child_path, std::ffi::OsStr::from_bytes(&name)) {
@@ -156,8 +175,7 @@ impl Tree {
                     continue;
                 }
             };
-            let prev = earlier.remove(&name);
-            if let Some(i) = self.add(child_path.clone(), name, &meta, prev) {
+            if let Some(i) = self.add(child_path.clone(), name, &meta) {
                 children.push(i);
             }
         }
@@ -165,7 +183,7 @@ impl Tree {
     }
 
     /// Adds a node; `None` for entries that are not backed up.
-    fn add(&mut self, path: PathBuf, name: Vec<u8>, meta: &fs::Metadata, prev: Option<model::Node>) -> Option<usize> {
+    fn add(&mut self, path: PathBuf, name: Vec<u8>, meta: &fs::Metadata) -> Option<usize> {
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             Kind::File { sparse: is_sparse(meta), link_group: link_group(meta) }
@@ -184,7 +202,7 @@ impl Tree {
             self.notices.push(format!("skipped {} {}", kind_name(meta.mode()), path.display()));
             return None;
         };
-        self.nodes.push(Node { path, name, attrs: attrs_of(meta), kind, prev, content: None, failed: false });
+        self.nodes.push(Node { path, name, attrs: attrs_of(meta), kind, prev: None, content: None, failed: false });
         Some(self.nodes.len() - 1)
     }
 

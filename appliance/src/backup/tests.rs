@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use super::{run, BackupOptions};
 use crate::meta::model::{Chunks, Content};
@@ -88,4 +89,51 @@ fn unchanged_trees_are_shared_across_snapshots_and_paths() {
     repo.commit_metadata(&[], &[], &root, read).unwrap();
     assert_eq!(crate::prune::run(&repo).unwrap().objects_deleted, 3);
     assert_eq!(walk::entries(&repo, &edited).unwrap().len(), restored.len());
+}
+
+#[test]
+fn a_walk_no_longer_wanted_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write_tree(&src);
+    let opts = BackupOptions { paths: vec![src.clone()], excludes: vec![], one_file_system: false, threads: 1 };
+    let walked = super::walk(&opts, &AtomicBool::new(false)).unwrap();
+    // The root, 3 + 9 directories and 36 files.
+    assert_eq!(walked.tree.nodes.len(), 49);
+    assert!(walked.tree.nodes.iter().all(|n| n.prev.is_none()), "the walk needs no box and matches nothing");
+    let err = super::walk(&opts, &AtomicBool::new(true)).err().expect("a stopped walk gives up");
+    assert!(format!("{err:#}").contains("was stopped"), "{err:#}");
+}
+
+#[test]
+fn an_unreadable_earlier_tree_is_backed_up_afresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::init(
+        &tmp.path().join("box"),
+        "nas.example",
+        "pw",
+        KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 },
+    )
+    .unwrap();
+    let src = tmp.path().join("src");
+    write_tree(&src);
+    let first = backup(&repo, &src).snapshot;
+    // Damage the tree object of d1: its entries have no earlier version.
+    let d1 = walk::entries(&repo, &first).unwrap().into_iter().find(|e| e.path.ends_with("d1")).unwrap();
+    let Content::Dir { tree } = d1.node.content else { panic!("d1 is a directory") };
+    repo.meta.apply(&[(tree, b"not a sealed object".to_vec())], &[]).unwrap();
+
+    let opts = BackupOptions { paths: vec![src.clone()], excludes: vec![], one_file_system: false, threads: 1 };
+    let mut walked = super::walk(&opts, &AtomicBool::new(false)).unwrap();
+    let prev = super::previous_entry(&repo.load_root().unwrap().snapshots, &src);
+    walked.tree.match_previous(&repo, walked.tree.roots[0], prev);
+    let notices = &walked.tree.notices;
+    assert!(notices.len() == 1 && notices[0].contains("d1 unreadable, backing it up afresh"), "{notices:?}");
+    let under = |part: &'static str| walked.tree.nodes.iter().filter(move |n| n.path.to_string_lossy().contains(part));
+    assert!(under("/d1/").all(|n| n.prev.is_none()), "nothing under d1 is matched");
+    assert!(under("/d0/").all(|n| n.prev.is_some()), "the rest is matched");
+
+    // The backup reads d1's 12 files again and keeps the other 24.
+    let second = backup(&repo, &src).snapshot.summary;
+    assert_eq!((second.files_new, second.files_unmodified), (12, 24));
 }

@@ -49,18 +49,20 @@ pub fn init(g: &Global, name: Option<String>) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// `pastiche backup`, then shipping to the buddies if there are any.
-pub fn backup(
-    g: &Global,
-    b: &SharedBox,
-    paths: Vec<PathBuf>,
-    excludes: Vec<String>,
-    one_file_system: bool,
-) -> Result<u8> {
+/// The options of `pastiche backup` with `g`'s threads.
+pub fn backup_options(g: &Global, paths: Vec<PathBuf>, excludes: Vec<String>, one_file_system: bool) -> BackupOptions {
+    BackupOptions { paths, excludes, one_file_system, threads: g.threads }
+}
+
+/// `pastiche backup`, then shipping to the buddies if there are any. The
+/// source tree is walked here unless `walked` holds the walk of `opts`.
+pub fn backup(g: &Global, b: &SharedBox, opts: &BackupOptions, walked: Option<engine::backup::Walk>) -> Result<u8> {
     let repo = b.write();
     let progress = g.progress("backup");
-    let opts = BackupOptions { paths, excludes, one_file_system, threads: g.threads };
-    let result = engine::backup::run(&repo, &opts, &progress);
+    let result = match walked {
+        Some(walk) => engine::backup::run_walked(&repo, walk, opts, &progress),
+        None => engine::backup::run(&repo, opts, &progress),
+    };
     progress.finish();
     let result = result?;
     let s = &result.snapshot.summary;

@@ -13,10 +13,13 @@
 //! number [`CONTENT_SEQ`]; the ciphertext encrypts a body `0x00 || plain`
 //! or `0x01 || zstd frame` (content size in its header, as SPEC §2a).
 
+use std::cell::RefCell;
+
 use hmac::{Hmac, Mac};
 use pastiche_core::NodeId;
 use sha1::Sha1;
 use sha2::Sha256;
+use zstd::bulk::Compressor;
 use zstd::zstd_safe;
 
 use super::object::{open_object, seal_object_with_iv, ObjectKey, ObjectName};
@@ -131,10 +134,21 @@ impl ContentKeys {
     }
 }
 
+thread_local! {
+    // A context costs hundreds of KiB to set up, and a backup seals a tree
+    // object for every directory: one per thread, used over and over. The
+    // frame is the same as from a fresh context.
+    static COMPRESSOR: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
+}
+
 /// The body of `plain`: compressed when that is smaller, raw otherwise.
 fn body_of(plain: &[u8]) -> Vec<u8> {
     if plain.len() >= MIN_COMPRESS {
-        if let Ok(frame) = zstd::bulk::compress(plain, ZSTD_LEVEL) {
+        let frame = COMPRESSOR.with_borrow_mut(|c| match c {
+            Some(c) => c.compress(plain),
+            None => Compressor::new(ZSTD_LEVEL).and_then(|fresh| c.insert(fresh).compress(plain)),
+        });
+        if let Ok(frame) = frame {
             if frame.len() < plain.len() {
                 let mut body = Vec::with_capacity(1 + frame.len());
                 body.push(ZSTD);
@@ -199,6 +213,17 @@ mod tests {
         assert_eq!(keys().open(Kind::Tree, &name, &a).unwrap(), text);
         let (short_name, short) = keys().seal(&node(), Kind::List, b"tiny");
         assert_eq!(keys().open(Kind::List, &short_name, &short).unwrap(), b"tiny");
+    }
+
+    #[test]
+    fn a_reused_context_writes_what_a_fresh_one_writes() {
+        // Object bytes must not depend on what the thread sealed before.
+        let listing: Vec<u8> = (0..4000u32).flat_map(|i| format!("entry-{} ", i % 700).into_bytes()).collect();
+        let fresh = std::thread::scope(|s| s.spawn(|| keys().seal(&node(), Kind::Tree, &listing)).join().unwrap());
+        for other in [b"x".repeat(1 << 20), (0..=255u8).cycle().take(300_000).collect(), b"short listing".repeat(9)] {
+            keys().seal(&node(), Kind::List, &other);
+        }
+        assert_eq!(keys().seal(&node(), Kind::Tree, &listing), fresh);
     }
 
     #[test]
