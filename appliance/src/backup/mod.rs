@@ -21,7 +21,7 @@ use rand::RngCore;
 use crate::meta::model::{self, Chunks, Content, SnapshotInfo, Summary, Timestamp, Tree as TreeObject, INLINE_HANDLES};
 use crate::meta::object::ObjectName;
 use crate::progress::Progress;
-use crate::repo::Repo;
+use crate::repo::{PlainObject, Repo};
 use exclude::Excludes;
 use scan::{Kind, ScanOptions, Tree};
 
@@ -153,7 +153,7 @@ pub fn run_walked(repo: &Repo, walk: Walk, opts: &BackupOptions, progress: &Prog
     summary.chunks_new = stats.chunks_new.into_inner();
     summary.bytes_added = stats.bytes_added.into_inner();
 
-    let (puts, mut built) = build_objects(repo, &mut tree)?;
+    let (puts, mut built) = build_objects(repo, &mut tree, opts.threads)?;
     summary.errors = tree.errors;
     summary.duration_ms = started.elapsed().as_millis() as u64;
 
@@ -191,11 +191,18 @@ fn previous_entry(snapshots: &[SnapshotInfo], path: &Path) -> Option<model::Node
 
 /// Turns the scanned tree into tree and handle list objects, children
 /// before parents. Returns the objects the metadata database does not hold
-/// yet (content-addressed: an unchanged subtree is an object it has) and
-/// each node's entry for its parent (`None` for entries left out).
-fn build_objects(repo: &Repo, tree: &mut Tree) -> Result<(Vec<SealedObject>, Vec<Option<model::Node>>)> {
+/// yet (content-addressed: an unchanged subtree is an object it has), sealed
+/// on `threads` threads, and each node's entry for its parent (`None` for
+/// entries left out).
+fn build_objects(
+    repo: &Repo,
+    tree: &mut Tree,
+    threads: usize,
+) -> Result<(Vec<SealedObject>, Vec<Option<model::Node>>)> {
     let mut built: Vec<Option<model::Node>> = vec![None; tree.nodes.len()];
-    let mut candidates: Vec<SealedObject> = Vec::new();
+    // Named now (a parent's listing holds its children's names), sealed
+    // once it is known which ones the box lacks.
+    let mut candidates: Vec<PlainObject> = Vec::new();
     let mut seen: HashSet<ObjectName> = HashSet::new();
     for i in (0..tree.nodes.len()).rev() {
         let node = &tree.nodes[i];
@@ -207,9 +214,10 @@ fn build_objects(repo: &Repo, tree: &mut Tree) -> Result<(Vec<SealedObject>, Vec
                 Content::File { chunks: Chunks::Inline(handles), sparse, link_group }
                     if handles.len() > INLINE_HANDLES =>
                 {
-                    let (list, sealed) = repo.seal_list(&handles);
+                    let object = repo.list_object(&handles);
+                    let list = object.name;
                     if seen.insert(list) {
-                        candidates.push((list, sealed));
+                        candidates.push(object);
                     }
                     Content::File { chunks: Chunks::List { list, count: handles.len() as u64 }, sparse, link_group }
                 }
@@ -218,19 +226,37 @@ fn build_objects(repo: &Repo, tree: &mut Tree) -> Result<(Vec<SealedObject>, Vec
             Kind::Symlink { target } => Content::Symlink { target: target.clone() },
             Kind::Dir { children } => {
                 let nodes = children.iter().filter_map(|&c| built[c].take()).collect();
-                let (name, sealed) = repo.seal_tree(&TreeObject { nodes });
+                let object = repo.tree_object(&TreeObject { nodes });
+                let name = object.name;
                 let known = matches!(&node.prev, Some(p) if p.content == Content::Dir { tree: name });
                 if !known && seen.insert(name) {
-                    candidates.push((name, sealed));
+                    candidates.push(object);
                 }
                 Content::Dir { tree: name }
             }
         };
         built[i] = Some(model::Node { name: node.name.clone(), attrs: node.attrs.clone(), content });
     }
-    let missing = repo.meta.missing(candidates.iter().map(|(n, _)| *n))?;
-    candidates.retain(|(n, _)| missing.contains(n));
-    Ok((candidates, built))
+    let missing = repo.meta.missing(candidates.iter().map(|o| o.name))?;
+    candidates.retain(|o| missing.contains(&o.name));
+    Ok((seal_objects(repo, &candidates, threads), built))
+}
+
+/// Seals `objects` on `threads` threads (compressing a directory listing
+/// costs far more than naming it), in their order.
+fn seal_objects(repo: &Repo, objects: &[PlainObject], threads: usize) -> Vec<SealedObject> {
+    // A few (a backup with little new) are not worth a thread.
+    if objects.len() <= 16 {
+        return objects.iter().map(|o| (o.name, repo.seal_object(o))).collect();
+    }
+    let per_thread = objects.len().div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = objects
+            .chunks(per_thread)
+            .map(|part| scope.spawn(move || part.iter().map(|o| (o.name, repo.seal_object(o))).collect::<Vec<_>>()))
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().expect("sealing metadata objects panicked")).collect()
+    })
 }
 
 /// The current time.

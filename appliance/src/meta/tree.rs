@@ -114,9 +114,15 @@ impl ContentKeys {
     /// sealed bytes (always the same for the same plaintext).
     pub fn seal(&self, node: &NodeId, kind: Kind, plain: &[u8]) -> (ObjectName, Vec<u8>) {
         let name = self.name_of(kind, plain);
+        (name, self.seal_named(node, &name, plain))
+    }
+
+    /// Seals `plain` under `name`, which must be its [`ContentKeys::name_of`]:
+    /// for a caller that needs the name first, to see whether the object
+    /// is new, and seals only new ones.
+    pub fn seal_named(&self, node: &NodeId, name: &ObjectName, plain: &[u8]) -> Vec<u8> {
         let iv: [u8; 16] = name.0[..16].try_into().expect("20 bytes");
-        let sealed = seal_object_with_iv(&self.key_of(&name), node, CONTENT_SEQ, &iv, &body_of(plain));
-        (name, sealed)
+        seal_object_with_iv(&self.key_of(name), node, CONTENT_SEQ, &iv, &body_of(plain))
     }
 
     /// Opens the object stored as `name`, checking that it is of `kind` and

@@ -40,6 +40,16 @@ pub const CONFIG_FILE: &str = "box.json";
 /// (docs/STORE.md, "Versions").
 const FORMAT_VERSION: u32 = 3;
 
+/// A content-addressed metadata object before it is sealed: naming it is
+/// cheap, sealing (compressing, encrypting) is not, and an object the box
+/// already holds need not be sealed again.
+pub struct PlainObject {
+    /// Its name, from the plaintext.
+    pub name: ObjectName,
+    /// The encoded tree or list.
+    pub plain: Vec<u8>,
+}
+
 /// The public configuration of a box (`box.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoxConfig {
@@ -253,14 +263,23 @@ impl Repo {
         load_root(&self.meta, &self.root_ref())
     }
 
-    /// Seals a directory tree: its name and sealed bytes.
-    pub fn seal_tree(&self, tree: &Tree) -> (ObjectName, Vec<u8>) {
-        self.content.seal(&self.node, Kind::Tree, &encode(tree))
+    /// A directory tree as a content-addressed object, named but not sealed.
+    pub fn tree_object(&self, tree: &Tree) -> PlainObject {
+        self.plain_object(Kind::Tree, encode(tree))
     }
 
-    /// Seals a file's handle list: its name and sealed bytes.
-    pub fn seal_list(&self, handles: &[[u8; 20]]) -> (ObjectName, Vec<u8>) {
-        self.content.seal(&self.node, Kind::List, &encode(&handles))
+    /// A file's handle list as a content-addressed object, named but not sealed.
+    pub fn list_object(&self, handles: &[[u8; 20]]) -> PlainObject {
+        self.plain_object(Kind::List, encode(&handles))
+    }
+
+    fn plain_object(&self, kind: Kind, plain: Vec<u8>) -> PlainObject {
+        PlainObject { name: self.content.name_of(kind, &plain), plain }
+    }
+
+    /// The sealed bytes of `object` (the same every time).
+    pub fn seal_object(&self, object: &PlainObject) -> Vec<u8> {
+        self.content.seal_named(&self.node, &object.name, &object.plain)
     }
 
     /// Reads, checks and decodes the tree `name`.
