@@ -228,7 +228,8 @@ fn build_objects(
                 let nodes = children.iter().filter_map(|&c| built[c].take()).collect();
                 let object = repo.tree_object(&TreeObject { nodes });
                 let name = object.name;
-                let known = matches!(&node.prev, Some(p) if p.content == Content::Dir { tree: name });
+                let known = matches!(&node.prev, Some(p) if p.content == Content::Dir { tree: name })
+                    && !tree.damaged.contains(&name);
                 if !known && seen.insert(name) {
                     candidates.push(object);
                 }
@@ -238,7 +239,7 @@ fn build_objects(
         built[i] = Some(model::Node { name: node.name.clone(), attrs: node.attrs.clone(), content });
     }
     let missing = repo.meta.missing(candidates.iter().map(|o| o.name))?;
-    candidates.retain(|o| missing.contains(&o.name));
+    candidates.retain(|o| missing.contains(&o.name) || tree.damaged.contains(&o.name));
     Ok((seal_objects(repo, &candidates, threads), built))
 }
 

@@ -3,7 +3,7 @@
 //! decide which files must be read. The walk needs no box, so it can run
 //! while the box opens (deriving its key is most of that).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::fsmeta::{attrs_of, is_sparse, kind_name, link_group};
 use crate::meta::model::{self, Attrs, Content};
+use crate::meta::object::ObjectName;
 use crate::repo::Repo;
 
 use super::exclude::Excludes;
@@ -71,6 +72,9 @@ pub struct Tree {
     pub notices: Vec<String>,
     /// Entries that could not be read (they count towards exit code 3).
     pub errors: u64,
+    /// Earlier tree objects that did not open: written again should the
+    /// same listing come up (the database holds the name, damaged).
+    pub damaged: HashSet<ObjectName>,
 }
 
 /// Options that shape the walk.
@@ -133,6 +137,7 @@ impl Tree {
                 Err(e) => {
                     let path = self.nodes[dir].path.display();
                     self.notices.push(format!("earlier metadata of {path} unreadable, backing it up afresh: {e:#}"));
+                    self.damaged.insert(*tree);
                     continue;
                 }
             };

@@ -133,7 +133,10 @@ fn an_unreadable_earlier_tree_is_backed_up_afresh() {
     assert!(under("/d1/").all(|n| n.prev.is_none()), "nothing under d1 is matched");
     assert!(under("/d0/").all(|n| n.prev.is_some()), "the rest is matched");
 
-    // The backup reads d1's 12 files again and keeps the other 24.
-    let second = backup(&repo, &src).snapshot.summary;
-    assert_eq!((second.files_new, second.files_unmodified), (12, 24));
+    // The backup reads d1's 12 files again, keeps the other 24, and writes
+    // d1's tree again: its listing is the same, so is its name.
+    let second = backup(&repo, &src).snapshot;
+    assert_eq!((second.summary.files_new, second.summary.files_unmodified), (12, 24));
+    assert_eq!(walk::entries(&repo, &second).unwrap().len(), walk::entries(&repo, &first).unwrap().len());
+    assert_eq!(repo.load_tree(&tree).unwrap().nodes.len(), 3, "the damaged object is whole again");
 }
