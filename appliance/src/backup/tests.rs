@@ -38,18 +38,19 @@ fn write_tree(root: &Path) {
     }
 }
 
+/// A box with a cheap key in `dir`, and the tree of [`write_tree`] beside it.
+fn box_and_tree(dir: &Path) -> (Repo, std::path::PathBuf) {
+    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    let repo = Repo::init(&dir.join("box"), "nas.example", "pw", kdf).unwrap();
+    let src = dir.join("src");
+    write_tree(&src);
+    (repo, src)
+}
+
 #[test]
 fn unchanged_trees_are_shared_across_snapshots_and_paths() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = Repo::init(
-        &tmp.path().join("box"),
-        "nas.example",
-        "pw",
-        KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 },
-    )
-    .unwrap();
-    let src = tmp.path().join("src");
-    write_tree(&src);
+    let (repo, src) = box_and_tree(tmp.path());
     let first = backup(&repo, &src).snapshot;
     // 1 + 3 + 9 trees, 9 handle lists (the big files), and the root object.
     assert_eq!(objects(&repo), 13 + 9 + 1);
@@ -108,15 +109,7 @@ fn a_walk_no_longer_wanted_stops() {
 #[test]
 fn an_unreadable_earlier_tree_is_backed_up_afresh() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = Repo::init(
-        &tmp.path().join("box"),
-        "nas.example",
-        "pw",
-        KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 },
-    )
-    .unwrap();
-    let src = tmp.path().join("src");
-    write_tree(&src);
+    let (repo, src) = box_and_tree(tmp.path());
     let first = backup(&repo, &src).snapshot;
     // Damage the tree object of d1: its entries have no earlier version.
     let d1 = walk::entries(&repo, &first).unwrap().into_iter().find(|e| e.path.ends_with("d1")).unwrap();
