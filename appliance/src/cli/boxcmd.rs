@@ -16,7 +16,7 @@ use crate::engine::{self, BackupOptions, PruneSummary, ReadData, RestoreOptions}
 use crate::exit;
 use crate::fsmeta::kind_name;
 use crate::meta::model::{Content, Node, SnapshotInfo};
-use crate::progress::human_bytes;
+use crate::progress::{human_bytes, Progress};
 use crate::repo::hostname::local_fqdn;
 use crate::repo::keys::KdfParams;
 use crate::repo::password::read_passphrase;
@@ -55,10 +55,16 @@ pub fn backup_options(g: &Global, paths: Vec<PathBuf>, excludes: Vec<String>, on
 }
 
 /// `pastiche backup`, then shipping to the buddies if there are any. The
-/// source tree is walked here unless `walked` holds the walk of `opts`.
-pub fn backup(g: &Global, b: &SharedBox, opts: &BackupOptions, walked: Option<engine::backup::Walk>) -> Result<u8> {
+/// source tree is walked here unless `walked` holds the walk of `opts`;
+/// `progress` is this backup's display, already started.
+pub fn backup(
+    g: &Global,
+    b: &SharedBox,
+    opts: &BackupOptions,
+    walked: Option<engine::backup::Walk>,
+    progress: Progress,
+) -> Result<u8> {
     let repo = b.write();
-    let progress = g.progress("backup");
     let result = match walked {
         Some(walk) => engine::backup::run_walked(&repo, walk, opts, &progress),
         None => engine::backup::run(&repo, opts, &progress),

@@ -46,11 +46,15 @@ fn backup_while_opening(g: &common::Global, lock: LockMode, opts: &crate::backup
     std::thread::scope(|scope| {
         let walking = scope.spawn(|| crate::backup::walk(opts, &stop));
         let opened = g.open(lock);
-        // Without a box the walk is of no use: stop it rather than wait.
+        // Without a box the walk is of no use: stop it rather than wait
+        // (the scope joins it).
         stop.store(opened.is_err(), Ordering::Relaxed);
-        let walked = walking.join().expect("the walk of the backup's sources panicked");
         let shared = crate::repo::SharedBox::new(Arc::new(opened?));
-        boxcmd::backup(g, &shared, opts, Some(walked?))
+        // The display starts once any passphrase prompt is over, and runs
+        // while a walk longer than the key's derivation finishes.
+        let progress = g.progress("backup");
+        let walked = walking.join().expect("the walk of the backup's sources panicked")?;
+        boxcmd::backup(g, &shared, opts, Some(walked), progress)
     })
 }
 
