@@ -10,9 +10,10 @@ use pastiche_core::session::{BuddyStore, ClientRecord, PutOutcome, Recovery, Sta
 use pastiche_core::wire::IdList;
 use pastiche_core::{ChunkId, PublicKey};
 
+use super::epochs::StageBuf;
 use super::error::{BuddyError, ChunkContext, DbContext, Result};
 use super::names::stored_name;
-use super::store::{Shared, StageBuf};
+use super::store::Shared;
 use super::tables::*;
 use super::throttle::Reservation;
 use crate::store::pack::{MAX_SEALED, MIN_SEALED};

@@ -20,7 +20,9 @@
 //!   [`BuddySession`](pastiche_core::session::BuddySession) per connection.
 
 pub mod admission;
+mod clients;
 pub mod crisis;
+mod epochs;
 mod error;
 mod handle;
 pub mod lifecycle;
@@ -31,12 +33,14 @@ mod slots;
 pub mod store;
 mod tables;
 pub mod throttle;
+mod usage;
 
 #[cfg(test)]
 mod attacks;
 #[cfg(test)]
 mod tests;
 
+pub use clients::ClientInfo;
 pub use error::BuddyError;
 pub use handle::BuddyHandle;
 pub use serve::{
@@ -44,5 +48,5 @@ pub use serve::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_SESSIONS, DEFAULT_MIN_FREE,
     DEFAULT_PORT, DEFAULT_QUOTA,
 };
-pub use store::{BuddyRecovery, BuddyStorage, ClientInfo};
+pub use store::{BuddyRecovery, BuddyStorage};
 pub use tables::BUDDY_DB_FILE;
