@@ -27,8 +27,8 @@ pub(super) struct StageBuf {
 impl Shared {
     /// Writes `buf` (if any) as the staging of `epoch` in one transaction,
     /// replacing the staging of any other unprepared epoch, as the ledger
-    /// decides ([`Epochs::stage`]); with `prepare` (a commit), also prepares
-    /// it or discards it ([`Epochs::prepare`]). Returns what is staged.
+    /// decides ([`Epochs::stage`](pastiche_core::session::Epochs::stage)); with `prepare` (a commit), also prepares
+    /// it or discards it ([`Epochs::prepare`](pastiche_core::session::Epochs::prepare)). Returns what is staged.
     pub(super) fn write_staging(
         &self,
         client: &PublicKey,
@@ -96,7 +96,7 @@ impl Shared {
         Ok(counts)
     }
 
-    /// Applies a prepared epoch ([`Epochs::apply`]): releases the delete
+    /// Applies a prepared epoch ([`Epochs::apply`](pastiche_core::session::Epochs::apply)): releases the delete
     /// list's references, then in one transaction deletes the objects the
     /// delete list names, moves the staging into the committed tables and
     /// records the epoch. Idempotent: returns
@@ -169,7 +169,7 @@ impl Shared {
     }
 
     /// Discards the staging of `epoch` when the ledger says so
-    /// ([`Epochs::abort`]: staged and unprepared). Returns whether anything
+    /// ([`Epochs::abort`](pastiche_core::session::Epochs::abort): staged and unprepared). Returns whether anything
     /// was discarded.
     pub(super) fn abort(&self, client: &PublicKey, epoch: u64) -> Result<bool> {
         const C: &str = "aborting an epoch";
@@ -193,7 +193,7 @@ impl Shared {
     }
 
     /// Releases every reference of the client, deletes its objects, root and
-    /// staging, and records `epoch` as committed ([`Epochs::drop_all`]).
+    /// staging, and records `epoch` as committed ([`Epochs::drop_all`](pastiche_core::session::Epochs::drop_all)).
     pub(super) fn drop_all(&self, client: &PublicKey, epoch: u64) -> Result<()> {
         const C: &str = "dropping a client";
         let _refs = self.lock_refs();

@@ -1,16 +1,15 @@
-//! The appliance's [`BuddyStore`]: other boxes' sealed chunks in the box's
+//! The appliance's [`BuddyStore`](pastiche_core::session::BuddyStore): other boxes' sealed chunks in the box's
 //! own [`ChunkStore`], per-client state in `DATA/buddy.redb`. This file
 //! opens it and holds what every session shares; client administration is
-//! in [`clients`](super::clients), quotas and usage in
-//! [`usage`](super::usage), the epoch commit protocol in
-//! [`epochs`](super::epochs).
+//! in `clients.rs`, quotas and usage in `usage.rs`, the epoch commit
+//! protocol in `epochs.rs`.
 //!
 //! Chunks go into the same store as the box's own chunks, with the client's
 //! public key as owner, so a chunk held for the box itself or for another
 //! client is never stored twice: only the new client's reference is added.
 //! A client's references are a **set**: each is added only while the client's
 //! count is 0, so a client's count is 0 or 1 and releasing is idempotent
-//! (which is what makes [`BuddyHandle::apply`] safe to repeat after a
+//! (which is what makes `BuddyHandle`'s `apply` safe to repeat after a
 //! crash). Every reference change for a client goes through one
 //! reference lock, which is what keeps the count at most 1 across concurrent
 //! sessions.
@@ -92,7 +91,7 @@ pub(super) struct Shared {
     /// count is 0" holds across concurrent sessions.
     pub(super) refs: Mutex<()>,
     /// Chunk bytes all sessions' handles buffer (bounded by
-    /// [`MAX_BUFFERED_BYTES`](super::tables::MAX_BUFFERED_BYTES)).
+    /// [`MAX_BUFFERED_BYTES`]).
     pub(super) buffered: std::sync::atomic::AtomicU64,
     /// What serving clients the box's own grouped chunks may cost.
     pub(super) work: WorkThrottle,

@@ -187,9 +187,13 @@ pub fn execute(g: &Global, b: &SharedBox, buddies: Option<&BuddyStorage>, req: R
         }
     };
     match req {
-        Request::Backup { paths, excludes, one_file_system } => {
-            boxcmd::backup(g, b, &boxcmd::backup_options(g, paths, excludes, one_file_system), None, g.progress("backup"))
-        }
+        Request::Backup { paths, excludes, one_file_system } => boxcmd::backup(
+            g,
+            b,
+            &boxcmd::backup_options(g, paths, excludes, one_file_system),
+            None,
+            g.progress("backup"),
+        ),
         Request::Snapshots => boxcmd::snapshots(g, b),
         Request::Ls { snapshot, path } => boxcmd::ls(g, b, &snapshot, path),
         Request::Restore { snapshot, target, include, from_buddy } => {
