@@ -60,6 +60,15 @@ enum Attack {
     /// upload has no answer of its own, so they are not matched to a
     /// request; only their number is bounded: one per upload sent).
     EndlessRefusals,
+    /// Staging kept per connection, as a buddy holding one session state
+    /// per connection does: a `Commit` counting objects on a connection
+    /// that carried none of them is refused (the client staged them on a
+    /// second connection), as the session refuses a staged set that is not
+    /// what the client signed. Not a breach: the client stages again on one
+    /// connection.
+    StagingPerConnection,
+    /// Every `Commit` refused that way.
+    RefuseCommits,
 }
 
 /// Buddy B turned hostile (see the module's documentation).
@@ -85,7 +94,7 @@ impl HostileBuddy {
                 let (buddy, client, upstream, a, n) =
                     (buddy.clone(), client.clone(), upstream.clone(), a.clone(), n.clone());
                 let attack = *a.lock().unwrap();
-                std::thread::spawn(move || relay(sock, &buddy, &client, &upstream, attack, &n));
+                std::thread::spawn(move || relay(sock, &buddy, &client, &upstream, attack, n));
             }
         });
         HostileBuddy { addr, attack, injected }
@@ -103,18 +112,37 @@ impl HostileBuddy {
 }
 
 /// One connection: the channel as B, a connection to B's server as A,
-/// requests forwarded as they are, answers forwarded with `attack`'s frames
-/// added. Ends when either side does.
-fn relay(mut down_sock: TcpStream, buddy: &Identity, client: &Identity, upstream: &str, attack: Attack, n: &AtomicU64) {
+/// requests forwarded as they are (but commits `attack` refuses), answers
+/// forwarded with `attack`'s frames added. Ends when either side does.
+fn relay(
+    mut down_sock: TcpStream,
+    buddy: &Identity,
+    client: &Identity,
+    upstream: &str,
+    attack: Attack,
+    n: Arc<AtomicU64>,
+) {
     let Ok(down) = secure::accept(&mut down_sock, buddy) else { return };
     let down = SecureEnd::new(down_sock, down);
     let Ok(mut up_sock) = TcpStream::connect(upstream) else { return down.shutdown() };
     let Ok(up) = secure::connect(&mut up_sock, client, Some(buddy.public_key())) else { return down.shutdown() };
     let up = SecureEnd::new(up_sock, up);
-    let (requests, to_buddy) = (down.reader(), up.clone());
+    let (requests, to_buddy, to_client, refused) = (down.reader(), up.clone(), down.clone(), n.clone());
     let forward = std::thread::spawn(move || {
         let mut requests = requests;
+        let mut objects_here = false;
         while let Ok(p) = requests.next_payload() {
+            if refuses_commit(attack, &p, &mut objects_here) {
+                refused.fetch_add(1, Ordering::SeqCst);
+                let refusal = secure::payload(&Message::Error(ErrorMsg {
+                    code: ErrorCode::UnexpectedMessage,
+                    message: "staged objects missing",
+                }));
+                if to_client.send_payloads([&refusal[..]]).is_err() {
+                    break;
+                }
+                continue;
+            }
             if to_buddy.send_payloads([&p[..]]).is_err() {
                 break;
             }
@@ -142,6 +170,23 @@ fn relay(mut down_sock: TcpStream, buddy: &Identity, client: &Identity, upstream
     down.shutdown();
     up.shutdown();
     let _ = forward.join();
+}
+
+/// Whether `attack` refuses the client's request `p` (a `Commit`);
+/// `objects_here` tracks whether this connection carried objects.
+fn refuses_commit(attack: Attack, p: &[u8], objects_here: &mut bool) -> bool {
+    match Message::decode(p) {
+        Ok(Message::PutObject(_)) => {
+            *objects_here = true;
+            false
+        }
+        Ok(Message::Commit(c)) => match attack {
+            Attack::RefuseCommits => true,
+            Attack::StagingPerConnection => c.objects > 0 && !*objects_here,
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// A chunkId nobody asked for.
@@ -330,4 +375,50 @@ fn a_sync_to_a_buddy_answering_offers_unasked_records_nothing_there() {
     )
     .ok();
     assert_tree_matches(&expected, &restored_path(&target, &home), "restore after the attacks");
+}
+
+/// A buddy that keeps staging per connection refuses the commit of a sync
+/// that staged its objects on a second connection; the client stages
+/// everything again on one connection and the epoch commits there. When
+/// that commit is refused too, the sync fails and says what failed first.
+#[test]
+fn a_sync_to_a_buddy_staging_per_connection_commits_on_one_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    source_tree(&home);
+    let expected = manifest(&home);
+    let a = TestBox::init(tmp.path().join("A"));
+    let b = TestBox::init(tmp.path().join("B"));
+    let (a_id, b_id) = (identity_of(&a), identity_of(&b));
+    let b_key = b_id.public_key();
+    let sb = Server::start(&b);
+    let hostile = HostileBuddy::start(b_id, a_id, sb.addr.clone());
+    pair(&a, &b, &hostile.addr);
+
+    hostile.set(Attack::StagingPerConnection);
+    let r = Run::watched(a.cmd(["backup", home.to_str().unwrap()]), WATCHDOG);
+    assert_eq!(r.code, Some(0), "the backup or its sync failed\n{}", r.describe());
+    assert!(r.stdout.contains("synced to"), "the sync did not go through\n{}", r.describe());
+    assert_eq!(hostile.injected(), 1, "exactly the first commit is refused\n{}", r.describe());
+    let (shipped, committed) = shipped_to(&a, &b_key);
+    assert!(shipped > 0 && committed > 0, "nothing recorded: {shipped} chunks, epoch {committed}");
+    hostile.set(Attack::None);
+    let target = tmp.path().join("restored");
+    Run::watched(
+        a.cmd(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &hostile.addr]),
+        WATCHDOG,
+    )
+    .ok();
+    assert_tree_matches(&expected, &restored_path(&target, &home), "restore after a commit on one connection");
+
+    // A new snapshot with new objects, every commit refused: the sync fails
+    // naming both attempts, and the epoch is not recorded as committed.
+    write_random(&home.join("d0/new.bin"), 50_000, &mut rand::rngs::StdRng::seed_from_u64(9));
+    hostile.set(Attack::RefuseCommits);
+    let r = Run::watched(a.cmd(["backup", home.to_str().unwrap()]), WATCHDOG);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("synced to"), "a refused commit counted as synced\n{}", r.describe());
+    assert!(out.contains("staging again on one connection"), "the fallback is not named\n{}", r.describe());
+    assert_eq!(out.matches("staged objects missing").count(), 2, "both refusals are not given\n{}", r.describe());
+    assert_eq!(shipped_to(&a, &b_key).1, committed, "a refused epoch was recorded as committed");
 }
