@@ -95,7 +95,7 @@ pub fn read_files(
                         progress.file_done();
                         *results[j].lock().expect("no panics hold this lock") = Some(outcome);
                     }
-                    writer.commit()?;
+                    writer.finish()?;
                     Ok(())
                 })
             })

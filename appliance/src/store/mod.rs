@@ -61,7 +61,7 @@ pub use recover::{RecoveryReport, INDEX_FILE};
 pub use refs::{RefLookup, RefSummary};
 pub use repair::{ReplaceSummary, RetireSummary};
 pub use stats::{OwnerUsage, StoreStats};
-pub use write::{BatchWriter, PutSummary};
+pub use write::{BatchWriter, PutSummary, QueuedWriter};
 
 use group::GroupKey;
 use index::{IndexView, Tables};

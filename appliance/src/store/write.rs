@@ -383,8 +383,35 @@ impl ChunkStore {
     /// batches to `queue` instead of committing them itself: they are
     /// committed, and counted, by the queue's
     /// [`Committer`](super::Committer).
-    pub fn queued_writer(&self, owner: PublicKey, queue: CommitSender) -> BatchWriter<'_> {
-        BatchWriter { queue: Some(queue), ..self.writer(owner) }
+    pub fn queued_writer(&self, owner: PublicKey, queue: CommitSender) -> QueuedWriter<'_> {
+        QueuedWriter(BatchWriter { queue: Some(queue), ..self.writer(owner) })
+    }
+}
+
+/// A writer whose batches the queue's [`Committer`](super::Committer)
+/// commits on a thread of its own ([`ChunkStore::queued_writer`]). It has
+/// no totals: the committer counts what it commits.
+pub struct QueuedWriter<'s>(BatchWriter<'s>);
+
+impl QueuedWriter<'_> {
+    /// [`BatchWriter::add_plain`].
+    pub fn add_plain(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
+        self.0.add_plain(id, plain)
+    }
+
+    /// [`BatchWriter::add_absent_plain`].
+    pub fn add_absent_plain(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
+        self.0.add_absent_plain(id, plain)
+    }
+
+    /// Hands what is pending to the queue now, closing the group being gathered.
+    pub fn flush(&mut self) -> Result<()> {
+        self.0.flush()
+    }
+
+    /// Hands what is pending to the queue; the writer is done.
+    pub fn finish(mut self) -> Result<()> {
+        self.0.flush()
     }
 }
 
@@ -523,9 +550,7 @@ impl BatchWriter<'_> {
         Ok(())
     }
 
-    /// Commits what is pending and returns the totals of this writer: for
-    /// a [queued writer](ChunkStore::queued_writer), hands it to the queue
-    /// and returns zeros (the committer counts what it commits).
+    /// Commits what is pending and returns the totals of this writer.
     pub fn commit(mut self) -> Result<PutSummary> {
         self.flush()?;
         Ok(self.summary)

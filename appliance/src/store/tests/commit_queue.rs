@@ -18,7 +18,7 @@ fn queued_batches_of_many_writers_are_all_committed() {
                 for (id, plain) in set {
                     writer.add_absent_plain(*id, plain).unwrap();
                 }
-                assert_eq!(writer.commit().unwrap(), PutSummary::default(), "the committer counts queued batches");
+                writer.finish().unwrap();
             });
         }
         drop(queue);
@@ -42,7 +42,7 @@ fn writers_get_an_error_once_the_committer_has_stopped() {
     for (id, plain) in &items {
         writer.add_absent_plain(*id, plain).unwrap();
     }
-    assert!(matches!(writer.commit(), Err(StoreError::CommitStopped)));
+    assert!(matches!(writer.finish(), Err(StoreError::CommitStopped)));
     for (id, _) in &items {
         assert!(!store.contains(id).unwrap(), "nothing of a batch that was not committed is in the store");
     }
