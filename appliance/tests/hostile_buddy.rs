@@ -277,6 +277,54 @@ fn source_tree(root: &Path) {
     stamp_distinct_mtimes(root, 1_600_000_000);
 }
 
+/// Box A with a source tree, paired with box B (served) through the
+/// relay while it is still honest.
+struct Scene {
+    tmp: tempfile::TempDir,
+    home: std::path::PathBuf,
+    expected: Manifest,
+    a: TestBox,
+    b_key: PublicKey,
+    hostile: HostileBuddy,
+    /// B's server, stopped when the scene ends.
+    _b_server: Server,
+}
+
+impl Scene {
+    fn paired_through_relay() -> Scene {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        source_tree(&home);
+        let expected = manifest(&home);
+        let a = TestBox::init(tmp.path().join("A"));
+        let b = TestBox::init(tmp.path().join("B"));
+        let (a_id, b_id) = (identity_of(&a), identity_of(&b));
+        let b_key = b_id.public_key();
+        let server = Server::start(&b);
+        let hostile = HostileBuddy::start(b_id, a_id, server.addr.clone());
+        pair(&a, &b, &hostile.addr);
+        Scene { tmp, home, expected, a, b_key, hostile, _b_server: server }
+    }
+}
+
+/// Restores A's latest snapshot from the relay alone into `target` and
+/// checks it is exactly `home` as `expected` lists it.
+fn assert_restores_from(
+    a: &TestBox,
+    hostile: &HostileBuddy,
+    target: &Path,
+    home: &Path,
+    expected: &Manifest,
+    what: &str,
+) {
+    Run::watched(
+        a.cmd(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &hostile.addr]),
+        WATCHDOG,
+    )
+    .ok();
+    assert_tree_matches(expected, &restored_path(target, home), what);
+}
+
 /// Asserts a failed run's output names the buddy at `addr` and the
 /// protocol breach.
 fn assert_names_breach(r: &Run, addr: &str, what: &str) {
@@ -332,18 +380,7 @@ fn a_restore_with_a_buddy_answering_unasked_fails_over_to_the_honest_one_exactly
 
 #[test]
 fn a_sync_to_a_buddy_answering_offers_unasked_records_nothing_there() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    source_tree(&home);
-    let expected = manifest(&home);
-    let a = TestBox::init(tmp.path().join("A"));
-    let b = TestBox::init(tmp.path().join("B"));
-    let (a_id, b_id) = (identity_of(&a), identity_of(&b));
-    let b_key = b_id.public_key();
-    let sb = Server::start(&b);
-    // A pairs with B through the relay while it is still honest.
-    let hostile = HostileBuddy::start(b_id, a_id, sb.addr.clone());
-    pair(&a, &b, &hostile.addr);
+    let Scene { tmp, home, expected, a, b_key, hostile, _b_server } = Scene::paired_through_relay();
 
     hostile.set(Attack::Twice);
     let r = Run::watched(a.cmd(["backup", home.to_str().unwrap()]), WATCHDOG);
@@ -368,13 +405,7 @@ fn a_sync_to_a_buddy_answering_offers_unasked_records_nothing_there() {
     Run::watched(a.cmd(["sync"]), WATCHDOG).ok();
     let (shipped, committed) = shipped_to(&a, &b_key);
     assert!(shipped > 0 && committed > 0, "nothing recorded after an honest sync: {shipped} chunks, epoch {committed}");
-    let target = tmp.path().join("restored");
-    Run::watched(
-        a.cmd(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &hostile.addr]),
-        WATCHDOG,
-    )
-    .ok();
-    assert_tree_matches(&expected, &restored_path(&target, &home), "restore after the attacks");
+    assert_restores_from(&a, &hostile, &tmp.path().join("restored"), &home, &expected, "restore after the attacks");
 }
 
 /// A buddy that keeps staging per connection refuses the commit of a sync
@@ -383,17 +414,7 @@ fn a_sync_to_a_buddy_answering_offers_unasked_records_nothing_there() {
 /// that commit is refused too, the sync fails and says what failed first.
 #[test]
 fn a_sync_to_a_buddy_staging_per_connection_commits_on_one_connection() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    source_tree(&home);
-    let expected = manifest(&home);
-    let a = TestBox::init(tmp.path().join("A"));
-    let b = TestBox::init(tmp.path().join("B"));
-    let (a_id, b_id) = (identity_of(&a), identity_of(&b));
-    let b_key = b_id.public_key();
-    let sb = Server::start(&b);
-    let hostile = HostileBuddy::start(b_id, a_id, sb.addr.clone());
-    pair(&a, &b, &hostile.addr);
+    let Scene { tmp, home, expected, a, b_key, hostile, _b_server } = Scene::paired_through_relay();
 
     hostile.set(Attack::StagingPerConnection);
     let r = Run::watched(a.cmd(["backup", home.to_str().unwrap()]), WATCHDOG);
@@ -403,13 +424,8 @@ fn a_sync_to_a_buddy_staging_per_connection_commits_on_one_connection() {
     let (shipped, committed) = shipped_to(&a, &b_key);
     assert!(shipped > 0 && committed > 0, "nothing recorded: {shipped} chunks, epoch {committed}");
     hostile.set(Attack::None);
-    let target = tmp.path().join("restored");
-    Run::watched(
-        a.cmd(["restore", "latest", "--target", target.to_str().unwrap(), "--from-buddy", &hostile.addr]),
-        WATCHDOG,
-    )
-    .ok();
-    assert_tree_matches(&expected, &restored_path(&target, &home), "restore after a commit on one connection");
+    let what = "restore after a commit on one connection";
+    assert_restores_from(&a, &hostile, &tmp.path().join("restored"), &home, &expected, what);
 
     // A new snapshot with new objects, every commit refused: the sync fails
     // naming both attempts, and the epoch is not recorded as committed.
