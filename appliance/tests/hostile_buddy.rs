@@ -175,16 +175,15 @@ fn relay(
 /// Whether `attack` refuses the client's request `p` (a `Commit`);
 /// `objects_here` tracks whether this connection carried objects.
 fn refuses_commit(attack: Attack, p: &[u8], objects_here: &mut bool) -> bool {
+    if !matches!(attack, Attack::StagingPerConnection | Attack::RefuseCommits) {
+        return false;
+    }
     match Message::decode(p) {
         Ok(Message::PutObject(_)) => {
             *objects_here = true;
             false
         }
-        Ok(Message::Commit(c)) => match attack {
-            Attack::RefuseCommits => true,
-            Attack::StagingPerConnection => c.objects > 0 && !*objects_here,
-            _ => false,
-        },
+        Ok(Message::Commit(c)) => attack == Attack::RefuseCommits || (c.objects > 0 && !*objects_here),
         _ => false,
     }
 }

@@ -571,13 +571,16 @@ fn many_sessions_under_one_key_share_one_allowance_of_group_work() {
     let elapsed = started.elapsed();
     let after = buddy.storage.work_stats();
 
-    // Sessions may find a group another just opened in the cache: less
-    // than a group per read, but far more than the bucket and one read.
+    // Sessions may find a group another just opened in the cache, so less
+    // than a group per read is charged (16-29 MiB measured; under a
+    // loaded test run, less). What the bound below needs is more work than
+    // the burst it allows without waiting: the rest was paced.
+    let burst = RATE + 2 * super::throttle::RESERVED;
     let charged = after.charged - before.charged;
-    assert!(charged >= 16 << 20, "charged {charged} bytes for 48 scattered reads");
+    assert!(charged > burst, "charged {charged} bytes for 48 scattered reads, within one burst of {burst}");
     // A slower machine only makes `elapsed` longer: the bound cannot be
     // met by luck, only exceeded by a throttle that lets sessions through.
-    let allowed = RATE as f64 * elapsed.as_secs_f64() + (RATE + 2 * super::throttle::RESERVED) as f64;
+    let allowed = RATE as f64 * elapsed.as_secs_f64() + burst as f64;
     assert!(
         charged as f64 <= allowed,
         "{SESSIONS} sessions under one key got {charged} bytes of group work in {elapsed:?} at {RATE} bytes/s"

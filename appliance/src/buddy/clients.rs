@@ -112,10 +112,7 @@ impl BuddyStorage {
         {
             txn.open_table(ADMITTED).db(C)?.remove(&client.0).db(C)?;
             if drop_data {
-                clear_range(&mut txn.open_table(OBJECTS).db(C)?, client, C)?;
-                clear_range(&mut txn.open_table(CHUNK_NAMES).db(C)?, client, C)?;
-                txn.open_table(ROOTS).db(C)?.remove(&client.0).db(C)?;
-                clear_staging(&txn, client)?;
+                clear_stored(&txn, client)?;
                 txn.open_table(CLIENTS).db(C)?.remove(&client.0).db(C)?;
             }
         }
@@ -138,10 +135,7 @@ impl BuddyStorage {
         {
             let mut clients = txn.open_table(CLIENTS).db(C)?;
             let quota = read_rec(&clients, client)?.unwrap_or_default().quota;
-            clear_range(&mut txn.open_table(OBJECTS).db(C)?, client, C)?;
-            clear_range(&mut txn.open_table(CHUNK_NAMES).db(C)?, client, C)?;
-            txn.open_table(ROOTS).db(C)?.remove(&client.0).db(C)?;
-            clear_staging(&txn, client)?;
+            clear_stored(&txn, client)?;
             clients.insert(&client.0, Rec { quota, ..Rec::default() }.to_val()).db(C)?;
         }
         txn.commit().db(C)?;

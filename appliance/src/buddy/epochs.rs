@@ -207,10 +207,7 @@ impl Shared {
         {
             let mut clients = txn.open_table(CLIENTS).db(C)?;
             let mut rec = read_rec(&clients, client)?.unwrap_or_default();
-            clear_range(&mut txn.open_table(OBJECTS).db(C)?, client, C)?;
-            clear_range(&mut txn.open_table(CHUNK_NAMES).db(C)?, client, C)?;
-            txn.open_table(ROOTS).db(C)?.remove(&client.0).db(C)?;
-            clear_staging(&txn, client)?;
+            clear_stored(&txn, client)?;
             if let Ok(after) = rec.epochs().drop_all(epoch) {
                 rec.set_epochs(after);
             }

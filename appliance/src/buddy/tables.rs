@@ -157,3 +157,14 @@ pub(super) fn clear_staging(txn: &WriteTransaction, client: &PublicKey) -> Resul
     txn.open_table(STAGED_ROOTS).db(C)?.remove(&client.0).db(C)?;
     Ok(())
 }
+
+/// Deletes everything `client` stored in the tables: its committed objects,
+/// the stored names of its chunks, its root and its staging (its record
+/// and admission stay; its chunk references live in the chunk store).
+pub(super) fn clear_stored(txn: &WriteTransaction, client: &PublicKey) -> Result<()> {
+    const C: &str = "clearing a client's data";
+    clear_range(&mut txn.open_table(OBJECTS).db(C)?, client, C)?;
+    clear_range(&mut txn.open_table(CHUNK_NAMES).db(C)?, client, C)?;
+    txn.open_table(ROOTS).db(C)?.remove(&client.0).db(C)?;
+    clear_staging(txn, client)
+}

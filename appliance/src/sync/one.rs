@@ -52,16 +52,17 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     for batch in deletes.ids.chunks(OFFER_BATCH) {
         conn.delete_list(epoch, batch)?;
     }
-    report.deletes = deletes.released.len() as u64;
+    report.deletes = deletes.released as u64;
     report.objects_deleted = deletes.objects.len() as u64;
     // The root goes out as a signed root record naming the buddies, so
     // that passphrase and name alone recover the box (crate::recovery).
     let root = crate::recovery::record_for_sync(repo, entry, &buddy, epoch)?;
-    let staged = commit_epoch(repo, &mut conn, entry, epoch, staged, &deletes, &root, &marks.objects)?;
+    let closing = Closing { epoch, deletes: &deletes, root: &root, reached: &marks.objects };
+    let staged = commit_epoch(repo, &mut conn, entry, staged, &closing)?;
     report.objects_sent = staged.parts.len() as u64;
 
     let dropped: Vec<[u8; 20]> = deletes.objects.iter().map(|(name, _)| *name).collect();
-    state::record_commit(db, &buddy, &staged.digests, &dropped, &deletes.released)?;
+    state::record_commit(db, &buddy, &staged.digests, &dropped, deletes.released())?;
     floor::record_committed(db, &buddy, epoch)?;
     // The buddy holds our full copy again.
     notice::settle(db, &buddy)?;
@@ -126,25 +127,31 @@ fn stage_on_new_connection(
     Ok(staged)
 }
 
-/// Commits `epoch` with the objects `staged` on the second connection. If
+/// What the end of an epoch sends besides the objects.
+struct Closing<'a> {
+    epoch: u64,
+    deletes: &'a Deletes,
+    /// The signed root record.
+    root: &'a [u8],
+    /// The objects the retained snapshots reach (what a new staging sends).
+    reached: &'a HashSet<ObjectName>,
+}
+
+/// Commits the epoch with the objects `staged` on the second connection. If
 /// they could not be staged there, or the buddy refuses the commit (it
 /// keeps staging per connection), everything is staged again on one new
 /// connection; should that fail too, the first failure is given with it.
-#[allow(clippy::too_many_arguments)]
 fn commit_epoch(
     repo: &Repo,
     conn: &mut BuddyConn,
     entry: &mut BuddyEntry,
-    epoch: u64,
     staged: Result<StagedObjects>,
-    deletes: &Deletes,
-    root: &[u8],
-    reached: &HashSet<ObjectName>,
+    end: &Closing<'_>,
 ) -> Result<StagedObjects> {
     let first_failure = match staged {
         Ok(staged) => {
-            conn.put_root(epoch, root)?;
-            match commit(conn, epoch, &staged, deletes, root) {
+            conn.put_root(end.epoch, end.root)?;
+            match commit(conn, &staged, end) {
                 Ok(()) => return Ok(staged),
                 Err(e) if e.downcast_ref::<conn::BuddyRefused>().is_some() => e,
                 Err(e) => return Err(e),
@@ -155,44 +162,51 @@ fn commit_epoch(
     let buddy = conn.buddy_key;
     let again = (|| -> Result<StagedObjects> {
         let mut conn = connect(repo, entry)?;
-        for batch in deletes.ids.chunks(OFFER_BATCH) {
-            conn.delete_list(epoch, batch)?;
+        for batch in end.deletes.ids.chunks(OFFER_BATCH) {
+            conn.delete_list(end.epoch, batch)?;
         }
-        let staged = stage_objects(repo, &mut conn, &buddy, epoch, reached)?;
-        conn.put_root(epoch, root)?;
-        commit(&mut conn, epoch, &staged, deletes, root)?;
+        let staged = stage_objects(repo, &mut conn, &buddy, end.epoch, end.reached)?;
+        conn.put_root(end.epoch, end.root)?;
+        commit(&mut conn, &staged, end)?;
         Ok(staged)
     })();
     again.map_err(|e| e.context(format!("staging again on one connection, after: {first_failure:#}")))
 }
 
-/// Asks the buddy to commit `epoch`: the objects `staged`, the deletes and the root.
-fn commit(conn: &mut BuddyConn, epoch: u64, staged: &StagedObjects, deletes: &Deletes, root: &[u8]) -> Result<()> {
-    conn.commit(epoch, staged.parts.len() as u32, deletes.ids.len() as u32, staged.digest(&deletes.ids, root))
+/// Asks the buddy to commit the epoch: the objects `staged`, the deletes and the root.
+fn commit(conn: &mut BuddyConn, staged: &StagedObjects, end: &Closing<'_>) -> Result<()> {
+    let ids = &end.deletes.ids;
+    conn.commit(end.epoch, staged.parts.len() as u32, ids.len() as u32, staged.digest(ids, end.root))
 }
 
 /// What an epoch deletes on the buddy.
 struct Deletes {
-    /// Chunks it holds for us that no retained snapshot needs.
-    released: Vec<ChunkId>,
-    /// Objects it holds that none reaches, with what was shipped of each.
-    objects: Vec<([u8; 20], state::ShippedObject)>,
-    /// Every id the delete list names: the released chunks, then each
+    /// Every id the delete list names: first the chunks the buddy holds
+    /// for us that no retained snapshot needs, then each unreached
     /// object's names (its parts' too).
     ids: Vec<ChunkId>,
+    /// How many of `ids` are released chunks.
+    released: usize,
+    /// The objects it holds that none reaches, with what was shipped of each.
+    objects: Vec<([u8; 20], state::ShippedObject)>,
 }
 
 impl Deletes {
     /// The deletes of a sync to `buddy`, which holds the chunks `shipped`,
     /// when the retained snapshots reach `marks`.
     fn of(repo: &Repo, buddy: &PublicKey, shipped: &HashSet<ChunkId>, marks: &Marks) -> Result<Deletes> {
-        let released: Vec<ChunkId> = shipped.iter().filter(|id| !marks.chunks.contains(id)).copied().collect();
+        let mut ids: Vec<ChunkId> = shipped.iter().filter(|id| !marks.chunks.contains(id)).copied().collect();
+        let released = ids.len();
         let objects = unreferenced_objects(repo, buddy, &marks.objects)?;
-        let mut ids = released.clone();
         for (name, shipped) in &objects {
             ids.extend(split::names_of(name, shipped.parts).map(ChunkId));
         }
-        Ok(Deletes { released, objects, ids })
+        Ok(Deletes { ids, released, objects })
+    }
+
+    /// The chunks released.
+    fn released(&self) -> &[ChunkId] {
+        &self.ids[..self.released]
     }
 }
 
