@@ -210,6 +210,9 @@ mod serde_like {
     }
 }
 
+/// Words of the daemon's log lines that record a pairing decision.
+const PAIRING_WORDS: [&str; 4] = ["asking", "paired", "not asking", "pairing request"];
+
 fn ip_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
@@ -306,8 +309,14 @@ fn boxes_find_pair_with_and_keep_their_buddies_on_a_real_lan() {
         s += &format!("--- firmware\n{}\n", fw_lines[fw_lines.len().saturating_sub(25)..].join("\n"));
         for (i, (l, b)) in logs.iter().zip(boxes).enumerate() {
             let text = fs::read_to_string(l).unwrap_or_default();
+            // Every pairing decision (they come early and scroll out of the
+            // tail), then the tail.
+            let decisions = text.lines().filter(|l| PAIRING_WORDS.iter().any(|w| l.contains(w)));
             let tail: Vec<&str> = text.lines().rev().take(25).collect();
             s += &format!("--- box {i} buddies {:?}\n", buddies(&b.data));
+            for line in decisions {
+                s += &format!("  decision: {line}\n");
+            }
             for line in tail.into_iter().rev() {
                 s += line;
                 s += "\n";

@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use pastiche_core::discovery::{Candidate, Goal};
 use pastiche_core::pairing::{judge, Asked, Verdict};
 use pastiche_core::wire::pairing::{
     confirmation_code, proof, proof_ok, Label, PairAnswer, PairRequest, PairStatus, MAX_PAIR_NAME,
@@ -203,6 +204,20 @@ pub enum Found {
 }
 
 impl Found {
+    /// `c` as buddy selection ([`select`](pastiche_core::discovery::select))
+    /// should judge it: a box heard on the LAN is near, however slowly it
+    /// answers. Beacons stay inside one broadcast domain, so a long round
+    /// trip there means a busy or small box (the firmware answers a ping in
+    /// tens of milliseconds when its board is loaded), not another site.
+    /// Taken for the far buddy, such a box would win the far slot over every
+    /// better-covering neighbour.
+    pub fn judged<A>(self, c: Candidate<A>, goal: &Goal) -> Candidate<A> {
+        match self {
+            Found::Lan => Candidate { rtt_us: c.rtt_us.map(|r| r.min(goal.far_rtt_us.saturating_sub(1))), ..c },
+            Found::Overlay => c,
+        }
+    }
+
     /// Its name in files and output.
     pub fn name(self) -> &'static str {
         match self {
@@ -344,7 +359,33 @@ impl Outgoing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pastiche_core::discovery::select;
+    use pastiche_core::identity::NodeId;
     use pastiche_core::wire::pairing::{code_digest, secret_key};
+
+    #[test]
+    fn a_slow_lan_neighbour_never_takes_the_far_slot() {
+        // The flake this mends: a box of group X had one buddy and wanted
+        // one more; the firmware (3% coverage, its ping slowed past 20 ms by
+        // a loaded board) took the far slot from a neighbour at 97%.
+        let goal = Goal { k: 1, min_coverage_ppm: 0, ..Goal::default() };
+        let cand = |n: u8, coverage_ppm: u32, rtt_us: u32| Candidate {
+            id: NodeId([n; 16]),
+            addr: n,
+            coverage_ppm,
+            rtt_us: Some(rtt_us),
+        };
+        let (neighbour, slow_box) = (cand(1, 968_750, 900), cand(2, 31_250, 45_000));
+        let as_judged: Vec<Candidate<u8>> =
+            [neighbour, slow_box].into_iter().map(|c| Found::Lan.judged(c, &goal)).collect();
+        assert_eq!(select(&as_judged, &goal)[0].addr, 1, "the neighbour with the data wins");
+        assert_eq!(as_judged[1].rtt_us, Some(goal.far_rtt_us - 1), "still ranked as the slower of the two");
+        // Found through the overlay, the same round trip is another site,
+        // which the far slot is for.
+        let from_overlay: Vec<Candidate<u8>> =
+            [neighbour, slow_box].into_iter().map(|c| Found::Overlay.judged(c, &goal)).collect();
+        assert_eq!(select(&from_overlay, &goal)[0].addr, 2);
+    }
 
     const A: [u8; 32] = [1; 32];
     const B: [u8; 32] = [2; 32];

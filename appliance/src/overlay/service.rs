@@ -729,7 +729,8 @@ impl Service {
 
     /// Every candidate known: the sweep's reports, the coverage overlay's
     /// neighbours, and every LAN neighbour (coverage unknown: 0), with
-    /// round-trip times from the network overlay.
+    /// round-trip times from the network overlay, each as selection judges
+    /// it ([`Found::judged`]: a LAN neighbour is near).
     fn candidates(&self) -> Vec<(Candidate<PeerAddr>, Found)> {
         let rtt = |addr: &PeerAddr| self.net.state().peers().find(|p| p.addr == *addr).map(|p| p.distance);
         let lan = |addr: &PeerAddr| self.lan.get(addr).is_some();
@@ -756,7 +757,8 @@ impl Service {
             let coverage = self.coverage_known(to_socket(&n.addr).ip()).unwrap_or(0);
             add(Candidate { id, addr: n.addr, coverage_ppm: coverage, rtt_us: None }, &mut all);
         }
-        all
+        let goal = goal(&self.config);
+        all.into_iter().map(|(c, found)| (found.judged(c, &goal), found)).collect()
     }
 
     /// Keeps `[overlay] buddies` buddies: forgets found buddies not heard of
@@ -835,7 +837,12 @@ impl Service {
             coverage_ppm: c.coverage_ppm,
             rtt_us: c.rtt_us,
         };
-        tracing::info!("asking {to} to pair (found on the {}, coverage {} ppm)", found.name(), c.coverage_ppm);
+        let rtt = c.rtt_us.map_or("unknown".into(), |r| format!("{:.1} ms", f64::from(r) / 1000.0));
+        tracing::info!(
+            "asking {to} to pair (found on the {}, coverage {} ppm, round trip {rtt})",
+            found.name(),
+            c.coverage_ppm
+        );
         self.outgoing.push(o);
         self.files_dirty = true;
         self.resend_requests();
