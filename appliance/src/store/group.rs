@@ -8,6 +8,15 @@
 //! back to back, in one zstd frame, encrypted and authenticated with a key
 //! only this box has. A group is re-sealed chunk by chunk when shipped.
 //!
+//! Shared libraries and executables compress better once their relative
+//! branch offsets are made absolute ([`bcj`], xz's x86 filter): a group
+//! in which the filter finds branches enough is compressed after it (body
+//! kind 2).
+//! Groups dense in branches (code) are also where zstd's level 3 costs
+//! most, so they use its `fast` strategy: with the filter they come out
+//! smaller than level 3 without it, and about 20% faster to compress
+//! (docs/BENCHMARKS.md, "The x86 branch filter").
+//!
 //! The payload is a cleartext header and table (so packs can be scanned and
 //! the index rebuilt without the key), then the encrypted body, then a tag
 //! over everything before it: version 2 (written) is AES-256-GCM with the
@@ -33,6 +42,8 @@ use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe::{self, CParameter};
 
 use crate::sealing::{looks_incompressible, ZSTD_LEVEL};
+
+mod bcj;
 
 type HmacSha256 = Hmac<Sha256>;
 type Aes256Ctr = ctr::Ctr128BE<Aes256>;
@@ -63,10 +74,32 @@ pub const GROUP_VERSION_V1: u8 = 1;
 /// zstd's match tables for groups, as log2 of their entries (see `Codec::new`).
 const GROUP_HASH_LOG: u8 = 15;
 const GROUP_CHAIN_LOG: u8 = 15;
+/// zstd's shortest match for groups: level 3's, kept for the `fast` strategy.
+const GROUP_MIN_MATCH: u8 = 5;
+/// A group is compressed after the branch filter when the filter converts
+/// at least one branch per this many bytes (128 per MiB). Text has none;
+/// compressed or random data a few dozen per MiB, which gain nothing and
+/// would only cost the reader a pass.
+const BYTES_PER_BRANCH_TO_FILTER: usize = 8192;
+/// A filtered group with at least one branch per this many bytes (4,096 per
+/// MiB: shared libraries and executables; their median here is 8,000) is
+/// compressed with zstd's `fast` strategy.
+const BYTES_PER_BRANCH_FOR_FAST: usize = 256;
 /// Body kind: the plaintexts back to back, as they are.
 pub const BODY_RAW: u8 = 0;
 /// Body kind: one zstd frame of the plaintexts back to back.
 pub const BODY_ZSTD: u8 = 1;
+/// Body kind: one zstd frame of the plaintexts back to back after the x86
+/// branch filter ([`bcj`]); written by version 2 only.
+pub const BODY_ZSTD_X86: u8 = 2;
+
+/// The zstd settings a body was compressed with, as the nonce records them:
+/// level, hash log, chain log, strategy (zstd's number), minimum match.
+type Settings = [u8; 5];
+/// Level 3 (strategy `dfast`, 2), its tables capped (see `Codec::new`).
+const LEVEL_3: Settings = [ZSTD_LEVEL as u8, GROUP_HASH_LOG, GROUP_CHAIN_LOG, 2, GROUP_MIN_MATCH];
+/// Level 3 switched to the `fast` strategy (1), for code.
+const FAST: Settings = [ZSTD_LEVEL as u8, GROUP_HASH_LOG, GROUP_CHAIN_LOG, 1, GROUP_MIN_MATCH];
 
 const NONCE_LEN: usize = 16;
 const ENC_ROOT_LABEL: &[u8] = b"pastiche/v1/group-enc-root";
@@ -157,8 +190,9 @@ pub enum GroupError {
     /// The first byte is not a version this build reads.
     #[error("group payload version {0} is not supported (this build reads versions 1 and 2)")]
     Version(u8),
-    /// The body kind byte is neither raw (0) nor zstd (1).
-    #[error("group body kind {0} is unknown (0 is raw, 1 is zstd)")]
+    /// The body kind byte is not raw (0), zstd (1) or, in version 2, zstd
+    /// after the branch filter (2).
+    #[error("group body kind {0} is unknown (0 is raw, 1 zstd, 2 zstd after the x86 branch filter, version 2 only)")]
     BodyKind(u8),
     /// The chunk count is 0 or above [`MAX_GROUP_CHUNKS`].
     #[error("group of {0} chunks: a group holds 1..=1024")]
@@ -248,7 +282,8 @@ fn layout(payload: &[u8]) -> Result<Layout, GroupError> {
         other => return Err(GroupError::Version(other)),
     };
     let kind = header[1];
-    if kind != BODY_RAW && kind != BODY_ZSTD {
+    let filtered_ok = version == GROUP_VERSION && kind == BODY_ZSTD_X86;
+    if kind != BODY_RAW && kind != BODY_ZSTD && !filtered_ok {
         return Err(GroupError::BodyKind(kind));
     }
     let n = usize::from(u16::from_le_bytes([header[2], header[3]]));
@@ -302,9 +337,13 @@ pub fn read_table(payload: &[u8]) -> Result<Vec<GroupEntry>, GroupError> {
 
 /// One thread's zstd contexts and scratch buffer.
 struct Codec {
+    /// [`LEVEL_3`].
     compressor: Compressor<'static>,
+    /// [`FAST`].
+    fast: Compressor<'static>,
     decompressor: Decompressor<'static>,
-    /// Sealing gathers a group's plaintext here; opening decrypts its frame here.
+    /// Sealing filters a copy of the group's plaintext here; opening
+    /// decrypts its frame here.
     plain: Vec<u8>,
     /// Sealing compresses into this.
     frame: Vec<u8>,
@@ -312,7 +351,19 @@ struct Codec {
 
 impl Codec {
     fn new() -> Codec {
-        let mut compressor = Compressor::new(ZSTD_LEVEL).expect("zstd can allocate a compression context");
+        let compressor = Self::compressor(LEVEL_3);
+        let fast = Self::compressor(FAST);
+        let decompressor = Decompressor::new().expect("zstd can allocate a decompression context");
+        Codec { compressor, fast, decompressor, plain: Vec::new(), frame: Vec::new() }
+    }
+
+    fn compressor(settings: Settings) -> Compressor<'static> {
+        let [level, hash_log, chain_log, strategy, min_match] = settings;
+        let strategy = match strategy {
+            1 => zstd_safe::Strategy::ZSTD_fast,
+            _ => zstd_safe::Strategy::ZSTD_dfast,
+        };
+        let mut compressor = Compressor::new(level.into()).expect("zstd can allocate a compression context");
         // The same frame parameters as single chunks (sealing.rs): the
         // reader needs the content size to bound its output, and the tag
         // already authenticates every byte, so a zstd checksum adds nothing.
@@ -326,13 +377,14 @@ impl Codec {
             CParameter::ContentSizeFlag(true),
             CParameter::ChecksumFlag(false),
             CParameter::DictIdFlag(false),
-            CParameter::HashLog(GROUP_HASH_LOG.into()),
-            CParameter::ChainLog(GROUP_CHAIN_LOG.into()),
+            CParameter::HashLog(hash_log.into()),
+            CParameter::ChainLog(chain_log.into()),
+            CParameter::Strategy(strategy),
+            CParameter::MinMatch(min_match.into()),
         ] {
             compressor.set_parameter(p).expect("zstd accepts its own frame parameters");
         }
-        let decompressor = Decompressor::new().expect("zstd can allocate a decompression context");
-        Codec { compressor, decompressor, plain: Vec::new(), frame: Vec::new() }
+        compressor
     }
 }
 
@@ -386,8 +438,8 @@ pub fn seal_group_plain(key: &GroupKey, table: &[GroupEntry], plain: &[u8], out:
     }
     let body_start = out.len();
 
-    let kind = CODEC.with(|codec| {
-        let codec = &mut *codec.borrow_mut();
+    let (kind, settings) = CODEC.with(|codec| {
+        let Codec { compressor, fast, plain: filtered, frame, .. } = &mut *codec.borrow_mut();
         let mut at = 0;
         let skip = table.iter().all(|c| {
             let chunk = &plain[at..at + c.len as usize];
@@ -398,22 +450,31 @@ pub fn seal_group_plain(key: &GroupKey, table: &[GroupEntry], plain: &[u8], out:
         // a payload waiting for its commit holds no more memory than it
         // needs. A frame that does not fit in one byte less than the
         // plaintext is no use: zstd stops with an error instead of finishing it.
-        if codec.frame.len() < total {
-            codec.frame.resize(total, 0);
+        if frame.len() < total {
+            frame.resize(total, 0);
         }
-        let framed =
-            if skip { None } else { codec.compressor.compress_to_buffer(plain, &mut codec.frame[..total - 1]).ok() };
-        let (kind, body) = match framed {
-            Some(len) => (BODY_ZSTD, &codec.frame[..len]),
-            None => (BODY_RAW, plain),
+        let mut framed = None;
+        if !skip {
+            filtered.clear();
+            filtered.extend_from_slice(plain);
+            let (kind, input, settings, compressor) = match bcj::encode(filtered) {
+                n if n * BYTES_PER_BRANCH_FOR_FAST >= total => (BODY_ZSTD_X86, &filtered[..], FAST, fast),
+                n if n * BYTES_PER_BRANCH_TO_FILTER >= total => (BODY_ZSTD_X86, &filtered[..], LEVEL_3, compressor),
+                _ => (BODY_ZSTD, plain, LEVEL_3, compressor),
+            };
+            framed = compressor.compress_to_buffer(input, &mut frame[..total - 1]).ok().map(|n| (kind, settings, n));
+        }
+        let (kind, settings, body) = match framed {
+            Some((kind, settings, len)) => (kind, settings, &frame[..len]),
+            None => (BODY_RAW, LEVEL_3, plain),
         };
         out.reserve_exact(body.len() + GROUP_TAG_LEN);
         out.extend_from_slice(body);
-        kind
+        (kind, settings)
     });
     out[1] = kind;
 
-    let nonce = nonce(key, kind, &out[GROUP_HEADER_LEN..body_start]);
+    let nonce = nonce(key, kind, settings, &out[GROUP_HEADER_LEN..body_start]);
     out[8..GROUP_HEADER_LEN].copy_from_slice(&nonce);
     let (head, body) = out.split_at_mut(body_start);
     let tag = key
@@ -425,7 +486,9 @@ pub fn seal_group_plain(key: &GroupKey, table: &[GroupEntry], plain: &[u8], out:
 
 /// The nonce of a version 2 group: the first 16 bytes of
 /// `HMAC-SHA256(mac_key, "pastiche/v2/group-nonce" || kind || zstd version (u32)
-/// || level || hash log || chain log || table)`.
+/// || level || hash log || chain log || strategy || minimum match || table)`
+/// (the settings of [`Settings`]; before the branch filter, builds wrote
+/// only level, hash log and chain log).
 ///
 /// Deterministic, so the same chunks give the same payload without a random
 /// source. The table names the plaintext (its ids are hashes of it); the
@@ -435,10 +498,9 @@ pub fn seal_group_plain(key: &GroupKey, table: &[GroupEntry], plain: &[u8], out:
 /// key, which would reveal their XOR and let the tag be forged. Readers take
 /// the nonce from the header and never recompute it. (Version 1 derived it
 /// the same way under `"pastiche/v1/group-nonce"`, without the parameters.)
-fn nonce(key: &GroupKey, kind: u8, table: &[u8]) -> [u8; NONCE_LEN] {
+fn nonce(key: &GroupKey, kind: u8, settings: Settings, table: &[u8]) -> [u8; NONCE_LEN] {
     let version = zstd_safe::version_number().to_le_bytes();
-    let params = [ZSTD_LEVEL as u8, GROUP_HASH_LOG, GROUP_CHAIN_LOG];
-    let full = hmac(&key.mac_key, &[NONCE_LABEL_V2, &[kind], &version, &params, table]);
+    let full = hmac(&key.mac_key, &[NONCE_LABEL_V2, &[kind], &version, &settings, table]);
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&full[..NONCE_LEN]);
     nonce
@@ -495,7 +557,8 @@ impl BodyKey {
 /// fails); a zstd body must be exactly one frame, whose header declares
 /// exactly the total and which decodes to exactly that, into at most the
 /// total bytes of `plain` (a frame that would produce more fails instead of
-/// growing it). The ids are not checked against the plaintext: the tag
+/// growing it); a filtered body (kind 2) is then unfiltered in place. The
+/// ids are not checked against the plaintext: the tag
 /// proves this box wrote the payload; callers who want more call
 /// [`first_mismatch`]. On error `plain` holds nothing meaningful.
 pub fn open_group(key: &GroupKey, payload: &[u8], plain: &mut Vec<u8>) -> Result<Vec<GroupEntry>, GroupError> {
@@ -551,6 +614,9 @@ pub fn open_group(key: &GroupKey, payload: &[u8], plain: &mut Vec<u8>) -> Result
             return Err(GroupError::Decompress(format!(
                 "frame produced {produced} bytes, not the {total} it declares"
             )));
+        }
+        if layout.kind == BODY_ZSTD_X86 {
+            bcj::decode(plain);
         }
         Ok(())
     })?;

@@ -176,6 +176,68 @@ fn round_trip_mixed() {
     assert_eq!(payload[1], BODY_ZSTD);
 }
 
+/// x86-like code: calls to a few functions (`E8` and a relative offset)
+/// between runs of other bytes, about one call per 25 bytes.
+fn code(seed: u64, len: usize) -> Vec<u8> {
+    let mut r = rng(seed);
+    let mut out = Vec::with_capacity(len + 32);
+    while out.len() < len {
+        let target = [0x1_0000i32, 0x2_3400, 0x9_8000][r.gen_range(0..3)];
+        out.push(0xE8);
+        out.extend_from_slice(&(target - out.len() as i32 - 4).to_le_bytes());
+        let filler = [0x48, 0x89, 0xC7, 0x31, 0xC0, 0x5D, 0xC3, 0x90];
+        out.extend((0..r.gen_range(8..40)).map(|_| filler[r.gen_range(0..filler.len())]));
+    }
+    out.truncate(len);
+    out
+}
+
+/// The nonce [`nonce`] derives for `payload` with `settings`.
+fn nonce_with(payload: &[u8], settings: Settings) -> [u8; NONCE_LEN] {
+    let n = usize::from(u16::from_le_bytes([payload[2], payload[3]]));
+    nonce(&key(), payload[1], settings, &payload[GROUP_HEADER_LEN..GROUP_HEADER_LEN + n * GROUP_ENTRY_LEN])
+}
+
+#[test]
+fn code_is_filtered_and_compressed_fast() {
+    let plains: Vec<Vec<u8>> = (0..8).map(|i| code(i, 16 * 1024)).collect();
+    let payload = round_trip(&plains);
+    assert_eq!(payload[1], BODY_ZSTD_X86);
+    assert_eq!(payload[8..GROUP_HEADER_LEN], nonce_with(&payload, FAST), "code takes the fast strategy");
+    // Filtered, the calls repeat: the body is smaller than zstd makes of
+    // the same chunks unfiltered.
+    let unfiltered = zstd::bulk::compress(&plains.concat(), 3).unwrap();
+    let body = payload.len() - GROUP_HEADER_LEN - 8 * GROUP_ENTRY_LEN - GROUP_TAG_LEN;
+    assert!(body < unfiltered.len(), "{body} filtered against {} unfiltered", unfiltered.len());
+}
+
+#[test]
+fn sparse_branches_are_filtered_at_level_3_and_text_is_not_filtered() {
+    // One chunk of code among text: branches enough to filter, too few for `fast`.
+    let mut plains: Vec<Vec<u8>> = (0..15).map(|i| text(i, 16 * 1024)).collect();
+    plains.push(code(9, 16 * 1024));
+    let payload = round_trip(&plains);
+    assert_eq!(payload[1], BODY_ZSTD_X86);
+    assert_eq!(payload[8..GROUP_HEADER_LEN], nonce_with(&payload, LEVEL_3));
+    let text_only = round_trip(&plains[..15]);
+    assert_eq!(text_only[1], BODY_ZSTD);
+    assert_eq!(text_only[8..GROUP_HEADER_LEN], nonce_with(&text_only, LEVEL_3));
+}
+
+#[test]
+fn a_filtered_body_opens_to_the_plaintext_and_the_kind_decides() {
+    let p = code(5, 30_000);
+    let mut filtered = p.clone();
+    assert!(bcj::encode(&mut filtered) > 0);
+    let opened = open(&key(), &Forge::one(BODY_ZSTD_X86, &p, frame(&filtered)).build(&SEED)).unwrap();
+    assert_eq!(opened.1, p);
+    // The same frame declared unfiltered opens to the filtered bytes, whose
+    // ids do not match: callers that check ids (`first_mismatch`) see it.
+    let (table, plain) = open(&key(), &Forge::one(BODY_ZSTD, &p, frame(&filtered)).build(&SEED)).unwrap();
+    assert_eq!(plain, filtered);
+    assert_eq!(first_mismatch(&table, &plain), Some(id_of(&p)));
+}
+
 #[test]
 fn round_trip_one_chunk() {
     round_trip(&[vec![42]]);
@@ -251,14 +313,14 @@ fn format_follows_the_documented_formulas() {
     let payload = seal(&key(), &plains);
     assert_eq!(payload[0], 2);
     // The nonce: HMAC(mac_key, label || kind || zstd version || level ||
-    // hash log || chain log || table), cut to 16.
+    // hash log || chain log || strategy || minimum match || table), cut to 16.
     let mac_key = hmac256(&SEED, b"pastiche/v1/group-mac");
     let body_start = 24 + 2 * 24;
     let input = [
         b"pastiche/v2/group-nonce".as_slice(),
         &[payload[1]],
         &zstd_safe::version_number().to_le_bytes(),
-        &[3, 15, 15],
+        &[3, 15, 15, 2, 5],
         &payload[24..body_start],
     ]
     .concat();
@@ -322,7 +384,11 @@ fn header_and_table_refusals() {
     let cases: Vec<(Forge, GroupError)> = vec![
         (Forge { version: 3, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::Version(3)),
         (Forge { version: 0, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::Version(0)),
-        (Forge { kind: 2, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::BodyKind(2)),
+        (Forge { kind: 3, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::BodyKind(3)),
+        (
+            Forge { kind: BODY_ZSTD_X86, version: GROUP_VERSION_V1, ..Forge::one(BODY_RAW, &p, p.clone()) },
+            GroupError::BodyKind(BODY_ZSTD_X86),
+        ),
         (Forge { kind: 0xFF, ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::BodyKind(0xFF)),
         (Forge { n: 0, table: vec![], ..Forge::one(BODY_RAW, &p, p.clone()) }, GroupError::ChunkCount(0)),
         (
@@ -586,12 +652,11 @@ proptest! {
     }
 
     #[test]
-    fn forged_bodies_never_panic(plains in chunk_sets(), body in prop::collection::vec(any::<u8>(), 0..500), zstd in any::<bool>()) {
+    fn forged_bodies_never_panic(plains in chunk_sets(), body in prop::collection::vec(any::<u8>(), 0..500), kind in 0..=BODY_ZSTD_X86) {
         // A valid tag on any body: only the body checks stand in the way.
         let entries: Vec<(ChunkId, u32)> = plains.iter().map(|p| (id_of(p), p.len() as u32)).collect();
-        let kind = if zstd { BODY_ZSTD } else { BODY_RAW };
         let mut frame_body = body.clone();
-        if zstd {
+        if kind != BODY_RAW {
             // Most of the time a real frame header, so the decoder itself is exercised.
             let mut real = frame(&plains.concat());
             real.truncate(real.len().min(12));
