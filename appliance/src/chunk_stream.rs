@@ -4,9 +4,12 @@ use std::io::{self, Read};
 
 use pastiche_core::chunker::{Chunker, MAX_CHUNK};
 
-/// Default read buffer: large reads keep syscalls rare, and the buffer must
-/// hold at least one whole maximal chunk.
-const DEFAULT_BUFFER: usize = 4 << 20;
+/// Default read buffer. It must hold at least one whole maximal chunk; at
+/// 1 MiB it still keeps syscalls rare and stays in a core's L2 cache, so the
+/// kernel's copy into it and the chunker and SHA-1 passes over it hit the
+/// cache (a first backup of shared libraries: 6% faster than with 4 MiB,
+/// docs/BENCHMARKS.md).
+pub const DEFAULT_BUFFER: usize = 1 << 20;
 
 /// Reads a stream and hands out its chunks (SPEC §1) as slices of an
 /// internal buffer, in order.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use pastiche_core::{ChunkId, Handle};
 
-use crate::chunk_stream::ChunkStream;
+use crate::chunk_stream::{ChunkStream, DEFAULT_BUFFER};
 use crate::fsmeta::attrs_of;
 use crate::meta::model::{Attrs, Chunks, Content};
 use crate::progress::Progress;
@@ -30,9 +30,6 @@ pub struct ReadStats {
     /// Bytes the new chunks take in the store (their groups' records).
     pub bytes_added: AtomicU64,
 }
-
-/// Each reading thread's buffer: large reads, allocated once per thread.
-const READ_BUFFER: usize = 4 << 20;
 
 /// What reading one file produced.
 enum Outcome {
@@ -67,7 +64,8 @@ pub fn read_files(
                     let owner = repo.identity.public_key();
                     let mut writer = repo.store.queued_writer(owner, queue);
                     let mut refs = repo.store.ref_lookup(owner);
-                    let mut read_buf = vec![0u8; READ_BUFFER];
+                    // One read buffer per thread, reused for every file.
+                    let mut read_buf = vec![0u8; DEFAULT_BUFFER];
                     loop {
                         let j = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&node) = jobs.get(j) else { break };
