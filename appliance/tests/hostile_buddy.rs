@@ -337,6 +337,17 @@ fn a_restore_with_a_buddy_answering_unasked_fails_over_to_the_honest_one_exactly
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     source_tree(&home);
+    // Two files of a few hundred chunks each: the restore then keeps more
+    // requests waiting than the honest buddy's pipelines take, so the
+    // hostile one is always asked for several chunks at once and reads past
+    // its own extra answers. With small files alone, a loaded machine could
+    // let the honest buddy take all but one or two requests, and a breach
+    // sent after the last answer was never read (nor is it a breach then).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for i in 0..2 {
+        write_random(&home.join(format!("big{i}.bin")), 4 << 20, &mut rng);
+    }
+    stamp_distinct_mtimes(&home, 1_600_000_000);
     let expected = manifest(&home);
     let a = TestBox::init(tmp.path().join("A"));
     let (b, c) = (TestBox::init(tmp.path().join("B")), TestBox::init(tmp.path().join("C")));
