@@ -97,9 +97,11 @@ pub const BODY_ZSTD_X86: u8 = 2;
 /// level, hash log, chain log, strategy (zstd's number), minimum match.
 type Settings = [u8; 5];
 /// Level 3 (strategy `dfast`, 2), its tables capped (see `Codec::new`).
-const LEVEL_3: Settings = [ZSTD_LEVEL as u8, GROUP_HASH_LOG, GROUP_CHAIN_LOG, 2, GROUP_MIN_MATCH];
+const LEVEL_3: Settings =
+    [ZSTD_LEVEL as u8, GROUP_HASH_LOG, GROUP_CHAIN_LOG, zstd_safe::Strategy::ZSTD_dfast as u8, GROUP_MIN_MATCH];
 /// Level 3 switched to the `fast` strategy (1), for code.
-const FAST: Settings = [ZSTD_LEVEL as u8, GROUP_HASH_LOG, GROUP_CHAIN_LOG, 1, GROUP_MIN_MATCH];
+const FAST: Settings =
+    [ZSTD_LEVEL as u8, GROUP_HASH_LOG, GROUP_CHAIN_LOG, zstd_safe::Strategy::ZSTD_fast as u8, GROUP_MIN_MATCH];
 
 const NONCE_LEN: usize = 16;
 const ENC_ROOT_LABEL: &[u8] = b"pastiche/v1/group-enc-root";
@@ -359,9 +361,11 @@ impl Codec {
 
     fn compressor(settings: Settings) -> Compressor<'static> {
         let [level, hash_log, chain_log, strategy, min_match] = settings;
+        // The byte the nonce records and the strategy used are one value.
         let strategy = match strategy {
-            1 => zstd_safe::Strategy::ZSTD_fast,
-            _ => zstd_safe::Strategy::ZSTD_dfast,
+            s if s == zstd_safe::Strategy::ZSTD_fast as u8 => zstd_safe::Strategy::ZSTD_fast,
+            s if s == zstd_safe::Strategy::ZSTD_dfast as u8 => zstd_safe::Strategy::ZSTD_dfast,
+            other => unreachable!("groups use only the fast and dfast strategies, not {other}"),
         };
         let mut compressor = Compressor::new(level.into()).expect("zstd can allocate a compression context");
         // The same frame parameters as single chunks (sealing.rs): the
