@@ -65,7 +65,8 @@ sizes() {
 sizes first
 index_first=$(index_size)
 packs_first=$(size "$work/pastiche/store/packs")
-meta_first=$(size "$work/pastiche/meta.redb")
+meta_size() { du -cb "$work/pastiche/"objects.log "$work/pastiche/"meta.redb 2>/dev/null | tail -1 | cut -f1; }
+meta_first=$(meta_size)
 chunks_first=$("$pastiche" --data "$work/pastiche" --json stats | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["chunks"])')
 
 # Small edits: 16 bytes inserted in the middle of ~200 files, 10 deleted, 5 added.
@@ -115,7 +116,7 @@ echo
 echo "source: $(du -sh "$src" | cut -f1) ($(du -sb "$src" | cut -f1) bytes), $(find "$src" -type f | wc -l) files; machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"
 echo "pastiche store after the first backup: $packs_first bytes of packs, $index_first of chunk index" \
     "($chunks_first chunks: $((index_first / chunks_first)) bytes per chunk), $meta_first of metadata;" \
-    "at the end: $(index_size) of chunk index, $(size "$work/pastiche/meta.redb") of metadata"
+    "at the end: $(index_size) of chunk index, $(meta_size) of metadata"
 echo
 echo "| store size, MB | pastiche | restic | borg | pastiche / restic |"
 echo "|---|---|---|---|---|"

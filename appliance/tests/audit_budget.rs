@@ -48,7 +48,7 @@ fn a_client_flooding_a_buddy_with_audits_is_held_to_its_budget_while_others_are_
     let mut entry = load_buddies(&repo.dir).unwrap().remove(0);
     let mut conn = sync::connect(&repo, &mut entry).unwrap();
     let shipped: Vec<ChunkId> =
-        state::shipped_chunks(repo.meta.database(), &conn.buddy_key).unwrap().into_iter().collect();
+        state::shipped_chunks(repo.meta.database().unwrap(), &conn.buddy_key).unwrap().into_iter().collect();
     assert!(shipped.len() >= 16, "enough chunks shipped: {}", shipped.len());
     let ids: Vec<ChunkId> = shipped.iter().cycle().take(MAX_AUDIT_IDS).copied().collect();
 

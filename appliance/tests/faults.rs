@@ -255,7 +255,7 @@ fn damaged_box_reports_clearly(tag: &str, damage: Damage, must_mention: &[&str])
         OpenOptions::new().write(true).open(p).unwrap().set_len(f(len)).unwrap();
     };
     let index = bx.data.join("store/index.state");
-    let meta = bx.data.join("meta.redb");
+    let meta = bx.data.join("objects.log");
     match damage {
         Damage::TruncateIndex(f) => cut(&index, f),
         Damage::TruncateMeta(f) => cut(&meta, f),
@@ -305,12 +305,12 @@ fn index_with_garbled_header_is_a_clear_error() {
 
 #[test]
 fn metadata_deleted_is_a_clear_error() {
-    damaged_box_reports_clearly("metadel", Damage::DeleteMeta, &["metadata", "damaged", "meta.redb"]);
+    damaged_box_reports_clearly("metadel", Damage::DeleteMeta, &["metadata", "damaged", "objects.log"]);
 }
 
 #[test]
 fn metadata_truncated_to_half_is_a_clear_error() {
-    damaged_box_reports_clearly("metahalf", Damage::TruncateMeta(|n| n / 2), &["metadata", "damaged", "meta.redb"]);
+    damaged_box_reports_clearly("metahalf", Damage::TruncateMeta(|n| n / 2), &["metadata", "damaged", "objects.log"]);
 }
 
 /// Takes `flock(DATA/lock, op | LOCK_NB)` for as long as the file lives.

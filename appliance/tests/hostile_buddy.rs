@@ -260,7 +260,7 @@ fn identity_of(b: &TestBox) -> Identity {
 /// epoch committed there.
 fn shipped_to(a: &TestBox, key: &PublicKey) -> (usize, u64) {
     let repo = Repo::open(&a.data, PASSWORD, LockMode::Shared).unwrap();
-    let db = repo.meta.database();
+    let db = repo.meta.database().unwrap();
     let shipped = pastiche::sync::state::shipped_chunks(db, key).unwrap().len();
     let committed = pastiche::sync::floor::load(db, key).unwrap().committed;
     (shipped, committed)

@@ -21,7 +21,7 @@ use crate::sync::{self, floor, state, BuddyEntry};
 pub fn repair(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Result<(u64, u64)> {
     let mut conn = sync::connect(repo, entry)?;
     let buddy = conn.buddy_key;
-    let db = repo.meta.database();
+    let db = repo.meta.database()?;
     let mut shipped: Vec<ChunkId> = state::shipped_chunks(db, &buddy)?.into_iter().collect();
     shipped.sort();
     let findings = challenge(repo, &mut conn, &shipped)?;

@@ -172,7 +172,7 @@ fn note_finding(findings: &mut HashMap<ChunkId, Finding>, id: ChunkId, finding: 
 pub fn audit_buddy(repo: &Repo, entry: &mut BuddyEntry, opts: &AuditOptions) -> Result<BuddyAudit> {
     let started = Instant::now();
     let mut conn = sync::connect(repo, entry)?;
-    let db = repo.meta.database();
+    let db = repo.meta.database()?;
     let mut shipped: Vec<ChunkId> = state::shipped_chunks(db, &conn.buddy_key)?.into_iter().collect();
     shipped.sort();
     let mut report = BuddyAudit { addr: entry.addr.clone(), shipped: shipped.len() as u64, ..BuddyAudit::default() };

@@ -59,7 +59,7 @@ pub fn list(g: &Global, b: &SharedBox) -> Result<u8> {
         let audit = audits.get(&e.addr);
         let (floor, dropped) = match sync::pinned_key(&e) {
             Some(key) => {
-                let db = repo.meta.database();
+                let db = repo.meta.database()?;
                 (sync::floor::load(db, &key)?, sync::notice::load(db, &key)?)
             }
             None => (Floor::default(), None),
@@ -113,7 +113,7 @@ pub fn remove(g: &Global, b: &SharedBox, addr: String, drop_data: bool) -> Resul
         g.line(format!("asked {addr} to drop all our data"))?;
     }
     if let Some(key) = sync::pinned_key(&entry) {
-        sync::state::forget_buddy(repo.meta.database(), &key)?;
+        sync::state::forget_buddy(repo.meta.database()?, &key)?;
     }
     save_buddies(&repo.dir, &buddies)?;
     g.line(format!("removed buddy {addr}"))?;

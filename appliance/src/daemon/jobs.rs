@@ -257,7 +257,14 @@ impl Scheduler {
         let dropped = buddies
             .as_ref()
             .map_err(|_| ())
-            .and_then(|b| crate::sync::notice::unsettled_by_addr(repo.meta.database(), b).map_err(|_| ()));
+            // A box without buddies has nothing noticed: its sync database
+            // is not made just to say so.
+            .and_then(|b| match b.is_empty() {
+                true => Ok(Default::default()),
+                false => {
+                    repo.meta.database().and_then(|db| crate::sync::notice::unsettled_by_addr(db, b)).map_err(|_| ())
+                }
+            });
         self.board.update(|r| {
             if let Ok(p) = pending {
                 r.shipping_pending = p;

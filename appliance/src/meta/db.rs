@@ -1,19 +1,33 @@
-//! Local storage of metadata objects: one redb table, name -> sealed bytes.
+//! A box's local metadata: its objects in the object log
+//! ([`super::log`]), and beside them a redb database for the state of its
+//! buddies (what was shipped to each, notices, floors, the root epoch).
 //!
-//! A snapshot's objects and the new root object are written in one redb
-//! transaction, so a snapshot appears whole or not at all.
+//! A snapshot's objects and the new root object are written in one
+//! transaction of the log, so a snapshot appears whole or not at all. The
+//! redb file is made only when something first needs it: an empty one is
+//! 2.7 MB, which a box without buddies has no use for. The log marks its
+//! creation, so a box whose redb file went missing is reported damaged
+//! rather than quietly given a fresh one.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 
 use sha1::{Digest, Sha1};
 
+use super::log::ObjectLog;
 use super::object::ObjectName;
 
-const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+/// The objects' file in the box's directory.
+pub const OBJECTS_FILE: &str = "objects.log";
+/// The buddies' state database in the box's directory.
+pub const SYNC_FILE: &str = "meta.redb";
+
+/// Where boxes of format 3 kept their objects, in [`SYNC_FILE`].
+const LEGACY_OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 
 /// The SHA-1 digest of an object's sealed bytes: its version for
 /// [`MetaDb::apply_if`].
@@ -30,82 +44,93 @@ pub struct Conflict {
     pub name: ObjectName,
 }
 
-/// The metadata database of a box.
+/// The metadata of a box.
 pub struct MetaDb {
-    db: Database,
-    path: PathBuf,
+    objects: ObjectLog,
+    sync_path: PathBuf,
+    sync: OnceLock<Database>,
+    /// Held while the sync database is made, so two threads make one.
+    making: Mutex<()>,
 }
 
-/// Free space worth giving back when the database is closed: at least this
-/// many bytes, and at least a quarter of the file.
+/// Free space worth giving back in the sync database when it is closed: at
+/// least this many bytes, and at least a quarter of the file.
 const SLACK_TO_COMPACT: u64 = 1 << 20;
 
 impl MetaDb {
-    /// Creates the database file (for a new box).
-    pub fn create(path: &Path) -> Result<MetaDb> {
-        let db = crate::redb_guard::open_guarded(path, || Database::create(path))
-            .map_err(anyhow::Error::msg)?
-            .with_context(|| format!("cannot create metadata database {}", path.display()))?;
-        Self::with_table(db, path)
+    /// Creates the metadata of a new box in `dir`, replacing files left by
+    /// an init or a recovery cut short (the caller holds the box's lock and
+    /// has checked there is no box).
+    pub fn create(dir: &Path) -> Result<MetaDb> {
+        let sync_path = dir.join(SYNC_FILE);
+        remove_if_present(&sync_path)?;
+        let objects = ObjectLog::create(&dir.join(OBJECTS_FILE))?;
+        Ok(MetaDb { objects, sync_path, sync: OnceLock::new(), making: Mutex::new(()) })
     }
 
-    /// Opens the existing database file; a missing or damaged one is an error.
-    pub fn open(path: &Path) -> Result<MetaDb> {
-        if !path.exists() {
-            anyhow::bail!("{} is missing: the box is damaged", path.display());
+    /// Opens the metadata of the box in `dir`; missing or damaged files are
+    /// errors.
+    pub fn open(dir: &Path) -> Result<MetaDb> {
+        let sync_path = dir.join(SYNC_FILE);
+        let objects = ObjectLog::open(&dir.join(OBJECTS_FILE))?;
+        let meta = MetaDb { objects, sync_path, sync: OnceLock::new(), making: Mutex::new(()) };
+        if meta.objects.marked() {
+            if !meta.sync_path.exists() {
+                anyhow::bail!("{} is missing: the box's metadata is damaged", meta.sync_path.display());
+            }
+            meta.database()?;
         }
-        let db = crate::redb_guard::open_guarded(path, || Database::open(path))
-            .map_err(anyhow::Error::msg)?
-            .with_context(|| format!("cannot open metadata database {}", path.display()))?;
-        Self::with_table(db, path)
+        Ok(meta)
     }
 
-    fn with_table(db: Database, path: &Path) -> Result<MetaDb> {
-        let txn = db.begin_write()?;
-        txn.open_table(OBJECTS)?;
-        txn.commit()?;
-        Ok(MetaDb { db, path: path.to_path_buf() })
+    /// Moves the objects of a box of format 3 from [`SYNC_FILE`] into a new
+    /// object log, unless a migration cut short already made the log (then
+    /// the old table is dropped by [`MetaDb::database`]).
+    pub fn migrate_format_3(dir: &Path) -> Result<()> {
+        if dir.join(OBJECTS_FILE).exists() {
+            return Ok(());
+        }
+        migrate(dir)
     }
 
-    /// Bytes of the file that hold no page: what compaction could give back.
+    /// Bytes of the files that hold nothing: what compaction could give back.
     pub fn free_bytes(&self) -> Result<u64> {
-        let stats = self.db.begin_write()?.stats()?;
-        let used = stats.allocated_pages() * stats.page_size() as u64;
-        let len = std::fs::metadata(&self.path)?.len();
-        Ok(len.saturating_sub(used))
+        let mut free = self.objects.free_bytes();
+        if let Some(db) = self.sync.get() {
+            let stats = db.begin_write()?.stats()?;
+            let used = stats.allocated_pages() * stats.page_size() as u64;
+            free += std::fs::metadata(&self.sync_path)?.len().saturating_sub(used);
+        }
+        Ok(free)
     }
 
-    /// Moves every page to the front of the file and truncates it, if at
-    /// least [`SLACK_TO_COMPACT`] bytes and a quarter of the file are free.
-    /// Returns whether it compacted.
+    /// Gives back free room: rewrites the object log, and moves every page
+    /// of the sync database to the front of its file and truncates it, each
+    /// if at least 1 MiB and a quarter of its file are free. Returns whether
+    /// either did.
     pub fn compact_if_slack(&mut self) -> Result<bool> {
-        let free = self.free_bytes()?;
-        let len = std::fs::metadata(&self.path)?.len();
-        if free < SLACK_TO_COMPACT || free < len / 4 {
-            return Ok(false);
+        let mut done = self.objects.compact_if_slack()?;
+        if let Some(db) = self.sync.get_mut() {
+            let stats = db.begin_write()?.stats()?;
+            let used = stats.allocated_pages() * stats.page_size() as u64;
+            let len = std::fs::metadata(&self.sync_path)?.len();
+            let free = len.saturating_sub(used);
+            if free >= SLACK_TO_COMPACT && free >= len / 4 {
+                db.compact().with_context(|| format!("cannot compact {}", self.sync_path.display()))?;
+                done = true;
+            }
         }
-        self.db.compact().context("cannot compact the metadata database")?;
-        Ok(true)
+        Ok(done)
     }
 
     /// The sealed bytes of an object, if stored.
     pub fn get(&self, name: &ObjectName) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(OBJECTS)?;
-        Ok(table.get(&name.0[..])?.map(|v| v.value().to_vec()))
+        self.objects.get(name)
     }
 
-    /// Which of `names` are not stored (one read transaction).
+    /// Which of `names` are not stored.
     pub fn missing(&self, names: impl IntoIterator<Item = ObjectName>) -> Result<HashSet<ObjectName>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(OBJECTS)?;
-        let mut out = HashSet::new();
-        for name in names {
-            if table.get(&name.0[..])?.is_none() {
-                out.insert(name);
-            }
-        }
-        Ok(out)
+        Ok(names.into_iter().filter(|n| !self.objects.contains(n)).collect())
     }
 
     /// Writes and deletes objects in one durable transaction.
@@ -114,7 +139,7 @@ impl MetaDb {
     }
 
     /// [`MetaDb::apply`], but only if the object `guard.0` still has the
-    /// SHA-1 digest `guard.1` (compare-and-swap, checked inside the write
+    /// SHA-1 digest `guard.1` (compare-and-swap, checked inside the
     /// transaction); otherwise nothing is written and the error is a
     /// [`Conflict`].
     pub fn apply_if(
@@ -123,53 +148,114 @@ impl MetaDb {
         deletes: &[ObjectName],
         guard: Option<(ObjectName, [u8; 20])>,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(OBJECTS)?;
-            if let Some((name, expected)) = guard {
-                let current = table.get(&name.0[..])?.map(|v| digest(v.value()));
-                if current != Some(expected) {
-                    return Err(Conflict { name }.into());
-                }
-            }
-            for (name, bytes) in puts {
-                table.insert(&name.0[..], &bytes[..])?;
-            }
-            for name in deletes {
-                table.remove(&name.0[..])?;
-            }
-        }
-        txn.commit().context("cannot commit metadata")?;
-        Ok(())
+        self.objects.apply_if(puts, deletes, false, guard)
     }
 
-    /// The underlying database, for other tables of the box (sync state).
-    pub fn database(&self) -> &Database {
-        &self.db
+    /// The database of the box's other tables (the buddies' state), made on
+    /// first use.
+    pub fn database(&self) -> Result<&Database> {
+        if let Some(db) = self.sync.get() {
+            return Ok(db);
+        }
+        let _making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = self.sync.get() {
+            return Ok(db);
+        }
+        let path = &self.sync_path;
+        let marked = self.objects.marked();
+        let db =
+            crate::redb_guard::open_guarded(
+                path,
+                || if marked { Database::open(path) } else { Database::create(path) },
+            )
+            .map_err(anyhow::Error::msg)?
+            .with_context(|| format!("cannot open {} (the box's metadata is damaged)", path.display()))?;
+        drop_legacy_objects(&db, path)?;
+        // Made first, marked second: a crash between leaves a file the next
+        // call opens and marks.
+        if !marked {
+            self.objects.apply_if(&[], &[], true, None)?;
+        }
+        Ok(self.sync.get_or_init(|| db))
     }
 
     /// Every stored object name.
     pub fn names(&self) -> Result<Vec<ObjectName>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(OBJECTS)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, _) = item?;
-            let mut name = [0u8; 20];
-            if k.value().len() == 20 {
-                name.copy_from_slice(k.value());
-                out.push(ObjectName(name));
-            }
-        }
-        Ok(out)
+        Ok(self.objects.names())
     }
 }
 
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Deletes the objects table a format-3 box kept in the sync database, once
+/// the log holds its objects (the last step of [`migrate`], repeated on
+/// every open until it is done).
+fn drop_legacy_objects(db: &Database, path: &Path) -> Result<()> {
+    let txn = db.begin_read()?;
+    let present = txn.list_tables()?.any(|t| t.name() == LEGACY_OBJECTS.name());
+    drop(txn);
+    if present {
+        let txn = db.begin_write()?;
+        txn.delete_table(LEGACY_OBJECTS)?;
+        txn.commit().with_context(|| format!("cannot drop the moved objects from {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// How many bytes of objects one transaction of a migration moves.
+const MIGRATION_BATCH: usize = 64 << 20;
+
+/// Moves a format-3 box's objects from the sync database into a new object
+/// log, marked as having a sync database. The log is written beside under
+/// another name and renamed into place whole; the old table is dropped by
+/// the next opening of the sync database.
+fn migrate(dir: &Path) -> Result<()> {
+    let sync_path = dir.join(SYNC_FILE);
+    let db = crate::redb_guard::open_guarded(&sync_path, || Database::open(&sync_path))
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| format!("cannot open metadata database {}", sync_path.display()))?;
+    let tmp = dir.join(format!("{OBJECTS_FILE}.migrating"));
+    {
+        let log = ObjectLog::create(&tmp)?;
+        let txn = db.begin_read()?;
+        let table = txn
+            .open_table(LEGACY_OBJECTS)
+            .with_context(|| format!("{} has no objects: the box's metadata is damaged", sync_path.display()))?;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let name: [u8; 20] = k
+                .value()
+                .try_into()
+                .with_context(|| format!("{} holds an object name that is not 20 bytes", sync_path.display()))?;
+            bytes += v.value().len();
+            batch.push((ObjectName(name), v.value().to_vec()));
+            if bytes >= MIGRATION_BATCH {
+                log.apply_if(&batch, &[], false, None)?;
+                batch.clear();
+                bytes = 0;
+            }
+        }
+        log.apply_if(&batch, &[], true, None)?;
+    }
+    std::fs::rename(&tmp, dir.join(OBJECTS_FILE))
+        .with_context(|| format!("cannot move {} into place", tmp.display()))?;
+    crate::store::pack::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))?;
+    Ok(())
+}
+
 /// redb doubles a small file whenever it needs room and gives back only
-/// free pages at its end, so a backup that rewrites a few trees could leave
-/// the file twice its content: every box closing its metadata gives the
-/// slack back (rarely more than once per doubling). Errors are left to the
-/// next open, which finds a consistent file either way.
+/// free pages at its end, and the log keeps replaced objects until it is
+/// rewritten: every box closing its metadata gives the slack back. Errors
+/// are left to the next open, which finds consistent files either way.
 impl Drop for MetaDb {
     fn drop(&mut self) {
         let _ = self.compact_if_slack();
@@ -186,32 +272,91 @@ mod tests {
         ObjectName(n)
     }
 
-    /// A database left mostly empty by a large deletion is compacted when
-    /// closed: its file shrinks to well under half, and every kept object
-    /// reads back.
+    /// A log left mostly dead by a large deletion is rewritten when closed:
+    /// its file shrinks to well under half, and every kept object reads back.
     #[test]
     fn closing_gives_back_the_room_a_large_deletion_left() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("meta.redb");
+        let path = dir.path().join(OBJECTS_FILE);
         let names: Vec<ObjectName> = (0..400).map(name).collect();
         let before = {
-            let db = MetaDb::create(&path).unwrap();
+            let db = MetaDb::create(dir.path()).unwrap();
             let puts: Vec<(ObjectName, Vec<u8>)> = names.iter().map(|n| (*n, vec![n.0[3]; 20_000])).collect();
             db.apply(&puts, &[]).unwrap();
             db.apply(&[], &names[..350]).unwrap();
-            // redb reuses the pages a commit freed only after later
-            // commits: until then they count as allocated.
-            db.apply(&[], &[]).unwrap();
-            db.apply(&[], &[]).unwrap();
             assert!(db.free_bytes().unwrap() > 4 << 20, "the deletion left room in the file");
             std::fs::metadata(&path).unwrap().len()
         };
         let after = std::fs::metadata(&path).unwrap().len();
         assert!(after < before / 2, "{before} bytes before closing, {after} after");
-        let db = MetaDb::open(&path).unwrap();
+        let db = MetaDb::open(dir.path()).unwrap();
         assert_eq!(db.names().unwrap().len(), 50);
         for n in &names[350..] {
             assert_eq!(db.get(n).unwrap(), Some(vec![n.0[3]; 20_000]));
         }
+    }
+
+    const OTHER: TableDefinition<&str, u64> = TableDefinition::new("other");
+
+    /// A new box has no sync database until something asks for it; once
+    /// made, it is kept, and its loss is reported, not papered over.
+    #[test]
+    fn the_sync_database_is_made_on_first_use_and_its_loss_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = dir.path().join(SYNC_FILE);
+        {
+            let db = MetaDb::create(dir.path()).unwrap();
+            db.apply(&[(name(1), b"one".to_vec())], &[]).unwrap();
+        }
+        assert!(!sync.exists(), "a box without buddies has no sync database");
+        {
+            let db = MetaDb::open(dir.path()).unwrap();
+            let txn = db.database().unwrap().begin_write().unwrap();
+            txn.open_table(OTHER).unwrap().insert("k", 7).unwrap();
+            txn.commit().unwrap();
+        }
+        {
+            let db = MetaDb::open(dir.path()).unwrap();
+            let txn = db.database().unwrap().begin_read().unwrap();
+            assert_eq!(txn.open_table(OTHER).unwrap().get("k").unwrap().unwrap().value(), 7);
+            assert_eq!(db.get(&name(1)).unwrap(), Some(b"one".to_vec()));
+        }
+        std::fs::remove_file(&sync).unwrap();
+        let err = MetaDb::open(dir.path()).err().expect("a lost sync database is an error").to_string();
+        assert!(err.contains("meta.redb is missing"), "{err}");
+    }
+
+    /// A box of format 3 keeps its objects in the sync database: opening it
+    /// moves them into the log, keeps its other tables, and drops the old
+    /// table.
+    #[test]
+    fn a_format_3_box_has_its_objects_moved_to_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = dir.path().join(SYNC_FILE);
+        {
+            let db = Database::create(&sync).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut objects = txn.open_table(LEGACY_OBJECTS).unwrap();
+                for i in 0..100 {
+                    objects.insert(&name(i).0[..], &vec![i as u8; 1000][..]).unwrap();
+                }
+                txn.open_table(OTHER).unwrap().insert("k", 9).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        MetaDb::migrate_format_3(dir.path()).unwrap();
+        {
+            let db = MetaDb::open(dir.path()).unwrap();
+            assert_eq!(db.names().unwrap().len(), 100);
+            assert_eq!(db.get(&name(42)).unwrap(), Some(vec![42; 1000]));
+            let txn = db.database().unwrap().begin_read().unwrap();
+            assert_eq!(txn.open_table(OTHER).unwrap().get("k").unwrap().unwrap().value(), 9);
+            assert!(txn.list_tables().unwrap().all(|t| t.name() != "objects"), "the old table is dropped");
+        }
+        MetaDb::migrate_format_3(dir.path()).unwrap();
+        assert!(!dir.path().join("objects.log.migrating").exists());
+        let db = MetaDb::open(dir.path()).unwrap();
+        assert_eq!(db.get(&name(99)).unwrap(), Some(vec![99; 1000]));
     }
 }

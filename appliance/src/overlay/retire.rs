@@ -22,9 +22,9 @@ pub fn take_out(shared: &SharedBox, addr: &str) -> Result<Option<BuddyEntry>> {
     let entry = buddies.remove(pos);
     save_buddies(&repo.dir, &buddies)?;
     if let Some(key) = sync::pinned_key(&entry) {
-        sync::state::forget_buddy(repo.meta.database(), &key)?;
+        sync::state::forget_buddy(repo.meta.database()?, &key)?;
         // A drop it noticed us of is settled: it is no longer a buddy.
-        sync::notice::settle_replaced(repo.meta.database(), &key)?;
+        sync::notice::settle_replaced(repo.meta.database()?, &key)?;
     }
     let mut found = files::found(&repo.dir).unwrap_or_default();
     if found.remove(addr).is_some() {
@@ -42,7 +42,7 @@ pub fn ask_to_drop(repo: &Repo, entry: &mut BuddyEntry) -> Result<u64> {
     }
     let mut conn = sync::connect(repo, entry)?;
     // Above every epoch we ever signed there, whatever the buddy says.
-    let db = repo.meta.database();
+    let db = repo.meta.database()?;
     let epoch = sync::floor::load(db, &conn.buddy_key)?.next_epoch(&conn.welcome)?;
     sync::floor::record_signing(db, &conn.buddy_key, epoch)?;
     conn.drop_all(epoch)?;

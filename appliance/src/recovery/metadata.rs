@@ -95,7 +95,7 @@ pub fn fetch_all(repo: &Repo, root: &RootObject, sources: &[(String, PublicKey)]
         level = children;
     }
     for ((_, key), digests) in sources.iter().zip(&served) {
-        state::record_commit(repo.meta.database(), key, digests, &[], &[])?;
+        state::record_commit(repo.meta.database()?, key, digests, &[], &[])?;
     }
     Ok(fetched)
 }

@@ -49,7 +49,7 @@ pub fn record_for_sync(repo: &Repo, entry: &BuddyEntry, buddy: &PublicKey, wire_
         .collect();
     buddies.push(RecordBuddy { addr: entry.addr.clone(), key: buddy.0, epoch: wire_epoch });
     let body =
-        RootBody { epoch: epoch::take_next(repo.meta.database())?, name: repo.config.name.clone(), buddies, root };
+        RootBody { epoch: epoch::take_next(repo.meta.database()?)?, name: repo.config.name.clone(), buddies, root };
     let sealed = record::seal(&repo.identity, &repo.node, &repo.root_record_key(), &body);
     if sealed.len() > MAX_OBJECT_DATA {
         bail!(
@@ -226,7 +226,7 @@ pub fn recover(opts: &RecoverOptions, discovery: &dyn FindHolders) -> Result<Rec
         })
         .collect();
     save_buddies(&repo.dir, &entries)?;
-    epoch::raise_to(repo.meta.database(), newest_epoch)?;
+    epoch::raise_to(repo.meta.database()?, newest_epoch)?;
     // Last: the directory becomes a box only once everything else is in place.
     repo.write_config()?;
     Ok(RecoverReport {

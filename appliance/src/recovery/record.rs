@@ -52,7 +52,7 @@ pub struct RootBody {
     pub name: String,
     /// The box's buddies when the record was made.
     pub buddies: Vec<RecordBuddy>,
-    /// The sealed root object (docs/METADATA.md), as stored in `meta.redb`.
+    /// The sealed root object (docs/METADATA.md), as stored in the object log.
     pub root: Vec<u8>,
 }
 

@@ -204,7 +204,7 @@ fn recovery_from_the_older_buddy_finds_the_newer_one_and_restores_exactly() {
     let to_a = sync::sync_one(&repo, a_entry, &quiet()).unwrap();
     assert_eq!((to_a.chunks_sent, to_a.went_back), (0, false), "{to_a:?}");
     assert_eq!(to_a.objects_sent, 0, "metadata fetched from A is known to be there");
-    assert!(report.epoch < epoch::last(repo.meta.database()).unwrap(), "new records are newer");
+    assert!(report.epoch < epoch::last(repo.meta.database().unwrap()).unwrap(), "new records are newer");
 
     // B missed the second snapshot, whose chunks this box no longer has:
     // they are pulled from A, checked and shipped, and only they (the
@@ -243,7 +243,7 @@ fn a_chunk_no_buddy_holds_fails_the_sync_and_is_not_recorded_as_shipped() {
     let err = sync::sync_one(&repo, b_entry, &quiet()).unwrap_err();
     assert!(format!("{err:#}").contains("no other buddy could serve it"), "{err:#}");
     // Nothing of the second snapshot is recorded as shipped to B.
-    let shipped = sync::state::shipped_chunks(repo.meta.database(), &b_key).unwrap();
+    let shipped = sync::state::shipped_chunks(repo.meta.database().unwrap(), &b_key).unwrap();
     let root = repo.load_root().unwrap();
     let first_only = crate::meta::walk::entries(&repo, &root.snapshots[1]).unwrap();
     for e in first_only.iter().filter(|e| e.path.to_string_lossy().contains("file2-")) {

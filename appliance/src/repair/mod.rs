@@ -18,9 +18,9 @@
 //! 4. A second check (structure, metadata, and every chunk touched opened
 //!    end to end) says what is still wrong and which files it affects.
 //!
-//! Metadata objects are not repaired: they live in the metadata database
-//! (`meta.redb`, whose pages redb checksums), not in the packs; a damaged
-//! one is reported by the check and left as it is.
+//! Metadata objects are not repaired: they live in the object log
+//! (`objects.log`, whose transactions carry CRCs), not in the packs; a
+//! damaged one is reported by the check and left as it is.
 //!
 //! [`ChunkStore::replace_records`]: crate::store::ChunkStore::replace_records
 //! [`ChunkStore::retire_packs`]: crate::store::ChunkStore::retire_packs

@@ -4,7 +4,8 @@
 //! DATA/box.json     public configuration (name, nodeId, public key, KDF parameters, key check)
 //! DATA/lock         advisory lock
 //! DATA/store/       chunk store: packs/, chunks-<gen>.run, index.state, index.log (docs/STORE.md)
-//! DATA/meta.redb    encrypted metadata objects (docs/METADATA.md)
+//! DATA/objects.log encrypted metadata objects (docs/METADATA.md)
+//! DATA/meta.redb    the buddies' state, once the box has buddies
 //! ```
 
 pub mod access;
@@ -34,11 +35,14 @@ pub use lock::LockMode;
 
 /// The box's public configuration file in its data directory.
 pub const CONFIG_FILE: &str = "box.json";
-/// Version 3: metadata is content-addressed trees (docs/METADATA.md).
-/// Version 2 (per-entry version logs) and version 1 (raw SPEC §2 chunks)
-/// boxes are refused, not migrated: there were no deployed users
-/// (docs/STORE.md, "Versions").
-const FORMAT_VERSION: u32 = 3;
+/// Version 4: metadata is content-addressed trees in an object log
+/// (docs/METADATA.md). Version 3 boxes, the same trees in `meta.redb`, are
+/// migrated when opened. Version 2 (per-entry version logs) and version 1
+/// (raw SPEC §2 chunks) boxes are refused, not migrated: there were no
+/// deployed users (docs/STORE.md, "Versions").
+const FORMAT_VERSION: u32 = 4;
+/// The format whose objects were in `meta.redb`.
+const FORMAT_REDB_OBJECTS: u32 = 3;
 
 /// A content-addressed metadata object before it is sealed: naming it is
 /// cheap, sealing (compressing, encrypting) is not, and an object the box
@@ -127,7 +131,7 @@ impl Repo {
             key_check: root_key.check_value(),
         };
         let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
-        let meta = MetaDb::create(&dir.join("meta.redb"))?;
+        let meta = MetaDb::create(dir)?;
         let content = content_keys(&root_key);
         keep_own_chunks(&store, &identity);
         let repo = Repo { dir: dir.to_path_buf(), config, node, identity, store, meta, content, root_key, _lock: lock };
@@ -152,12 +156,12 @@ impl Repo {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", config_path.display())),
         };
-        let config: BoxConfig =
+        let mut config: BoxConfig =
             serde_json::from_str(&text).with_context(|| format!("{} is damaged", config_path.display()))?;
-        if config.version != FORMAT_VERSION {
+        if config.version != FORMAT_VERSION && config.version != FORMAT_REDB_OBJECTS {
             bail!(
                 "box format version {} is not supported (this pastiche reads {FORMAT_VERSION}, content-addressed \
-                 metadata trees; version 2 boxes keep per-entry version logs and version 1 boxes hold chunks sealed \
+                 metadata trees, and migrates {FORMAT_REDB_OBJECTS}; version 2 boxes keep per-entry version logs and version 1 boxes hold chunks sealed \
                  before compression: they cannot be migrated, back up into a new box)",
                 config.version
             );
@@ -169,7 +173,10 @@ impl Repo {
         }
         let node = NodeId::from_name(&config.name);
         let store = ChunkStore::open(dir.join("store")).context("cannot open the chunk store")?;
-        let meta = MetaDb::open(&dir.join("meta.redb"))?;
+        if config.version == FORMAT_REDB_OBJECTS {
+            MetaDb::migrate_format_3(dir)?;
+        }
+        let meta = MetaDb::open(dir)?;
         let (root, _) = load_root(&meta, &root_ref(&node, &root_key))?;
         let identity = Identity::from_seed(root.identity_seed)
             .map_err(|e| anyhow::anyhow!("the root object's identity is unusable ({e}): the box is damaged"))?;
@@ -178,7 +185,13 @@ impl Repo {
         }
         let content = content_keys(&root_key);
         keep_own_chunks(&store, &identity);
-        Ok(Repo { dir: dir.to_path_buf(), identity, config, node, store, meta, content, root_key, _lock: lock })
+        let migrated = config.version != FORMAT_VERSION;
+        config.version = FORMAT_VERSION;
+        let repo = Repo { dir: dir.to_path_buf(), identity, config, node, store, meta, content, root_key, _lock: lock };
+        if migrated {
+            repo.write_config()?;
+        }
+        Ok(repo)
     }
 
     /// The key of the root record the buddies keep for disaster recovery
@@ -228,13 +241,9 @@ impl Repo {
             key_check: root_key.check_value(),
         };
         let store = ChunkStore::open(dir.join("store")).context("cannot create the chunk store")?;
-        let meta_path = dir.join("meta.redb");
-        // A recovery cut short leaves a metadata database but no box.json:
-        // start it over.
-        if meta_path.exists() {
-            fs::remove_file(&meta_path).with_context(|| format!("cannot remove {}", meta_path.display()))?;
-        }
-        let meta = MetaDb::create(&meta_path)?;
+        // A recovery cut short leaves metadata but no box.json: creating
+        // starts it over.
+        let meta = MetaDb::create(dir)?;
         meta.apply(&[(r.name, sealed_root.to_vec())], &[])?;
         let content = content_keys(&root_key);
         keep_own_chunks(&store, &identity);
@@ -410,5 +419,52 @@ mod tests {
             );
             assert!(msg.contains("content-addressed metadata trees"), "names the format it reads: {msg}");
         }
+    }
+
+    /// A box of format 3 (objects in `meta.redb`) opens with every snapshot,
+    /// its objects moved to the log and `box.json` raised to format 4.
+    #[test]
+    fn a_format_3_box_is_migrated_when_opened() {
+        use redb::{Database, TableDefinition};
+        const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+        let dir = tempfile::tempdir().unwrap();
+        let kdf = KdfParams { memory_kib: 256, iterations: 1, parallelism: 1 };
+        let (root, names) = {
+            let repo = Repo::init(dir.path(), "nas.example", "pw", kdf).unwrap();
+            let tree = Tree::default();
+            let (name, sealed) = repo.content.seal(&repo.node, Kind::Tree, &encode(&tree));
+            repo.meta.apply(&[(name, sealed)], &[]).unwrap();
+            (repo.load_root().unwrap(), repo.meta.names().unwrap())
+        };
+        // Rebuild it as format 3 wrote it.
+        {
+            let log = crate::meta::log::ObjectLog::open(&dir.path().join("objects.log")).unwrap();
+            let db = Database::create(dir.path().join("meta.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(OBJECTS).unwrap();
+                for n in &names {
+                    table.insert(&n.0[..], &log.get(n).unwrap().unwrap()[..]).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        fs::remove_file(dir.path().join("objects.log")).unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let mut config: BoxConfig = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        config.version = 3;
+        fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+
+        let repo = Repo::open(dir.path(), "pw", LockMode::Shared).unwrap();
+        assert_eq!(repo.load_root().unwrap().next_snapshot_seq, root.next_snapshot_seq);
+        let mut moved = repo.meta.names().unwrap();
+        moved.sort();
+        let mut expected = names.clone();
+        expected.sort();
+        assert_eq!(moved, expected);
+        drop(repo);
+        let config: BoxConfig = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(config.version, 4);
+        assert!(Repo::open(dir.path(), "pw", LockMode::Exclusive).is_ok());
     }
 }

@@ -32,7 +32,7 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
     let mut conn = connect(repo, entry)?;
     let mut report = open_epoch(repo, &mut conn, entry)?;
     let (buddy, epoch) = (conn.buddy_key, report.epoch);
-    let db = repo.meta.database();
+    let db = repo.meta.database()?;
 
     let marks = prune::mark(repo)?;
     // Metadata objects are staged on a second connection at the same time:
@@ -81,7 +81,7 @@ pub fn sync_one(repo: &Repo, entry: &mut BuddyEntry, progress: &Progress) -> Res
 /// our data on its own says so ([`notice`]): acted on once, by its number;
 /// it explains the epoch it reports.
 fn open_epoch(repo: &Repo, conn: &mut BuddyConn, entry: &BuddyEntry) -> Result<SyncReport> {
-    let db = repo.meta.database();
+    let db = repo.meta.database()?;
     let buddy = conn.buddy_key;
     let dropped = match conn.get_notice()? {
         Some(n) if notice::act_on(db, &buddy, &n, crate::buddy::admission::unix_now())? => {
@@ -246,7 +246,7 @@ fn stage_objects(
     epoch: u64,
     reached: &HashSet<ObjectName>,
 ) -> Result<StagedObjects> {
-    let already = state::shipped_objects(repo.meta.database(), buddy)?;
+    let already = state::shipped_objects(repo.meta.database()?, buddy)?;
     let mut staged = StagedObjects { parts: BTreeMap::new(), digests: Vec::new() };
     for name in repo.meta.names()? {
         if !reached.contains(&name) {
@@ -277,7 +277,7 @@ fn unreferenced_objects(
     reached: &HashSet<ObjectName>,
 ) -> Result<Vec<([u8; 20], state::ShippedObject)>> {
     let root_name = repo.root_ref().name;
-    let mut out: Vec<_> = state::shipped_objects(repo.meta.database(), buddy)?
+    let mut out: Vec<_> = state::shipped_objects(repo.meta.database()?, buddy)?
         .into_iter()
         .filter(|(name, _)| *name != root_name.0 && !reached.contains(&ObjectName(*name)))
         .collect();

@@ -33,7 +33,7 @@ pub(super) fn ship_chunks(
     progress: &Progress,
     report: &mut SyncReport,
 ) -> Result<()> {
-    let db = repo.meta.database();
+    let db = repo.meta.database()?;
     let buddy = conn.buddy_key;
     // Offered in the store's order: the chunks a batch ships are read
     // together, and each group of the box's own chunks is opened once.

@@ -234,8 +234,13 @@ impl Service {
             .filter(|(c, _)| !buddy_ips.contains(&Some(to_socket(&c.addr).ip())))
             .map(|(c, _)| f64::from(c.coverage_ppm) / 1e6)
             .fold(0.0, f64::max);
-        let dropped =
-            crate::sync::notice::unsettled_by_addr(self.shared.read().meta.database(), buddies).unwrap_or_default();
+        let dropped = self
+            .shared
+            .read()
+            .meta
+            .database()
+            .and_then(|db| crate::sync::notice::unsettled_by_addr(db, buddies))
+            .unwrap_or_default();
         let mut changed = false;
         for b in buddies {
             let facts = Facts {

@@ -1,0 +1,272 @@
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn name(i: u32) -> ObjectName {
+    let mut n = [0u8; 20];
+    n[..4].copy_from_slice(&i.to_be_bytes());
+    ObjectName(n)
+}
+
+fn body(i: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+}
+
+fn open_err(path: &Path) -> String {
+    format!("{:#}", ObjectLog::open(path).err().expect("the open should fail"))
+}
+
+#[test]
+fn objects_written_replaced_and_deleted_read_back_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    {
+        let log = ObjectLog::create(&path).unwrap();
+        log.apply_if(&[(name(1), body(1, 100)), (name(2), body(2, 0)), (name(3), body(3, 5000))], &[], false, None)
+            .unwrap();
+        log.apply_if(&[(name(1), body(11, 70))], &[name(3)], false, None).unwrap();
+        assert_eq!(log.get(&name(1)).unwrap(), Some(body(11, 70)));
+        assert!(!log.marked());
+    }
+    let log = ObjectLog::open(&path).unwrap();
+    assert_eq!(log.get(&name(1)).unwrap(), Some(body(11, 70)));
+    assert_eq!(log.get(&name(2)).unwrap(), Some(Vec::new()));
+    assert_eq!(log.get(&name(3)).unwrap(), None);
+    let mut names = log.names();
+    names.sort();
+    assert_eq!(names, vec![name(1), name(2)]);
+}
+
+#[test]
+fn a_second_opener_is_refused_while_the_log_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    let _log = ObjectLog::create(&path).unwrap();
+    assert!(open_err(&path).contains("in use by another pastiche process"));
+}
+
+#[test]
+fn a_guard_on_a_changed_object_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    let log = ObjectLog::create(&path).unwrap();
+    log.apply_if(&[(name(1), body(1, 10))], &[], false, None).unwrap();
+    let stale = digest(&body(9, 10));
+    let err = log.apply_if(&[(name(2), body(2, 10))], &[name(1)], false, Some((name(1), stale))).unwrap_err();
+    assert!(err.downcast_ref::<Conflict>().is_some(), "{err:#}");
+    assert_eq!(log.get(&name(2)).unwrap(), None);
+    assert_eq!(log.get(&name(1)).unwrap(), Some(body(1, 10)));
+    let len = std::fs::metadata(&path).unwrap().len();
+    log.apply_if(&[(name(2), body(2, 10))], &[], false, Some((name(1), digest(&body(1, 10))))).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > len);
+}
+
+/// A crash can stop the writing of the last transaction after any byte,
+/// and before the header naming it reaches the disk: every such file opens
+/// with exactly the transactions committed before it, and the next write
+/// cuts the torn tail off and commits after them.
+#[test]
+fn a_log_cut_anywhere_in_its_last_transaction_opens_with_the_ones_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    let first = {
+        let log = ObjectLog::create(&path).unwrap();
+        log.apply_if(&[(name(1), body(1, 300))], &[], false, None).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        log.apply_if(&[(name(2), body(2, 200)), (name(3), body(3, 50))], &[name(1)], true, None).unwrap();
+        first
+    };
+    let whole = std::fs::read(&path).unwrap();
+    for cut in first.len()..whole.len() {
+        let mut bytes = whole[..cut].to_vec();
+        bytes[..HEADER_LEN as usize].copy_from_slice(&first[..HEADER_LEN as usize]);
+        std::fs::write(&path, &bytes).unwrap();
+        let log = ObjectLog::open(&path).unwrap_or_else(|e| panic!("cut at {cut}: {e:#}"));
+        assert_eq!(log.get(&name(1)).unwrap(), Some(body(1, 300)), "cut at {cut}");
+        assert_eq!(log.get(&name(2)).unwrap(), None, "cut at {cut}");
+        assert!(!log.marked(), "cut at {cut}");
+        log.apply_if(&[(name(4), body(4, 10))], &[], false, None).unwrap();
+        drop(log);
+        let log = ObjectLog::open(&path).unwrap();
+        assert_eq!(log.get(&name(4)).unwrap(), Some(body(4, 10)), "cut at {cut}");
+        assert_eq!(log.get(&name(1)).unwrap(), Some(body(1, 300)), "cut at {cut}");
+    }
+    std::fs::write(&path, &whole).unwrap();
+    let log = ObjectLog::open(&path).unwrap();
+    assert_eq!(log.get(&name(3)).unwrap(), Some(body(3, 50)));
+    assert!(log.marked());
+}
+
+/// A file cut inside what its header says was committed (damage, not a
+/// crash) is an error, not a return to an older state.
+#[test]
+fn a_log_cut_before_its_committed_end_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    let first_end = {
+        let log = ObjectLog::create(&path).unwrap();
+        log.apply_if(&[(name(1), body(1, 300))], &[], false, None).unwrap();
+        let first_end = std::fs::metadata(&path).unwrap().len();
+        log.apply_if(&[(name(2), body(2, 200))], &[], false, None).unwrap();
+        first_end
+    };
+    let whole = std::fs::read(&path).unwrap();
+    for cut in [whole.len() - 1, whole.len() - 30, first_end as usize, first_end as usize - 10, HEADER_LEN as usize] {
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let err = open_err(&path);
+        assert!(
+            err.contains(&format!("but transactions were committed up to offset {}", whole.len())),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+/// Damage inside a committed transaction is an error naming the offset,
+/// never a quiet return to an older state.
+#[test]
+fn damage_to_committed_records_is_an_error_naming_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    {
+        let log = ObjectLog::create(&path).unwrap();
+        log.apply_if(&[(name(1), body(1, 300))], &[], false, None).unwrap();
+        log.apply_if(&[(name(2), body(2, 300))], &[], false, None).unwrap();
+    }
+    let whole = std::fs::read(&path).unwrap();
+    let damage = |at: usize, byte: u8| {
+        let mut bytes = whole.clone();
+        bytes[at] = byte;
+        std::fs::write(&path, &bytes).unwrap();
+    };
+    // A byte of the last transaction's body: its commit no longer matches.
+    damage(whole.len() - 40, whole[whole.len() - 40] ^ 1);
+    let err = open_err(&path);
+    assert!(err.contains("does not match its commit record at offset"), "{err}");
+    // The first record's tag: broken, and a commit follows.
+    damage(24, 0x77);
+    let err = open_err(&path);
+    assert!(err.contains("broken record at offset 24, followed by a committed transaction"), "{err}");
+    // The magic, and the committed end.
+    damage(0, b'X');
+    assert!(open_err(&path).contains("not an object log (bad header)"));
+    damage(9, whole[9] ^ 1);
+    assert!(open_err(&path).contains("not an object log (bad header)"));
+    std::fs::write(&path, b"").unwrap();
+    assert!(open_err(&path).contains("not an object log"));
+    std::fs::remove_file(&path).unwrap();
+    assert!(open_err(&path).contains("is missing"));
+}
+
+#[test]
+fn a_rewrite_keeps_every_live_object_and_the_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    {
+        let log = ObjectLog::create(&path).unwrap();
+        for round in 0..8u32 {
+            let puts: Vec<_> = (0..40).map(|i| (name(i), body(i + round, 10_000))).collect();
+            log.apply_if(&puts, &[name(round)], round == 3, None).unwrap();
+        }
+        let before = std::fs::metadata(&path).unwrap().len();
+        assert!(log.compact_if_slack().unwrap());
+        assert_eq!(log.free_bytes(), 0);
+        assert!(std::fs::metadata(&path).unwrap().len() < before / 4);
+        assert!(!log.compact_if_slack().unwrap(), "nothing left to give back");
+        log.apply_if(&[(name(100), body(100, 10))], &[], false, None).unwrap();
+    }
+    let log = ObjectLog::open(&path).unwrap();
+    assert!(log.marked());
+    for i in 0..40 {
+        let expected = if i == 7 { None } else { Some(body(i + 7, 10_000)) };
+        assert_eq!(log.get(&name(i)).unwrap(), expected, "object {i}");
+    }
+    assert_eq!(log.get(&name(100)).unwrap(), Some(body(100, 10)));
+    assert!(!dir.path().join("objects.log.new").exists());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Apply { puts: Vec<(u8, u16)>, deletes: Vec<u8> },
+    Reopen,
+    Compact,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (prop::collection::vec((0u8..24, 0u16..3000), 0..6), prop::collection::vec(0u8..24, 0..4))
+            .prop_map(|(puts, deletes)| Op::Apply { puts, deletes }),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Compact),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any sequence of writes, reopenings and rewrites reads back as a map
+    /// would.
+    #[test]
+    fn the_log_behaves_as_a_map(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("objects.log");
+        let mut log = ObjectLog::create(&path).unwrap();
+        let mut model: HashMap<ObjectName, Vec<u8>> = HashMap::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Apply { puts, deletes } => {
+                    let puts: Vec<_> = puts.iter().map(|&(n, len)| (name(n.into()), body(step as u32, len.into()))).collect();
+                    let deletes: Vec<_> = deletes.iter().map(|&n| name(n.into())).collect();
+                    log.apply_if(&puts, &deletes, false, None).unwrap();
+                    for (n, b) in puts {
+                        model.insert(n, b);
+                    }
+                    for n in deletes {
+                        model.remove(&n);
+                    }
+                }
+                Op::Reopen => {
+                    drop(log);
+                    log = ObjectLog::open(&path).unwrap();
+                }
+                Op::Compact => {
+                    let mut state = log.state.write().unwrap();
+                    log.rewrite(&mut state).unwrap();
+                }
+            }
+            let mut names = log.names();
+            names.sort();
+            let mut expected: Vec<_> = model.keys().copied().collect();
+            expected.sort();
+            prop_assert_eq!(names, expected);
+            for (n, b) in &model {
+                prop_assert_eq!(log.get(n).unwrap(), Some(b.clone()));
+            }
+        }
+        drop(log);
+        let log = ObjectLog::open(&path).unwrap();
+        prop_assert_eq!(log.names().len(), model.len());
+    }
+}
+
+/// Garbage written over the log's end without a commit (a write that failed
+/// half way) is cut off before the next transaction.
+#[test]
+fn a_failed_write_leaves_nothing_the_next_one_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    let log = ObjectLog::create(&path).unwrap();
+    log.apply_if(&[(name(1), body(1, 10))], &[], false, None).unwrap();
+    let end = std::fs::metadata(&path).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[PUT; 40], end).unwrap();
+    log.state.write().unwrap().tail = true;
+    log.apply_if(&[(name(2), body(2, 10))], &[], false, None).unwrap();
+    drop(log);
+    let log = ObjectLog::open(&path).unwrap();
+    assert_eq!(log.get(&name(2)).unwrap(), Some(body(2, 10)));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end + PUT_HEADER + 10 + COMMIT_LEN);
+}
