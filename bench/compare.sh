@@ -65,7 +65,8 @@ sizes() {
 sizes first
 index_first=$(index_size)
 packs_first=$(size "$work/pastiche/store/packs")
-meta_size() { du -cb "$work/pastiche/"objects.log "$work/pastiche/"meta.redb 2>/dev/null | tail -1 | cut -f1; }
+# The object log, and meta.redb if the box made one.
+meta_size() { du -cb $(ls -d "$work/pastiche/"objects.log "$work/pastiche/"meta.redb 2>/dev/null) | tail -1 | cut -f1; }
 meta_first=$(meta_size)
 chunks_first=$("$pastiche" --data "$work/pastiche" --json stats | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["chunks"])')
 

@@ -145,11 +145,6 @@ impl ObjectLog {
         Ok(ObjectLog { path: path.to_path_buf(), state: RwLock::new(State { file, index, end, tail: len > end }) })
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The sealed bytes of an object, if stored.
     pub fn get(&self, name: &ObjectName) -> Result<Option<Vec<u8>>> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -322,9 +317,18 @@ impl ObjectLog {
             Ok(())
         })();
         drop(out);
-        written.and_then(|_| Ok(file.sync_all()?)).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("cannot replace {} with {}", self.path.display(), tmp.display()))?;
+        let replaced = written
+            .and_then(|_| Ok(file.sync_all()?))
+            .with_context(|| format!("cannot write {}", tmp.display()))
+            .and_then(|_| {
+                std::fs::rename(&tmp, &self.path)
+                    .with_context(|| format!("cannot replace {} with {}", self.path.display(), tmp.display()))
+            });
+        if replaced.is_err() {
+            // The log is untouched; the half-written copy is only clutter.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        replaced?;
         sync_parent(&self.path)?;
         *state = State { file, index, end: at + COMMIT_LEN, tail: false };
         Ok(())
