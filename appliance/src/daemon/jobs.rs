@@ -254,17 +254,11 @@ impl Scheduler {
     fn refresh_buddies(&self) {
         let repo = self.shared.read();
         let (pending, buddies) = (ship::pending(&repo), crate::sync::load_buddies(&repo.dir));
-        let dropped = buddies
-            .as_ref()
-            .map_err(|_| ())
-            // A box without buddies has nothing noticed: its sync database
-            // is not made just to say so.
-            .and_then(|b| match b.is_empty() {
-                true => Ok(Default::default()),
-                false => {
-                    repo.meta.database().and_then(|db| crate::sync::notice::unsettled_by_addr(db, b)).map_err(|_| ())
-                }
-            });
+        let dropped = buddies.as_ref().map_err(|_| ()).and_then(|b| match repo.meta.existing_database() {
+            Ok(Some(db)) => crate::sync::notice::unsettled_by_addr(db, b).map_err(|_| ()),
+            Ok(None) => Ok(Default::default()),
+            Err(_) => Err(()),
+        });
         self.board.update(|r| {
             if let Ok(p) = pending {
                 r.shipping_pending = p;

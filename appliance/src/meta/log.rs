@@ -32,9 +32,8 @@ use super::object::ObjectName;
 
 /// The first bytes of the file.
 const MAGIC: &[u8; 8] = b"PSTOBJL1";
-/// The header: the magic, the end of a committed transaction (u64 LE), the
-/// CRC-32 of those 16 bytes, 4 zero bytes.
-const HEADER_LEN: u64 = 24;
+/// The header: a stamp ([`stamp`]) of the end of a committed transaction.
+const HEADER_LEN: u64 = STAMP_LEN;
 /// A put record: tag, name, body length (u32 LE), body.
 const PUT: u8 = 1;
 const PUT_HEADER: u64 = 1 + 20 + 4;
@@ -43,10 +42,13 @@ const DELETE: u8 = 2;
 /// A mark record: the box keeps a sync database beside the log (see
 /// [`ObjectLog::marked`]).
 const MARK: u8 = 3;
-/// A commit record: this magic, the transaction's record bytes (u64 LE),
-/// their CRC-32 (u32 LE) and the CRC-32 of the 20 bytes before it.
+/// A commit record: a stamp ([`stamp`]) of the transaction's record bytes
+/// and their CRC-32.
 const COMMIT_MAGIC: &[u8; 8] = b"PSTCOMMT";
-const COMMIT_LEN: u64 = 24;
+const COMMIT_LEN: u64 = STAMP_LEN;
+/// Header and commit records alike: a magic, a u64 and a u32 (LE), and the
+/// CRC-32 of the 20 bytes before it.
+const STAMP_LEN: u64 = 24;
 
 /// Where an object's sealed bytes are in the file.
 #[derive(Clone, Copy, Debug)]
@@ -120,7 +122,7 @@ impl ObjectLog {
             .with_context(|| format!("cannot create {}", path.display()))?;
         lock(&file, path)?;
         let end = HEADER_LEN;
-        file.write_all_at(&header(end), 0)
+        file.write_all_at(&stamp(MAGIC, end, 0), 0)
             .and_then(|_| file.sync_all())
             .with_context(|| format!("cannot write {}", path.display()))?;
         sync_parent(path)?;
@@ -199,9 +201,7 @@ impl ObjectLog {
         for (name, body) in puts {
             let len = u32::try_from(body.len())
                 .with_context(|| format!("metadata object {name} is {} bytes, over 4 GiB", body.len()))?;
-            records.push(PUT);
-            records.extend_from_slice(&name.0);
-            records.extend_from_slice(&len.to_le_bytes());
+            records.extend_from_slice(&put_header(name, len));
             placed.push((*name, Span { offset: state.end + records.len() as u64, len }));
             records.extend_from_slice(body);
         }
@@ -215,7 +215,7 @@ impl ObjectLog {
         if records.is_empty() {
             return Ok(());
         }
-        let commit = commit_record(&records);
+        let commit = stamp(COMMIT_MAGIC, records.len() as u64, crc32fast::hash(&records));
         self.append(&mut state, &records, &commit)?;
         for (name, span) in placed {
             state.index.put(name, span);
@@ -245,11 +245,9 @@ impl ObjectLog {
         state.tail = false;
         state.end = at + records.len() as u64 + COMMIT_LEN;
         // Not synced: the next commit's sync carries it, and until then it
-        // names an older, durable end.
-        state
-            .file
-            .write_all_at(&header(state.end), 0)
-            .with_context(|| format!("cannot write the header of {}", self.path.display()))?;
+        // names an older, durable end. Nor is its failure the transaction's,
+        // which is committed: an older header is still a true one.
+        let _ = state.file.write_all_at(&stamp(MAGIC, state.end, 0), 0);
         Ok(())
     }
 
@@ -287,18 +285,14 @@ impl ObjectLog {
         let mut body = Vec::new();
         let records_len = live.iter().map(|(_, s)| s.record_len()).sum::<u64>() + u64::from(index.marked);
         let written = (|| -> Result<()> {
-            out.write_all(&header(HEADER_LEN + records_len + COMMIT_LEN))?;
+            out.write_all(&stamp(MAGIC, HEADER_LEN + records_len + COMMIT_LEN, 0))?;
             for (name, span) in &live {
                 body.resize(span.len as usize, 0);
                 state
                     .file
                     .read_exact_at(&mut body, span.offset)
                     .with_context(|| format!("cannot read {} at offset {}", self.path.display(), span.offset))?;
-                let mut header = [0u8; PUT_HEADER as usize];
-                header[0] = PUT;
-                header[1..21].copy_from_slice(&name.0);
-                header[21..].copy_from_slice(&span.len.to_le_bytes());
-                for part in [&header[..], &body[..]] {
+                for part in [&put_header(name, span.len)[..], &body[..]] {
                     out.write_all(part)?;
                     crc.update(part);
                 }
@@ -312,7 +306,7 @@ impl ObjectLog {
             }
             let records = at - HEADER_LEN;
             debug_assert_eq!(records, records_len);
-            out.write_all(&commit_of(records, crc.clone().finalize()))?;
+            out.write_all(&stamp(COMMIT_MAGIC, records, crc.clone().finalize()))?;
             out.flush()?;
             Ok(())
         })();
@@ -340,21 +334,33 @@ fn compacted_len(index: &Index) -> u64 {
     HEADER_LEN + index.live + u64::from(index.marked) + COMMIT_LEN
 }
 
-fn header(end: u64) -> [u8; HEADER_LEN as usize] {
-    let mut out = [0u8; HEADER_LEN as usize];
-    out[..8].copy_from_slice(MAGIC);
-    out[8..16].copy_from_slice(&end.to_le_bytes());
-    let crc = crc32fast::hash(&out[..16]);
-    out[16..20].copy_from_slice(&crc.to_le_bytes());
+/// A put record's bytes before its body.
+fn put_header(name: &ObjectName, len: u32) -> [u8; PUT_HEADER as usize] {
+    let mut out = [0u8; PUT_HEADER as usize];
+    out[0] = PUT;
+    out[1..21].copy_from_slice(&name.0);
+    out[21..].copy_from_slice(&len.to_le_bytes());
     out
 }
 
-/// The committed end a header names, if it is whole.
-fn parse_header(bytes: &[u8; HEADER_LEN as usize]) -> Option<u64> {
-    if &bytes[..8] != MAGIC || crc32fast::hash(&bytes[..16]).to_le_bytes() != bytes[16..20] {
+/// `magic`, `a` and `b`, sealed by a CRC-32 of them: the header (the
+/// committed end, 0) and commit records (the records' length and CRC).
+fn stamp(magic: &[u8; 8], a: u64, b: u32) -> [u8; STAMP_LEN as usize] {
+    let mut out = [0u8; STAMP_LEN as usize];
+    out[..8].copy_from_slice(magic);
+    out[8..16].copy_from_slice(&a.to_le_bytes());
+    out[16..20].copy_from_slice(&b.to_le_bytes());
+    let own = crc32fast::hash(&out[..20]);
+    out[20..].copy_from_slice(&own.to_le_bytes());
+    out
+}
+
+/// A stamp with `magic` read back: `Some((a, b))` if it is whole.
+fn unstamp(magic: &[u8; 8], bytes: &[u8; STAMP_LEN as usize]) -> Option<(u64, u32)> {
+    if &bytes[..8] != magic || crc32fast::hash(&bytes[..20]).to_le_bytes() != bytes[20..] {
         return None;
     }
-    Some(u64::from_le_bytes(bytes[8..16].try_into().ok()?))
+    Some((u64::from_le_bytes(bytes[8..16].try_into().ok()?), u32::from_le_bytes(bytes[16..20].try_into().ok()?)))
 }
 
 /// One process at a time, as redb allowed.
@@ -363,7 +369,9 @@ fn lock(file: &File, path: &Path) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("{} is in use by another pastiche process", path.display()))
 }
 
-fn sync_parent(path: &Path) -> Result<()> {
+/// Syncs the directory that holds `path`, so a file made or renamed there
+/// stays.
+pub(super) fn sync_parent(path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     crate::store::pack::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
 }
@@ -373,28 +381,6 @@ fn read_span(file: &File, span: Span, path: &Path) -> Result<Vec<u8>> {
     file.read_exact_at(&mut body, span.offset)
         .with_context(|| format!("cannot read {} at offset {}", path.display(), span.offset))?;
     Ok(body)
-}
-
-fn commit_record(records: &[u8]) -> [u8; COMMIT_LEN as usize] {
-    commit_of(records.len() as u64, crc32fast::hash(records))
-}
-
-fn commit_of(records: u64, crc: u32) -> [u8; COMMIT_LEN as usize] {
-    let mut out = [0u8; COMMIT_LEN as usize];
-    out[..8].copy_from_slice(COMMIT_MAGIC);
-    out[8..16].copy_from_slice(&records.to_le_bytes());
-    out[16..20].copy_from_slice(&crc.to_le_bytes());
-    let own = crc32fast::hash(&out[..20]);
-    out[20..].copy_from_slice(&own.to_le_bytes());
-    out
-}
-
-/// A commit record read back: `Some((records, crc))` if it is whole.
-fn parse_commit(bytes: &[u8; COMMIT_LEN as usize]) -> Option<(u64, u32)> {
-    if &bytes[..8] != COMMIT_MAGIC || crc32fast::hash(&bytes[..20]).to_le_bytes() != bytes[20..] {
-        return None;
-    }
-    Some((u64::from_le_bytes(bytes[8..16].try_into().ok()?), u32::from_le_bytes(bytes[16..20].try_into().ok()?)))
 }
 
 /// What a scan stopped on.
@@ -486,7 +472,7 @@ fn read_record(r: &mut Reader<'_>) -> std::io::Result<Option<Record>> {
                 return Ok(None);
             }
             r.crc = crc_before;
-            Ok(parse_commit(&bytes).map(|(records, crc)| Record::Commit { records, crc }))
+            Ok(unstamp(COMMIT_MAGIC, &bytes).map(|(records, crc)| Record::Commit { records, crc }))
         }
         _ => Ok(None),
     }
@@ -499,7 +485,7 @@ fn scan(file: &File) -> Result<(Index, u64, u64), ScanError> {
     let mut r = Reader { inner: BufReader::with_capacity(1 << 20, file), pos: 0, len, crc: crc32fast::Hasher::new() };
     let mut head = [0u8; HEADER_LEN as usize];
     let committed = match r.take(&mut head)? {
-        true => parse_header(&head).ok_or(ScanError::Header)?,
+        true => unstamp(MAGIC, &head).map(|(end, _)| end).ok_or(ScanError::Header)?,
         false => return Err(ScanError::Header),
     };
     let (index, end) = scan_records(file, r)?;
@@ -562,7 +548,7 @@ fn find_commit(file: &File, from: u64, len: u64) -> std::io::Result<Option<u64>>
         file.read_exact_at(&mut block, at)?;
         for found in memchr::memmem::find_iter(&block, COMMIT_MAGIC) {
             if let Some(bytes) = block.get(found..found + COMMIT_LEN as usize) {
-                if parse_commit(bytes.try_into().expect("24 bytes")).is_some() {
+                if unstamp(COMMIT_MAGIC, bytes.try_into().expect("24 bytes")).is_some() {
                     return Ok(Some(at + found as u64));
                 }
             }

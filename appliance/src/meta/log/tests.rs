@@ -16,14 +16,20 @@ fn body(i: u32, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
 }
 
+/// A scratch directory (removed when dropped) and a log path in it.
+fn scratch() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.log");
+    (dir, path)
+}
+
 fn open_err(path: &Path) -> String {
     format!("{:#}", ObjectLog::open(path).err().expect("the open should fail"))
 }
 
 #[test]
 fn objects_written_replaced_and_deleted_read_back_after_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("objects.log");
+    let (_dir, path) = scratch();
     {
         let log = ObjectLog::create(&path).unwrap();
         log.apply_if(&[(name(1), body(1, 100)), (name(2), body(2, 0)), (name(3), body(3, 5000))], &[], false, None)
@@ -43,16 +49,14 @@ fn objects_written_replaced_and_deleted_read_back_after_reopening() {
 
 #[test]
 fn a_second_opener_is_refused_while_the_log_is_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("objects.log");
+    let (_dir, path) = scratch();
     let _log = ObjectLog::create(&path).unwrap();
     assert!(open_err(&path).contains("in use by another pastiche process"));
 }
 
 #[test]
 fn a_guard_on_a_changed_object_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("objects.log");
+    let (_dir, path) = scratch();
     let log = ObjectLog::create(&path).unwrap();
     log.apply_if(&[(name(1), body(1, 10))], &[], false, None).unwrap();
     let stale = digest(&body(9, 10));
@@ -71,8 +75,7 @@ fn a_guard_on_a_changed_object_writes_nothing() {
 /// cuts the torn tail off and commits after them.
 #[test]
 fn a_log_cut_anywhere_in_its_last_transaction_opens_with_the_ones_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("objects.log");
+    let (_dir, path) = scratch();
     let first = {
         let log = ObjectLog::create(&path).unwrap();
         log.apply_if(&[(name(1), body(1, 300))], &[], false, None).unwrap();
@@ -105,8 +108,7 @@ fn a_log_cut_anywhere_in_its_last_transaction_opens_with_the_ones_before() {
 /// crash) is an error, not a return to an older state.
 #[test]
 fn a_log_cut_before_its_committed_end_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("objects.log");
+    let (_dir, path) = scratch();
     let first_end = {
         let log = ObjectLog::create(&path).unwrap();
         log.apply_if(&[(name(1), body(1, 300))], &[], false, None).unwrap();
@@ -129,8 +131,7 @@ fn a_log_cut_before_its_committed_end_is_an_error() {
 /// never a quiet return to an older state.
 #[test]
 fn damage_to_committed_records_is_an_error_naming_the_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("objects.log");
+    let (_dir, path) = scratch();
     {
         let log = ObjectLog::create(&path).unwrap();
         log.apply_if(&[(name(1), body(1, 300))], &[], false, None).unwrap();
@@ -163,8 +164,7 @@ fn damage_to_committed_records_is_an_error_naming_the_offset() {
 
 #[test]
 fn a_rewrite_keeps_every_live_object_and_the_mark() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("objects.log");
+    let (_dir, path) = scratch();
     {
         let log = ObjectLog::create(&path).unwrap();
         for round in 0..8u32 {
@@ -185,7 +185,7 @@ fn a_rewrite_keeps_every_live_object_and_the_mark() {
         assert_eq!(log.get(&name(i)).unwrap(), expected, "object {i}");
     }
     assert_eq!(log.get(&name(100)).unwrap(), Some(body(100, 10)));
-    assert!(!dir.path().join("objects.log.new").exists());
+    assert!(!path.with_extension("log.new").exists());
 }
 
 #[derive(Debug, Clone)]
@@ -211,8 +211,7 @@ proptest! {
     /// would.
     #[test]
     fn the_log_behaves_as_a_map(ops in prop::collection::vec(op(), 1..40)) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("objects.log");
+        let (_dir, path) = scratch();
         let mut log = ObjectLog::create(&path).unwrap();
         let mut model: HashMap<ObjectName, Vec<u8>> = HashMap::new();
         for (step, op) in ops.into_iter().enumerate() {
@@ -256,8 +255,7 @@ proptest! {
 /// half way) is cut off before the next transaction.
 #[test]
 fn a_failed_write_leaves_nothing_the_next_one_keeps() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("objects.log");
+    let (_dir, path) = scratch();
     let log = ObjectLog::create(&path).unwrap();
     log.apply_if(&[(name(1), body(1, 10))], &[], false, None).unwrap();
     let end = std::fs::metadata(&path).unwrap().len();
@@ -305,8 +303,7 @@ proptest! {
         ),
         damages in prop::collection::vec(damage(), 1..4),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("objects.log");
+        let (_dir, path) = scratch();
         let mut states = vec![HashMap::new()];
         let mut headers = Vec::new();
         {

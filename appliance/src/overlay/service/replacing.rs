@@ -234,13 +234,10 @@ impl Service {
             .filter(|(c, _)| !buddy_ips.contains(&Some(to_socket(&c.addr).ip())))
             .map(|(c, _)| f64::from(c.coverage_ppm) / 1e6)
             .fold(0.0, f64::max);
-        let dropped = self
-            .shared
-            .read()
-            .meta
-            .database()
-            .and_then(|db| crate::sync::notice::unsettled_by_addr(db, buddies))
-            .unwrap_or_default();
+        let dropped = match self.shared.read().meta.existing_database() {
+            Ok(Some(db)) => crate::sync::notice::unsettled_by_addr(db, buddies).unwrap_or_default(),
+            _ => Default::default(),
+        };
         let mut changed = false;
         for b in buddies {
             let facts = Facts {
