@@ -263,11 +263,14 @@ fn migrate(dir: &Path) -> Result<()> {
 
 /// redb doubles a small file whenever it needs room and gives back only
 /// free pages at its end, and the log keeps replaced objects until it is
-/// rewritten: every box closing its metadata gives the slack back. Errors
-/// are left to the next open, which finds consistent files either way.
+/// rewritten: every box closing its metadata gives the slack back, and
+/// saves the log's index if the next open would otherwise read many
+/// megabytes. Errors are left to the next open, which finds consistent
+/// files either way.
 impl Drop for MetaDb {
     fn drop(&mut self) {
         let _ = self.compact_if_slack();
+        let _ = self.objects.checkpoint_if_stale();
     }
 }
 

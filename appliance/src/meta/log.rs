@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -50,12 +50,17 @@ const COMMIT_LEN: u64 = STAMP_LEN;
 /// CRC-32 of the 20 bytes before it.
 const STAMP_LEN: u64 = 24;
 
+mod checkpoint;
+
 /// Where an object's sealed bytes are in the file.
 #[derive(Clone, Copy, Debug)]
 struct Span {
     /// Offset of the body (after the record header).
     offset: u64,
     len: u32,
+    /// CRC-32 of the body, checked by every read: the commit CRCs are
+    /// checked only by a scan, which an open from a checkpoint skips.
+    crc: u32,
 }
 
 impl Span {
@@ -97,6 +102,8 @@ struct State {
     /// Whether bytes may follow `end` (a torn transaction, or a write that
     /// failed): the next write cuts the file there first.
     tail: bool,
+    /// The end the saved checkpoint describes ([`HEADER_LEN`]: none).
+    checkpointed: u64,
 }
 
 /// The object log of a box, open and locked by this process.
@@ -108,6 +115,10 @@ pub struct ObjectLog {
 /// Free room worth a rewrite: at least this many bytes, and at least a
 /// quarter of the file.
 const SLACK_TO_COMPACT: u64 = 1 << 20;
+/// Log bytes past the checkpoint worth saving a new one for: an open reads
+/// them all, and below this that costs a few milliseconds (a box of a
+/// 1.2 GB tree has a 2 MB log and never gets a checkpoint).
+const CHECKPOINT_AFTER: u64 = 8 << 20;
 
 impl ObjectLog {
     /// Creates an empty log, replacing a file left by a creation cut short
@@ -121,6 +132,7 @@ impl ObjectLog {
             .open(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         lock(&file, path)?;
+        checkpoint::remove(path)?;
         let end = HEADER_LEN;
         file.write_all_at(&stamp(MAGIC, end, 0), 0)
             .and_then(|_| file.sync_all())
@@ -128,11 +140,12 @@ impl ObjectLog {
         sync_parent(path)?;
         Ok(ObjectLog {
             path: path.to_path_buf(),
-            state: RwLock::new(State { file, index: Index::default(), end, tail: false }),
+            state: RwLock::new(State { file, index: Index::default(), end, tail: false, checkpointed: HEADER_LEN }),
         })
     }
 
-    /// Opens an existing log and reads its committed transactions.
+    /// Opens an existing log and reads its committed transactions (those
+    /// after its checkpoint, if it has a checkpoint that matches it).
     pub fn open(path: &Path) -> Result<ObjectLog> {
         let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(f) => f,
@@ -142,16 +155,17 @@ impl ObjectLog {
             Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
         };
         lock(&file, path)?;
-        let (index, end, len) = scan(&file)
+        let Scanned { index, end, len, checkpointed } = scan(&file, path)
             .map_err(|e| anyhow::anyhow!("{} is damaged: {e} (the box's metadata cannot be read)", path.display()))?;
-        Ok(ObjectLog { path: path.to_path_buf(), state: RwLock::new(State { file, index, end, tail: len > end }) })
+        let state = State { file, index, end, tail: len > end, checkpointed };
+        Ok(ObjectLog { path: path.to_path_buf(), state: RwLock::new(state) })
     }
 
     /// The sealed bytes of an object, if stored.
     pub fn get(&self, name: &ObjectName) -> Result<Option<Vec<u8>>> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let Some(span) = state.index.spans.get(name).copied() else { return Ok(None) };
-        read_span(&state.file, span, &self.path).map(Some)
+        read_span(&state.file, name, span, &self.path).map(Some)
     }
 
     /// Whether an object is stored.
@@ -189,7 +203,7 @@ impl ObjectLog {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if let Some((name, expected)) = guard {
             let current = match state.index.spans.get(&name).copied() {
-                Some(span) => Some(digest(&read_span(&state.file, span, &self.path)?)),
+                Some(span) => Some(digest(&read_span(&state.file, &name, span, &self.path)?)),
                 None => None,
             };
             if current != Some(expected) {
@@ -202,7 +216,7 @@ impl ObjectLog {
             let len = u32::try_from(body.len())
                 .with_context(|| format!("metadata object {name} is {} bytes, over 4 GiB", body.len()))?;
             records.extend_from_slice(&put_header(name, len));
-            placed.push((*name, Span { offset: state.end + records.len() as u64, len }));
+            placed.push((*name, Span { offset: state.end + records.len() as u64, len, crc: crc32fast::hash(body) }));
             records.extend_from_slice(body);
         }
         for name in deletes {
@@ -296,7 +310,7 @@ impl ObjectLog {
                     out.write_all(part)?;
                     crc.update(part);
                 }
-                index.put(*name, Span { offset: at + PUT_HEADER, len: span.len });
+                index.put(*name, Span { offset: at + PUT_HEADER, ..*span });
                 at += span.record_len();
             }
             if index.marked {
@@ -314,6 +328,8 @@ impl ObjectLog {
         let replaced = written
             .and_then(|_| Ok(file.sync_all()?))
             .with_context(|| format!("cannot write {}", tmp.display()))
+            // The old checkpoint describes the old file.
+            .and_then(|_| checkpoint::remove(&self.path))
             .and_then(|_| {
                 std::fs::rename(&tmp, &self.path)
                     .with_context(|| format!("cannot replace {} with {}", self.path.display(), tmp.display()))
@@ -324,8 +340,20 @@ impl ObjectLog {
         }
         replaced?;
         sync_parent(&self.path)?;
-        *state = State { file, index, end: at + COMMIT_LEN, tail: false };
+        *state = State { file, index, end: at + COMMIT_LEN, tail: false, checkpointed: HEADER_LEN };
         Ok(())
+    }
+
+    /// Saves the index as a checkpoint if at least [`CHECKPOINT_AFTER`]
+    /// bytes of the log lie past the last one. Returns whether it did.
+    pub fn checkpoint_if_stale(&self) -> Result<bool> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.end - state.checkpointed < CHECKPOINT_AFTER {
+            return Ok(false);
+        }
+        checkpoint::write(&self.path, &state.file, &state.index, state.end)?;
+        state.checkpointed = state.end;
+        Ok(true)
     }
 }
 
@@ -376,10 +404,13 @@ pub(super) fn sync_parent(path: &Path) -> Result<()> {
     crate::store::pack::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
 }
 
-fn read_span(file: &File, span: Span, path: &Path) -> Result<Vec<u8>> {
+fn read_span(file: &File, name: &ObjectName, span: Span, path: &Path) -> Result<Vec<u8>> {
     let mut body = vec![0u8; span.len as usize];
     file.read_exact_at(&mut body, span.offset)
         .with_context(|| format!("cannot read {} at offset {}", path.display(), span.offset))?;
+    if crc32fast::hash(&body) != span.crc {
+        bail!("{} is damaged: object {name} at offset {} does not match its CRC", path.display(), span.offset);
+    }
     Ok(body)
 }
 
@@ -418,18 +449,21 @@ impl Reader<'_> {
         Ok(true)
     }
 
-    /// Passes over `n` bytes (hashing them) if the file has them.
-    fn skip(&mut self, mut n: u64) -> std::io::Result<bool> {
+    /// Passes over `n` bytes (hashing them) if the file has them, and
+    /// gives their own CRC-32.
+    fn skip(&mut self, mut n: u64) -> std::io::Result<Option<u32>> {
         if self.len - self.pos < n {
-            return Ok(false);
+            return Ok(None);
         }
         let mut scratch = [0u8; 8192];
+        let mut own = crc32fast::Hasher::new();
         while n > 0 {
             let step = n.min(scratch.len() as u64) as usize;
             self.take(&mut scratch[..step])?;
+            own.update(&scratch[..step]);
             n -= step as u64;
         }
-        Ok(true)
+        Ok(Some(own.finalize()))
     }
 }
 
@@ -457,8 +491,8 @@ fn read_record(r: &mut Reader<'_>) -> std::io::Result<Option<Record>> {
             }
             let name = ObjectName(head[..20].try_into().expect("20 bytes"));
             let len = u32::from_le_bytes(head[20..].try_into().expect("4 bytes"));
-            let span = Span { offset: r.pos, len };
-            Ok(r.skip(u64::from(len))?.then_some(Record::Put(name, span)))
+            let offset = r.pos;
+            Ok(r.skip(u64::from(len))?.map(|crc| Record::Put(name, Span { offset, len, crc })))
         }
         DELETE => {
             let mut name = [0u8; 20];
@@ -478,28 +512,42 @@ fn read_record(r: &mut Reader<'_>) -> std::io::Result<Option<Record>> {
     }
 }
 
-/// Reads every committed transaction: the index, the end of the last
-/// commit, and the file's length.
-fn scan(file: &File) -> Result<(Index, u64, u64), ScanError> {
+/// What opening found in the file.
+struct Scanned {
+    index: Index,
+    /// End of the last committed transaction.
+    end: u64,
+    /// The file's length.
+    len: u64,
+    /// The end the checkpoint the scan started from describes ([`HEADER_LEN`]: none).
+    checkpointed: u64,
+}
+
+/// Reads every committed transaction of the log `file` at `path`: those
+/// after its checkpoint, if it has one that matches, else all.
+fn scan(file: &File, path: &Path) -> Result<Scanned, ScanError> {
     let len = file.metadata()?.len();
-    let mut r = Reader { inner: BufReader::with_capacity(1 << 20, file), pos: 0, len, crc: crc32fast::Hasher::new() };
     let mut head = [0u8; HEADER_LEN as usize];
-    let committed = match r.take(&mut head)? {
-        true => unstamp(MAGIC, &head).map(|(end, _)| end).ok_or(ScanError::Header)?,
-        false => return Err(ScanError::Header),
-    };
-    let (index, end) = scan_records(file, r)?;
+    if len < HEADER_LEN {
+        return Err(ScanError::Header);
+    }
+    file.read_exact_at(&mut head, 0)?;
+    let committed = unstamp(MAGIC, &head).map(|(end, _)| end).ok_or(ScanError::Header)?;
+    let (index, from) = checkpoint::read(path, file, len).unwrap_or((Index::default(), HEADER_LEN));
+    let mut inner = BufReader::with_capacity(1 << 20, file);
+    inner.seek(SeekFrom::Start(from))?;
+    let r = Reader { inner, pos: from, len, crc: crc32fast::Hasher::new() };
+    let (index, end) = scan_records(file, r, index)?;
     if end < committed {
         return Err(ScanError::CutShort { found: end, committed });
     }
-    Ok((index, end, len))
+    Ok(Scanned { index, end, len, checkpointed: from })
 }
 
-/// Reads the transactions after the header: the index and the end of the
-/// last commit.
-fn scan_records(file: &File, mut r: Reader<'_>) -> Result<(Index, u64), ScanError> {
+/// Reads the transactions from the reader's position on into `index`:
+/// the index and the end of the last commit.
+fn scan_records(file: &File, mut r: Reader<'_>, mut index: Index) -> Result<(Index, u64), ScanError> {
     let len = r.len;
-    let mut index = Index::default();
     let mut pending = Vec::new();
     let mut start = r.pos;
     r.crc = crc32fast::Hasher::new();

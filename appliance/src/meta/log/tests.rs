@@ -6,25 +6,44 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn name(i: u32) -> ObjectName {
+pub(super) fn name(i: u32) -> ObjectName {
     let mut n = [0u8; 20];
     n[..4].copy_from_slice(&i.to_be_bytes());
     ObjectName(n)
 }
 
-fn body(i: u32, len: usize) -> Vec<u8> {
+pub(super) fn body(i: u32, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
 }
 
 /// A scratch directory (removed when dropped) and a log path in it.
-fn scratch() -> (tempfile::TempDir, PathBuf) {
+pub(super) fn scratch() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("objects.log");
     (dir, path)
 }
 
-fn open_err(path: &Path) -> String {
+pub(super) fn open_err(path: &Path) -> String {
     format!("{:#}", ObjectLog::open(path).err().expect("the open should fail"))
+}
+
+/// What a log is expected to hold.
+pub(super) type Model = HashMap<ObjectName, Vec<u8>>;
+
+/// Writes `puts` and `deletes` as one transaction, to the log and to its model.
+pub(super) fn apply(log: &ObjectLog, model: &mut Model, puts: Vec<(ObjectName, Vec<u8>)>, deletes: Vec<ObjectName>) {
+    log.apply_if(&puts, &deletes, false, None).unwrap();
+    for (n, b) in puts {
+        model.insert(n, b);
+    }
+    for n in deletes {
+        model.remove(&n);
+    }
+}
+
+/// Every object the log holds, read back.
+pub(super) fn contents(log: &ObjectLog) -> Model {
+    log.names().into_iter().map(|n| (n, log.get(&n).unwrap().unwrap())).collect()
 }
 
 #[test]
@@ -193,6 +212,7 @@ enum Op {
     Apply { puts: Vec<(u8, u16)>, deletes: Vec<u8> },
     Reopen,
     Compact,
+    Checkpoint,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -201,30 +221,37 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(puts, deletes)| Op::Apply { puts, deletes }),
         1 => Just(Op::Reopen),
         1 => Just(Op::Compact),
+        1 => Just(Op::Checkpoint),
     ]
+}
+
+/// Saves a checkpoint of the log now, whatever the bytes past the last one.
+pub(super) fn save_checkpoint(log: &ObjectLog) {
+    let mut state = log.state.write().unwrap();
+    checkpoint::write(&log.path, &state.file, &state.index, state.end).unwrap();
+    state.checkpointed = state.end;
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Any sequence of writes, reopenings and rewrites reads back as a map
-    /// would.
+    /// Any sequence of writes, reopenings (from a checkpoint or not),
+    /// checkpoints and rewrites reads back as a map would.
     #[test]
     fn the_log_behaves_as_a_map(ops in prop::collection::vec(op(), 1..40)) {
         let (_dir, path) = scratch();
         let mut log = ObjectLog::create(&path).unwrap();
-        let mut model: HashMap<ObjectName, Vec<u8>> = HashMap::new();
+        let mut model = Model::new();
         for (step, op) in ops.into_iter().enumerate() {
             match op {
                 Op::Apply { puts, deletes } => {
                     let puts: Vec<_> = puts.iter().map(|&(n, len)| (name(n.into()), body(step as u32, len.into()))).collect();
                     let deletes: Vec<_> = deletes.iter().map(|&n| name(n.into())).collect();
-                    log.apply_if(&puts, &deletes, false, None).unwrap();
-                    for (n, b) in puts {
-                        model.insert(n, b);
-                    }
-                    for n in deletes {
-                        model.remove(&n);
+                    apply(&log, &mut model, puts, deletes);
+                }
+                Op::Checkpoint => {
+                    if log.state.read().unwrap().end > HEADER_LEN {
+                        save_checkpoint(&log);
                     }
                 }
                 Op::Reopen => {
@@ -292,9 +319,12 @@ fn damage() -> impl Strategy<Value = Damage> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    /// Whatever happens to the file's bytes, opening it never panics, and
-    /// an open that succeeds shows exactly the objects of some committed
-    /// state: never a mix, never bytes that were not written.
+    /// Whatever happens to the file's bytes (and to its checkpoint's),
+    /// opening it never panics, and an open that succeeds shows exactly
+    /// the objects of some committed state: never a mix, never bytes that
+    /// were not written. An open from a checkpoint does not read the
+    /// transactions before it, so reading a damaged object there is an
+    /// error; without one every object reads.
     #[test]
     fn a_damaged_log_opens_as_a_committed_state_or_not_at_all(
         txns in prop::collection::vec(
@@ -302,28 +332,33 @@ proptest! {
             1..6,
         ),
         damages in prop::collection::vec(damage(), 1..4),
+        checkpoint_after in prop::option::of(0usize..6),
+        checkpoint_flip in prop::option::of((0.0..1.0f64, 1u8..=255)),
     ) {
         let (_dir, path) = scratch();
-        let mut states = vec![HashMap::new()];
+        let mut states = vec![Model::new()];
         let mut headers = Vec::new();
         {
             let log = ObjectLog::create(&path).unwrap();
             headers.push(std::fs::read(&path).unwrap()[..HEADER_LEN as usize].to_vec());
-            let mut model: HashMap<ObjectName, Vec<u8>> = HashMap::new();
+            let mut model = Model::new();
             for (t, (puts, deletes)) in txns.iter().enumerate() {
                 let puts: Vec<_> =
                     puts.iter().map(|&(n, len)| (name(n.into()), body(t as u32 * 7 + u32::from(n), len.into()))).collect();
                 let deletes: Vec<_> = deletes.iter().map(|&n| name(n.into())).collect();
-                log.apply_if(&puts, &deletes, false, None).unwrap();
-                for (n, b) in puts {
-                    model.insert(n, b);
-                }
-                for n in deletes {
-                    model.remove(&n);
-                }
+                apply(&log, &mut model, puts, deletes);
                 states.push(model.clone());
                 headers.push(std::fs::read(&path).unwrap()[..HEADER_LEN as usize].to_vec());
+                if checkpoint_after == Some(t) {
+                    save_checkpoint(&log);
+                }
             }
+        }
+        let idx = checkpoint::path_for(&path);
+        if let (Some((at, mask)), Ok(mut bytes)) = (checkpoint_flip, std::fs::read(&idx)) {
+            let i = ((bytes.len() as f64 * at) as usize).min(bytes.len() - 1);
+            bytes[i] ^= mask;
+            std::fs::write(&idx, bytes).unwrap();
         }
         let mut bytes = std::fs::read(&path).unwrap();
         for d in &damages {
@@ -342,9 +377,17 @@ proptest! {
         }
         std::fs::write(&path, &bytes).unwrap();
         if let Ok(log) = ObjectLog::open(&path) {
-            let seen: HashMap<ObjectName, Vec<u8>> =
-                log.names().into_iter().map(|n| { let b = log.get(&n).unwrap().unwrap(); (n, b) }).collect();
-            prop_assert!(states.contains(&seen), "opened as a state never committed: {} objects", seen.len());
+            let from_checkpoint = log.state.read().unwrap().checkpointed > HEADER_LEN;
+            let reads: Vec<_> = log.names().into_iter().map(|n| (n, log.get(&n))).collect();
+            let committed = states.iter().any(|state| {
+                state.len() == reads.len()
+                    && reads.iter().all(|(n, read)| match read {
+                        Ok(Some(b)) => state.get(n) == Some(b),
+                        Ok(None) => false,
+                        Err(_) => from_checkpoint && state.contains_key(n),
+                    })
+            });
+            prop_assert!(committed, "opened as a state never committed: {} objects", reads.len());
         }
     }
 }
