@@ -308,6 +308,29 @@ mod tests {
         }
     }
 
+    /// Closing a box whose log has grown by megabytes saves the log's
+    /// index beside it, and the next open reads every object back.
+    #[test]
+    fn closing_a_large_log_saves_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = dir.path().join("objects.idx");
+        let puts: Vec<(ObjectName, Vec<u8>)> = (0..10).map(|i| (name(i), vec![i as u8; 1 << 20])).collect();
+        {
+            let db = MetaDb::create(dir.path()).unwrap();
+            db.apply(&puts[..1], &[]).unwrap();
+        }
+        assert!(!checkpoint.exists(), "a small log is read whole");
+        {
+            let db = MetaDb::open(dir.path()).unwrap();
+            db.apply(&puts[1..], &[]).unwrap();
+        }
+        assert!(checkpoint.exists(), "closing saved the checkpoint");
+        let db = MetaDb::open(dir.path()).unwrap();
+        for (n, body) in &puts {
+            assert_eq!(db.get(n).unwrap().as_ref(), Some(body));
+        }
+    }
+
     const OTHER: TableDefinition<&str, u64> = TableDefinition::new("other");
 
     /// A new box has no sync database until something asks for it; once
