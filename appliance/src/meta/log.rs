@@ -16,6 +16,10 @@
 //! do not match its CRC, a broken record followed by a valid commit, or a
 //! file ending before the header's end is damage and an error naming the
 //! offset: never a silent loss of committed objects.
+//!
+//! A large log is opened from its index checkpoint ([`checkpoint`]), read
+//! only after it; each object's own CRC-32, checked at every read, then
+//! finds the damage a scan of the part skipped would have.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

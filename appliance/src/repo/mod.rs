@@ -5,6 +5,7 @@
 //! DATA/lock         advisory lock
 //! DATA/store/       chunk store: packs/, chunks-<gen>.run, index.state, index.log (docs/STORE.md)
 //! DATA/objects.log encrypted metadata objects (docs/METADATA.md)
+//! DATA/objects.idx  the object log's index checkpoint, once the log is large
 //! DATA/meta.redb    the buddies' state, once the box has buddies
 //! ```
 
