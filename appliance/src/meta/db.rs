@@ -183,10 +183,7 @@ impl MetaDb {
     /// to whom a box that never had it has no state (nothing shipped, no
     /// notices), without making a 2.7 MB file to say so.
     pub fn existing_database(&self) -> Result<Option<&Database>> {
-        match self.objects.marked() {
-            true => self.database().map(Some),
-            false => Ok(None),
-        }
+        self.objects.marked().then(|| self.database()).transpose()
     }
 
     /// Every stored object name.

@@ -72,6 +72,12 @@ impl Span {
     fn record_len(&self) -> u64 {
         PUT_HEADER + u64::from(self.len)
     }
+
+    /// The CRC-32 state of the body, to append to a transaction's without
+    /// hashing the body again.
+    fn hashed(&self) -> crc32fast::Hasher {
+        crc32fast::Hasher::new_with_initial_len(self.crc, self.len.into())
+    }
 }
 
 /// The objects a scan or a write found, in memory.
@@ -216,13 +222,21 @@ impl ObjectLog {
         }
         let mut records = Vec::new();
         let mut placed = Vec::with_capacity(puts.len());
+        // The commit's CRC is built from each body's own, hashed once.
+        let mut crc = crc32fast::Hasher::new();
         for (name, body) in puts {
             let len = u32::try_from(body.len())
                 .with_context(|| format!("metadata object {name} is {} bytes, over 4 GiB", body.len()))?;
-            records.extend_from_slice(&put_header(name, len));
-            placed.push((*name, Span { offset: state.end + records.len() as u64, len, crc: crc32fast::hash(body) }));
+            let header = put_header(name, len);
+            let span =
+                Span { offset: state.end + (records.len() + header.len()) as u64, len, crc: crc32fast::hash(body) };
+            crc.update(&header);
+            crc.combine(&span.hashed());
+            records.extend_from_slice(&header);
             records.extend_from_slice(body);
+            placed.push((*name, span));
         }
+        let others = records.len();
         for name in deletes {
             records.push(DELETE);
             records.extend_from_slice(&name.0);
@@ -233,7 +247,8 @@ impl ObjectLog {
         if records.is_empty() {
             return Ok(());
         }
-        let commit = stamp(COMMIT_MAGIC, records.len() as u64, crc32fast::hash(&records));
+        crc.update(&records[others..]);
+        let commit = stamp(COMMIT_MAGIC, records.len() as u64, crc.finalize());
         self.append(&mut state, &records, &commit)?;
         for (name, span) in placed {
             state.index.put(name, span);
@@ -300,20 +315,18 @@ impl ObjectLog {
         let mut out = BufWriter::with_capacity(1 << 20, &file);
         let mut crc = crc32fast::Hasher::new();
         let mut at = HEADER_LEN;
-        let mut body = Vec::new();
         let records_len = live.iter().map(|(_, s)| s.record_len()).sum::<u64>() + u64::from(index.marked);
         let written = (|| -> Result<()> {
             out.write_all(&stamp(MAGIC, HEADER_LEN + records_len + COMMIT_LEN, 0))?;
             for (name, span) in &live {
-                body.resize(span.len as usize, 0);
-                state
-                    .file
-                    .read_exact_at(&mut body, span.offset)
-                    .with_context(|| format!("cannot read {} at offset {}", self.path.display(), span.offset))?;
-                for part in [&put_header(name, span.len)[..], &body[..]] {
-                    out.write_all(part)?;
-                    crc.update(part);
-                }
+                // Checked against its CRC: a damaged object is not copied
+                // into a file whose commit would vouch for it.
+                let body = read_span(&state.file, name, *span, &self.path)?;
+                let header = put_header(name, span.len);
+                out.write_all(&header)?;
+                out.write_all(&body)?;
+                crc.update(&header);
+                crc.combine(&span.hashed());
                 index.put(*name, Span { offset: at + PUT_HEADER, ..*span });
                 at += span.record_len();
             }
@@ -463,10 +476,13 @@ impl Reader<'_> {
         let mut own = crc32fast::Hasher::new();
         while n > 0 {
             let step = n.min(scratch.len() as u64) as usize;
-            self.take(&mut scratch[..step])?;
+            self.inner.read_exact(&mut scratch[..step])?;
             own.update(&scratch[..step]);
+            self.pos += step as u64;
             n -= step as u64;
         }
+        // Hashed once, into the transaction's CRC too.
+        self.crc.combine(&own);
         Ok(Some(own.finalize()))
     }
 }

@@ -278,6 +278,26 @@ proptest! {
     }
 }
 
+/// A rewrite checks every object it copies: a damaged one stops it, the
+/// log stays as it was, and reading the object still reports the damage
+/// (copied, it would have been sealed by a new commit's CRC and its own).
+#[test]
+fn a_rewrite_does_not_vouch_for_a_damaged_object() {
+    let (_dir, path) = scratch();
+    let log = ObjectLog::create(&path).unwrap();
+    log.apply_if(&[(name(1), body(1, 100)), (name(2), body(2, 100))], &[], false, None).unwrap();
+    let span = log.state.read().unwrap().index.spans[&name(1)];
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[!body(1, 100)[3]], span.offset + 3).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = format!("{:#}", log.rewrite(&mut log.state.write().unwrap()).unwrap_err());
+    assert!(err.contains(&format!("object {} at offset {} does not match its CRC", name(1), span.offset)), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the log is untouched");
+    assert!(!path.with_extension("log.new").exists());
+    assert!(log.get(&name(1)).is_err());
+    assert_eq!(log.get(&name(2)).unwrap(), Some(body(2, 100)));
+}
+
 /// Garbage written over the log's end without a commit (a write that failed
 /// half way) is cut off before the next transaction.
 #[test]
