@@ -4,7 +4,9 @@
 //! is wiped and recovered from its passphrase and name. Its restore then
 //! pulls every chunk from both buddies at once; B is reached through a
 //! proxy that cuts every connection once B has sent a quarter of the data
-//! and refuses new ones (B dies mid-restore, as far as A can tell). The
+//! and refuses new ones (B dies mid-restore, as far as A can tell). C is
+//! reached through a proxy that holds C's answers until B is cut, so B is
+//! certain to be serving when it dies however much faster C is. The
 //! restore completes from C, exactly: content, modes, mtimes, symlinks and
 //! hard links.
 
@@ -15,22 +17,29 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::buddy::*;
 use common::*;
 use rand::{Rng, SeedableRng};
 
 /// A TCP proxy to a buddy that dies once the buddy has sent `cut_after`
-/// bytes: every connection is cut and new ones are refused.
+/// bytes: every connection is cut and new ones are refused. Until `hold`
+/// is set (or [`HOLD_AT_MOST`] has passed), the buddy's answers wait in the
+/// proxy.
 struct DyingProxy {
     addr: String,
     cut: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
 }
 
+/// How long a proxy holds answers at most (a bound, so a cut that never
+/// comes fails the test's assertion instead of hanging it).
+const HOLD_AT_MOST: Duration = Duration::from_secs(30);
+
 impl DyingProxy {
-    fn start(target: String, cut_after: u64) -> DyingProxy {
+    fn start(target: String, cut_after: u64, hold: Option<Arc<AtomicBool>>) -> DyingProxy {
+        let started = Instant::now();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -57,7 +66,7 @@ impl DyingProxy {
                     let _ = to_buddy.shutdown(Shutdown::Write);
                 });
                 let (mut from_buddy, mut to_client) = (buddy, client);
-                let (c, s, open) = (c.clone(), s.clone(), open.clone());
+                let (c, s, open, hold) = (c.clone(), s.clone(), open.clone(), hold.clone());
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 16 * 1024];
                     loop {
@@ -65,6 +74,11 @@ impl DyingProxy {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
+                        while hold.as_ref().is_some_and(|h| !h.load(Ordering::SeqCst))
+                            && started.elapsed() < HOLD_AT_MOST
+                        {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         if c.load(Ordering::SeqCst) || to_client.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -120,17 +134,24 @@ fn a_restore_with_one_buddy_killed_halfway_completes_from_the_other_exactly() {
     let name = TestBox::name_for(&a.data);
     a.run(["recover", "--name", &name, "--via", &sb.addr]).ok();
 
-    // B is reached through a proxy that dies within B's first batch (C may
-    // serve the rest faster than B, so a cut later could never come).
-    let proxy = DyingProxy::start(sb.addr.clone(), (total / 4).min(256 * 1024));
+    // B is reached through a proxy that dies within B's first batches; C
+    // through one that holds C's answers until then (C may be faster than
+    // B, and serve everything before a cut could come).
+    let proxy = DyingProxy::start(sb.addr.clone(), (total / 4).min(256 * 1024), None);
+    let to_c = DyingProxy::start(sc.addr.clone(), u64::MAX, Some(proxy.cut.clone()));
     let list = a.data.join("buddies.json");
     let text = std::fs::read_to_string(&list).unwrap();
     assert!(text.contains(&sb.addr) && text.contains(&sc.addr), "{text}");
-    std::fs::write(&list, text.replace(&sb.addr, &proxy.addr)).unwrap();
+    // Quoted, so one address that is a prefix of another is not touched.
+    let quoted = |addr: &str| format!("\"{addr}\"");
+    let text = text.replace(&quoted(&sb.addr), &quoted(&proxy.addr)).replace(&quoted(&sc.addr), &quoted(&to_c.addr));
+    assert!(text.contains(&quoted(&proxy.addr)) && text.contains(&quoted(&to_c.addr)), "{text}");
+    std::fs::write(&list, text).unwrap();
 
     let target = tmp.path().join("restored");
     let r = a.restore("latest", &target);
     assert_eq!(r.code, Some(0), "{}", r.describe());
     assert!(proxy.cut.load(Ordering::SeqCst), "B was cut halfway ({} bytes sent)", proxy.sent.load(Ordering::SeqCst));
+    assert!(to_c.sent.load(Ordering::SeqCst) > 0, "C served the rest");
     assert_tree_matches(&expected, &restored_path(&target, &home), "restore with B killed halfway");
 }
