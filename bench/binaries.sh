@@ -7,6 +7,7 @@
 #
 # Prints each run ("binary wall user sys store-bytes") and, per binary, the
 # median and smallest wall time and the median CPU and system time.
+# COLD_MEMORY=MiB runs each backup on memory that has lain free (bench/lib.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-binaries}"
@@ -24,6 +25,7 @@ for _ in $(seq "$rounds"); do
         "$bin" --data "$work/repo" --quiet init --name bench.example >/dev/null
         warm "$src"
         sync
+        cold_memory
         /usr/bin/time -f "%e %U %S" -o "$work/t" "$bin" --data "$work/repo" --quiet backup "$src" >/dev/null 2>"$work/err" \
             || { cat "$work/err"; exit 1; }
         echo "$bin $(cat "$work/t") $(du -sb "$work/repo" | cut -f1)" | tee -a "$work/results"
@@ -39,3 +41,4 @@ for binary, v in runs.items():
     print(f"{binary}: wall median {statistics.median(r[0] for r in v):.2f} s (min {min(r[0] for r in v):.2f});"
           f" CPU median {statistics.median(r[1] for r in v):.2f} s, system {statistics.median(r[2] for r in v):.2f} s")
 PY
+rm -f /dev/shm/pastiche-bench-cold

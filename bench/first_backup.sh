@@ -11,6 +11,7 @@
 # PASTICHE=/path/to/pastiche measures that binary instead of building one.
 # BASELINE=/path/to/another/pastiche runs it too, interleaved, and prints
 # both against Borg and each other (for before/after comparisons).
+# COLD_MEMORY=MiB runs each backup on memory that has lain free (bench/lib.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-first}"
@@ -47,6 +48,7 @@ run() {
     fi
     warm "$src"
     sync
+    cold_memory
     /usr/bin/time -f "%e %U %S" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
     read -r wall user sys < "$work/t"
     echo "$tool $wall $(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }') $(du -sb "$work/repo" | cut -f1)" \
@@ -76,3 +78,4 @@ for t in [t for t in runs if t != 'borg']:
 if 'baseline' in runs:
     print(f"pastiche / baseline, median to median: {med['pastiche'] / med['baseline']:.2f}x")
 PY
+rm -f /dev/shm/pastiche-bench-cold

@@ -24,6 +24,19 @@ default_tree() {
 # Reads every file of a tree once, so the first run does not pay for the disk.
 warm() { find "$1" -type f -exec cat {} + > /dev/null 2>&1 || true; }
 
+# With COLD_MEMORY=MiB set, takes that much memory into a file in /dev/shm
+# (freeing the previous one first), so the pages freed most recently (the
+# last run's store, its process) are in use and the next run gets memory
+# that has lain free a while: on a virtual machine the host may have taken
+# such pages back, and a first touch costs several microseconds per page,
+# as on a freshly booted box. Without it, a run reuses the pages the one
+# before it freed, and that cost never shows.
+cold_memory() {
+    [ -n "${COLD_MEMORY:-}" ] || return 0
+    rm -f /dev/shm/pastiche-bench-cold
+    dd if=/dev/zero of=/dev/shm/pastiche-bench-cold bs=1M count="$COLD_MEMORY" status=none
+}
+
 # Seconds a command takes (stdout dropped; its stderr shown if it fails).
 secs() { sync; /usr/bin/time -f "%e" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }; cat "$work/t"; }
 
