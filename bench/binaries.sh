@@ -7,7 +7,8 @@
 #
 # Prints each run ("binary wall user sys store-bytes") and, per binary, the
 # median and smallest wall time and the median CPU and system time.
-# COLD_MEMORY=MiB runs each backup on memory that has lain free (bench/lib.sh).
+# COLD_MEMORY=MiB runs each backup on memory that has lain free (bench/lib.sh);
+# UNCACHED=1 reads the tree from disk in every run instead of from the page cache.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-binaries}"

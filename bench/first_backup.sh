@@ -11,7 +11,8 @@
 # PASTICHE=/path/to/pastiche measures that binary instead of building one.
 # BASELINE=/path/to/another/pastiche runs it too, interleaved, and prints
 # both against Borg and each other (for before/after comparisons).
-# COLD_MEMORY=MiB runs each backup on memory that has lain free (bench/lib.sh).
+# COLD_MEMORY=MiB runs each backup on memory that has lain free (bench/lib.sh);
+# UNCACHED=1 reads the tree from disk in every run instead of from the page cache.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-first}"

@@ -22,7 +22,18 @@ default_tree() {
 }
 
 # Reads every file of a tree once, so the first run does not pay for the disk.
-warm() { find "$1" -type f -exec cat {} + > /dev/null 2>&1 || true; }
+warm() {
+    if [ -n "${UNCACHED:-}" ]; then
+        uncached
+    else
+        find "$1" -type f -exec cat {} + > /dev/null 2>&1 || true
+    fi
+}
+
+# With UNCACHED=1, warm() empties the page cache instead (root only), so a
+# run reads its tree from disk, as a first backup of data nobody touched
+# lately does, or any run after Borg (which drops the pages it read).
+uncached() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 # With COLD_MEMORY=MiB set, takes that much memory into a file in /dev/shm
 # (freeing the previous one first), so the pages freed most recently (the
