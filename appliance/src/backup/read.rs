@@ -149,7 +149,8 @@ const PREFETCH_BYTES: u64 = 4 << 20;
 /// go on yet). Pages already cached cost a lookup. Only advice: any error
 /// (the file gone, unreadable) is left to the read that follows.
 fn prefetch(path: &Path, size: u64) {
-    if let (Ok(file), Some(len)) = (open_for_backup(path), NonZeroU64::new(size.min(PREFETCH_BYTES))) {
+    let Some(len) = NonZeroU64::new(size.min(PREFETCH_BYTES)) else { return };
+    if let Ok(file) = open_for_backup(path) {
         let _ = rustix::fs::fadvise(&file, 0, Some(len), rustix::fs::Advice::WillNeed);
     }
 }
@@ -173,7 +174,13 @@ fn read_one(
         Err(e) => return Ok(Outcome::Failed(format!("cannot read {}: {e}", path.display()))),
     };
     let before = match file.metadata() {
-        Ok(m) => m,
+        Ok(m) if m.is_file() => m,
+        Ok(_) => {
+            return Ok(Outcome::Failed(format!(
+                "{} is no longer a regular file; it was replaced after the scan",
+                path.display()
+            )))
+        }
         Err(e) => return Ok(Outcome::Failed(format!("cannot read {}: {e}", path.display()))),
     };
     let mut stream = ChunkStream::with_reused_buffer(&file, std::mem::take(read_buf));
@@ -214,10 +221,15 @@ fn read_one(
     })
 }
 
-/// Opens without updating the access time where the kernel allows it.
+/// Opens without updating the access time where the kernel allows it, and
+/// without blocking: a file swapped for a FIFO after the scan would
+/// otherwise hold the open until some writer came (O_NONBLOCK changes
+/// nothing for a regular file's reads).
 fn open_for_backup(path: &Path) -> io::Result<File> {
-    match OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOATIME.bits() as i32).open(path) {
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => File::open(path),
+    use rustix::fs::OFlags;
+    let open = |flags: OFlags| OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path);
+    match open(OFlags::NOATIME | OFlags::NONBLOCK) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => open(OFlags::NONBLOCK),
         other => other,
     }
 }

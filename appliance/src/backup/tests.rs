@@ -133,3 +133,33 @@ fn an_unreadable_earlier_tree_is_backed_up_afresh() {
     assert_eq!(walk::entries(&repo, &second).unwrap().len(), walk::entries(&repo, &first).unwrap().len());
     assert_eq!(repo.load_tree(&tree).unwrap().nodes.len(), 3, "the damaged object is whole again");
 }
+
+#[test]
+fn a_file_swapped_for_a_fifo_after_the_scan_fails_alone_and_does_not_hang_the_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, src) = box_and_tree(tmp.path());
+    let opts = BackupOptions { paths: vec![src.clone()], excludes: vec![], one_file_system: false, threads: 2 };
+    let walked = super::walk(&opts, &AtomicBool::new(false)).unwrap();
+    // Between the scan and the read, a file becomes a FIFO nobody writes to.
+    let swapped = src.join("d1/e1/f0");
+    fs::remove_file(&swapped).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, &swapped, rustix::fs::FileType::Fifo, 0o644.into(), 0).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| done.send(super::run_walked(&repo, walked, &opts, &Progress::start(Mode::Quiet, "test"))));
+        let result = finished.recv_timeout(std::time::Duration::from_secs(60));
+        if result.is_err() {
+            // Unblock the reader so the scope can end, then fail.
+            let _ = fs::write(&swapped, b"");
+            panic!("the backup hung on the FIFO");
+        }
+        let result = result.unwrap().unwrap();
+        assert_eq!(result.snapshot.summary.errors, 1, "{:?}", result.warnings);
+        assert!(
+            result.warnings.iter().any(|w| w.contains("no longer a regular file") && w.contains("d1/e1/f0")),
+            "{:?}",
+            result.warnings
+        );
+        assert_eq!(result.snapshot.summary.files, 36, "every other file is in the snapshot");
+    });
+}

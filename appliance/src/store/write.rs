@@ -210,7 +210,9 @@ impl<'a> Appender<'a> {
             // giving them back lets the next writes reuse them instead of
             // taking fresh memory (and keeps a backup from pushing the
             // box's useful cache out). Only advice: an error changes nothing.
-            let _ = rustix::fs::fadvise(&s.file, s.start, NonZeroU64::new(s.end - s.start), Advice::DontNeed);
+            if let Some(len) = NonZeroU64::new(s.end - s.start) {
+                let _ = rustix::fs::fadvise(&s.file, s.start, Some(len), Advice::DontNeed);
+            }
         }
         if self.spans.iter().any(|s| s.created) {
             let dir = self.dir.join(PACKS_DIR);
