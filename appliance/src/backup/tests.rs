@@ -146,7 +146,10 @@ fn a_file_swapped_for_a_fifo_after_the_scan_fails_alone_and_does_not_hang_the_ba
     rustix::fs::mknodat(rustix::fs::CWD, &swapped, rustix::fs::FileType::Fifo, 0o644.into(), 0).unwrap();
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
-        s.spawn(|| done.send(super::run_walked(&repo, walked, &opts, &Progress::start(Mode::Quiet, "test"))));
+        s.spawn(|| {
+            let result = super::run_walked(&repo, walked, &opts, &Progress::start(Mode::Quiet, "test"));
+            let _ = done.send(result);
+        });
         let result = finished.recv_timeout(std::time::Duration::from_secs(60));
         if result.is_err() {
             // Unblock the reader so the scope can end, then fail.
