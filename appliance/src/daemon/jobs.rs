@@ -241,6 +241,13 @@ impl Scheduler {
             JobKind::Prune => self.prune(),
         };
         progress.finish();
+        if matches!(kind, JobKind::Backup | JobKind::Prune) {
+            // The box stays open: the checkpoint its closing would save is
+            // saved now, so a crash does not cost the next open a whole log.
+            if let Err(e) = self.shared.read().meta.checkpoint_if_stale() {
+                self.board.event(format!("cannot save the metadata log's checkpoint: {e:#}"));
+            }
+        }
         let (ok, message) = match outcome {
             Ok(r) => r,
             Err(e) => (false, format!("{e:#}")),
