@@ -35,9 +35,12 @@ fn tree(root: &Path, files: usize, size: usize, rng: &mut StdRng) {
     }
 }
 
-/// Changes part of the tree so the next backup has new data to store.
+/// Changes part of the tree so the next backup has new data to store:
+/// enough that the backup lasts several times the 20 ms the test polls the
+/// daemon's log at (with 4-8 MB a round's backup took 30 ms, and most
+/// kills, aimed from when the test saw it start, came after it was done).
 fn churn(root: &Path, round: usize, rng: &mut StdRng) {
-    write_random(&root.join(format!("new/round{round}.bin")), rng.gen_range(4_000_000..8_000_000), rng);
+    write_random(&root.join(format!("new/round{round}.bin")), rng.gen_range(16_000_000..32_000_000), rng);
     let _ = std::fs::remove_file(root.join(format!("new/round{}.bin", round.wrapping_sub(2))));
 }
 
