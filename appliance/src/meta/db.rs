@@ -317,11 +317,22 @@ mod tests {
 
     /// Closing a box whose log has grown by megabytes saves the log's
     /// index beside it, and the next open reads every object back.
+    /// 10 MiB of objects: past the log's checkpoint threshold.
+    fn ten_objects_of_a_mib() -> Vec<(ObjectName, Vec<u8>)> {
+        (0..10).map(|i| (name(i), vec![i as u8; 1 << 20])).collect()
+    }
+
+    fn assert_holds(db: &MetaDb, puts: &[(ObjectName, Vec<u8>)]) {
+        for (n, body) in puts {
+            assert_eq!(db.get(n).unwrap().as_ref(), Some(body));
+        }
+    }
+
     #[test]
     fn closing_a_large_log_saves_its_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = dir.path().join("objects.idx");
-        let puts: Vec<(ObjectName, Vec<u8>)> = (0..10).map(|i| (name(i), vec![i as u8; 1 << 20])).collect();
+        let puts = ten_objects_of_a_mib();
         {
             let db = MetaDb::create(dir.path()).unwrap();
             db.apply(&puts[..1], &[]).unwrap();
@@ -333,16 +344,14 @@ mod tests {
         }
         assert!(checkpoint.exists(), "closing saved the checkpoint");
         let db = MetaDb::open(dir.path()).unwrap();
-        for (n, body) in &puts {
-            assert_eq!(db.get(n).unwrap().as_ref(), Some(body));
-        }
+        assert_holds(&db, &puts);
     }
 
     #[test]
     fn an_open_box_saves_its_checkpoint_when_asked_and_the_next_open_uses_it() {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = dir.path().join("objects.idx");
-        let puts: Vec<(ObjectName, Vec<u8>)> = (0..10).map(|i| (name(i), vec![i as u8; 1 << 20])).collect();
+        let puts = ten_objects_of_a_mib();
         let db = MetaDb::create(dir.path()).unwrap();
         db.apply(&puts[..1], &[]).unwrap();
         assert!(!db.checkpoint_if_stale().unwrap(), "a small log is read whole");
@@ -358,9 +367,7 @@ mod tests {
         }
         drop(db);
         let db = MetaDb::open(crashed.path()).unwrap();
-        for (n, body) in &puts {
-            assert_eq!(db.get(n).unwrap().as_ref(), Some(body));
-        }
+        assert_holds(&db, &puts);
     }
 
     const OTHER: TableDefinition<&str, u64> = TableDefinition::new("other");

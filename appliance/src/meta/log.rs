@@ -362,10 +362,13 @@ impl ObjectLog {
     }
 
     /// Saves the index as a checkpoint if at least [`CHECKPOINT_AFTER`]
-    /// bytes of the log lie past the last one. Returns whether it did.
+    /// bytes of the log lie past the last one, and at least as many as the
+    /// checkpoint takes: a box of many objects would otherwise rewrite a
+    /// checkpoint larger than the log it spares an open from reading, at
+    /// every close and daemon job. Returns whether it did.
     pub fn checkpoint_if_stale(&self) -> Result<bool> {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if state.end - state.checkpointed < CHECKPOINT_AFTER {
+        if state.end - state.checkpointed < CHECKPOINT_AFTER.max(checkpoint::len_for(&state.index)) {
             return Ok(false);
         }
         checkpoint::write(&self.path, &state.file, &state.index, state.end)?;

@@ -33,6 +33,11 @@ pub(super) fn path_for(log: &Path) -> PathBuf {
 
 /// Saves `index`, which describes the log `file` up to `end`, replacing
 /// any older checkpoint. Not synced: a torn or lost checkpoint is ignored.
+/// The bytes a checkpoint of `index` takes.
+pub(super) fn len_for(index: &Index) -> u64 {
+    (HEAD_LEN + ENTRY_LEN * index.spans.len() + 4) as u64
+}
+
 pub(super) fn write(log: &Path, file: &File, index: &Index, end: u64) -> Result<()> {
     let path = path_for(log);
     if end < HEADER_LEN + COMMIT_LEN {
@@ -42,7 +47,7 @@ pub(super) fn write(log: &Path, file: &File, index: &Index, end: u64) -> Result<
     let mut commit = [0u8; STAMP_LEN as usize];
     file.read_exact_at(&mut commit, end - COMMIT_LEN)
         .with_context(|| format!("cannot read {} at offset {}", log.display(), end - COMMIT_LEN))?;
-    let mut out = Vec::with_capacity(HEAD_LEN + ENTRY_LEN * index.spans.len() + 4);
+    let mut out = Vec::with_capacity(len_for(index) as usize);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&end.to_le_bytes());
     out.extend_from_slice(&(index.spans.len() as u64).to_le_bytes());

@@ -59,6 +59,28 @@ fn an_object_damaged_before_the_checkpoint_is_an_error_when_read() {
     assert!(open_err(&path).contains("does not match its commit record"));
 }
 
+/// Many small objects: 9 MiB of log past the last checkpoint, but a
+/// checkpoint of them would be larger still, so none is written until the
+/// log past it is at least that long.
+#[test]
+fn a_checkpoint_larger_than_the_log_past_the_last_one_waits() {
+    let (_dir, path) = scratch();
+    let log = ObjectLog::create(&path).unwrap();
+    let small: Vec<_> = (0..330_000).map(|i| (name(i), body(i, 4))).collect();
+    log.apply_if(&small, &[], false, None).unwrap();
+    let (tail, wanted) = {
+        let state = log.state.read().unwrap();
+        (state.end - state.checkpointed, checkpoint::len_for(&state.index))
+    };
+    assert!(tail >= 8 << 20 && wanted > tail, "{tail} bytes of log, a checkpoint of {wanted}");
+    assert!(!log.checkpoint_if_stale().unwrap());
+    assert!(!checkpoint::path_for(&path).exists());
+    // The same objects again, replaced: the log grows, the checkpoint not.
+    let replaced: Vec<_> = (0..330_000).map(|i| (name(i), body(i + 1, 4))).collect();
+    log.apply_if(&replaced, &[], false, None).unwrap();
+    assert!(log.checkpoint_if_stale().unwrap(), "now the log past it is longer than the checkpoint");
+}
+
 #[test]
 fn a_checkpoint_is_saved_once_enough_log_lies_past_the_last() {
     let (_dir, path) = scratch();
