@@ -18,6 +18,7 @@ use crate::fsmeta::attrs_of;
 use crate::meta::model::{Attrs, Chunks, Content};
 use crate::progress::Progress;
 use crate::repo::Repo;
+use crate::store::SealShare;
 
 use super::scan::{Kind, Tree};
 
@@ -56,14 +57,19 @@ pub fn read_files(
     // Full batches are committed on a thread of their own, so the reading
     // threads never idle while a pack is fsync'd.
     let (queue, committer) = repo.store.commit_queue();
+    // A thread that runs out of files seals the groups the others close,
+    // so one large file does not leave every core but one idle.
+    let threads = threads.max(1);
+    let share = SealShare::new(SHARED_GROUPS_PER_THREAD * threads);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let committing = scope.spawn(|| committer.run());
-        let workers: Vec<_> = (0..threads.max(1))
+        let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let queue = queue.clone();
                 scope.spawn(|| -> anyhow::Result<()> {
                     let owner = repo.identity.public_key();
-                    let mut writer = repo.store.queued_writer(owner, queue);
+                    let mut writer = repo.store.queued_writer(owner, queue).sharing(&share);
+                    let reading = share.reading();
                     let mut refs = repo.store.ref_lookup(owner);
                     // One read buffer per thread, reused for every file.
                     let mut read_buf = vec![0u8; DEFAULT_BUFFER];
@@ -97,6 +103,8 @@ pub fn read_files(
                         progress.file_done();
                         *results[j].lock().expect("no panics hold this lock") = Some(outcome);
                     }
+                    drop(reading);
+                    writer.seal_for_others(&share)?;
                     writer.finish()?;
                     Ok(())
                 })
@@ -134,6 +142,10 @@ pub fn read_files(
     }
     Ok(stats)
 }
+
+/// Closed groups (about 1 MiB of plaintext each) that may wait per
+/// reading thread for an idle one to seal them.
+const SHARED_GROUPS_PER_THREAD: usize = 2;
 
 /// Files ahead of the one a thread takes whose first bytes are asked of
 /// the disk then: the jobs are taken in order, so each file is asked for

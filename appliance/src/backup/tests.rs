@@ -166,3 +166,30 @@ fn a_file_swapped_for_a_fifo_after_the_scan_fails_alone_and_does_not_hang_the_ba
         assert_eq!(result.snapshot.summary.files, 36, "every other file is in the snapshot");
     });
 }
+
+/// One large file is read on one thread, and the groups it closes are
+/// sealed by whichever thread is idle (`store::SealShare`): every chunk must
+/// still reach the store, once, and the file restore exactly.
+#[test]
+fn a_large_file_whose_groups_other_threads_seal_restores_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    let repo = Repo::init(&tmp.path().join("box"), "nas.example", "pw", kdf).unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // Text-like bytes: they compress, so groups go through zstd, but no two
+    // chunks are alike. 6 MiB closes about six groups.
+    let data: Vec<u8> = crate::sample_tree::noise(7, 6 << 20).iter().map(|b| b'a' + b % 16).collect();
+    fs::write(src.join("disk.img"), &data).unwrap();
+
+    let result = backup(&repo, &src);
+    assert!(result.warnings.is_empty(), "{:?}", result.warnings);
+    let target = tmp.path().join("restore");
+    let opts = crate::restore::RestoreOptions { target: target.clone(), include: vec![], threads: 2 };
+    let quiet = Progress::start(Mode::Quiet, "test");
+    crate::restore::run(&repo, &result.snapshot, &opts, &crate::sync::fetch::Local(&repo), &quiet).unwrap();
+    let restored = target.join(src.strip_prefix("/").unwrap()).join("disk.img");
+    assert!(fs::read(restored).unwrap() == data, "the restored file differs");
+    let check = crate::check::run(&repo, crate::check::ReadData::All, 2, &quiet).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+}

@@ -13,7 +13,8 @@
 //!   tables and their encoding; `journal`: their snapshot and log files;
 //!   `legacy`: reading the redb index of formats 2 and 3 once.
 //! - `write`: the commit protocol (append, fsync, then commit);
-//!   `commit_queue`: a backup's batches committed on a thread of their own.
+//!   `commit_queue`: a backup's batches committed on a thread of their own;
+//!   `seal_share`: groups one backup thread closes, sealed by an idle one.
 //! - `read`, `read_many` (many chunks in disk order, sealed on every core), `refs`, `check`, `compact`, `repair`, `stats`, `recover`: one job each.
 //!
 //! [`ChunkStore`] is `Send + Sync`; share it in an `Arc`. Writes are
@@ -36,6 +37,7 @@ mod recover;
 mod refs;
 mod repair;
 mod run;
+mod seal_share;
 mod state;
 mod stats;
 mod write;
@@ -60,6 +62,7 @@ pub use read_many::{sorted_by_place, Place};
 pub use recover::{RecoveryReport, INDEX_FILE};
 pub use refs::{RefLookup, RefSummary};
 pub use repair::{ReplaceSummary, RetireSummary};
+pub use seal_share::{Reading, SealShare};
 pub use stats::{OwnerUsage, StoreStats};
 pub use write::{BatchWriter, PutSummary, QueuedWriter};
 

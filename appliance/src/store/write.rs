@@ -25,6 +25,7 @@ use super::pack::{
     encode_pack_header, pack_path, record_len, sync_dir, RecordHeader, MAX_SEALED, MIN_SEALED, PACKS_DIR,
     PACK_HEADER_LEN,
 };
+use super::seal_share::SealShare;
 use super::ChunkStore;
 use crate::sealing::seal_to_vec;
 
@@ -385,6 +386,7 @@ impl ChunkStore {
             open_plain: Vec::new(),
             summary: PutSummary::default(),
             queue: None,
+            share: None,
         }
     }
 
@@ -402,7 +404,7 @@ impl ChunkStore {
 /// no totals: the committer counts what it commits.
 pub struct QueuedWriter<'s>(BatchWriter<'s>);
 
-impl QueuedWriter<'_> {
+impl<'s> QueuedWriter<'s> {
     /// [`BatchWriter::add_plain`].
     pub fn add_plain(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
         self.0.add_plain(id, plain)
@@ -411,6 +413,24 @@ impl QueuedWriter<'_> {
     /// [`BatchWriter::add_absent_plain`].
     pub fn add_absent_plain(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
         self.0.add_absent_plain(id, plain)
+    }
+
+    /// Offers each group this writer closes to `share`, for a thread with
+    /// no file left to seal ([`SealShare`]); groups the share refuses, and
+    /// the last one at [`QueuedWriter::finish`], are sealed here.
+    pub fn sharing(mut self, share: &'s SealShare) -> Self {
+        self.0.share = Some(share);
+        self
+    }
+
+    /// Seals groups other writers offered to `share` and adds them to this
+    /// writer's batches, until no thread reads any more and none waits.
+    pub fn seal_for_others(&mut self, share: &SealShare) -> Result<()> {
+        while let Some(group) = share.next_waiting() {
+            self.0.seal_group(group.table, &group.plain)?;
+            share.give_back(group.plain);
+        }
+        Ok(())
     }
 
     /// Hands what is pending to the queue now, closing the group being gathered.
@@ -448,6 +468,8 @@ pub struct BatchWriter<'s> {
     summary: PutSummary,
     /// Where full batches go when another thread commits them.
     queue: Option<CommitSender>,
+    /// Where closed groups are offered for another thread to seal.
+    share: Option<&'s SealShare>,
 }
 
 impl BatchWriter<'_> {
@@ -500,6 +522,11 @@ impl BatchWriter<'_> {
         self.open_group.push(GroupEntry { id, len: plain.len() as u32 });
         self.open_plain.extend_from_slice(plain);
         if self.open_plain.len() >= GROUP_TARGET_PLAIN || self.open_group.len() >= MAX_GROUP_CHUNKS {
+            if let Some(share) = self.share {
+                if share.offer(&mut self.open_group, &mut self.open_plain) {
+                    return Ok(());
+                }
+            }
             self.close_group()?;
         }
         Ok(())
@@ -512,17 +539,28 @@ impl BatchWriter<'_> {
 
     /// Seals the group being gathered and queues it for the next commit.
     fn close_group(&mut self) -> Result<()> {
-        let Some(key) = self.store.grouping_key() else {
-            return Ok(());
-        };
         if self.open_group.is_empty() {
             return Ok(());
         }
+        let table = std::mem::take(&mut self.open_group);
+        let mut plain = std::mem::take(&mut self.open_plain);
+        let sealed = self.seal_group(table, &plain);
+        // The next group reuses the plaintext buffer.
+        plain.clear();
+        self.open_plain = plain;
+        sealed
+    }
+
+    /// Seals a closed group (its table and its chunks' plaintexts back to
+    /// back) and queues it for the next commit.
+    fn seal_group(&mut self, table: Vec<GroupEntry>, plain: &[u8]) -> Result<()> {
+        let Some(key) = self.store.grouping_key() else {
+            return Ok(());
+        };
         let mut payload = Vec::new();
-        seal_group_plain(key, &self.open_group, &self.open_plain, &mut payload);
+        seal_group_plain(key, &table, plain, &mut payload);
         self.pending_bytes += payload.len();
-        self.pending_groups.push(SealedGroup { table: std::mem::take(&mut self.open_group), payload });
-        self.open_plain.clear();
+        self.pending_groups.push(SealedGroup { table, payload });
         if self.pending_bytes >= self.store.config.batch_bytes {
             self.flush_pending()?;
         }
