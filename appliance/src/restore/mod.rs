@@ -4,13 +4,16 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use pastiche_core::{Handle, MAX_CHUNK};
+
+mod content;
+
+use content::ContentWriter;
 
 use crate::fsmeta;
 use crate::meta::model::{Content, SnapshotInfo};
@@ -163,22 +166,22 @@ fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8]
     let file = replacing(dest, || File::options().write(true).create_new(true).open(dest)).context("cannot create")?;
     let mut offset = 0u64;
     let handles: Vec<Handle> = e.handles.iter().map(|h| Handle(*h)).collect();
-    // Contiguous data is gathered into large writes: one syscall per MiB,
-    // not per chunk.
-    let mut pending = WriteBuffer { file: &file, start: 0, buf: Vec::with_capacity(WRITE_BUFFER) };
-    source.open_many(&handles, plain, &mut |data: &[u8]| {
-        // Holes stay holes: all-zero chunks of a sparse file are not written.
-        if *sparse && data.iter().all(|&b| b == 0) {
-            pending.flush()?;
-            pending.start = offset + data.len() as u64;
-        } else {
-            pending.push(data)?;
-        }
-        offset += data.len() as u64;
-        progress.bytes_done(data.len() as u64);
-        Ok(())
+    std::thread::scope(|scope| {
+        let mut out = ContentWriter::new(scope, &file, e.node.attrs.size);
+        let opened = source.open_many(&handles, plain, &mut |data: &[u8]| {
+            // Holes stay holes: all-zero chunks of a sparse file are not written.
+            if *sparse && data.iter().all(|&b| b == 0) {
+                out.skip(data.len() as u64)?;
+            } else {
+                out.push(data)?;
+            }
+            offset += data.len() as u64;
+            progress.bytes_done(data.len() as u64);
+            Ok(())
+        });
+        // A failed write first: reading stops because of it.
+        out.finish().and(opened)
     })?;
-    pending.flush()?;
     if *sparse {
         // A hole at the end was never written: the length makes it.
         file.set_len(offset).context("cannot set length")?;
@@ -209,34 +212,3 @@ fn replacing<T>(path: &Path, mut make: impl FnMut() -> std::io::Result<T>) -> st
 
 /// Files whose first chunk tells the source where this restore's chunks are.
 const WRITERS_SAMPLE: usize = 64;
-
-/// Bytes gathered before one write.
-const WRITE_BUFFER: usize = 1 << 20;
-
-/// Consecutive file content waiting to be written at `start`.
-struct WriteBuffer<'f> {
-    file: &'f File,
-    start: u64,
-    buf: Vec<u8>,
-}
-
-impl WriteBuffer<'_> {
-    fn push(&mut self, data: &[u8]) -> Result<()> {
-        if self.buf.len() + data.len() > WRITE_BUFFER {
-            self.flush()?;
-        }
-        self.buf.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.file
-                .write_all_at(&self.buf, self.start)
-                .with_context(|| format!("cannot write at offset {}", self.start))?;
-            self.start += self.buf.len() as u64;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-}
