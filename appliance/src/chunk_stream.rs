@@ -1,6 +1,7 @@
 //! Cutting a byte stream from any reader into chunks, with one reusable buffer.
 
 use std::io::{self, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use pastiche_core::chunker::{Chunker, MAX_CHUNK};
 
@@ -105,6 +106,125 @@ impl<R: Read> ChunkStream<R> {
     }
 }
 
+/// Bytes a [`cut_elsewhere`] block holds before it is handed over.
+const BLOCK: usize = 1 << 20;
+
+/// Blocks cut but not yet taken, besides the one being cut and the one
+/// being hashed.
+const BLOCKS_AHEAD: usize = 2;
+
+/// Read bytes and where their whole chunks end (bytes past the last end
+/// are not the stream's).
+struct Block {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// The chunks of `reader` (SPEC §1, the same as [`ChunkStream`] gives),
+/// handed to `each` in order on the calling thread while another thread of
+/// the process reads and cuts the ones after them.
+///
+/// For a large file that one thread reads alone: the cutting is about half
+/// of what a thread does per byte, so a backup of a changed large file
+/// hashes and looks up its chunks while the next ones are read and cut.
+/// Blocks of about 1 MiB go between the threads, at most
+/// [`BLOCKS_AHEAD`] waiting, and no byte is copied but the unfinished
+/// chunk at the end of a block, which moves to the next.
+///
+/// A read error ends it with [`CutError::Read`] (chunks of the block being
+/// read when it came are not handed over); an error from `each` ends it at
+/// once with [`CutError::Each`].
+pub fn cut_elsewhere<R, E>(reader: R, mut each: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), CutError<E>>
+where
+    R: Read + Send,
+{
+    std::thread::scope(|scope| {
+        let (full, cut) = sync_channel::<io::Result<Block>>(BLOCKS_AHEAD);
+        let (give_back, spare) = sync_channel::<Vec<u8>>(BLOCKS_AHEAD + 2);
+        scope.spawn(move || cut_blocks(reader, &full, &spare));
+        for block in cut {
+            let block = block.map_err(CutError::Read)?;
+            let mut start = 0;
+            for &end in &block.ends {
+                each(&block.data[start..end]).map_err(CutError::Each)?;
+                start = end;
+            }
+            // The cutter may have buffers enough; then this one is freed.
+            let _ = give_back.try_send(block.data);
+        }
+        // Returning drops the receiving end, which stops a cutter still
+        // sending after an error here.
+        Ok(())
+    })
+}
+
+/// Why [`cut_elsewhere`] stopped.
+#[derive(Debug)]
+pub enum CutError<E> {
+    /// Reading the stream failed.
+    Read(io::Error),
+    /// The caller's function failed.
+    Each(E),
+}
+
+/// The cutting thread of [`cut_elsewhere`]: reads `reader` into blocks,
+/// finds their chunks and sends them on `full` until the end of the stream,
+/// a read error (sent too) or the receiver is gone.
+fn cut_blocks<R: Read>(mut reader: R, full: &SyncSender<io::Result<Block>>, spare: &Receiver<Vec<u8>>) {
+    // Room for a block after the unfinished chunk carried over (shorter
+    // than a maximal chunk, which is always cut).
+    const BUFFER: usize = BLOCK + MAX_CHUNK;
+    let mut chunker = Chunker::new();
+    let mut data = vec![0u8; BUFFER];
+    // Bytes at the front of `data` carried over from the last block.
+    let mut carried = 0;
+    // How far the chunker has looked into `data`.
+    let mut scanned = 0;
+    loop {
+        let mut eof = false;
+        let mut end = carried;
+        while end < data.len() {
+            match reader.read(&mut data[end..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = full.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let mut ends = Vec::with_capacity(end / 8192 + 1);
+        let mut start = 0;
+        while scanned < end {
+            match chunker.find_cut(&data[scanned..end]) {
+                Some(n) => {
+                    scanned += n;
+                    ends.push(scanned);
+                    start = scanned;
+                }
+                None => scanned = end,
+            }
+        }
+        if eof && start < end {
+            ends.push(end);
+            start = end;
+        }
+        // The unfinished chunk moves to the front of the next block.
+        let mut next = spare.try_recv().ok().filter(|b| b.len() == BUFFER).unwrap_or_else(|| vec![0u8; BUFFER]);
+        carried = end - start;
+        next[..carried].copy_from_slice(&data[start..end]);
+        scanned -= start;
+        let block = Block { data: std::mem::replace(&mut data, next), ends };
+        if (!block.ends.is_empty() && full.send(Ok(block)).is_err()) || eof {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +283,72 @@ mod tests {
     fn empty_stream_has_no_chunks() {
         let mut s = ChunkStream::new(&[][..]);
         assert!(s.next_chunk().unwrap().is_none());
+    }
+
+    /// Chunks of `reader` as [`cut_elsewhere`] hands them over.
+    fn cut_here(reader: impl Read + Send) -> Result<Vec<Vec<u8>>, CutError<()>> {
+        let mut got = Vec::new();
+        cut_elsewhere(reader, |c| {
+            got.push(c.to_vec());
+            Ok::<(), ()>(())
+        })?;
+        Ok(got)
+    }
+
+    #[test]
+    fn cutting_on_another_thread_equals_in_memory_chunking() {
+        // Random data, a run of zeros (maximal chunks, cut by length) and
+        // sizes around a block's: every way a block can end.
+        let mut data = vec![0u8; 5_000_000];
+        rand::rngs::StdRng::seed_from_u64(9).fill_bytes(&mut data);
+        data[1_500_000..2_600_000].fill(0);
+        for len in [0, 1, 5000, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + MAX_CHUNK, data.len()] {
+            let data = &data[..len];
+            let expected: Vec<&[u8]> = chunks(data).map(|(o, n)| &data[o..o + n]).collect();
+            for step in [1 << 20, 777, 65_536] {
+                let got = cut_here(Trickle { data, step }).unwrap();
+                assert_eq!(got.len(), expected.len(), "length {len}, step {step}");
+                assert!(got.iter().zip(&expected).all(|(a, b)| a == b), "length {len}, step {step}");
+            }
+        }
+    }
+
+    /// Fails once `ok` bytes are read.
+    struct FailsAfter {
+        ok: usize,
+    }
+
+    impl Read for FailsAfter {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::other("disk error"));
+            }
+            let n = self.ok.min(out.len()).min(4096);
+            out[..n].fill(7);
+            self.ok -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_read_error_or_a_refusal_ends_the_cutting() {
+        match cut_here(FailsAfter { ok: 3 * BLOCK }) {
+            Err(CutError::Read(e)) => assert_eq!(e.to_string(), "disk error"),
+            other => panic!("a read error must end it: {other:?}"),
+        }
+        // The caller refuses the third chunk: nothing after it is handed
+        // over, and the cutting thread (blocked sending) is released.
+        let mut seen = 0;
+        let data = vec![5u8; 8 * BLOCK];
+        let refused = cut_elsewhere(&data[..], |_| {
+            seen += 1;
+            if seen == 3 {
+                Err("no room")
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(refused, Err(CutError::Each("no room"))));
+        assert_eq!(seen, 3);
     }
 }

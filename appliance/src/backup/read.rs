@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use pastiche_core::{ChunkId, Handle};
 
-use crate::chunk_stream::{ChunkStream, DEFAULT_BUFFER};
+use crate::chunk_stream::{cut_elsewhere, ChunkStream, CutError, DEFAULT_BUFFER};
 use crate::fsmeta::attrs_of;
 use crate::meta::model::{Attrs, Chunks, Content};
 use crate::progress::Progress;
@@ -167,6 +167,12 @@ fn prefetch(path: &Path, size: u64) {
     }
 }
 
+/// Files at least this large are read and cut into chunks on a thread of
+/// their own while the reading thread hashes and stores the chunks before
+/// ([`cut_elsewhere`]): a large file that changed is otherwise read on one
+/// core, cutting and hashing one after the other.
+pub(super) const CUT_ELSEWHERE_FROM: u64 = 32 << 20;
+
 /// Reads one file. Errors reading the file are an [`Outcome::Failed`];
 /// errors of the store end the backup.
 fn read_one(
@@ -195,30 +201,40 @@ fn read_one(
         }
         Err(e) => return Ok(Outcome::Failed(format!("cannot read {}: {e}", path.display()))),
     };
-    let mut stream = ChunkStream::with_reused_buffer(&file, std::mem::take(read_buf));
     let mut handles = Vec::new();
-    let mut failure = None;
-    loop {
-        let chunk = match stream.next_chunk() {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => {
-                failure = Some(format!("cannot read {}: {e}", path.display()));
-                break;
-            }
-        };
+    let mut on_chunk = |chunk: &[u8]| -> anyhow::Result<()> {
         let handle = Handle::of(chunk);
-        if let Err(e) = add(handle.chunk_id(), &handle, chunk) {
-            *read_buf = stream.into_buffer();
-            return Err(e);
-        }
+        add(handle.chunk_id(), &handle, chunk)?;
         handles.push(handle.0);
         stats.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         progress.bytes_done(chunk.len() as u64);
-    }
-    *read_buf = stream.into_buffer();
-    if let Some(msg) = failure {
-        return Ok(Outcome::Failed(msg));
+        Ok(())
+    };
+    let read_error = if before.size() >= CUT_ELSEWHERE_FROM {
+        match cut_elsewhere(&file, on_chunk) {
+            Ok(()) => None,
+            Err(CutError::Read(e)) => Some(e),
+            Err(CutError::Each(e)) => return Err(e),
+        }
+    } else {
+        let mut stream = ChunkStream::with_reused_buffer(&file, std::mem::take(read_buf));
+        let read = loop {
+            match stream.next_chunk() {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = on_chunk(chunk) {
+                        *read_buf = stream.into_buffer();
+                        return Err(e);
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        *read_buf = stream.into_buffer();
+        read
+    };
+    if let Some(e) = read_error {
+        return Ok(Outcome::Failed(format!("cannot read {}: {e}", path.display())));
     }
     let after = file.metadata().ok();
     let attrs = attrs_of(&before);

@@ -167,9 +167,11 @@ fn a_file_swapped_for_a_fifo_after_the_scan_fails_alone_and_does_not_hang_the_ba
     });
 }
 
-/// One large file is read on one thread, and the groups it closes are
-/// sealed by whichever thread is idle (`store::SealShare`): every chunk must
-/// still reach the store, once, and the file restore exactly.
+/// One large file is read and cut on a thread of its own
+/// (`chunk_stream::cut_elsewhere`), its chunks hashed and stored on another,
+/// and the groups it closes sealed by whichever thread is idle
+/// (`store::SealShare`): every chunk must still reach the store, once, and
+/// the file restore exactly.
 #[test]
 fn a_large_file_whose_groups_other_threads_seal_restores_exactly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -178,8 +180,10 @@ fn a_large_file_whose_groups_other_threads_seal_restores_exactly() {
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).unwrap();
     // Text-like bytes: they compress, so groups go through zstd, but no two
-    // chunks are alike. 6 MiB closes about six groups.
-    let data: Vec<u8> = crate::sample_tree::noise(7, 6 << 20).iter().map(|b| b'a' + b % 16).collect();
+    // chunks are alike. Past `CUT_ELSEWHERE_FROM` (32 MiB), and about 33
+    // groups.
+    let data: Vec<u8> = crate::sample_tree::noise(7, 33 << 20).iter().map(|b| b'a' + b % 16).collect();
+    assert!(data.len() as u64 > super::read::CUT_ELSEWHERE_FROM);
     fs::write(src.join("disk.img"), &data).unwrap();
 
     let result = backup(&repo, &src);
