@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use pastiche_core::{Handle, MAX_CHUNK};
 
 mod content;
+mod ordered;
 
 use content::ContentWriter;
 
@@ -116,7 +117,7 @@ pub fn run(
                 let mut plain = vec![0u8; MAX_CHUNK];
                 while let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let d = dest(e);
-                    if let Err(err) = write_file(source, e, &d, &mut plain, progress) {
+                    if let Err(err) = write_file(source, e, &d, &mut plain, opts.threads, progress) {
                         errors.lock().expect("no panics hold this lock").push(format!("{}: {err:#}", d.display()));
                     }
                     progress.file_done();
@@ -158,30 +159,40 @@ pub fn run(
     Ok(summary)
 }
 
-/// Writes one file from its chunks, checking each chunk's tag and handle.
-fn write_file(source: &dyn ChunkSource, e: &Entry, dest: &Path, plain: &mut [u8], progress: &Progress) -> Result<()> {
+/// Writes one file from its chunks, checking each chunk's tag and handle;
+/// a large one's chunks are opened on `helpers` threads.
+fn write_file(
+    source: &dyn ChunkSource,
+    e: &Entry,
+    dest: &Path,
+    plain: &mut [u8],
+    helpers: usize,
+    progress: &Progress,
+) -> Result<()> {
     let Content::File { sparse, .. } = &e.node.content else { unreachable!("only files") };
     // A new file, never one already there: writing through a link planted
     // at `dest` could change a file outside the target.
     let file = replacing(dest, || File::options().write(true).create_new(true).open(dest)).context("cannot create")?;
     let mut offset = 0u64;
     let handles: Vec<Handle> = e.handles.iter().map(|h| Handle(*h)).collect();
-    std::thread::scope(|scope| {
-        let mut out = ContentWriter::new(scope, &file, e.node.attrs.size);
-        let opened = source.open_many(&handles, plain, &mut |data: &[u8]| {
-            // Holes stay holes: all-zero chunks of a sparse file are not written.
-            if *sparse && data.iter().all(|&b| b == 0) {
-                out.skip(data.len() as u64)?;
-            } else {
-                out.push(data)?;
-            }
-            offset += data.len() as u64;
-            progress.bytes_done(data.len() as u64);
-            Ok(())
-        });
-        // A failed write first: reading stops because of it.
-        out.finish().and(opened)
-    })?;
+    let mut out = ContentWriter::new(&file);
+    let mut each = |data: &[u8]| -> Result<()> {
+        // Holes stay holes: all-zero chunks of a sparse file are not written.
+        if *sparse && data.iter().all(|&b| b == 0) {
+            out.skip(data.len() as u64)?;
+        } else {
+            out.push(data)?;
+        }
+        offset += data.len() as u64;
+        progress.bytes_done(data.len() as u64);
+        Ok(())
+    };
+    if e.node.attrs.size >= OPEN_IN_PARALLEL_FROM && source.opens_in_parallel() {
+        ordered::open_in_parallel(source, &handles, helpers, &mut each)?;
+    } else {
+        source.open_many(&handles, plain, &mut each)?;
+    }
+    out.flush()?;
     if *sparse {
         // A hole at the end was never written: the length makes it.
         file.set_len(offset).context("cannot set length")?;
@@ -209,6 +220,10 @@ fn replacing<T>(path: &Path, mut make: impl FnMut() -> std::io::Result<T>) -> st
         made => made,
     }
 }
+
+/// Files at least this large have their chunks opened on helper threads
+/// ([`ordered`]): one large file otherwise restores on one core.
+const OPEN_IN_PARALLEL_FROM: u64 = 32 << 20;
 
 /// Files whose first chunk tells the source where this restore's chunks are.
 const WRITERS_SAMPLE: usize = 64;

@@ -554,8 +554,10 @@ impl BatchWriter<'_> {
     /// Seals a closed group (its table and its chunks' plaintexts back to
     /// back) and queues it for the next commit.
     fn seal_group(&mut self, table: Vec<GroupEntry>, plain: &[u8]) -> Result<()> {
+        // Chunks are gathered only under the key, so this is never hit; if
+        // it were, losing them silently would be worse than failing.
         let Some(key) = self.store.grouping_key() else {
-            return Ok(());
+            return Err(StoreError::NoGroupKey(table.first().map_or(ChunkId([0; 20]), |c| c.id)));
         };
         let mut payload = Vec::new();
         seal_group_plain(key, &table, plain, &mut payload);

@@ -51,6 +51,12 @@ pub trait ChunkSource: Sync {
     fn writers(&self, asked: usize, _sample: &[Handle]) -> usize {
         asked
     }
+
+    /// Whether a large file's chunks may be opened by several threads at
+    /// once: not where each caller at once costs the buddy a connection.
+    fn opens_in_parallel(&self) -> bool {
+        true
+    }
 }
 
 /// Chunks from the box's own store only.
@@ -124,6 +130,12 @@ impl ChunkSource for FromBuddy<'_> {
         self.with_conn(|c| {
             c.get_chunk(*id, out).with_context(|| format!("fetching chunk {id} from buddy {}", self.entry.addr))
         })
+    }
+
+    /// Every caller at once takes a connection of its own, and a small
+    /// buddy (the firmware) serves only a few.
+    fn opens_in_parallel(&self) -> bool {
+        false
     }
 
     fn open_many(&self, handles: &[Handle], plain: &mut [u8], each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
