@@ -63,13 +63,16 @@ pub fn read_files(
     let share = SealShare::new(SHARED_GROUPS_PER_THREAD * threads);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let committing = scope.spawn(|| committer.run());
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
+        // Every thread counts as reading before any starts, so none that
+        // finds no file left stops helping before the others have begun.
+        let readings: Vec<_> = (0..threads).map(|_| share.reading()).collect();
+        let workers: Vec<_> = readings
+            .into_iter()
+            .map(|reading| {
                 let queue = queue.clone();
                 scope.spawn(|| -> anyhow::Result<()> {
                     let owner = repo.identity.public_key();
                     let mut writer = repo.store.queued_writer(owner, queue).sharing(&share);
-                    let reading = share.reading();
                     let mut refs = repo.store.ref_lookup(owner);
                     // One read buffer per thread, reused for every file.
                     let mut read_buf = vec![0u8; DEFAULT_BUFFER];

@@ -69,7 +69,7 @@ pub use write::{BatchWriter, PutSummary, QueuedWriter};
 use group::GroupKey;
 use index::{IndexView, Tables};
 use journal::Log;
-use read::GroupCache;
+use read::SharedGroups;
 use run::Run;
 use write::WriterState;
 
@@ -152,7 +152,7 @@ pub struct ChunkStore {
     /// the key set); off, it seals each alone.
     grouping: AtomicBool,
     /// Groups opened lately, for the reads that follow.
-    groups: Mutex<GroupCache>,
+    groups: SharedGroups,
     /// Test hook: make every pack write fail as if the disk were full.
     fail_writes: AtomicBool,
 }

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use pastiche_core::ChunkId;
 
@@ -36,23 +36,91 @@ pub(crate) struct OpenedGroup {
     pub record_len: u32,
 }
 
-/// Opened groups kept for the next reads, by (pack, offset, payload CRC).
-/// Pack numbers are never reused and a committed record never changes, so
-/// an entry never goes stale.
+/// A group record's place and payload CRC: pack numbers are never reused
+/// and a committed record never changes, so a key never goes stale.
+type GroupKey = (u32, u64, u32);
+
+/// Opened groups kept for the next reads, and the groups threads are
+/// opening now.
 #[derive(Debug, Default)]
 pub(crate) struct GroupCache {
-    groups: VecDeque<((u32, u64, u32), Arc<OpenedGroup>)>,
+    groups: VecDeque<(GroupKey, Arc<OpenedGroup>)>,
+    opening: Vec<GroupKey>,
+}
+
+/// The store's [`GroupCache`], shared by its reading threads: a thread that
+/// wants a group another is opening waits for it instead of opening it
+/// again. A restore's threads read neighbouring chunks, often of one group
+/// (docs/BENCHMARKS.md, stop 25).
+#[derive(Debug, Default)]
+pub(crate) struct SharedGroups {
+    cache: Mutex<GroupCache>,
+    /// Signalled whenever a thread is done opening a group.
+    opened: Condvar,
+}
+
+impl SharedGroups {
+    fn lock(&self) -> MutexGuard<'_, GroupCache> {
+        // The cache holds only finished groups: a panic elsewhere leaves it valid.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group under `key`, cached or opened by `open` (and cached), and
+    /// the plaintext bytes opened to get it (0 when it was cached or another
+    /// thread opened it meanwhile).
+    fn get_or_open(
+        &self,
+        key: GroupKey,
+        open: impl FnOnce() -> Result<Arc<OpenedGroup>>,
+    ) -> Result<(Arc<OpenedGroup>, u64)> {
+        let mut cache = self.lock();
+        loop {
+            if let Some(g) = cache.get(&key) {
+                return Ok((g, 0));
+            }
+            if !cache.opening.contains(&key) {
+                break;
+            }
+            cache = self.opened.wait(cache).unwrap_or_else(|p| p.into_inner());
+        }
+        cache.opening.push(key);
+        drop(cache);
+        // Takes the key out of `opening` even if `open` panics, so no
+        // waiter waits forever.
+        let opening = Opening { groups: self, key };
+        let result = open();
+        if let Ok(g) = &result {
+            self.lock().put(key, g.clone());
+        }
+        drop(opening);
+        let g = result?;
+        let opened = g.plain.len() as u64;
+        Ok((g, opened))
+    }
+}
+
+/// A group being opened by this thread; see [`SharedGroups::get_or_open`].
+struct Opening<'a> {
+    groups: &'a SharedGroups,
+    key: GroupKey,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.groups.lock().opening.retain(|k| *k != self.key);
+        self.groups.opened.notify_all();
+    }
 }
 
 /// Opened groups kept: enough for each reading thread's current group.
 const CACHED_GROUPS: usize = 8;
 
 impl GroupCache {
-    fn get(&mut self, key: &(u32, u64, u32)) -> Option<Arc<OpenedGroup>> {
+    fn get(&mut self, key: &GroupKey) -> Option<Arc<OpenedGroup>> {
         self.groups.iter().find(|(k, _)| k == key).map(|(_, g)| g.clone())
     }
 
-    fn put(&mut self, key: (u32, u64, u32), group: Arc<OpenedGroup>) {
+    fn put(&mut self, key: GroupKey, group: Arc<OpenedGroup>) {
         if self.groups.len() >= CACHED_GROUPS {
             self.groups.pop_front();
         }
@@ -152,17 +220,7 @@ impl ChunkStore {
     /// group was cached). Opened groups are cached: a restore or a shipping
     /// reads a group's chunks one after another.
     pub(crate) fn read_grouped(&self, id: &ChunkId, e: &ChunkEntry) -> Result<(Arc<OpenedGroup>, Range<usize>, u64)> {
-        let key = (e.pack, e.offset, e.crc);
-        let cached = self.groups.lock().unwrap_or_else(|p| p.into_inner()).get(&key);
-        let (group, opened) = match cached {
-            Some(g) => (g, 0),
-            None => {
-                let g = self.open_group_at(id, e)?;
-                self.groups.lock().unwrap_or_else(|p| p.into_inner()).put(key, g.clone());
-                let opened = g.plain.len() as u64;
-                (g, opened)
-            }
-        };
+        let (group, opened) = self.groups.get_or_open((e.pack, e.offset, e.crc), || self.open_group_at(id, e))?;
         let range = self.place_in(id, e, &group)?;
         Ok((group, range, opened))
     }
@@ -242,5 +300,46 @@ impl ChunkStore {
     /// Forgets the cached handle of a pack about to be deleted.
     pub(crate) fn forget_pack_file(&self, id: u32) {
         self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn group(len: usize) -> Arc<OpenedGroup> {
+        Arc::new(OpenedGroup { table: Vec::new(), plain: vec![1; len], record_len: 0 })
+    }
+
+    #[test]
+    fn a_group_another_thread_is_opening_is_waited_for_not_opened_again() {
+        let groups = SharedGroups::default();
+        let key = (1, 2, 3);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                groups.get_or_open(key, || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(group(10))
+                })
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            let (g, opened) = groups.get_or_open(key, || panic!("the group was opened a second time")).unwrap();
+            assert_eq!((g.plain.len(), opened), (10, 0), "the waiter takes the first thread's group");
+            assert_eq!(first.join().unwrap().unwrap().1, 10, "the first thread opened it");
+        });
+    }
+
+    #[test]
+    fn a_failed_or_panicking_open_lets_the_next_thread_try() {
+        let groups = SharedGroups::default();
+        let key = (4, 5, 6);
+        let err = groups.get_or_open(key, || Err(StoreError::NoGroupKey(ChunkId([0; 20])))).unwrap_err();
+        assert!(matches!(err, StoreError::NoGroupKey(_)));
+        let panicked = std::thread::scope(|s| s.spawn(|| groups.get_or_open(key, || panic!("open fails"))).join());
+        assert!(panicked.is_err());
+        // Neither left the group marked as being opened.
+        let (_, opened) = groups.get_or_open(key, || Ok(group(7))).unwrap();
+        assert_eq!(opened, 7);
     }
 }

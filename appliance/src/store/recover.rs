@@ -189,7 +189,7 @@ impl ChunkStore {
             recovery,
             group_key: std::sync::OnceLock::new(),
             grouping: AtomicBool::new(true),
-            groups: Mutex::new(Default::default()),
+            groups: Default::default(),
             fail_writes: AtomicBool::new(false),
         };
         store.maybe_merge(&mut writer, delta_len);
