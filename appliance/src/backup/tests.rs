@@ -167,11 +167,12 @@ fn a_file_swapped_for_a_fifo_after_the_scan_fails_alone_and_does_not_hang_the_ba
     });
 }
 
-/// One large file is read and cut on a thread of its own
+/// A large file is read and cut on a thread of its own
 /// (`chunk_stream::cut_elsewhere`), its chunks hashed and stored on another,
 /// and the groups it closes sealed by whichever thread is idle
 /// (`store::SealShare`): every chunk must still reach the store, once, and
-/// the file restore exactly.
+/// the file restore exactly, its chunks opened on the restoring thread
+/// and then on helpers (`restore::ordered`).
 #[test]
 fn a_large_file_whose_groups_other_threads_seal_restores_exactly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -185,6 +186,11 @@ fn a_large_file_whose_groups_other_threads_seal_restores_exactly() {
     let data: Vec<u8> = crate::sample_tree::noise(7, 33 << 20).iter().map(|b| b'a' + b % 16).collect();
     assert!(data.len() as u64 > super::read::CUT_ELSEWHERE_FROM);
     fs::write(src.join("disk.img"), &data).unwrap();
+    // Small files beside it: the restore opens the large file's chunks on
+    // its own thread while files are left for the other, then on helpers.
+    for i in 0..40u64 {
+        fs::write(src.join(format!("small-{i}")), crate::sample_tree::noise(100 + i, 300_000)).unwrap();
+    }
 
     let result = backup(&repo, &src);
     assert!(result.warnings.is_empty(), "{:?}", result.warnings);
@@ -192,8 +198,12 @@ fn a_large_file_whose_groups_other_threads_seal_restores_exactly() {
     let opts = crate::restore::RestoreOptions { target: target.clone(), include: vec![], threads: 2 };
     let quiet = Progress::start(Mode::Quiet, "test");
     crate::restore::run(&repo, &result.snapshot, &opts, &crate::sync::fetch::Local(&repo), &quiet).unwrap();
-    let restored = target.join(src.strip_prefix("/").unwrap()).join("disk.img");
-    assert!(fs::read(restored).unwrap() == data, "the restored file differs");
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert!(fs::read(restored.join("disk.img")).unwrap() == data, "the restored large file differs");
+    for i in 0..40u64 {
+        let small = fs::read(restored.join(format!("small-{i}"))).unwrap();
+        assert!(small == crate::sample_tree::noise(100 + i, 300_000), "small file {i} differs");
+    }
     let check = crate::check::run(&repo, crate::check::ReadData::All, 2, &quiet).unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
 }

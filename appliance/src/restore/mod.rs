@@ -111,13 +111,15 @@ pub fn run(
     let next = AtomicUsize::new(0);
     let sample: Vec<Handle> =
         files.iter().filter_map(|e| e.handles.first().map(|h| Handle(*h))).take(WRITERS_SAMPLE).collect();
+    let files_left = || next.load(Ordering::Relaxed) < files.len();
+    let helpers = Helpers { threads: opts.threads, files_left: &files_left };
     std::thread::scope(|scope| {
         for _ in 0..source.writers(opts.threads, &sample).max(1) {
             scope.spawn(|| {
                 let mut plain = vec![0u8; MAX_CHUNK];
                 while let Some(e) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let d = dest(e);
-                    if let Err(err) = write_file(source, e, &d, &mut plain, opts.threads, progress) {
+                    if let Err(err) = write_file(source, e, &d, &mut plain, &helpers, progress) {
                         errors.lock().expect("no panics hold this lock").push(format!("{}: {err:#}", d.display()));
                     }
                     progress.file_done();
@@ -159,14 +161,25 @@ pub fn run(
     Ok(summary)
 }
 
+/// When a large file's chunks are opened on helper threads: only once no
+/// file is left for the other writing threads to start. Before, they
+/// compete for the cores anyway, and each helper's buffers would add to
+/// the restore's peak memory.
+struct Helpers<'a> {
+    /// Helper threads for a large file.
+    threads: usize,
+    /// Whether files wait to be started.
+    files_left: &'a (dyn Fn() -> bool + Sync),
+}
+
 /// Writes one file from its chunks, checking each chunk's tag and handle;
-/// a large one's chunks are opened on `helpers` threads.
+/// a large one's chunks may be opened on helper threads.
 fn write_file(
     source: &dyn ChunkSource,
     e: &Entry,
     dest: &Path,
     plain: &mut [u8],
-    helpers: usize,
+    helpers: &Helpers<'_>,
     progress: &Progress,
 ) -> Result<()> {
     let Content::File { sparse, .. } = &e.node.content else { unreachable!("only files") };
@@ -187,10 +200,23 @@ fn write_file(
         progress.bytes_done(data.len() as u64);
         Ok(())
     };
+    let mut from = 0;
     if e.node.attrs.size >= OPEN_IN_PARALLEL_FROM && source.opens_in_parallel() {
-        ordered::open_in_parallel(source, &handles, helpers, &mut each)?;
-    } else {
-        source.open_many(&handles, plain, &mut each)?;
+        // While other files wait to be started, the other threads have work
+        // of their own: this one opens its chunks here, a run at a time,
+        // and once none is left, on every core.
+        while from < handles.len() && (helpers.files_left)() {
+            let to = handles.len().min(from + RUN_BETWEEN_LOOKS);
+            source.open_many(&handles[from..to], plain, &mut each)?;
+            from = to;
+        }
+        if from < handles.len() {
+            ordered::open_in_parallel(source, &handles[from..], helpers.threads, &mut each)?;
+            from = handles.len();
+        }
+    }
+    if from < handles.len() {
+        source.open_many(&handles[from..], plain, &mut each)?;
     }
     out.flush()?;
     if *sparse {
@@ -222,8 +248,13 @@ fn replacing<T>(path: &Path, mut make: impl FnMut() -> std::io::Result<T>) -> st
 }
 
 /// Files at least this large have their chunks opened on helper threads
-/// ([`ordered`]): one large file otherwise restores on one core.
+/// ([`ordered`]) once the other threads have no file left: one large file
+/// otherwise restores on one core.
 const OPEN_IN_PARALLEL_FROM: u64 = 32 << 20;
+
+/// Chunks a large file's thread opens before it looks again whether files
+/// are left for the others (about 2 MiB).
+const RUN_BETWEEN_LOOKS: usize = 128;
 
 /// Files whose first chunk tells the source where this restore's chunks are.
 const WRITERS_SAMPLE: usize = 64;
