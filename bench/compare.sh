@@ -17,10 +17,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${BENCH_WORK:-/tmp/pastiche-bench}"
 # shellcheck source=bench/lib.sh
 . "$here/bench/lib.sh"
-if ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr/bin/time ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq restic borgbackup time >/dev/null
-fi
+compared_tools
 if [ -z "${PASTICHE:-}" ]; then
     (cd "$here" && cargo build --release -q -p pastiche-appliance --bin pastiche)
 fi
@@ -34,8 +31,6 @@ if [ $# -ge 1 ]; then
 else
     default_tree "$src"
 fi
-export PASTICHE_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
-export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 "$pastiche" --data "$work/pastiche" --quiet init --name bench.example >/dev/null
 restic init -q --repo "$work/restic" >/dev/null
 borg init -e repokey "$work/borg" 2>/dev/null

@@ -16,13 +16,8 @@ work="${BENCH_WORK:-/tmp/pastiche-corpora}"
 # shellcheck source=bench/lib.sh
 . "$here/bench/lib.sh"
 [ $# -ge 1 ] || { echo "usage: bench/corpora.sh TREE..." >&2; exit 2; }
-if ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr/bin/time ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq restic borgbackup time >/dev/null
-fi
+compared_tools
 bench_pastiche
-export PASTICHE_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
-export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
 # first TOOL SRC: one first backup of SRC into a fresh repository at
 # $work/TOOL; prints its wall seconds.

@@ -18,13 +18,8 @@ work="${BENCH_WORK:-/tmp/pastiche-large-file}"
 . "$here/bench/lib.sh"
 [ $# -ge 1 ] || { echo "usage: bench/large_file.sh FILE [RUNS]" >&2; exit 2; }
 file="$1" runs="${2:-3}"
-if ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr/bin/time ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq restic borgbackup time >/dev/null
-fi
+compared_tools
 bench_pastiche
-export PASTICHE_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
-export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 rm -rf "$work"
 mkdir -p "$work/src"
 src="$work/src"

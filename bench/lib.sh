@@ -21,6 +21,17 @@ default_tree() {
     cp -a /usr/lib/python3.11 "$1/py"
 }
 
+# compared_tools: restic, borgbackup and GNU time (Debian packages),
+# installed if missing, and the passwords every tool's repository uses.
+compared_tools() {
+    if ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr/bin/time ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq restic borgbackup time >/dev/null
+    fi
+    export PASTICHE_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
+    export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+}
+
 # Reads every file of a tree once, so the first run does not pay for the disk.
 warm() {
     if [ -n "${UNCACHED:-}" ]; then
