@@ -1,4 +1,6 @@
-//! Cutting a byte stream from any reader into chunks, with one reusable buffer.
+//! Cutting a byte stream from any reader into chunks: in place with one
+//! reusable buffer ([`ChunkStream`]), or on a thread of its own for a large
+//! file ([`cut_elsewhere`]).
 
 use std::io::{self, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};

@@ -111,9 +111,9 @@ pub(super) fn open_in_parallel(
 }
 
 /// Takes opened runs as they arrive and hands their chunks to `each` in
-/// run order, telling `wrote` after each run (with the run's buffer). A run that failed is the
-/// error once its turn comes, so what is written before it does not depend
-/// on which helper finished first.
+/// run order, giving `wrote` the count and the run's buffer after each. A
+/// run that failed is the error once its turn comes, so what is written
+/// before it does not depend on which helper finished first.
 fn write_in_order(
     runs: usize,
     arrived: &std::sync::mpsc::Receiver<(usize, Result<Opened>)>,
