@@ -74,8 +74,7 @@ pub fn read_files(
                     let owner = repo.identity.public_key();
                     let mut writer = repo.store.queued_writer(owner, queue).sharing(&share);
                     let mut refs = repo.store.ref_lookup(owner);
-                    // One read buffer per thread, reused for every file.
-                    let mut read_buf = vec![0u8; DEFAULT_BUFFER];
+                    let mut mine = PerThread { read_buf: vec![0u8; DEFAULT_BUFFER], cut_large_elsewhere: threads > 1 };
                     loop {
                         let j = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&node) = jobs.get(j) else { break };
@@ -101,8 +100,7 @@ pub fn read_files(
                             stats.chunks_new.fetch_add(1, Ordering::Relaxed);
                             Ok(())
                         };
-                        let outcome =
-                            read_one(&n.path, &n.attrs, sparse_link, &mut add, &stats, progress, &mut read_buf)?;
+                        let outcome = read_one(&n.path, &n.attrs, sparse_link, &mut add, &stats, progress, &mut mine)?;
                         progress.file_done();
                         *results[j].lock().expect("no panics hold this lock") = Some(outcome);
                     }
@@ -176,6 +174,15 @@ fn prefetch(path: &Path, size: u64) {
 /// core, cutting and hashing one after the other.
 pub(super) const CUT_ELSEWHERE_FROM: u64 = 32 << 20;
 
+/// What a reading thread keeps from one file to the next.
+struct PerThread {
+    /// Its read buffer, reused for every file.
+    read_buf: Vec<u8>,
+    /// Whether a large file is cut on a thread of its own
+    /// ([`CUT_ELSEWHERE_FROM`]): not in a backup asked to use one thread.
+    cut_large_elsewhere: bool,
+}
+
 /// Reads one file. Errors reading the file are an [`Outcome::Failed`];
 /// errors of the store end the backup.
 fn read_one(
@@ -185,7 +192,7 @@ fn read_one(
     add: &mut impl FnMut(ChunkId, &Handle, &[u8]) -> anyhow::Result<()>,
     stats: &ReadStats,
     progress: &Progress,
-    read_buf: &mut Vec<u8>,
+    mine: &mut PerThread,
 ) -> anyhow::Result<Outcome> {
     let file = match open_for_backup(path) {
         Ok(f) => f,
@@ -213,19 +220,19 @@ fn read_one(
         progress.bytes_done(chunk.len() as u64);
         Ok(())
     };
-    let read_error = if before.size() >= CUT_ELSEWHERE_FROM {
+    let read_error = if mine.cut_large_elsewhere && before.size() >= CUT_ELSEWHERE_FROM {
         match cut_elsewhere(&file, on_chunk) {
             Ok(()) => None,
             Err(CutError::Read(e)) => Some(e),
             Err(CutError::Each(e)) => return Err(e),
         }
     } else {
-        let mut stream = ChunkStream::with_reused_buffer(&file, std::mem::take(read_buf));
+        let mut stream = ChunkStream::with_reused_buffer(&file, std::mem::take(&mut mine.read_buf));
         let read = loop {
             match stream.next_chunk() {
                 Ok(Some(chunk)) => {
                     if let Err(e) = on_chunk(chunk) {
-                        *read_buf = stream.into_buffer();
+                        mine.read_buf = stream.into_buffer();
                         return Err(e);
                     }
                 }
@@ -233,7 +240,7 @@ fn read_one(
                 Err(e) => break Some(e),
             }
         };
-        *read_buf = stream.into_buffer();
+        mine.read_buf = stream.into_buffer();
         read
     };
     if let Some(e) = read_error {

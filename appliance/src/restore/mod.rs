@@ -161,8 +161,9 @@ pub fn run(
     Ok(summary)
 }
 
-/// When a large file's chunks are opened on helper threads: only once no
-/// file is left for the other writing threads to start. Before, they
+/// When a large file's chunks are opened on helper threads: only in a
+/// restore asked to use more than one thread, and only once no file is
+/// left for the other writing threads to start. Before, they
 /// compete for the cores anyway, and each helper's buffers would add to
 /// the restore's peak memory.
 struct Helpers<'a> {
@@ -201,7 +202,7 @@ fn write_file(
         Ok(())
     };
     let mut from = 0;
-    if e.node.attrs.size >= OPEN_IN_PARALLEL_FROM && source.opens_in_parallel() {
+    if e.node.attrs.size >= OPEN_IN_PARALLEL_FROM && helpers.threads > 1 && source.opens_in_parallel() {
         // While other files wait to be started, the other threads have work
         // of their own: this one opens its chunks here, a run at a time,
         // and once none is left, on every core.
