@@ -6,6 +6,7 @@
 //! the store by the next backup and not written again.
 
 pub mod exclude;
+mod precut;
 mod read;
 mod scan;
 
@@ -44,6 +45,9 @@ pub struct BackupResult {
     pub snapshot: SnapshotInfo,
     /// Problems that made it incomplete (exit code 3 when not empty).
     pub warnings: Vec<String>,
+    /// Bytes of the largest files cut into chunks while the box opened
+    /// and taken over by the reading threads ([`Walk::precut_until`]).
+    pub bytes_precut: u64,
 }
 
 /// A backup's source tree, walked before the box is needed: the walk can
@@ -55,6 +59,22 @@ pub struct Walk {
     /// The paths backed up, absolute.
     paths: Vec<PathBuf>,
     tree: Tree,
+    /// The largest files' first chunks, cut while the box opened.
+    precut: precut::Precut,
+}
+
+impl Walk {
+    /// Cuts the largest files found until `opened` is set: the key-free part
+    /// of reading them, done while the box's key is derived ([`precut`]).
+    pub fn precut_until(self, opened: &AtomicBool) -> Walk {
+        self.precut_at_most(opened, precut::MOST_BYTES)
+    }
+
+    /// [`Walk::precut_until`], cutting at most `budget` bytes.
+    fn precut_at_most(mut self, opened: &AtomicBool, budget: u64) -> Walk {
+        self.precut = precut::precut(&self.tree, opened, budget);
+        self
+    }
 }
 
 /// Walks the paths of `opts`; gives up with an error once `stop` is set.
@@ -76,7 +96,7 @@ pub fn walk(opts: &BackupOptions, stop: &AtomicBool) -> Result<Walk> {
     for path in &paths {
         tree.walk_root(path, &scan_opts)?;
     }
-    Ok(Walk { time, started, paths, tree })
+    Ok(Walk { time, started, paths, tree, precut: precut::Precut::default() })
 }
 
 /// Runs a backup into `repo`.
@@ -86,7 +106,7 @@ pub fn run(repo: &Repo, opts: &BackupOptions, progress: &Progress) -> Result<Bac
 
 /// Runs a backup of the tree `walk` found into `repo`.
 pub fn run_walked(repo: &Repo, walk: Walk, opts: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
-    let Walk { time, started, paths, mut tree } = walk;
+    let Walk { time, started, paths, mut tree, precut } = walk;
     let (mut root, read) = repo.load_root_versioned()?;
     let seq = root.next_snapshot_seq;
     for (i, path) in paths.iter().enumerate() {
@@ -142,7 +162,7 @@ pub fn run_walked(repo: &Repo, walk: Walk, opts: &BackupOptions, progress: &Prog
     // Big files first, so the last files to finish are small ones.
     jobs.sort_by_key(|&i| std::cmp::Reverse(tree.nodes[i].attrs.size));
     progress.set_totals(jobs.len() as u64, total_bytes);
-    let stats = read::read_files(repo, &mut tree, &jobs, opts.threads, progress)?;
+    let stats = read::read_files(repo, &mut tree, &jobs, &precut, opts.threads, progress)?;
     for (follower, leader) in link_followers {
         let (content, failed) = (tree.nodes[leader].content.clone(), tree.nodes[leader].failed);
         let node = &mut tree.nodes[follower];
@@ -152,6 +172,7 @@ pub fn run_walked(repo: &Repo, walk: Walk, opts: &BackupOptions, progress: &Prog
     summary.bytes_read = stats.bytes_read.into_inner();
     summary.chunks_new = stats.chunks_new.into_inner();
     summary.bytes_added = stats.bytes_added.into_inner();
+    let bytes_precut = stats.bytes_precut.into_inner();
 
     let (puts, mut built) = build_objects(repo, &mut tree, opts.threads)?;
     summary.errors = tree.errors;
@@ -176,7 +197,7 @@ pub fn run_walked(repo: &Repo, walk: Walk, opts: &BackupOptions, progress: &Prog
     // No chunk reads are in flight now: the index file can give back the
     // pages the backup's merges freed.
     repo.store.compact_index_file();
-    Ok(BackupResult { snapshot, warnings: tree.warnings })
+    Ok(BackupResult { snapshot, warnings: tree.warnings, bytes_precut })
 }
 
 /// An object ready to store: its name and sealed bytes.

@@ -4,9 +4,9 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::num::NonZeroU64;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -18,8 +18,9 @@ use crate::fsmeta::attrs_of;
 use crate::meta::model::{Attrs, Chunks, Content};
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::store::SealShare;
+use crate::store::{QueuedWriter, RefLookup, SealShare};
 
+use super::precut::{Precut, Prefix};
 use super::scan::{Kind, Tree};
 
 /// Counters shared by the reading threads.
@@ -31,6 +32,9 @@ pub struct ReadStats {
     pub chunks_new: AtomicU64,
     /// Bytes the new chunks take in the store (their groups' records).
     pub bytes_added: AtomicU64,
+    /// Bytes of files taken over from their prefixes, cut while the box
+    /// opened ([`super::precut`]).
+    pub bytes_precut: AtomicU64,
 }
 
 /// What reading one file produced.
@@ -40,10 +44,12 @@ enum Outcome {
 }
 
 /// Reads every node in `jobs` on `threads` threads and fills in their content.
+/// A file in `precut` is taken over from its prefix.
 pub fn read_files(
     repo: &Repo,
     tree: &mut Tree,
     jobs: &[usize],
+    precut: &Precut,
     threads: usize,
     progress: &Progress,
 ) -> anyhow::Result<ReadStats> {
@@ -72,8 +78,12 @@ pub fn read_files(
                 let queue = queue.clone();
                 scope.spawn(|| -> anyhow::Result<()> {
                     let owner = repo.identity.public_key();
-                    let mut writer = repo.store.queued_writer(owner, queue).sharing(&share);
-                    let mut refs = repo.store.ref_lookup(owner);
+                    let mut sink = Sink {
+                        writer: repo.store.queued_writer(owner, queue).sharing(&share),
+                        refs: repo.store.ref_lookup(owner),
+                        in_flight: &in_flight,
+                        stats: &stats,
+                    };
                     let mut mine = PerThread { read_buf: vec![0u8; DEFAULT_BUFFER], cut_large_elsewhere: threads > 1 };
                     loop {
                         let j = next.fetch_add(1, Ordering::Relaxed);
@@ -86,27 +96,14 @@ pub fn read_files(
                             Kind::File { sparse, link_group } => (sparse, link_group),
                             _ => unreachable!("only files are read"),
                         };
-                        let mut add = |id: ChunkId, _handle: &Handle, plain: &[u8]| -> anyhow::Result<()> {
-                            // Only a chunk this box already references may be skipped:
-                            // an unreferenced one may be garbage awaiting compaction.
-                            if !in_flight.lock().expect("no panics hold this lock").insert(id) {
-                                return Ok(());
-                            }
-                            match refs.lookup(&id)? {
-                                Some(n) if n > 0 => return Ok(()),
-                                Some(_) => writer.add_plain(id, plain)?,
-                                None => writer.add_absent_plain(id, plain)?,
-                            }
-                            stats.chunks_new.fetch_add(1, Ordering::Relaxed);
-                            Ok(())
-                        };
-                        let outcome = read_one(&n.path, &n.attrs, sparse_link, &mut add, &stats, progress, &mut mine)?;
+                        let file = FileJob { path: &n.path, scanned: &n.attrs, sparse_link, prefix: precut.get(node) };
+                        let outcome = read_one(&file, &mut sink, progress, &mut mine)?;
                         progress.file_done();
                         *results[j].lock().expect("no panics hold this lock") = Some(outcome);
                     }
                     drop(reading);
-                    writer.seal_for_others(&share)?;
-                    writer.finish()?;
+                    sink.writer.seal_for_others(&share)?;
+                    sink.writer.finish()?;
                     Ok(())
                 })
             })
@@ -183,17 +180,80 @@ struct PerThread {
     cut_large_elsewhere: bool,
 }
 
+/// Where a reading thread's chunks go: past the chunks this run has
+/// already taken and those the box references, into the store.
+struct Sink<'a> {
+    writer: QueuedWriter<'a>,
+    refs: RefLookup<'a>,
+    /// Chunks taken during this run but maybe not yet committed, so two
+    /// threads never store the same new chunk twice.
+    in_flight: &'a Mutex<HashSet<ChunkId>>,
+    stats: &'a ReadStats,
+}
+
+/// What the store needs of a chunk.
+enum Need {
+    /// Nothing: the box references it, or this run has taken it.
+    Nothing,
+    /// The chunk, which the store lacks.
+    Absent,
+    /// The chunk, which the store holds but the box does not reference: it
+    /// may be garbage awaiting compaction.
+    Unreferenced,
+}
+
+impl Sink<'_> {
+    /// What the store needs of chunk `id`. Unless it is [`Need::Nothing`],
+    /// the chunk is this thread's to [`Sink::store`] or [`Sink::release`].
+    fn need(&mut self, id: &ChunkId) -> anyhow::Result<Need> {
+        if !self.in_flight.lock().expect("no panics hold this lock").insert(*id) {
+            return Ok(Need::Nothing);
+        }
+        // Only a chunk this box already references may be skipped.
+        Ok(match self.refs.lookup(id)? {
+            Some(n) if n > 0 => Need::Nothing,
+            Some(_) => Need::Unreferenced,
+            None => Need::Absent,
+        })
+    }
+
+    /// Stores chunk `id`, whose plaintext is `plain`, as `need` says.
+    fn store(&mut self, id: ChunkId, plain: &[u8], need: Need) -> anyhow::Result<()> {
+        match need {
+            Need::Nothing => return Ok(()),
+            Need::Unreferenced => self.writer.add_plain(id, plain)?,
+            Need::Absent => self.writer.add_absent_plain(id, plain)?,
+        }
+        self.stats.chunks_new.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives back chunk `id`, taken by [`Sink::need`] and not stored: a
+    /// file read later that holds it stores it.
+    fn release(&self, id: &ChunkId) {
+        self.in_flight.lock().expect("no panics hold this lock").remove(id);
+    }
+}
+
+/// One file to read, as the walk found it.
+struct FileJob<'a> {
+    path: &'a Path,
+    /// Its attributes at the walk.
+    scanned: &'a Attrs,
+    sparse_link: (bool, Option<u64>),
+    /// Its first chunks, cut while the box opened.
+    prefix: Option<&'a Prefix>,
+}
+
 /// Reads one file. Errors reading the file are an [`Outcome::Failed`];
 /// errors of the store end the backup.
 fn read_one(
-    path: &Path,
-    scanned: &Attrs,
-    (sparse, link_group): (bool, Option<u64>),
-    add: &mut impl FnMut(ChunkId, &Handle, &[u8]) -> anyhow::Result<()>,
-    stats: &ReadStats,
+    job: &FileJob<'_>,
+    sink: &mut Sink<'_>,
     progress: &Progress,
     mine: &mut PerThread,
 ) -> anyhow::Result<Outcome> {
+    let (path, (sparse, link_group)) = (job.path, job.sparse_link);
     let file = match open_for_backup(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -212,15 +272,29 @@ fn read_one(
         Err(e) => return Ok(Outcome::Failed(format!("cannot read {}: {e}", path.display()))),
     };
     let mut handles = Vec::new();
+    let taken = match job.prefix.filter(|p| p.matches(&before)) {
+        Some(prefix) => take_prefix(&file, prefix, sink, &mut handles, mine)?,
+        None => 0,
+    };
+    if taken > 0 {
+        sink.stats.bytes_read.fetch_add(taken, Ordering::Relaxed);
+        sink.stats.bytes_precut.fetch_add(taken, Ordering::Relaxed);
+        progress.bytes_done(taken);
+        if let Err(e) = (&file).seek(SeekFrom::Start(taken)) {
+            return Ok(Outcome::Failed(format!("cannot read {}: {e}", path.display())));
+        }
+    }
     let mut on_chunk = |chunk: &[u8]| -> anyhow::Result<()> {
         let handle = Handle::of(chunk);
-        add(handle.chunk_id(), &handle, chunk)?;
+        let id = handle.chunk_id();
+        let need = sink.need(&id)?;
+        sink.store(id, chunk, need)?;
         handles.push(handle.0);
-        stats.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        sink.stats.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         progress.bytes_done(chunk.len() as u64);
         Ok(())
     };
-    let read_error = if mine.cut_large_elsewhere && before.size() >= CUT_ELSEWHERE_FROM {
+    let read_error = if mine.cut_large_elsewhere && before.size() - taken >= CUT_ELSEWHERE_FROM {
         match cut_elsewhere(&file, on_chunk) {
             Ok(()) => None,
             Err(CutError::Read(e)) => Some(e),
@@ -250,8 +324,8 @@ fn read_one(
     let attrs = attrs_of(&before);
     let changed = after.is_none_or(|a| {
         a.size() != before.size() || a.mtime_nsec() != before.mtime_nsec() || a.mtime() != before.mtime()
-    }) || attrs.size != scanned.size
-        || attrs.mtime != scanned.mtime;
+    }) || attrs.size != job.scanned.size
+        || attrs.mtime != job.scanned.mtime;
     Ok(Outcome::Read {
         attrs,
         content: Content::File { chunks: Chunks::Inline(handles), sparse, link_group },
@@ -259,11 +333,43 @@ fn read_one(
     })
 }
 
+/// Takes over the chunks of `prefix`, cut from `file` while the box opened
+/// ([`super::precut`]), appending their handles to `handles`. A chunk the
+/// store needs is read again and stored only if it still hashes to its
+/// handle. Gives the bytes taken over: 0, with `handles` left empty, when
+/// a chunk no longer matches or cannot be read (the file changed since it
+/// was cut, unseen by its times), so that the whole file is read again.
+fn take_prefix(
+    file: &File,
+    prefix: &Prefix,
+    sink: &mut Sink<'_>,
+    handles: &mut Vec<[u8; 20]>,
+    mine: &mut PerThread,
+) -> anyhow::Result<u64> {
+    let mut offset = 0u64;
+    for &(handle, len) in &prefix.chunks {
+        let id = Handle(handle).chunk_id();
+        let need = sink.need(&id)?;
+        if !matches!(need, Need::Nothing) {
+            let plain = &mut mine.read_buf[..len as usize];
+            if file.read_exact_at(plain, offset).is_err() || Handle::of(plain).0 != handle {
+                sink.release(&id);
+                handles.clear();
+                return Ok(0);
+            }
+            sink.store(id, plain, need)?;
+        }
+        handles.push(handle);
+        offset += u64::from(len);
+    }
+    Ok(offset)
+}
+
 /// Opens without updating the access time where the kernel allows it, and
 /// without blocking: a file swapped for a FIFO after the scan would
 /// otherwise hold the open until some writer came (O_NONBLOCK changes
 /// nothing for a regular file's reads).
-fn open_for_backup(path: &Path) -> io::Result<File> {
+pub(super) fn open_for_backup(path: &Path) -> io::Result<File> {
     use rustix::fs::OFlags;
     let open = |flags: OFlags| OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path);
     match open(OFlags::NOATIME | OFlags::NONBLOCK) {

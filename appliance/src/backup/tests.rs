@@ -207,3 +207,118 @@ fn a_large_file_whose_groups_other_threads_seal_restores_exactly() {
     let check = crate::check::run(&repo, crate::check::ReadData::All, 2, &quiet).unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
 }
+
+/// A 40 MiB file of text-like bytes (they compress, no two chunks alike)
+/// in `src`, past `precut::PRECUT_FROM`; returns its bytes.
+fn large_file(src: &Path) -> Vec<u8> {
+    fs::create_dir_all(src).unwrap();
+    let data: Vec<u8> = crate::sample_tree::noise(11, 40 << 20).iter().map(|b| b'a' + b % 16).collect();
+    assert!(data.len() as u64 > super::precut::PRECUT_FROM);
+    fs::write(src.join("dump.sql"), &data).unwrap();
+    data
+}
+
+/// The walk of `src` with up to `budget` bytes of its largest files cut
+/// ahead, as while a box opens.
+fn walked_and_cut(src: &Path, budget: u64) -> super::Walk {
+    let opts = BackupOptions { paths: vec![src.to_path_buf()], excludes: vec![], one_file_system: false, threads: 2 };
+    let never = AtomicBool::new(false);
+    super::walk(&opts, &never).unwrap().precut_at_most(&never, budget)
+}
+
+fn backup_walked(repo: &Repo, src: &Path, walked: super::Walk) -> super::BackupResult {
+    let opts = BackupOptions { paths: vec![src.to_path_buf()], excludes: vec![], one_file_system: false, threads: 2 };
+    super::run_walked(repo, walked, &opts, &Progress::start(Mode::Quiet, "test")).unwrap()
+}
+
+/// The handles of `src`'s file `name` in `snap`.
+fn handles_of(repo: &Repo, snap: &crate::meta::model::SnapshotInfo, name: &str) -> Vec<[u8; 20]> {
+    walk::entries(repo, snap).unwrap().into_iter().find(|e| e.path.ends_with(name)).unwrap().handles
+}
+
+/// Restores `snap` under `dir/restore` and gives the bytes of `src/name`.
+fn restored(repo: &Repo, snap: &crate::meta::model::SnapshotInfo, dir: &Path, src: &Path, name: &str) -> Vec<u8> {
+    let target = dir.join("restore");
+    let _ = fs::remove_dir_all(&target);
+    let opts = crate::restore::RestoreOptions { target: target.clone(), include: vec![], threads: 2 };
+    let quiet = Progress::start(Mode::Quiet, "test");
+    crate::restore::run(repo, snap, &opts, &crate::sync::fetch::Local(repo), &quiet).unwrap();
+    fs::read(target.join(src.strip_prefix("/").unwrap()).join(name)).unwrap()
+}
+
+/// The first 8 MiB of a large file cut while the box opened are taken
+/// over, and the rest read on from there: the same chunks, stored once,
+/// as reading the file alone gives.
+#[test]
+fn a_file_cut_while_the_box_opened_is_stored_as_reading_it_alone_stores_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    let alone = Repo::init(&tmp.path().join("alone"), "nas.example", "pw", kdf).unwrap();
+    let cut = Repo::init(&tmp.path().join("cut"), "nas.example", "pw", kdf).unwrap();
+    let src = tmp.path().join("src");
+    let data = large_file(&src);
+
+    let read_alone = backup(&alone, &src);
+    assert_eq!(read_alone.bytes_precut, 0);
+    let walked = walked_and_cut(&src, 8 << 20);
+    let precut = walked.precut.bytes();
+    assert!((8 << 20..(8 << 20) + 65_536).contains(&precut), "cut {precut} bytes ahead");
+    let taken_over = backup_walked(&cut, &src, walked);
+    assert_eq!(taken_over.bytes_precut, precut, "the prefix is taken over whole");
+    assert!(taken_over.warnings.is_empty(), "{:?}", taken_over.warnings);
+
+    let (a, b) = (&read_alone.snapshot.summary, &taken_over.snapshot.summary);
+    assert_eq!((b.chunks_new, b.bytes_read), (a.chunks_new, a.bytes_read));
+    assert_eq!(
+        handles_of(&cut, &taken_over.snapshot, "dump.sql"),
+        handles_of(&alone, &read_alone.snapshot, "dump.sql")
+    );
+    assert!(restored(&cut, &taken_over.snapshot, tmp.path(), &src, "dump.sql") == data, "the restored file differs");
+    let check = crate::check::run(&cut, crate::check::ReadData::All, 2, &Progress::start(Mode::Quiet, "test")).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+}
+
+/// A file changed after it was cut, its times and size as they were (a
+/// write through a mapping can leave them): a chunk of the prefix that no
+/// longer hashes to its handle is not stored under it, and the whole file
+/// is read again.
+#[test]
+fn a_prefix_that_no_longer_matches_its_file_is_dropped_and_the_file_read_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    let repo = Repo::init(&tmp.path().join("box"), "nas.example", "pw", kdf).unwrap();
+    let src = tmp.path().join("src");
+    let data = large_file(&src);
+
+    let mut walked = walked_and_cut(&src, 8 << 20);
+    // What the prefix says of its fourth chunk is no longer what the file
+    // holds there.
+    let prefix = walked.precut.prefixes_mut().next().expect("the large file was cut");
+    prefix.chunks[3].0[0] ^= 1;
+    let stale = pastiche_core::Handle(prefix.chunks[3].0).chunk_id();
+    let result = backup_walked(&repo, &src, walked);
+    assert_eq!(result.bytes_precut, 0, "the prefix is dropped");
+    assert!(result.warnings.is_empty(), "{:?}", result.warnings);
+    assert!(!repo.store.contains(&stale).unwrap(), "a chunk was stored under a handle its bytes do not have");
+    assert!(restored(&repo, &result.snapshot, tmp.path(), &src, "dump.sql") == data, "the restored file differs");
+}
+
+/// A file written after it was cut (its change time moved) is read whole,
+/// its prefix unused.
+#[test]
+fn a_file_written_after_it_was_cut_is_read_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    let repo = Repo::init(&tmp.path().join("box"), "nas.example", "pw", kdf).unwrap();
+    let src = tmp.path().join("src");
+    let mut data = large_file(&src);
+
+    let walked = walked_and_cut(&src, u64::MAX);
+    assert_eq!(walked.precut.bytes(), data.len() as u64, "the whole file was cut");
+    // The same size, one byte changed at the start.
+    data[100] ^= 0x20;
+    fs::write(src.join("dump.sql"), &data).unwrap();
+    let result = backup_walked(&repo, &src, walked);
+    assert_eq!(result.bytes_precut, 0, "the prefix is not used");
+    assert!(restored(&repo, &result.snapshot, tmp.path(), &src, "dump.sql") == data, "the restored file differs");
+}

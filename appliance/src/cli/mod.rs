@@ -38,18 +38,25 @@ pub fn run_request(g: &common::Global, req: request::Request) -> Result<u8> {
     }
 }
 
-/// A backup in this process: its source tree is walked while the box opens,
-/// which is mostly deriving the key from the passphrase (a no-change backup
-/// of 10,000 files spends over half its time there, docs/BENCHMARKS.md).
+/// A backup in this process: its source tree is walked, and its largest
+/// files cut into chunks, while the box opens, which is mostly deriving the
+/// key from the passphrase (a no-change backup of 10,000 files spends over
+/// half its time there, docs/BENCHMARKS.md).
 fn backup_while_opening(g: &common::Global, lock: LockMode, opts: &crate::backup::BackupOptions) -> Result<u8> {
-    let stop = AtomicBool::new(false);
+    let (stop, opened) = (AtomicBool::new(false), AtomicBool::new(false));
     std::thread::scope(|scope| {
-        let walking = scope.spawn(|| crate::backup::walk(opts, &stop));
-        let opened = g.open(lock);
+        let walking = scope.spawn(|| {
+            let walked = crate::backup::walk(opts, &stop)?;
+            // With a core to spare, the walk's thread goes on cutting the
+            // largest files until the box is open.
+            Ok::<_, anyhow::Error>(if opts.threads > 1 { walked.precut_until(&opened) } else { walked })
+        });
+        let box_opened = g.open(lock);
+        opened.store(true, Ordering::Relaxed);
         // Without a box the walk is of no use: stop it rather than wait
         // (the scope joins it).
-        stop.store(opened.is_err(), Ordering::Relaxed);
-        let shared = crate::repo::SharedBox::new(Arc::new(opened?));
+        stop.store(box_opened.is_err(), Ordering::Relaxed);
+        let shared = crate::repo::SharedBox::new(Arc::new(box_opened?));
         // The display starts once any passphrase prompt is over, and runs
         // while a walk longer than the key's derivation finishes.
         let progress = g.progress("backup");
