@@ -64,15 +64,17 @@ pub struct Walk {
 }
 
 impl Walk {
-    /// Cuts the largest files found until `opened` is set: the key-free part
-    /// of reading them, done while the box's key is derived ([`precut`]).
-    pub fn precut_until(self, opened: &AtomicBool) -> Walk {
-        self.precut_at_most(opened, precut::MOST_BYTES)
+    /// Cuts the largest files found that changed since the last commit of
+    /// the box in `box_dir`, until `opened` is set: the key-free part of
+    /// reading them, done while the box's key is derived ([`precut`]).
+    pub fn precut_until(self, opened: &AtomicBool, box_dir: &Path) -> Walk {
+        self.precut_at_most(opened, precut::MOST_BYTES, precut::last_commit(box_dir))
     }
 
-    /// [`Walk::precut_until`], cutting at most `budget` bytes.
-    fn precut_at_most(mut self, opened: &AtomicBool, budget: u64) -> Walk {
-        self.precut = precut::precut(&self.tree, opened, budget);
+    /// [`Walk::precut_until`], cutting at most `budget` bytes of files
+    /// changed after `changed_after`.
+    fn precut_at_most(mut self, opened: &AtomicBool, budget: u64, changed_after: Option<Timestamp>) -> Walk {
+        self.precut = precut::precut(&self.tree, opened, budget, changed_after);
         self
     }
 }

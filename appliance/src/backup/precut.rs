@@ -10,10 +10,18 @@
 //! chunk it lacks is read again (a prefix keeps no plaintext) and stored
 //! only if it still hashes to its handle. A file changed since it was cut
 //! costs a second read, never a wrong chunk.
+//!
+//! Most backups find their large files unchanged, and what is cut of those
+//! is never used: it only slows the key's derivation (Argon2 is bound by
+//! memory bandwidth) and adds to the process's memory (a no-change backup
+//! of 836 MB took 0.20 s instead of 0.17). So only files whose change time
+//! is past the box's last metadata commit are cut: a file unchanged since
+//! then was most likely backed up then.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pastiche_core::Handle;
@@ -21,6 +29,8 @@ use pastiche_core::Handle;
 use super::read::{open_for_backup, CUT_ELSEWHERE_FROM};
 use super::scan::{Kind, Tree};
 use crate::chunk_stream::ChunkStream;
+use crate::meta::db::OBJECTS_FILE;
+use crate::meta::model::Timestamp;
 
 /// Files at least this large are cut ahead: those a reading thread would
 /// otherwise cut and hash alone, one after the other (smaller files are
@@ -97,17 +107,25 @@ impl FileStamp {
     }
 }
 
+/// When the metadata of the box in `box_dir` was last committed (the
+/// modification time of its object log), if it can be told without the key.
+pub(super) fn last_commit(box_dir: &Path) -> Option<Timestamp> {
+    let m = std::fs::metadata(box_dir.join(OBJECTS_FILE)).ok()?;
+    Some(Timestamp { secs: m.mtime(), nanos: u32::try_from(m.mtime_nsec()).ok()? })
+}
+
 /// Cuts the largest files of `tree` (at least [`PRECUT_FROM`] bytes,
-/// largest first, as the reading threads take them) until `opened` is set
-/// or `budget` bytes are cut. A file that cannot be read is left to the
-/// reading threads, which report it.
-pub(super) fn precut(tree: &Tree, opened: &AtomicBool, budget: u64) -> Precut {
+/// largest first, as the reading threads take them) changed after
+/// `changed_after`, until `opened` is set or `budget` bytes are cut. A file
+/// that cannot be read is left to the reading threads, which report it.
+pub(super) fn precut(tree: &Tree, opened: &AtomicBool, budget: u64, changed_after: Option<Timestamp>) -> Precut {
     let mut files: Vec<usize> = Vec::new();
     let mut links = HashSet::new();
     for (i, node) in tree.nodes.iter().enumerate() {
         if let Kind::File { link_group, .. } = node.kind {
+            let changed = changed_after.is_none_or(|t| node.attrs.ctime > t);
             // Names of one inode are read once, under the first.
-            if node.attrs.size >= PRECUT_FROM && link_group.is_none_or(|g| links.insert(g)) {
+            if changed && node.attrs.size >= PRECUT_FROM && link_group.is_none_or(|g| links.insert(g)) {
                 files.push(i);
             }
         }
@@ -132,7 +150,7 @@ pub(super) fn precut(tree: &Tree, opened: &AtomicBool, budget: u64) -> Precut {
 
 /// Cuts the file at `path` from its start until `opened` is set, `budget`
 /// bytes are cut or the file ends; `buf` is the read buffer, given back.
-fn cut_prefix(path: &std::path::Path, opened: &AtomicBool, budget: u64, buf: Vec<u8>) -> (Option<Prefix>, Vec<u8>) {
+fn cut_prefix(path: &Path, opened: &AtomicBool, budget: u64, buf: Vec<u8>) -> (Option<Prefix>, Vec<u8>) {
     let Ok(file) = open_for_backup(path) else { return (None, buf) };
     let stamp = match file.metadata() {
         Ok(m) if m.is_file() => FileStamp::of(&m),

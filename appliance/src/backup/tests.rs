@@ -223,7 +223,7 @@ fn large_file(src: &Path) -> Vec<u8> {
 fn walked_and_cut(src: &Path, budget: u64) -> super::Walk {
     let opts = BackupOptions { paths: vec![src.to_path_buf()], excludes: vec![], one_file_system: false, threads: 2 };
     let never = AtomicBool::new(false);
-    super::walk(&opts, &never).unwrap().precut_at_most(&never, budget)
+    super::walk(&opts, &never).unwrap().precut_at_most(&never, budget, None)
 }
 
 fn backup_walked(repo: &Repo, src: &Path, walked: super::Walk) -> super::BackupResult {
@@ -246,36 +246,44 @@ fn restored(repo: &Repo, snap: &crate::meta::model::SnapshotInfo, dir: &Path, sr
     fs::read(target.join(src.strip_prefix("/").unwrap()).join(name)).unwrap()
 }
 
-/// The first 8 MiB of a large file cut while the box opened are taken
+/// The first chunks of a large file cut while the box opened are taken
 /// over, and the rest read on from there: the same chunks, stored once,
-/// as reading the file alone gives.
+/// as reading the file alone gives. After 4 MiB, more than 32 MiB are left,
+/// cut on a thread of their own (`chunk_stream::cut_elsewhere`); after
+/// 12 MiB, less, cut by the reading thread.
 #[test]
 fn a_file_cut_while_the_box_opened_is_stored_as_reading_it_alone_stores_it() {
     let tmp = tempfile::tempdir().unwrap();
     let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
     let alone = Repo::init(&tmp.path().join("alone"), "nas.example", "pw", kdf).unwrap();
-    let cut = Repo::init(&tmp.path().join("cut"), "nas.example", "pw", kdf).unwrap();
     let src = tmp.path().join("src");
     let data = large_file(&src);
-
     let read_alone = backup(&alone, &src);
     assert_eq!(read_alone.bytes_precut, 0);
-    let walked = walked_and_cut(&src, 8 << 20);
-    let precut = walked.precut.bytes();
-    assert!((8 << 20..(8 << 20) + 65_536).contains(&precut), "cut {precut} bytes ahead");
-    let taken_over = backup_walked(&cut, &src, walked);
-    assert_eq!(taken_over.bytes_precut, precut, "the prefix is taken over whole");
-    assert!(taken_over.warnings.is_empty(), "{:?}", taken_over.warnings);
 
-    let (a, b) = (&read_alone.snapshot.summary, &taken_over.snapshot.summary);
-    assert_eq!((b.chunks_new, b.bytes_read), (a.chunks_new, a.bytes_read));
-    assert_eq!(
-        handles_of(&cut, &taken_over.snapshot, "dump.sql"),
-        handles_of(&alone, &read_alone.snapshot, "dump.sql")
-    );
-    assert!(restored(&cut, &taken_over.snapshot, tmp.path(), &src, "dump.sql") == data, "the restored file differs");
-    let check = crate::check::run(&cut, crate::check::ReadData::All, 2, &Progress::start(Mode::Quiet, "test")).unwrap();
-    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    for budget in [4u64 << 20, 12 << 20] {
+        let cut = Repo::init(&tmp.path().join(format!("cut-{budget}")), "nas.example", "pw", kdf).unwrap();
+        let walked = walked_and_cut(&src, budget);
+        let precut = walked.precut.bytes();
+        assert!((budget..budget + 65_536).contains(&precut), "cut {precut} bytes ahead");
+        let taken_over = backup_walked(&cut, &src, walked);
+        assert_eq!(taken_over.bytes_precut, precut, "the prefix is taken over whole");
+        assert!(taken_over.warnings.is_empty(), "{:?}", taken_over.warnings);
+
+        let (a, b) = (&read_alone.snapshot.summary, &taken_over.snapshot.summary);
+        assert_eq!((b.chunks_new, b.bytes_read), (a.chunks_new, a.bytes_read));
+        assert_eq!(
+            handles_of(&cut, &taken_over.snapshot, "dump.sql"),
+            handles_of(&alone, &read_alone.snapshot, "dump.sql")
+        );
+        assert!(
+            restored(&cut, &taken_over.snapshot, tmp.path(), &src, "dump.sql") == data,
+            "the restored file differs"
+        );
+        let quiet = Progress::start(Mode::Quiet, "test");
+        let check = crate::check::run(&cut, crate::check::ReadData::All, 2, &quiet).unwrap();
+        assert!(check.problems.is_empty(), "{:?}", check.problems);
+    }
 }
 
 /// A file changed after it was cut, its times and size as they were (a
@@ -321,4 +329,28 @@ fn a_file_written_after_it_was_cut_is_read_whole() {
     let result = backup_walked(&repo, &src, walked);
     assert_eq!(result.bytes_precut, 0, "the prefix is not used");
     assert!(restored(&repo, &result.snapshot, tmp.path(), &src, "dump.sql") == data, "the restored file differs");
+}
+
+/// Only files changed since the box's last metadata commit are cut: one
+/// unchanged since was most likely backed up then, and cutting it would
+/// only slow the key's derivation.
+#[test]
+fn only_files_changed_since_the_last_commit_are_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut data = large_file(&src);
+    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    let box_dir = tmp.path().join("box");
+    Repo::init(&box_dir, "nas.example", "pw", kdf).unwrap();
+    let opts = BackupOptions { paths: vec![src.clone()], excludes: vec![], one_file_system: false, threads: 2 };
+    let never = AtomicBool::new(false);
+    let walked = super::walk(&opts, &never).unwrap().precut_until(&never, &box_dir);
+    assert_eq!(walked.precut.bytes(), 0, "a file older than the box's last commit was cut");
+
+    // Past the file system's clock tick.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    data[7] ^= 1;
+    fs::write(src.join("dump.sql"), &data).unwrap();
+    let walked = super::walk(&opts, &never).unwrap().precut_until(&never, &box_dir);
+    assert_eq!(walked.precut.bytes(), data.len() as u64, "a file changed since was not cut");
 }

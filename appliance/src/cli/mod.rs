@@ -49,7 +49,7 @@ fn backup_while_opening(g: &common::Global, lock: LockMode, opts: &crate::backup
             let walked = crate::backup::walk(opts, &stop)?;
             // With a core to spare, the walk's thread goes on cutting the
             // largest files until the box is open.
-            Ok::<_, anyhow::Error>(if opts.threads > 1 { walked.precut_until(&opened) } else { walked })
+            Ok::<_, anyhow::Error>(if opts.threads > 1 { walked.precut_until(&opened, &g.data) } else { walked })
         });
         let box_opened = g.open(lock);
         opened.store(true, Ordering::Relaxed);
