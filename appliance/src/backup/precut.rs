@@ -159,7 +159,8 @@ fn cut_prefix(path: &Path, opened: &AtomicBool, budget: u64, buf: Vec<u8>) -> (O
     let mut stream = if buf.is_empty() { ChunkStream::new(&file) } else { ChunkStream::with_reused_buffer(&file, buf) };
     let mut prefix = Prefix { stamp, chunks: Vec::new(), len: 0 };
     // Every chunk but a file's last ends where the chunker cut, so the
-    // reading thread can go on from `len` with a fresh chunker.
+    // reading thread can go on from `len` with a fresh chunker (a file
+    // that grew past its last chunk no longer matches its stamp).
     let usable = loop {
         if prefix.len >= budget || opened.load(Ordering::Relaxed) {
             break true;

@@ -218,6 +218,16 @@ fn large_file(src: &Path) -> Vec<u8> {
     data
 }
 
+/// A box with a cheap key in `dir`, and beside it the file of
+/// [`large_file`] under `src`: the box, `src` and the file's bytes.
+fn box_and_large_file(dir: &Path) -> (Repo, std::path::PathBuf, Vec<u8>) {
+    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    let repo = Repo::init(&dir.join("box"), "nas.example", "pw", kdf).unwrap();
+    let src = dir.join("src");
+    let data = large_file(&src);
+    (repo, src, data)
+}
+
 /// The walk of `src` with up to `budget` bytes of its largest files cut
 /// ahead, as while a box opens.
 fn walked_and_cut(src: &Path, budget: u64) -> super::Walk {
@@ -293,10 +303,7 @@ fn a_file_cut_while_the_box_opened_is_stored_as_reading_it_alone_stores_it() {
 #[test]
 fn a_prefix_that_no_longer_matches_its_file_is_dropped_and_the_file_read_again() {
     let tmp = tempfile::tempdir().unwrap();
-    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
-    let repo = Repo::init(&tmp.path().join("box"), "nas.example", "pw", kdf).unwrap();
-    let src = tmp.path().join("src");
-    let data = large_file(&src);
+    let (repo, src, data) = box_and_large_file(tmp.path());
 
     let mut walked = walked_and_cut(&src, 8 << 20);
     // What the prefix says of its fourth chunk is no longer what the file
@@ -316,10 +323,7 @@ fn a_prefix_that_no_longer_matches_its_file_is_dropped_and_the_file_read_again()
 #[test]
 fn a_file_written_after_it_was_cut_is_read_whole() {
     let tmp = tempfile::tempdir().unwrap();
-    let kdf = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
-    let repo = Repo::init(&tmp.path().join("box"), "nas.example", "pw", kdf).unwrap();
-    let src = tmp.path().join("src");
-    let mut data = large_file(&src);
+    let (repo, src, mut data) = box_and_large_file(tmp.path());
 
     let walked = walked_and_cut(&src, u64::MAX);
     assert_eq!(walked.precut.bytes(), data.len() as u64, "the whole file was cut");
