@@ -62,7 +62,7 @@ impl Precut {
     /// Bytes cut ahead, over all files.
     #[cfg(test)]
     pub(super) fn bytes(&self) -> u64 {
-        self.prefixes.values().map(|p| p.len).sum()
+        self.prefixes.values().map(Prefix::len).sum()
     }
 }
 
@@ -73,11 +73,14 @@ pub(super) struct Prefix {
     stamp: FileStamp,
     /// Each chunk's handle and length, in order.
     pub(super) chunks: Vec<([u8; 20], u32)>,
-    /// Bytes the chunks cover: where the next chunk starts.
-    pub(super) len: u64,
 }
 
 impl Prefix {
+    /// Bytes the chunks cover: where the next chunk starts.
+    pub(super) fn len(&self) -> u64 {
+        self.chunks.iter().map(|&(_, len)| u64::from(len)).sum()
+    }
+
     /// Whether the file, as `now` describes it, is still the one cut.
     pub(super) fn matches(&self, now: &Metadata) -> bool {
         self.stamp == FileStamp::of(now)
@@ -140,8 +143,8 @@ pub(super) fn precut(tree: &Tree, opened: &AtomicBool, budget: u64, changed_afte
         }
         let (prefix, reused) = cut_prefix(&tree.nodes[i].path, opened, left, buf);
         buf = reused;
-        if let Some(prefix) = prefix.filter(|p| p.len > 0) {
-            left = left.saturating_sub(prefix.len);
+        if let Some(prefix) = prefix.filter(|p| !p.chunks.is_empty()) {
+            left = left.saturating_sub(prefix.len());
             precut.prefixes.insert(i, prefix);
         }
     }
@@ -157,18 +160,19 @@ fn cut_prefix(path: &Path, opened: &AtomicBool, budget: u64, buf: Vec<u8>) -> (O
         _ => return (None, buf),
     };
     let mut stream = if buf.is_empty() { ChunkStream::new(&file) } else { ChunkStream::with_reused_buffer(&file, buf) };
-    let mut prefix = Prefix { stamp, chunks: Vec::new(), len: 0 };
+    let mut prefix = Prefix { stamp, chunks: Vec::new() };
+    let mut cut = 0u64;
     // Every chunk but a file's last ends where the chunker cut, so the
-    // reading thread can go on from `len` with a fresh chunker (a file
+    // reading thread can go on from `cut` with a fresh chunker (a file
     // that grew past its last chunk no longer matches its stamp).
     let usable = loop {
-        if prefix.len >= budget || opened.load(Ordering::Relaxed) {
+        if cut >= budget || opened.load(Ordering::Relaxed) {
             break true;
         }
         match stream.next_chunk() {
             Ok(Some(chunk)) => {
                 prefix.chunks.push((Handle::of(chunk).0, chunk.len() as u32));
-                prefix.len += chunk.len() as u64;
+                cut += chunk.len() as u64;
             }
             Ok(None) => break true,
             Err(_) => break false,
