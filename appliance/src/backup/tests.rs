@@ -253,6 +253,13 @@ fn handles_of(repo: &Repo, snap: &crate::meta::model::SnapshotInfo, name: &str) 
     walk::entries(repo, snap).unwrap().into_iter().find(|e| e.path.ends_with(name)).unwrap().handles
 }
 
+/// `pastiche check` reading every chunk finds nothing wrong in `repo`.
+fn assert_checks_clean(repo: &Repo) {
+    let quiet = Progress::start(Mode::Quiet, "test");
+    let check = crate::check::run(repo, crate::check::ReadData::All, 2, &quiet).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+}
+
 /// Restores `snap` under `dir/restore` and gives the bytes of `src/name`.
 fn restored(repo: &Repo, snap: &crate::meta::model::SnapshotInfo, dir: &Path, src: &Path, name: &str) -> Vec<u8> {
     let target = dir.join("restore");
@@ -294,9 +301,7 @@ fn a_file_cut_while_the_box_opened_is_stored_as_reading_it_alone_stores_it() {
             restored(&cut, &taken_over.snapshot, tmp.path(), &src, "dump.sql") == data,
             "the restored file differs"
         );
-        let quiet = Progress::start(Mode::Quiet, "test");
-        let check = crate::check::run(&cut, crate::check::ReadData::All, 2, &quiet).unwrap();
-        assert!(check.problems.is_empty(), "{:?}", check.problems);
+        assert_checks_clean(&cut);
     }
 }
 
@@ -321,9 +326,7 @@ fn a_prefix_that_no_longer_matches_its_file_is_dropped_and_the_file_read_again()
     assert!(result.warnings.is_empty(), "{:?}", result.warnings);
     assert!(restored(&repo, &result.snapshot, tmp.path(), &src, "dump.sql") == data, "the restored file differs");
     assert!(restored(&repo, &result.snapshot, tmp.path(), &src, "small") == small, "the small file differs");
-    let quiet = Progress::start(Mode::Quiet, "test");
-    let check = crate::check::run(&repo, crate::check::ReadData::All, 2, &quiet).unwrap();
-    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert_checks_clean(&repo);
 }
 
 /// A file written after it was cut (its change time moved) is read whole,
